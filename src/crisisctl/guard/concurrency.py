@@ -1,0 +1,310 @@
+"""Concurrency limit (static or adaptive) with a short, priority-aware shedding queue.
+
+Adaptive limit — a gradient controller in the family of Netflix's Gradient/Gradient2, with a
+no-load latency reference and probe back-off. Service latency (admission to response start,
+queueing excluded) is averaged over windows of ≥ 10 samples and ≥ 50 ms (or 1 s). Per window:
+
+    rtt_noload = min(window mean rtt over the last `noload_window_s`)     # the unqueued latency
+    gradient   = clamp(tolerance * rtt_noload / rtt, 0.5, 1.0)
+
+    gradient < 1 (latency beyond tolerance: requests are queueing inside the service)
+        L <- L * gradient                                  # fast, proportional decrease
+        ceiling <- floor(L_before) ; hold <- min(2 * hold, hold_max)
+    gradient = 1 and the limit was reached in the window (not app-limited)
+        L <- (1 - smoothing) * L + smoothing * (L + sqrt(L))          # smoothed growth
+        but below `ceiling` until `hold` seconds have passed since it was set
+    otherwise L is unchanged (no evidence that more concurrency would help)
+
+    L is clamped to [min_limit, max_limit]; admission uses floor(L * mode factor).
+
+The ceiling/hold pair is the probe back-off: after a level proved to add queueing, the limit
+re-probes it only after `hold` seconds (doubling on each failed probe, reset when a probe
+succeeds), so a saturated service spends almost all its time at the level that serves best.
+If no window has come near `rtt_noload` for `probe_interval_s`, one window runs at half the
+limit to re-measure the no-load latency (like BBR's ProbeRTT), so a service that has only
+ever been seen overloaded still converges.
+
+Queue — requests over the limit wait in a bounded queue (`queue_size`). CoDel-style: when the
+queue has been non-empty for longer than `queue_timeout_s` (the interval), the service is in
+standing overload: waiters are then served newest first (LIFO: the oldest are the ones whose
+clients have most likely given up) and a new waiter is shed after the target delay
+(`queue_target_s`, at most half the no-load latency under the adaptive limit); otherwise waiters
+are served in arrival order and wait at most the interval. Higher priorities are served first,
+and a full queue evicts its lowest-priority waiter for a more important arrival.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Callable
+
+from crisisctl.guard.config import ConcurrencyConfig, Priority
+
+WINDOW_MIN_SAMPLES = 10
+WINDOW_MIN_S = 0.05
+WINDOW_MAX_S = 1.0
+HOLD_BASE_S = 10.0
+HOLD_MAX_S = 120.0
+
+#: reasons a request can be refused by this module (metric label values)
+SHED_QUEUE_FULL = "queue_full"
+SHED_QUEUE_TIMEOUT = "queue_timeout"
+
+
+class _Waiter:
+    __slots__ = ("enqueued", "future", "handle", "priority")
+
+    def __init__(self, future: asyncio.Future[bool], priority: int, enqueued: float) -> None:
+        self.future = future
+        self.priority = priority
+        self.enqueued = enqueued
+        self.handle: asyncio.TimerHandle | None = None
+
+
+class ConcurrencyLimiter:
+    """Admission control for non-critical requests; one per guard."""
+
+    def __init__(self, config: ConcurrencyConfig, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.adaptive = config.mode == "adaptive"
+        self._clock = clock
+        self.limit = float(config.limit)
+        self.factor = 1.0
+        self.effective = config.limit
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        # queue: one deque per priority below CRITICAL
+        self._queues: list[deque[_Waiter]] = [deque() for _ in range(Priority.CRITICAL)]
+        self.queued = 0
+        self._nonempty_since: float | None = None
+        self.shed_queue_full = 0
+        self.shed_queue_timeout = 0
+        # adaptive state
+        self.rtt_noload: float | None = None
+        self.last_rtt: float | None = None
+        self._noload_samples: deque[tuple[float, float]] = deque()
+        self._last_fresh: float = clock()
+        self._window_start: float = clock()
+        self._window_sum = 0.0
+        self._window_n = 0
+        self._window_peak = 0
+        self._ceiling: int | None = None
+        self._ceiling_until = 0.0
+        self._hold = HOLD_BASE_S
+        self._probing_from: float | None = None
+        self.noload_window_s = 30.0
+        self.probe_interval_s = 30.0
+        self.updates = 0
+
+    # -- admission -------------------------------------------------------------------------
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody is waiting (the fast path)."""
+        if self.in_flight < self.effective and not self.queued:
+            self.in_flight += 1
+            if self.in_flight > self._window_peak:
+                self._window_peak = self.in_flight
+            return True
+        return False
+
+    async def acquire(self, priority: int) -> str | None:
+        """Wait for a slot; None once admitted, else the shed reason."""
+        if self.try_acquire():
+            return None
+        cfg = self.config
+        now = self._clock()
+        if self.queued >= cfg.queue_size and not self._evict_below(priority):
+            self.shed_queue_full += 1
+            return SHED_QUEUE_FULL
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop.create_future(), priority, now)
+        if self.queued == 0:
+            self._nonempty_since = now
+        self._queues[priority].append(waiter)
+        self.queued += 1
+        waiter.handle = loop.call_later(self._queue_timeout(now), self._expire, waiter)
+        try:
+            admitted = await waiter.future
+        except asyncio.CancelledError:
+            if waiter.future.done() and not waiter.future.cancelled() and waiter.future.result():
+                self.release(None)
+            else:
+                self._remove(waiter)
+            raise
+        if admitted:
+            return None
+        return SHED_QUEUE_TIMEOUT
+
+    def _queue_timeout(self, now: float) -> float:
+        cfg = self.config
+        if self._overloaded(now):
+            target = cfg.queue_target_s
+            if self.adaptive and self.rtt_noload is not None:
+                target = min(target, max(0.0005, 0.5 * self.rtt_noload))
+            return target
+        return cfg.queue_timeout_s
+
+    def _overloaded(self, now: float) -> bool:
+        since = self._nonempty_since
+        return since is not None and now - since >= self.config.queue_timeout_s
+
+    def _expire(self, waiter: _Waiter) -> None:
+        if waiter.future.done():
+            return
+        self._remove(waiter)
+        self.shed_queue_timeout += 1
+        waiter.future.set_result(False)
+
+    def _remove(self, waiter: _Waiter) -> None:
+        queue = self._queues[waiter.priority]
+        try:
+            queue.remove(waiter)
+        except ValueError:
+            return
+        self.queued -= 1
+        if waiter.handle is not None:
+            waiter.handle.cancel()
+        if self.queued == 0:
+            self._nonempty_since = None
+
+    def _evict_below(self, priority: int) -> bool:
+        for lower in range(priority):
+            queue = self._queues[lower]
+            if queue:
+                victim = queue.popleft()
+                self.queued -= 1
+                if victim.handle is not None:
+                    victim.handle.cancel()
+                self.shed_queue_full += 1
+                if not victim.future.done():
+                    victim.future.set_result(False)
+                return True
+        return False
+
+    def release(self, rtt: float | None) -> None:
+        """Give back a slot; `rtt` (seconds) feeds the adaptive limit when given."""
+        self.in_flight -= 1
+        if rtt is not None and self.adaptive:
+            self._window_sum += rtt
+            self._window_n += 1
+            now = self._clock()
+            elapsed = now - self._window_start
+            if (self._window_n >= WINDOW_MIN_SAMPLES and elapsed >= WINDOW_MIN_S) or (
+                elapsed >= WINDOW_MAX_S
+            ):
+                self._close_window(now)
+        if self.queued:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        now = self._clock()
+        lifo = self._overloaded(now)
+        while self.queued and self.in_flight < self.effective:
+            waiter = None
+            for queue in reversed(self._queues):
+                if queue:
+                    waiter = queue.pop() if lifo else queue.popleft()
+                    break
+            if waiter is None:
+                break
+            self.queued -= 1
+            if waiter.handle is not None:
+                waiter.handle.cancel()
+            if waiter.future.done():
+                continue
+            self.in_flight += 1
+            if self.in_flight > self._window_peak:
+                self._window_peak = self.in_flight
+            waiter.future.set_result(True)
+        if self.queued == 0:
+            self._nonempty_since = None
+
+    # -- adaptive limit --------------------------------------------------------------------
+    def set_factor(self, factor: float) -> None:
+        """Scale the admitted limit (emergency / recovering modes)."""
+        self.factor = factor
+        self._apply()
+        if self.queued:
+            self._hand_over()
+
+    def _apply(self) -> None:
+        self.effective = max(1, math.floor(self.limit * self.factor + 1e-9))
+
+    def _close_window(self, now: float) -> None:
+        n = self._window_n
+        rtt = self._window_sum / n if n else 0.0
+        peak = self._window_peak
+        self._window_start = now
+        self._window_sum = 0.0
+        self._window_n = 0
+        self._window_peak = self.in_flight
+        if n == 0:
+            return
+        self.updates += 1
+        self.last_rtt = rtt
+        cfg = self.config
+        samples = self._noload_samples
+        # monotonic deque of (time, rtt): its head is the windowed minimum
+        while samples and samples[-1][1] >= rtt:
+            samples.pop()
+        samples.append((now, rtt))
+        while samples and now - samples[0][0] > self.noload_window_s:
+            samples.popleft()
+        noload = samples[0][1]
+        self.rtt_noload = noload
+        if rtt <= noload * 1.1:
+            self._last_fresh = now
+
+        if self._probing_from is not None:
+            # the half-limit probe window is over: restore and judge against the new reference
+            self.limit = self._probing_from
+            self._probing_from = None
+        elif now - self._last_fresh > self.probe_interval_s and self.limit > cfg.min_limit:
+            self._probing_from = self.limit
+            self.limit = max(float(cfg.min_limit), self.limit / 2.0)
+            self._last_fresh = now
+            self._apply()
+            return
+
+        limit = self.limit
+        gradient = cfg.tolerance * noload / rtt if rtt > 0 else 1.0
+        if gradient < 1.0 and 2 * peak >= self.effective:
+            # latency beyond tolerance while the limit was at least half used: shrink it
+            gradient = max(0.5, gradient)
+            if peak >= self.effective:
+                self._ceiling = max(1, math.floor(limit))
+                self._ceiling_until = now + self._hold
+                self._hold = min(self._hold * 2.0, HOLD_MAX_S)
+            limit = limit * gradient
+        elif gradient >= 1.0 and peak >= self.effective:
+            if self._ceiling is not None and self.effective >= self._ceiling:
+                # a probe at the old ceiling went through without queueing: forget it
+                self._ceiling = None
+                self._hold = HOLD_BASE_S
+            grown = limit + math.sqrt(limit)
+            limit = (1.0 - cfg.smoothing) * limit + cfg.smoothing * grown
+            if self._ceiling is not None and now < self._ceiling_until:
+                limit = min(limit, self._ceiling - 0.01)
+        self.limit = min(float(cfg.max_limit), max(float(cfg.min_limit), limit))
+        self._apply()
+
+    def describe(self) -> dict[str, object]:
+        """JSON-able state for the status endpoint."""
+        return {
+            "mode": self.config.mode,
+            "limit": self.effective,
+            "limit_estimate": round(self.limit, 3),
+            "factor": round(self.factor, 3),
+            "min_limit": self.config.min_limit,
+            "max_limit": self.config.max_limit,
+            "in_flight": self.in_flight,
+            "queued": self.queued,
+            "queue_size": self.config.queue_size,
+            "rtt_noload_ms": None if self.rtt_noload is None else round(self.rtt_noload * 1e3, 3),
+            "rtt_recent_ms": None if self.last_rtt is None else round(self.last_rtt * 1e3, 3),
+            "ceiling": self._ceiling,
+            "updates": self.updates,
+            "shed_queue_full": self.shed_queue_full,
+            "shed_queue_timeout": self.shed_queue_timeout,
+        }

@@ -1,0 +1,328 @@
+"""Configuration of the guard: plain dataclasses, validated when built, no required field.
+
+Everything has a default that protects a service without tuning (adaptive concurrency, a
+circuit breaker per route, metrics); rate limits and timeouts are opt-in because only the
+service owner knows their right values. Limit strings follow the familiar `limits` syntax:
+``"10/second;300/minute"``, ``"5 per 10 seconds"``, ``"100/s"``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Literal
+
+from crisisctl.guard.types import Scope
+
+
+class GuardConfigError(ValueError):
+    """A guard setting is invalid; the message says which and how to fix it."""
+
+
+class Priority(IntEnum):
+    """How important a route is when the guard must choose what to shed (higher = kept longer)."""
+
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
+    #: never shed, never queued, never rate limited unless a rule says so: health, control.
+    CRITICAL = 3
+
+    @classmethod
+    def parse(cls, value: Priority | str | int) -> Priority:
+        """Accept a Priority, its name ("low", "critical") or its number."""
+        if isinstance(value, Priority):
+            return value
+        if isinstance(value, int):
+            return cls(value)
+        try:
+            return cls[str(value).strip().upper()]
+        except KeyError:
+            names = ", ".join(p.name.lower() for p in cls)
+            raise GuardConfigError(f"unknown priority {value!r}: use one of {names}") from None
+
+
+Strategy = Literal["gcra", "sliding-window"]
+STRATEGIES: tuple[str, ...] = ("gcra", "sliding-window")
+
+_UNITS = {
+    "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0,
+    "m": 60.0, "min": 60.0, "minute": 60.0, "minutes": 60.0,
+    "h": 3600.0, "hour": 3600.0, "hours": 3600.0,
+    "d": 86400.0, "day": 86400.0, "days": 86400.0,
+}  # fmt: skip
+_LIMIT_RE = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(\d+)?\s*([a-zA-Z]+)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """`amount` requests per `period` seconds."""
+
+    amount: int
+    period: float
+
+    @property
+    def name(self) -> str:
+        """A short, stable policy name for headers and metrics, e.g. ``10-per-1s``."""
+        period = int(self.period) if self.period == int(self.period) else self.period
+        return f"{self.amount}-per-{period}s"
+
+    def __str__(self) -> str:
+        period = int(self.period) if self.period == int(self.period) else self.period
+        return f"{self.amount}/{period}s"
+
+
+def parse_limits(text: str) -> tuple[RateLimit, ...]:
+    """Parse ``"10/second;300/minute"`` into rate limits; raise GuardConfigError when invalid."""
+    limits: list[RateLimit] = []
+    for part in re.split(r"[;,]", text):
+        if not part.strip():
+            continue
+        match = _LIMIT_RE.match(part)
+        unit = match.group(3).lower() if match else ""
+        if not match or unit not in _UNITS:
+            raise GuardConfigError(
+                f"invalid rate limit {part.strip()!r}: write it like '10/second', "
+                "'300/minute' or '5 per 10 seconds', several joined with ';'"
+            )
+        amount = int(match.group(1))
+        multiple = int(match.group(2) or 1)
+        if amount < 1 or multiple < 1:
+            raise GuardConfigError(f"invalid rate limit {part.strip()!r}: numbers must be ≥ 1")
+        limits.append(RateLimit(amount, multiple * _UNITS[unit]))
+    if not limits:
+        raise GuardConfigError(f"empty rate limit {text!r}: write it like '10/second;300/minute'")
+    return tuple(limits)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    """Per-route circuit breaker (closed → open → half-open → closed).
+
+    Opens when, over the last `window_s` seconds and at least `min_calls` calls, the share of
+    failures (5xx from the app, exceptions, timeouts) reaches `failure_ratio`, or the share of
+    calls slower than `slow_call_s` reaches `slow_call_ratio`. Stays open `open_s` seconds, then
+    lets `half_open_calls` probes through; all succeed → closed, any fails → open again.
+    """
+
+    enabled: bool = True
+    window_s: float = 10.0
+    min_calls: int = 20
+    failure_ratio: float = 0.5
+    slow_call_s: float | None = None
+    slow_call_ratio: float = 0.8
+    open_s: float = 5.0
+    half_open_calls: int = 3
+
+    def __post_init__(self) -> None:
+        _check(self.window_s >= 1.0, "breaker window_s must be at least 1 second")
+        _check(self.min_calls >= 1, "breaker min_calls must be at least 1")
+        _check(0.0 < self.failure_ratio <= 1.0, "breaker failure_ratio must be in (0, 1]")
+        _check(0.0 < self.slow_call_ratio <= 1.0, "breaker slow_call_ratio must be in (0, 1]")
+        _check(self.slow_call_s is None or self.slow_call_s > 0, "breaker slow_call_s must be > 0")
+        _check(self.open_s > 0, "breaker open_s must be > 0")
+        _check(self.half_open_calls >= 1, "breaker half_open_calls must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyConfig:
+    """Concurrency limit and shedding queue.
+
+    `mode`: "adaptive" (the limit follows observed latency, see concurrency.py), "static"
+    (`limit` is fixed) or "off". Requests over the limit wait in a queue of `queue_size`;
+    under standing overload the queue is served newest-first and a waiter is shed after
+    `queue_target_s` (CoDel's target), otherwise after `queue_timeout_s` (CoDel's interval).
+    """
+
+    mode: Literal["adaptive", "static", "off"] = "adaptive"
+    limit: int = 32
+    min_limit: int = 1
+    max_limit: int = 1000
+    queue_size: int = 64
+    queue_timeout_s: float = 0.1
+    queue_target_s: float = 0.005
+    #: adaptive: observed latency may exceed the no-load latency by this factor before the
+    #: limit is cut.
+    tolerance: float = 1.5
+    #: adaptive: how much of each new estimate enters the limit (exponential smoothing).
+    smoothing: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check(
+            self.mode in ("adaptive", "static", "off"),
+            "concurrency mode must be adaptive, static or off",
+        )
+        _check(self.min_limit >= 1, "concurrency min_limit must be at least 1")
+        _check(self.max_limit >= self.min_limit, "concurrency max_limit must be ≥ min_limit")
+        _check(
+            self.min_limit <= self.limit <= self.max_limit,
+            "concurrency limit must lie in [min_limit, max_limit]",
+        )
+        _check(self.queue_size >= 0, "concurrency queue_size must be ≥ 0")
+        _check(self.queue_timeout_s > 0 and self.queue_target_s > 0, "queue timeouts must be > 0")
+        _check(self.tolerance >= 1.0, "concurrency tolerance must be ≥ 1.0")
+        _check(0.0 < self.smoothing <= 1.0, "concurrency smoothing must be in (0, 1]")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class EmergencyConfig:
+    """What `emergency` mode tightens and how `recovering` ramps back to normal.
+
+    In emergency the concurrency limit is multiplied by `concurrency_factor`, every rate limit
+    by `rate_factor` (or replaced by a rule's `emergency_rate_limit`), and routes whose
+    priority is ≤ `shed_priority` are refused outright. In `recovering` both factors ramp
+    linearly back to 1 over `ramp_s` seconds (the seeds' 120-second cooldown), then the guard
+    returns to `normal` by itself.
+    """
+
+    concurrency_factor: float = 0.5
+    rate_factor: float = 0.5
+    shed_priority: Priority = Priority.LOW
+    ramp_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        _check(
+            0.0 < self.concurrency_factor <= 1.0, "emergency concurrency_factor must be in (0, 1]"
+        )
+        _check(0.0 < self.rate_factor <= 1.0, "emergency rate_factor must be in (0, 1]")
+        _check(self.ramp_s >= 0, "emergency ramp_s must be ≥ 0")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRule:
+    """Policies for the paths matching `pattern` (and `methods`, if given).
+
+    `pattern` uses route-template syntax: ``/api/scans/{id}`` matches one segment per
+    parameter, ``{name:path}`` or a trailing ``*`` matches the rest. The first matching rule
+    wins. Unset fields fall back to the guard-wide defaults.
+    """
+
+    pattern: str
+    methods: tuple[str, ...] | None = None
+    rate_limit: str | None = None
+    emergency_rate_limit: str | None = None
+    strategy: Strategy | None = None
+    priority: Priority | str = Priority.NORMAL
+    timeout_s: float | None = None
+    breaker: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.pattern.startswith("/"), f"route pattern {self.pattern!r} must start with '/'")
+        if self.rate_limit is not None:
+            parse_limits(self.rate_limit)
+        if self.emergency_rate_limit is not None:
+            parse_limits(self.emergency_rate_limit)
+        _check(
+            self.strategy in (None, *STRATEGIES),
+            f"unknown strategy {self.strategy!r}: use gcra or sliding-window",
+        )
+        _check(self.timeout_s is None or self.timeout_s > 0, "route timeout_s must be > 0")
+        object.__setattr__(self, "priority", Priority.parse(self.priority))
+        if self.methods is not None:
+            object.__setattr__(self, "methods", tuple(m.upper() for m in self.methods))  # fmt: skip
+
+
+KeyFunc = Callable[[Scope], str]
+
+DEFAULT_CRITICAL_PATHS: tuple[str, ...] = (
+    "/health",
+    "/healthz",
+    "/livez",
+    "/readyz",
+    "/api/health",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardConfig:
+    """All guard settings. `GuardConfig()` alone is a sound default."""
+
+    #: where the control surface lives: <prefix>/status, /metrics, /health, /mode
+    prefix: str = "/_crisis"
+    #: bearer token for POST <prefix>/mode; None reads CRISISCTL_GUARD_TOKEN; "" disables it.
+    token: str | None = None
+    #: guard-wide rate limit for routes without their own, e.g. "100/second;3000/minute"
+    rate_limit: str | None = None
+    strategy: Strategy = "gcra"
+    #: "memory://" or "redis://host:port/db" (shared across instances)
+    storage: str = "memory://"
+    #: how long a Redis round trip may take before the guard falls back to local limits
+    storage_timeout_s: float = 0.25
+    #: rate-limit key: client IP by default; any callable scope -> str
+    key_func: KeyFunc | None = None
+    #: peers (IPs or CIDRs) whose X-Forwarded-For header is believed
+    trusted_proxies: tuple[str, ...] = ()
+    routes: tuple[RouteRule, ...] = ()
+    concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    emergency: EmergencyConfig = field(default_factory=EmergencyConfig)
+    #: per-request timeout (seconds to the first response byte); None = no timeout
+    timeout_s: float | None = None
+    #: paths always treated as critical (never shed), in addition to the control surface
+    critical_paths: tuple[str, ...] = DEFAULT_CRITICAL_PATHS
+    #: send RateLimit / RateLimit-Policy headers on rate-limited routes
+    rate_limit_headers: bool = True
+    #: read route templates from the wrapped app (Starlette/FastAPI) for metric labels
+    discover_routes: bool = True
+    #: at most this many distinct route labels; further ones fold into "<other>"
+    max_route_labels: int = 500
+
+    def __post_init__(self) -> None:
+        _check(
+            self.prefix.startswith("/") and not self.prefix.endswith("/"),
+            f"prefix {self.prefix!r} must start with '/' and not end with '/'",
+        )
+        if self.rate_limit is not None:
+            parse_limits(self.rate_limit)
+        _check(
+            self.strategy in STRATEGIES,
+            f"unknown strategy {self.strategy!r}: use gcra or sliding-window",
+        )
+        _check(
+            self.storage.startswith(("memory://", "redis://", "rediss://", "unix://")),
+            f"unknown storage {self.storage!r}: use memory:// or redis://host:port/db",
+        )  # fmt: skip
+        _check(self.storage_timeout_s > 0, "storage_timeout_s must be > 0")
+        _check(self.timeout_s is None or self.timeout_s > 0, "timeout_s must be > 0")
+        _check(self.max_route_labels >= 1, "max_route_labels must be ≥ 1")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise GuardConfigError(
+                    f"trusted proxy {proxy!r} is not an IP address or CIDR network"
+                ) from None
+        object.__setattr__(self, "routes", tuple(self.routes))
+        object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
+        object.__setattr__(self, "critical_paths", tuple(self.critical_paths))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GuardConfig:
+        """Build from plain data (YAML/JSON): nested sections and `routes` as dicts."""
+        data = dict(data)
+        try:
+            if "concurrency" in data and isinstance(data["concurrency"], Mapping):
+                data["concurrency"] = ConcurrencyConfig(**data["concurrency"])
+            if "breaker" in data and isinstance(data["breaker"], Mapping):
+                data["breaker"] = BreakerConfig(**data["breaker"])
+            if "emergency" in data and isinstance(data["emergency"], Mapping):
+                emergency = dict(data["emergency"])
+                if "shed_priority" in emergency:
+                    emergency["shed_priority"] = Priority.parse(emergency["shed_priority"])
+                data["emergency"] = EmergencyConfig(**emergency)
+            routes: Sequence[Any] = data.get("routes", ())
+            data["routes"] = tuple(RouteRule(**r) if isinstance(r, Mapping) else r for r in routes)
+            for key in ("trusted_proxies", "critical_paths"):
+                if key in data:
+                    data[key] = tuple(data[key])
+            return cls(**data)
+        except TypeError as exc:
+            raise GuardConfigError(f"invalid guard configuration: {exc}") from None
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise GuardConfigError(message)

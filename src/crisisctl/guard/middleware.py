@@ -1,0 +1,529 @@
+"""The guard: a pure-ASGI middleware that composes the policies in the request path.
+
+Order for each HTTP request (control paths under the prefix are answered first):
+  1. emergency shedding of low-priority routes          -> 503 + Retry-After
+  2. circuit breaker of the route                        -> 503 + Retry-After (instant)
+  3. rate limit per key (memory or Redis)                -> 429 + Retry-After + RateLimit headers
+  4. concurrency limit; over it a short queue            -> 503 + Retry-After when shed
+  5. the app, under the route's timeout                  -> 504 and the work cancelled
+Then the response status and service time feed metrics, the breaker and the adaptive limit.
+
+The hot path only touches dicts, ints and floats; everything slow (route discovery, building a
+route's policies, Prometheus rendering, key expiry) happens once, at scrape time, or in the
+background ticker. Any failure of the guard's own code lets the request through untouched:
+the guard must never break the app it protects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from crisisctl.guard import control
+from crisisctl.guard.breaker import HALF_OPEN, CircuitBreaker
+from crisisctl.guard.clientkey import client_key_function
+from crisisctl.guard.concurrency import ConcurrencyLimiter
+from crisisctl.guard.config import GuardConfig, Priority, RouteRule, parse_limits
+from crisisctl.guard.metrics import RouteStats, build_registry
+from crisisctl.guard.modes import EMERGENCY, NORMAL, RECOVERING, ModeState
+from crisisctl.guard.ratelimit import Decision, MemoryRateLimiter, RateLimitPolicy
+from crisisctl.guard.routes import Resolved, RouteTable, compile_template, discover_templates
+from crisisctl.guard.track import operation_metrics
+from crisisctl.guard.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("crisisctl.guard")
+
+#: how often the background ticker runs housekeeping (key expiry, ramps, snapshots)
+HOUSEKEEPING_S = 1.0
+SNAPSHOT_KEEP_S = 60.0
+
+
+class _Route:
+    """Everything the request path needs about one (route label, rule) pair."""
+
+    __slots__ = (
+        "breaker",
+        "critical",
+        "emergency_limits",
+        "label",
+        "limiter",
+        "priority",
+        "slow_s",
+        "stats",
+        "timeout_s",
+    )
+
+    def __init__(self) -> None:
+        self.label = ""
+        self.stats: RouteStats
+        self.priority = int(Priority.NORMAL)
+        self.critical = False
+        self.limiter: Any = None
+        self.emergency_limits: Any = None
+        self.breaker: CircuitBreaker | None = None
+        self.slow_s: float | None = None
+        self.timeout_s: float | None = None
+
+
+class Guard:
+    """Overload protection for any ASGI app: ``app = Guard(app, GuardConfig(...))``.
+
+    Also ``app.add_middleware(Guard, rate_limit="10/second")``: keyword arguments are
+    GuardConfig fields. With no configuration at all the guard measures every route, limits
+    concurrency adaptively and breaks circuits of failing routes.
+    """
+
+    def __init__(self, app: ASGIApp, config: GuardConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = GuardConfig.from_dict(overrides) if overrides else GuardConfig()
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.app = app
+        self.config = config
+        token = config.token
+        if token is None:
+            token = os.environ.get("CRISISCTL_GUARD_TOKEN", "")
+        self.token: bytes | None = token.encode() if token else None
+        self._prefix = config.prefix
+        self._clock = time.monotonic
+        self.started_wall = time.time()
+        self.modes = ModeState(config.emergency)
+        self._shed_priority = -1
+        self.concurrency: ConcurrencyLimiter | None = (
+            ConcurrencyLimiter(config.concurrency, self._clock)
+            if config.concurrency.mode != "off"
+            else None
+        )
+        self._key = config.key_func or client_key_function(config.trusted_proxies)
+        self._critical_regexes = [compile_template(p) for p in config.critical_paths]
+        self.route_stats: dict[str, RouteStats] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.policies: dict[int, RateLimitPolicy] = {}
+        self._limiters: dict[int, Any] = {}
+        self._overrides: dict[int, Any] = {}
+        self._runtimes: dict[tuple[str, int], _Route] = {}
+        self._table: RouteTable[_Route] | None = None
+        self.storage_health: Any = None
+        self._redis: Any = None
+        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        self._timed_out: set[asyncio.Task[Any]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._ticker_loop: asyncio.AbstractEventLoop | None = None
+        self._tick_s = HOUSEKEEPING_S
+        timeouts = [r.timeout_s for r in config.routes if r.timeout_s] + (
+            [config.timeout_s] if config.timeout_s else []
+        )
+        if timeouts:
+            self._tick_s = min(HOUSEKEEPING_S, max(0.005, min(timeouts) / 20.0))
+        self.internal_errors = 0
+        self.registry = build_registry(self, operation_metrics)
+        self._default_rule = RouteRule(pattern="/", rate_limit=config.rate_limit)
+
+    # -- public control --------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        """Current mode: normal, emergency or recovering."""
+        return self.modes.mode
+
+    def set_mode(
+        self, mode: str, *, actor: str = "python", reason: str = "", source: str = "python"
+    ) -> None:
+        """Switch mode at run time (also what POST <prefix>/mode does)."""
+        self.modes.switch(mode, actor=actor, reason=reason, source=source)
+        self._apply_mode()
+
+    def _apply_mode(self) -> None:
+        mode = self.modes.mode
+        conc_factor, rate_factor = self.modes.factors()
+        self._shed_priority = int(self.config.emergency.shed_priority) if mode == EMERGENCY else -1
+        if self.concurrency is not None:
+            self.concurrency.set_factor(conc_factor)
+        for rule_id, policy in self.policies.items():
+            override = self._overrides.get(rule_id) if mode == EMERGENCY else None
+            policy.set_factor(rate_factor, override)
+
+    # -- ASGI ------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self.app(scope, self._lifespan_receive(receive), send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.startswith(self._prefix) and control.is_control_path(path, self._prefix):
+            await control.handle(self, scope, receive, send)
+            return
+        if self._ticker_loop is None or self._ticker is None or self._ticker.done():
+            self._start_ticker()
+        method: str = scope["method"]
+        table = self._table
+        route: _Route | None = None
+        if table is not None:
+            by_path = table.cache.get(method)
+            if by_path is not None:
+                route = by_path.get(path)
+        if route is None:
+            try:
+                route = self._route_for(method, path)
+            except Exception:
+                self._internal_error("route resolution")
+                await self.app(scope, receive, send)
+                return
+
+        clock = self._clock
+        start = clock()
+        stats = route.stats
+        if route.priority <= self._shed_priority:
+            await self._refuse(route, method, send, 503, "emergency", 5.0)
+            return
+        breaker = route.breaker
+        if breaker is not None and breaker.state and not breaker.allow(start):
+            await self._refuse(route, method, send, 503, "circuit_open", breaker.retry_after(start))
+            return
+        limiter = route.limiter
+        extra_headers: list[tuple[bytes, bytes]] | None = None
+        if limiter is not None:
+            try:
+                key = self._key(scope)
+                if limiter.is_async:
+                    decision: Decision = await limiter.hit(key, start)
+                else:
+                    decision = limiter.hit(key, start)
+            except Exception:
+                self._internal_error("rate limiting")
+            else:
+                if not decision.allowed:
+                    self._release_probe(breaker)
+                    await self._refuse_rate(route, method, send, limiter.policy, decision)
+                    return
+                if self.config.rate_limit_headers:
+                    extra_headers = limiter.policy.headers(decision)
+        conc = self.concurrency
+        admitted = False
+        if conc is not None and not route.critical:
+            if not conc.try_acquire():
+                reason = await conc.acquire(route.priority)
+                if reason is not None:
+                    self._release_probe(breaker)
+                    await self._refuse(route, method, send, 503, reason, 1.0)
+                    return
+                start = clock()
+            admitted = True
+
+        task: asyncio.Task[Any] | None = None
+        timeout_s = route.timeout_s
+        if timeout_s is not None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._deadlines[task] = start + timeout_s
+        status = 0
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if extra_headers is not None:
+                    message["headers"] = [*message.get("headers", ()), *extra_headers]
+                if task is not None:
+                    self._deadlines.pop(task, None)
+            await send(message)
+
+        stats.in_flight += 1
+        failed = False
+        try:
+            await self.app(scope, receive, guarded_send)
+        except asyncio.CancelledError:
+            failed = True
+            if task is None or task not in self._timed_out:
+                raise
+            self._timed_out.discard(task)
+            task.uncancel()
+            stats.reject("timeout")
+            if status == 0:
+                status = 504
+                await control.send_json(
+                    send,
+                    504,
+                    {"error": "the request took longer than its timeout and was cancelled",
+                     "reason": "timeout", "timeout_s": timeout_s},
+                )  # fmt: skip
+        except BaseException:
+            failed = True
+            if status == 0:
+                status = 500
+            raise
+        finally:
+            end = clock()
+            stats.in_flight -= 1
+            if task is not None:
+                self._deadlines.pop(task, None)
+            elapsed = end - start
+            if admitted and conc is not None:
+                conc.release(None if failed else elapsed)
+            stats.count(method, status)
+            stats.latency.record_us(int(elapsed * 1_000_000))
+            if breaker is not None:
+                slow_s = route.slow_s
+                breaker.record(
+                    end, failed or status >= 500, slow_s is not None and elapsed >= slow_s
+                )
+
+    # -- refusals --------------------------------------------------------------------------
+    async def _refuse(
+        self, route: _Route, method: str, send: Send, status: int, reason: str, retry_s: float
+    ) -> None:
+        route.stats.reject(reason)
+        route.stats.count(method, status)
+        await control.send_json(
+            send,
+            status,
+            {"error": control.REFUSAL_MESSAGES.get(reason, "the service is overloaded"),
+             "reason": reason, "route": route.label},
+            retry_after=retry_s,
+        )  # fmt: skip
+
+    async def _refuse_rate(
+        self, route: _Route, method: str, send: Send, policy: RateLimitPolicy, decision: Decision
+    ) -> None:
+        route.stats.reject("rate_limited")
+        route.stats.count(method, 429)
+        limit = policy.limits[decision.limit_index]
+        headers = policy.headers(decision) if self.config.rate_limit_headers else []
+        await control.send_json(
+            send,
+            429,
+            {"error": f"rate limit exceeded ({limit.amount} requests per {limit.period:g} s)",
+             "reason": "rate_limited", "route": route.label,
+             "retry_after_s": round(decision.retry_after_s, 3)},
+            retry_after=decision.retry_after_s,
+            headers=headers,
+        )  # fmt: skip
+
+    @staticmethod
+    def _release_probe(breaker: CircuitBreaker | None) -> None:
+        if breaker is not None and breaker.state == HALF_OPEN and breaker.probes_in_flight:
+            breaker.probes_in_flight -= 1
+
+    # -- building routes -------------------------------------------------------------------
+    def _route_for(self, method: str, path: str) -> _Route:
+        if self._table is None:
+            templates = discover_templates(self.app) if self.config.discover_routes else []
+            self._table = RouteTable(
+                self.config.routes,
+                templates,
+                self._build_route,
+                max_labels=self.config.max_route_labels,
+            )
+        return self._table.lookup(method, path)
+
+    def _build_route(self, resolved: Resolved) -> _Route:
+        rule = resolved.rule
+        label = resolved.label
+        rule_key = id(rule) if rule is not None else 0
+        existing = self._runtimes.get((label, rule_key))
+        if existing is not None:
+            return existing
+        cfg = self.config
+        route = _Route()
+        route.label = label
+        stats = self.route_stats.get(label)
+        if stats is None:
+            stats = self.route_stats[label] = RouteStats(label)
+        route.stats = stats
+        priority = rule.priority if rule is not None else Priority.NORMAL
+        if any(regex.match(label) for regex in self._critical_regexes):
+            priority = max(Priority.parse(priority), Priority.CRITICAL)
+        route.priority = int(priority)
+        route.critical = route.priority >= Priority.CRITICAL
+        route.timeout_s = (rule.timeout_s if rule is not None else None) or cfg.timeout_s
+        if cfg.breaker.enabled and (rule is None or rule.breaker) and not route.critical:
+            breaker = self.breakers.get(label)
+            if breaker is None:
+                breaker = self.breakers[label] = CircuitBreaker(cfg.breaker)
+            route.breaker = breaker
+            route.slow_s = cfg.breaker.slow_call_s
+        if rule is not None and rule.rate_limit:
+            route.limiter = self._limiter(rule_key, rule, rule.rate_limit)
+        elif not route.critical and cfg.rate_limit:
+            route.limiter = self._limiter(0, self._default_rule, cfg.rate_limit)
+        self._runtimes[(label, rule_key)] = route
+        return route
+
+    def _limiter(self, rule_key: int, rule: RouteRule, text: str) -> Any:
+        limiter = self._limiters.get(rule_key)
+        if limiter is not None:
+            return limiter
+        name = "default" if rule_key == 0 else f"rule{len(self._limiters)}:{rule.pattern}"
+        policy = RateLimitPolicy(name, parse_limits(text), rule.strategy or self.config.strategy)
+        if rule.emergency_rate_limit:
+            self._overrides[rule_key] = parse_limits(rule.emergency_rate_limit)
+        self.policies[rule_key] = policy
+        storage = self.config.storage
+        if storage.startswith("memory://"):
+            limiter = MemoryRateLimiter(policy)
+        else:
+            from crisisctl.guard import redis_store
+
+            if self.storage_health is None:
+                self.storage_health = redis_store.StorageHealth(storage)
+                self._redis = redis_store.make_redis_client(storage, self.config.storage_timeout_s)
+            limiter = redis_store.create_limiter(
+                policy,
+                storage,
+                health=self.storage_health,
+                client=self._redis,
+                timeout_s=self.config.storage_timeout_s,
+            )
+        self._limiters[rule_key] = limiter
+        self._apply_mode()
+        return limiter
+
+    def _internal_error(self, where: str) -> None:
+        self.internal_errors += 1
+        if self.internal_errors <= 5 or self.internal_errors % 1000 == 0:
+            log.exception("crisisctl guard error in %s; the request passes unguarded", where)
+
+    # -- background housekeeping -----------------------------------------------------------
+    def _start_ticker(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._ticker is not None and not self._ticker.done() and self._ticker_loop is loop:
+            return
+        self._ticker_loop = loop
+        self._ticker = loop.create_task(self._tick_forever(), name="crisisctl-guard-ticker")
+
+    async def _tick_forever(self) -> None:
+        last_housekeeping = 0.0
+        last_snapshot = 0.0
+        while True:
+            await asyncio.sleep(self._tick_s)
+            now = self._clock()
+            try:
+                if self._deadlines:
+                    self._expire_deadlines(now)
+                if now - last_housekeeping >= HOUSEKEEPING_S:
+                    last_housekeeping = now
+                    self._housekeeping(now)
+                if now - last_snapshot >= SNAPSHOT_KEEP_S / 2:
+                    last_snapshot = now
+                    for stats in list(self.route_stats.values()):
+                        stats.snapshot(now, SNAPSHOT_KEEP_S)
+            except Exception:
+                self._internal_error("housekeeping")
+
+    def _expire_deadlines(self, now: float) -> None:
+        for task, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[task]
+                if not task.done():
+                    self._timed_out.add(task)
+                    task.cancel("crisisctl guard: request timeout")
+
+    def _housekeeping(self, now: float) -> None:
+        for limiter in list(self._limiters.values()):
+            limiter.rotate(now)
+        if self.modes.mode == RECOVERING:
+            if self.modes.ramp_progress() >= 1.0:
+                self.set_mode(
+                    NORMAL, actor="crisisctl guard", reason="recovery ramp complete", source="ramp"
+                )
+            else:
+                self._apply_mode()
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message.get("type") == "lifespan.startup":
+                self._start_ticker()
+            elif message.get("type") == "lifespan.shutdown":
+                await self.aclose()
+            return message
+
+        return wrapped
+
+    async def aclose(self) -> None:
+        """Stop the background ticker and close the Redis connection, if any."""
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None and not ticker.done():
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await ticker
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
+
+    # -- status and metrics ----------------------------------------------------------------
+    def collect_state_metrics(self) -> Iterator[Metric]:
+        """Gauges of the guard's own state, for the Prometheus collector."""
+        mode = GaugeMetricFamily(
+            "crisisctl_guard_mode", "1 for the guard's current mode.", labels=["mode"]
+        )
+        for name in (NORMAL, EMERGENCY, RECOVERING):
+            mode.add_metric([name], 1.0 if self.modes.mode == name else 0.0)
+        yield mode
+        conc = self.concurrency
+        limit = GaugeMetricFamily(
+            "crisisctl_guard_concurrency_limit", "Concurrency limit in force."
+        )
+        queue = GaugeMetricFamily("crisisctl_guard_queue_length", "Requests waiting for a slot.")
+        inflight = GaugeMetricFamily(
+            "crisisctl_guard_in_flight", "Non-critical requests holding a concurrency slot."
+        )
+        if conc is not None:
+            limit.add_metric([], conc.effective)
+            queue.add_metric([], conc.queued)
+            inflight.add_metric([], conc.in_flight)
+        yield limit
+        yield queue
+        yield inflight
+        state = GaugeMetricFamily(
+            "crisisctl_guard_circuit_state",
+            "Circuit breaker state per route: 0 closed, 1 open, 2 half-open.",
+            labels=["route"],
+        )
+        for label, breaker in self.breakers.items():
+            state.add_metric([label], breaker.state)
+        yield state
+        health = self.storage_health
+        up = GaugeMetricFamily(
+            "crisisctl_guard_ratelimit_storage_up",
+            "1 when the shared rate-limit storage answers (memory storage is always up).",
+        )
+        up.add_metric([], 1.0 if health is None or health.healthy else 0.0)
+        yield up
+        errors = CounterMetricFamily(
+            "crisisctl_guard_ratelimit_storage_errors",
+            "Failed calls to the shared rate-limit storage.",
+        )
+        errors.add_metric([], 0 if health is None else health.errors_total)
+        yield errors
+        fallback = CounterMetricFamily(
+            "crisisctl_guard_ratelimit_fallback",
+            "Rate-limit decisions taken locally because the shared storage was unreachable.",
+        )
+        fallback.add_metric([], 0 if health is None else health.fallback_hits_total)
+        yield fallback
+        internal = CounterMetricFamily(
+            "crisisctl_guard_internal_errors", "Errors inside the guard (requests passed through)."
+        )
+        internal.add_metric([], self.internal_errors)
+        yield internal
+
+    def retry_after_hint(self) -> int:
+        """A Retry-After for shed requests: about one no-load latency, at least 1 s."""
+        conc = self.concurrency
+        if conc is None or conc.rtt_noload is None:
+            return 1
+        return max(1, math.ceil(conc.rtt_noload))

@@ -1,0 +1,227 @@
+"""Per-key rate limits kept in process memory: GCRA (token bucket) and sliding-window counters.
+
+One `MemoryRateLimiter` serves one policy (one rule's stacked limits, e.g. 10/s and 300/min).
+A request passes only if every limit admits it; a refused request consumes nothing.
+
+GCRA (generic cell rate algorithm) keeps one number per key and limit, the theoretical
+arrival time TAT. With emission interval T = period / amount:
+
+    tat'   = max(TAT, now) + T
+    admit  iff  tat' - now <= period          (at most `amount` back-to-back requests)
+    remaining = floor((period - (tat' - now)) / T)
+    reset     = tat' - now                    (seconds until the quota is whole again)
+    retry     = TAT + T - period - now        (when refused)
+
+The sliding-window counter keeps (window index, previous count, current count) per limit and
+estimates the rate over the last `period` as prev * (1 - elapsed/period) + current.
+
+Idle keys cost nothing: state lives in two generations that rotate every longest-period
+seconds, so a key untouched for two periods is dropped wholesale (O(1), no scanning), and an
+entry is never dropped while it could still refuse a request. Every limit is scaled by a
+mode factor (emergency tightens, recovering ramps back) without losing state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from crisisctl.guard.config import RateLimit
+
+_EPS = 1e-9
+
+
+class Decision(NamedTuple):
+    """Outcome of one hit: the tightest limit's figures, used for headers and Retry-After."""
+
+    allowed: bool
+    #: index of the limit that refused, or of the one with the least room left
+    limit_index: int
+    remaining: int
+    #: seconds until that limit's quota is whole again
+    reset_s: float
+    #: seconds the client should wait (0 when allowed)
+    retry_after_s: float
+
+
+class RateLimitPolicy:
+    """The stacked limits of one rule, their mode scaling and their header values."""
+
+    def __init__(self, name: str, limits: Sequence[RateLimit], strategy: str) -> None:
+        self.name = name
+        self.base_limits = tuple(limits)
+        self.strategy = strategy
+        self.factor = 1.0
+        self.limits: tuple[RateLimit, ...] = self.base_limits
+        self.longest_period = max(limit.period for limit in self.base_limits)
+        self.policy_header = b""
+        self._refresh()
+
+    def set_factor(self, factor: float, override: Sequence[RateLimit] | None = None) -> None:
+        """Scale every amount by `factor` (≥ 1 request kept), or use `override` limits."""
+        self.factor = factor
+        if override is not None:
+            self.limits = tuple(override)
+        else:
+            self.limits = tuple(
+                RateLimit(max(1, math.floor(limit.amount * factor + _EPS)), limit.period)
+                for limit in self.base_limits
+            )
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.longest_period = max(
+            max(limit.period for limit in self.limits),
+            max(limit.period for limit in self.base_limits),
+        )
+        #: IETF draft-ietf-httpapi-ratelimit-headers: RateLimit-Policy: "name";q=10;w=1, …
+        self.policy_header = ", ".join(
+            f'"{_policy_item(limit)}";q={limit.amount};w={_seconds(limit.period)}'
+            for limit in self.limits
+        ).encode("latin-1")
+        self._item_names = [f'"{_policy_item(limit)}"' for limit in self.limits]
+
+    def headers(self, decision: Decision) -> list[tuple[bytes, bytes]]:
+        """RateLimit-Policy and RateLimit header lines for `decision`."""
+        reset = max(0, math.ceil(decision.reset_s - _EPS))
+        value = f"{self._item_names[decision.limit_index]};r={decision.remaining};t={reset}"
+        return [(b"ratelimit-policy", self.policy_header), (b"ratelimit", value.encode())]
+
+    def describe(self) -> dict[str, object]:
+        """JSON-able description for the status endpoint."""
+        return {
+            "name": self.name,
+            "strategy": self.strategy,
+            "factor": round(self.factor, 3),
+            "limits": [str(limit) for limit in self.limits],
+            "base_limits": [str(limit) for limit in self.base_limits],
+        }
+
+
+def _policy_item(limit: RateLimit) -> str:
+    return f"{limit.amount}-per-{_seconds(limit.period)}s"
+
+
+def _seconds(period: float) -> int | float:
+    return int(period) if period == int(period) else period
+
+
+class MemoryRateLimiter:
+    """In-process limiter for one policy; keys are strings (client IP by default)."""
+
+    is_async = False
+
+    def __init__(self, policy: RateLimitPolicy) -> None:
+        self.policy = policy
+        self._current: dict[str, list[float]] = {}
+        self._previous: dict[str, list[float]] = {}
+        self._rotated_at: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+    def rotate(self, now: float) -> None:
+        """Drop keys idle for two longest periods (call about once a second)."""
+        if self._rotated_at is None:
+            self._rotated_at = now
+            return
+        if now - self._rotated_at >= self.policy.longest_period:
+            self._previous = self._current
+            self._current = {}
+            self._rotated_at = now
+
+    def _state(self, key: str, size: int) -> list[float] | None:
+        state = self._current.get(key)
+        if state is None:
+            state = self._previous.pop(key, None)
+            if state is not None and len(state) == size:
+                self._current[key] = state
+            else:
+                state = None
+        return state
+
+    def hit(self, key: str, now: float) -> Decision:
+        """Count one request for `key` at monotonic time `now` (seconds)."""
+        if self.policy.strategy == "gcra":
+            return self._hit_gcra(key, now)
+        return self._hit_window(key, now)
+
+    def _hit_gcra(self, key: str, now: float) -> Decision:
+        limits = self.policy.limits
+        state = self._state(key, len(limits))
+        best_index = 0
+        best_remaining = -1
+        best_reset = 0.0
+        new_tats: list[float] = []
+        for i, limit in enumerate(limits):
+            period = limit.period
+            interval = period / limit.amount
+            tat = state[i] if state is not None else now
+            if tat < now:
+                tat = now
+            new_tat = tat + interval
+            ahead = new_tat - now
+            if ahead > period + _EPS:
+                retry = tat + interval - period - now
+                return Decision(False, i, 0, tat - now, retry if retry > 0 else 0.0)
+            remaining = int((period - ahead) / interval + _EPS)
+            if best_remaining < 0 or remaining < best_remaining:
+                best_index, best_remaining, best_reset = i, remaining, ahead
+            new_tats.append(new_tat)
+        if state is None:
+            self._current[key] = new_tats
+        else:
+            state[:] = new_tats
+        return Decision(True, best_index, best_remaining, best_reset, 0.0)
+
+    def _hit_window(self, key: str, now: float) -> Decision:
+        # state layout per limit: [window index, previous count, current count]
+        limits = self.policy.limits
+        state = self._state(key, 3 * len(limits))
+        if state is None:
+            state = [0.0] * (3 * len(limits))
+            for i, limit in enumerate(limits):
+                state[3 * i] = float(math.floor(now / limit.period))
+            self._current[key] = state
+        best_index = 0
+        best_remaining = -1
+        best_reset = 0.0
+        for i, limit in enumerate(limits):
+            period = limit.period
+            window = float(math.floor(now / period))
+            base = 3 * i
+            if window != state[base]:
+                state[base + 1] = state[base + 2] if window == state[base] + 1 else 0.0
+                state[base + 2] = 0.0
+                state[base] = window
+            elapsed = now - window * period
+            weight = 1.0 - elapsed / period
+            estimate = state[base + 1] * weight + state[base + 2]
+            if estimate + 1.0 > limit.amount + _EPS:
+                retry = _window_retry(
+                    state[base + 1], state[base + 2], limit.amount, period, elapsed
+                )
+                return Decision(False, i, 0, period - elapsed, retry)
+            remaining = int(limit.amount - estimate - 1.0 + _EPS)
+            if best_remaining < 0 or remaining < best_remaining:
+                best_index, best_remaining, best_reset = i, remaining, period - elapsed
+        for i in range(len(limits)):
+            state[3 * i + 2] += 1.0
+        return Decision(True, best_index, max(0, best_remaining), best_reset, 0.0)
+
+
+def _window_retry(prev: float, cur: float, amount: int, period: float, elapsed: float) -> float:
+    """Seconds until the sliding estimate leaves room for one more request."""
+    room = amount - 1.0 - cur
+    if room >= 0 and prev > 0:
+        # prev * (1 - x / period) + cur <= amount - 1  ->  x >= period * (1 - room / prev)
+        needed = period * (1.0 - room / prev)
+        if needed <= period:
+            return max(0.0, needed - elapsed)
+    # wait for the next window, where the current count becomes the weighted previous one
+    to_next = period - elapsed
+    if cur > 0:
+        needed = period * (1.0 - (amount - 1.0) / cur) if cur > amount - 1.0 else 0.0
+        return to_next + max(0.0, needed)
+    return to_next

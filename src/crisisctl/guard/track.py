@@ -1,0 +1,234 @@
+"""`track()` — time custom operations (DB calls, encryption…) into the guard's metrics.
+
+    @track("db.load_client", threshold_ms=200)
+    async def load_client(...): ...
+
+    with track("encrypt", threshold_ms=100):
+        ...
+
+Durations go into a per-operation latency histogram exposed by every guard's `/metrics` and
+`/status`. A call slower than its threshold is a breach, graded like the seeds' alerting:
+ratio = duration / threshold, > 5 critical, > 3 high, > 2 medium, otherwise low. Breaches are
+counted per grade and logged at most once per operation and grade every 5 minutes (the seeds'
+alert cooldown). Operation names are bounded: past 1000 names, new ones fold into "<other>".
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, cast, overload
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from crisisctl.guard.metrics import histogram_family
+from crisisctl.severity import breach_severity
+from crisisctl.stats import LatencyHistogram
+
+log = logging.getLogger("crisisctl.guard")
+
+MAX_OPERATIONS = 1000
+ALERT_COOLDOWN_S = 300.0
+OTHER = "<other>"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class OperationStats:
+    """What is known about one tracked operation."""
+
+    __slots__ = ("breaches", "calls", "errors", "last_alert", "latency", "name", "threshold_ms")
+
+    def __init__(self, name: str, threshold_ms: float | None) -> None:
+        self.name = name
+        self.threshold_ms = threshold_ms
+        self.latency = LatencyHistogram()
+        self.calls = 0
+        self.errors = 0
+        self.breaches: dict[str, int] = {}
+        self.last_alert: dict[str, float] = {}
+
+    def record(self, seconds: float, failed: bool) -> None:
+        self.calls += 1
+        if failed:
+            self.errors += 1
+        self.latency.record_us(int(seconds * 1_000_000))
+        threshold = self.threshold_ms
+        if threshold is not None:
+            duration_ms = seconds * 1000.0
+            if duration_ms > threshold:
+                grade = breach_severity(duration_ms, threshold)
+                self.breaches[grade] = self.breaches.get(grade, 0) + 1
+                now = time.monotonic()
+                last = self.last_alert.get(grade)
+                if last is None or now - last >= ALERT_COOLDOWN_S:
+                    self.last_alert[grade] = now
+                    log.warning(
+                        "operation %s took %.1f ms, %.1fx its %.0f ms threshold (%s)",
+                        self.name,
+                        duration_ms,
+                        duration_ms / threshold,
+                        threshold,
+                        grade,
+                    )
+
+    def describe(self) -> dict[str, object]:
+        summary = self.latency.summary().as_dict()
+        return {
+            "operation": self.name,
+            "threshold_ms": self.threshold_ms,
+            "calls": self.calls,
+            "errors": self.errors,
+            "breaches": dict(self.breaches),
+            "latency_ms": summary,
+        }
+
+
+_operations: dict[str, OperationStats] = {}
+_lock = threading.Lock()
+
+
+def operation_stats(name: str, threshold_ms: float | None = None) -> OperationStats:
+    """The stats object of `name`, created on first use (bounded)."""
+    stats = _operations.get(name)
+    if stats is not None:
+        if threshold_ms is not None:
+            stats.threshold_ms = threshold_ms
+        return stats
+    with _lock:
+        stats = _operations.get(name)
+        if stats is None:
+            if len(_operations) >= MAX_OPERATIONS:
+                name = OTHER
+                stats = _operations.get(OTHER)
+            if stats is None:
+                stats = _operations[name] = OperationStats(name, threshold_ms)
+    return stats
+
+
+def operations() -> list[OperationStats]:
+    """Every tracked operation of this process."""
+    return list(_operations.values())
+
+
+def reset_operations() -> None:
+    """Forget every tracked operation (tests)."""
+    with _lock:
+        _operations.clear()
+
+
+def operation_metrics() -> Iterator[Metric]:
+    """Prometheus families for tracked operations."""
+    ops = operations()
+    yield histogram_family(
+        "crisisctl_operation_duration_seconds",
+        "Duration of operations timed with crisisctl.track().",
+        ["operation"],
+        [([op.name], op.latency) for op in ops if op.latency.count],
+    )
+    errors = CounterMetricFamily(
+        "crisisctl_operation_errors",
+        "Tracked operations that raised.",
+        labels=["operation"],
+    )
+    breaches = CounterMetricFamily(
+        "crisisctl_operation_threshold_breaches",
+        "Tracked operations slower than their threshold, by breach grade.",
+        labels=["operation", "severity"],
+    )
+    thresholds = GaugeMetricFamily(
+        "crisisctl_operation_threshold_seconds",
+        "Threshold of each tracked operation.",
+        labels=["operation"],
+    )
+    for op in ops:
+        errors.add_metric([op.name], op.errors)
+        for grade, n in op.breaches.items():
+            breaches.add_metric([op.name, grade], n)
+        if op.threshold_ms is not None:
+            thresholds.add_metric([op.name], op.threshold_ms / 1000.0)
+    yield errors
+    yield breaches
+    yield thresholds
+
+
+class track:
+    """Decorator and (async) context manager that times an operation."""
+
+    __slots__ = ("_starts", "_stats")
+
+    def __init__(self, operation: str, threshold_ms: float | None = None) -> None:
+        if not operation:
+            raise ValueError("track() needs an operation name, e.g. track('db.query')")
+        if threshold_ms is not None and threshold_ms <= 0:
+            raise ValueError("track() threshold_ms must be a positive number of milliseconds")
+        self._stats = operation_stats(operation, threshold_ms)
+        self._starts: list[float] = []
+
+    @property
+    def stats(self) -> OperationStats:
+        return self._stats
+
+    @overload
+    def __call__(self, func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]: ...
+    @overload
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]: ...
+    def __call__(self, func: Callable[P, Any]) -> Callable[P, Any]:
+        stats = self._stats
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                start = time.perf_counter()
+                failed = True
+                try:
+                    result = await func(*args, **kwargs)
+                    failed = False
+                    return result
+                finally:
+                    stats.record(time.perf_counter() - start, failed)
+
+            return async_wrapper
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            start = time.perf_counter()
+            failed = True
+            try:
+                result = func(*args, **kwargs)
+                failed = False
+                return result
+            finally:
+                stats.record(time.perf_counter() - start, failed)
+
+        return cast(Callable[P, Any], wrapper)
+
+    def __enter__(self) -> track:
+        self._starts.append(time.perf_counter())
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        start = self._starts.pop()
+        self._stats.record(time.perf_counter() - start, exc_type is not None)
+
+    async def __aenter__(self) -> track:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
