@@ -180,7 +180,7 @@ class LatencyHistogram:
             return 0
         if pct <= 0:
             return self.min_us
-        rank = max(1, math.ceil(self.count * min(pct, 100.0) / 100.0))
+        rank = max(1, math.ceil(self.count * min(pct, 100.0) / 100.0 - 1e-9))
         seen = 0
         for index in sorted(self._counts):
             seen += self._counts[index]
@@ -201,7 +201,7 @@ class LatencyHistogram:
             if pct <= 0:
                 out[slot] = self.min_us
                 continue
-            rank = max(1, math.ceil(self.count * min(pct, 100.0) / 100.0))
+            rank = max(1, math.ceil(self.count * min(pct, 100.0) / 100.0 - 1e-9))
             while pos < len(ordered) and seen + self._counts[ordered[pos]] < rank:
                 seen += self._counts[ordered[pos]]
                 pos += 1

@@ -86,10 +86,10 @@ class ConcurrencyLimiter:
         self.last_rtt: float | None = None
         self._noload_samples: deque[tuple[float, float]] = deque()
         self._last_fresh: float = clock()
-        self._window_start: float = clock()
-        self._window_sum = 0.0
-        self._window_n = 0
-        self._window_peak = 0
+        self.window_start: float = clock()
+        self.window_sum = 0.0
+        self.window_n = 0
+        self.window_peak = 0
         self._ceiling: int | None = None
         self._ceiling_until = 0.0
         self._hold = HOLD_BASE_S
@@ -103,8 +103,8 @@ class ConcurrencyLimiter:
         """Take a slot if one is free and nobody is waiting (the fast path)."""
         if self.in_flight < self.effective and not self.queued:
             self.in_flight += 1
-            if self.in_flight > self._window_peak:
-                self._window_peak = self.in_flight
+            if self.in_flight > self.window_peak:
+                self.window_peak = self.in_flight
             return True
         return False
 
@@ -128,7 +128,7 @@ class ConcurrencyLimiter:
             admitted = await waiter.future
         except asyncio.CancelledError:
             if waiter.future.done() and not waiter.future.cancelled() and waiter.future.result():
-                self.release(None)
+                self.release(self._clock(), -1.0)
             else:
                 self._remove(waiter)
             raise
@@ -182,22 +182,30 @@ class ConcurrencyLimiter:
                 return True
         return False
 
-    def release(self, rtt: float | None) -> None:
-        """Give back a slot; `rtt` (seconds) feeds the adaptive limit when given."""
-        self.in_flight -= 1
-        if rtt is not None and self.adaptive:
-            self._window_sum += rtt
-            self._window_n += 1
-            now = self._clock()
-            elapsed = now - self._window_start
-            if (self._window_n >= WINDOW_MIN_SAMPLES and elapsed >= WINDOW_MIN_S) or (
-                elapsed >= WINDOW_MAX_S
-            ):
-                self._close_window(now)
-        if self.queued:
-            self._hand_over()
+    def release(self, now: float, rtt: float) -> None:
+        """Give back a slot at time `now`; `rtt` ≥ 0 (seconds) feeds the adaptive limit.
 
-    def _hand_over(self) -> None:
+        The guard inlines this method in its request path; keep the two in step.
+        """
+        self.in_flight -= 1
+        if rtt >= 0.0 and self.adaptive:
+            self.window_sum += rtt
+            self.window_n += 1
+            if self.window_n >= WINDOW_MIN_SAMPLES or now - self.window_start >= WINDOW_MAX_S:
+                self.maybe_close_window(now)
+        if self.queued:
+            self.hand_over()
+
+    def maybe_close_window(self, now: float) -> None:
+        """Close the sample window if it is long enough (≥ 10 samples and 50 ms, or 1 s)."""
+        elapsed = now - self.window_start
+        if (self.window_n >= WINDOW_MIN_SAMPLES and elapsed >= WINDOW_MIN_S) or (
+            elapsed >= WINDOW_MAX_S
+        ):
+            self._close_window(now)
+
+    def hand_over(self) -> None:
+        """Give free slots to waiters (highest priority first; LIFO under standing overload)."""
         now = self._clock()
         lifo = self._overloaded(now)
         while self.queued and self.in_flight < self.effective:
@@ -214,8 +222,8 @@ class ConcurrencyLimiter:
             if waiter.future.done():
                 continue
             self.in_flight += 1
-            if self.in_flight > self._window_peak:
-                self._window_peak = self.in_flight
+            if self.in_flight > self.window_peak:
+                self.window_peak = self.in_flight
             waiter.future.set_result(True)
         if self.queued == 0:
             self._nonempty_since = None
@@ -226,19 +234,19 @@ class ConcurrencyLimiter:
         self.factor = factor
         self._apply()
         if self.queued:
-            self._hand_over()
+            self.hand_over()
 
     def _apply(self) -> None:
         self.effective = max(1, math.floor(self.limit * self.factor + 1e-9))
 
     def _close_window(self, now: float) -> None:
-        n = self._window_n
-        rtt = self._window_sum / n if n else 0.0
-        peak = self._window_peak
-        self._window_start = now
-        self._window_sum = 0.0
-        self._window_n = 0
-        self._window_peak = self.in_flight
+        n = self.window_n
+        rtt = self.window_sum / n if n else 0.0
+        peak = self.window_peak
+        self.window_start = now
+        self.window_sum = 0.0
+        self.window_n = 0
+        self.window_peak = self.in_flight
         if n == 0:
             return
         self.updates += 1

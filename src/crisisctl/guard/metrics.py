@@ -48,12 +48,12 @@ class RouteStats:
         #: (monotonic time, copy of latency) taken by the ticker, for recent summaries
         self.snapshots: list[tuple[float, LatencyHistogram]] = []
 
-    def count(self, method: str, status: int) -> None:
+    def counts_for(self, method: str) -> list[int]:
+        """The (shared, mutable) counts list of `method`: index = status // 100, 0 = unknown."""
         counts = self.by_method.get(method)
         if counts is None:
             counts = self.by_method[method] = [0, 0, 0, 0, 0, 0]
-        cls = status // 100
-        counts[cls if 0 < cls < 6 else 0] += 1
+        return counts
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1

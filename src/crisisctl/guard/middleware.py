@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,9 +30,9 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from crisisctl.guard import control
-from crisisctl.guard.breaker import HALF_OPEN, CircuitBreaker
+from crisisctl.guard.breaker import CLOSED, HALF_OPEN, CircuitBreaker
 from crisisctl.guard.clientkey import client_key_function
-from crisisctl.guard.concurrency import ConcurrencyLimiter
+from crisisctl.guard.concurrency import WINDOW_MIN_SAMPLES, ConcurrencyLimiter
 from crisisctl.guard.config import GuardConfig, Priority, RouteRule, parse_limits
 from crisisctl.guard.metrics import RouteStats, build_registry
 from crisisctl.guard.modes import EMERGENCY, NORMAL, RECOVERING, ModeState
@@ -41,6 +42,18 @@ from crisisctl.guard.track import operation_metrics
 from crisisctl.guard.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("crisisctl.guard")
+_clock = time.monotonic
+
+if sys.version_info >= (3, 12):
+    _current_task = asyncio.current_task
+else:  # 3.11's asyncio.current_task is a Python wrapper; read the C-maintained map directly
+    _tasks_by_loop: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]]
+    _tasks_by_loop = asyncio.tasks._current_tasks  # type: ignore[attr-defined]
+    _running_loop = asyncio.get_running_loop
+
+    def _current_task() -> asyncio.Task[Any] | None:
+        return _tasks_by_loop.get(_running_loop())
+
 
 #: how often the background ticker runs housekeeping (key expiry, ramps, snapshots)
 HOUSEKEEPING_S = 1.0
@@ -52,6 +65,7 @@ class _Route:
 
     __slots__ = (
         "breaker",
+        "counts",
         "critical",
         "emergency_limits",
         "label",
@@ -65,6 +79,8 @@ class _Route:
     def __init__(self) -> None:
         self.label = ""
         self.stats: RouteStats
+        #: this route and method's counts per status class (shared with its RouteStats)
+        self.counts: list[int]
         self.priority = int(Priority.NORMAL)
         self.critical = False
         self.limiter: Any = None
@@ -94,7 +110,7 @@ class Guard:
             token = os.environ.get("CRISISCTL_GUARD_TOKEN", "")
         self.token: bytes | None = token.encode() if token else None
         self._prefix = config.prefix
-        self._clock = time.monotonic
+        self._clock = _clock
         self.started_wall = time.time()
         self.modes = ModeState(config.emergency)
         self._shed_priority = -1
@@ -110,13 +126,16 @@ class Guard:
         self.policies: dict[int, RateLimitPolicy] = {}
         self._limiters: dict[int, Any] = {}
         self._overrides: dict[int, Any] = {}
-        self._runtimes: dict[tuple[str, int], _Route] = {}
+        self._runtimes: dict[tuple[str, int, str], _Route] = {}
         self._table: RouteTable[_Route] | None = None
+        self._route_cache: dict[str, dict[str, _Route]] = {}
+        self._rate_headers = config.rate_limit_headers
         self.storage_health: Any = None
         self._redis: Any = None
         self._deadlines: dict[asyncio.Task[Any], float] = {}
         self._timed_out: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._ticking = False
         self._ticker_loop: asyncio.AbstractEventLoop | None = None
         self._tick_s = HOUSEKEEPING_S
         timeouts = [r.timeout_s for r in config.routes if r.timeout_s] + (
@@ -163,15 +182,11 @@ class Guard:
         if path.startswith(self._prefix) and control.is_control_path(path, self._prefix):
             await control.handle(self, scope, receive, send)
             return
-        if self._ticker_loop is None or self._ticker is None or self._ticker.done():
+        if not self._ticking:
             self._start_ticker()
         method: str = scope["method"]
-        table = self._table
-        route: _Route | None = None
-        if table is not None:
-            by_path = table.cache.get(method)
-            if by_path is not None:
-                route = by_path.get(path)
+        by_path = self._route_cache.get(method)
+        route = by_path.get(path) if by_path is not None else None
         if route is None:
             try:
                 route = self._route_for(method, path)
@@ -180,52 +195,67 @@ class Guard:
                 await self.app(scope, receive, send)
                 return
 
-        clock = self._clock
-        start = clock()
-        stats = route.stats
+        start = _clock()
         if route.priority <= self._shed_priority:
-            await self._refuse(route, method, send, 503, "emergency", 5.0)
+            await self._refuse(route, send, 503, "emergency", 5.0)
             return
         breaker = route.breaker
         if breaker is not None and breaker.state and not breaker.allow(start):
-            await self._refuse(route, method, send, 503, "circuit_open", breaker.retry_after(start))
+            await self._refuse(route, send, 503, "circuit_open", breaker.retry_after(start))
             return
         limiter = route.limiter
         extra_headers: list[tuple[bytes, bytes]] | None = None
-        if limiter is not None:
+        if limiter is None:
+            pass
+        elif not limiter.is_async and limiter.policy.fast:
+            # memory storage, one GCRA limit: no Decision object on the admitted path
+            ahead = limiter.hit_one(self._key(scope), start)
+            if ahead < 0.0:
+                decision = limiter.hit(self._key(scope), start)
+                self._release_probe(breaker)
+                await self._refuse_rate(route, send, limiter.policy, decision)
+                return
+            if self._rate_headers:
+                extra_headers = limiter.policy.headers_for_ahead(ahead)
+        else:
             try:
-                key = self._key(scope)
                 if limiter.is_async:
-                    decision: Decision = await limiter.hit(key, start)
+                    decision = await limiter.hit(self._key(scope), start)
                 else:
-                    decision = limiter.hit(key, start)
+                    decision = limiter.hit(self._key(scope), start)
             except Exception:
                 self._internal_error("rate limiting")
             else:
-                if not decision.allowed:
+                if not decision[0]:
                     self._release_probe(breaker)
-                    await self._refuse_rate(route, method, send, limiter.policy, decision)
+                    await self._refuse_rate(route, send, limiter.policy, decision)
                     return
-                if self.config.rate_limit_headers:
+                if self._rate_headers:
                     extra_headers = limiter.policy.headers(decision)
         conc = self.concurrency
-        admitted = False
         if conc is not None and not route.critical:
-            if not conc.try_acquire():
+            # inlined ConcurrencyLimiter.try_acquire (the fast path)
+            if conc.in_flight < conc.effective and not conc.queued:
+                conc.in_flight += 1
+                if conc.in_flight > conc.window_peak:
+                    conc.window_peak = conc.in_flight
+            else:
                 reason = await conc.acquire(route.priority)
                 if reason is not None:
                     self._release_probe(breaker)
-                    await self._refuse(route, method, send, 503, reason, 1.0)
+                    await self._refuse(route, send, 503, reason, 1.0)
                     return
-                start = clock()
-            admitted = True
+                start = _clock()
+        else:
+            conc = None
 
         task: asyncio.Task[Any] | None = None
         timeout_s = route.timeout_s
+        deadlines = self._deadlines
         if timeout_s is not None:
-            task = asyncio.current_task()
+            task = _current_task()
             if task is not None:
-                self._deadlines[task] = start + timeout_s
+                deadlines[task] = start + timeout_s
         status = 0
 
         async def guarded_send(message: Message) -> None:
@@ -235,9 +265,10 @@ class Guard:
                 if extra_headers is not None:
                     message["headers"] = [*message.get("headers", ()), *extra_headers]
                 if task is not None:
-                    self._deadlines.pop(task, None)
+                    deadlines.pop(task, None)
             await send(message)
 
+        stats = route.stats
         stats.in_flight += 1
         failed = False
         try:
@@ -263,27 +294,42 @@ class Guard:
                 status = 500
             raise
         finally:
-            end = clock()
+            end = _clock()
             stats.in_flight -= 1
-            if task is not None:
-                self._deadlines.pop(task, None)
+            if task is not None and status == 0:
+                deadlines.pop(task, None)
             elapsed = end - start
-            if admitted and conc is not None:
-                conc.release(None if failed else elapsed)
-            stats.count(method, status)
+            if conc is not None:
+                # inlined ConcurrencyLimiter.release for the common case
+                conc.in_flight -= 1
+                if conc.adaptive and not failed:
+                    conc.window_sum += elapsed
+                    conc.window_n += 1
+                    if conc.window_n >= WINDOW_MIN_SAMPLES or end - conc.window_start >= 1.0:
+                        conc.maybe_close_window(end)
+                if conc.queued:
+                    conc.hand_over()
+            route.counts[status // 100 if status < 600 else 0] += 1
             stats.latency.record_us(int(elapsed * 1_000_000))
             if breaker is not None:
                 slow_s = route.slow_s
-                breaker.record(
-                    end, failed or status >= 500, slow_s is not None and elapsed >= slow_s
-                )
+                if failed or status >= 500 or (slow_s is not None and elapsed >= slow_s):
+                    if breaker.state == CLOSED:
+                        breaker.calls += 1
+                    breaker.failure(
+                        end, failed or status >= 500, slow_s is not None and elapsed >= slow_s
+                    )
+                elif breaker.state:
+                    breaker.success(end)
+                else:
+                    breaker.calls += 1
 
     # -- refusals --------------------------------------------------------------------------
     async def _refuse(
-        self, route: _Route, method: str, send: Send, status: int, reason: str, retry_s: float
+        self, route: _Route, send: Send, status: int, reason: str, retry_s: float
     ) -> None:
         route.stats.reject(reason)
-        route.stats.count(method, status)
+        route.counts[status // 100] += 1
         await control.send_json(
             send,
             status,
@@ -293,10 +339,10 @@ class Guard:
         )  # fmt: skip
 
     async def _refuse_rate(
-        self, route: _Route, method: str, send: Send, policy: RateLimitPolicy, decision: Decision
+        self, route: _Route, send: Send, policy: RateLimitPolicy, decision: Decision
     ) -> None:
         route.stats.reject("rate_limited")
-        route.stats.count(method, 429)
+        route.counts[4] += 1
         limit = policy.limits[decision.limit_index]
         headers = policy.headers(decision) if self.config.rate_limit_headers else []
         await control.send_json(
@@ -324,13 +370,15 @@ class Guard:
                 self._build_route,
                 max_labels=self.config.max_route_labels,
             )
-        return self._table.lookup(method, path)
+        route = self._table.lookup(method, path)
+        self._route_cache = self._table.cache
+        return route
 
-    def _build_route(self, resolved: Resolved) -> _Route:
+    def _build_route(self, resolved: Resolved, method: str) -> _Route:
         rule = resolved.rule
         label = resolved.label
         rule_key = id(rule) if rule is not None else 0
-        existing = self._runtimes.get((label, rule_key))
+        existing = self._runtimes.get((label, rule_key, method))
         if existing is not None:
             return existing
         cfg = self.config
@@ -340,6 +388,7 @@ class Guard:
         if stats is None:
             stats = self.route_stats[label] = RouteStats(label)
         route.stats = stats
+        route.counts = stats.counts_for(method)
         priority = rule.priority if rule is not None else Priority.NORMAL
         if any(regex.match(label) for regex in self._critical_regexes):
             priority = max(Priority.parse(priority), Priority.CRITICAL)
@@ -356,7 +405,7 @@ class Guard:
             route.limiter = self._limiter(rule_key, rule, rule.rate_limit)
         elif not route.critical and cfg.rate_limit:
             route.limiter = self._limiter(0, self._default_rule, cfg.rate_limit)
-        self._runtimes[(label, rule_key)] = route
+        self._runtimes[(label, rule_key, method)] = route
         return route
 
     def _limiter(self, rule_key: int, rule: RouteRule, text: str) -> Any:
@@ -403,6 +452,12 @@ class Guard:
             return
         self._ticker_loop = loop
         self._ticker = loop.create_task(self._tick_forever(), name="crisisctl-guard-ticker")
+        self._ticking = True
+        self._ticker.add_done_callback(self._ticker_done)
+
+    def _ticker_done(self, task: asyncio.Task[None]) -> None:
+        if task is self._ticker:
+            self._ticking = False
 
     async def _tick_forever(self) -> None:
         last_housekeeping = 0.0
@@ -434,6 +489,8 @@ class Guard:
     def _housekeeping(self, now: float) -> None:
         for limiter in list(self._limiters.values()):
             limiter.rotate(now)
+        for breaker in list(self.breakers.values()):
+            breaker.tick(now)
         if self.modes.mode == RECOVERING:
             if self.modes.ramp_progress() >= 1.0:
                 self.set_mode(
@@ -456,6 +513,7 @@ class Guard:
     async def aclose(self) -> None:
         """Stop the background ticker and close the Redis connection, if any."""
         ticker, self._ticker = self._ticker, None
+        self._ticking = False
         if ticker is not None and not ticker.done():
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -45,6 +45,16 @@ class Decision(NamedTuple):
     retry_after_s: float
 
 
+_new_tuple = tuple.__new__
+
+
+def decision(
+    allowed: bool, limit_index: int, remaining: int, reset_s: float, retry_after_s: float
+) -> Decision:
+    """Build a Decision without NamedTuple's slow Python-level constructor (hot path)."""
+    return _new_tuple(Decision, (allowed, limit_index, remaining, reset_s, retry_after_s))
+
+
 class RateLimitPolicy:
     """The stacked limits of one rule, their mode scaling and their header values."""
 
@@ -71,6 +81,10 @@ class RateLimitPolicy:
         self._refresh()
 
     def _refresh(self) -> None:
+        first = self.limits[0]
+        #: (period, emission interval) of the first limit, for the single-limit fast path
+        self.single = (first.period, first.period / first.amount)
+        self.fast = self.strategy == "gcra" and len(self.limits) == 1
         self.longest_period = max(
             max(limit.period for limit in self.limits),
             max(limit.period for limit in self.base_limits),
@@ -80,13 +94,29 @@ class RateLimitPolicy:
             f'"{_policy_item(limit)}";q={limit.amount};w={_seconds(limit.period)}'
             for limit in self.limits
         ).encode("latin-1")
-        self._item_names = [f'"{_policy_item(limit)}"' for limit in self.limits]
+        self._policy_line = (b"ratelimit-policy", self.policy_header)
+        self._item_prefixes = [f'"{_policy_item(limit)}";r='.encode() for limit in self.limits]
 
     def headers(self, decision: Decision) -> list[tuple[bytes, bytes]]:
         """RateLimit-Policy and RateLimit header lines for `decision`."""
-        reset = max(0, math.ceil(decision.reset_s - _EPS))
-        value = f"{self._item_names[decision.limit_index]};r={decision.remaining};t={reset}"
-        return [(b"ratelimit-policy", self.policy_header), (b"ratelimit", value.encode())]
+        reset = decision[3]
+        whole = int(reset)
+        if whole < reset - _EPS:
+            whole += 1
+        value = self._item_prefixes[decision[1]] + b"%d;t=%d" % (decision[2], whole)
+        return [self._policy_line, (b"ratelimit", value)]
+
+    def headers_for_ahead(self, ahead: float) -> list[tuple[bytes, bytes]]:
+        """Header lines after `MemoryRateLimiter.hit_one` admitted a request (fast path)."""
+        period, interval = self.single
+        whole = int(ahead)
+        if whole < ahead - _EPS:
+            whole += 1
+        value = self._item_prefixes[0] + b"%d;t=%d" % (
+            int((period - ahead) / interval + _EPS),
+            whole,
+        )
+        return [self._policy_line, (b"ratelimit", value)]
 
     def describe(self) -> dict[str, object]:
         """JSON-able description for the status endpoint."""
@@ -144,8 +174,36 @@ class MemoryRateLimiter:
     def hit(self, key: str, now: float) -> Decision:
         """Count one request for `key` at monotonic time `now` (seconds)."""
         if self.policy.strategy == "gcra":
+            if len(self.policy.limits) == 1:
+                return self._hit_gcra_one(key, now)
             return self._hit_gcra(key, now)
         return self._hit_window(key, now)
+
+    def _hit_gcra_one(self, key: str, now: float) -> Decision:
+        ahead = self.hit_one(key, now)
+        if ahead < 0.0:
+            return self._hit_gcra(key, now)
+        period, interval = self.policy.single
+        return _new_tuple(Decision, (True, 0, int((period - ahead) / interval + _EPS), ahead, 0.0))
+
+    def hit_one(self, key: str, now: float) -> float:
+        """Fast path for a single GCRA limit: seconds until the quota is whole again if the
+        request is admitted (≥ 0), or -1.0 if it is refused (then nothing was consumed)."""
+        period, interval = self.policy.single
+        state = self._current.get(key)
+        if state is None:
+            state = self._state(key, 1)
+            if state is None:
+                self._current[key] = [now + interval]
+                return interval
+        tat = state[0]
+        if tat < now:
+            tat = now
+        ahead = tat + interval - now
+        if ahead > period + _EPS:
+            return -1.0
+        state[0] = tat + interval
+        return ahead
 
     def _hit_gcra(self, key: str, now: float) -> Decision:
         limits = self.policy.limits
@@ -164,7 +222,7 @@ class MemoryRateLimiter:
             ahead = new_tat - now
             if ahead > period + _EPS:
                 retry = tat + interval - period - now
-                return Decision(False, i, 0, tat - now, retry if retry > 0 else 0.0)
+                return decision(False, i, 0, tat - now, retry if retry > 0 else 0.0)
             remaining = int((period - ahead) / interval + _EPS)
             if best_remaining < 0 or remaining < best_remaining:
                 best_index, best_remaining, best_reset = i, remaining, ahead
@@ -173,7 +231,7 @@ class MemoryRateLimiter:
             self._current[key] = new_tats
         else:
             state[:] = new_tats
-        return Decision(True, best_index, best_remaining, best_reset, 0.0)
+        return decision(True, best_index, best_remaining, best_reset, 0.0)
 
     def _hit_window(self, key: str, now: float) -> Decision:
         # state layout per limit: [window index, previous count, current count]
@@ -202,13 +260,13 @@ class MemoryRateLimiter:
                 retry = _window_retry(
                     state[base + 1], state[base + 2], limit.amount, period, elapsed
                 )
-                return Decision(False, i, 0, period - elapsed, retry)
+                return decision(False, i, 0, period - elapsed, retry)
             remaining = int(limit.amount - estimate - 1.0 + _EPS)
             if best_remaining < 0 or remaining < best_remaining:
                 best_index, best_remaining, best_reset = i, remaining, period - elapsed
         for i in range(len(limits)):
             state[3 * i + 2] += 1.0
-        return Decision(True, best_index, max(0, best_remaining), best_reset, 0.0)
+        return decision(True, best_index, max(0, best_remaining), best_reset, 0.0)
 
 
 def _window_retry(prev: float, cur: float, amount: int, period: float, elapsed: float) -> float:

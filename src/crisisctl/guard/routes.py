@@ -97,13 +97,13 @@ def _walk(routes: Iterable[Any], prefix: str) -> list[str]:
 
 
 class RouteTable(Generic[T]):
-    """Resolves (method, path) to `build(Resolved)`, with a bounded cache of the results."""
+    """Resolves (method, path) to `build(resolved, method)`, caching the results (bounded)."""
 
     def __init__(
         self,
         rules: Sequence[RouteRule],
         templates: Sequence[str],
-        build: Callable[[Resolved], T],
+        build: Callable[[Resolved, str], T],
         *,
         max_labels: int = 500,
     ) -> None:
@@ -129,7 +129,7 @@ class RouteTable(Generic[T]):
                 return hit
         else:
             by_path = self.cache[method] = {}
-        built = self._build(self.resolve(method, path))
+        built = self._build(self.resolve(method, path), method)
         if self._cache_size >= _CACHE_LIMIT:
             for cached in self.cache.values():
                 cached.clear()
