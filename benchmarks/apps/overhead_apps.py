@@ -1,0 +1,144 @@
+"""ASGI apps for `benchmarks/guard_overhead.py`: the same hello-world route behind each middleware.
+
+Every variant is a module attribute, so uvicorn selects it by import string, e.g.
+``benchmarks.apps.overhead_apps:guard_app`` (run from the project root). The attributes are
+built lazily (PEP 562 ``__getattr__``): importing this module never imports the guard,
+slowapi or FastAPI, so a variant whose dependency is missing fails alone, when selected.
+
+Variants:
+
+* ``bare_app`` — Starlette, one route ``GET /`` returning ``PlainTextResponse("hello")``;
+* ``empty_asgi_app`` — the same behind one empty pure-ASGI pass-through layer (the floor);
+* ``guard_app`` — behind crisisctl's Guard with every policy on but no limit ever reached;
+* ``guard_metrics_only_app`` — Guard with concurrency limiting and breakers off;
+* ``slowapi_app`` — slowapi's ``SlowAPIASGIMiddleware``, a default limit never reached,
+  memory storage;
+* ``bare_fastapi_app`` — FastAPI, the same route;
+* ``instrumentator_app`` — the FastAPI app instrumented by prometheus-fastapi-instrumentator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+#: A rate limit no benchmark ever reaches.
+NEVER_REACHED = "1000000/second"
+
+
+async def hello(request: Request) -> Response:
+    return PlainTextResponse("hello")
+
+
+def _starlette() -> Starlette:
+    return Starlette(routes=[Route("/", hello)])
+
+
+class EmptyASGI:
+    """A pure-ASGI middleware that does nothing: the cost of one layer, the floor."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def make_bare() -> ASGIApp:
+    return _starlette()
+
+
+def make_empty_asgi() -> ASGIApp:
+    return EmptyASGI(_starlette())
+
+
+def make_guard() -> ASGIApp:
+    from crisisctl.guard import ConcurrencyConfig, Guard, GuardConfig
+
+    config = GuardConfig(
+        rate_limit=NEVER_REACHED,
+        timeout_s=30.0,
+        concurrency=ConcurrencyConfig(mode="adaptive", limit=512, min_limit=256, max_limit=4096),
+    )
+    return Guard(_starlette(), config)
+
+
+def make_guard_metrics_only() -> ASGIApp:
+    from crisisctl.guard import BreakerConfig, ConcurrencyConfig, Guard, GuardConfig
+
+    config = GuardConfig(
+        concurrency=ConcurrencyConfig(mode="off"), breaker=BreakerConfig(enabled=False)
+    )
+    return Guard(_starlette(), config)
+
+
+def make_slowapi() -> ASGIApp:
+    from slowapi import Limiter, _rate_limit_exceeded_handler
+    from slowapi.errors import RateLimitExceeded
+    from slowapi.middleware import SlowAPIASGIMiddleware
+    from slowapi.util import get_remote_address
+
+    app = _starlette()
+    app.state.limiter = Limiter(
+        key_func=get_remote_address,
+        default_limits=[NEVER_REACHED],
+        storage_uri="memory://",
+        strategy="fixed-window",
+    )
+    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)
+    app.add_middleware(SlowAPIASGIMiddleware)
+    return app
+
+
+def _fastapi() -> Any:
+    from fastapi import FastAPI
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.get("/", response_class=PlainTextResponse)
+    async def root() -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    return app
+
+
+def make_bare_fastapi() -> ASGIApp:
+    return _fastapi()
+
+
+def make_instrumentator() -> ASGIApp:
+    from prometheus_fastapi_instrumentator import Instrumentator
+
+    app = _fastapi()
+    Instrumentator().instrument(app).expose(app)
+    return app
+
+
+#: variant name -> (module attribute, factory, the bare baseline it is compared with)
+VARIANTS: dict[str, tuple[str, Callable[[], ASGIApp], str]] = {
+    "bare": ("bare_app", make_bare, "bare"),
+    "empty_asgi": ("empty_asgi_app", make_empty_asgi, "bare"),
+    "guard": ("guard_app", make_guard, "bare"),
+    "guard_metrics_only": ("guard_metrics_only_app", make_guard_metrics_only, "bare"),
+    "slowapi": ("slowapi_app", make_slowapi, "bare"),
+    "bare_fastapi": ("bare_fastapi_app", make_bare_fastapi, "bare_fastapi"),
+    "instrumentator": ("instrumentator_app", make_instrumentator, "bare_fastapi"),
+}
+
+_FACTORIES = {attr: factory for attr, factory, _ in VARIANTS.values()}
+_BUILT: dict[str, ASGIApp] = {}
+
+
+def __getattr__(name: str) -> ASGIApp:
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _BUILT:
+        _BUILT[name] = factory()
+    return _BUILT[name]

@@ -1,0 +1,473 @@
+"""Server CPU microseconds added per request by each middleware, side by side, in one run.
+
+Every variant of `benchmarks/apps/overhead_apps.py` (a hello-world route, bare or behind one
+middleware) runs in its own uvicorn process (uvloop + httptools, one worker, no access log)
+pinned to core 0, and is loaded by `wrk` pinned to core 1. After a warm-up, the server's CPU
+time (utime + stime from /proc/PID/stat, via psutil) is read before and after a measured
+`wrk` run; CPU µs/request = cpu_seconds * 1e6 / requests. Rounds are interleaved (round 1 runs
+every variant, then round 2 …, each round starting at a different variant) and the median per
+variant is reported, with the µs added over its bare baseline (Starlette, or FastAPI for the
+instrumentator) and the ratio of that cost to the guard's.
+
+Run from the project root: ``.venv/bin/python benchmarks/guard_overhead.py [--quick]``.
+Writes ``benchmarks/results/guard_overhead.json``. Exits 0 whether or not the target
+(`guard_added_us <= 5.0`) is met; non-zero only when a variant could not be measured.
+All traffic goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "guard_overhead.json"
+APP_MODULE = "benchmarks.apps.overhead_apps"
+TARGET_GUARD_ADDED_US = 5.0
+HOST = "127.0.0.1"  # the only address this benchmark ever talks to
+
+sys.path.insert(0, str(ROOT))
+from benchmarks.apps.overhead_apps import VARIANTS  # noqa: E402
+
+DEFAULT_VARIANTS = (
+    "bare",
+    "empty_asgi",
+    "guard",
+    "guard_metrics_only",
+    "slowapi",
+    "bare_fastapi",
+    "instrumentator",
+)
+
+
+@dataclass
+class Run:
+    """One measured wrk run against one variant."""
+
+    variant: str
+    round: int
+    requests: int = 0
+    duration_s: float = 0.0
+    rps: float = 0.0
+    cpu_s: float = 0.0
+    cpu_us_per_req: float = 0.0
+    non_2xx: int = 0
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    latency_avg: str = ""
+    valid: bool = False
+    error: str | None = None
+
+
+# -- environment ---------------------------------------------------------------------------
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        print("wrk is missing: installing it with scripts/ensure-system-packages.sh")
+        subprocess.run(
+            ["bash", str(ROOT / "scripts" / "ensure-system-packages.sh"), "wrk"], check=True
+        )
+        path = shutil.which("wrk")
+    if path is None:
+        raise SystemExit("error: wrk is not installed and could not be installed")
+    return path
+
+
+def pinning() -> tuple[bool, str]:
+    """(pin?, why): pin the server to core 0 and the load to core 1 when possible."""
+    cores = sorted(os.sched_getaffinity(0))
+    if shutil.which("taskset") is None:
+        return False, "taskset (util-linux) is missing: running unpinned"
+    if len(cores) < 2 or cores[:2] != [0, 1]:
+        return False, f"fewer than 2 usable cores ({cores}): running unpinned"
+    return True, "server on core 0, wrk on core 1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env() -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [str(ROOT / "src"), str(ROOT)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for dist in (
+        "uvicorn",
+        "starlette",
+        "fastapi",
+        "slowapi",
+        "limits",
+        "prometheus-fastapi-instrumentator",
+        "prometheus_client",
+        "uvloop",
+        "httptools",
+        "psutil",
+    ):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def wrk_version(wrk: str) -> str:
+    proc = subprocess.run([wrk, "-v"], capture_output=True, text=True, timeout=10, check=False)
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+# -- server ---------------------------------------------------------------------------------
+class Server:
+    """A uvicorn subprocess serving one variant on 127.0.0.1."""
+
+    def __init__(self, variant: str, pin: bool) -> None:
+        self.variant = variant
+        self.port = free_port()
+        attr = VARIANTS[variant][0]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"{APP_MODULE}:{attr}",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--app-dir",
+            str(ROOT),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--lifespan",
+            "on",
+        ]
+        if pin:
+            cmd = ["taskset", "-c", "0", *cmd]  # taskset execs: the pid is uvicorn's
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=server_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.ps = psutil.Process(self.proc.pid)
+
+    def wait_ready(self, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {err[-2000:]}")
+            try:
+                conn = http.client.HTTPConnection(HOST, self.port, timeout=2.0)
+                conn.request("GET", "/")
+                resp = conn.getresponse()
+                body = resp.read()
+                conn.close()
+                if resp.status == 200 and body == b"hello":
+                    return
+                last = f"GET / answered {resp.status} {body[:80]!r}"
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready within {timeout_s:.0f} s: {last}")
+
+    def cpu_seconds(self) -> float:
+        times = self.ps.cpu_times()
+        return float(times.user + times.system)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+# -- wrk ------------------------------------------------------------------------------------
+_UNITS = {"": 1.0, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "G": 1e9}
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    """Requests, duration, non-2xx count, socket errors and average latency of a wrk run."""
+    match = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
+    if not match:
+        raise ValueError(f"cannot read wrk output: {out[-500:]!r}")
+    scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[match.group(3)]
+    result: dict[str, Any] = {
+        "requests": int(match.group(1)),
+        "duration_s": float(match.group(2)) * scale,
+        "non_2xx": 0,
+        "socket_errors": {},
+        "latency_avg": "",
+    }
+    non = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non:
+        result["non_2xx"] = int(non.group(1))
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if errs:
+        result["socket_errors"] = dict(
+            zip(("connect", "read", "write", "timeout"), map(int, errs.groups()), strict=True)
+        )
+    lat = re.search(r"Latency\s+(\S+)", out)
+    if lat:
+        result["latency_avg"] = lat.group(1)
+    return result
+
+
+def run_wrk(wrk: str, port: int, seconds: float, connections: int, pin: bool) -> dict[str, Any]:
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    cmd.append(f"http://{HOST}:{port}/")
+    if pin:
+        cmd = ["taskset", "-c", "1", *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return parse_wrk(proc.stdout)
+
+
+def measure(variant: str, rnd: int, args: argparse.Namespace, wrk: str, pin: bool) -> Run:
+    run = Run(variant=variant, round=rnd)
+    server = Server(variant, pin)
+    try:
+        server.wait_ready()
+        if args.warmup > 0:
+            run_wrk(wrk, server.port, args.warmup, args.connections, pin)
+        time.sleep(0.2)  # let the warm-up connections close
+        before = server.cpu_seconds()
+        out = run_wrk(wrk, server.port, args.duration, args.connections, pin)
+        run.cpu_s = server.cpu_seconds() - before
+        run.requests = out["requests"]
+        run.duration_s = out["duration_s"]
+        run.rps = run.requests / run.duration_s if run.duration_s else 0.0
+        run.non_2xx = out["non_2xx"]
+        run.socket_errors = out["socket_errors"]
+        run.latency_avg = out["latency_avg"]
+        run.cpu_us_per_req = run.cpu_s * 1e6 / run.requests if run.requests else 0.0
+        if run.requests == 0:
+            run.error = "wrk completed no request"
+        elif run.non_2xx:
+            run.error = f"{run.non_2xx} non-2xx responses: run invalid"
+        elif sum(run.socket_errors.values()):
+            run.error = f"socket errors {run.socket_errors}: run invalid"
+        run.valid = run.error is None
+    except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
+        run.error = str(exc)
+    finally:
+        server.stop()
+    if run.error:
+        print(f"  ERROR {variant} round {rnd}: {run.error}", file=sys.stderr)
+    return run
+
+
+# -- report ---------------------------------------------------------------------------------
+def summarize(runs: list[Run], variants: list[str]) -> dict[str, dict[str, Any]]:
+    med: dict[str, dict[str, Any]] = {}
+    for name in variants:
+        ok = [r for r in runs if r.variant == name and r.valid]
+        med[name] = {
+            "baseline": VARIANTS[name][2],
+            "valid_rounds": len(ok),
+            "invalid_rounds": sum(1 for r in runs if r.variant == name and not r.valid),
+            "cpu_us_per_req": statistics.median(r.cpu_us_per_req for r in ok) if ok else None,
+            "rps": statistics.median(r.rps for r in ok) if ok else None,
+            "cpu_us_per_req_all_rounds": [round(r.cpu_us_per_req, 3) for r in ok],
+        }
+    for name in variants:
+        row = med[name]
+        base = med.get(row["baseline"])
+        row["added_us"] = None
+        row["added_us_paired_median"] = None
+        if base is None or row["cpu_us_per_req"] is None or base["cpu_us_per_req"] is None:
+            continue
+        row["added_us"] = row["cpu_us_per_req"] - base["cpu_us_per_req"]
+        # same-round differences, less sensitive to drift of the machine between rounds
+        paired = []
+        for r in runs:
+            if r.variant != name or not r.valid:
+                continue
+            twin = [b for b in runs if b.variant == row["baseline"] and b.round == r.round]
+            if twin and twin[0].valid:
+                paired.append(r.cpu_us_per_req - twin[0].cpu_us_per_req)
+        if paired:
+            row["added_us_paired_median"] = statistics.median(paired)
+    guard_added = med.get("guard", {}).get("added_us")
+    for name in variants:
+        row = med[name]
+        row["ratio_vs_guard"] = (
+            row["added_us"] / guard_added
+            if row["added_us"] is not None and guard_added not in (None, 0)
+            else None
+        )
+    return med
+
+
+def fmt(value: float | None, spec: str = ".2f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def print_table(med: dict[str, dict[str, Any]]) -> None:
+    header = (
+        f"{'variant':<20} {'baseline':<13} {'req/s':>8} {'CPU µs/req':>11} "
+        f"{'added µs':>9} {'paired':>7} {'× guard':>8} {'valid':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, row in med.items():
+        rounds = f"{row['valid_rounds']}/{row['valid_rounds'] + row['invalid_rounds']}"
+        print(
+            f"{name:<20} {row['baseline']:<13} {fmt(row['rps'], '.0f'):>8} "
+            f"{fmt(row['cpu_us_per_req']):>11} {fmt(row['added_us']):>9} "
+            f"{fmt(row['added_us_paired_median']):>7} {fmt(row['ratio_vs_guard']):>8} "
+            f"{rounds:>6}"
+        )
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per run")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument(
+        "--variants", default=",".join(DEFAULT_VARIANTS), help="comma list of variants"
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 round of 3 s")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON result file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration, args.warmup = 1, 3.0, 1.0
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    if args.rounds < 1 or args.duration < 1 or args.connections < 1:
+        parser.error("--rounds, --duration and --connections must be at least 1")
+    # baselines are measured too, so every added cost can be computed
+    for name in list(variants):
+        base = VARIANTS[name][2]
+        if base not in variants:
+            variants.insert(0, base)
+
+    wrk = ensure_wrk()
+    usable_cores = sorted(os.sched_getaffinity(0))
+    pin, why = pinning()
+    print(f"guard_overhead: {', '.join(variants)}; {args.rounds} round(s) of {args.duration:.0f} s")
+    print(f"pinning: {why}")
+    if pin:
+        os.sched_setaffinity(0, {1})  # keep this process off the server's core
+
+    started = time.time()
+    runs: list[Run] = []
+    for rnd in range(1, args.rounds + 1):
+        shift = (rnd - 1) % len(variants)
+        for name in variants[shift:] + variants[:shift]:
+            run = measure(name, rnd, args, wrk, pin)
+            runs.append(run)
+            state = "ok" if run.valid else "INVALID"
+            print(
+                f"  round {rnd} {name:<20} {run.rps:>9.0f} req/s "
+                f"{run.cpu_us_per_req:>8.2f} µs/req  {state}"
+            )
+
+    med = summarize(runs, variants)
+    print()
+    print_table(med)
+    guard_added = med.get("guard", {}).get("added_us")
+    target = {
+        "check": f"guard_added_us <= {TARGET_GUARD_ADDED_US}",
+        "guard_added_us": guard_added,
+        "pass": None if guard_added is None else guard_added <= TARGET_GUARD_ADDED_US,
+    }
+    verdict = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[target["pass"]]
+    print(f"\ntarget {target['check']}: {verdict} (guard added {fmt(guard_added)} µs/request)")
+
+    doc = {
+        "benchmark": "guard_overhead",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "wall_s": round(time.time() - started, 1),
+        "machine": {
+            "cores": os.cpu_count(),
+            "usable_cores": usable_cores,
+            "cpu_model": cpu_model(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "pinned": pin,
+            "pinning": why,
+            "wrk": wrk_version(wrk),
+            "versions": versions(),
+        },
+        "settings": {
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "connections": args.connections,
+            "wrk_threads": 1,
+            "server": "uvicorn --loop uvloop --http httptools --no-access-log, 1 worker",
+            "variants": variants,
+            "apps": f"{APP_MODULE}:<variant>_app",
+        },
+        "rounds": [asdict(r) for r in runs],
+        "medians": med,
+        "target": target,
+    }
+    write_json(args.output, doc)
+    print(f"wrote {args.output}")
+    broken = [r for r in runs if not r.valid]
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
