@@ -220,6 +220,17 @@ def closed_loop(url: str, seconds: float, connections: int) -> dict[str, Any]:
     }
 
 
+def measure_capacity(iters: int, pin: bool, seconds: float) -> dict[str, Any]:
+    """Closed-loop throughput (4 connections) of a fresh unguarded server."""
+    server = Server("unguarded", iters, pin)
+    try:
+        server.wait_ready(iters)
+        closed_loop(server.url, 0.5, 4)  # warm-up
+        return closed_loop(server.url, seconds, 4)
+    finally:
+        server.stop()
+
+
 def unloaded(url: str, rate: float, seconds: float) -> dict[str, Any]:
     res = run_load(url, rate=rate, duration_s=seconds, connections=8, timeout_s=5.0)
     return {
@@ -341,6 +352,7 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
 def print_table(runs: dict[str, dict[str, Any]]) -> None:
     header = (
         f"{'variant':<10} {'offered':>8} {'thru':>6} {'2xx/s':>6} {'goodput':>8} {'% cap':>6} "
+        f"{'% loc':>6} "
         f"{'p50 ms':>7} {'p99 ms':>8} {'503':>6} {'429':>5} {'errors':>6} {'t/o':>5} "
         f"{'backlog':>7}"
     )
@@ -353,7 +365,8 @@ def print_table(runs: dict[str, dict[str, Any]]) -> None:
         print(
             f"{name:<10} {r['offered_rate']:>8.1f} {r['throughput']:>6.1f} "
             f"{r['throughput_2xx']:>6.1f} {r['goodput']:>8.1f} "
-            f"{r['goodput_pct_capacity']:>6.1f} {fmt(r['admitted_p50_ms']):>7} "
+            f"{r['goodput_pct_capacity']:>6.1f} {fmt(r.get('goodput_pct_local_capacity')):>6} "
+            f"{fmt(r['admitted_p50_ms']):>7} "
             f"{fmt(r['admitted_p99_ms']):>8} {r['shed_503']:>6} {r['rejected_429']:>5} "
             f"{sum(r['errors'].values()):>6} {r['timeouts']:>5} {r['unsent_backlog']:>7}"
         )
@@ -448,8 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     doc["capacity"] = {"closed_loop_1": cap1, "closed_loop_4": cap4, "capacity": capacity}
     doc["goodput_threshold_ms"] = threshold_ms
 
-    # 3. overload, one fresh server per variant
+    # 3. overload, one fresh server per variant; the machine's speed drifts, so the capacity
+    #    is measured again (fresh unguarded server) after each variant, for context
     runs: dict[str, dict[str, Any]] = {}
+    capacity_before = capacity
     for name in variants:
         time.sleep(1.0)
         server = Server(name, iters, pin)
@@ -471,8 +486,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  ERROR {name}: {exc}", file=sys.stderr)
             runs[name] = {"error": str(exc)}
             failed = True
+            continue
         finally:
             server.stop()
+        after = measure_capacity(iters, pin, capacity_s)
+        local = (capacity_before + after["throughput"]) / 2
+        run["capacity_before"] = capacity_before
+        run["capacity_after"] = after["throughput"]
+        run["capacity_local"] = local
+        run["goodput_pct_local_capacity"] = 100.0 * run["goodput"] / local
+        capacity_before = after["throughput"]
+        print(
+            f"  {name}: capacity re-measured after the run {after['throughput']:.1f} req/s "
+            f"(goodput {run['goodput']:.1f} = {run['goodput_pct_local_capacity']:.1f} % of the "
+            f"local capacity {local:.1f})"
+        )
 
     print()
     print_table(runs)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,22 +37,30 @@ def burn(iters: int) -> bytes:
     return hashlib.pbkdf2_hmac("sha256", b"x", b"salt", iters)
 
 
-def time_burn(iters: int, repeats: int = 7) -> float:
-    """Median seconds one `burn(iters)` takes on this machine."""
+def time_burn(iters: int, repeats: int = 7, quantile: float = 0.5) -> float:
+    """Seconds of CPU time (this thread's) one `burn(iters)` takes: the `quantile` of `repeats`.
+
+    CPU time, not wall time, so another process sharing the core does not inflate it.
+    """
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.thread_time()
         burn(iters)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        samples.append(time.thread_time() - start)
+    samples.sort()
+    return samples[min(len(samples) - 1, int(quantile * len(samples)))]
 
 
 def calibrate_iters(target_ms: float = 5.0) -> int:
-    """Iterations for which one `burn` takes about `target_ms` milliseconds."""
+    """Iterations for which one `burn` takes about `target_ms` milliseconds of CPU.
+
+    Uses a low quantile of the timings: on a shared machine interference only slows a burn
+    down, so the fast samples are the closest to the machine's real speed.
+    """
     iters = 1000
     burn(iters)  # warm up
-    for _ in range(3):
-        seconds = time_burn(iters)
+    for repeats in (5, 9, 21):
+        seconds = time_burn(iters, repeats=repeats, quantile=0.2)
         iters = max(1, round(iters * (target_ms / 1000.0) / max(seconds, 1e-7)))
     return iters
 

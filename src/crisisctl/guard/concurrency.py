@@ -5,7 +5,7 @@ no-load latency reference and probe back-off. Service latency (admission to resp
 queueing excluded) is averaged over windows of ≥ 10 samples and ≥ 50 ms (or 1 s). Per window:
 
     rtt_noload = min(window mean rtt over the last `noload_window_s`)     # the unqueued latency
-    gradient   = clamp(tolerance * rtt_noload / rtt, 0.5, 1.0)
+    gradient   = clamp(tolerance * rtt_noload / rtt, 0.25, 1.0)
 
     gradient < 1 (latency beyond tolerance: requests are queueing inside the service)
         L <- L * gradient                                  # fast, proportional decrease
@@ -24,13 +24,14 @@ If no window has come near `rtt_noload` for `probe_interval_s`, one window runs 
 limit to re-measure the no-load latency (like BBR's ProbeRTT), so a service that has only
 ever been seen overloaded still converges.
 
-Queue — requests over the limit wait in a bounded queue (`queue_size`). CoDel-style: when the
-queue has been non-empty for longer than `queue_timeout_s` (the interval), the service is in
-standing overload: waiters are then served newest first (LIFO: the oldest are the ones whose
-clients have most likely given up) and a new waiter is shed after the target delay
-(`queue_target_s`, at most half the no-load latency under the adaptive limit); otherwise waiters
-are served in arrival order and wait at most the interval. Higher priorities are served first,
-and a full queue evicts its lowest-priority waiter for a more important arrival.
+Queue — requests over the limit wait in a bounded queue (`queue_size`). CoDel-style: when
+requests have had to queue continuously for longer than `queue_timeout_s` (the interval) — the
+overload ends only when a slot is free with nobody waiting, not when waiters merely time out —
+the service is in standing overload: waiters are then served newest first (LIFO: the oldest
+are the ones whose clients have most likely given up) and a new waiter is shed after the target
+delay (`queue_target_s`, at most half the no-load latency under the adaptive limit); otherwise
+waiters are served in arrival order and wait at most the interval. Higher priorities are served
+first, and a full queue evicts its lowest-priority waiter for a more important arrival.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ WINDOW_MIN_SAMPLES = 10
 WINDOW_MIN_S = 0.05
 WINDOW_MAX_S = 1.0
 HOLD_BASE_S = 10.0
+#: the deepest single cut (Netflix uses 0.5; 0.25 converges from a far-too-high limit in
+#: half as many windows, which matters when overload hits a service that was idle)
+MIN_GRADIENT = 0.25
 HOLD_MAX_S = 120.0
 
 #: reasons a request can be refused by this module (metric label values)
@@ -119,7 +123,7 @@ class ConcurrencyLimiter:
             return SHED_QUEUE_FULL
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop.create_future(), priority, now)
-        if self.queued == 0:
+        if self._nonempty_since is None:
             self._nonempty_since = now
         self._queues[priority].append(waiter)
         self.queued += 1
@@ -165,7 +169,7 @@ class ConcurrencyLimiter:
         self.queued -= 1
         if waiter.handle is not None:
             waiter.handle.cancel()
-        if self.queued == 0:
+        if self.queued == 0 and self.in_flight < self.effective:
             self._nonempty_since = None
 
     def _evict_below(self, priority: int) -> bool:
@@ -225,7 +229,8 @@ class ConcurrencyLimiter:
             if self.in_flight > self.window_peak:
                 self.window_peak = self.in_flight
             waiter.future.set_result(True)
-        if self.queued == 0:
+        if self.queued == 0 and self.in_flight < self.effective:
+            # a slot is free and nobody waits: the standing overload (if any) is over
             self._nonempty_since = None
 
     # -- adaptive limit --------------------------------------------------------------------
@@ -279,7 +284,7 @@ class ConcurrencyLimiter:
         gradient = cfg.tolerance * noload / rtt if rtt > 0 else 1.0
         if gradient < 1.0 and 2 * peak >= self.effective:
             # latency beyond tolerance while the limit was at least half used: shrink it
-            gradient = max(0.5, gradient)
+            gradient = max(MIN_GRADIENT, gradient)
             if peak >= self.effective:
                 self._ceiling = max(1, math.floor(limit))
                 self._ceiling_until = now + self._hold

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -130,6 +131,7 @@ class Guard:
         self._table: RouteTable[_Route] | None = None
         self._route_cache: dict[str, dict[str, _Route]] = {}
         self._rate_headers = config.rate_limit_headers
+        self._refusal_bodies: dict[tuple[str, str], bytes] = {}
         self.storage_health: Any = None
         self._redis: Any = None
         self._deadlines: dict[asyncio.Task[Any], float] = {}
@@ -330,13 +332,16 @@ class Guard:
     ) -> None:
         route.stats.reject(reason)
         route.counts[status // 100] += 1
-        await control.send_json(
-            send,
-            status,
-            {"error": control.REFUSAL_MESSAGES.get(reason, "the service is overloaded"),
-             "reason": reason, "route": route.label},
-            retry_after=retry_s,
-        )  # fmt: skip
+        body = self._refusal_bodies.get((reason, route.label))
+        if body is None:
+            body = json.dumps(
+                {"error": control.REFUSAL_MESSAGES.get(reason, "the service is overloaded"),
+                 "reason": reason, "route": route.label},
+                separators=(",", ":"),
+            ).encode()  # fmt: skip
+            if len(self._refusal_bodies) < 4096:
+                self._refusal_bodies[(reason, route.label)] = body
+        await control.send_body(send, status, body, b"application/json", retry_after=retry_s)
 
     async def _refuse_rate(
         self, route: _Route, send: Send, policy: RateLimitPolicy, decision: Decision
