@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -16,6 +17,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from crisisctl.lab.openloop import ERROR_KINDS, OpenLoopResult, check_loopback_url, run_open_loop
+from crisisctl.stats import LatencyHistogram
 
 CHUNKS = 5
 CHUNK = b"x" * 1000
@@ -119,8 +121,10 @@ async def test_fast_route_rate_and_counts(base_url: str) -> None:
     assert 180 <= res.achieved_rate <= 220
     assert res.latency.percentile(99) >= res.latency_uncorrected.percentile(99)
     assert set(res.latency_by_class) == {"2xx"}
-    doc = res.as_dict(histograms=True)
+    doc = json.loads(json.dumps(res.as_dict(histograms=True)))
     assert doc["status_counts"] == {"200": 400}
+    assert LatencyHistogram.from_dict(doc["histograms"]["latency"]).count == 400
+    assert len(doc["per_second"]) <= 4
     assert doc["latency"]["count"] == 400
 
 

@@ -27,6 +27,7 @@ class CircuitBreaker:
     """One route's breaker. `now` is a monotonic time in seconds."""
 
     __slots__ = (
+        "_calls_floor",
         "_epochs",
         "_failures",
         "_slow",
@@ -48,6 +49,8 @@ class CircuitBreaker:
         #: calls finished while closed (cumulative); the guard increments it inline
         self.calls = 0
         self._snapshots: deque[tuple[float, int]] = deque()
+        #: `calls` when the breaker last closed: older calls never count again
+        self._calls_floor = 0
         self._width = config.window_s / _BUCKETS
         self._epochs = [-1] * _BUCKETS
         self._failures = [0] * _BUCKETS
@@ -132,11 +135,11 @@ class CircuitBreaker:
         """(calls, failures, slow) in the current window."""
         snapshots = self._snapshots
         horizon = now - self.config.window_s
-        base = 0
+        base = self._calls_floor
         for at, calls in snapshots:
             if at > horizon:
                 break
-            base = calls
+            base = max(base, calls)
         epoch = int(now / self._width)
         oldest = epoch - _BUCKETS + 1
         failures = slow = 0
@@ -155,6 +158,11 @@ class CircuitBreaker:
     def _close(self, now: float) -> None:
         self.state = CLOSED
         self._epochs = [-1] * _BUCKETS
+        # epoch -1 still lies in the window while now < window_s: drop the counts too
+        self._failures = [0] * _BUCKETS
+        self._slow = [0] * _BUCKETS
+        # a fresh window: the calls before the outage must not dilute the next failures
+        self._calls_floor = self.calls
         self._snapshots.clear()
         self._snapshots.append((now, self.calls))
 

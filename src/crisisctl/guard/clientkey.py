@@ -19,7 +19,10 @@ UNKNOWN = "unknown"
 def peer_address(scope: Scope) -> str:
     """The TCP peer's address, or "unknown"."""
     client = scope.get("client")
-    return str(client[0]) if client else UNKNOWN
+    if client:
+        host: str = client[0]
+        return host
+    return UNKNOWN
 
 
 def client_key_function(trusted_proxies: Sequence[str]) -> Callable[[Scope], str]:

@@ -58,13 +58,15 @@ SHED_QUEUE_TIMEOUT = "queue_timeout"
 
 
 class _Waiter:
-    __slots__ = ("enqueued", "future", "handle", "priority")
+    __slots__ = ("enqueued", "future", "handle", "priority", "shed_reason")
 
     def __init__(self, future: asyncio.Future[bool], priority: int, enqueued: float) -> None:
         self.future = future
         self.priority = priority
         self.enqueued = enqueued
         self.handle: asyncio.TimerHandle | None = None
+        #: why the waiter is refused if its future resolves to False
+        self.shed_reason = SHED_QUEUE_TIMEOUT
 
 
 class ConcurrencyLimiter:
@@ -138,7 +140,7 @@ class ConcurrencyLimiter:
             raise
         if admitted:
             return None
-        return SHED_QUEUE_TIMEOUT
+        return waiter.shed_reason
 
     def _queue_timeout(self, now: float) -> float:
         cfg = self.config
@@ -182,6 +184,7 @@ class ConcurrencyLimiter:
                     victim.handle.cancel()
                 self.shed_queue_full += 1
                 if not victim.future.done():
+                    victim.shed_reason = SHED_QUEUE_FULL
                     victim.future.set_result(False)
                 return True
         return False
@@ -199,6 +202,8 @@ class ConcurrencyLimiter:
                 self.maybe_close_window(now)
         if self.queued:
             self.hand_over()
+        elif self._nonempty_since is not None:
+            self.hand_over()  # a slot is free and nobody waits: ends a standing overload
 
     def maybe_close_window(self, now: float) -> None:
         """Close the sample window if it is long enough (≥ 10 samples and 50 ms, or 1 s)."""
@@ -262,12 +267,15 @@ class ConcurrencyLimiter:
         while samples and samples[-1][1] >= rtt:
             samples.pop()
         samples.append((now, rtt))
+        # judged before old samples expire: otherwise, once the last unqueued sample leaves the
+        # window, the queued latency becomes its own reference, counts as fresh and the probe
+        # that would re-measure the no-load latency never comes (the limit then creeps upwards)
+        if rtt <= samples[0][1] * 1.1:
+            self._last_fresh = now
         while samples and now - samples[0][0] > self.noload_window_s:
             samples.popleft()
         noload = samples[0][1]
         self.rtt_noload = noload
-        if rtt <= noload * 1.1:
-            self._last_fresh = now
 
         if self._probing_from is not None:
             # the half-limit probe window is over: restore and judge against the new reference

@@ -222,7 +222,10 @@ class RouteRule:
         _check(self.timeout_s is None or self.timeout_s > 0, "route timeout_s must be > 0")
         object.__setattr__(self, "priority", Priority.parse(self.priority))
         if self.methods is not None:
-            object.__setattr__(self, "methods", tuple(m.upper() for m in self.methods))  # fmt: skip
+            methods: Sequence[str] = self.methods
+            if isinstance(methods, str):  # "POST" or "GET, HEAD" from YAML/JSON, not "P","O",…
+                methods = [m for m in re.split(r"[\s,]+", methods) if m]
+            object.__setattr__(self, "methods", tuple(m.upper() for m in methods))  # fmt: skip
 
 
 KeyFunc = Callable[[Scope], str]

@@ -41,6 +41,7 @@ from crisisctl.guard.ratelimit import Decision, MemoryRateLimiter, RateLimitPoli
 from crisisctl.guard.routes import Resolved, RouteTable, compile_template, discover_templates
 from crisisctl.guard.track import operation_metrics
 from crisisctl.guard.types import ASGIApp, Message, Receive, Scope, Send
+from crisisctl.stats import MAX_TRACKABLE_US
 
 log = logging.getLogger("crisisctl.guard")
 _clock = time.monotonic
@@ -211,14 +212,19 @@ class Guard:
             pass
         elif not limiter.is_async and limiter.policy.fast:
             # memory storage, one GCRA limit: no Decision object on the admitted path
-            ahead = limiter.hit_one(self._key(scope), start)
-            if ahead < 0.0:
-                decision = limiter.hit(self._key(scope), start)
-                self._release_probe(breaker)
-                await self._refuse_rate(route, send, limiter.policy, decision)
-                return
-            if self._rate_headers:
-                extra_headers = limiter.policy.headers_for_ahead(ahead)
+            try:
+                key = self._key(scope)
+            except Exception:
+                self._internal_error("rate-limit key")
+            else:
+                ahead = limiter.hit_one(key, start)
+                if ahead < 0.0:
+                    decision = limiter.hit(key, start)
+                    self._release_probe(breaker)
+                    await self._refuse_rate(route, send, limiter.policy, decision)
+                    return
+                if self._rate_headers:
+                    extra_headers = limiter.policy.headers_for_ahead(ahead)
         else:
             try:
                 if limiter.is_async:
@@ -298,8 +304,13 @@ class Guard:
         finally:
             end = _clock()
             stats.in_flight -= 1
-            if task is not None and status == 0:
-                deadlines.pop(task, None)
+            if task is not None:
+                if status == 0:
+                    deadlines.pop(task, None)
+                if self._timed_out:
+                    # the app swallowed the cancellation of its timeout: forget it, or the task
+                    # leaks and a later, genuine cancellation in it would be taken for a timeout
+                    self._timed_out.discard(task)
             elapsed = end - start
             if conc is not None:
                 # inlined ConcurrencyLimiter.release for the common case
@@ -309,10 +320,27 @@ class Guard:
                     conc.window_n += 1
                     if conc.window_n >= WINDOW_MIN_SAMPLES or end - conc.window_start >= 1.0:
                         conc.maybe_close_window(end)
-                if conc.queued:
-                    conc.hand_over()
+                if conc.queued or conc._nonempty_since is not None:
+                    conc.hand_over()  # also ends a standing overload once the queue is empty
             route.counts[status // 100 if status < 600 else 0] += 1
-            stats.latency.record_us(int(elapsed * 1_000_000))
+            # inlined LatencyHistogram.record_us (the hot path; keep in step with stats.py)
+            hist = stats.latency
+            us = int(elapsed * 1000000.0)
+            if us < 2048:
+                index = us if us > 0 else 0
+            else:
+                if us > MAX_TRACKABLE_US:
+                    us = MAX_TRACKABLE_US
+                shift = us.bit_length() - 11
+                index = (shift << 10) + (us >> shift)
+            bins = hist._counts
+            bins[index] = bins.get(index, 0) + 1
+            if us > hist.max_us:
+                hist.max_us = us
+            if us < hist.min_us or not hist.count:
+                hist.min_us = us
+            hist.count += 1
+            hist.sum_us += us
             if breaker is not None:
                 slow_s = route.slow_s
                 if failed or status >= 500 or (slow_s is not None and elapsed >= slow_s):
@@ -417,7 +445,10 @@ class Guard:
         limiter = self._limiters.get(rule_key)
         if limiter is not None:
             return limiter
-        name = "default" if rule_key == 0 else f"rule{len(self._limiters)}:{rule.pattern}"
+        # the name keys the shared (Redis) state: it must not depend on the order in which
+        # this instance met its routes, only on the configuration all instances share
+        index = next((i for i, r in enumerate(self.config.routes) if r is rule), -1)
+        name = "default" if rule_key == 0 else f"rule{index}:{rule.pattern}"
         policy = RateLimitPolicy(name, parse_limits(text), rule.strategy or self.config.strategy)
         if rule.emergency_rate_limit:
             self._overrides[rule_key] = parse_limits(rule.emergency_rate_limit)

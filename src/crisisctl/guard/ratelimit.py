@@ -16,8 +16,9 @@ The sliding-window counter keeps (window index, previous count, current count) p
 estimates the rate over the last `period` as prev * (1 - elapsed/period) + current.
 
 Idle keys cost nothing: state lives in two generations that rotate every longest-period
-seconds, so a key untouched for two periods is dropped wholesale (O(1), no scanning), and an
-entry is never dropped while it could still refuse a request. Every limit is scaled by a
+seconds (two periods for sliding windows, whose count still weighs in the next window), so a
+key untouched for two rotations is dropped wholesale (O(1), no scanning), and an entry is never
+dropped while it could still refuse a request. Every limit is scaled by a
 mode factor (emergency tightens, recovering ramps back) without losing state.
 """
 
@@ -95,6 +96,7 @@ class RateLimitPolicy:
             for limit in self.limits
         ).encode("latin-1")
         self._policy_line = (b"ratelimit-policy", self.policy_header)
+        self._header_cache: dict[float, list[tuple[bytes, bytes]]] = {}
         self._item_prefixes = [f'"{_policy_item(limit)}";r='.encode() for limit in self.limits]
 
     def headers(self, decision: Decision) -> list[tuple[bytes, bytes]]:
@@ -107,16 +109,24 @@ class RateLimitPolicy:
         return [self._policy_line, (b"ratelimit", value)]
 
     def headers_for_ahead(self, ahead: float) -> list[tuple[bytes, bytes]]:
-        """Header lines after `MemoryRateLimiter.hit_one` admitted a request (fast path)."""
+        """Header lines after `MemoryRateLimiter.hit_one` admitted a request (fast path).
+
+        The (remaining, reset) pairs of a busy service repeat a lot, and formatting the header
+        costs more than the rate limiting itself, so finished header lines are cached (bounded,
+        emptied when the policy changes). Callers must not mutate the returned list.
+        """
         period, interval = self.single
-        whole = int(ahead)
-        if whole < ahead - _EPS:
-            whole += 1
-        value = self._item_prefixes[0] + b"%d;t=%d" % (
-            int((period - ahead) / interval + _EPS),
-            whole,
-        )
-        return [self._policy_line, (b"ratelimit", value)]
+        # float arithmetic only (int() calls cost more than everything else here)
+        remaining = (period - ahead + _EPS * interval) // interval
+        whole = -((_EPS - ahead) // 1.0)  # ceil(ahead - eps)
+        key = remaining * 1048576.0 + whole
+        lines = self._header_cache.get(key)
+        if lines is None:
+            value = self._item_prefixes[0] + b"%d;t=%d" % (remaining, whole)
+            lines = [self._policy_line, (b"ratelimit", value)]
+            if len(self._header_cache) < 4096:
+                self._header_cache[key] = lines
+        return lines
 
     def describe(self) -> dict[str, object]:
         """JSON-able description for the status endpoint."""
@@ -152,11 +162,15 @@ class MemoryRateLimiter:
         return len(self._current) + len(self._previous)
 
     def rotate(self, now: float) -> None:
-        """Drop keys idle for two longest periods (call about once a second)."""
+        """Drop keys idle for two rotations (call about once a second)."""
         if self._rotated_at is None:
             self._rotated_at = now
             return
-        if now - self._rotated_at >= self.policy.longest_period:
+        span = self.policy.longest_period
+        if self.policy.strategy != "gcra":
+            # a key last counted at the end of a window still weighs until the next one ends
+            span *= 2.0
+        if now - self._rotated_at >= span:
             self._previous = self._current
             self._current = {}
             self._rotated_at = now

@@ -15,6 +15,7 @@ alert cooldown). Operation names are bounded: past 1000 names, new ones fold int
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -169,7 +170,9 @@ class track:
         if threshold_ms is not None and threshold_ms <= 0:
             raise ValueError("track() threshold_ms must be a positive number of milliseconds")
         self._stats = operation_stats(operation, threshold_ms)
-        self._starts: list[float] = []
+        #: entry times per asyncio task or thread: one instance may be entered by overlapping
+        #: requests (``DB = track("db")`` … ``async with DB:``), each timed from its own entry
+        self._starts: dict[object, list[float]] = {}
 
     @property
     def stats(self) -> OperationStats:
@@ -210,7 +213,7 @@ class track:
         return cast(Callable[P, Any], wrapper)
 
     def __enter__(self) -> track:
-        self._starts.append(time.perf_counter())
+        self._starts.setdefault(_owner(), []).append(time.perf_counter())
         return self
 
     def __exit__(
@@ -219,7 +222,11 @@ class track:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        start = self._starts.pop()
+        owner = _owner()
+        starts = self._starts[owner]
+        start = starts.pop()
+        if not starts:
+            del self._starts[owner]
         self._stats.record(time.perf_counter() - start, exc_type is not None)
 
     async def __aenter__(self) -> track:
@@ -232,3 +239,12 @@ class track:
         tb: TracebackType | None,
     ) -> None:
         self.__exit__(exc_type, exc, tb)
+
+
+def _owner() -> object:
+    """The asyncio task running this code, else the current thread's id."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running event loop in this thread
+        task = None
+    return task if task is not None else threading.get_ident()

@@ -1,0 +1,129 @@
+"""The ASGI app behind the guard in test_guard_server.py, served by uvicorn in a subprocess.
+
+Configured through the environment (see guard_servers.py):
+
+    CRISISCTL_TEST_GUARD      JSON object of GuardConfig fields (GuardConfig.from_dict)
+    CRISISCTL_TEST_GUARD_KEY  "raise": a key_func that raises on every call
+
+The app keeps what the tests need to observe (cancellations, peak concurrency, a failure
+switch) in `STATE`, readable at GET /state and switchable at POST /toggle?fail=0|1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from crisisctl.guard import Guard, GuardConfig, track
+from crisisctl.guard.types import Scope
+
+STATE: dict[str, Any] = {
+    "fail": False,
+    "started": 0,
+    "finished": 0,
+    "cancelled": 0,
+    "in_flight": 0,
+    "peak": 0,
+}
+
+
+async def ok(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def item(request: Request) -> Response:
+    return JSONResponse({"id": request.path_params["item_id"]})
+
+
+async def slow(request: Request) -> Response:
+    seconds = float(request.query_params.get("s", "0.5"))
+    STATE["in_flight"] += 1
+    STATE["peak"] = max(STATE["peak"], STATE["in_flight"])
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        STATE["in_flight"] -= 1
+    return PlainTextResponse("slow")
+
+
+async def sleep(request: Request) -> Response:
+    """Sleeps `s` seconds, recording whether the work finished or was cancelled."""
+    STATE["started"] += 1
+    try:
+        await asyncio.sleep(float(request.query_params.get("s", "2")))
+    except asyncio.CancelledError:
+        STATE["cancelled"] += 1
+        raise
+    STATE["finished"] += 1
+    return PlainTextResponse("woke up")
+
+
+async def flaky(request: Request) -> Response:
+    if STATE["fail"]:
+        return PlainTextResponse("broken", status_code=500)
+    return PlainTextResponse("fine")
+
+
+async def toggle(request: Request) -> Response:
+    STATE["fail"] = request.query_params.get("fail") == "1"
+    return JSONResponse(STATE)
+
+
+async def state(request: Request) -> Response:
+    return JSONResponse(STATE)
+
+
+@track("test.db_query", threshold_ms=5)
+async def db_query() -> int:
+    await asyncio.sleep(0.03)  # 6x the threshold: a "critical" breach
+    return 1
+
+
+async def tracked(request: Request) -> Response:
+    await db_query()
+    with track("test.render"):
+        body = "x" * 10
+    return PlainTextResponse(body)
+
+
+async def whoami(request: Request) -> Response:
+    client = request.client
+    return JSONResponse({"client": client.host if client else None})
+
+
+routes = [
+    Route("/ok", ok),
+    Route("/health", ok),
+    Route("/items/{item_id:int}", item),
+    Route("/slow", slow),
+    Route("/sleep", sleep),
+    Route("/flaky", flaky),
+    Route("/toggle", toggle, methods=["POST"]),
+    Route("/state", state),
+    Route("/tracked", tracked),
+    Route("/low", ok),
+    Route("/limited", ok),
+    Route("/rl/{ns}/{name}", ok),
+    Route("/whoami", whoami),
+]
+
+
+def _raising_key(scope: Scope) -> str:
+    raise RuntimeError("key function exploded")
+
+
+def build() -> Guard:
+    config = GuardConfig.from_dict(json.loads(os.environ.get("CRISISCTL_TEST_GUARD", "{}")))
+    if os.environ.get("CRISISCTL_TEST_GUARD_KEY") == "raise":
+        return Guard(Starlette(routes=routes), config, key_func=_raising_key)
+    return Guard(Starlette(routes=routes), config)
+
+
+app = build()

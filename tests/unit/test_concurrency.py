@@ -1,0 +1,336 @@
+"""Concurrency limiter: static admission, the shedding queue (priorities, eviction, LIFO,
+timeouts) and the adaptive limit on synthetic latency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from crisisctl.guard.concurrency import (
+    SHED_QUEUE_FULL,
+    SHED_QUEUE_TIMEOUT,
+    ConcurrencyLimiter,
+)
+from crisisctl.guard.config import ConcurrencyConfig, Priority
+
+LOW, NORMAL, HIGH = int(Priority.LOW), int(Priority.NORMAL), int(Priority.HIGH)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def static(limit: int, queue_size: int = 4, **kw: float) -> ConcurrencyLimiter:
+    config = ConcurrencyConfig(mode="static", limit=limit, queue_size=queue_size, **kw)  # type: ignore[arg-type]
+    return ConcurrencyLimiter(config, time.monotonic)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+# -- static limit and queue --------------------------------------------------------------------
+
+
+async def test_static_limit_admits_n_then_queues() -> None:
+    lim = static(2, queue_timeout_s=5.0)
+    assert await lim.acquire(NORMAL) is None
+    assert await lim.acquire(NORMAL) is None
+    assert lim.in_flight == 2
+    assert not lim.try_acquire()
+    waiter = asyncio.create_task(lim.acquire(NORMAL))
+    await settle()
+    assert not waiter.done()
+    assert lim.queued == 1
+    # nobody jumps the queue through the fast path while someone waits
+    lim.release(time.monotonic(), 0.01)
+    assert lim.in_flight == 2  # the slot went straight to the waiter
+    assert await asyncio.wait_for(waiter, 1.0) is None
+    assert lim.queued == 0
+    lim.release(time.monotonic(), 0.01)
+    lim.release(time.monotonic(), 0.01)
+    assert lim.in_flight == 0
+    assert lim.try_acquire()
+
+
+async def test_full_queue_sheds_at_once() -> None:
+    lim = static(1, queue_size=2, queue_timeout_s=5.0)
+    assert lim.try_acquire()
+    waiters = [asyncio.create_task(lim.acquire(NORMAL)) for _ in range(2)]
+    await settle()
+    start = time.monotonic()
+    assert await lim.acquire(NORMAL) == SHED_QUEUE_FULL
+    assert time.monotonic() - start < 0.05
+    assert lim.shed_queue_full == 1
+    assert lim.queued == 2
+    for _ in range(3):
+        lim.release(time.monotonic(), 0.01)
+    assert await asyncio.gather(*waiters) == [None, None]
+
+
+async def test_zero_queue_sheds_everything_over_the_limit() -> None:
+    lim = static(1, queue_size=0)
+    assert await lim.acquire(NORMAL) is None
+    assert await lim.acquire(HIGH) == SHED_QUEUE_FULL
+
+
+async def test_queue_timeout_sheds() -> None:
+    lim = static(1, queue_size=4, queue_timeout_s=0.05)
+    assert lim.try_acquire()
+    start = time.monotonic()
+    assert await asyncio.wait_for(lim.acquire(NORMAL), 1.0) == SHED_QUEUE_TIMEOUT
+    waited = time.monotonic() - start
+    assert 0.04 <= waited < 0.5
+    assert lim.shed_queue_timeout == 1
+    assert lim.queued == 0
+    assert lim.in_flight == 1  # a shed waiter holds nothing
+
+
+async def test_cancelled_waiter_leaves_the_queue() -> None:
+    lim = static(1, queue_timeout_s=5.0)
+    assert lim.try_acquire()
+    waiter = asyncio.create_task(lim.acquire(NORMAL))
+    await settle()
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert lim.queued == 0
+    lim.release(time.monotonic(), 0.01)
+    assert lim.in_flight == 0
+
+
+async def test_hand_over_serves_higher_priorities_first() -> None:
+    lim = static(1, queue_size=10, queue_timeout_s=5.0)
+    assert lim.try_acquire()
+    order: list[str] = []
+
+    async def wait(name: str, priority: int) -> None:
+        assert await lim.acquire(priority) is None
+        order.append(name)
+
+    tasks = [
+        asyncio.create_task(wait(name, prio))
+        for name, prio in [("low1", LOW), ("normal1", NORMAL), ("high", HIGH), ("low2", LOW),
+                           ("normal2", NORMAL)]
+    ]  # fmt: skip
+    await settle()
+    assert lim.queued == 5
+    for expected in range(1, 6):
+        lim.release(time.monotonic(), 0.01)
+        await settle()
+        assert len(order) == expected
+    assert order == ["high", "normal1", "normal2", "low1", "low2"]
+    await asyncio.gather(*tasks)
+
+
+async def test_higher_priority_evicts_the_oldest_lowest_from_a_full_queue() -> None:
+    lim = static(1, queue_size=2, queue_timeout_s=5.0)
+    assert lim.try_acquire()
+    low_old = asyncio.create_task(lim.acquire(LOW))
+    await settle()
+    low_new = asyncio.create_task(lim.acquire(LOW))
+    await settle()
+    high = asyncio.create_task(lim.acquire(HIGH))
+    await settle()
+    assert low_old.done() and low_old.result() == SHED_QUEUE_FULL
+    assert not low_new.done() and not high.done()
+    assert lim.queued == 2
+    # an equal priority evicts nothing
+    assert await lim.acquire(LOW) == SHED_QUEUE_FULL
+    assert lim.shed_queue_full == 2
+    lim.release(time.monotonic(), 0.01)
+    assert await asyncio.wait_for(high, 1.0) is None
+    lim.release(time.monotonic(), 0.01)
+    assert await asyncio.wait_for(low_new, 1.0) is None
+
+
+async def test_lifo_and_short_target_under_standing_overload() -> None:
+    clock = FakeClock()
+    config = ConcurrencyConfig(
+        mode="static", limit=1, queue_size=10, queue_timeout_s=1.0, queue_target_s=0.01
+    )
+    lim = ConcurrencyLimiter(config, clock)
+    assert lim.try_acquire()
+    order: list[str] = []
+
+    async def wait(name: str) -> None:
+        if await lim.acquire(NORMAL) is None:
+            order.append(name)
+        else:
+            order.append(f"shed:{name}")
+
+    tasks = []
+    for name in ("a", "b", "c"):
+        tasks.append(asyncio.create_task(wait(name)))
+        await settle()
+    # while the queue has been busy for less than the interval: FIFO
+    lim.release(clock(), 0.01)
+    await settle()
+    assert order == ["a"]
+    # the queue has now been non-empty for longer than queue_timeout_s: standing overload
+    clock.now += 2.0
+    lim.release(clock(), 0.01)
+    await settle()
+    assert order == ["a", "c"]  # newest first
+    # a newcomer now waits only the target delay (10 ms of real loop time), not 1 s
+    start = time.monotonic()
+    tasks.append(asyncio.create_task(wait("d")))
+    await asyncio.wait_for(asyncio.shield(tasks[-1]), 0.5)
+    assert order[-1] == "shed:d"
+    assert time.monotonic() - start < 0.5
+    lim.release(clock(), 0.01)
+    await settle()
+    assert order == ["a", "c", "shed:d", "b"]
+    # a free slot with nobody waiting ends the overload: FIFO again
+    lim.release(clock(), 0.01)
+    assert lim.in_flight == 0
+    assert lim.try_acquire()
+    for name in ("e", "f"):
+        tasks.append(asyncio.create_task(wait(name)))
+        await settle()
+    clock.now += 0.5
+    lim.release(clock(), 0.01)
+    await settle()
+    assert order[-1] == "e"
+    lim.release(clock(), 0.01)
+    await asyncio.gather(*tasks)
+    assert order[-1] == "f"
+
+
+async def test_waiters_timing_out_do_not_end_a_standing_overload() -> None:
+    clock = FakeClock()
+    config = ConcurrencyConfig(
+        mode="static", limit=1, queue_size=10, queue_timeout_s=0.05, queue_target_s=0.01
+    )
+    lim = ConcurrencyLimiter(config, clock)
+    assert lim.try_acquire()
+    assert await lim.acquire(NORMAL) == SHED_QUEUE_TIMEOUT  # waits 50 ms of loop time
+    clock.now += 1.0
+    # the only slot is still busy: the overload goes on, so a new waiter gets the target delay
+    start = time.monotonic()
+    assert await lim.acquire(NORMAL) == SHED_QUEUE_TIMEOUT
+    assert time.monotonic() - start < 0.04
+
+
+# -- factors -----------------------------------------------------------------------------------
+
+
+async def test_set_factor_halves_the_effective_limit_and_hands_over_when_raised() -> None:
+    lim = static(10, queue_size=10, queue_timeout_s=5.0)
+    lim.set_factor(0.5)
+    assert lim.effective == 5
+    assert sum(lim.try_acquire() for _ in range(10)) == 5
+    waiters = [asyncio.create_task(lim.acquire(NORMAL)) for _ in range(3)]
+    await settle()
+    assert lim.queued == 3
+    lim.set_factor(0.8)
+    assert lim.effective == 8
+    assert await asyncio.wait_for(asyncio.gather(*waiters), 1.0) == [None, None, None]
+    assert lim.in_flight == 8
+    lim.set_factor(0.01)
+    assert lim.effective == 1  # never below one
+    lim.set_factor(1.0)
+    assert lim.effective == 10
+    assert lim.describe()["limit"] == 10
+
+
+# -- adaptive limit ----------------------------------------------------------------------------
+
+
+def adaptive(clock: FakeClock, limit: int = 5) -> ConcurrencyLimiter:
+    config = ConcurrencyConfig(
+        mode="adaptive", limit=limit, min_limit=1, max_limit=500, tolerance=1.5, smoothing=0.2
+    )
+    return ConcurrencyLimiter(config, clock)
+
+
+def drive(
+    lim: ConcurrencyLimiter, clock: FakeClock, seconds: float, base: float, capacity: int
+) -> list[int]:
+    """Closed-loop load that always has more work than the limit allows. Each round admits as
+    many requests as the limit lets in; their latency is `base` up to `capacity` concurrent
+    requests and grows linearly beyond (they queue inside the service). Returns the effective
+    limit after every round."""
+    seen: list[int] = []
+    end = clock.now + seconds
+    while clock.now < end:
+        admitted = 0
+        while lim.try_acquire():
+            admitted += 1
+        rtt = base * max(1.0, admitted / capacity)
+        clock.now += max(rtt, 0.06)
+        for _ in range(admitted):
+            lim.release(clock(), rtt)
+        seen.append(lim.effective)
+    return seen
+
+
+def test_adaptive_limit_converges_near_capacity() -> None:
+    clock = FakeClock()
+    lim = adaptive(clock, limit=5)
+    capacity = 40
+    seen = drive(lim, clock, 120.0, base=0.01, capacity=capacity)
+    assert lim.rtt_noload is not None and 0.01 <= lim.rtt_noload <= 0.015
+    tail = seen[-len(seen) // 3 :]
+    # the controller holds latency within `tolerance` (1.5x) of the no-load latency, so it
+    # settles between capacity and 1.5 x capacity, apart from short no-load probes
+    in_band = [n for n in tail if capacity <= n <= 1.5 * capacity + 1]
+    assert len(in_band) >= 0.8 * len(tail), sorted(tail)
+    assert max(tail) <= 1.5 * capacity * 1.2
+    assert min(tail) >= capacity // 2 - 1  # the half-limit probe at worst
+
+
+def test_adaptive_limit_grows_from_far_too_low_and_cuts_from_far_too_high() -> None:
+    clock = FakeClock()
+    low = adaptive(clock, limit=1)
+    seen = drive(low, clock, 30.0, base=0.01, capacity=50)
+    assert max(seen) >= 50
+    clock = FakeClock()
+    high = adaptive(clock, limit=400)
+    # first a quiet window to learn the no-load latency, then overload
+    drive(high, clock, 1.0, base=0.01, capacity=1000)
+    seen = drive(high, clock, 10.0, base=0.01, capacity=20)
+    assert seen[-1] <= 1.5 * 20 + 1
+
+
+def test_adaptive_limit_shrinks_when_latency_doubles() -> None:
+    clock = FakeClock()
+    lim = adaptive(clock, limit=5)
+    capacity = 40
+    drive(lim, clock, 60.0, base=0.01, capacity=capacity)
+    before = lim.effective
+    assert before >= capacity
+    # the service slows down: the same concurrency now takes twice as long
+    seen = drive(lim, clock, 3.0, base=0.02, capacity=capacity)
+    assert min(seen) <= 0.75 * before
+    assert lim.effective < before
+    assert lim.last_rtt is not None and lim.last_rtt > 1.5 * 0.01
+
+
+def test_adaptive_limit_does_not_grow_when_app_limited() -> None:
+    """Light traffic that never reaches the limit gives no evidence more would help."""
+    clock = FakeClock()
+    lim = adaptive(clock, limit=20)
+    for _ in range(200):
+        for _ in range(3):
+            assert lim.try_acquire()
+        clock.now += 0.06
+        for _ in range(3):
+            lim.release(clock(), 0.01)
+    assert lim.effective == 20
+    assert lim.updates > 0
+
+
+def test_static_mode_ignores_latency() -> None:
+    clock = FakeClock()
+    lim = ConcurrencyLimiter(ConcurrencyConfig(mode="static", limit=8), clock)
+    drive(lim, clock, 10.0, base=0.01, capacity=2)
+    assert lim.effective == 8
+    assert lim.updates == 0

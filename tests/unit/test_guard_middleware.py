@@ -1,0 +1,173 @@
+"""The guard's request path in-process (httpx.ASGITransport): fast checks of the order of the
+policies, what a refusal consumes, and that the guard's own failures never reach the app."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from crisisctl.guard import BreakerConfig, Guard, GuardConfig, RouteRule
+from crisisctl.guard.types import Receive, Scope, Send
+
+Handler = Callable[[Scope], Any]
+
+
+class App:
+    """A bare ASGI app: `behaviour[path]` decides what each path does."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.behaviour: dict[str, Handler] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        self.calls[path] = self.calls.get(path, 0) + 1
+        status, body = 200, b"ok"
+        handler = self.behaviour.get(path)
+        if handler is not None:
+            status, body = await handler(scope)
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[App]:
+    yield App()
+
+
+async def serve(guard: Guard) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://guard")
+
+
+async def test_refusals_come_in_order_and_consume_nothing_downstream(app: App) -> None:
+    config = GuardConfig(
+        token="",
+        routes=(RouteRule("/low", priority="low", rate_limit="2/minute"),
+                RouteRule("/api", rate_limit="2/minute")),
+        breaker=BreakerConfig(min_calls=2, window_s=10, open_s=60),
+    )  # fmt: skip
+    guard = Guard(app, config)
+    try:
+        async with await serve(guard) as http:
+            guard.set_mode("emergency", actor="test", reason="order")
+            # emergency shedding comes first: it consumes no rate-limit budget
+            for _ in range(3):
+                response = await http.get("/low")
+                assert response.status_code == 503
+                assert response.json()["reason"] == "emergency"
+            guard.set_mode("normal", actor="test")
+            assert [(await http.get("/low")).status_code for _ in range(3)] == [200, 200, 429]
+            assert app.calls["/low"] == 2
+
+            # an open breaker answers before the rate limiter: no budget used while open
+            async def fail(scope: Scope) -> tuple[int, bytes]:
+                return 500, b"down"
+
+            app.behaviour["/api"] = fail
+            assert [(await http.get("/api")).status_code for _ in range(2)] == [500, 500]
+            assert guard.breakers["/api"].state == 1
+            for _ in range(5):
+                response = await http.get("/api")
+                assert response.json()["reason"] == "circuit_open"
+            assert app.calls["/api"] == 2
+            assert guard.route_stats["/api"].rejected == {"circuit_open": 5}
+    finally:
+        await guard.aclose()
+
+
+async def test_failing_key_function_never_reaches_the_app(app: App) -> None:
+    def key(scope: Scope) -> str:
+        raise LookupError("no key")
+
+    for limits in ("5/second", "5/second;50/minute"):  # the fast path and the general one
+        guard = Guard(app, GuardConfig(token="", rate_limit=limits, key_func=key))
+        try:
+            async with await serve(guard) as http:
+                statuses = [(await http.get("/x")).status_code for _ in range(10)]
+            assert statuses == [200] * 10
+            assert guard.internal_errors == 10
+        finally:
+            await guard.aclose()
+
+
+async def test_policy_names_do_not_depend_on_request_order(app: App) -> None:
+    rules = (RouteRule("/a", rate_limit="1/second"), RouteRule("/b", rate_limit="2/second"))
+    names = []
+    for order in (("/a", "/b"), ("/b", "/a")):
+        guard = Guard(app, GuardConfig(token="", routes=rules, rate_limit="9/second"))
+        try:
+            async with await serve(guard) as http:
+                for path in (*order, "/c"):
+                    await http.get(path)
+            names.append(sorted(policy.name for policy in guard.policies.values()))
+        finally:
+            await guard.aclose()
+    assert names[0] == names[1] == ["default", "rule0:/a", "rule1:/b"]
+
+
+async def test_timeout_swallowed_by_the_app_leaves_no_trace(app: App) -> None:
+    """An app may catch the CancelledError of its timeout and answer anyway. The guard must
+    then forget that task, or a later, genuine cancellation in the same task (ASGITransport
+    serves every request in the caller's task) would be taken for a timeout and swallowed."""
+
+    async def stubborn(scope: Scope) -> tuple[int, bytes]:
+        try:
+            await asyncio.sleep(2.0)
+        except asyncio.CancelledError:
+            return 200, b"late but here"
+        return 200, b"in time"
+
+    async def cancelled(scope: Scope) -> tuple[int, bytes]:
+        raise asyncio.CancelledError
+
+    app.behaviour["/stubborn"] = stubborn
+    app.behaviour["/cancelled"] = cancelled
+    guard = Guard(app, GuardConfig(token="", timeout_s=0.1))
+    try:
+        async with await serve(guard) as http:
+            response = await http.get("/stubborn")
+            assert response.text == "late but here"
+            assert not guard._timed_out
+            assert not guard._deadlines
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()  # the app swallowed it; don't let it linger in the test's task
+            with pytest.raises(asyncio.CancelledError):
+                await http.get("/cancelled")
+    finally:
+        await guard.aclose()
+
+
+async def test_timeout_cancels_and_answers_504(app: App) -> None:
+    cancelled = []
+
+    async def slow(scope: Scope) -> tuple[int, bytes]:
+        try:
+            await asyncio.sleep(2.0)
+        except asyncio.CancelledError:
+            cancelled.append(scope["path"])
+            raise
+        return 200, b"done"
+
+    app.behaviour["/slow"] = slow
+    guard = Guard(app, GuardConfig(token="", routes=(RouteRule("/slow", timeout_s=0.1),)))
+    loop = asyncio.get_running_loop()
+    try:
+        async with await serve(guard) as http:
+            start = loop.time()
+            response = await http.get("/slow")
+            elapsed = loop.time() - start
+            assert response.status_code == 504
+            assert 0.09 <= elapsed < 0.5
+            assert cancelled == ["/slow"]
+            assert (await http.get("/fast")).status_code == 200  # the task is usable again
+        assert guard.route_stats["/slow"].rejected == {"timeout": 1}
+        assert guard.breakers["/slow"].window_counts(loop.time())[1] == 1
+    finally:
+        await guard.aclose()

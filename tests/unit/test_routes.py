@@ -1,0 +1,220 @@
+"""Route resolution: templates, discovery on Starlette/FastAPI apps, labels, rules, the cache."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from crisisctl.guard import RouteRule, routes
+from crisisctl.guard.routes import (
+    OTHER,
+    UNMATCHED,
+    Resolved,
+    RouteTable,
+    compile_template,
+    discover_templates,
+    normalise_template,
+)
+from crisisctl.guard.types import Receive, Scope, Send
+
+# -- compile_template --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "matches", "misses"),
+    [
+        (
+            "/items/{id}",
+            ["/items/1", "/items/abc", "/items/1/"],
+            ["/items/", "/items/1/x", "/items"],
+        ),
+        ("/a/{x}/b/{y}", ["/a/1/b/2"], ["/a/1/b", "/a/1/c/2", "/a//b/2"]),
+        ("/files/{p:path}", ["/files/a", "/files/a/b/c", "/files/"], ["/file/a"]),
+        ("/static/*", ["/static/", "/static/css/x.css"], ["/stat", "/other/static/"]),
+        ("/a.b", ["/a.b"], ["/aXb", "/a.bc"]),
+        ("/v1/items/{id:int}", ["/v1/items/42"], ["/v1/items"]),
+        ("/", ["/"], ["/x"]),
+    ],
+)
+def test_compile_template(template: str, matches: list[str], misses: list[str]) -> None:
+    regex = compile_template(template)
+    for path in matches:
+        assert regex.match(path), (template, path)
+    for path in misses:
+        assert not regex.match(path), (template, path)
+
+
+def test_normalise_template_drops_converters_but_path() -> None:
+    assert normalise_template("/items/{id:int}") == "/items/{id}"
+    assert normalise_template("/f/{rest:path}") == "/f/{rest:path}"
+    assert normalise_template("/plain") == "/plain"
+
+
+# -- discover_templates ------------------------------------------------------------------------
+
+
+async def _ok(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def _ws(websocket: WebSocket) -> None:  # pragma: no cover
+    await websocket.close()
+
+
+async def _raw_asgi(scope: Scope, receive: Receive, send: Send) -> None:  # pragma: no cover
+    raise AssertionError("not called")
+
+
+def _starlette_app() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/", _ok),
+            Route("/items/{item_id:int}", _ok),
+            Mount(
+                "/api",
+                routes=[
+                    Route("/users/{name}", _ok),
+                    Mount("/v2", routes=[Route("/scans/{scan_id}", _ok, methods=["POST"])]),
+                ],
+            ),
+            Mount("/static", app=_raw_asgi),
+            WebSocketRoute("/ws", _ws),
+        ],
+        middleware=[Middleware(GZipMiddleware)],
+    )
+
+
+def test_discover_templates_follows_mounts_in_app_order() -> None:
+    assert discover_templates(_starlette_app()) == [
+        "/",
+        "/items/{item_id:int}",
+        "/api/users/{name}",
+        "/api/v2/scans/{scan_id}",
+        "/static/{path:path}",
+        "/ws",
+    ]
+
+
+class _Wrapper:
+    """A plain ASGI middleware layer in front of the app."""
+
+    def __init__(self, app: object) -> None:
+        self.app = app
+
+
+def test_discover_templates_through_middleware_and_fastapi() -> None:
+    api = FastAPI()
+
+    @api.get("/reports/{report_id}")
+    async def report(report_id: int) -> dict[str, int]:  # pragma: no cover
+        return {"id": report_id}
+
+    templates = discover_templates(_Wrapper(_Wrapper(api)))
+    assert "/reports/{report_id}" in templates
+    assert discover_templates(_raw_asgi) == []
+    assert discover_templates(_Wrapper(None)) == []
+
+
+def test_discover_templates_survives_a_cycle() -> None:
+    a = _Wrapper(None)
+    b = _Wrapper(a)
+    a.app = b
+    assert discover_templates(a) == []
+
+
+# -- RouteTable --------------------------------------------------------------------------------
+
+
+def _table(
+    rules: tuple[RouteRule, ...] = (), templates: tuple[str, ...] = (), max_labels: int = 500
+) -> tuple[RouteTable[Resolved], list[tuple[str, str]]]:
+    built: list[tuple[str, str]] = []
+
+    def build(resolved: Resolved, method: str) -> Resolved:
+        built.append((method, resolved.label))
+        return resolved
+
+    return RouteTable(rules, templates, build, max_labels=max_labels), built
+
+
+def test_labels_come_from_templates_never_raw_paths() -> None:
+    table, _ = _table(templates=tuple(discover_templates(_starlette_app())))
+    assert table.lookup("GET", "/items/1").label == "/items/{item_id}"
+    assert table.lookup("GET", "/items/2").label == "/items/{item_id}"
+    assert table.lookup("POST", "/api/v2/scans/77").label == "/api/v2/scans/{scan_id}"
+    assert table.lookup("GET", "/static/css/site.css").label == "/static/{path:path}"
+    assert table.lookup("GET", "/nope/123").label == UNMATCHED
+    assert table.lookup("GET", "/nope/456").label == UNMATCHED
+    assert table.labels == {
+        "/items/{item_id}",
+        "/api/v2/scans/{scan_id}",
+        "/static/{path:path}",
+        UNMATCHED,
+    }
+
+
+def test_rule_patterns_label_paths_the_app_does_not_expose() -> None:
+    rule = RouteRule("/legacy/{id}", rate_limit="1/s")
+    table, _ = _table(rules=(rule,), templates=("/items/{id}",))
+    resolved = table.lookup("GET", "/legacy/9")
+    assert resolved == Resolved("/legacy/{id}", rule)
+    # an app template wins the label; the rule still applies
+    rule2 = RouteRule("/items/{item:int}")
+    table, _ = _table(rules=(rule2,), templates=("/items/{id}",))
+    assert table.lookup("GET", "/items/3") == Resolved("/items/{id}", rule2)
+
+
+def test_first_matching_rule_wins_and_methods_filter() -> None:
+    post_only = RouteRule("/api/scans", methods=("POST",), rate_limit="2/minute")
+    catch_all = RouteRule("/api/*", priority="low")
+    table, _ = _table(rules=(post_only, catch_all))
+    assert table.lookup("POST", "/api/scans").rule is post_only
+    assert table.lookup("GET", "/api/scans").rule is catch_all
+    assert table.lookup("GET", "/api/other/deep").rule is catch_all
+    assert table.lookup("GET", "/elsewhere").rule is None
+    assert table.lookup("GET", "/elsewhere").label == UNMATCHED
+
+
+def test_labels_beyond_max_fold_into_other() -> None:
+    templates = tuple(f"/r{i}" for i in range(5))
+    table, _ = _table(templates=templates, max_labels=3)
+    assert [table.lookup("GET", f"/r{i}").label for i in range(5)] == [
+        "/r0",
+        "/r1",
+        "/r2",
+        OTHER,
+        OTHER,
+    ]
+    assert table.lookup("GET", "/r1").label == "/r1"  # known labels stay
+    assert len(table.labels) == 3
+
+
+def test_lookup_is_cached_per_method_and_path() -> None:
+    table, built = _table(templates=("/items/{id}",))
+    first = table.lookup("GET", "/items/1")
+    assert table.lookup("GET", "/items/1") is first
+    table.lookup("HEAD", "/items/1")
+    table.lookup("GET", "/items/2")
+    assert built == [("GET", "/items/{id}"), ("HEAD", "/items/{id}"), ("GET", "/items/{id}")]
+    assert table.cache["GET"]["/items/1"] is first
+
+
+def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(routes, "_CACHE_LIMIT", 10)
+    table, built = _table(templates=("/items/{id}",))
+    for i in range(100):
+        table.lookup("GET", f"/items/{i}")
+        table.lookup("POST", f"/items/{i}")
+        assert sum(len(by_path) for by_path in table.cache.values()) <= 10
+    assert len(built) == 200
+    # after a clear, entries are rebuilt (and still resolve the same way)
+    assert table.lookup("GET", "/items/0").label == "/items/{id}"
+    assert len(built) == 201
+    assert table.labels == {"/items/{id}"}
