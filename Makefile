@@ -43,6 +43,7 @@ test: $(BIN)/.installed-test services lint typecheck
 bench: $(BIN)/.installed-bench
 	bash scripts/ensure-system-packages.sh wrk
 	$(BIN)/python benchmarks/guard_overhead.py
+	$(BIN)/python benchmarks/guard_instructions.py
 	$(BIN)/python benchmarks/overload_goodput.py
 
 clean:

@@ -17,6 +17,11 @@ Goodput counts 2xx responses whose corrected latency (from the intended send tim
 2× the unloaded p99, per second of the run. Targets (guarded): goodput ≥ 90 % of capacity and
 admitted (2xx) p99 ≤ 2× unloaded p99. Without the guard the table shows the collapse.
 
+The machine's speed drifts by tens of percent within a minute on shared hardware, so steps 2–3
+run `--rounds` times (default 3); capacity for the goodput ratio is the mean of the
+capacities measured just before and just after each run, and targets are judged on the median
+round. Every round's figures are in the JSON.
+
 Run from the project root: ``.venv/bin/python benchmarks/overload_goodput.py [--quick]``.
 Writes ``benchmarks/results/overload_goodput.json``; exits 0 whether or not targets are met,
 non-zero only when a step could not run. All traffic goes to 127.0.0.1.
@@ -34,6 +39,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -379,6 +385,143 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def one_round(
+    args: argparse.Namespace,
+    variants: list[str],
+    iters: int,
+    pin: bool,
+    unloaded_s: float,
+    capacity_s: float,
+) -> tuple[dict[str, Any], bool]:
+    """Unloaded latency and capacity of the bare service, then each variant under overload."""
+    ok = True
+    # unloaded latency and capacity, on the bare service
+    server = Server("unguarded", iters, pin)
+    try:
+        server.wait_ready(iters)
+        closed_loop(server.url, 1.0, 1)  # warm-up
+        base = unloaded(server.url, 40.0, unloaded_s)
+        cap1 = closed_loop(server.url, capacity_s, 1)
+        cap4 = closed_loop(server.url, capacity_s, 4)
+    finally:
+        server.stop()
+    capacity = max(cap1["throughput"], cap4["throughput"])
+    p99_ms = base["latency"]["p99"]
+    threshold_ms = 2.0 * p99_ms
+    rate = args.factor * capacity
+    print(
+        f"unloaded: p50 {base['latency']['p50']:.2f} ms, p99 {p99_ms:.2f} ms; capacity "
+        f"{capacity:.1f} req/s (closed loop: 1 conn {cap1['throughput']:.1f}, "
+        f"4 conns {cap4['throughput']:.1f}); goodput threshold {threshold_ms:.2f} ms; "
+        f"offered {rate:.1f} req/s for {args.duration:.0f} s"
+    )
+    # overload, one fresh server per variant; the machine's speed drifts, so the capacity
+    # is measured again (fresh unguarded server) after each variant, for context
+    runs: dict[str, dict[str, Any]] = {}
+    capacity_before = capacity
+    for name in variants:
+        time.sleep(1.0)
+        server = Server(name, iters, pin)
+        try:
+            server.wait_ready(iters)
+            warm = unloaded(server.url, 40.0, unloaded_s)
+            print(
+                f"  {name}: unloaded p50 {warm['latency']['p50']:.2f} ms "
+                f"p99 {warm['latency']['p99']:.2f} ms; overload running …"
+            )
+            run = overload(
+                server, rate, args.duration, args.connections, threshold_ms / 1000, capacity
+            )
+            run["unloaded"] = warm
+            if name == "guarded":
+                run["guard_status_after"] = server.guard_status()
+            runs[name] = run
+        except (RuntimeError, OSError, ValueError) as exc:
+            print(f"  ERROR {name}: {exc}", file=sys.stderr)
+            runs[name] = {"error": str(exc)}
+            ok = False
+            continue
+        finally:
+            server.stop()
+        after = measure_capacity(iters, pin, capacity_s)
+        local = (capacity_before + after["throughput"]) / 2
+        run["capacity_before"] = capacity_before
+        run["capacity_after"] = after["throughput"]
+        run["capacity_local"] = local
+        run["goodput_pct_local_capacity"] = 100.0 * run["goodput"] / local
+        capacity_before = after["throughput"]
+        print(
+            f"  {name}: server CPU {run['server_cpu_util']:.2f} of its core; generator CPU "
+            f"{run['generator_cpu_s']:.1f} s, {run['late_starts']} of {run['sent']} sends "
+            f"> 1 ms late"
+        )
+        print(
+            f"  {name}: capacity re-measured after the run {after['throughput']:.1f} req/s "
+            f"(goodput {run['goodput']:.1f} = {run['goodput_pct_local_capacity']:.1f} % of the "
+            f"local capacity {local:.1f})"
+        )
+    print()
+    print_table(runs)
+    for name, r in runs.items():
+        if "error" not in r:
+            series = " ".join(str(n) for n in r["goodput_per_second"])
+            print(f"goodput/s {name:<10} {series}")
+    one = {
+        "unloaded": base,
+        "capacity": {"closed_loop_1": cap1, "closed_loop_4": cap4, "capacity": capacity},
+        "goodput_threshold_ms": threshold_ms,
+        "variants": runs,
+    }
+    return one, ok
+
+
+def evaluate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Targets on the median round: the machine's speed drifts by tens of percent within a
+    minute here, so one round can land on a slow patch; every round is kept in the JSON."""
+    targets: dict[str, Any] = {}
+    guarded = [
+        r["variants"]["guarded"]
+        for r in rounds
+        if "error" not in r["variants"].get("guarded", {"error": 1})
+    ]
+    if guarded:
+        pct = [g["goodput_pct_local_capacity"] for g in guarded]
+        pct_start = [g["goodput_pct_capacity"] for g in guarded]
+        ratio = [
+            g["admitted_p99_ms"] / r["goodput_threshold_ms"]
+            for r in rounds
+            if (g := r["variants"].get("guarded")) and "error" not in g and g["admitted_p99_ms"]
+        ]
+        med_pct = statistics.median(pct)
+        targets["guarded_goodput_ge_90pct_capacity"] = {
+            "value_pct": round(med_pct, 2),
+            "per_round_pct": [round(v, 2) for v in pct],
+            "per_round_pct_of_capacity_at_round_start": [round(v, 2) for v in pct_start],
+            "capacity": "mean of the capacity measured just before and just after the run",
+            "pass": med_pct >= 90.0,
+        }
+        med_ratio = statistics.median(ratio) if ratio else None
+        targets["guarded_admitted_p99_le_2x_unloaded_p99"] = {
+            "value_ratio_to_limit": None if med_ratio is None else round(med_ratio, 3),
+            "per_round": [
+                {"p99_ms": g["admitted_p99_ms"], "limit_ms": round(r["goodput_threshold_ms"], 3)}
+                for r in rounds
+                if (g := r["variants"].get("guarded")) and "error" not in g
+            ],
+            "pass": med_ratio is not None and med_ratio <= 1.0,
+        }
+    unguarded = [
+        g for r in rounds if "error" not in (g := r["variants"].get("unguarded", {"error": 1}))
+    ]
+    if unguarded:
+        pct = statistics.median(u["goodput_pct_capacity"] for u in unguarded)
+        targets["unguarded_collapse_informational"] = {
+            "goodput_pct_capacity": round(pct, 2),
+            "collapsed": pct < 50.0,
+        }
+    return targets
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0, help="overload seconds")
@@ -386,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=256, help="generator connections")
     parser.add_argument("--work-ms", type=float, default=5.0, help="service time to calibrate")
     parser.add_argument("--variants", default="unguarded,guarded", help="comma list")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; targets use the median")
     parser.add_argument("--quick", action="store_true", help="smoke test: 5 s of overload")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON result file")
     args = parser.parse_args(argv)
@@ -394,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"variants must be among {', '.join(VARIANTS)}")
     unloaded_s, capacity_s = 5.0, 3.0
     if args.quick:
-        args.duration, unloaded_s, capacity_s = 5.0, 3.0, 2.0
+        args.duration, unloaded_s, capacity_s, args.rounds = 5.0, 3.0, 2.0, 1
 
     usable_cores = sorted(os.sched_getaffinity(0))
     pin, why = pinning()
@@ -424,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
             "versions": versions(),
         },
         "settings": {
+            "rounds": args.rounds,
             "duration_s": args.duration,
             "factor": args.factor,
             "connections": args.connections,
@@ -435,99 +580,16 @@ def main(argv: list[str] | None = None) -> int:
         },
         "calibration": {"work_iters": iters, "burn_ms": round(burn_ms, 3)},
     }
+    rounds: list[dict[str, Any]] = []
     failed = False
+    for number in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            print(f"\n— round {number} of {args.rounds}")
+        one, ok = one_round(args, variants, iters, pin, unloaded_s, capacity_s)
+        rounds.append(one)
+        failed = failed or not ok
 
-    # 2. unloaded latency and capacity, on the bare service
-    server = Server("unguarded", iters, pin)
-    try:
-        server.wait_ready(iters)
-        closed_loop(server.url, 1.0, 1)  # warm-up
-        base = unloaded(server.url, 40.0, unloaded_s)
-        cap1 = closed_loop(server.url, capacity_s, 1)
-        cap4 = closed_loop(server.url, capacity_s, 4)
-    finally:
-        server.stop()
-    capacity = max(cap1["throughput"], cap4["throughput"])
-    p99_ms = base["latency"]["p99"]
-    threshold_ms = 2.0 * p99_ms
-    rate = args.factor * capacity
-    print(
-        f"unloaded: p50 {base['latency']['p50']:.2f} ms, p99 {p99_ms:.2f} ms; capacity "
-        f"{capacity:.1f} req/s (closed loop: 1 conn {cap1['throughput']:.1f}, "
-        f"4 conns {cap4['throughput']:.1f}); goodput threshold {threshold_ms:.2f} ms; "
-        f"offered {rate:.1f} req/s for {args.duration:.0f} s"
-    )
-    doc["unloaded"] = base
-    doc["capacity"] = {"closed_loop_1": cap1, "closed_loop_4": cap4, "capacity": capacity}
-    doc["goodput_threshold_ms"] = threshold_ms
-
-    # 3. overload, one fresh server per variant; the machine's speed drifts, so the capacity
-    #    is measured again (fresh unguarded server) after each variant, for context
-    runs: dict[str, dict[str, Any]] = {}
-    capacity_before = capacity
-    for name in variants:
-        time.sleep(1.0)
-        server = Server(name, iters, pin)
-        try:
-            server.wait_ready(iters)
-            warm = unloaded(server.url, 40.0, unloaded_s)
-            print(
-                f"  {name}: unloaded p50 {warm['latency']['p50']:.2f} ms "
-                f"p99 {warm['latency']['p99']:.2f} ms; overload running …"
-            )
-            run = overload(
-                server, rate, args.duration, args.connections, threshold_ms / 1000, capacity
-            )
-            run["unloaded"] = warm
-            if name == "guarded":
-                run["guard_status_after"] = server.guard_status()
-            runs[name] = run
-        except (RuntimeError, OSError, ValueError) as exc:
-            print(f"  ERROR {name}: {exc}", file=sys.stderr)
-            runs[name] = {"error": str(exc)}
-            failed = True
-            continue
-        finally:
-            server.stop()
-        after = measure_capacity(iters, pin, capacity_s)
-        local = (capacity_before + after["throughput"]) / 2
-        run["capacity_before"] = capacity_before
-        run["capacity_after"] = after["throughput"]
-        run["capacity_local"] = local
-        run["goodput_pct_local_capacity"] = 100.0 * run["goodput"] / local
-        capacity_before = after["throughput"]
-        print(
-            f"  {name}: capacity re-measured after the run {after['throughput']:.1f} req/s "
-            f"(goodput {run['goodput']:.1f} = {run['goodput_pct_local_capacity']:.1f} % of the "
-            f"local capacity {local:.1f})"
-        )
-
-    print()
-    print_table(runs)
-    for name, r in runs.items():
-        if "error" not in r:
-            series = " ".join(str(n) for n in r["goodput_per_second"])
-            print(f"goodput/s {name:<10} {series}")
-
-    targets: dict[str, Any] = {}
-    g = runs.get("guarded")
-    if g and "error" not in g:
-        targets["guarded_goodput_ge_90pct_capacity"] = {
-            "value_pct": round(g["goodput_pct_capacity"], 2),
-            "pass": g["goodput_pct_capacity"] >= 90.0,
-        }
-        p99 = g["admitted_p99_ms"]
-        targets["guarded_admitted_p99_le_2x_unloaded_p99"] = {
-            "value_ms": p99,
-            "limit_ms": threshold_ms,
-            "pass": p99 is not None and p99 <= threshold_ms,
-        }
-    u = runs.get("unguarded")
-    if u and "error" not in u:
-        targets["unguarded_collapse_informational"] = {
-            "goodput_pct_capacity": round(u["goodput_pct_capacity"], 2),
-            "collapsed": u["goodput_pct_capacity"] < 50.0,
-        }
+    targets = evaluate(rounds)
     print()
     for key, value in targets.items():
         if "pass" in value:
@@ -535,7 +597,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{key}: {value}")
 
-    doc["variants"] = runs
+    last = rounds[-1]
+    doc["unloaded"] = last["unloaded"]
+    doc["capacity"] = last["capacity"]
+    doc["goodput_threshold_ms"] = last["goodput_threshold_ms"]
+    runs = last["variants"]
+    doc["rounds"] = rounds
+    doc["variants"] = runs  # the last round, as before rounds existed
     doc["targets"] = targets
     doc["wall_s"] = round(time.time() - started, 1)
     write_json(args.output, doc)

@@ -188,9 +188,10 @@ async def test_lifo_and_short_target_under_standing_overload() -> None:
     lim.release(clock(), 0.01)
     await settle()
     assert order == ["a", "c", "shed:d", "b"]
-    # a free slot with nobody waiting ends the overload: FIFO again
+    # a free slot that nobody needs for a whole interval ends the overload: FIFO again
     lim.release(clock(), 0.01)
     assert lim.in_flight == 0
+    clock.now += 1.5
     assert lim.try_acquire()
     for name in ("e", "f"):
         tasks.append(asyncio.create_task(wait(name)))
@@ -204,6 +205,26 @@ async def test_lifo_and_short_target_under_standing_overload() -> None:
     assert order[-1] == "f"
 
 
+async def test_a_slot_freed_between_two_arrivals_does_not_end_a_standing_overload() -> None:
+    clock = FakeClock()
+    config = ConcurrencyConfig(
+        mode="static", limit=1, queue_size=10, queue_timeout_s=0.05, queue_target_s=0.01
+    )
+    lim = ConcurrencyLimiter(config, clock)
+    assert lim.try_acquire()
+    waiting = asyncio.create_task(lim.acquire(NORMAL))
+    await asyncio.sleep(0)
+    clock.now += 0.06  # the congestion episode has lasted longer than the interval…
+    assert await waiting == SHED_QUEUE_TIMEOUT  # (waits 50 ms of loop time)
+    clock.now += 0.02  # …and the queue has been empty for less than the interval since
+    lim.release(clock(), 0.004)  # the slot comes free with nobody waiting…
+    assert lim.try_acquire()  # …and is taken by the next arrival 1 ms later
+    clock.now += 0.001
+    start = time.monotonic()
+    assert await lim.acquire(NORMAL) == SHED_QUEUE_TIMEOUT
+    assert time.monotonic() - start < 0.04  # still standing overload: the target delay
+
+
 async def test_waiters_timing_out_do_not_end_a_standing_overload() -> None:
     clock = FakeClock()
     config = ConcurrencyConfig(
@@ -211,12 +232,36 @@ async def test_waiters_timing_out_do_not_end_a_standing_overload() -> None:
     )
     lim = ConcurrencyLimiter(config, clock)
     assert lim.try_acquire()
-    assert await lim.acquire(NORMAL) == SHED_QUEUE_TIMEOUT  # waits 50 ms of loop time
-    clock.now += 1.0
+    waiting = asyncio.create_task(lim.acquire(NORMAL))
+    await asyncio.sleep(0)
+    clock.now += 0.06  # the congestion episode has lasted longer than the interval…
+    assert await waiting == SHED_QUEUE_TIMEOUT  # (waits 50 ms of loop time)
+    clock.now += 0.02  # …and the queue has been empty for less than the interval since
     # the only slot is still busy: the overload goes on, so a new waiter gets the target delay
     start = time.monotonic()
     assert await lim.acquire(NORMAL) == SHED_QUEUE_TIMEOUT
     assert time.monotonic() - start < 0.04
+
+
+async def test_a_queue_empty_for_a_whole_interval_ends_the_overload_even_with_slots_busy() -> None:
+    clock = FakeClock()
+    config = ConcurrencyConfig(
+        mode="static", limit=1, queue_size=10, queue_timeout_s=0.05, queue_target_s=0.01
+    )
+    lim = ConcurrencyLimiter(config, clock)
+    assert lim.try_acquire()
+    waiting = asyncio.create_task(lim.acquire(NORMAL))
+    await asyncio.sleep(0)
+    clock.now += 0.06
+    assert await waiting == SHED_QUEUE_TIMEOUT
+    assert lim.describe()["standing_overload"] is True
+    clock.now += 0.06  # nobody queued for a whole interval, though the slot stayed busy
+    assert lim.describe()["standing_overload"] is False
+    waiting = asyncio.create_task(lim.acquire(NORMAL))
+    await asyncio.sleep(0.02)  # FIFO again: it may wait the whole interval, not the target
+    assert not waiting.done()
+    lim.release(clock(), 0.01)
+    assert await waiting is None
 
 
 # -- factors -----------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ queueing excluded) is averaged over windows of ≥ 10 samples and ≥ 50 ms (or 
     gradient   = clamp(tolerance * rtt_noload / rtt, 0.25, 1.0)
 
     gradient < 1 (latency beyond tolerance: requests are queueing inside the service)
-        L <- L * gradient                                  # fast, proportional decrease
-        ceiling <- floor(L_before) ; hold <- min(2 * hold, hold_max)
+        L <- L * gradient + QUEUE_ALLOWANCE                # fast, proportional decrease
+        if floor(L) went down in two windows in a row:
+            ceiling <- floor(L_before) ; hold <- min(2 * hold, hold_max)
+        if it did not and L is at the ceiling: forget the ceiling, hold <- hold_base
     gradient = 1 and the limit was reached in the window (not app-limited)
         L <- (1 - smoothing) * L + smoothing * (L + sqrt(L))          # smoothed growth
         but below `ceiling` until `hold` seconds have passed since it was set
@@ -17,21 +19,26 @@ queueing excluded) is averaged over windows of ≥ 10 samples and ≥ 50 ms (or 
 
     L is clamped to [min_limit, max_limit]; admission uses floor(L * mode factor).
 
-The ceiling/hold pair is the probe back-off: after a level proved to add queueing, the limit
+QUEUE_ALLOWANCE (one request, like the queue-size term of Netflix's Gradient2) keeps a
+service with one worker at two in flight: at one, the worker idles while the event loop hands
+it the next request, and the throughput lost that way is worth far more than one request's
+wait. The ceiling/hold pair is the probe back-off: after a level proved to add queueing, the limit
 re-probes it only after `hold` seconds (doubling on each failed probe, reset when a probe
 succeeds), so a saturated service spends almost all its time at the level that serves best.
 If no window has come near `rtt_noload` for `probe_interval_s`, one window runs at half the
 limit to re-measure the no-load latency (like BBR's ProbeRTT), so a service that has only
 ever been seen overloaded still converges.
 
-Queue — requests over the limit wait in a bounded queue (`queue_size`). CoDel-style: when
-requests have had to queue continuously for longer than `queue_timeout_s` (the interval) — the
-overload ends only when a slot is free with nobody waiting, not when waiters merely time out —
-the service is in standing overload: waiters are then served newest first (LIFO: the oldest
-are the ones whose clients have most likely given up) and a new waiter is shed after the target
-delay (`queue_target_s`, at most half the no-load latency under the adaptive limit); otherwise
-waiters are served in arrival order and wait at most the interval. Higher priorities are served
-first, and a full queue evicts its lowest-priority waiter for a more important arrival.
+Queue — requests over the limit wait in a bounded queue (`queue_size`). CoDel-style: when a
+congestion episode (requests having to queue) has lasted longer than `queue_timeout_s` (the
+interval), the service is in standing overload. The episode ends only after the queue has
+stayed empty for a whole interval — not when the last waiter times out or is admitted, nor at
+the instant one slot comes free between two arrivals. In standing overload waiters are served
+newest first (LIFO: the oldest are the ones whose clients have most likely given up) and a new
+waiter is shed after the target delay (`queue_target_s`, at most half the no-load latency under
+the adaptive limit); otherwise waiters are served in arrival order and wait at most the
+interval. Higher priorities are served first, and a full queue evicts its lowest-priority
+waiter for a more important arrival.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ HOLD_BASE_S = 10.0
 #: the deepest single cut (Netflix uses 0.5; 0.25 converges from a far-too-high limit in
 #: half as many windows, which matters when overload hits a service that was idle)
 MIN_GRADIENT = 0.25
+#: requests of queueing the decrease leaves room for (see the module docstring)
+QUEUE_ALLOWANCE = 1.0
 HOLD_MAX_S = 120.0
 
 #: reasons a request can be refused by this module (metric label values)
@@ -84,7 +93,10 @@ class ConcurrencyLimiter:
         # queue: one deque per priority below CRITICAL
         self._queues: list[deque[_Waiter]] = [deque() for _ in range(Priority.CRITICAL)]
         self.queued = 0
-        self._nonempty_since: float | None = None
+        #: start of the current congestion episode (requests had to queue), None when calm
+        self.episode_start: float | None = None
+        #: since when the queue has been empty, during an episode (None while someone waits)
+        self.calm_since: float | None = None
         self.shed_queue_full = 0
         self.shed_queue_timeout = 0
         # adaptive state
@@ -99,6 +111,7 @@ class ConcurrencyLimiter:
         self._ceiling: int | None = None
         self._ceiling_until = 0.0
         self._hold = HOLD_BASE_S
+        self._cuts_in_row = 0
         self._probing_from: float | None = None
         self.noload_window_s = 30.0
         self.probe_interval_s = 30.0
@@ -125,8 +138,13 @@ class ConcurrencyLimiter:
             return SHED_QUEUE_FULL
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop.create_future(), priority, now)
-        if self._nonempty_since is None:
-            self._nonempty_since = now
+        calm = self.calm_since
+        if calm is not None:
+            self.calm_since = None
+            if now - calm >= cfg.queue_timeout_s:
+                self.episode_start = None  # calm for a whole interval: that overload is over
+        if self.episode_start is None:
+            self.episode_start = now
         self._queues[priority].append(waiter)
         self.queued += 1
         waiter.handle = loop.call_later(self._queue_timeout(now), self._expire, waiter)
@@ -144,16 +162,26 @@ class ConcurrencyLimiter:
 
     def _queue_timeout(self, now: float) -> float:
         cfg = self.config
+        noload = self.rtt_noload if self.adaptive else None
         if self._overloaded(now):
             target = cfg.queue_target_s
-            if self.adaptive and self.rtt_noload is not None:
-                target = min(target, max(0.0005, 0.5 * self.rtt_noload))
+            if noload is not None:
+                target = min(target, max(0.0005, 0.5 * noload))
             return target
+        if noload is not None:
+            # a wait longer than a few no-load latencies already breaks the latency tolerance
+            return min(cfg.queue_timeout_s, max(cfg.queue_target_s, 2.0 * cfg.tolerance * noload))
         return cfg.queue_timeout_s
 
     def _overloaded(self, now: float) -> bool:
-        since = self._nonempty_since
-        return since is not None and now - since >= self.config.queue_timeout_s
+        since = self.episode_start
+        if since is None:
+            return False
+        interval = self.config.queue_timeout_s
+        calm = self.calm_since
+        if calm is not None and now - calm >= interval:
+            return False
+        return now - since >= interval
 
     def _expire(self, waiter: _Waiter) -> None:
         if waiter.future.done():
@@ -171,8 +199,8 @@ class ConcurrencyLimiter:
         self.queued -= 1
         if waiter.handle is not None:
             waiter.handle.cancel()
-        if self.queued == 0 and self.in_flight < self.effective:
-            self._nonempty_since = None
+        if not self.queued:
+            self.calm_since = self._clock()  # the queue is empty: calm starts
 
     def _evict_below(self, priority: int) -> bool:
         for lower in range(priority):
@@ -202,15 +230,23 @@ class ConcurrencyLimiter:
                 self.maybe_close_window(now)
         if self.queued:
             self.hand_over()
-        elif self._nonempty_since is not None:
-            self.hand_over()  # a slot is free and nobody waits: ends a standing overload
+        elif self.episode_start is not None and self.calm_since is None:
+            self.calm_since = now  # nobody waits (a safety net: draining the queue sets it)
 
     def maybe_close_window(self, now: float) -> None:
-        """Close the sample window if it is long enough (≥ 10 samples and 50 ms, or 1 s)."""
+        """Close the sample window if it is long enough: ≥ 10 samples and 50 ms, or 1 s — or
+        ≥ 10 samples already far beyond tolerance (react to sudden overload without waiting)."""
         elapsed = now - self.window_start
-        if (self.window_n >= WINDOW_MIN_SAMPLES and elapsed >= WINDOW_MIN_S) or (
-            elapsed >= WINDOW_MAX_S
-        ):
+        n = self.window_n
+        if n >= WINDOW_MIN_SAMPLES:
+            if elapsed >= WINDOW_MIN_S:
+                self._close_window(now)
+                return
+            noload = self.rtt_noload
+            if noload is not None and self.window_sum > 2.0 * self.config.tolerance * noload * n:
+                self._close_window(now)
+                return
+        if elapsed >= WINDOW_MAX_S:
             self._close_window(now)
 
     def hand_over(self) -> None:
@@ -234,9 +270,8 @@ class ConcurrencyLimiter:
             if self.in_flight > self.window_peak:
                 self.window_peak = self.in_flight
             waiter.future.set_result(True)
-        if self.queued == 0 and self.in_flight < self.effective:
-            # a slot is free and nobody waits: the standing overload (if any) is over
-            self._nonempty_since = None
+        if not self.queued and self.episode_start is not None and self.calm_since is None:
+            self.calm_since = now  # the queue is empty: calm starts
 
     # -- adaptive limit --------------------------------------------------------------------
     def set_factor(self, factor: float) -> None:
@@ -293,12 +328,26 @@ class ConcurrencyLimiter:
         if gradient < 1.0 and 2 * peak >= self.effective:
             # latency beyond tolerance while the limit was at least half used: shrink it
             gradient = max(MIN_GRADIENT, gradient)
-            if peak >= self.effective:
-                self._ceiling = max(1, math.floor(limit))
-                self._ceiling_until = now + self._hold
-                self._hold = min(self._hold * 2.0, HOLD_MAX_S)
-            limit = limit * gradient
+            cut = limit * gradient + QUEUE_ALLOWANCE
+            if math.floor(cut) < math.floor(limit):
+                self._cuts_in_row += 1
+                if peak >= self.effective and self._cuts_in_row >= 2:
+                    # that level kept adding queueing (one bad window can be a hiccup of the
+                    # host): do not probe it again before the hold
+                    self._ceiling = max(1, math.floor(limit))
+                    self._ceiling_until = now + self._hold
+                    self._hold = min(self._hold * 2.0, HOLD_MAX_S)
+                limit = cut
+            else:
+                self._cuts_in_row = 0
+                if cut < limit:
+                    limit = cut
+                if self._ceiling is not None and self.effective >= self._ceiling:
+                    # a probe at the old ceiling held within the queue allowance: forget it
+                    self._ceiling = None
+                    self._hold = HOLD_BASE_S
         elif gradient >= 1.0 and peak >= self.effective:
+            self._cuts_in_row = 0
             if self._ceiling is not None and self.effective >= self._ceiling:
                 # a probe at the old ceiling went through without queueing: forget it
                 self._ceiling = None
@@ -321,6 +370,7 @@ class ConcurrencyLimiter:
             "max_limit": self.config.max_limit,
             "in_flight": self.in_flight,
             "queued": self.queued,
+            "standing_overload": self._overloaded(self._clock()),
             "queue_size": self.config.queue_size,
             "rtt_noload_ms": None if self.rtt_noload is None else round(self.rtt_noload * 1e3, 3),
             "rtt_recent_ms": None if self.last_rtt is None else round(self.last_rtt * 1e3, 3),

@@ -25,14 +25,15 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from crisisctl.guard import control
 from crisisctl.guard.breaker import CLOSED, HALF_OPEN, CircuitBreaker
-from crisisctl.guard.clientkey import client_key_function
+from crisisctl.guard.clientkey import UNKNOWN as UNKNOWN_CLIENT
+from crisisctl.guard.clientkey import client_key_function, peer_address
 from crisisctl.guard.concurrency import WINDOW_MIN_SAMPLES, ConcurrencyLimiter
 from crisisctl.guard.config import GuardConfig, Priority, RouteRule, parse_limits
 from crisisctl.guard.metrics import RouteStats, build_registry
@@ -46,15 +47,13 @@ from crisisctl.stats import MAX_TRACKABLE_US
 log = logging.getLogger("crisisctl.guard")
 _clock = time.monotonic
 
+_running_loop = asyncio.get_running_loop
+_task_of: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]
 if sys.version_info >= (3, 12):
-    _current_task = asyncio.current_task
+    _task_of = asyncio.current_task
 else:  # 3.11's asyncio.current_task is a Python wrapper; read the C-maintained map directly
-    _tasks_by_loop: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]]
-    _tasks_by_loop = asyncio.tasks._current_tasks  # type: ignore[attr-defined]
-    _running_loop = asyncio.get_running_loop
-
-    def _current_task() -> asyncio.Task[Any] | None:
-        return _tasks_by_loop.get(_running_loop())
+    _task_of = asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
+_EPS = 1e-9
 
 
 #: how often the background ticker runs housekeeping (key expiry, ramps, snapshots)
@@ -211,20 +210,44 @@ class Guard:
         if limiter is None:
             pass
         elif not limiter.is_async and limiter.policy.fast:
-            # memory storage, one GCRA limit: no Decision object on the admitted path
-            try:
-                key = self._key(scope)
-            except Exception:
-                self._internal_error("rate-limit key")
+            # memory storage, one GCRA limit: MemoryRateLimiter.hit_one and
+            # RateLimitPolicy.headers_for_ahead inlined (keep in step with ratelimit.py)
+            key: str | None = None
+            if self._key is peer_address:
+                client = scope.get("client")
+                key = client[0] if client else UNKNOWN_CLIENT
             else:
-                ahead = limiter.hit_one(key, start)
+                try:
+                    key = self._key(scope)
+                except Exception:
+                    self._internal_error("rate-limit key")
+            if key is not None:
+                policy = limiter.policy
+                period, interval = policy.single
+                state = limiter._current.get(key)
+                if state is None:
+                    ahead = limiter.hit_one(key, start)
+                else:
+                    tat = state[0]
+                    if tat < start:
+                        tat = start
+                    ahead = tat + interval - start
+                    if ahead > period + _EPS:
+                        ahead = -1.0
+                    else:
+                        state[0] = tat + interval
                 if ahead < 0.0:
                     decision = limiter.hit(key, start)
                     self._release_probe(breaker)
-                    await self._refuse_rate(route, send, limiter.policy, decision)
+                    await self._refuse_rate(route, send, policy, decision)
                     return
                 if self._rate_headers:
-                    extra_headers = limiter.policy.headers_for_ahead(ahead)
+                    extra_headers = policy._header_cache.get(
+                        ((period - ahead + _EPS * interval) // interval) * 1048576.0
+                        - ((_EPS - ahead) // 1.0)
+                    )
+                    if extra_headers is None:
+                        extra_headers = policy.headers_for_ahead(ahead)
         else:
             try:
                 if limiter.is_async:
@@ -261,7 +284,7 @@ class Guard:
         timeout_s = route.timeout_s
         deadlines = self._deadlines
         if timeout_s is not None:
-            task = _current_task()
+            task = _task_of(_running_loop())
             if task is not None:
                 deadlines[task] = start + timeout_s
         status = 0
@@ -320,8 +343,10 @@ class Guard:
                     conc.window_n += 1
                     if conc.window_n >= WINDOW_MIN_SAMPLES or end - conc.window_start >= 1.0:
                         conc.maybe_close_window(end)
-                if conc.queued or conc._nonempty_since is not None:
-                    conc.hand_over()  # also ends a standing overload once the queue is empty
+                if conc.queued:
+                    conc.hand_over()
+                elif conc.episode_start is not None and conc.calm_since is None:
+                    conc.calm_since = end  # nobody waits (safety net, as in release)
             route.counts[status // 100 if status < 600 else 0] += 1
             # inlined LatencyHistogram.record_us (the hot path; keep in step with stats.py)
             hist = stats.latency
