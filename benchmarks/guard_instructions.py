@@ -38,6 +38,10 @@ VARIANTS = {
     "empty_asgi": ("empty_asgi_app", "bare"),
     "guard": ("guard_app", "bare"),
     "guard_metrics_only": ("guard_metrics_only_app", "bare"),
+    "guard_plus_ratelimit": ("guard_plus_ratelimit_app", "guard_metrics_only"),
+    "guard_plus_concurrency": ("guard_plus_concurrency_app", "guard_metrics_only"),
+    "guard_plus_timeout": ("guard_plus_timeout_app", "guard_metrics_only"),
+    "guard_plus_breaker": ("guard_plus_breaker_app", "guard_metrics_only"),
     "slowapi": ("slowapi_app", "bare"),
     "bare_fastapi": ("bare_fastapi_app", None),
     "instrumentator": ("instrumentator_app", "bare_fastapi"),
@@ -129,10 +133,12 @@ def main() -> int:
     if unknown:
         print(f"unknown variants {unknown}: choose from {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
-    for name in names:  # baselines are needed for the differences
-        base = VARIANTS[name][1]
-        if base is not None and base not in names:
-            names.insert(0, base)
+    wanted, names = names, []
+    for name in wanted:  # baselines (and theirs) are needed for the differences, first
+        chain = [name]
+        while (base := VARIANTS[chain[-1]][1]) is not None:
+            chain.append(base)
+        names.extend(n for n in reversed(chain) if n not in names)
     per_request: dict[str, int] = {}
     for name in names:
         attribute = VARIANTS[name][0]

@@ -11,6 +11,8 @@ Variants:
 * ``empty_asgi_app`` — the same behind one empty pure-ASGI pass-through layer (the floor);
 * ``guard_app`` — behind crisisctl's Guard with every policy on but no limit ever reached;
 * ``guard_metrics_only_app`` — Guard with concurrency limiting and breakers off;
+* ``guard_plus_<policy>_app`` — metrics only plus one policy (``ratelimit``, ``concurrency``,
+  ``timeout``, ``breaker``), to show what each policy costs;
 * ``slowapi_app`` — slowapi's ``SlowAPIASGIMiddleware``, a default limit never reached,
   memory storage;
 * ``bare_fastapi_app`` — FastAPI, the same route;
@@ -78,6 +80,39 @@ def make_guard_metrics_only() -> ASGIApp:
     return Guard(_starlette(), config)
 
 
+def _guard_plus(**policy: Any) -> ASGIApp:
+    from crisisctl.guard import BreakerConfig, ConcurrencyConfig, Guard, GuardConfig
+
+    fields: dict[str, Any] = {
+        "concurrency": ConcurrencyConfig(mode="off"),
+        "breaker": BreakerConfig(enabled=False),
+    }
+    fields.update(policy)
+    return Guard(_starlette(), GuardConfig(**fields))
+
+
+def make_guard_plus_ratelimit() -> ASGIApp:
+    return _guard_plus(rate_limit=NEVER_REACHED)
+
+
+def make_guard_plus_concurrency() -> ASGIApp:
+    from crisisctl.guard import ConcurrencyConfig
+
+    return _guard_plus(
+        concurrency=ConcurrencyConfig(mode="adaptive", limit=512, min_limit=256, max_limit=4096)
+    )
+
+
+def make_guard_plus_timeout() -> ASGIApp:
+    return _guard_plus(timeout_s=30.0)
+
+
+def make_guard_plus_breaker() -> ASGIApp:
+    from crisisctl.guard import BreakerConfig
+
+    return _guard_plus(breaker=BreakerConfig())
+
+
 def make_slowapi() -> ASGIApp:
     from slowapi import Limiter, _rate_limit_exceeded_handler
     from slowapi.errors import RateLimitExceeded
@@ -126,6 +161,14 @@ VARIANTS: dict[str, tuple[str, Callable[[], ASGIApp], str]] = {
     "empty_asgi": ("empty_asgi_app", make_empty_asgi, "bare"),
     "guard": ("guard_app", make_guard, "bare"),
     "guard_metrics_only": ("guard_metrics_only_app", make_guard_metrics_only, "bare"),
+    "guard_plus_ratelimit": ("guard_plus_ratelimit_app", make_guard_plus_ratelimit, "bare"),
+    "guard_plus_concurrency": (
+        "guard_plus_concurrency_app",
+        make_guard_plus_concurrency,
+        "bare",
+    ),
+    "guard_plus_timeout": ("guard_plus_timeout_app", make_guard_plus_timeout, "bare"),
+    "guard_plus_breaker": ("guard_plus_breaker_app", make_guard_plus_breaker, "bare"),
     "slowapi": ("slowapi_app", make_slowapi, "bare"),
     "bare_fastapi": ("bare_fastapi_app", make_bare_fastapi, "bare_fastapi"),
     "instrumentator": ("instrumentator_app", make_instrumentator, "bare_fastapi"),

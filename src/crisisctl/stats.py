@@ -24,6 +24,8 @@ _HALF_BITS = _SUB_BITS - 1
 _SUB_COUNT = 1 << _SUB_BITS
 #: Largest value kept exactly (µs): 2**32 - 1 µs ≈ 71.6 minutes. Larger values are clamped.
 MAX_TRACKABLE_US = (1 << 32) - 1
+#: `_min_us` of an empty histogram: above any value that can be recorded
+_EMPTY_MIN = MAX_TRACKABLE_US + 1
 
 #: Percentiles every summary reports, in this order.
 SUMMARY_PERCENTILES: tuple[tuple[str, float], ...] = (
@@ -96,13 +98,14 @@ class LatencyHistogram:
     `percentile(p)` (µs), `summary()` (ms), or iterate `buckets()`.
     """
 
-    __slots__ = ("_counts", "count", "max_us", "min_us", "overflow", "sum_us")
+    __slots__ = ("_counts", "_min_us", "count", "max_us", "overflow", "sum_us")
 
     def __init__(self) -> None:
         self._counts: dict[int, int] = {}
         self.count = 0
         self.sum_us = 0
-        self.min_us = 0
+        #: the smallest value recorded; _EMPTY_MIN while empty (read `min_us`)
+        self._min_us = _EMPTY_MIN
         self.max_us = 0
         #: samples above MAX_TRACKABLE_US (recorded at the maximum)
         self.overflow = 0
@@ -122,8 +125,8 @@ class LatencyHistogram:
             index = (shift << _HALF_BITS) + (value_us >> shift)
         counts = self._counts
         counts[index] = counts.get(index, 0) + n
-        if self.count == 0 or value_us < self.min_us:
-            self.min_us = value_us
+        if value_us < self._min_us:
+            self._min_us = value_us
         if value_us > self.max_us:
             self.max_us = value_us
         self.count += n
@@ -140,8 +143,8 @@ class LatencyHistogram:
         counts = self._counts
         for index, n in other._counts.items():
             counts[index] = counts.get(index, 0) + n
-        if self.count == 0 or other.min_us < self.min_us:
-            self.min_us = other.min_us
+        if other._min_us < self._min_us:
+            self._min_us = other._min_us
         if other.max_us > self.max_us:
             self.max_us = other.max_us
         self.count += other.count
@@ -153,7 +156,7 @@ class LatencyHistogram:
         self._counts = {}
         self.count = 0
         self.sum_us = 0
-        self.min_us = 0
+        self._min_us = _EMPTY_MIN
         self.max_us = 0
         self.overflow = 0
 
@@ -231,6 +234,15 @@ class LatencyHistogram:
         return out
 
     @property
+    def min_us(self) -> int:
+        """The smallest value recorded (µs), 0 when empty."""
+        return self._min_us if self.count else 0
+
+    @min_us.setter
+    def min_us(self, value: int) -> None:
+        self._min_us = value
+
+    @property
     def mean_us(self) -> float:
         """Arithmetic mean in µs (exact: the sum is kept)."""
         return self.sum_us / self.count if self.count else 0.0
@@ -277,7 +289,8 @@ class LatencyHistogram:
                 hist._counts[int(index)] = int(n)
             hist.count = int(data["count"])
             hist.sum_us = int(data["sum_us"])
-            hist.min_us = int(data["min_us"])
+            if hist.count:
+                hist.min_us = int(data["min_us"])
             hist.max_us = int(data["max_us"])
             hist.overflow = int(data.get("overflow", 0))
         except (KeyError, TypeError) as exc:

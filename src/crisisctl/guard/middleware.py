@@ -25,7 +25,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -34,7 +34,7 @@ from crisisctl.guard import control
 from crisisctl.guard.breaker import CLOSED, HALF_OPEN, CircuitBreaker
 from crisisctl.guard.clientkey import UNKNOWN as UNKNOWN_CLIENT
 from crisisctl.guard.clientkey import client_key_function, peer_address
-from crisisctl.guard.concurrency import WINDOW_MIN_SAMPLES, ConcurrencyLimiter
+from crisisctl.guard.concurrency import WINDOW_MAX_S, ConcurrencyLimiter
 from crisisctl.guard.config import GuardConfig, Priority, RouteRule, parse_limits
 from crisisctl.guard.metrics import RouteStats, build_registry
 from crisisctl.guard.modes import EMERGENCY, NORMAL, RECOVERING, ModeState
@@ -111,6 +111,7 @@ class Guard:
             token = os.environ.get("CRISISCTL_GUARD_TOKEN", "")
         self.token: bytes | None = token.encode() if token else None
         self._prefix = config.prefix
+        self._prefix_c1 = config.prefix[1:2]
         self._clock = _clock
         self.started_wall = time.time()
         self.modes = ModeState(config.emergency)
@@ -181,15 +182,19 @@ class Guard:
                 await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path.startswith(self._prefix) and control.is_control_path(path, self._prefix):
+        if (
+            path[1:2] == self._prefix_c1  # cheap first test: most paths differ here
+            and path.startswith(self._prefix)
+            and control.is_control_path(path, self._prefix)
+        ):
             await control.handle(self, scope, receive, send)
             return
         if not self._ticking:
             self._start_ticker()
         method: str = scope["method"]
-        by_path = self._route_cache.get(method)
-        route = by_path.get(path) if by_path is not None else None
-        if route is None:
+        try:
+            route = self._route_cache[method][path]
+        except KeyError:
             try:
                 route = self._route_for(method, path)
             except Exception:
@@ -214,8 +219,10 @@ class Guard:
             # RateLimitPolicy.headers_for_ahead inlined (keep in step with ratelimit.py)
             key: str | None = None
             if self._key is peer_address:
-                client = scope.get("client")
-                key = client[0] if client else UNKNOWN_CLIENT
+                try:
+                    key = scope["client"][0]
+                except (KeyError, TypeError, IndexError):
+                    key = UNKNOWN_CLIENT
             else:
                 try:
                     key = self._key(scope)
@@ -223,7 +230,7 @@ class Guard:
                     self._internal_error("rate-limit key")
             if key is not None:
                 policy = limiter.policy
-                period, interval = policy.single
+                interval, most_ahead, top = policy.fast_consts
                 state = limiter._current.get(key)
                 if state is None:
                     ahead = limiter.hit_one(key, start)
@@ -231,11 +238,12 @@ class Guard:
                     tat = state[0]
                     if tat < start:
                         tat = start
-                    ahead = tat + interval - start
-                    if ahead > period + _EPS:
+                    tat += interval
+                    ahead = tat - start
+                    if ahead > most_ahead:
                         ahead = -1.0
                     else:
-                        state[0] = tat + interval
+                        state[0] = tat
                 if ahead < 0.0:
                     decision = limiter.hit(key, start)
                     self._release_probe(breaker)
@@ -243,8 +251,7 @@ class Guard:
                     return
                 if self._rate_headers:
                     extra_headers = policy._header_cache.get(
-                        ((period - ahead + _EPS * interval) // interval) * 1048576.0
-                        - ((_EPS - ahead) // 1.0)
+                        ((top - ahead) // interval) * 1048576.0 - ((_EPS - ahead) // 1.0)
                     )
                     if extra_headers is None:
                         extra_headers = policy.headers_for_ahead(ahead)
@@ -289,15 +296,16 @@ class Guard:
                 deadlines[task] = start + timeout_s
         status = 0
 
-        async def guarded_send(message: Message) -> None:
+        def guarded_send(message: Message) -> Awaitable[None]:
+            # a plain function returning send's awaitable: no coroutine of its own per message
             nonlocal status
-            if message["type"] == "http.response.start":
+            if not status and message["type"] == "http.response.start":
                 status = message["status"]
                 if extra_headers is not None:
                     message["headers"] = [*message.get("headers", ()), *extra_headers]
                 if task is not None:
                     deadlines.pop(task, None)
-            await send(message)
+            return send(message)
 
         stats = route.stats
         stats.in_flight += 1
@@ -341,7 +349,7 @@ class Guard:
                 if conc.adaptive and not failed:
                     conc.window_sum += elapsed
                     conc.window_n += 1
-                    if conc.window_n >= WINDOW_MIN_SAMPLES or end - conc.window_start >= 1.0:
+                    if conc.window_n >= conc.window_next:  # (the ticker closes idle windows)
                         conc.maybe_close_window(end)
                 if conc.queued:
                     conc.hand_over()
@@ -350,20 +358,22 @@ class Guard:
             route.counts[status // 100 if status < 600 else 0] += 1
             # inlined LatencyHistogram.record_us (the hot path; keep in step with stats.py)
             hist = stats.latency
-            us = int(elapsed * 1000000.0)
+            us = int(elapsed * 1000000.0)  # ≥ 0: the clock is monotonic
             if us < 2048:
-                index = us if us > 0 else 0
+                index = us
             else:
                 if us > MAX_TRACKABLE_US:
                     us = MAX_TRACKABLE_US
                 shift = us.bit_length() - 11
                 index = (shift << 10) + (us >> shift)
-            bins = hist._counts
-            bins[index] = bins.get(index, 0) + 1
+            try:
+                hist._counts[index] += 1
+            except KeyError:
+                hist._counts[index] = 1
             if us > hist.max_us:
                 hist.max_us = us
-            if us < hist.min_us or not hist.count:
-                hist.min_us = us
+            if us < hist._min_us:
+                hist._min_us = us
             hist.count += 1
             hist.sum_us += us
             if breaker is not None:
@@ -548,6 +558,10 @@ class Guard:
                     task.cancel("crisisctl guard: request timeout")
 
     def _housekeeping(self, now: float) -> None:
+        conc = self.concurrency
+        if conc is not None and conc.window_n and now - conc.window_start >= WINDOW_MAX_S:
+            conc.maybe_close_window(now)  # a window of a quiet service (the request path
+            # checks windows by sample count only)
         for limiter in list(self._limiters.values()):
             limiter.rotate(now)
         for breaker in list(self.breakers.values()):

@@ -85,6 +85,10 @@ class RateLimitPolicy:
         first = self.limits[0]
         #: (period, emission interval) of the first limit, for the single-limit fast path
         self.single = (first.period, first.period / first.amount)
+        interval = first.period / first.amount
+        #: (interval, largest admissible `ahead`, top for `remaining`): the guard's inlined
+        #: single-limit path needs only these, precomputed so it does fewer float operations
+        self.fast_consts = (interval, first.period + _EPS, first.period + _EPS * interval)
         self.fast = self.strategy == "gcra" and len(self.limits) == 1
         self.longest_period = max(
             max(limit.period for limit in self.limits),
@@ -115,9 +119,9 @@ class RateLimitPolicy:
         costs more than the rate limiting itself, so finished header lines are cached (bounded,
         emptied when the policy changes). Callers must not mutate the returned list.
         """
-        period, interval = self.single
+        interval, _, top = self.fast_consts
         # float arithmetic only (int() calls cost more than everything else here)
-        remaining = (period - ahead + _EPS * interval) // interval
+        remaining = (top - ahead) // interval
         whole = -((_EPS - ahead) // 1.0)  # ceil(ahead - eps)
         key = remaining * 1048576.0 + whole
         lines = self._header_cache.get(key)
