@@ -284,8 +284,14 @@ def test_guard_accepts_fields_as_keywords() -> None:
     assert guard.config.rate_limit == "1/s"
     assert guard.config.timeout_s == 3.0
     assert guard.token == b"t"
+    # sections given as plain data next to a config object are converted too
+    guard = Guard(_app, GuardConfig(rate_limit="1/s"), breaker={"min_calls": 7}, token="")
+    assert guard.config.breaker.min_calls == 7
+    assert guard.config.rate_limit == "1/s"
     with pytest.raises(GuardConfigError):
         Guard(_app, rate_limit="whenever")
+    with pytest.raises(GuardConfigError):
+        Guard(_app, GuardConfig(), breaker={"no_such_field": 1})
 
 
 def test_guard_token_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -103,7 +103,10 @@ class Guard:
         if config is None:
             config = GuardConfig.from_dict(overrides) if overrides else GuardConfig()
         elif overrides:
-            config = dataclasses.replace(config, **overrides)
+            # through from_dict, so overrides given as plain data (breaker={...}) are converted
+            merged = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+            merged.update(overrides)
+            config = GuardConfig.from_dict(merged)
         self.app = app
         self.config = config
         token = config.token
