@@ -206,7 +206,9 @@ async def test_lifo_and_short_target_under_standing_overload() -> None:
     assert order[-1] == "f"
 
 
-async def test_a_slot_freed_between_two_arrivals_does_not_end_a_standing_overload() -> None:
+async def standing_overload() -> tuple[FakeClock, ConcurrencyLimiter]:
+    """A one-slot limiter whose only slot is busy, after a congestion episode longer than
+    the interval (50 ms) whose last waiter has just timed out: the queue is empty."""
     clock = FakeClock()
     config = ConcurrencyConfig(
         mode="static", limit=1, queue_size=10, queue_timeout_s=0.05, queue_target_s=0.01
@@ -217,6 +219,11 @@ async def test_a_slot_freed_between_two_arrivals_does_not_end_a_standing_overloa
     await asyncio.sleep(0)
     clock.now += 0.06  # the congestion episode has lasted longer than the interval…
     assert await waiting == SHED_QUEUE_TIMEOUT  # (waits 50 ms of loop time)
+    return clock, lim
+
+
+async def test_a_slot_freed_between_two_arrivals_does_not_end_a_standing_overload() -> None:
+    clock, lim = await standing_overload()
     clock.now += 0.02  # …and the queue has been empty for less than the interval since
     lim.release(clock(), 0.004)  # the slot comes free with nobody waiting…
     assert lim.try_acquire()  # …and is taken by the next arrival 1 ms later
@@ -227,16 +234,7 @@ async def test_a_slot_freed_between_two_arrivals_does_not_end_a_standing_overloa
 
 
 async def test_waiters_timing_out_do_not_end_a_standing_overload() -> None:
-    clock = FakeClock()
-    config = ConcurrencyConfig(
-        mode="static", limit=1, queue_size=10, queue_timeout_s=0.05, queue_target_s=0.01
-    )
-    lim = ConcurrencyLimiter(config, clock)
-    assert lim.try_acquire()
-    waiting = asyncio.create_task(lim.acquire(NORMAL))
-    await asyncio.sleep(0)
-    clock.now += 0.06  # the congestion episode has lasted longer than the interval…
-    assert await waiting == SHED_QUEUE_TIMEOUT  # (waits 50 ms of loop time)
+    clock, lim = await standing_overload()
     clock.now += 0.02  # …and the queue has been empty for less than the interval since
     # the only slot is still busy: the overload goes on, so a new waiter gets the target delay
     start = time.monotonic()
@@ -245,16 +243,7 @@ async def test_waiters_timing_out_do_not_end_a_standing_overload() -> None:
 
 
 async def test_a_queue_empty_for_a_whole_interval_ends_the_overload_even_with_slots_busy() -> None:
-    clock = FakeClock()
-    config = ConcurrencyConfig(
-        mode="static", limit=1, queue_size=10, queue_timeout_s=0.05, queue_target_s=0.01
-    )
-    lim = ConcurrencyLimiter(config, clock)
-    assert lim.try_acquire()
-    waiting = asyncio.create_task(lim.acquire(NORMAL))
-    await asyncio.sleep(0)
-    clock.now += 0.06
-    assert await waiting == SHED_QUEUE_TIMEOUT
+    clock, lim = await standing_overload()
     assert lim.describe()["standing_overload"] is True
     clock.now += 0.06  # nobody queued for a whole interval, though the slot stayed busy
     assert lim.describe()["standing_overload"] is False
