@@ -171,3 +171,17 @@ async def test_timeout_cancels_and_answers_504(app: App) -> None:
         assert guard.breakers["/slow"].window_counts(loop.time())[1] == 1
     finally:
         await guard.aclose()
+
+
+def test_housekeeping_closes_the_adaptive_window_of_a_quiet_service() -> None:
+    # the request path checks windows by sample count only; a window that never reaches ten
+    # samples is closed by the ticker once it is a second old
+    guard = Guard(App(), GuardConfig(token=""))
+    conc = guard.concurrency
+    assert conc is not None
+    now = conc.window_start + 2.0
+    conc.window_sum, conc.window_n = 0.03, 3
+    guard._housekeeping(now)
+    assert conc.window_n == 0
+    assert conc.updates == 1
+    assert conc.last_rtt == pytest.approx(0.01)
