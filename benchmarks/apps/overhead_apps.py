@@ -10,6 +10,10 @@ Variants:
 * ``bare_app`` — Starlette, one route ``GET /`` returning ``PlainTextResponse("hello")``;
 * ``empty_asgi_app`` — the same behind one empty pure-ASGI pass-through layer (the floor);
 * ``guard_app`` — behind crisisctl's Guard with every policy on but no limit ever reached;
+* ``guard_pure`` (a variant, not an attribute) — ``guard_app`` with ``CRISISCTL_PURE_PYTHON=1``:
+  the request path run from its Python source instead of its mypyc-compiled extensions;
+* ``guard_no_rate_headers_app`` — the same guard with RateLimit headers on success turned off
+  (they are on by default: the server's own handling of two more headers is most of their cost);
 * ``guard_metrics_only_app`` — Guard with concurrency limiting and breakers off;
 * ``guard_plus_<policy>_app`` — metrics only plus one policy (``ratelimit``, ``concurrency``,
   ``timeout``, ``breaker``), to show what each policy costs;
@@ -65,6 +69,18 @@ def make_guard() -> ASGIApp:
 
     config = GuardConfig(
         rate_limit=NEVER_REACHED,
+        timeout_s=30.0,
+        concurrency=ConcurrencyConfig(mode="adaptive", limit=512, min_limit=256, max_limit=4096),
+    )
+    return Guard(_starlette(), config)
+
+
+def make_guard_no_rate_headers() -> ASGIApp:
+    from crisisctl.guard import ConcurrencyConfig, Guard, GuardConfig
+
+    config = GuardConfig(
+        rate_limit=NEVER_REACHED,
+        rate_limit_headers=False,
         timeout_s=30.0,
         concurrency=ConcurrencyConfig(mode="adaptive", limit=512, min_limit=256, max_limit=4096),
     )
@@ -160,6 +176,8 @@ VARIANTS: dict[str, tuple[str, Callable[[], ASGIApp], str]] = {
     "bare": ("bare_app", make_bare, "bare"),
     "empty_asgi": ("empty_asgi_app", make_empty_asgi, "bare"),
     "guard": ("guard_app", make_guard, "bare"),
+    "guard_pure": ("guard_app", make_guard, "bare"),
+    "guard_no_rate_headers": ("guard_no_rate_headers_app", make_guard_no_rate_headers, "bare"),
     "guard_metrics_only": ("guard_metrics_only_app", make_guard_metrics_only, "bare"),
     "guard_plus_ratelimit": ("guard_plus_ratelimit_app", make_guard_plus_ratelimit, "bare"),
     "guard_plus_concurrency": (
@@ -173,6 +191,9 @@ VARIANTS: dict[str, tuple[str, Callable[[], ASGIApp], str]] = {
     "bare_fastapi": ("bare_fastapi_app", make_bare_fastapi, "bare_fastapi"),
     "instrumentator": ("instrumentator_app", make_instrumentator, "bare_fastapi"),
 }
+
+#: environment a variant's server runs with (the same app object, another configuration)
+VARIANT_ENV: dict[str, dict[str, str]] = {"guard_pure": {"CRISISCTL_PURE_PYTHON": "1"}}
 
 _FACTORIES = {attr: factory for attr, factory, _ in VARIANTS.values()}
 _BUILT: dict[str, ASGIApp] = {}

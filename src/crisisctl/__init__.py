@@ -4,7 +4,11 @@ Detect -> classify -> stabilize -> diagnose -> validate -> learn. The public Pyt
 `Guard` / `GuardConfig` (overload protection middleware) and `track` (time operations).
 """
 
-from crisisctl.guard import Guard, GuardConfig, track
+from crisisctl import _pure
+
+_pure.install()  # before the guard is imported: CRISISCTL_PURE_PYTHON=1 selects the sources
+
+from crisisctl.guard import Guard, GuardConfig, track  # noqa: E402
 
 __all__ = ["Guard", "GuardConfig", "__version__", "track"]
 __version__ = "0.1.0"

@@ -21,6 +21,8 @@ import redis
 from guard_servers import GuardServer, guard_servers
 from prometheus_client.parser import text_string_to_metric_families
 
+from crisisctl._pure import compiled
+
 REDIS_URL = os.environ.get("CRISISCTL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TOKEN = "s3cret-token"
 
@@ -323,7 +325,10 @@ def test_mode_endpoint_is_disabled_without_a_token() -> None:
         assert response.status_code == 403
         assert "token" in response.json()["error"]
         assert http.get(f"{server.url}/_crisis/mode").json()["mode"] == "normal"
-        assert status(server.url)["mode_endpoint"] == "disabled"
+        document = status(server.url)
+        assert document["mode_endpoint"] == "disabled"
+        # the server runs the request path the test process runs: compiled unless told not to
+        assert document["compiled"] is compiled()
 
 
 def test_mode_switch_over_http() -> None:

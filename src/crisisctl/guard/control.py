@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from crisisctl._pure import compiled
 from crisisctl.guard.metrics import STATUS_CLASSES
 from crisisctl.guard.modes import MODES
 from crisisctl.guard.track import operations
@@ -216,6 +217,7 @@ def status_document(guard: Guard) -> dict[str, Any]:
         "pid": os.getpid(),
         "started_at": guard.started_wall,
         "uptime_s": round(time.time() - guard.started_wall, 3),
+        "compiled": compiled(),
         "mode": guard.modes.describe(),
         "mode_endpoint": "enabled" if guard.token is not None else "disabled",
         "in_flight": in_flight,
