@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from crisisctl import __version__
-from crisisctl.cli import demo, guard
+from crisisctl.cli import demo, guard, load
 
 app = typer.Typer(
     name="crisisctl",
@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(guard.app, name="guard")
 app.command("demo")(demo.demo)
+app.command("load")(load.load)
 
 
 def _version(value: bool) -> None:

@@ -27,16 +27,16 @@ For the lab and benchmarks only: URLs whose host is not loopback are refused.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import httptools
 
+from crisisctl.load.target import Target
+from crisisctl.load.target import check_loopback_url as _check_loopback_url
 from crisisctl.stats import LatencyHistogram
 
 __all__ = ["ERROR_KINDS", "OpenLoopResult", "check_loopback_url", "run_open_loop"]
@@ -54,53 +54,13 @@ _READ_SIZE = 65536
 _STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
-# -- URL checks ------------------------------------------------------------------------------
-def _is_loopback_host(host: str) -> bool:
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    host: str
-    port: int
-    connect_host: str
-    path: str
-    host_header: str
-
-
-def check_loopback_url(url: str) -> _Target:
+def check_loopback_url(url: str) -> Target:
     """Parse an ``http://`` URL and raise ValueError unless its host is loopback."""
-    parts = urlsplit(url)
-    if parts.scheme != "http":
-        raise ValueError(f"run_open_loop only speaks plain http://, not {url!r}.")
-    host = parts.hostname or ""
-    if not _is_loopback_host(host):
-        raise ValueError(
-            f"run_open_loop only sends to loopback hosts (127.0.0.0/8, ::1, localhost), "
-            f"so it refuses {url!r}."
-        )
-    try:
-        port = parts.port or 80
-    except ValueError:
-        raise ValueError(f"the URL {url!r} has an invalid port.") from None
-    path = parts.path or "/"
-    if parts.query:
-        path = f"{path}?{parts.query}"
-    # "localhost" is pinned to 127.0.0.1 so name resolution can never pick another address.
-    connect_host = "127.0.0.1" if host.lower().rstrip(".") == "localhost" else host
-    host_header = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        host_header = f"{host_header}:{port}"
-    return _Target(host, port, connect_host, path, host_header)
+    return _check_loopback_url(url, tool="run_open_loop")
 
 
 def _build_request(
-    target: _Target, method: str, body: bytes | None, headers: Mapping[str, str] | None
+    target: Target, method: str, body: bytes | None, headers: Mapping[str, str] | None
 ) -> bytes:
     merged: dict[str, tuple[str, str]] = {}
     for name, value in (
@@ -328,7 +288,7 @@ class _Run:
 
     def __init__(
         self,
-        target: _Target,
+        target: Target,
         request: bytes,
         head_only: bool,
         result: OpenLoopResult,
