@@ -36,6 +36,7 @@ demo: $(BIN)/.installed-base $(BIN)/.accel
 
 services:
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-system-packages.sh nginx
 
 lint: $(BIN)/.installed-test
 	$(BIN)/ruff check src tests benchmarks hatch_build.py
@@ -53,7 +54,7 @@ test: $(BIN)/.installed-test $(BIN)/.accel services lint typecheck
 	CRISISCTL_PURE_PYTHON=1 $(BIN)/pytest -q -p no:cacheprovider tests/unit
 
 bench: $(BIN)/.installed-bench $(BIN)/.accel
-	bash scripts/ensure-system-packages.sh wrk
+	bash scripts/ensure-system-packages.sh wrk hey
 	$(BIN)/python benchmarks/guard_overhead.py
 	$(BIN)/python benchmarks/guard_instructions.py
 	$(BIN)/python benchmarks/overload_goodput.py

@@ -282,29 +282,41 @@ class HttpClient:
         )
         return self.conn
 
-    async def _exchange(self) -> Response:
+    async def _exchange(self, request: bytes, head_only: bool) -> Response:
         conn = self.conn
         if conn is None or conn.closed:
             conn = await self._connect()
         reused = conn.used
         try:
-            return await conn.request(self.request_bytes, self.head_only)
+            return await conn.request(request, head_only)
         except (ClosedEarly, ConnectionResetError, BrokenPipeError) as exc:
             if not reused or (isinstance(exc, ClosedEarly) and exc.got_bytes):
                 raise
         # a reused keep-alive connection the server had already closed: once more, fresh
         conn.close()
         conn = await self._connect()
-        return await conn.request(self.request_bytes, self.head_only)
+        return await conn.request(request, head_only)
 
-    async def send(self, timeout_s: float | None = None) -> Response:
+    async def send(
+        self,
+        timeout_s: float | None = None,
+        request: bytes | None = None,
+        head_only: bool | None = None,
+    ) -> Response:
         """One request and its whole response within the timeout; RequestError otherwise.
 
+        `request` (bytes from `build_request`) replaces the client's prepared request for this
+        call only; `head_only` says whether it was a HEAD request (no body to read).
         Cancellation closes the connection and propagates (the caller counts it).
         """
+        if request is None:
+            request = self.request_bytes
+            head_only = self.head_only
+        elif head_only is None:
+            head_only = request.startswith(b"HEAD ")
         try:
             async with asyncio.timeout(self.timeout_s if timeout_s is None else timeout_s):
-                response = await self._exchange()
+                response = await self._exchange(request, head_only)
         except asyncio.CancelledError:
             self.close()
             raise
