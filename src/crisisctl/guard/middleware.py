@@ -71,6 +71,7 @@ class _Route:
         "emergency_limits",
         "label",
         "limiter",
+        "mem_limiter",
         "priority",
         "slow_s",
         "stats",
@@ -85,6 +86,9 @@ class _Route:
         self.priority = int(Priority.NORMAL)
         self.critical = False
         self.limiter: Any = None
+        #: the same limiter when it is a MemoryRateLimiter: typed, so compiled code reads its
+        #: attributes directly instead of through generic attribute lookup
+        self.mem_limiter: MemoryRateLimiter | None = None
         self.emergency_limits: Any = None
         self.breaker: CircuitBreaker | None = None
         self.slow_s: float | None = None
@@ -213,11 +217,9 @@ class Guard:
         if breaker is not None and breaker.state and not breaker.allow(start):
             await self._refuse(route, send, 503, "circuit_open", breaker.retry_after(start))
             return
-        limiter = route.limiter
         extra_headers: list[tuple[bytes, bytes]] | None = None
-        if limiter is None:
-            pass
-        elif not limiter.is_async and limiter.policy.fast:
+        mem = route.mem_limiter
+        if mem is not None and mem.policy.fast:
             # memory storage, one GCRA limit: MemoryRateLimiter.hit_one and
             # RateLimitPolicy.headers_for_ahead inlined (keep in step with ratelimit.py)
             key: str | None = None
@@ -232,11 +234,11 @@ class Guard:
                 except Exception:
                     self._internal_error("rate-limit key")
             if key is not None:
-                policy = limiter.policy
+                policy = mem.policy
                 interval, most_ahead, top = policy.fast_consts
-                state = limiter._current.get(key)
+                state = mem._current.get(key)
                 if state is None:
-                    ahead = limiter.hit_one(key, start)
+                    ahead = mem.hit_one(key, start)
                 else:
                     tat = state[0]
                     if tat < start:
@@ -248,16 +250,24 @@ class Guard:
                     else:
                         state[0] = tat
                 if ahead < 0.0:
-                    decision = limiter.hit(key, start)
+                    decision = mem.hit(key, start)
                     self._release_probe(breaker)
                     await self._refuse_rate(route, send, policy, decision)
                     return
                 if self._rate_headers:
+                    # the header cache key of RateLimitPolicy.headers_for_ahead: remaining
+                    # (0 ≤ (top - ahead) / interval, so int() floors) and ceil(ahead - ε)
+                    reset_f = ahead - _EPS
+                    reset = int(reset_f)
+                    if reset < reset_f:
+                        reset += 1
                     extra_headers = policy._header_cache.get(
-                        ((top - ahead) // interval) * 1048576.0 - ((_EPS - ahead) // 1.0)
+                        (int((top - ahead) / interval) << 24) + reset
                     )
                     if extra_headers is None:
                         extra_headers = policy.headers_for_ahead(ahead)
+        elif (limiter := route.limiter) is None:
+            pass
         else:
             try:
                 if limiter.is_async:
@@ -305,7 +315,11 @@ class Guard:
             if not status and message["type"] == "http.response.start":
                 status = message["status"]
                 if extra_headers is not None:
-                    message["headers"] = [*message.get("headers", ()), *extra_headers]
+                    headers = message.get("headers", ())
+                    if type(headers) is list:
+                        message["headers"] = headers + extra_headers  # one copy, the app's intact
+                    else:
+                        message["headers"] = [*headers, *extra_headers]
                 if task is not None:
                     deadlines.pop(task, None)
             return send(message)
@@ -476,6 +490,8 @@ class Guard:
             route.limiter = self._limiter(rule_key, rule, rule.rate_limit)
         elif not route.critical and cfg.rate_limit:
             route.limiter = self._limiter(0, self._default_rule, cfg.rate_limit)
+        if isinstance(route.limiter, MemoryRateLimiter):
+            route.mem_limiter = route.limiter
         self._runtimes[(label, rule_key, method)] = route
         return route
 

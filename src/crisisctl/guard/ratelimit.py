@@ -100,7 +100,7 @@ class RateLimitPolicy:
             for limit in self.limits
         ).encode("latin-1")
         self._policy_line = (b"ratelimit-policy", self.policy_header)
-        self._header_cache: dict[float, list[tuple[bytes, bytes]]] = {}
+        self._header_cache: dict[int, list[tuple[bytes, bytes]]] = {}
         self._item_prefixes = [f'"{_policy_item(limit)}";r='.encode() for limit in self.limits]
 
     def headers(self, decision: Decision) -> list[tuple[bytes, bytes]]:
@@ -120,10 +120,12 @@ class RateLimitPolicy:
         emptied when the policy changes). Callers must not mutate the returned list.
         """
         interval, _, top = self.fast_consts
-        # float arithmetic only (int() calls cost more than everything else here)
-        remaining = (top - ahead) // interval
-        whole = -((_EPS - ahead) // 1.0)  # ceil(ahead - eps)
-        key = remaining * 1048576.0 + whole
+        remaining = int((top - ahead) / interval)  # ≥ 0 for an admitted request: floor
+        reset_f = ahead - _EPS
+        whole = int(reset_f)  # ceil(ahead - ε); the guard's inlined copy computes the same
+        if whole < reset_f:
+            whole += 1
+        key = (remaining << 24) + whole
         lines = self._header_cache.get(key)
         if lines is None:
             value = self._item_prefixes[0] + b"%d;t=%d" % (remaining, whole)
