@@ -1,66 +1,170 @@
-"""`crisisctl load URL`: drive a loopback service with the open or closed model and report.
+"""`crisisctl load SCENARIO.yaml | URL`: drive a loopback service, judge thresholds, report.
 
-``--rate R`` runs the open model (R requests/s, latency corrected for coordinated omission);
-``--users N`` runs the closed model (N virtual users with think time). The result is shown
-as a short table, printed as JSON (``--json``) and/or written to a file (``--out``). Exit
-codes: 0 ok, 2 bad usage or input, 3 the target could not be reached at all.
+A scenario file (YAML, see `crisisctl.load.scenario`) or the quick form on a URL: ``--rate R``
+(open model), ``--users N`` (closed model), ``--stage 10s:100`` ramps, ``-H``, ``--body``,
+``--threshold "p95 < 300ms"``. ``--processes N`` runs N engine processes whose histograms
+merge exactly. A live view (elapsed, rps, p50/p95/p99, errors) shows on a terminal unless
+``--json``. The result is a table, JSON (``--json``), a JSON file (``--out``) and a
+self-contained HTML file (``--html``). Exit codes: 0 ok, 1 a threshold failed (or the run
+was interrupted), 2 bad usage or input, 3 the target could not be reached at all.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import math
-import re
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import typer
+from pydantic import ValidationError
+from rich.console import Group
+from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
-from crisisctl.cli.output import EXIT_UNREACHABLE, console, fail, print_json
-from crisisctl.load.engine import LoadResult, ThinkTime, run_closed, run_open
+from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_UNREACHABLE, console, fail, print_json
+from crisisctl.load.html_report import render_html
+from crisisctl.load.plan import RunError, compile_operations
+from crisisctl.load.processes import LiveStats, default_processes, run_scenario, run_sync
+from crisisctl.load.report import build_report
+from crisisctl.load.scenario import Scenario, ScenarioError, load_scenario, parse_duration
+from crisisctl.load.target import check_loopback_url
+from crisisctl.load.thresholds import Threshold, ThresholdError, evaluate, parse_threshold
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+__all__ = ["load", "parse_duration", "render", "run_async"]
+
+T = TypeVar("T")
+_OPTIONS = {
+    "rate": "--rate", "users": "--users", "duration": "--duration", "stages": "--stage",
+    "connections": "--connections", "ramp_up": "--ramp-up", "think": "--think",
+    "timeout": "--timeout", "method": "--method", "headers": "-H", "body": "--body",
+}  # fmt: skip
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in ``30s``, ``2m``, ``500ms``, ``1h`` or a bare number of seconds."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(
-            f"{text!r} is not a duration: use e.g. 30s, 2m, 500ms or a number of seconds."
-        )
-    value = float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
-    if not math.isfinite(value):
-        raise ValueError(f"{text!r} is not a finite duration.")
-    return value
-
-
-def run_async(coro: Coroutine[Any, Any, LoadResult]) -> LoadResult:
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run `coro` on a fresh event loop, uvloop's when it is installed."""
+    return run_sync(coro)
+
+
+# -- the quick form ---------------------------------------------------------------------------
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip() or any(c in text for c in "\r\n"):
+        raise ValueError(f"-H {text!r} is not a header: write -H 'Name: value'.")
+    return name.strip(), value.strip()
+
+
+def _stage(text: str) -> dict[str, Any]:
+    duration, sep, target = text.partition(":")
     try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
+        if not sep:
+            raise ValueError
+        return {"duration": parse_duration(duration), "target": float(target)}
+    except ValueError:
+        raise ValueError(
+            f"--stage {text!r} is not a stage: write DURATION:TARGET, e.g. --stage 10s:100."
+        ) from None
 
 
+def quick_scenario(url: str, opts: dict[str, Any]) -> Scenario:
+    """The `Scenario` of ``crisisctl load URL …``; ValueError names the option at fault."""
+    target = check_loopback_url(url, tool="crisisctl load")
+    parts = urlsplit(url)
+    path = target.path.replace("{", "{{").replace("}", "}}")
+    stages = [_stage(s) for s in opts["stage"] or []]
+    timeout_s = parse_duration(opts["timeout"] or "10s")
+    model: dict[str, Any]
+    if opts["rate"] is not None:
+        model = {"type": "open", "rate": opts["rate"], "connections": opts["connections"] or 64}
+    else:
+        think = parse_duration(opts["think"] or "0s")
+        dist = opts["think_dist"] or "constant"
+        model = {"type": "closed", "users": opts["users"]}
+        if dist == "uniform":
+            model["think"] = {"distribution": "uniform", "min": 0.0, "max": 2 * think}
+        else:
+            model["think"] = {"distribution": dist, "value": think, "mean": think}
+        if not stages:
+            model["ramp_up"] = parse_duration(opts["ramp_up"] or "0s")
+    if stages:
+        model["stages"] = stages
+    else:
+        model["duration"] = parse_duration(opts["duration"] or "10s")
+    body = opts["body"]
+    if opts["body_file"] is not None:
+        if body is not None:
+            raise ValueError("give either --body or --body-file, not both.")
+        try:
+            body = Path(opts["body_file"]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read --body-file {opts['body_file']} ({exc}).") from None
+    operation: dict[str, Any] = {
+        "name": f"{(opts['method'] or 'GET').upper()} {target.path}",
+        "method": opts["method"] or "GET",
+        "path": path,
+        "headers": {
+            name: value.replace("{", "{{").replace("}", "}}")
+            for name, value in (_header(h) for h in opts["header"] or [])
+        },
+    }
+    if body is not None:
+        operation["body"] = body.replace("{", "{{").replace("}", "}}")
+    data = {
+        "name": url,
+        "base_url": f"http://{parts.netloc}",
+        "timeout": timeout_s,
+        "model": model,
+        "operations": [operation],
+        "seed": opts["seed"],
+    }
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = [p for p in error["loc"] if isinstance(p, str) and p in _OPTIONS]
+        option = _OPTIONS[loc[-1]] if loc else "the options"
+        message = str(error["msg"]).removeprefix("Value error, ").rstrip(".")
+        raise ValueError(f"{option}: {message}.") from None
+
+
+# -- live view and tables ---------------------------------------------------------------------
 def _ms(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, int | float) else "-"
 
 
+def live_view(live: LiveStats) -> Table:
+    """The live panel: elapsed, rps, requests, failures, p50/p95/p99 so far (and per op)."""
+    table = Table("scope", "elapsed", "rps", "requests", "failures", "p50 ms", "p95 ms", "p99 ms")
+    rows: list[tuple[str, Any]] = [("all", live.total)]
+    if len(live.operations) > 1:
+        rows += [(name, live.ops[name]) for name in live.operations if name in live.ops]
+    for name, stats in rows:
+        p50, p95, p99 = stats.latency.percentiles((50.0, 95.0, 99.0))
+        failed = stats.errors + stats.unexpected
+        share = f" ({failed / stats.requests:.1%})" if stats.requests else ""
+        table.add_row(
+            name,
+            f"{live.elapsed_s:.0f}/{live.duration_s:g} s" if name == "all" else "",
+            str(live.last_rps) if name == "all" else "",
+            str(stats.requests), f"{failed}{share}",
+            _ms(p50 / 1000), _ms(p95 / 1000), _ms(p99 / 1000),
+        )  # fmt: skip
+    return table
+
+
 def render(data: dict[str, Any]) -> None:
-    """A short human view of a result document."""
+    """A short human view of a report."""
     model = data["model"]
     head = f"{data['url']}: {model} model, {data['duration_s']:g} s"
     if model == "open":
         head += f", target {data['target_rate']:g} req/s on {data['connections']} connections"
     else:
         head += f", {data['users']} users"
+    if data.get("processes", 1) > 1:
+        head += f", {data['processes']} processes"
     console.print(head, highlight=False)
     table = Table("metric", "value")
     table.add_row("requests", str(data["requests"]))
@@ -71,6 +175,8 @@ def render(data: dict[str, Any]) -> None:
     table.add_row(
         "status codes", ", ".join(f"{k}={v}" for k, v in data["status_counts"].items()) or "-"
     )
+    table.add_row("unexpected status", str(data.get("unexpected_status", 0)))
+    table.add_row("error rate", f"{data.get('error_rate', 0.0):.2%}")
     if model == "open":
         table.add_row("late / dropped starts", f"{data['late_starts']} / {data['dropped']}")
     table.add_row("bytes received", str(data["bytes_received"]))
@@ -79,77 +185,150 @@ def render(data: dict[str, Any]) -> None:
     rows = [("corrected" if model == "open" else "latency", data["latency_ms"])]
     if data.get("latency_uncorrected_ms") is not None:
         rows.append(("uncorrected", data["latency_uncorrected_ms"]))
+    operations = data.get("operations") or {}
+    if len(operations) > 1:
+        rows += [(name, op["latency_ms"]) for name, op in operations.items()]
     for name, summary in rows:
         lat.add_row(name, *(_ms(summary[k]) for k in ("p50", "p90", "p95", "p99", "p999", "max")))
     console.print(lat)
+    if len(operations) > 1:
+        ops = Table("operation", "requests", "req/s", "error rate", "statuses")
+        for name, op in operations.items():
+            statuses = ", ".join(f"{k}={v}" for k, v in op["status_counts"].items()) or "-"
+            ops.add_row(
+                name, str(op["requests"]), f"{op['requests_per_second']:.1f}",
+                f"{op['error_rate']:.2%}", statuses,
+            )  # fmt: skip
+        console.print(ops)
+    if data.get("thresholds"):
+        th = Table("threshold", "scope", "value", "result")
+        for t in data["thresholds"]:
+            value = t["value"]
+            text = "no data" if value is None else f"{value:g}"
+            if value is not None and t["unit"] == "fraction":
+                text = f"{value:.3%}"
+            elif value is not None and t["unit"] == "ms":
+                text = f"{value:.2f} ms"
+            verdict = "[green]pass[/]" if t["passed"] else "[bold red]FAIL[/]"
+            th.add_row(t["expression"], t["operation"] or "all", text, verdict)
+        console.print(th)
+    if data.get("aborted"):
+        console.print(f"[bold red]stopped early:[/] {data['aborted']}", highlight=False)
+
+
+# -- the command ------------------------------------------------------------------------------
+def _scenario_from(target: str, opts: dict[str, Any]) -> tuple[Scenario, Path, str]:
+    if "://" in target:
+        if opts["rate"] is None and opts["users"] is None:
+            fail("give --rate (open model) or --users (closed model) with a URL.")
+        if opts["rate"] is not None and opts["users"] is not None:
+            fail("give exactly one of --rate (open model) or --users (closed model).")
+        scenario = quick_scenario(target, opts)
+        compile_operations(scenario, Path.cwd(), "the command line")
+        return scenario, Path.cwd(), "command line"
+    given = [_OPTIONS.get(k, f"--{k.replace('_', '-')}") for k, v in opts.items() if v]
+    if given:
+        fail(f"{', '.join(given)} only apply to a URL; a scenario file sets them itself.")
+    path = Path(target)
+    if not path.is_file():
+        fail(f"{target} is neither a scenario file nor an http:// URL.")
+    scenario, root = load_scenario(path)
+    compile_operations(scenario, path.parent, str(path), root)
+    return scenario, path.parent, str(path)
+
+
+def _write(path: Path, text: str, what: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"could not write the {what} to {path} ({exc.strerror or exc}).")
 
 
 def load(
-    url: str = typer.Argument(..., help="Loopback URL to load, e.g. http://127.0.0.1:8000/"),
-    rate: float = typer.Option(None, "--rate", help="Open model: requests per second."),
-    users: int = typer.Option(None, "--users", help="Closed model: number of virtual users."),
-    duration: str = typer.Option("10s", "--duration", help="How long: 30s, 2m, 500ms or seconds."),
-    connections: int = typer.Option(64, "--connections", help="Open model: connection pool size."),
-    timeout: str = typer.Option("10s", "--timeout", help="Per-request timeout (and drain limit)."),
-    method: str = typer.Option("GET", "--method", help="HTTP method."),
-    ramp_up: str = typer.Option(
-        "0s", "--ramp-up", help="Closed model: spread user starts over this."
+    target: str = typer.Argument(
+        ..., help="A scenario file (YAML) or a loopback URL, e.g. http://127.0.0.1:8000/"
     ),
-    think: str = typer.Option(
-        "0s", "--think", help="Closed model: think time (mean for exponential)."
-    ),
+    rate: float = typer.Option(None, "--rate", help="URL: open model, requests per second."),
+    users: int = typer.Option(None, "--users", help="URL: closed model, virtual users."),
+    duration: str = typer.Option(None, "--duration", help="URL: 30s, 2m, 500ms (default 10s)."),
+    stage: list[str] = typer.Option(None, "--stage", help="URL: ramp, e.g. 10s:100 (repeat)."),
+    connections: int = typer.Option(None, "--connections", help="URL, open model: pool size."),
+    timeout: str = typer.Option(None, "--timeout", help="URL: per-request timeout (10s)."),
+    method: str = typer.Option(None, "--method", help="URL: HTTP method (GET)."),
+    header: list[str] = typer.Option(None, "-H", "--header", help="URL: 'Name: value'."),
+    body: str = typer.Option(None, "--body", help="URL: request body."),
+    body_file: Path = typer.Option(None, "--body-file", help="URL: request body from a file."),
+    ramp_up: str = typer.Option(None, "--ramp-up", help="URL, closed model: spread starts."),
+    think: str = typer.Option(None, "--think", help="URL, closed model: think time."),
     think_dist: str = typer.Option(
-        "constant",
-        "--think-dist",
-        help="Closed model: constant, uniform (0..2×think) or exponential.",
+        None, "--think-dist", help="URL, closed: constant, uniform (0..2×think), exponential."
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    seed: int = typer.Option(None, "--seed", help="URL: random seed (template values, think)."),
+    threshold: list[str] = typer.Option(
+        None, "--threshold", help="Pass/fail, e.g. 'p95 < 300ms', 'error_rate < 1%' (repeat)."
+    ),
+    processes: int = typer.Option(
+        None, "--processes", help="Engine processes (default: cores − 1, at least 1)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
     out: Path = typer.Option(None, "--out", help="Write the JSON report to this file."),
+    html: Path = typer.Option(None, "--html", help="Write the HTML report to this file."),
 ) -> None:
-    """Load a loopback service: open model with --rate, closed model with --users."""
-    if (rate is None) == (users is None):
-        fail("give exactly one of --rate (open model) or --users (closed model).")
+    """Load a loopback service from a scenario file, or a URL with --rate or --users."""
+    opts = {
+        "rate": rate, "users": users, "duration": duration, "stage": stage,
+        "connections": connections, "timeout": timeout, "method": method, "header": header,
+        "body": body, "body_file": body_file, "ramp_up": ramp_up, "think": think,
+        "think_dist": think_dist, "seed": seed,
+    }  # fmt: skip
     try:
-        duration_s = parse_duration(duration)
-        timeout_s = parse_duration(timeout)
-        coro: Coroutine[Any, Any, LoadResult]
-        if rate is not None:
-            coro = run_open(
-                url, rate=rate, duration_s=duration_s, connections=connections,
-                timeout_s=timeout_s, method=method,
-            )  # fmt: skip
+        scenario, base_dir, source = _scenario_from(target, opts)
+        thresholds: list[Threshold] = scenario.all_thresholds()
+        thresholds += [parse_threshold(text) for text in threshold or []]
+    except ScenarioError as exc:
+        fail(str(exc))
+    except (ThresholdError, ValueError) as exc:
+        fail(str(exc))
+    if processes is not None and processes < 1:
+        fail(f"--processes must be at least 1, not {processes}.")
+    started = datetime.now(UTC)
+    show = not json_out and console.is_terminal
+    try:
+        if show:
+            with Live(Text("starting…"), console=console, refresh_per_second=4) as view:
+                outcome = run_scenario(
+                    scenario, base_dir, processes=processes or default_processes(),
+                    thresholds=thresholds, on_update=lambda s: view.update(Group(live_view(s))),
+                )  # fmt: skip
         else:
-            mean = parse_duration(think)
-            dist = (
-                ThinkTime(think_dist, 0.0, 2 * mean)
-                if think_dist == "uniform"
-                else ThinkTime(think_dist, mean)
-            )
-            coro = run_closed(
-                url, users=users, duration_s=duration_s, ramp_up_s=parse_duration(ramp_up),
-                think=dist, timeout_s=timeout_s, method=method,
+            outcome = run_scenario(
+                scenario, base_dir, processes=processes or default_processes(),
+                thresholds=thresholds,
             )  # fmt: skip
-    except ValueError as exc:
-        fail(str(exc))
-    try:
-        result = run_async(coro)
-    except ValueError as exc:
-        fail(str(exc))
-    finally:
-        coro.close()
-    data = result.to_dict()
+    except RunError as exc:
+        fail(str(exc), exc.code)
+    result = outcome.result
+    verdicts = evaluate(thresholds, result.scope, outcome.aborted_by)
+    report = build_report(
+        result, scenario=scenario, source=source, thresholds=verdicts,
+        started_at=started, finished_at=datetime.now(UTC),
+    )  # fmt: skip
     if out is not None:
-        try:
-            out.write_text(json.dumps(data, indent=2) + "\n")
-        except OSError as exc:
-            fail(f"could not write the report to {out} ({exc.strerror or exc}).")
+        _write(out, json.dumps(report, indent=2) + "\n", "JSON report")
+    if html is not None:
+        _write(html, render_html(report), "HTML report")
     if json_out:
-        print_json(data)
+        print_json(report)
     else:
-        render(data)
+        render(report)
     if result.unreachable:
         fail(
-            f"{url} could not be reached: all {result.requests} requests were refused; "
+            f"{result.url} could not be reached: all {result.requests} requests were refused; "
             "is the service running?",
             EXIT_UNREACHABLE,
         )
+    failed = [v.threshold.label() for v in verdicts if not v.passed]
+    if failed:
+        fail(f"{len(failed)} of {len(verdicts)} thresholds failed: {', '.join(failed)}.", 1)
+    if result.aborted == "interrupted":
+        fail("the run was interrupted before its end.", EXIT_CHECK_FAILED)

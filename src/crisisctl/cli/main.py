@@ -5,7 +5,17 @@ from __future__ import annotations
 import typer
 
 from crisisctl import __version__
-from crisisctl.cli import demo, guard, load
+from crisisctl.cli import (
+    baseline,
+    compare,
+    demo,
+    guard,
+    incident,
+    load,
+    postmortem,
+    triage,
+    validate,
+)
 
 app = typer.Typer(
     name="crisisctl",
@@ -18,6 +28,12 @@ app = typer.Typer(
 app.add_typer(guard.app, name="guard")
 app.command("demo")(demo.demo)
 app.command("load")(load.load)
+app.command("compare")(compare.compare)
+app.command("validate")(validate.validate)
+app.command("triage")(triage.triage)
+app.add_typer(baseline.app, name="baseline")
+app.add_typer(incident.app, name="incident")
+app.command("postmortem")(postmortem.postmortem)
 
 
 def _version(value: bool) -> None:

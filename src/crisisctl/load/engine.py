@@ -1,42 +1,56 @@
-"""The load engine: open-model (`run_open`) and closed-model (`run_closed`) HTTP/1.1 runs.
+"""The load engine: open-model and closed-model HTTP/1.1 runs over weighted operations.
 
-Open model: requests arrive on a schedule — a constant rate, or stages that ramp the rate
-linearly (`RateSchedule`) — whatever happened to earlier requests. A pool of `connections`
-workers, each with one keep-alive `HttpClient`, takes the next due slot; latency is measured
-from the intended send time (corrected for coordinated omission) and from the actual send
-time (uncorrected). A slot that could not start within `timeout_s` of its intended time
-(no free connection) is dropped and counted; one that starts more than 1 ms late is a late
-start.
+Open model (`run_open_ops`, or `run_open` for one URL): requests arrive on a schedule — a
+constant rate, or stages that ramp the rate linearly (`RateSchedule`) — whatever happened to
+earlier requests. A pool of `connections` workers, each with one keep-alive `HttpClient`,
+takes the next due slot; latency is measured from the intended send time (corrected for
+coordinated omission) and from the actual send time (uncorrected). A slot that could not
+start within `timeout_s` of its intended time (no free connection) is dropped and counted;
+one that starts more than 1 ms late is a late start.
 
-Closed model: `users` virtual users, each with its own keep-alive connection, send a
-request, wait for the response, think (constant, uniform or exponential), and repeat;
-users start spread over `ramp_up_s`.
+Closed model (`run_closed_ops`, or `run_closed`): virtual users, each with its own keep-alive
+connection, send a request, wait for the response, think (constant, uniform or exponential),
+and repeat; the number of active users follows a schedule (user *i* runs while the schedule
+is above *i*: a ramp-up, or stages).
 
-Both runs are bounded: nothing is sent after `duration_s`; outstanding requests get at most
-`timeout_s` more, then are cancelled and counted as timeouts. Every latency goes into a
-`LatencyHistogram` (one per second too, for the time series); no latency list is kept.
+Each request is one of the run's `Operation`s, drawn by weight; its bytes come from the
+operation's template bound to the user's headers (e.g. a login cookie). Both runs are
+bounded: nothing is sent after the schedule ends (or after `stop()` asks for an early end);
+outstanding requests get at most `timeout_s` more, then are cancelled and counted as
+timeouts. Latencies go into `LatencyHistogram`s through a `Recorder`; once a second a `Tick`
+goes to `on_tick` (the live view, early aborts, other processes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import math
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
-from crisisctl.load.client import (
-    ERROR_KINDS,
-    HttpClient,
-    RequestError,
-    build_request,
-    parse_target,
-)
+from crisisctl.load.client import HttpClient, RequestError, build_request, parse_target
+from crisisctl.load.recorder import Recorder, Tick
+from crisisctl.load.recording import LoadResult, OperationStats
+from crisisctl.load.schedule import RateSchedule, ThinkTime
+from crisisctl.load.target import Target
+from crisisctl.load.templates import BoundRequest, FixedRequest
 from crisisctl.stats import LatencyHistogram
 
-__all__ = ["LoadResult", "RateSchedule", "ThinkTime", "run_closed", "run_open"]
+__all__ = [
+    "LoadResult",
+    "Operation",
+    "RateSchedule",
+    "ThinkTime",
+    "run_closed",
+    "run_closed_ops",
+    "run_open",
+    "run_open_ops",
+]
 
 #: A request that starts more than this long after its intended time counts as a late start.
 LATE_START_S = 0.001
@@ -44,254 +58,69 @@ LATE_START_S = 0.001
 EARLY_S = 0.0005
 
 
-# -- schedules -------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class RateSchedule:
-    """Arrival rate over time: linear segments (duration_s, start_rate, end_rate)."""
+# -- operations ------------------------------------------------------------------------------
+class RequestSource(Protocol):
+    """Anything that gives the request a user sends, bound to the user's extra headers."""
 
-    segments: tuple[tuple[float, float, float], ...]
-
-    @classmethod
-    def constant(cls, rate: float, duration_s: float) -> RateSchedule:
-        """`rate` requests/s for `duration_s` seconds."""
-        return cls.from_stages(rate, [(duration_s, rate)])
-
-    @classmethod
-    def from_stages(cls, start_rate: float, stages: Sequence[tuple[float, float]]) -> RateSchedule:
-        """From `start_rate`, each stage ramps linearly to its target rate over its duration."""
-        if not stages:
-            raise ValueError("a staged schedule needs at least one (duration_s, rate) stage.")
-        segments = []
-        previous = start_rate
-        for duration_s, target in [(0.0, start_rate), *stages]:
-            if not (math.isfinite(duration_s) and duration_s >= 0):
-                raise ValueError(f"stage durations must be ≥ 0 seconds, not {duration_s!r}.")
-            if not (math.isfinite(target) and target >= 0):
-                raise ValueError(f"rates must be ≥ 0 requests per second, not {target!r}.")
-            if duration_s > 0:
-                segments.append((float(duration_s), float(previous), float(target)))
-            previous = target
-        schedule = cls(tuple(segments))
-        if schedule.duration_s <= 0:
-            raise ValueError("the schedule must last longer than 0 seconds.")
-        return schedule
-
-    @property
-    def duration_s(self) -> float:
-        """Total length of the schedule in seconds."""
-        return sum(d for d, _, _ in self.segments)
-
-    def rate_at(self, t: float) -> float:
-        """The target rate (requests/s) `t` seconds into the schedule (0 outside it)."""
-        start = 0.0
-        for d, r0, r1 in self.segments:
-            if start <= t < start + d:
-                return r0 + (r1 - r0) * (t - start) / d
-            start += d
-        return 0.0
-
-    def expected(self) -> float:
-        """Requests the schedule asks for in total (the area under the rate)."""
-        return sum(d * (r0 + r1) / 2.0 for d, r0, r1 in self.segments)
-
-    def send_times(self) -> Iterator[float]:
-        """Offsets (s) of every request: request k is due when the integral of the rate is k."""
-        k = 0
-        start = 0.0
-        before = 0.0  # requests the earlier segments account for
-        for d, r0, r1 in self.segments:
-            a = (r1 - r0) / (2.0 * d)
-            area = d * (r0 + r1) / 2.0
-            while k - before < area - 1e-9:
-                need = max(k - before, 0.0)
-                # solve a t² + r0 t = need for the smallest t ≥ 0, in a cancellation-free form
-                disc = r0 * r0 + 4.0 * a * need
-                denom = r0 + math.sqrt(max(disc, 0.0))
-                t = 2.0 * need / denom if denom > 0 else 0.0
-                yield start + min(t, d)
-                k += 1
-            before += area
-            start += d
+    def bind(self, extra_headers: Mapping[str, str] | None = None) -> BoundRequest: ...
 
 
 @dataclass(frozen=True, slots=True)
-class ThinkTime:
-    """A closed-model user's pause between requests: constant, uniform or exponential."""
+class Operation:
+    """One kind of request of a run, drawn with probability weight ÷ total weight."""
 
-    kind: str = "constant"
-    #: constant: the pause; exponential: the mean; uniform: the low bound (seconds)
-    value_s: float = 0.0
-    #: uniform only: the high bound (seconds)
-    high_s: float = 0.0
+    name: str
+    request: RequestSource
+    weight: float = 1.0
+    #: statuses that pass the operation's check (None: any status below 400)
+    expect: frozenset[int] | None = None
+    method: str = "GET"
+    path: str = "/"
 
-    def __post_init__(self) -> None:
-        if self.kind not in ("constant", "uniform", "exponential"):
-            raise ValueError(
-                f"think time must be constant, uniform or exponential, not {self.kind!r}."
-            )
-        if not (math.isfinite(self.value_s) and self.value_s >= 0):
-            raise ValueError(f"think time must be ≥ 0 seconds, not {self.value_s!r}.")
-        if self.kind == "uniform" and not (
-            math.isfinite(self.high_s) and self.high_s >= self.value_s
-        ):
-            raise ValueError("a uniform think time needs high_s ≥ value_s.")
-
-    def draw(self, rng: random.Random) -> float:
-        """One pause in seconds."""
-        if self.kind == "uniform":
-            return rng.uniform(self.value_s, self.high_s)
-        if self.kind == "exponential":
-            return rng.expovariate(1.0 / self.value_s) if self.value_s > 0 else 0.0
-        return self.value_s
+    def stats(self) -> OperationStats:
+        """Empty figures for this operation."""
+        return OperationStats(self.name, self.method, self.path, self.weight, self.expect)
 
 
-# -- results ---------------------------------------------------------------------------------
-@dataclass(slots=True)
-class _Second:
-    requests: int = 0
-    errors: int = 0
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+class _Picker:
+    """A user's operations, bound to its headers, and the weighted draw between them."""
 
-    def as_dict(self, second: int) -> dict[str, Any]:
-        p50, p95, p99 = self.latency.percentiles((50.0, 95.0, 99.0))
-        return {
-            "second": second,
-            "requests": self.requests,
-            "errors": self.errors,
-            "p50_ms": p50 / 1000.0,
-            "p95_ms": p95 / 1000.0,
-            "p99_ms": p99 / 1000.0,
-        }
+    __slots__ = ("bound", "cumulative", "head_only", "stats", "total")
 
+    def __init__(
+        self, ops: Sequence[Operation], stats: Sequence[OperationStats], headers: Mapping[str, str]
+    ) -> None:
+        self.stats = list(stats)
+        self.bound = [op.request.bind(headers) for op in ops]
+        self.head_only = [op.method.upper() == "HEAD" for op in ops]
+        self.cumulative = list(itertools.accumulate(op.weight for op in ops))
+        self.total = self.cumulative[-1]
 
-@dataclass(slots=True)
-class LoadResult:
-    """What one run measured. ``requests == completed + sum(errors.values())``."""
-
-    model: str
-    url: str
-    duration_s: float
-    timeout_s: float
-    #: open model: the mean target rate; closed model: 0
-    target_rate: float = 0.0
-    connections: int = 0
-    users: int = 0
-    #: requests started
-    requests: int = 0
-    #: requests that got a complete response
-    completed: int = 0
-    status_counts: dict[int, int] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
-    bytes_received: int = 0
-    #: connections opened (keep-alive reuse: far fewer than requests)
-    connects: int = 0
-    #: open model: slots that started more than 1 ms after their intended time
-    late_starts: int = 0
-    #: open model: slots never started (no free connection within the timeout, or run over)
-    dropped: int = 0
-    #: open model: from the intended send time; closed model: the only histogram
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-    #: open model: from the actual send time; None for the closed model
-    latency_uncorrected: LatencyHistogram | None = None
-    elapsed_s: float = 0.0
-    per_second: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def error_total(self) -> int:
-        """Requests that ended in an error instead of a response."""
-        return sum(self.errors.values())
-
-    @property
-    def requests_per_second(self) -> float:
-        """Requests started per second of the run's duration."""
-        return self.requests / self.duration_s if self.duration_s > 0 else 0.0
-
-    @property
-    def unreachable(self) -> bool:
-        """True when requests were made and every one was refused."""
-        return self.requests > 0 and self.errors.get("refused", 0) == self.requests
-
-    def to_dict(self, histograms: bool = False) -> dict[str, Any]:
-        """JSON-able, snake_case keys, latencies in ms (raw histograms too if `histograms`)."""
-        out: dict[str, Any] = {
-            "model": self.model,
-            "url": self.url,
-            "duration_s": self.duration_s,
-            "timeout_s": self.timeout_s,
-            "target_rate": self.target_rate,
-            "connections": self.connections,
-            "users": self.users,
-            "requests": self.requests,
-            "completed": self.completed,
-            "requests_per_second": round(self.requests_per_second, 3),
-            "status_counts": {str(code): n for code, n in sorted(self.status_counts.items())},
-            "errors": dict(self.errors),
-            "error_total": self.error_total,
-            "bytes_received": self.bytes_received,
-            "connects": self.connects,
-            "late_starts": self.late_starts,
-            "dropped": self.dropped,
-            "elapsed_s": round(self.elapsed_s, 6),
-            "latency_ms": self.latency.summary().as_dict(),
-            "latency_uncorrected_ms": (
-                None
-                if self.latency_uncorrected is None
-                else self.latency_uncorrected.summary().as_dict()
-            ),
-            "per_second": list(self.per_second),
-        }
-        if histograms:
-            out["histograms"] = {
-                "latency": self.latency.to_dict(),
-                "latency_uncorrected": (
-                    None if self.latency_uncorrected is None else self.latency_uncorrected.to_dict()
-                ),
-            }
-        return out
+    def pick(self, rng: random.Random) -> int:
+        if len(self.cumulative) == 1:
+            return 0
+        index = bisect.bisect_right(self.cumulative, rng.random() * self.total)
+        return min(index, len(self.cumulative) - 1)
 
 
-# -- shared run state ------------------------------------------------------------------------
-class _Recorder:
-    """Counts into a `LoadResult` and its per-second buckets (bounded by the run length)."""
+class _Control:
+    """When sending stops (moved earlier by an abort) and why the run stopped early."""
 
-    def __init__(self, result: LoadResult, t0: float) -> None:
-        self.result = result
-        self.t0 = t0
-        self.seconds = [
-            _Second() for _ in range(math.ceil(result.duration_s + result.timeout_s) + 2)
-        ]
+    __slots__ = ("aborted", "stop_at")
 
-    def _second(self, now: float) -> _Second:
-        index = min(max(int(now - self.t0), 0), len(self.seconds) - 1)
-        return self.seconds[index]
+    def __init__(self, stop_at: float) -> None:
+        self.stop_at = stop_at
+        self.aborted: str | None = None
 
-    def response(self, status: int, body_bytes: int, corrected_us: int, raw_us: int | None) -> None:
-        res = self.result
-        res.completed += 1
-        res.status_counts[status] = res.status_counts.get(status, 0) + 1
-        res.bytes_received += body_bytes
-        res.latency.record_us(corrected_us)
-        if raw_us is not None and res.latency_uncorrected is not None:
-            res.latency_uncorrected.record_us(raw_us)
-        sec = self._second(time.monotonic())
-        sec.requests += 1
-        sec.latency.record_us(corrected_us)
 
-    def error(self, kind: str) -> None:
-        self.result.errors[kind] = self.result.errors.get(kind, 0) + 1
-        sec = self._second(time.monotonic())
-        sec.requests += 1
-        sec.errors += 1
-
-    def finish(self, clients: Sequence[HttpClient]) -> None:
-        res = self.result
-        res.elapsed_s = time.monotonic() - self.t0
-        res.connects = sum(c.connects for c in clients)
-        last = max(
-            (i for i, s in enumerate(self.seconds) if s.requests),
-            default=math.ceil(res.duration_s) - 1,
-        )
-        res.per_second = [self.seconds[i].as_dict(i) for i in range(last + 1)]
+def _check_ops(operations: Sequence[Operation]) -> None:
+    if not operations:
+        raise ValueError("a run needs at least one operation.")
+    names = [op.name for op in operations]
+    if len(set(names)) != len(names):
+        raise ValueError("operation names must be unique.")
+    if any(not (math.isfinite(op.weight) and op.weight > 0) for op in operations):
+        raise ValueError("operation weights must be positive numbers.")
 
 
 def _check_common(duration_s: float, timeout_s: float) -> None:
@@ -301,21 +130,191 @@ def _check_common(duration_s: float, timeout_s: float) -> None:
         raise ValueError(f"the timeout must be a positive number of seconds, not {timeout_s!r}.")
 
 
-async def _run_bounded(tasks: list[asyncio.Task[None]], deadline: float) -> None:
-    """Wait for `tasks` until `deadline` (monotonic), then cancel the rest; re-raise bugs."""
+async def _ticker(
+    rec: Recorder,
+    ctl: _Control,
+    on_tick: Callable[[Tick], None] | None,
+    stop: Callable[[], str | None] | None,
+) -> None:
+    """Report each closed second to `on_tick`; poll `stop` (5 times a second)."""
+    while True:
+        now = time.monotonic()
+        for tick in rec.ticks(now):
+            if on_tick is not None:
+                on_tick(tick)
+        if stop is not None and ctl.aborted is None:
+            reason = stop()
+            if reason is not None:
+                ctl.aborted = reason
+                ctl.stop_at = min(ctl.stop_at, now)
+        to_boundary = 1.0 - ((now - rec.t0) % 1.0)
+        await asyncio.sleep(min(0.2, to_boundary + 0.0005))
+
+
+async def _drive(
+    workers: list[asyncio.Task[None]],
+    rec: Recorder,
+    ctl: _Control,
+    timeout_s: float,
+    on_tick: Callable[[Tick], None] | None,
+    stop: Callable[[], str | None] | None,
+) -> None:
+    """Run `workers` until they end, or until `timeout_s` after the stop time; then cancel
+    the rest (their requests count as timeouts) and re-raise any bug."""
+    ticker = asyncio.create_task(_ticker(rec, ctl, on_tick, stop))
     try:
-        if tasks:
-            await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.0))
+        pending = set(workers)
+        while pending:
+            left = ctl.stop_at + timeout_s - time.monotonic()
+            if left <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=min(left, 0.25))
     finally:
-        for task in tasks:
+        ticker.cancel()
+        for task in workers:
             task.cancel()
-        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        outcomes = await asyncio.gather(*workers, ticker, return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
             raise outcome
 
 
+def _finish(
+    rec: Recorder,
+    clients: Sequence[HttpClient],
+    ctl: _Control,
+    on_tick: Callable[[Tick], None] | None,
+) -> None:
+    if ctl.aborted is not None:
+        rec.result.aborted = ctl.aborted
+        # the rate is counted over the time the run actually sent
+        rec.result.duration_s = max(min(ctl.stop_at - rec.t0, rec.result.duration_s), 1e-3)
+    for tick in rec.finish(time.monotonic(), sum(c.connects for c in clients)):
+        if on_tick is not None:
+            on_tick(tick)
+
+
 # -- open model ------------------------------------------------------------------------------
+async def run_open_ops(
+    target: Target,
+    operations: Sequence[Operation],
+    *,
+    schedule: RateSchedule,
+    connections: int = 64,
+    timeout_s: float = 10.0,
+    sessions: Sequence[Mapping[str, str]] = (),
+    url: str | None = None,
+    seed: int | None = None,
+    on_tick: Callable[[Tick], None] | None = None,
+    stop: Callable[[], str | None] | None = None,
+) -> LoadResult:
+    """Send `operations` (drawn by weight) at the arrival rate of `schedule`, open model.
+
+    Connection *i* sends with the extra headers ``sessions[i % len(sessions)]`` (e.g. a
+    login cookie). `on_tick` gets a `Tick` per second; when `stop()` returns a reason the
+    run stops sending and `LoadResult.aborted` holds it. Raises ValueError for bad numbers.
+    """
+    duration_s = schedule.duration_s
+    _check_common(duration_s, timeout_s)
+    _check_ops(operations)
+    if connections < 1:
+        raise ValueError(f"--connections must be at least 1, not {connections!r}.")
+    result = LoadResult(
+        model="open",
+        url=url or f"http://{target.host_header}{target.path}",
+        duration_s=duration_s,
+        timeout_s=timeout_s,
+        target_rate=schedule.expected() / duration_s,
+        connections=connections,
+        latency_uncorrected=LatencyHistogram(),
+    )
+    stats = [op.stats() for op in operations]
+    pickers = [
+        _Picker(operations, stats, sessions[i % len(sessions)] if sessions else {})
+        for i in range(connections)
+    ]
+    clients = []
+    for picker in pickers:
+        first = picker.bound[0].fixed
+        clients.append(
+            HttpClient(target, first or b"", timeout_s=timeout_s, head_only=picker.head_only[0])
+        )
+    rng = random.Random(seed)
+    t0 = time.monotonic()
+    ctl = _Control(t0 + duration_s)
+    rec = Recorder(result, t0, stats)
+    slots = schedule.send_times()
+    single = len(operations) == 1
+
+    async def worker(client: HttpClient, picker: _Picker) -> None:
+        in_flight = False
+        op = picker.stats[0]
+        request: bytes | None = None
+        head_only = picker.head_only[0]
+        fixed = single and picker.bound[0].fixed is not None
+        try:
+            for offset in slots:
+                intended = t0 + offset
+                if intended >= ctl.stop_at:
+                    return
+                now = time.monotonic()
+                if now >= ctl.stop_at:
+                    if ctl.aborted is None:
+                        result.dropped += 1
+                    return
+                delay = intended - now
+                if delay > EARLY_S:
+                    await asyncio.sleep(delay - EARLY_S)
+                    now = time.monotonic()
+                    if intended - now > EARLY_S:
+                        await asyncio.sleep(intended - now)
+                        now = time.monotonic()
+                    if intended >= ctl.stop_at:
+                        return  # the run was stopped early while this slot waited
+                elif now - intended > timeout_s:
+                    result.dropped += 1  # no connection was free within the timeout
+                    continue
+                if now - intended > LATE_START_S:
+                    result.late_starts += 1
+                if not fixed:
+                    index = picker.pick(rng)
+                    op = picker.stats[index]
+                    request = picker.bound[index].render(rng)
+                    head_only = picker.head_only[index]
+                rec.sent(op)
+                in_flight = True
+                try:
+                    response = await client.send(request=request, head_only=head_only)
+                except RequestError as exc:
+                    in_flight = False
+                    rec.error(op, exc.kind, time.monotonic())
+                    continue
+                in_flight = False
+                done = time.monotonic()
+                rec.response(
+                    op,
+                    response.status,
+                    response.body_bytes,
+                    int((done - min(intended, now)) * 1_000_000),
+                    int((done - now) * 1_000_000),
+                    done,
+                )
+        except asyncio.CancelledError:
+            if in_flight:
+                rec.error(op, "timeout", time.monotonic())
+            raise
+        finally:
+            client.close()
+
+    tasks = [asyncio.create_task(worker(c, p)) for c, p in zip(clients, pickers, strict=True)]
+    await _drive(tasks, rec, ctl, timeout_s, on_tick, stop)
+    # slots due before the end that no worker took (every connection was busy)
+    if ctl.aborted is None:
+        result.dropped += sum(1 for offset in slots if t0 + offset < ctl.stop_at)
+    _finish(rec, clients, ctl, on_tick)
+    return result
+
+
 async def run_open(
     url: str,
     *,
@@ -342,85 +341,119 @@ async def run_open(
             raise ValueError(f"the rate must be a positive number of requests/s, not {rate!r}.")
         _check_common(duration_s, timeout_s)
         schedule = RateSchedule.constant(rate, duration_s)
-    duration_s = schedule.duration_s
+    request = FixedRequest(build_request(target, method, body, headers))
+    op = Operation(f"{method.upper()} {target.path}", request, method=method, path=target.path)
+    return await run_open_ops(
+        target, [op], schedule=schedule, connections=connections, timeout_s=timeout_s, url=url
+    )
+
+
+# -- closed model ----------------------------------------------------------------------------
+async def run_closed_ops(
+    target: Target,
+    operations: Sequence[Operation],
+    *,
+    users: RateSchedule,
+    think: ThinkTime | None = None,
+    timeout_s: float = 10.0,
+    sessions: Sequence[Mapping[str, str]] = (),
+    url: str | None = None,
+    seed: int | None = None,
+    on_tick: Callable[[Tick], None] | None = None,
+    stop: Callable[[], str | None] | None = None,
+) -> LoadResult:
+    """Virtual users send `operations` (drawn by weight), closed model.
+
+    `users` gives the number of active users over time: user *i* (one keep-alive connection,
+    extra headers ``sessions[i % len(sessions)]``) runs while the schedule is above *i*, and
+    the run lasts as long as the schedule. `on_tick` and `stop` as for `run_open_ops`.
+    """
+    duration_s = users.duration_s
     _check_common(duration_s, timeout_s)
-    if connections < 1:
-        raise ValueError(f"--connections must be at least 1, not {connections!r}.")
-    request = build_request(target, method, body, headers)
+    _check_ops(operations)
+    count = math.ceil(max(max(r0, r1) for _, r0, r1 in users.segments) - 1e-9)
+    if count < 1:
+        raise ValueError("the closed model needs at least one user.")
+    think = think or ThinkTime()
     result = LoadResult(
-        model="open",
-        url=url,
+        model="closed",
+        url=url or f"http://{target.host_header}{target.path}",
         duration_s=duration_s,
         timeout_s=timeout_s,
-        target_rate=schedule.expected() / duration_s,
-        connections=connections,
-        latency_uncorrected=LatencyHistogram(),
+        users=count,
     )
-    head_only = method.upper() == "HEAD"
-    clients = [
-        HttpClient(target, request, timeout_s=timeout_s, head_only=head_only)
-        for _ in range(connections)
+    stats = [op.stats() for op in operations]
+    pickers = [
+        _Picker(operations, stats, sessions[i % len(sessions)] if sessions else {})
+        for i in range(count)
     ]
+    clients = [
+        HttpClient(target, p.bound[0].fixed or b"", timeout_s=timeout_s, head_only=p.head_only[0])
+        for p in pickers
+    ]
+    rng = random.Random(seed)
     t0 = time.monotonic()
-    stop_at = t0 + duration_s
-    rec = _Recorder(result, t0)
-    slots = schedule.send_times()
+    ctl = _Control(t0 + duration_s)
+    rec = Recorder(result, t0, stats)
+    single = len(operations) == 1
+    no_think = think.value_s == 0 and think.kind == "constant"
 
-    async def worker(client: HttpClient) -> None:
+    async def user(index: int, client: HttpClient, picker: _Picker) -> None:
         in_flight = False
+        op = picker.stats[0]
+        request: bytes | None = None
+        head_only = picker.head_only[0]
+        fixed = single and picker.bound[0].fixed is not None
         try:
-            for offset in slots:
-                intended = t0 + offset
-                if intended >= stop_at:
-                    return
-                now = time.monotonic()
-                if now >= stop_at:
-                    result.dropped += 1
-                    return
-                delay = intended - now
-                if delay > EARLY_S:
-                    await asyncio.sleep(delay - EARLY_S)
-                    now = time.monotonic()
-                    if intended - now > EARLY_S:
-                        await asyncio.sleep(intended - now)
-                        now = time.monotonic()
-                elif now - intended > timeout_s:
-                    result.dropped += 1  # no connection was free within the timeout
+            while (sent_at := time.monotonic()) < ctl.stop_at:
+                t = sent_at - t0
+                if users.rate_at(t) <= index + 1e-9:  # not active now: wait for its turn
+                    due = users.next_time_above(index + 1e-9, t)
+                    if due is None:
+                        return
+                    wait = min(t0 + due - sent_at, ctl.stop_at - sent_at, 1.0)
+                    await asyncio.sleep(max(wait, 0.0005))
                     continue
-                if now - intended > LATE_START_S:
-                    result.late_starts += 1
-                result.requests += 1
+                if not fixed:
+                    pick = picker.pick(rng)
+                    op = picker.stats[pick]
+                    request = picker.bound[pick].render(rng)
+                    head_only = picker.head_only[pick]
+                rec.sent(op)
                 in_flight = True
                 try:
-                    response = await client.send()
+                    response = await client.send(request=request, head_only=head_only)
                 except RequestError as exc:
                     in_flight = False
-                    rec.error(exc.kind)
-                    continue
-                in_flight = False
-                done = time.monotonic()
-                rec.response(
-                    response.status,
-                    response.body_bytes,
-                    int((done - min(intended, now)) * 1_000_000),
-                    int((done - now) * 1_000_000),
-                )
+                    rec.error(op, exc.kind, time.monotonic())
+                    if exc.kind == "refused":
+                        await asyncio.sleep(min(0.01, max(ctl.stop_at - time.monotonic(), 0.0)))
+                else:
+                    in_flight = False
+                    done = time.monotonic()
+                    us = int((done - sent_at) * 1_000_000)
+                    rec.response(op, response.status, response.body_bytes, us, None, done)
+                pause = min(think.draw(rng), ctl.stop_at - time.monotonic())
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                elif no_think:
+                    await asyncio.sleep(0)  # let the other users run
         except asyncio.CancelledError:
             if in_flight:
-                rec.error("timeout")
+                rec.error(op, "timeout", time.monotonic())
             raise
         finally:
             client.close()
 
-    tasks = [asyncio.create_task(worker(c)) for c in clients]
-    await _run_bounded(tasks, stop_at + timeout_s)
-    # slots due before the end that no worker took (every connection was busy)
-    result.dropped += sum(1 for offset in slots if t0 + offset < stop_at)
-    rec.finish(clients)
+    tasks = [
+        asyncio.create_task(user(i, c, p))
+        for i, (c, p) in enumerate(zip(clients, pickers, strict=True))
+    ]
+    await _drive(tasks, rec, ctl, timeout_s, on_tick, stop)
+    _finish(rec, clients, ctl, on_tick)
     return result
 
 
-# -- closed model ----------------------------------------------------------------------------
 async def run_closed(
     url: str,
     *,
@@ -446,53 +479,13 @@ async def run_closed(
         raise ValueError(f"--users must be at least 1, not {users!r}.")
     if not (math.isfinite(ramp_up_s) and 0 <= ramp_up_s <= duration_s):
         raise ValueError(f"the ramp-up must be between 0 and the duration, not {ramp_up_s!r}.")
-    think = think or ThinkTime()
-    request = build_request(target, method, body, headers)
-    result = LoadResult(
-        model="closed", url=url, duration_s=duration_s, timeout_s=timeout_s, users=users
+    if ramp_up_s > 0:
+        steps = [(ramp_up_s, float(users)), (duration_s - ramp_up_s, float(users))]
+        schedule = RateSchedule.from_stages(0, [s for s in steps if s[0] > 0])
+    else:
+        schedule = RateSchedule.constant(users, duration_s)
+    request = FixedRequest(build_request(target, method, body, headers))
+    op = Operation(f"{method.upper()} {target.path}", request, method=method, path=target.path)
+    return await run_closed_ops(
+        target, [op], users=schedule, think=think, timeout_s=timeout_s, url=url, seed=seed
     )
-    head_only = method.upper() == "HEAD"
-    clients = [
-        HttpClient(target, request, timeout_s=timeout_s, head_only=head_only) for _ in range(users)
-    ]
-    rng = random.Random(seed)
-    t0 = time.monotonic()
-    stop_at = t0 + duration_s
-    rec = _Recorder(result, t0)
-
-    async def user(index: int, client: HttpClient) -> None:
-        in_flight = False
-        try:
-            start = t0 + index * ramp_up_s / users
-            if start > time.monotonic():
-                await asyncio.sleep(start - time.monotonic())
-            while (sent_at := time.monotonic()) < stop_at:
-                result.requests += 1
-                in_flight = True
-                try:
-                    response = await client.send()
-                except RequestError as exc:
-                    in_flight = False
-                    rec.error(exc.kind)
-                    if exc.kind == "refused":
-                        await asyncio.sleep(min(0.01, max(stop_at - time.monotonic(), 0.0)))
-                else:
-                    in_flight = False
-                    us = int((time.monotonic() - sent_at) * 1_000_000)
-                    rec.response(response.status, response.body_bytes, us, None)
-                pause = min(think.draw(rng), stop_at - time.monotonic())
-                if pause > 0:
-                    await asyncio.sleep(pause)
-                elif think.value_s == 0 and think.kind == "constant":
-                    await asyncio.sleep(0)  # let the other users run
-        except asyncio.CancelledError:
-            if in_flight:
-                rec.error("timeout")
-            raise
-        finally:
-            client.close()
-
-    tasks = [asyncio.create_task(user(i, c)) for i, c in enumerate(clients)]
-    await _run_bounded(tasks, stop_at + timeout_s)
-    rec.finish(clients)
-    return result

@@ -1,0 +1,103 @@
+"""The JSON load report: the result, the configuration, thresholds and the environment.
+
+`build_report` assembles what ``crisisctl load --out`` writes and ``--json`` prints: every
+field of `LoadResult.to_dict()` (``"report": "load"``, global and per-operation figures, the
+per-second series), plus ``config`` (the scenario as run), ``thresholds`` (each with its value
+and verdict), ``latency_spectrum_ms`` (the percentile spectrum the HTML report draws),
+``started_at``/``finished_at`` (ISO 8601 UTC) and ``environment`` (versions, cores).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from crisisctl import __version__
+from crisisctl.load.recording import LoadResult
+from crisisctl.load.scenario import Scenario
+from crisisctl.load.thresholds import ThresholdResult
+from crisisctl.stats import LatencyHistogram
+
+__all__ = ["SPECTRUM_PERCENTILES", "build_report", "environment", "spectrum", "utc_iso"]
+
+#: Percentiles of the spectrum: from the median to the max, denser in the tail.
+SPECTRUM_PERCENTILES: tuple[float, ...] = (
+    0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 97.5, 99.0, 99.5, 99.75, 99.9, 99.95, 99.99,
+    99.999, 100.0,
+)  # fmt: skip
+
+
+def utc_iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds, e.g. ``2026-11-23T10:00:00.123Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """Where the run happened: versions, platform, cores."""
+    import crisisctl.stats
+
+    return {
+        "crisisctl_version": __version__,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "uvloop": _version("uvloop"),
+        "httptools": _version("httptools"),
+        "stats_compiled": not crisisctl.stats.__file__.endswith(".py"),
+        "argv0": os.path.basename(sys.argv[0]) if sys.argv else None,
+    }
+
+
+def spectrum(hist: LatencyHistogram) -> list[dict[str, float]]:
+    """[{percentile, latency_ms}] at `SPECTRUM_PERCENTILES` (empty without samples)."""
+    if hist.count == 0:
+        return []
+    values = hist.percentiles(SPECTRUM_PERCENTILES)
+    return [
+        {"percentile": p, "latency_ms": v / 1000.0}
+        for p, v in zip(SPECTRUM_PERCENTILES, values, strict=True)
+    ]
+
+
+def build_report(
+    result: LoadResult,
+    *,
+    scenario: Scenario,
+    source: str,
+    thresholds: Sequence[ThresholdResult],
+    started_at: datetime,
+    finished_at: datetime,
+) -> dict[str, Any]:
+    """The whole JSON report of a run."""
+    report = result.to_dict()
+    passed = all(t.passed for t in thresholds)
+    report.update(
+        {
+            "name": scenario.name,
+            "started_at": utc_iso(started_at),
+            "finished_at": utc_iso(finished_at),
+            "config": {
+                "source": source,
+                "scenario": scenario.model_dump(mode="json", by_alias=True, exclude_none=True),
+            },
+            "thresholds": [t.as_dict() for t in thresholds],
+            "thresholds_passed": passed,
+            "latency_spectrum_ms": spectrum(result.latency),
+            "environment": environment(),
+        }
+    )
+    return report

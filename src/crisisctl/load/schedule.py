@@ -1,0 +1,126 @@
+"""Schedules of a load run: the open model's arrival rate and the closed model's users over
+time (`RateSchedule`, linear segments), and a closed-model user's think time (`ThinkTime`)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+__all__ = ["RateSchedule", "ThinkTime"]
+
+
+# -- schedules -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RateSchedule:
+    """Arrival rate over time: linear segments (duration_s, start_rate, end_rate)."""
+
+    segments: tuple[tuple[float, float, float], ...]
+
+    @classmethod
+    def constant(cls, rate: float, duration_s: float) -> RateSchedule:
+        """`rate` requests/s for `duration_s` seconds."""
+        return cls.from_stages(rate, [(duration_s, rate)])
+
+    @classmethod
+    def from_stages(cls, start_rate: float, stages: Sequence[tuple[float, float]]) -> RateSchedule:
+        """From `start_rate`, each stage ramps linearly to its target rate over its duration."""
+        if not stages:
+            raise ValueError("a staged schedule needs at least one (duration_s, rate) stage.")
+        segments = []
+        previous = start_rate
+        for duration_s, target in [(0.0, start_rate), *stages]:
+            if not (math.isfinite(duration_s) and duration_s >= 0):
+                raise ValueError(f"stage durations must be ≥ 0 seconds, not {duration_s!r}.")
+            if not (math.isfinite(target) and target >= 0):
+                raise ValueError(f"rates must be ≥ 0 requests per second, not {target!r}.")
+            if duration_s > 0:
+                segments.append((float(duration_s), float(previous), float(target)))
+            previous = target
+        schedule = cls(tuple(segments))
+        if schedule.duration_s <= 0:
+            raise ValueError("the schedule must last longer than 0 seconds.")
+        return schedule
+
+    @property
+    def duration_s(self) -> float:
+        """Total length of the schedule in seconds."""
+        return sum(d for d, _, _ in self.segments)
+
+    def rate_at(self, t: float) -> float:
+        """The target rate (requests/s) `t` seconds into the schedule (0 outside it)."""
+        start = 0.0
+        for d, r0, r1 in self.segments:
+            if start <= t < start + d:
+                return r0 + (r1 - r0) * (t - start) / d
+            start += d
+        return 0.0
+
+    def next_time_above(self, level: float, after: float) -> float | None:
+        """The first time ≥ `after` at which the rate is above `level` (None: never again)."""
+        start = 0.0
+        for d, r0, r1 in self.segments:
+            end = start + d
+            if end > after:
+                t = max(after, start)
+                if r0 + (r1 - r0) * (t - start) / d > level:
+                    return t
+                if r1 > level:  # crosses `level` inside this segment
+                    return start + (level - r0) / (r1 - r0) * d + 1e-6
+            start = end
+        return None
+
+    def expected(self) -> float:
+        """Requests the schedule asks for in total (the area under the rate)."""
+        return sum(d * (r0 + r1) / 2.0 for d, r0, r1 in self.segments)
+
+    def send_times(self) -> Iterator[float]:
+        """Offsets (s) of every request: request k is due when the integral of the rate is k."""
+        k = 0
+        start = 0.0
+        before = 0.0  # requests the earlier segments account for
+        for d, r0, r1 in self.segments:
+            a = (r1 - r0) / (2.0 * d)
+            area = d * (r0 + r1) / 2.0
+            while k - before < area - 1e-9:
+                need = max(k - before, 0.0)
+                # solve a t² + r0 t = need for the smallest t ≥ 0, in a cancellation-free form
+                disc = r0 * r0 + 4.0 * a * need
+                denom = r0 + math.sqrt(max(disc, 0.0))
+                t = 2.0 * need / denom if denom > 0 else 0.0
+                yield start + min(t, d)
+                k += 1
+            before += area
+            start += d
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkTime:
+    """A closed-model user's pause between requests: constant, uniform or exponential."""
+
+    kind: str = "constant"
+    #: constant: the pause; exponential: the mean; uniform: the low bound (seconds)
+    value_s: float = 0.0
+    #: uniform only: the high bound (seconds)
+    high_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("constant", "uniform", "exponential"):
+            raise ValueError(
+                f"think time must be constant, uniform or exponential, not {self.kind!r}."
+            )
+        if not (math.isfinite(self.value_s) and self.value_s >= 0):
+            raise ValueError(f"think time must be ≥ 0 seconds, not {self.value_s!r}.")
+        if self.kind == "uniform" and not (
+            math.isfinite(self.high_s) and self.high_s >= self.value_s
+        ):
+            raise ValueError("a uniform think time needs high_s ≥ value_s.")
+
+    def draw(self, rng: random.Random) -> float:
+        """One pause in seconds."""
+        if self.kind == "uniform":
+            return rng.uniform(self.value_s, self.high_s)
+        if self.kind == "exponential":
+            return rng.expovariate(1.0 / self.value_s) if self.value_s > 0 else 0.0
+        return self.value_s

@@ -1,0 +1,470 @@
+"""`crisisctl validate`'s engine: run the seeds' phase-5 checks against a loopback service.
+
+`run_validation(url, options)` first makes sure the service answers at all (`Unreachable`
+otherwise), then runs each check of `validate_report.CHECK_NAMES` in turn, each under its own
+time cap and all under one budget, and returns the JSON report of `validate_report.build_report`.
+This module only sends requests and measures; the verdicts come from `crisisctl.load.checks`,
+the options from `crisisctl.load.validate_options`.
+
+What each check sends (all to the service's host and port, nowhere else):
+
+- monitoring: GET <prefix>/health, /health, /healthz, /api/health (until one answers 2xx),
+  GET <prefix>/status, GET <prefix>/metrics, /metrics, /api/metrics (until one is Prometheus).
+- error_handling: POST the burst path (the protected operation, as in the seeds) with a
+  truncated JSON body and ``Content-Type: application/json``; GET /crisisctl-validate-<random>;
+  DELETE the burst path.
+- performance_baseline: `baseline_requests` sequential GETs of `path` on one keep-alive connection.
+- load_resilience: the open model at `load_rate` req/s for `load_duration_s` on `path`.
+- resource_utilization: host CPU and memory and the listening process's RSS, measured over the
+  load-resilience run (or over one second when that check is skipped).
+- rate_limiting: `burst` requests of `burst_path` (``/path`` for GET, or ``"POST /path"``: then
+  with a small JSON body), back to back over 4 connections.
+- concurrency_control: `burst` requests of `concurrency_path` (the same form) over `concurrency`
+  connections at once.
+
+When the service runs the guard (``<prefix>/status`` says ``crisisctl-guard``), its rate limits,
+concurrency limit and the requests it rejected during each burst are added to the evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from crisisctl import __version__
+from crisisctl.load.checks import (
+    EndpointProbe,
+    ErrorCase,
+    evaluate_baseline,
+    evaluate_concurrency,
+    evaluate_error_handling,
+    evaluate_load,
+    evaluate_monitoring,
+    evaluate_rate_limiting,
+    evaluate_resources,
+)
+from crisisctl.load.client import BODY_CAP, HttpClient, RequestError, Response, build_request
+from crisisctl.load.engine import LoadResult, run_open
+from crisisctl.load.target import Target, check_loopback_url
+from crisisctl.load.validate_options import RATE_BURST_CONNECTIONS, ValidateOptions
+from crisisctl.load.validate_report import CHECK_NAMES, CheckResult, Tally, build_report
+from crisisctl.probe.host import HostWindow, host_snapshot, pid_listening_on
+
+__all__ = ["Unreachable", "ValidateOptions", "run_validation"]
+
+TOOL = "crisisctl validate"
+#: per-check time caps in seconds (the budget may cut them shorter)
+PROBE_CAP_S = 15.0
+BURST_CAP_S = 20.0
+#: connections of the load-resilience run
+LOAD_CONNECTIONS = 32
+#: the guard's status document is read whole up to this size
+STATUS_BODY_CAP = 1024 * 1024
+MALFORMED_JSON = b'{"crisisctl": "validate", "broken": '
+#: the body of POST/PUT/PATCH bursts
+BURST_JSON = b'{"test": "crisisctl-validate"}'
+JSON_HEADERS = {"Content-Type": "application/json"}
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+
+
+class Unreachable(Exception):
+    """The service gave no HTTP answer at all."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One request's outcome: a response or an error kind, and how long it took."""
+
+    response: Response | None
+    error: str | None
+    ms: float
+
+
+class _Run:
+    """One validation run: the target, the budget's deadline and the checks' I/O."""
+
+    def __init__(self, url: str, target: Target, options: ValidateOptions) -> None:
+        self.url = url
+        self.target = target
+        self.options = options
+        self.deadline = 0.0
+        self.pid: int | None = None
+        self.guard = False
+
+    def at(self, path: str) -> Target:
+        return dataclasses.replace(self.target, path=path)
+
+    def url_of(self, path: str) -> str:
+        return f"http://{self.target.host_header}{path}"
+
+    async def request(
+        self,
+        path: str,
+        method: str = "GET",
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        body_cap: int = BODY_CAP,
+    ) -> Answer:
+        target = self.at(path)
+        # single requests never outlive the budget by more than a moment
+        timeout = min(self.options.timeout_s, max(self.deadline - time.monotonic(), 0.05))
+        request = build_request(target, method, body, headers)
+        client = HttpClient(target, request, timeout_s=timeout, body_cap=body_cap)
+        t0 = time.perf_counter()
+        try:
+            response = await client.send()
+        except RequestError as exc:
+            return Answer(None, exc.kind, (time.perf_counter() - t0) * 1000.0)
+        finally:
+            client.close()
+        return Answer(response, None, (time.perf_counter() - t0) * 1000.0)
+
+    async def bounded(self, cap_s: float, coro: Coroutine[Any, Any, Any]) -> bool:
+        """Run `coro` for at most `cap_s` (and never past the deadline); True when cut short."""
+        limit = min(cap_s, self.deadline - time.monotonic())
+        if limit <= 0:
+            coro.close()
+            return True
+        try:
+            async with asyncio.timeout(limit):
+                await coro
+        except TimeoutError:
+            return True
+        return False
+
+    # -- monitoring ------------------------------------------------------------------------
+    async def monitoring(self) -> CheckResult:
+        prefix = self.options.prefix
+        candidates = {
+            "health": [f"{prefix}/health", "/health", "/healthz", "/api/health"],
+            "status": [f"{prefix}/status"],
+            "metrics": [f"{prefix}/metrics", "/metrics", "/api/metrics"],
+        }
+        probes: list[EndpointProbe] = []
+
+        async def probe_all() -> None:
+            for kind, paths in candidates.items():
+                for path in paths:
+                    answer = await self.request(path)
+                    resp = answer.response
+                    head = resp.body if resp is not None else b""
+                    probe = EndpointProbe(
+                        kind,
+                        path,
+                        resp.status if resp is not None else None,
+                        answer.ms,
+                        resp.body_bytes if resp is not None else 0,
+                        prometheus=b"# HELP " in head or b"# TYPE " in head,
+                        error=answer.error,
+                    )
+                    probes.append(probe)
+                    if probe.reachable:
+                        break
+
+        cut = await self.bounded(PROBE_CAP_S, probe_all())
+        result = evaluate_monitoring(probes)
+        if cut:
+            result.summary += " (the probes ran out of time)"
+        return result
+
+    # -- error handling --------------------------------------------------------------------
+    async def error_handling(self) -> CheckResult:
+        _, path = self.options.burst_route
+        unknown = f"/crisisctl-validate-{secrets.token_hex(6)}"
+        plans: list[tuple[str, str, str, str | int, bytes | None, dict[str, str] | None]] = [
+            ("malformed_json", "POST", path, "4xx", MALFORMED_JSON, JSON_HEADERS),
+            ("unknown_route", "GET", unknown, 404, None, None),
+            ("wrong_method", "DELETE", path, 405, None, None),
+        ]  # fmt: skip
+        cases: list[ErrorCase] = []
+
+        async def send_all() -> None:
+            for name, method, p, expected, body, headers in plans:
+                answer = await self.request(p, method, body, headers)
+                status = answer.response.status if answer.response is not None else None
+                cases.append(ErrorCase(name, method, p, expected, status, answer.error, answer.ms))
+
+        await self.bounded(PROBE_CAP_S, send_all())
+        for name, method, p, expected, _, _ in plans[len(cases) :]:
+            cases.append(ErrorCase(name, method, p, expected, error="not sent: out of time"))
+        return evaluate_error_handling(cases)
+
+    # -- performance baseline --------------------------------------------------------------
+    async def baseline(self) -> CheckResult:
+        opts = self.options
+        tally = Tally()
+        target = self.at(opts.path)
+        client = HttpClient(target, build_request(target), timeout_s=opts.timeout_s)
+
+        async def repeat() -> None:
+            try:
+                for _ in range(opts.baseline_requests):
+                    t0 = time.perf_counter()
+                    try:
+                        response = await client.send()
+                    except RequestError as exc:
+                        tally.error(exc.kind)
+                        continue
+                    tally.response(response.status, (time.perf_counter() - t0) * 1000.0)
+            finally:
+                client.close()
+
+        cap = opts.baseline_requests * opts.timeout_s + 1.0
+        tally.timed_out = await self.bounded(cap, repeat())
+        return evaluate_baseline(tally, opts.target_ms, opts.baseline_requests)
+
+    # -- load resilience and resources -----------------------------------------------------
+    async def load_and_resources(self, run_load: bool, run_resources: bool) -> list[CheckResult]:
+        opts = self.options
+        results: list[CheckResult] = []
+        if not run_load:
+            t0 = time.monotonic()
+            snapshot = await asyncio.to_thread(host_snapshot, self.pid, interval=1.0)
+            res = evaluate_resources(snapshot, opts.limits, "idle (1 s)")
+            res.duration_ms = (time.monotonic() - t0) * 1000.0
+            return [res]
+        window = HostWindow(self.pid) if run_resources else None
+        if window is not None:
+            await asyncio.to_thread(window.start)
+        outcome: list[LoadResult] = []
+
+        async def load() -> None:
+            outcome.append(
+                await run_open(
+                    self.url_of(opts.path),
+                    rate=opts.load_rate,
+                    duration_s=opts.load_duration_s,
+                    connections=LOAD_CONNECTIONS,
+                    timeout_s=opts.timeout_s,
+                )
+            )
+
+        async def sample() -> None:
+            assert window is not None
+            while True:
+                await asyncio.sleep(1.0)
+                await asyncio.to_thread(window.sample)
+
+        t0 = time.monotonic()
+        sampler = asyncio.create_task(sample()) if window is not None else None
+        try:
+            cut = await self.bounded(opts.load_duration_s + opts.timeout_s + 2.0, load())
+        finally:
+            if sampler is not None:
+                sampler.cancel()
+                await asyncio.gather(sampler, return_exceptions=True)
+        load_ms = (time.monotonic() - t0) * 1000.0
+        if outcome:
+            check = evaluate_load(outcome[0].to_dict())
+        else:
+            check = CheckResult(
+                "load_resilience",
+                False,
+                f"the {opts.load_duration_s:g} s load did not finish within the budget.",
+                {"cut_short": cut},
+            )
+        check.duration_ms = load_ms
+        results.append(check)
+        if window is not None:
+            t1 = time.monotonic()
+            snapshot = await asyncio.to_thread(window.finish)
+            res = evaluate_resources(snapshot, opts.limits, "load_resilience")
+            res.duration_ms = (time.monotonic() - t1) * 1000.0
+            results.append(res)
+        return results
+
+    # -- bursts ----------------------------------------------------------------------------
+    async def burst(
+        self, route: tuple[str, str], total: int, connections: int, tally: Tally
+    ) -> bool:
+        """`total` requests of `route` over `connections` connections, back to back.
+
+        Methods that carry a body send a small JSON document, as the seeds' bursts did.
+        Returns True when the burst was cut short by its time cap or the budget.
+        """
+        method, path = route
+        target = self.at(path)
+        if method in BODYLESS_METHODS:
+            request = build_request(target, method)
+        else:
+            request = build_request(target, method, BURST_JSON, JSON_HEADERS)
+        left = [total]
+
+        async def worker() -> None:
+            client = HttpClient(
+                target, request, timeout_s=self.options.timeout_s, head_only=method == "HEAD"
+            )
+            try:
+                while left[0] > 0:
+                    left[0] -= 1
+                    t0 = time.perf_counter()
+                    try:
+                        response = await client.send()
+                    except RequestError as exc:
+                        tally.error(exc.kind)
+                        continue
+                    tally.response(response.status, (time.perf_counter() - t0) * 1000.0)
+            finally:
+                client.close()
+
+        async def run() -> None:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(connections, total)):
+                    group.create_task(worker())
+
+        cap = min(BURST_CAP_S, math.ceil(total / max(connections, 1)) * self.options.timeout_s + 1)
+        return await self.bounded(cap, run())
+
+    async def guard_status(self) -> dict[str, Any] | None:
+        """The guard's status document, or None when the service does not run the guard."""
+        answer = await self.request(f"{self.options.prefix}/status", body_cap=STATUS_BODY_CAP)
+        resp = answer.response
+        if resp is None or resp.status != 200 or resp.body_bytes > len(resp.body):
+            return None
+        try:
+            data = json.loads(resp.body)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("service") != "crisisctl-guard":
+            return None
+        return data
+
+    async def _guarded_burst(
+        self, route: tuple[str, str], connections: int
+    ) -> tuple[Tally, dict[str, Any]]:
+        before = await self.guard_status() if self.guard else None
+        tally = Tally()
+        tally.timed_out = await self.burst(route, self.options.burst, connections, tally)
+        extra: dict[str, Any] = {"method": route[0], "path": route[1]}
+        if before is not None:
+            after = await self.guard_status()
+            if after is not None:
+                extra["guard"] = {
+                    "rate_limits": after.get("rate_limits"),
+                    "concurrency": _pick(
+                        after.get("concurrency"), ("mode", "limit", "queue_size", "in_flight")
+                    ),
+                    "rejected_during_burst": _delta(before.get("shed"), after.get("shed")),
+                }
+        return tally, extra
+
+    async def rate_limiting(self) -> CheckResult:
+        tally, extra = await self._guarded_burst(self.options.burst_route, RATE_BURST_CONNECTIONS)
+        result = evaluate_rate_limiting(tally, self.options.burst)
+        result.evidence.update(extra)
+        return result
+
+    async def concurrency_control(self) -> CheckResult:
+        opts = self.options
+        tally, extra = await self._guarded_burst(opts.concurrency_route, opts.concurrency)
+        result = evaluate_concurrency(tally, opts.burst, min(opts.concurrency, opts.burst))
+        result.evidence.update(extra)
+        return result
+
+
+def _pick(data: Any, keys: tuple[str, ...]) -> dict[str, Any] | None:
+    return {k: data.get(k) for k in keys} if isinstance(data, dict) else None
+
+
+def _delta(before: Any, after: Any) -> dict[str, int]:
+    """Per-reason increase of the guard's rejection counters."""
+    if not isinstance(after, dict):
+        return {}
+    old = before if isinstance(before, dict) else {}
+    out = {k: int(v) - int(old.get(k, 0)) for k, v in after.items() if isinstance(v, int)}
+    return {k: v for k, v in out.items() if v > 0}
+
+
+async def run_validation(
+    url: str,
+    options: ValidateOptions,
+    on_check: Callable[[CheckResult], None] | None = None,
+) -> dict[str, Any]:
+    """Run the suite against `url` and return the report (`checks.build_report`).
+
+    Raises ValueError for a non-loopback URL or invalid options, and `Unreachable` when the
+    service does not answer HTTP at `options.path`. `on_check` is called as each check ends.
+    """
+    target = check_loopback_url(url, TOOL)
+    if not options.path:
+        options = dataclasses.replace(options, path=target.path)
+    options.check()
+    started_wall = datetime.now(UTC)
+    started = time.monotonic()
+    run = _Run(url, dataclasses.replace(target, path="/"), options)
+    run.deadline = started + options.budget_s
+
+    first = await run.request(options.path)
+    if first.response is None:
+        raise Unreachable(
+            f"{run.url_of(options.path)} gave no HTTP answer ({first.error}); "
+            "is the service running on that port?"
+        )
+    if "resource_utilization" not in options.skip:
+        run.pid = await asyncio.to_thread(pid_listening_on, target.port)
+    run.guard = await run.guard_status() is not None
+
+    checks: list[CheckResult] = []
+
+    def record(result: CheckResult) -> None:
+        checks.append(result)
+        if on_check is not None:
+            on_check(result)
+
+    simple: dict[str, Callable[[], Coroutine[Any, Any, CheckResult]]] = {
+        "monitoring": run.monitoring,
+        "error_handling": run.error_handling,
+        "performance_baseline": run.baseline,
+        "rate_limiting": run.rate_limiting,
+        "concurrency_control": run.concurrency_control,
+    }
+    resources_measured = False
+    for name in CHECK_NAMES:
+        if name in options.skip:
+            record(CheckResult.skip(name, "skipped with --skip."))
+            continue
+        if name == "resource_utilization" and resources_measured:
+            continue  # measured during the load, already recorded
+        if time.monotonic() >= run.deadline:
+            record(_out_of_budget(name, options.budget_s))
+            continue
+        if name in ("load_resilience", "resource_utilization"):
+            resources_measured = "resource_utilization" not in options.skip
+            for result in await run.load_and_resources(
+                name == "load_resilience", resources_measured
+            ):
+                record(result)
+            continue
+        t0 = time.monotonic()
+        result = await simple[name]()
+        result.duration_ms = (time.monotonic() - t0) * 1000.0
+        record(result)
+
+    settings = options.settings()
+    settings.update(target_pid=run.pid, guard_detected=run.guard)
+    return build_report(
+        url=url,
+        version=__version__,
+        started_at=started_wall.isoformat(),
+        duration_ms=(time.monotonic() - started) * 1000.0,
+        checks=checks,
+        required_rate=options.required_rate,
+        settings=settings,
+    )
+
+
+def _out_of_budget(name: str, budget_s: float) -> CheckResult:
+    return CheckResult(
+        name,
+        False,
+        f"not run: the {budget_s:g} s --budget ran out before this check.",
+        {"budget_s": budget_s},
+    )
