@@ -1,39 +1,91 @@
-"""Entry point of the `crisisctl` command."""
+"""Entry point of the `crisisctl` command.
+
+Each command group lives in its own module under `crisisctl.cli` and is imported only when it
+runs: `crisisctl triage` must not pay for SQLAlchemy, pydantic or Jinja2 that other commands
+need, and `crisisctl --help` lists every command from the short descriptions below without
+importing any of them.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Any
+
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from crisisctl import __version__
-from crisisctl.cli import (
-    baseline,
-    compare,
-    demo,
-    guard,
-    incident,
-    load,
-    postmortem,
-    triage,
-    validate,
-)
+
+
+@dataclass(frozen=True)
+class _Lazy:
+    module: str
+    attribute: str
+    summary: str
+
+
+#: command name -> where it lives (a Typer sub-app or a command function) and its one-line help
+COMMANDS: dict[str, _Lazy] = {
+    "triage": _Lazy("triage", "triage", "How bad is it, in seconds: P0-P3 with evidence."),
+    "baseline": _Lazy("baseline", "app", "Save, list, show and delete healthy baselines."),
+    "guard": _Lazy("guard", "app", "Read a guarded service's status and switch its mode."),
+    "load": _Lazy("load", "load", "Drive a loopback service with real load and report."),
+    "compare": _Lazy("compare", "compare", "Compare two load reports, before and after."),
+    "validate": _Lazy("validate", "validate", "Run the validation suite against a service."),
+    "incident": _Lazy("incident", "app", "Open, log, escalate and resolve incidents."),
+    "postmortem": _Lazy("postmortem", "postmortem", "Generate an incident's post-mortem."),
+    "demo": _Lazy("demo", "demo", "Run a whole performance crisis end to end, on loopback."),
+}
+
+
+class LazyGroup(TyperGroup):
+    """A Typer group whose sub-commands are imported on first use.
+
+    (Contexts and formatters are typed Any: Typer ≥ 0.16 vendors its own click.)
+    """
+
+    _listing = False
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        spec = COMMANDS.get(cmd_name)
+        if spec is None:
+            return None
+        if self._listing:  # the help page needs only the name and its one line
+            return TyperCommand(cmd_name, help=spec.summary, short_help=spec.summary)
+        module = importlib.import_module(f"crisisctl.cli.{spec.module}")
+        target: Any = getattr(module, spec.attribute)
+        if isinstance(target, typer.Typer):
+            target._add_completion = False  # the root has no completion options either
+            command = typer.main.get_command(target)
+        else:
+            single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+            single.command(cmd_name)(target)
+            command = typer.main.get_command(single)
+        command.name = cmd_name
+        return command
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
 
 app = typer.Typer(
     name="crisisctl",
+    cls=LazyGroup,
     help="Take a web service through a performance crisis: "
     "detect, classify, stabilize, diagnose, validate, learn.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.add_typer(guard.app, name="guard")
-app.command("demo")(demo.demo)
-app.command("load")(load.load)
-app.command("compare")(compare.compare)
-app.command("validate")(validate.validate)
-app.command("triage")(triage.triage)
-app.add_typer(baseline.app, name="baseline")
-app.add_typer(incident.app, name="incident")
-app.command("postmortem")(postmortem.postmortem)
 
 
 def _version(value: bool) -> None:
@@ -53,7 +105,11 @@ def root(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("interrupted.", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
