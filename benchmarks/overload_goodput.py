@@ -2,13 +2,15 @@
 
 The service is `benchmarks/apps/capacity_app.py`: ``GET /work`` burns ~5 ms of CPU in a
 single-worker thread pool (capacity ≈ 200 req/s). It runs in a uvicorn subprocess pinned to
-core 0; the load comes from `crisisctl.lab.openloop.run_open_loop` in this process, pinned to
-core 1. Steps:
+core 0; the load comes from crisisctl's load engine in this process, pinned to core 1: the
+unloaded latency from `run_open`, the capacity from `run_closed`, and the overload from the
+engine's `HttpClient` on the engine's `RateSchedule` (`drive_overload` below: goodput needs each
+response's status *and* corrected latency, which `run_open` only reports as totals). Steps:
 
 1. calibrate the PBKDF2 iterations for 5 ms on core 0 and give them to every server through
    ``CAPACITY_WORK_ITERS``;
 2. on the unguarded server: unloaded latency (40 req/s, open loop) and capacity (closed loop,
-   1 and 4 connections; capacity = the higher throughput);
+   1 and 4 users; capacity = the higher throughput);
 3. for each variant (``unguarded``, then ``guarded`` = ``Guard(app)`` with the default
    GuardConfig): a fresh server, the same unloaded warm-up, then 3× capacity for 20 s with 256
    connections and a 10 s timeout.
@@ -43,10 +45,11 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
@@ -58,15 +61,25 @@ SERVER_CORE, LOAD_CORE = 0, 1
 
 sys.path.insert(0, str(ROOT))
 try:
-    import crisisctl.lab.openloop  # noqa: F401
+    import crisisctl.load  # noqa: F401
 except ImportError:  # not installed (editable) yet: use the source tree
     sys.path.insert(0, str(ROOT / "src"))
 
 from benchmarks.apps.capacity_app import ENV_ITERS, calibrate_iters, time_burn  # noqa: E402
 
-from crisisctl.lab.openloop import OpenLoopResult, run_open_loop  # noqa: E402
+from crisisctl.load import LoadResult, run_closed, run_open  # noqa: E402
+from crisisctl.load.client import (  # noqa: E402
+    ERROR_KINDS,
+    HttpClient,
+    RequestError,
+    build_request,
+    parse_target,
+)
+from crisisctl.load.schedule import RateSchedule  # noqa: E402
+from crisisctl.stats import LatencyHistogram  # noqa: E402
 
 VARIANTS = {"unguarded": "unguarded_app", "guarded": "guarded_app"}
+T = TypeVar("T")
 
 
 # -- environment ----------------------------------------------------------------------------
@@ -197,8 +210,8 @@ class Server:
 
 
 # -- measurements ---------------------------------------------------------------------------
-def run_load(url: str, **kwargs: Any) -> OpenLoopResult:
-    """`run_open_loop` on a uvloop event loop (cheaper per request than the default loop)."""
+def on_uvloop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on a uvloop event loop (cheaper per request than the default loop)."""
     try:
         import uvloop
 
@@ -206,21 +219,27 @@ def run_load(url: str, **kwargs: Any) -> OpenLoopResult:
     except ImportError:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(run_open_loop(url, **kwargs))
+        return runner.run(coro)
+
+
+def ok_count(res: LoadResult) -> int:
+    """2xx responses of an engine run."""
+    return sum(n for code, n in res.status_counts.items() if 200 <= code <= 299)
 
 
 def closed_loop(url: str, seconds: float, connections: int) -> dict[str, Any]:
-    """Back-to-back requests on `connections` connections: an absurd rate makes every slot late,
-    so each connection sends its next request as soon as the previous one is answered."""
-    res = run_load(url, rate=1e6, duration_s=seconds, connections=connections, timeout_s=5.0)
-    lat = res.latency_uncorrected.summary()
+    """Back-to-back requests: `connections` closed-model users without think time, each sending
+    its next request as soon as the previous one is answered."""
+    res = on_uvloop(run_closed(url, users=connections, duration_s=seconds, timeout_s=5.0))
+    lat = res.latency.summary()  # closed model: measured from the actual send
+    ok = ok_count(res)
     return {
         "connections": connections,
         "seconds": seconds,
         "completed": res.completed,
-        "ok": res.ok,
+        "ok": ok,
         "errors": res.error_total,
-        "throughput": res.ok / seconds,
+        "throughput": ok / seconds,
         "service_p50_ms": lat.p50_ms,
         "service_p99_ms": lat.p99_ms,
     }
@@ -238,16 +257,147 @@ def measure_capacity(iters: int, pin: bool, seconds: float) -> dict[str, Any]:
 
 
 def unloaded(url: str, rate: float, seconds: float) -> dict[str, Any]:
-    res = run_load(url, rate=rate, duration_s=seconds, connections=8, timeout_s=5.0)
+    res = on_uvloop(run_open(url, rate=rate, duration_s=seconds, connections=8, timeout_s=5.0))
+    assert res.latency_uncorrected is not None  # always kept by the open model
     return {
         "rate": rate,
         "seconds": seconds,
         "completed": res.completed,
-        "ok": res.ok,
+        "ok": ok_count(res),
         "errors": res.error_total,
         "latency": res.latency.summary().as_dict(),
         "latency_uncorrected": res.latency_uncorrected.summary().as_dict(),
     }
+
+
+@dataclass
+class OverloadResult:
+    """The overload run's counts: ``intended == sent + unsent`` and ``sent == completed +
+    sum(errors.values())``; latencies corrected (from the intended send time) unless named
+    uncorrected; `by_class` holds them per status class ("2xx": the admitted requests)."""
+
+    url: str
+    rate: float
+    duration_s: float
+    connections: int
+    intended: int = 0
+    sent: int = 0
+    completed: int = 0
+    unsent: int = 0
+    late_starts: int = 0
+    elapsed_s: float = 0.0
+    status_counts: dict[int, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    latency_uncorrected: LatencyHistogram = field(default_factory=LatencyHistogram)
+    by_class: dict[str, LatencyHistogram] = field(default_factory=dict)
+
+    @property
+    def admitted(self) -> LatencyHistogram:
+        return self.by_class.get("2xx") or LatencyHistogram()
+
+    @property
+    def ok(self) -> int:
+        return sum(n for code, n in self.status_counts.items() if 200 <= code <= 299)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "rate": self.rate,
+            "duration_s": self.duration_s,
+            "connections": self.connections,
+            "intended": self.intended,
+            "sent": self.sent,
+            "completed": self.completed,
+            "unsent": self.unsent,
+            "ok": self.ok,
+            "status_counts": {str(code): n for code, n in sorted(self.status_counts.items())},
+            "errors": dict(self.errors),
+            "late_starts": self.late_starts,
+            "elapsed_s": round(self.elapsed_s, 6),
+            "latency": self.latency.summary().as_dict(),
+            "latency_uncorrected": self.latency_uncorrected.summary().as_dict(),
+            "achieved_rate": round(self.sent / self.duration_s, 3),
+            "latency_by_class": {
+                cls: hist.summary().as_dict() for cls, hist in sorted(self.by_class.items())
+            },
+        }
+
+
+async def drive_overload(
+    url: str,
+    *,
+    rate: float,
+    duration_s: float,
+    connections: int,
+    timeout_s: float,
+    on_response: Callable[[int, float], None],
+) -> OverloadResult:
+    """The engine's open model, by hand: `connections` keep-alive `HttpClient`s take the next
+    slot of a constant `RateSchedule`, wait for its intended time and send; each response's
+    status and corrected latency go to `on_response`. Bounded like `run_open`: nothing is sent
+    after `duration_s`, and what is still in flight `timeout_s` later counts as a timeout."""
+    target = parse_target(url)  # loopback only
+    request = build_request(target)
+    res = OverloadResult(url, rate, duration_s, connections)
+    slots = list(RateSchedule.constant(rate, duration_s).send_times())
+    res.intended = len(slots)
+    pending = iter(slots)
+    t0 = time.monotonic()
+    stop_at = t0 + duration_s
+
+    async def worker() -> None:
+        client = HttpClient(target, request, timeout_s=timeout_s)
+        in_flight = False
+        try:
+            for offset in pending:
+                intended = t0 + offset
+                if time.monotonic() >= stop_at:
+                    return  # the schedule is over: this slot and the rest stay unsent
+                delay = intended - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sent_at = time.monotonic()
+                if sent_at - intended > 0.001:
+                    res.late_starts += 1
+                res.sent += 1
+                in_flight = True
+                try:
+                    response = await client.send()
+                except RequestError as exc:
+                    res.errors[exc.kind] = res.errors.get(exc.kind, 0) + 1
+                    continue
+                finally:
+                    in_flight = False
+                done = time.monotonic()
+                corrected = done - min(intended, sent_at)
+                res.completed += 1
+                res.status_counts[response.status] = res.status_counts.get(response.status, 0) + 1
+                res.latency.record_us(int(corrected * 1_000_000))
+                res.latency_uncorrected.record_us(int((done - sent_at) * 1_000_000))
+                cls = f"{response.status // 100}xx"
+                hist = res.by_class.get(cls)
+                if hist is None:
+                    hist = res.by_class[cls] = LatencyHistogram()
+                hist.record_us(int(corrected * 1_000_000))
+                on_response(response.status, corrected)
+        except asyncio.CancelledError:
+            if in_flight:
+                res.errors["timeout"] += 1
+            raise
+        finally:
+            client.close()
+
+    workers = [asyncio.create_task(worker()) for _ in range(min(connections, len(slots)))]
+    try:
+        await asyncio.wait(workers, timeout=duration_s + timeout_s)
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    res.elapsed_s = time.monotonic() - t0
+    res.unsent = res.intended - res.sent
+    return res
 
 
 class Goodput:
@@ -294,18 +444,19 @@ def overload(
     gen_before = sum(me.cpu_times()[:2])
     cpu_before = server.cpu_seconds()
     counter.t0 = time.monotonic()
-    res = run_load(
-        server.url,
-        rate=rate,
-        duration_s=seconds,
-        connections=connections,
-        timeout_s=10.0,
-        on_response=counter,
+    res = on_uvloop(
+        drive_overload(
+            server.url,
+            rate=rate,
+            duration_s=seconds,
+            connections=connections,
+            timeout_s=10.0,
+            on_response=counter,
+        )
     )
     server_cpu = server.cpu_seconds() - cpu_before
     gen_cpu = sum(me.cpu_times()[:2]) - gen_before
-    admitted = res.latency_by_class.get("2xx")
-    adm = admitted.summary() if admitted else None
+    adm = res.admitted.summary() if res.admitted.count else None
     goodput = counter.good_in_schedule / seconds
     whole = int(seconds)
     # after the first 3 s (time for an adaptive limit to settle), full seconds only
@@ -576,7 +727,8 @@ def main(argv: list[str] | None = None) -> int:
             "unloaded_s": unloaded_s,
             "capacity_s": capacity_s,
             "server": "uvicorn --loop uvloop --http httptools --no-access-log, 1 worker",
-            "generator": "crisisctl.lab.openloop.run_open_loop on uvloop",
+            "generator": "crisisctl.load: run_open / run_closed, and the engine's HttpClient "
+            "on its RateSchedule for the overload (per-response goodput), on uvloop",
         },
         "calibration": {"work_iters": iters, "burn_ms": round(burn_ms, 3)},
     }

@@ -111,7 +111,7 @@ def test_summaries_of_each_report_kind() -> None:
         text == "triage of http://127.0.0.1:8000/: P1 — p95 840 ms, 4.2× the reference, errors 3 %"
     )
     validate = {
-        "report": "validate", "passed": False, "success_rate": 0.8, "required_rate": 0.9,
+        "report": "validate", "passed": False, "success_rate": 80.0, "required_rate": 90.0,
         "checks": [{"name": "rate_limiting", "passed": False}, {"name": "errors", "passed": True},
                    {"name": "resources", "passed": False, "skipped": True}],
     }  # fmt: skip

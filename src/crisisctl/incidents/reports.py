@@ -55,6 +55,11 @@ def fmt_ms(value: float | None) -> str:
     return f"{value:.1f} ms" if value >= 10 else f"{value:.2f} ms"
 
 
+def _percent_to_fraction(value: Any) -> float | None:
+    number = _num(value)
+    return None if number is None else number / 100.0
+
+
 def fmt_pct(rate: float | None) -> str:
     """A 0..1 fraction as a percentage, ``3.2 %``; "n/a" for None."""
     return "n/a" if rate is None else f"{rate * 100:.3g} %"
@@ -174,8 +179,9 @@ def _summarise_validate(report: dict[str, Any]) -> tuple[str, str, dict[str, Any
         "url": _str(report.get("url")),
         "measured_at": _str(report.get("started_at")),
         "passed": report.get("passed") if isinstance(report.get("passed"), bool) else None,
-        "success_rate": _num(report.get("success_rate")),
-        "required_rate": _num(report.get("required_rate")),
+        # the validate report gives percentages (85.7); details keep fractions like the rest
+        "success_rate": _percent_to_fraction(report.get("success_rate")),
+        "required_rate": _percent_to_fraction(report.get("required_rate")),
         "checks": checks,
     }
     counted = [c for c in checks if not c["skipped"]]

@@ -54,7 +54,7 @@ __all__ = [
 
 #: A request that starts more than this long after its intended time counts as a late start.
 LATE_START_S = 0.001
-#: Timers fire up to ~1 ms late, so a worker aims this much early (see lab/openloop.py).
+#: Timers fire up to ~1 ms late, so a worker aims this much early.
 EARLY_S = 0.0005
 
 

@@ -1,0 +1,261 @@
+"""The lab's scanning service: the sick ASGI app of the demo crisis, and the same app fixed.
+
+Routes (JSON everywhere):
+
+- ``POST /api/scans`` ``{"name": "…"}`` starts a scan (202 with its id); malformed JSON → 400,
+  a body that is not an object or a bad ``name`` → 422; with the fix, 429 while
+  `max_concurrent` scans are active (the seeds' ``MAX_CONCURRENT_SCANS = 2``);
+- ``GET /api/scans/{scan_id}`` reads a scan's status (on the shared worker pool); 404 when
+  unknown or expired;
+- ``GET /api/scans/{scan_id}/report`` renders a finished scan's report (CPU on the pool);
+  409 while the scan runs;
+- ``GET /api/stats`` the service's counters (scans, pool queue, stored data, RSS);
+- ``GET /health``.
+
+`create_app()` (uvicorn ``--factory``) builds the mode named by ``CRISISCTL_LAB_MODE``:
+
+- ``sick``: unlimited concurrent scans on a 4-thread pool shared with status reads, finished
+  scans kept forever, no protection — under the crowd of pollers reads wait behind queued
+  scans for seconds and memory grows;
+- ``fixed``: the same code with the seeds' fixes: at most 2 active scans, finished scans
+  dropped once unread for `ttl_s` (a cleanup task), and the whole app behind the guard
+  (`guard_config()`: per-client rate limits, adaptive concurrency, per-route timeouts).
+
+``CRISISCTL_LAB_SETTINGS`` may hold JSON overrides of `StoreSettings` fields plus
+``cleanup_every_s`` and ``ramp_s`` (the guard's recovering ramp).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import psutil
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from crisisctl.guard import (
+    ConcurrencyConfig,
+    EmergencyConfig,
+    Guard,
+    GuardConfig,
+    Priority,
+    RouteRule,
+)
+from crisisctl.guard.config import DEFAULT_CRITICAL_PATHS
+from crisisctl.lab.scanstore import MB, Mode, ScanStore, StoreSettings
+
+DEFAULT_TOKEN: Final = "crisis-demo-token"
+#: the seeds' fix: at most two scans at a time
+FIXED_MAX_CONCURRENT: Final = 2
+#: the seeds' cleanup runs hourly; the lab's runs are minutes long
+DEFAULT_TTL_S: Final = 30.0
+DEFAULT_CLEANUP_EVERY_S: Final = 2.0
+MAX_NAME: Final = 100
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def build_app(store: ScanStore, cleanup_every_s: float | None = None) -> Starlette:
+    """The scanning service on `store` (a cleanup task runs every `cleanup_every_s` if set)."""
+    process = psutil.Process()
+
+    async def create_scan(request: Request) -> JSONResponse:
+        body = await request.body()
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            return _error(400, 'the body is not valid JSON: send {"name": "my scan"}.')
+        if not isinstance(data, dict):
+            return _error(422, 'the body must be a JSON object such as {"name": "my scan"}.')
+        name = data.get("name", "scan")
+        if not isinstance(name, str) or not 0 < len(name.strip()) <= MAX_NAME:
+            return _error(422, f"name must be a non-empty string of at most {MAX_NAME} characters.")
+        scan = store.start(name.strip())
+        if scan is None:
+            retry = store.retry_after_s()
+            return _error(
+                429,
+                f"the maximum of {store.settings.max_concurrent} concurrent scans is reached; "
+                f"retry in {retry} s.",
+                {"Retry-After": str(retry)},
+            )
+        return JSONResponse(
+            {"id": scan.id, "status": scan.status, "poll": f"/api/scans/{scan.id}"},
+            status_code=202,
+        )
+
+    async def read_scan(request: Request) -> JSONResponse:
+        scan = store.get(request.path_params["scan_id"])
+        if scan is None:
+            return _error(404, "no such scan (unknown id, or expired after its TTL).")
+        return JSONResponse(await asyncio.wrap_future(store.read(scan)))
+
+    async def scan_report(request: Request) -> JSONResponse:
+        scan = store.get(request.path_params["scan_id"])
+        if scan is None:
+            return _error(404, "no such scan (unknown id, or expired after its TTL).")
+        if scan.finished is None:
+            return _error(409, "the scan is not completed yet: poll its status first.")
+        return JSONResponse(await asyncio.wrap_future(store.report(scan)))
+
+    async def stats(request: Request) -> JSONResponse:
+        doc = store.stats()
+        doc["pid"] = process.pid
+        doc["rss_mb"] = round(process.memory_info().rss / MB, 1)
+        return JSONResponse(doc)
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "mode": store.mode})
+
+    async def cleanup() -> None:
+        assert cleanup_every_s is not None
+        while True:
+            await asyncio.sleep(cleanup_every_s)
+            store.expire()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(cleanup()) if cleanup_every_s else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            store.close()
+
+    return Starlette(
+        routes=[
+            Route("/api/scans", create_scan, methods=["POST"]),
+            Route("/api/scans/{scan_id}", read_scan, methods=["GET"]),
+            Route("/api/scans/{scan_id}/report", scan_report, methods=["GET"]),
+            Route("/api/stats", stats, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def guard_config(*, token: str = DEFAULT_TOKEN, ramp_s: float = 120.0) -> GuardConfig:
+    """The guard of the fixed service.
+
+    Per client IP: scan creation 10/minute (4/minute in emergency; the seeds' SlowAPI limit
+    was 2/minute for one user), every other route 50/s and 1500/min. Adaptive concurrency
+    (start 8, queue 16). Timeouts: status reads 2 s, scan creation and reports 5 s, anything
+    else 10 s. Reports are low priority (emergency mode sheds them). `/api/stats` is critical
+    like the health check (never limited).
+    """
+    return GuardConfig(
+        token=token,
+        rate_limit="50/second;1500/minute",
+        routes=(
+            RouteRule(
+                "/api/scans",
+                methods=("POST",),
+                rate_limit="10/minute",
+                emergency_rate_limit="4/minute",
+                timeout_s=5.0,
+            ),
+            RouteRule("/api/scans/{scan_id}/report", priority="low", timeout_s=5.0),
+            RouteRule("/api/scans/{scan_id}", methods=("GET",), timeout_s=2.0),
+        ),
+        timeout_s=10.0,
+        concurrency=ConcurrencyConfig(
+            mode="adaptive", limit=12, min_limit=6, max_limit=64, queue_size=16
+        ),
+        emergency=EmergencyConfig(ramp_s=ramp_s),
+        critical_paths=(*DEFAULT_CRITICAL_PATHS, "/api/stats"),
+    )
+
+
+def describe_guard(config: GuardConfig | None = None) -> str:
+    """One line: the guard's rate limits, concurrency and timeouts, from its configuration."""
+    cfg = config or guard_config()
+    rules = [
+        f"{' '.join(r.methods or ('*',))} {r.pattern}: "
+        + ", ".join(
+            part
+            for part in (
+                r.rate_limit and f"{r.rate_limit} per client",
+                f"timeout {r.timeout_s:g} s" if r.timeout_s else "",
+                f"priority {Priority.parse(r.priority).name.lower()}"
+                if Priority.parse(r.priority) is not Priority.NORMAL
+                else "",
+            )
+            if part
+        )
+        for r in cfg.routes
+    ]
+    conc = cfg.concurrency
+    return (
+        f"{'; '.join(rules)}; other routes {cfg.rate_limit} per client, timeout "
+        f"{cfg.timeout_s:g} s; {conc.mode} concurrency limit {conc.min_limit}–{conc.max_limit} "
+        f"(start {conc.limit}, queue {conc.queue_size})"
+    )
+
+
+def settings_from_env(env: dict[str, str] | None = None) -> tuple[Mode, dict[str, Any]]:
+    """(mode, overrides) from ``CRISISCTL_LAB_MODE`` and ``CRISISCTL_LAB_SETTINGS``."""
+    source = os.environ if env is None else env
+    mode = source.get("CRISISCTL_LAB_MODE", "sick").strip().lower()
+    if mode not in ("sick", "fixed"):
+        raise ValueError(f"CRISISCTL_LAB_MODE must be sick or fixed, not {mode!r}.")
+    raw = source.get("CRISISCTL_LAB_SETTINGS", "").strip()
+    try:
+        overrides = json.loads(raw) if raw else {}
+    except ValueError:
+        raise ValueError("CRISISCTL_LAB_SETTINGS is not valid JSON.") from None
+    if not isinstance(overrides, dict):
+        raise ValueError("CRISISCTL_LAB_SETTINGS must be a JSON object.")
+    return ("fixed" if mode == "fixed" else "sick"), overrides
+
+
+def make_app(
+    mode: Mode, overrides: dict[str, Any] | None = None, token: str = DEFAULT_TOKEN
+) -> ASGIApp:
+    """The service in `mode` with `overrides` (StoreSettings fields, cleanup_every_s, ramp_s)."""
+    options = dict(overrides or {})
+    cleanup_every_s = float(options.pop("cleanup_every_s", DEFAULT_CLEANUP_EVERY_S))
+    ramp_s = float(options.pop("ramp_s", 120.0))
+    if mode == "fixed":
+        options.setdefault("max_concurrent", FIXED_MAX_CONCURRENT)
+        options.setdefault("ttl_s", DEFAULT_TTL_S)
+    else:
+        options.setdefault("max_concurrent", None)
+        options.setdefault("ttl_s", None)
+    try:
+        settings = StoreSettings(**options)
+    except TypeError as exc:
+        raise ValueError(f"unknown scan store setting in CRISISCTL_LAB_SETTINGS ({exc}).") from None
+    store = ScanStore(settings, mode)
+    if mode == "sick":
+        return build_app(store)
+    return Guard(build_app(store, cleanup_every_s), guard_config(token=token, ramp_s=ramp_s))
+
+
+def create_app() -> ASGIApp:
+    """uvicorn ``--factory`` entry point: the mode and settings come from the environment."""
+    mode, overrides = settings_from_env()
+    token = os.environ.get("CRISISCTL_GUARD_TOKEN", "").strip() or DEFAULT_TOKEN
+    return make_app(mode, overrides, token)
+
+
+def __getattr__(name: str) -> ASGIApp:
+    """``sick_app`` / ``fixed_app``: the service with its default settings, built on first use,
+    for ``uvicorn crisisctl.lab.scanner:fixed_app`` (no factory flag, no environment)."""
+    if name in ("sick_app", "fixed_app"):
+        app = make_app("sick" if name == "sick_app" else "fixed")
+        globals()[name] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,106 @@
+"""The lab's scan store: the concurrency cap, TTL expiry, deterministic data, the counters."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from crisisctl.lab.scanstore import Scan, ScanStore, StoreSettings
+
+TINY: dict[str, Any] = {"steps": 2, "step_cpu_ms": 0.1, "step_io_ms": 1.0, "read_cpu_ms": 0.0,
+        "read_io_ms": 0.0, "report_cpu_ms": 0.1, "result_kb": 4}  # fmt: skip
+
+
+@pytest.fixture
+def blocked() -> Iterator[tuple[ScanStore, threading.Event]]:
+    """A one-thread store whose only worker is held until the event is set."""
+    store = ScanStore(StoreSettings(workers=1, max_concurrent=2, ttl_s=5.0, **TINY), "fixed")
+    gate = threading.Event()
+    store.pool.submit(gate.wait, 10.0)
+    yield store, gate
+    gate.set()
+    store.close()
+
+
+def finish(store: ScanStore, scan: Scan) -> dict[str, object]:
+    """Read `scan` once it has completed (a read queues behind the scan on a 1-thread pool)."""
+    doc = store.read(scan).result(timeout=10.0)
+    assert doc["status"] == "completed", doc
+    return doc
+
+
+def test_the_cap_refuses_scans_while_the_active_ones_wait(
+    blocked: tuple[ScanStore, threading.Event],
+) -> None:
+    store, gate = blocked
+    first, second = store.start("a"), store.start("b")
+    assert first is not None and second is not None
+    assert store.start("c") is None  # two scans queued behind the held worker: cap reached
+    stats = store.stats()
+    assert stats["scans_active"] == 2 and stats["scans_waiting"] == 2
+    assert stats["scans_accepted"] == 2 and stats["scans_rejected"] == 1
+    assert stats["pool_waiting"] == 2  # the held worker runs a task of the test, not a scan
+    gate.set()
+    finish(store, first)
+    finish(store, second)
+    assert store.start("d") is not None
+    assert store.retry_after_s() == 1
+
+
+def test_unlimited_store_accepts_everything() -> None:
+    store = ScanStore(StoreSettings(workers=1, **TINY), "sick")
+    try:
+        scans = [store.start(f"s{i}") for i in range(20)]
+        assert all(s is not None for s in scans)
+        assert store.stats()["scans_rejected"] == 0
+        assert store.expire(now=1e12) == 0  # no TTL: kept forever
+    finally:
+        store.close()
+
+
+def test_ttl_drops_only_finished_scans_unread_for_the_ttl(
+    blocked: tuple[ScanStore, threading.Event],
+) -> None:
+    store, gate = blocked
+    done = store.start("done")
+    waiting = store.start("waiting")
+    assert done is not None and waiting is not None
+    gate.set()
+    finish(store, done)
+    finish(store, waiting)
+    waiting.finished = None  # pretend it still runs: never dropped
+    assert store.expire(now=done.last_read + 4.9) == 0
+    assert store.expire(now=done.last_read + 5.1) == 1
+    assert store.get(done.id) is None and store.get(waiting.id) is waiting
+    assert store.stats()["scans_expired"] == 1
+
+
+def test_results_are_deterministic_and_sized() -> None:
+    docs = []
+    for _ in range(2):
+        store = ScanStore(StoreSettings(workers=1, seed=11, **TINY), "sick")
+        try:
+            scan = store.start("x")
+            assert scan is not None
+            docs.append((finish(store, scan)["findings"], scan.result))
+            assert len(scan.result) == 4 * 1024
+            report = store.report(scan).result(timeout=5.0)
+            assert report["result_bytes"] == 4 * 1024 and report["id"] == scan.id == "000001"
+            stats = store.stats()
+            assert stats["scans_stored"] == 1 and stats["stored_result_mb"] == 0.0
+            assert stats["scans_completed"] == 1 and stats["recent_scan_p50_ms"] > 0
+        finally:
+            store.close()
+    assert docs[0] == docs[1]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"workers": 0}, {"steps": 0}, {"step_io_ms": -1.0}, {"max_concurrent": 0}, {"ttl_s": 0.0}],
+)
+def test_invalid_settings_are_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        StoreSettings(**bad)
