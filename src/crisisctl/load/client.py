@@ -9,6 +9,20 @@ reused keep-alive connection turns out to have been closed by the server, bounds
 request by a timeout and turns every failure into a `RequestError` of one kind of
 `ERROR_KINDS`. Redirects are not followed (a 3xx is just a status).
 
+The per-request path is kept short because the generator's CPU time per request is what
+limits one core (benchmarks/loadgen_throughput.py measures it):
+
+* a request on a live keep-alive connection is one `transport.write` and one awaited future,
+  resolved from the parser's callbacks; besides the `send` coroutine itself no coroutine,
+  task, timer handle or context manager is created per request;
+* the timeout is a per-connection deadline watched by one lazily re-armed timer: a request
+  stores its deadline, and the timer, when it fires, either fails the request still in
+  flight or re-arms itself for the newer deadline (an ``asyncio.timeout`` per request, which
+  creates and cancels a timer handle each time, was a large share of the old path's cost);
+* the parser is reused across keep-alive responses (llhttp resets itself after each
+  message); a fresh one is made only after an unfinished message or around HEAD requests,
+  whose responses announce a body that never comes.
+
 Loopback-only: targets come from `crisisctl.load.target.check_loopback_url`.
 """
 
@@ -17,8 +31,7 @@ from __future__ import annotations
 import asyncio
 import errno
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import httptools
 
@@ -40,6 +53,8 @@ __all__ = [
 ERROR_KINDS: tuple[str, ...] = ("refused", "reset", "timeout", "bad_response", "other")
 #: Body bytes kept per response by default (the rest is only counted).
 BODY_CAP = 1024
+#: Event-loop timers tick in milliseconds: a deadline this close counts as reached.
+_TIMER_SLACK_S = 0.001
 
 
 def parse_target(url: str) -> Target:
@@ -115,9 +130,12 @@ def classify_error(exc: BaseException) -> str:
     return "other"
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
-    """One complete response: status, body size, the first bytes of the body, keep-alive."""
+class Response(NamedTuple):
+    """One complete response: status, body size, the first bytes of the body, keep-alive.
+
+    Immutable; a named tuple because it is made once per request and a tuple is the cheapest
+    immutable record to make.
+    """
 
     status: int
     body_bytes: int
@@ -125,27 +143,55 @@ class Response:
     keep_alive: bool
 
 
+_new_response = tuple.__new__  # Response(...) without the Python-level __new__ frame
+
+
 class HttpConnection(asyncio.Protocol):
-    """One HTTP/1.1 connection; `request` sends a request and waits for its whole response."""
+    """One HTTP/1.1 connection; `begin` sends a request and returns the future of its response."""
+
+    __slots__ = (
+        "_body",
+        "_body_bytes",
+        "_deadline",
+        "_finished",
+        "_got_bytes",
+        "_headers_done",
+        "_loop",
+        "_more",
+        "_parser",
+        "_status",
+        "_timer",
+        "_timer_at",
+        "_waiter",
+        "body_cap",
+        "closed",
+        "head_only",
+        "transport",
+        "used",
+    )
 
     def __init__(self, body_cap: int = BODY_CAP) -> None:
         self.body_cap = body_cap
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        #: a request was sent on this connection (a failure on a reused one may be retried)
         self.used = False
         self.head_only = False
+        self._loop = asyncio.get_running_loop()
         self._parser: Any = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Response] | None = None
-        self._reset_message()
-
-    def _reset_message(self) -> None:
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._status = 0
         self._headers_done = False
-        self._keep_alive = True
         self._got_bytes = False
         self._body_bytes = 0
-        self._body: list[bytes] = []
-        self._kept = 0
+        self._body = b""
+        #: body pieces after the first (a body kept whole arrives in one piece as a rule)
+        self._more: list[bytes] | None = None
+        #: the current message was parsed to its end (the parser can take the next one)
+        self._finished = True
 
     @classmethod
     async def open(cls, host: str, port: int, body_cap: int = BODY_CAP) -> HttpConnection:
@@ -176,10 +222,11 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._cancel_timer()
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if self._headers_done and not self._keep_alive and exc is None:
+        if self._headers_done and exc is None and not self._parser.should_keep_alive():
             self._finish()  # a body delimited by the end of the connection
         elif exc is not None and not isinstance(exc, ConnectionResetError | BrokenPipeError):
             waiter.set_exception(exc)
@@ -188,26 +235,54 @@ class HttpConnection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_headers_complete(self) -> None:
+        if self._finished:
+            # a second response to one request: the server is out of step, stop trusting it
+            self.close()
+            return
         self._headers_done = True
-        self._status = int(self._parser.get_status_code())
-        self._keep_alive = bool(self._parser.should_keep_alive())
-        if self.head_only or self._status in (204, 304) or 100 <= self._status < 200:
-            if 100 <= self._status < 200:
-                return  # an interim response: the real one follows
+        status = self._status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            return  # an interim response: the real one follows
+        if self.head_only or status == 204 or status == 304:
             self._finish()
 
     def on_body(self, body: bytes) -> None:
-        self._body_bytes += len(body)
-        if self._kept < self.body_cap:
-            piece = body[: self.body_cap - self._kept]
-            self._body.append(piece)
-            self._kept += len(piece)
+        size = len(body)
+        kept = self._body_bytes
+        self._body_bytes = kept + size
+        cap = self.body_cap
+        if kept < cap:
+            piece = body if kept + size <= cap else body[: cap - kept]
+            if not kept:
+                self._body = piece  # the usual case: the whole body in one piece, no copy
+            elif self._more is None:
+                self._more = [piece]
+            else:
+                self._more.append(piece)
 
     def on_message_complete(self) -> None:
-        if 100 <= self._status < 200 and self._status != 101:
-            self._reset_message()
-            self._got_bytes = True
+        status = self._status
+        if status >= 200:  # the common case, inlined: the whole response is there
+            self._finished = True
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                more = self._more
+                body = self._body if more is None else b"".join([self._body, *more])
+                waiter.set_result(
+                    _new_response(
+                        Response, (status, self._body_bytes, body, self._parser.should_keep_alive())
+                    )
+                )
             return
+        if 100 <= status < 200 and status != 101:
+            # the interim response is done; the parser goes on with the real one
+            self._status = 0
+            self._headers_done = False
+            self._body_bytes = 0
+            self._body = b""
+            self._more = None
+            return
+        self._finished = True
         self._finish()
 
     def _finish(self) -> None:
@@ -216,33 +291,82 @@ class HttpConnection(asyncio.Protocol):
             if self._status < 100:
                 waiter.set_exception(BadResponse(f"status {self._status}"))
                 return
+            more = self._more
+            body = self._body if more is None else b"".join([self._body, *more])
             waiter.set_result(
-                Response(self._status, self._body_bytes, b"".join(self._body), self._keep_alive)
+                _new_response(
+                    Response,
+                    (self._status, self._body_bytes, body, self._parser.should_keep_alive()),
+                )
             )
 
-    def _fail(self, exc: Exception) -> None:
+    def _fail(self, exc: BaseException) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
         self.close()
 
+    # -- the deadline ----------------------------------------------------------------------
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self.closed:
+            return  # nothing in flight: the next request re-arms the timer
+        deadline = self._deadline
+        if self._loop.time() + _TIMER_SLACK_S >= deadline:
+            self._fail(TimeoutError("no complete response within the timeout"))
+        else:  # the request in flight started after the one the timer was armed for
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.cancel()
+
     # -- use -------------------------------------------------------------------------------
+    def begin(
+        self, data: bytes, head_only: bool = False, deadline: float | None = None
+    ) -> asyncio.Future[Response]:
+        """Send `data` (a whole request); the future gets its response or the error.
+
+        With a `deadline` (in `loop.time()` seconds) the future fails with TimeoutError and the
+        connection closes when no complete response came by then; without one the caller
+        bounds the time. Raises `ClosedEarly` at once when the connection is already closed.
+        """
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            raise ClosedEarly(False)
+        if head_only or self.head_only or not self._finished:
+            # a fresh parser: a HEAD response announces a body that never comes, and an
+            # unfinished message would be mistaken for the start of the next one
+            self._parser = httptools.HttpResponseParser(self)
+            self.head_only = head_only
+        self._status = 0
+        self._headers_done = False
+        self._got_bytes = False
+        self._body_bytes = 0
+        self._body = b""
+        self._more = None
+        self._finished = False
+        self.used = True
+        waiter = self._waiter = self._loop.create_future()
+        if deadline is not None:
+            self._deadline = deadline
+            timer = self._timer
+            if timer is None or deadline < self._timer_at:
+                # no timer yet, or one set for later than this (shorter) timeout allows
+                if timer is not None:
+                    timer.cancel()
+                self._timer_at = deadline
+                self._timer = self._loop.call_at(deadline, self._on_timer)
+        transport.write(data)
+        return waiter
+
     async def request(self, data: bytes, head_only: bool = False) -> Response:
         """Send `data` (a whole request) and return its response; the caller bounds the time."""
-        if self.closed or self.transport is None or self.transport.is_closing():
-            raise ClosedEarly(False)
-        self._reset_message()
-        if head_only != self.head_only or self.used:
-            # a fresh parser per message: a HEAD response has no body the parser could expect
-            self._parser = httptools.HttpResponseParser(self)
-        self.head_only = head_only
-        self.used = True
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            self.transport.write(data)
-            response = await self._waiter
-        finally:
-            self._waiter = None
+        response = await self.begin(data, head_only)
         if not response.keep_alive:
             self.close()
         return response
@@ -250,8 +374,12 @@ class HttpConnection(asyncio.Protocol):
     def close(self) -> None:
         """Close the connection (idempotent)."""
         self.closed = True
+        self._cancel_timer()
         if self.transport is not None:
             self.transport.close()
+
+
+_RETRYABLE = (ClosedEarly, ConnectionResetError, BrokenPipeError)
 
 
 class HttpClient:
@@ -275,27 +403,16 @@ class HttpClient:
         #: connections opened so far (keep-alive reuse shows as few connects for many requests)
         self.connects = 0
 
-    async def _connect(self) -> HttpConnection:
+    async def _fresh(self, request: bytes, head_only: bool, deadline: float) -> Response:
+        """Connect (by `deadline`, in `loop.time()` seconds), then send on the new connection."""
+        self.close()
         self.connects += 1
-        self.conn = await HttpConnection.open(
-            self.target.connect_host, self.target.port, self.body_cap
-        )
-        return self.conn
-
-    async def _exchange(self, request: bytes, head_only: bool) -> Response:
-        conn = self.conn
-        if conn is None or conn.closed:
-            conn = await self._connect()
-        reused = conn.used
-        try:
-            return await conn.request(request, head_only)
-        except (ClosedEarly, ConnectionResetError, BrokenPipeError) as exc:
-            if not reused or (isinstance(exc, ClosedEarly) and exc.got_bytes):
-                raise
-        # a reused keep-alive connection the server had already closed: once more, fresh
-        conn.close()
-        conn = await self._connect()
-        return await conn.request(request, head_only)
+        async with asyncio.timeout_at(deadline):
+            conn = await HttpConnection.open(
+                self.target.connect_host, self.target.port, self.body_cap
+            )
+        self.conn = conn
+        return await conn.begin(request, head_only, deadline)
 
     async def send(
         self,
@@ -314,9 +431,23 @@ class HttpClient:
             head_only = self.head_only
         elif head_only is None:
             head_only = request.startswith(b"HEAD ")
+        if timeout_s is None:
+            timeout_s = self.timeout_s
+        conn = self.conn
         try:
-            async with asyncio.timeout(self.timeout_s if timeout_s is None else timeout_s):
-                response = await self._exchange(request, head_only)
+            if conn is None or conn.closed:
+                deadline = asyncio.get_running_loop().time() + timeout_s
+                response = await self._fresh(request, head_only, deadline)
+            else:
+                # the hot path: a live keep-alive connection that has served requests before
+                deadline = conn._loop.time() + timeout_s
+                try:
+                    response = await conn.begin(request, head_only, deadline)
+                except _RETRYABLE as exc:
+                    if isinstance(exc, ClosedEarly) and exc.got_bytes:
+                        raise
+                    # the server had closed this kept-alive connection: once more, fresh
+                    response = await self._fresh(request, head_only, deadline)
         except asyncio.CancelledError:
             self.close()
             raise
@@ -329,6 +460,7 @@ class HttpClient:
 
     def close(self) -> None:
         """Close the current connection, if any."""
-        if self.conn is not None:
-            self.conn.close()
+        conn = self.conn
+        if conn is not None:
             self.conn = None
+            conn.close()

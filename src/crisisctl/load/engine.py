@@ -397,6 +397,7 @@ async def run_closed_ops(
     rec = Recorder(result, t0, stats)
     single = len(operations) == 1
     no_think = think.value_s == 0 and think.kind == "constant"
+    fewest_users = min(min(r0, r1) for _, r0, r1 in users.segments)
 
     async def user(index: int, client: HttpClient, picker: _Picker) -> None:
         in_flight = False
@@ -404,10 +405,13 @@ async def run_closed_ops(
         request: bytes | None = None
         head_only = picker.head_only[0]
         fixed = single and picker.bound[0].fixed is not None
+        always_active = fewest_users > index + 1e-9  # (the per-request path skips rate_at)
         try:
             while (sent_at := time.monotonic()) < ctl.stop_at:
-                t = sent_at - t0
-                if users.rate_at(t) <= index + 1e-9:  # not active now: wait for its turn
+                if always_active:
+                    pass
+                elif users.rate_at(sent_at - t0) <= index + 1e-9:  # not active: wait its turn
+                    t = sent_at - t0
                     due = users.next_time_above(index + 1e-9, t)
                     if due is None:
                         return
@@ -428,16 +432,19 @@ async def run_closed_ops(
                     rec.error(op, exc.kind, time.monotonic())
                     if exc.kind == "refused":
                         await asyncio.sleep(min(0.01, max(ctl.stop_at - time.monotonic(), 0.0)))
+                    else:
+                        await asyncio.sleep(0)  # an error may come without a wait: let others run
                 else:
                     in_flight = False
                     done = time.monotonic()
                     us = int((done - sent_at) * 1_000_000)
                     rec.response(op, response.status, response.body_bytes, us, None, done)
-                pause = min(think.draw(rng), ctl.stop_at - time.monotonic())
-                if pause > 0:
-                    await asyncio.sleep(pause)
-                elif no_think:
-                    await asyncio.sleep(0)  # let the other users run
+                # a response always came through the event loop (send awaits a future), so
+                # the other users have run: no extra yield when there is no think time
+                if not no_think:
+                    pause = min(think.draw(rng), ctl.stop_at - time.monotonic())
+                    if pause > 0:
+                        await asyncio.sleep(pause)
         except asyncio.CancelledError:
             if in_flight:
                 rec.error(op, "timeout", time.monotonic())
