@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crisisctl.cli.load import parse_duration
 from crisisctl.load import ERROR_KINDS, LoadResult, RateSchedule, ThinkTime, classify_error
 from crisisctl.load.client import (
     BadResponse,
@@ -23,6 +22,7 @@ from crisisctl.load.client import (
     parse_target,
 )
 from crisisctl.stats import LatencyHistogram
+from crisisctl.units import parse_duration
 
 # -- durations -------------------------------------------------------------------------------
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}

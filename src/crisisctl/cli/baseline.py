@@ -14,7 +14,6 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from crisisctl.cli.load import parse_duration
 from crisisctl.cli.output import EXIT_UNREACHABLE, console, fail, print_json
 from crisisctl.cli.triage import build_plan, execute
 from crisisctl.incidents.baselines import (
@@ -26,6 +25,7 @@ from crisisctl.incidents.baselines import (
 )
 from crisisctl.incidents.db import Database, StoreError, open_database
 from crisisctl.probe.profile import ProfileError, profile_from_report
+from crisisctl.units import parse_duration
 
 app = typer.Typer(help="Save and manage healthy baselines for triage.", no_args_is_help=True)
 

@@ -18,7 +18,6 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from crisisctl.cli.load import parse_duration
 from crisisctl.cli.output import console, err_console, fail, print_json
 from crisisctl.incidents import followups, store
 from crisisctl.incidents.db import Database, StoreError, open_database
@@ -34,6 +33,7 @@ from crisisctl.incidents.notify import TEMPLATES, compose, deliver
 from crisisctl.incidents.postmortem import format_timestamp
 from crisisctl.incidents.records import IncidentDetail, IncidentRecord, iso
 from crisisctl.incidents.reports import fmt_ms, fmt_pct
+from crisisctl.units import parse_duration
 
 app = typer.Typer(
     help="Incidents: open, log, change status/severity/escalation, attach reports, notify.",

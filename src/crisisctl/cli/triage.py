@@ -21,7 +21,6 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from crisisctl.cli.load import parse_duration
 from crisisctl.cli.output import (
     EXIT_CHECK_FAILED,
     EXIT_UNREACHABLE,
@@ -35,6 +34,7 @@ from crisisctl.probe.plan import BaselineRef, TriagePlan, plan_triage
 from crisisctl.probe.profile import ProfileError
 from crisisctl.probe.triage import run_triage
 from crisisctl.severity import Severity
+from crisisctl.units import parse_duration
 
 COLORS = {"P0": "bold white on red", "P1": "bold red", "P2": "bold yellow", "P3": "cyan",
           "OK": "bold green"}  # fmt: skip

@@ -16,12 +16,12 @@ from typing import Any
 
 import typer
 
-from crisisctl.cli.load import parse_duration
 from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_UNREACHABLE, console, fail, print_json
 from crisisctl.load.checks import ResourceLimits
 from crisisctl.load.validate import Unreachable, run_validation
 from crisisctl.load.validate_options import ValidateOptions
 from crisisctl.load.validate_report import CHECK_NAMES, DEFAULT_REQUIRED_RATE, CheckResult
+from crisisctl.units import parse_duration
 
 _SKIP_HELP = f"Check(s) not to run: {', '.join(CHECK_NAMES)}."
 

@@ -32,6 +32,7 @@ from pydantic import (
 from crisisctl.load.engine import RateSchedule, ThinkTime
 from crisisctl.load.target import check_loopback_url
 from crisisctl.load.thresholds import Threshold, parse_threshold
+from crisisctl.units import parse_duration
 
 __all__ = [
     "ClosedModel",
@@ -47,22 +48,6 @@ __all__ = [
     "parse_duration",
     "scenario_problems",
 ]
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``30s``, ``2m``, ``500ms``, ``1h`` or a bare number of seconds."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(
-            f"{text!r} is not a duration: use e.g. 30s, 2m, 500ms or a number of seconds."
-        )
-    value = float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
-    if not math.isfinite(value):
-        raise ValueError(f"{text!r} is not a finite duration.")
-    return value
 
 
 def _duration(value: Any) -> Any:
