@@ -100,7 +100,9 @@ def test_our_generators_report_what_the_server_saw(
         assert abs(out["requests"] - 100) <= 2  # 200 req/s for 0.5 s
         assert "corrected_p99_ms" in out
     if extra[:1] == ("--think",):
-        assert out["requests"] <= 4 * (0.5 / 0.01) + 4  # each user pauses 10 ms
+        # each user pauses 10 ms (libuv's millisecond timers may fire up to 1 ms early);
+        # with no pause the same run sends thousands
+        assert out["requests"] <= 4 * (0.5 / 0.009) + 4
 
 
 def test_aiohttp_generator(hello: HelloServer) -> None:
