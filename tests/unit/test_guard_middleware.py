@@ -134,7 +134,7 @@ async def test_timeout_swallowed_by_the_app_leaves_no_trace(app: App) -> None:
             response = await http.get("/stubborn")
             assert response.text == "late but here"
             assert not guard._timed_out
-            assert not guard._deadlines
+            assert all(deadline.task is None for deadline in guard._deadlines)
             task = asyncio.current_task()
             assert task is not None
             task.uncancel()  # the app swallowed it; don't let it linger in the test's task
@@ -169,6 +169,47 @@ async def test_timeout_cancels_and_answers_504(app: App) -> None:
             assert (await http.get("/fast")).status_code == 200  # the task is usable again
         assert guard.route_stats["/slow"].rejected == {"timeout": 1}
         assert guard.breakers["/slow"].window_counts(loop.time())[1] == 1
+    finally:
+        await guard.aclose()
+
+
+async def test_deadlines_end_with_the_response_start_and_the_list_stays_bounded(
+    app: App,
+) -> None:
+    """Deadlines live in a list the ticker compacts; a request whose response has started
+    can no longer time out, finished entries are dropped, and a long list is compacted on
+    the request path without waiting for the ticker."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def held(scope: Scope) -> tuple[int, bytes]:
+        started.set()
+        await release.wait()
+        return 200, b"held"
+
+    app.behaviour["/held"] = held
+    guard = Guard(app, GuardConfig(token="", timeout_s=30.0))
+    try:
+        async with await serve(guard) as http:
+            for _ in range(3):
+                assert (await http.get("/x")).status_code == 200
+            assert len(guard._deadlines) == 3
+            assert all(deadline.task is None for deadline in guard._deadlines)
+            pending = asyncio.ensure_future(http.get("/held"))
+            await started.wait()
+            live = [d for d in guard._deadlines if d.task is not None]
+            assert len(live) == 1
+            guard._expire_deadlines(live[0].at - 1.0)  # the ticker: only the live one stays
+            assert guard._deadlines == live
+            assert not guard._timed_out
+            guard._deadlines_compact_at = 4  # compact on the request path from 4 entries on
+            for _ in range(5):
+                assert (await http.get("/x")).status_code == 200
+            assert len(guard._deadlines) <= 4
+            assert [d for d in guard._deadlines if d.task is not None] == live
+            release.set()
+            assert (await pending).text == "held"
+            assert live[0].task is None
     finally:
         await guard.aclose()
 

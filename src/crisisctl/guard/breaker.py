@@ -13,14 +13,16 @@ succeed -> closed, one fails -> open again.
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 from crisisctl.guard.config import BreakerConfig
 
-CLOSED = 0
-OPEN = 1
-HALF_OPEN = 2
+# Final: compiled code inlines them instead of looking them up in the module dict
+CLOSED: Final = 0
+OPEN: Final = 1
+HALF_OPEN: Final = 2
 STATE_NAMES = {CLOSED: "closed", OPEN: "open", HALF_OPEN: "half_open"}
-_BUCKETS = 10
+_BUCKETS: Final = 10
 
 
 class CircuitBreaker:

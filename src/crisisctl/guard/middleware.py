@@ -25,8 +25,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Iterator
+from typing import Any, Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -45,15 +45,22 @@ from crisisctl.guard.types import ASGIApp, Message, Receive, Scope, Send
 from crisisctl.stats import MAX_TRACKABLE_US
 
 log = logging.getLogger("crisisctl.guard")
-_clock = time.monotonic
+# Final: compiled code keeps these in C statics instead of looking them up in the module dict
+_clock: Final = time.monotonic
 
-_running_loop = asyncio.get_running_loop
-_task_of: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]
-if sys.version_info >= (3, 12):
-    _task_of = asyncio.current_task
-else:  # 3.11's asyncio.current_task is a Python wrapper; read the C-maintained map directly
-    _task_of = asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
-_EPS = 1e-9
+_running_loop: Final = asyncio.get_running_loop
+_current_task: Final = asyncio.current_task
+#: 3.11's asyncio.current_task is a Python wrapper: read the C-maintained map directly there
+#: (a bool tested at run time: a sys.version_info test in the request path costs a lookup)
+_READ_TASK_MAP: Final = sys.version_info < (3, 12)
+_current_tasks: Final[dict[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = (
+    asyncio.tasks._current_tasks if _READ_TASK_MAP else {}  # type: ignore[attr-defined]
+)
+_EPS: Final = 1e-9
+_MAX_US: Final = MAX_TRACKABLE_US
+#: the deadline list is compacted on the request path when it grows past this many entries
+#: (the ticker compacts it on every tick)
+_DEADLINES_COMPACT_AT: Final = 4096
 
 
 #: how often the background ticker runs housekeeping (key expiry, ramps, snapshots)
@@ -95,6 +102,57 @@ class _Route:
         self.timeout_s: float | None = None
 
 
+class _Deadline:
+    """One request's timeout, enforced by the guard's ticker while `task` is set."""
+
+    __slots__ = ("at", "task")
+
+    def __init__(self, task: asyncio.Task[Any], at: float) -> None:
+        self.task: asyncio.Task[Any] | None = task
+        #: monotonic seconds
+        self.at = at
+
+
+class _Send:
+    """The `send` the app gets: notes the response status, appends the RateLimit header
+    lines to the response start and ends the request's deadline once the response has
+    started (a timeout can no longer answer 504 then).
+
+    A plain callable object returning `send`'s awaitable, so no coroutine of its own per
+    message, and one object per request (a closure would need two).
+    """
+
+    __slots__ = ("deadline", "extra_headers", "send", "status")
+
+    def __init__(self, send: Send, extra_headers: list[tuple[bytes, bytes]] | None) -> None:
+        self.send = send
+        self.extra_headers = extra_headers
+        self.status = 0
+        self.deadline: _Deadline | None = None
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        if not self.status:
+            if isinstance(message, dict):  # (always, per the ASGI spec: compiled dict access)
+                kind: str = message["type"]
+                if kind == "http.response.start":
+                    self._start(message["status"], message, message.get("headers", ()))
+            elif message["type"] == "http.response.start":
+                self._start(message["status"], message, message.get("headers", ()))
+        return self.send(message)
+
+    def _start(self, status: int, message: Message, headers: Any) -> None:
+        self.status = status
+        extra = self.extra_headers
+        if extra is not None:
+            if type(headers) is list:
+                message["headers"] = headers + extra  # one copy, the app's intact
+            else:
+                message["headers"] = [*headers, *extra]
+        deadline = self.deadline
+        if deadline is not None:
+            deadline.task = None
+
+
 class Guard:
     """Overload protection for any ASGI app: ``app = Guard(app, GuardConfig(...))``.
 
@@ -129,6 +187,7 @@ class Guard:
             else None
         )
         self._key = config.key_func or client_key_function(config.trusted_proxies)
+        self._key_is_peer = self._key is peer_address
         self._critical_regexes = [compile_template(p) for p in config.critical_paths]
         self.route_stats: dict[str, RouteStats] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -142,7 +201,10 @@ class Guard:
         self._refusal_bodies: dict[tuple[str, str], bytes] = {}
         self.storage_health: Any = None
         self._redis: Any = None
-        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        #: deadlines of requests under a timeout, in arrival order; finished ones (task None)
+        #: are dropped by the ticker, or on the request path once the list grows long
+        self._deadlines: list[_Deadline] = []
+        self._deadlines_compact_at = _DEADLINES_COMPACT_AT
         self._timed_out: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._ticking = False
@@ -182,8 +244,9 @@ class Guard:
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
+        kind: str = scope["type"]
+        if kind != "http":
+            if kind == "lifespan":
                 await self.app(scope, self._lifespan_receive(receive), send)
             else:
                 await self.app(scope, receive, send)
@@ -199,9 +262,9 @@ class Guard:
         if not self._ticking:
             self._start_ticker()
         method: str = scope["method"]
-        try:
-            route = self._route_cache[method][path]
-        except KeyError:
+        by_path = self._route_cache.get(method)
+        route = by_path.get(path) if by_path is not None else None
+        if route is None:
             try:
                 route = self._route_for(method, path)
             except Exception:
@@ -223,7 +286,7 @@ class Guard:
             # memory storage, one GCRA limit: MemoryRateLimiter.hit_one and
             # RateLimitPolicy.headers_for_ahead inlined (keep in step with ratelimit.py)
             key: str | None = None
-            if self._key is peer_address:
+            if self._key_is_peer:
                 try:
                     key = scope["client"][0]
                 except (KeyError, TypeError, IndexError):
@@ -261,10 +324,10 @@ class Guard:
                     reset = int(reset_f)
                     if reset < reset_f:
                         reset += 1
-                    extra_headers = policy._header_cache.get(
-                        (int((top - ahead) / interval) << 24) + reset
-                    )
-                    if extra_headers is None:
+                    header_key = (int((top - ahead) / interval) << 24) + reset
+                    if header_key == policy.last_header_key:
+                        extra_headers = policy.last_header_lines
+                    else:
                         extra_headers = policy.headers_for_ahead(ahead)
         elif (limiter := route.limiter) is None:
             pass
@@ -300,35 +363,27 @@ class Guard:
         else:
             conc = None
 
+        sender = _Send(send, extra_headers)
         task: asyncio.Task[Any] | None = None
+        deadline: _Deadline | None = None
         timeout_s = route.timeout_s
-        deadlines = self._deadlines
         if timeout_s is not None:
-            task = _task_of(_running_loop())
+            if _READ_TASK_MAP:
+                task = _current_tasks.get(_running_loop())
+            else:
+                task = _current_task(_running_loop())
             if task is not None:
-                deadlines[task] = start + timeout_s
-        status = 0
-
-        def guarded_send(message: Message) -> Awaitable[None]:
-            # a plain function returning send's awaitable: no coroutine of its own per message
-            nonlocal status
-            if not status and message["type"] == "http.response.start":
-                status = message["status"]
-                if extra_headers is not None:
-                    headers = message.get("headers", ())
-                    if type(headers) is list:
-                        message["headers"] = headers + extra_headers  # one copy, the app's intact
-                    else:
-                        message["headers"] = [*headers, *extra_headers]
-                if task is not None:
-                    deadlines.pop(task, None)
-            return send(message)
+                deadline = sender.deadline = _Deadline(task, start + timeout_s)
+                deadlines = self._deadlines
+                deadlines.append(deadline)
+                if len(deadlines) >= self._deadlines_compact_at:
+                    self._expire_deadlines(start)
 
         stats = route.stats
         stats.in_flight += 1
         failed = False
         try:
-            await self.app(scope, receive, guarded_send)
+            await self.app(scope, receive, sender)
         except asyncio.CancelledError:
             failed = True
             if task is None or task not in self._timed_out:
@@ -336,8 +391,8 @@ class Guard:
             self._timed_out.discard(task)
             task.uncancel()
             stats.reject("timeout")
-            if status == 0:
-                status = 504
+            if sender.status == 0:
+                sender.status = 504
                 await control.send_json(
                     send,
                     504,
@@ -346,15 +401,16 @@ class Guard:
                 )  # fmt: skip
         except BaseException:
             failed = True
-            if status == 0:
-                status = 500
+            if sender.status == 0:
+                sender.status = 500
             raise
         finally:
             end = _clock()
             stats.in_flight -= 1
+            status = sender.status
             if task is not None:
-                if status == 0:
-                    deadlines.pop(task, None)
+                if deadline is not None:
+                    deadline.task = None
                 if self._timed_out:
                     # the app swallowed the cancellation of its timeout: forget it, or the task
                     # leaks and a later, genuine cancellation in it would be taken for a timeout
@@ -379,14 +435,15 @@ class Guard:
             if us < 2048:
                 index = us
             else:
-                if us > MAX_TRACKABLE_US:
-                    us = MAX_TRACKABLE_US
+                if us > _MAX_US:
+                    us = _MAX_US
                 shift = us.bit_length() - 11
                 index = (shift << 10) + (us >> shift)
-            try:
-                hist._counts[index] += 1
-            except KeyError:
-                hist._counts[index] = 1
+            bucket_counts: dict[Any, int] = hist._counts
+            boxed: object = index  # one int object for both dict operations
+            n = bucket_counts.get(boxed)
+            # (no try/except KeyError: a raised exception costs more than the whole update)
+            bucket_counts[boxed] = 1 if n is None else n + 1
             if us > hist.max_us:
                 hist.max_us = us
             if us < hist._min_us:
@@ -569,12 +626,24 @@ class Guard:
                 self._internal_error("housekeeping")
 
     def _expire_deadlines(self, now: float) -> None:
-        for task, deadline in list(self._deadlines.items()):
-            if deadline <= now:
-                del self._deadlines[task]
-                if not task.done():
-                    self._timed_out.add(task)
-                    task.cancel("crisisctl guard: request timeout")
+        """Cancel the requests past their deadline; drop finished and expired entries."""
+        live: list[_Deadline] = []
+        expired: list[asyncio.Task[Any]] = []
+        for deadline in self._deadlines:
+            task = deadline.task
+            if task is None:
+                continue  # finished, or its response has started
+            if deadline.at <= now:
+                deadline.task = None
+                expired.append(task)
+            else:
+                live.append(deadline)
+        self._deadlines = live
+        self._deadlines_compact_at = max(_DEADLINES_COMPACT_AT, 2 * len(live))
+        for task in expired:
+            if not task.done():
+                self._timed_out.add(task)
+                task.cancel("crisisctl guard: request timeout")
 
     def _housekeeping(self, now: float) -> None:
         conc = self.concurrency
