@@ -1,11 +1,13 @@
-"""Build hook: compile the guard's request path with mypyc (pure Python stays the fallback).
+"""Build hook: compile the per-request paths with mypyc (pure Python stays the fallback).
 
-The guard runs on every request of the service it protects, so its per-request cost is a
-product feature (see benchmarks/guard_overhead.py). The modules on that path are plain,
-fully typed Python; mypyc (part of mypy) compiles them to C extensions, which roughly halves
-the instructions the guard adds per request. Nothing else changes: the same source files are
-the pure-Python implementation, used when no C compiler is available, when the build is told
-not to compile (``CRISISCTL_NO_COMPILE=1``), or at run time with ``CRISISCTL_PURE_PYTHON=1``.
+The guard runs on every request of the service it protects, and the load engine's client and
+lanes on every request it sends, so their per-request cost is a product feature (see
+benchmarks/guard_overhead.py and benchmarks/loadgen_throughput.py). The modules on those
+paths are plain, fully typed Python; mypyc (part of mypy) compiles them to C extensions,
+which roughly halves the instructions each request costs. Nothing else changes: the same
+source files are the pure-Python implementation, used when no C compiler is available, when
+the build is told not to compile (``CRISISCTL_NO_COMPILE=1``), or at run time with
+``CRISISCTL_PURE_PYTHON=1``.
 
 * wheel builds (``pip install .``): the extensions are built in a temporary directory and
   added to the wheel, which becomes platform-specific;
@@ -40,6 +42,12 @@ ACCELERATED = (
     "crisisctl/guard/middleware.py",
     "crisisctl/guard/ratelimit.py",
     "crisisctl/guard/routes.py",
+    "crisisctl/load/client.py",
+    "crisisctl/load/lanes.py",
+    "crisisctl/load/recorder.py",
+    "crisisctl/load/recording.py",
+    "crisisctl/load/runbase.py",
+    "crisisctl/load/schedule.py",
 )
 EXT_SUFFIX = str(sysconfig.get_config_var("EXT_SUFFIX") or ".so")
 
@@ -105,7 +113,7 @@ def compile_to(out_dir: Path) -> list[Path]:
 def compile_in_place(force: bool = False) -> bool:
     """Build the in-place extensions (when stale); False, with the reason printed, on failure."""
     if os.environ.get("CRISISCTL_NO_COMPILE"):
-        print("crisisctl: CRISISCTL_NO_COMPILE is set: the guard stays pure Python")
+        print("crisisctl: CRISISCTL_NO_COMPILE is set: the request paths stay pure Python")
         return False
     if not force and not stale_sources():
         return True
@@ -128,7 +136,7 @@ def compile_in_place(force: bool = False) -> bool:
 def _explain(exc: BaseException) -> None:
     detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     print(
-        f"crisisctl: could not compile the guard with mypyc ({detail[-300:]}); "
+        f"crisisctl: could not compile the request paths with mypyc ({detail[-300:]}); "
         "it stays pure Python, which works the same, only slower",
         file=sys.stderr,
     )

@@ -111,6 +111,8 @@ class Run:
     rps: float = 0.0
     cpu_s: float = 0.0
     cpu_us_per_req: float = 0.0
+    #: of cpu_us_per_req, the kernel's share (system calls); None when the generator can't say
+    sys_us_per_req: float | None = None
     #: CPU seconds of the whole generator process (start-up included)
     cpu_total_s: float = 0.0
     #: generator CPU seconds per wall second of its window (≈ 1: the generator was the limit)
@@ -191,6 +193,8 @@ def measure(gen: str, rnd: int, args: argparse.Namespace, server: Server, tmp: P
             raise RuntimeError(f"completed no request: {done.output.strip()[-400:]}")
         run.rps = run.requests / run.wall_s
         run.cpu_us_per_req = run.cpu_s * 1e6 / run.requests
+        sys_s = done.sys_s if kind in ("wrk", "hey") else out.get("sys_s")
+        run.sys_us_per_req = None if sys_s is None else sys_s * 1e6 / run.requests
         run.gen_util = run.cpu_s / run.wall_s
         run.server_cpu_us_per_req = server_cpu * 1e6 / run.requests
         run.server_util = server_cpu / run.wall_s
@@ -221,6 +225,9 @@ def summarize(runs: list[Run], gens: list[str]) -> dict[str, dict[str, Any]]:
             "rps": median([r.rps for r in ok]),
             "cpu_us_per_req": median([r.cpu_us_per_req for r in ok]),
             "cpu_us_per_req_min": min((r.cpu_us_per_req for r in ok), default=None),
+            "sys_us_per_req": median(
+                [r.sys_us_per_req for r in ok if r.sys_us_per_req is not None]
+            ),
             "gen_util": median([r.gen_util for r in ok]),
             "server_cpu_us_per_req": median([r.server_cpu_us_per_req for r in ok]),
             "server_util": median([r.server_util for r in ok]),
@@ -266,6 +273,12 @@ def verdicts(med: dict[str, dict[str, Any]]) -> dict[str, Any]:
         # wrk costs 14 µs on the issue's machine: our cost in that machine's µs
         "crisisctl_us_scaled_to_reference": None if scaled is None else round(scaled, 2),
         "pass_scaled_to_reference": None if scaled is None else scaled <= TARGET_US,
+        # information: the same scaling through each peer's cost (wrk's is the strictest)
+        "scaled_to_reference_by_peer": {
+            gen: round(ours * REFERENCE_US[gen] / med[gen]["cpu_us_per_req"], 2)
+            for gen in ("wrk", "hey", "aiohttp", "locust")
+            if ours is not None and med.get(gen, {}).get("cpu_us_per_req")
+        },
     }
     latency: dict[str, Any] = {"how": LATENCY_HOW}
     if "crisisctl" in med and "wrk" in med:
@@ -290,14 +303,15 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
 
 def print_table(med: dict[str, dict[str, Any]]) -> None:
     header = (
-        f"{'generator':<16} {'req/s':>8} {'CPU µs/req':>11} {'× wrk':>6} {'gen util':>8} "
-        f"{'srv util':>8} {'p50 ms':>7} {'p99 ms':>7} {'ref µs':>7} {'rounds':>6}"
+        f"{'generator':<16} {'req/s':>8} {'CPU µs/req':>11} {'sys µs':>7} {'× wrk':>6} "
+        f"{'gen util':>8} {'srv util':>8} {'p50 ms':>7} {'p99 ms':>7} {'ref µs':>7} {'rounds':>6}"
     )
     print(header)
     print("-" * len(header))
     for gen, row in med.items():
         print(
             f"{gen:<16} {fmt(row['rps'], '.0f'):>8} {fmt(row['cpu_us_per_req']):>11} "
+            f"{fmt(row['sys_us_per_req']):>7} "
             f"{fmt(row['cpu_ratio_to_wrk'], '.2f'):>6} {fmt(row['gen_util'], '.2f'):>8} "
             f"{fmt(row['server_util'], '.2f'):>8} {fmt(row['p50_ms'], '.2f'):>7} "
             f"{fmt(row['p99_ms'], '.2f'):>7} {fmt(row['reference_machine_us'], '.0f'):>7} "

@@ -54,6 +54,8 @@ class GeneratorRun:
     cpu_s: float
     wall_s: float
     output: str
+    #: of `cpu_s`, the kernel's share (system calls: for a load generator, mostly the network)
+    sys_s: float = 0.0
 
 
 def run_pinned(
@@ -86,7 +88,9 @@ def run_pinned(
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         out.seek(0)
         text = out.read().decode("utf-8", "replace")
-    return GeneratorRun(proc.returncode, usage.ru_utime + usage.ru_stime, wall, text)
+    return GeneratorRun(
+        proc.returncode, usage.ru_utime + usage.ru_stime, wall, text, usage.ru_stime
+    )
 
 
 def core_times(core: int) -> float:

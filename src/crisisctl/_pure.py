@@ -1,11 +1,11 @@
 """Run-time choice between the compiled request path and its pure-Python source.
 
-The guard's request-path modules are compiled with mypyc when the package is built (see
-``hatch_build.py``); the compiled extension sits next to its ``.py`` source and Python's import
-system prefers it. ``CRISISCTL_PURE_PYTHON=1`` makes those modules load from source instead —
-for debugging, profiling with Python tools, or comparing the two — by putting a finder in
-front of the import system before any of them is imported (``crisisctl/__init__.py`` calls
-`install` first thing).
+The guard's and the load engine's per-request modules are compiled with mypyc when the package
+is built (see ``hatch_build.py``); the compiled extension sits next to its ``.py`` source and
+Python's import system prefers it. ``CRISISCTL_PURE_PYTHON=1`` makes those modules load from
+source instead — for debugging, profiling with Python tools, or comparing the two — by
+putting a finder in front of the import system before any of them is imported
+(``crisisctl/__init__.py`` calls `install` first thing).
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ ACCELERATED = frozenset(
         "crisisctl.guard.middleware",
         "crisisctl.guard.ratelimit",
         "crisisctl.guard.routes",
+        "crisisctl.load.client",
+        "crisisctl.load.lanes",
+        "crisisctl.load.recorder",
+        "crisisctl.load.recording",
+        "crisisctl.load.runbase",
+        "crisisctl.load.schedule",
     }
 )
 ENV_VAR = "CRISISCTL_PURE_PYTHON"

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import Mapping
-from typing import Any, NamedTuple, cast
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, Protocol, cast
 
 import httptools
 
@@ -44,6 +44,7 @@ __all__ = [
     "RequestError",
     "Response",
     "Target",
+    "Waiter",
     "build_request",
     "classify_error",
     "parse_target",
@@ -96,8 +97,11 @@ class BadResponse(Exception):
     """The server sent something that is not a valid HTTP/1.1 response."""
 
 
-class ClosedEarly(ConnectionResetError):
-    """The connection ended before a complete response; `got_bytes` if any response byte came."""
+class ClosedEarly(Exception):
+    """The connection ended before a complete response; `got_bytes` if any response byte came.
+
+    (A reset, as `classify_error` counts it; not a ConnectionResetError subclass because
+    mypyc compiles only subclasses of Exception natively.)"""
 
     def __init__(self, got_bytes: bool) -> None:
         super().__init__("connection closed before a complete response")
@@ -112,6 +116,8 @@ def classify_error(exc: BaseException) -> str:
     """Map an exception raised while connecting, sending or reading to an error kind."""
     if isinstance(exc, RequestError):
         return exc.kind
+    if isinstance(exc, ClosedEarly):
+        return "reset"
     if isinstance(exc, TimeoutError):
         return "timeout"
     if isinstance(exc, ConnectionRefusedError):
@@ -146,19 +152,33 @@ class Response(NamedTuple):
 _new_response = tuple.__new__  # Response(...) without the Python-level __new__ frame
 
 
-class HttpConnection(asyncio.Protocol):
-    """One HTTP/1.1 connection; `begin` sends a request and returns the future of its response."""
+class Waiter(Protocol):
+    """What a connection resolves with a request's outcome: an `asyncio.Future`, or an object
+    of the engine's that reacts to the outcome in the same callback (no task wake-up)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Response, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+class HttpConnection:
+    """One HTTP/1.1 connection, an asyncio protocol: `begin` sends a request and returns the
+    future of its response; `start` hands the response to a waiter of the caller's."""
 
     __slots__ = (
         "_body",
         "_body_bytes",
         "_deadline",
+        "_feeding",
         "_finished",
         "_got_bytes",
         "_headers_done",
         "_loop",
         "_more",
         "_parser",
+        "_resume",
         "_status",
         "_timer",
         "_timer_at",
@@ -179,7 +199,11 @@ class HttpConnection(asyncio.Protocol):
         self.head_only = False
         self._loop = asyncio.get_running_loop()
         self._parser: Any = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[Response] | None = None
+        self._waiter: Waiter | None = None
+        #: bytes are being parsed right now (a waiter must not send the next request yet)
+        self._feeding = False
+        #: called once the bytes being parsed are done: the waiter's next request
+        self._resume: Callable[[], None] | None = None
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -197,10 +221,21 @@ class HttpConnection(asyncio.Protocol):
     async def open(cls, host: str, port: int, body_cap: int = BODY_CAP) -> HttpConnection:
         """Connect to `host`:`port` (raises OSError subclasses on failure)."""
         loop = asyncio.get_running_loop()
-        _transport, conn = await loop.create_connection(lambda: cls(body_cap), host, port)
-        return conn
+        factory = cast("Callable[[], asyncio.BaseProtocol]", lambda: cls(body_cap))
+        _transport, conn = await loop.create_connection(factory, host, port)
+        return cast(HttpConnection, conn)
 
-    # -- asyncio.Protocol ------------------------------------------------------------------
+    # -- the asyncio protocol interface (a plain class: mypyc compiles it natively) ----------
+    def pause_writing(self) -> None:
+        """Requests are small and one is in flight at a time: nothing to pause."""
+
+    def resume_writing(self) -> None:
+        """See `pause_writing`."""
+
+    def eof_received(self) -> bool | None:
+        """The server shut its side: let the transport close (`connection_lost` follows)."""
+        return None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport but have the same interface
         self.transport = cast(asyncio.Transport, transport)
@@ -213,12 +248,26 @@ class HttpConnection(asyncio.Protocol):
             self.close()
             return
         self._got_bytes = True
+        self._feeding = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(BadResponse("unexpected protocol upgrade"))
         except httptools.HttpParserError as exc:
             self._fail(BadResponse(str(exc)))
+        finally:
+            self._feeding = False
+        resume = self._resume
+        if resume is not None:
+            self._resume = None
+            resume()
+
+    def after_feed(self, callback: Callable[[], None]) -> bool:
+        """Run `callback` once the bytes being parsed are done; False when none are."""
+        if not self._feeding or self.closed:
+            return False
+        self._resume = callback
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -335,6 +384,20 @@ class HttpConnection(asyncio.Protocol):
         connection closes when no complete response came by then; without one the caller
         bounds the time. Raises `ClosedEarly` at once when the connection is already closed.
         """
+        waiter: asyncio.Future[Response] = self._loop.create_future()
+        self.start(waiter, data, head_only, deadline)
+        return waiter
+
+    def start(
+        self, waiter: Waiter, data: bytes, head_only: bool = False, deadline: float | None = None
+    ) -> None:
+        """`begin` for a waiter of the caller's (the engine's lanes): `waiter` gets the
+        response or the error from the connection's own callbacks.
+
+        A waiter must not send its next request on this connection from inside `set_result`
+        (the parser is still busy with the bytes that completed the response): `after_feed`
+        defers it to the moment they are done.
+        """
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             raise ClosedEarly(False)
@@ -351,7 +414,7 @@ class HttpConnection(asyncio.Protocol):
         self._more = None
         self._finished = False
         self.used = True
-        waiter = self._waiter = self._loop.create_future()
+        self._waiter = waiter
         if deadline is not None:
             self._deadline = deadline
             timer = self._timer
@@ -362,7 +425,6 @@ class HttpConnection(asyncio.Protocol):
                 self._timer_at = deadline
                 self._timer = self._loop.call_at(deadline, self._on_timer)
         transport.write(data)
-        return waiter
 
     async def request(self, data: bytes, head_only: bool = False) -> Response:
         """Send `data` (a whole request) and return its response; the caller bounds the time."""
@@ -372,8 +434,10 @@ class HttpConnection(asyncio.Protocol):
         return response
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection (idempotent); a request still in flight is abandoned: its
+        waiter is never resolved (the caller that closes has given up on it)."""
         self.closed = True
+        self._waiter = None  # (a deferred `after_feed` callback still runs: it may reconnect)
         self._cancel_timer()
         if self.transport is not None:
             self.transport.close()

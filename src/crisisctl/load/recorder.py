@@ -6,6 +6,10 @@ closed (counts and latency) and, with several operations, each one's figures sin
 tick; the live view and early aborts read ticks, from one process or several. A closed
 second is kept only as its point of the time series (p50/p95/p99, counts): its histogram
 leaves with its tick, so memory does not grow with the run's length either.
+
+A latency is recorded once, into its second (and, with several operations, its operation's
+tick); a second's histogram is merged into the run's (and the tick's into the operation's)
+when it closes — exact, once a second instead of once a request.
 """
 
 from __future__ import annotations
@@ -101,7 +105,6 @@ class Recorder:
         counts = res.status_counts
         counts[status] = counts.get(status, 0) + 1
         res.bytes_received += body_bytes
-        res.latency.record_us(corrected_us)
         if raw_us is not None and res.latency_uncorrected is not None:
             res.latency_uncorrected.record_us(raw_us)
         index = int(now - self.t0)
@@ -117,7 +120,6 @@ class Recorder:
             op.completed += 1
             op.status_counts[status] = op.status_counts.get(status, 0) + 1
             op.bytes_received += body_bytes
-            op.latency.record_us(corrected_us)
             tick = op.tick
             tick.requests += 1
             tick.latency.record_us(corrected_us)
@@ -153,9 +155,14 @@ class Recorder:
             stats = self.seconds.pop(second, None) or SecondStats()
             if second == self.current_index:
                 self.current_index = -1
+            self.result.latency.merge(stats.latency)
             width = min(1.0, now - self.t0 - second) if final else 1.0
             self.series.append(stats.as_dict(second, width if width > 0 else 1.0))
-            ops = {op.name: op.take_tick() for op in self.ops} if self.multi else {}
+            ops = {}
+            if self.multi:
+                for op in self.ops:
+                    tick = ops[op.name] = op.take_tick()
+                    op.latency.merge(tick.latency)
             out.append(Tick(second, now - self.t0, stats, ops))
         return out
 
