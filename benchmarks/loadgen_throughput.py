@@ -321,7 +321,7 @@ def print_table(med: dict[str, dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per generator run")
     parser.add_argument("--connections", type=int, default=64, help="connections / users")
     parser.add_argument("--rate", type=float, default=2000.0, help="req/s of the paced runs")

@@ -239,3 +239,23 @@ async def test_open_model_slots_on_busy_connections(server: Scripted) -> None:
     corrected, raw = res.latency.summary(), res.latency_uncorrected.summary()
     assert corrected.p99_ms > 2 * raw.p99_ms
     assert_one_sample_per_response(res)
+
+
+async def test_users_with_a_think_time_start_spread_out(server: Scripted) -> None:
+    # 8 users, 200 ms constant think, a 50 ms run: the first pauses spread over [0, 200 ms],
+    # so only the few drawn under 50 ms send (all 8 at t = 0 was the old, bursty start)
+    res = await closed(server.url("/"), users=8, duration_s=0.05, think=ThinkTime("constant", 0.2))
+    assert 1 <= res.requests <= 6
+    assert res.error_total == 0
+
+
+def test_first_pause_is_the_rest_of_a_pause() -> None:
+    rng = random.Random(3)
+    constant = ThinkTime("constant", 0.1)
+    firsts = [constant.first(rng) for _ in range(2000)]
+    assert all(0 <= f <= 0.1 for f in firsts)
+    assert 0.045 < sum(firsts) / len(firsts) < 0.055  # uniform over [0, 0.1]
+    expo = ThinkTime("exponential", 0.1)
+    mean = sum(expo.first(rng) for _ in range(4000)) / 4000
+    assert 0.09 < mean < 0.11  # memoryless: the rest of a pause is a whole pause
+    assert ThinkTime().first(rng) == 0.0

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol, cast
 
@@ -186,6 +187,7 @@ class HttpConnection:
         "body_cap",
         "closed",
         "head_only",
+        "received_at",
         "transport",
         "used",
     )
@@ -202,6 +204,9 @@ class HttpConnection:
         self._waiter: Waiter | None = None
         #: bytes are being parsed right now (a waiter must not send the next request yet)
         self._feeding = False
+        #: monotonic time the bytes being parsed arrived (a response completed by them came
+        #: then: a waiter reads it from its `set_result` instead of the clock)
+        self.received_at = 0.0
         #: called once the bytes being parsed are done: the waiter's next request
         self._resume: Callable[[], None] | None = None
         self._deadline = 0.0
@@ -248,6 +253,7 @@ class HttpConnection:
             self.close()
             return
         self._got_bytes = True
+        self.received_at = time.monotonic()
         self._feeding = True
         try:
             self._parser.feed_data(data)
@@ -261,6 +267,11 @@ class HttpConnection:
         if resume is not None:
             self._resume = None
             resume()
+
+    @property
+    def feeding(self) -> bool:
+        """Bytes are being parsed right now (`received_at` is when they came)."""
+        return self._feeding
 
     def after_feed(self, callback: Callable[[], None]) -> bool:
         """Run `callback` once the bytes being parsed are done; False when none are."""

@@ -186,9 +186,11 @@ class Lane:
 
     def set_result(self, response: Response, /) -> None:
         """The response to the request in flight (called from the parser's callback)."""
-        done = time.monotonic()
         if not self.in_flight:
             return
+        conn = self.client.conn
+        # the response came with the bytes being parsed: their arrival is its time
+        done = conn.received_at if conn is not None and conn.feeding else time.monotonic()
         self.in_flight = False
         try:
             self._record(response, done)
@@ -307,10 +309,15 @@ class Lane:
 class ClosedLane(Lane):
     """A closed-model virtual user: send, wait for the response, think, repeat.
 
-    User `index` runs while the `users` schedule is above it (ramp-up, stages).
+    User `index` runs while the `users` schedule is above it (ramp-up, stages). With a think
+    time a user also pauses before its first request (`ThinkTime.first`: what is left of a
+    pause caught at a random instant), so the users start spread as in the steady state
+    instead of all at the same instant — a burst no real population of users sends, which
+    only showed as a queue in the first milliseconds' latencies (wrk's ``delay()`` paces
+    the first request too).
     """
 
-    __slots__ = ("always_active", "index", "no_think", "t0", "think", "users")
+    __slots__ = ("always_active", "index", "no_think", "started", "t0", "think", "users")
 
     def __init__(
         self,
@@ -331,6 +338,7 @@ class ClosedLane(Lane):
         self.t0 = t0
         self.think = think
         self.no_think = think.value_s == 0 and think.kind == "constant"
+        self.started = False
         fewest = min(min(r0, r1) for _, r0, r1 in users.segments)
         #: active for the whole run: the per-request path skips the schedule
         self.always_active = fewest > index + 1e-9
@@ -345,6 +353,11 @@ class ClosedLane(Lane):
             if now >= stop_at:
                 self.end()
                 return
+            if not self.started:
+                self.started = True
+                if not self.no_think:  # a first think: the users start spread out
+                    self.pause(self.think.first(self.run.rng), now)
+                    return
             if not self.always_active:
                 level = self.index + 1e-9
                 t = now - self.t0
@@ -367,11 +380,19 @@ class ClosedLane(Lane):
         pause = _REFUSED_PAUSE_S if error == "refused" else 0.0
         if not self.no_think:
             pause += self.think.draw(self.run.rng)
-        pause = min(pause, self.run.ctl.stop_at - now)
         if pause > 0:
-            self.later(pause)
+            self.pause(pause, now)
         else:
             self.soon()
+
+    def pause(self, pause_s: float, now: float) -> None:
+        """Think for `pause_s` seconds from `now`; a pause that reaches the stop time ends the
+        user then (a timer can fire a little early: it must not send once more)."""
+        left = self.run.ctl.stop_at - now
+        if pause_s < left:
+            self.later(pause_s)
+        else:
+            self.later(max(left, 0.0), self.end)
 
 
 class OpenLane(Lane):

@@ -124,3 +124,12 @@ class ThinkTime:
         if self.kind == "exponential":
             return rng.expovariate(1.0 / self.value_s) if self.value_s > 0 else 0.0
         return self.value_s
+
+    def first(self, rng: random.Random) -> float:
+        """The pause before a user's first request: what is left of a pause caught at a random
+        instant, so users that start together are spread as in the steady state — the whole
+        draw for an exponential pause (memoryless), uniform over [0, pause] for a constant one,
+        a uniform share of a draw for a uniform one."""
+        if self.kind == "exponential":
+            return self.draw(rng)
+        return rng.random() * self.draw(rng)
