@@ -127,7 +127,7 @@ async def run_open_ops(
         for client, picker in zip(clients, pickers, strict=True)
     ]
     await run.run(lanes, timeout_s, on_tick, stop)
-    # slots due before the end that no worker took (every connection was busy)
+    # slots due before the end that no lane took (every connection was busy)
     if ctl.aborted is None:
         result.dropped += sum(1 for offset in slots if t0 + offset < ctl.stop_at)
     finish_run(rec, clients, ctl, on_tick)
