@@ -259,3 +259,18 @@ def test_first_pause_is_the_rest_of_a_pause() -> None:
     mean = sum(expo.first(rng) for _ in range(4000)) / 4000
     assert 0.09 < mean < 0.11  # memoryless: the rest of a pause is a whole pause
     assert ThinkTime().first(rng) == 0.0
+
+
+async def test_a_bug_in_on_tick_is_raised_from_the_run(server: Scripted) -> None:
+    def on_tick(tick: object) -> None:
+        raise RuntimeError("live view bug")
+
+    url = server.url("/")
+    with pytest.raises(RuntimeError, match="live view bug"):
+        await run_closed_ops(
+            parse_target(url),
+            [op(url)],
+            users=RateSchedule.constant(2, 1.2),
+            timeout_s=2.0,
+            on_tick=on_tick,
+        )

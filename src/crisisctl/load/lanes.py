@@ -118,9 +118,14 @@ class LaneRun:
                 lane.halt(now)
             for task in self.tasks:
                 task.cancel()
-            await asyncio.gather(tick_task, *self.tasks, return_exceptions=True)
+            outcomes = await asyncio.gather(tick_task, *self.tasks, return_exceptions=True)
         if self.bug is not None:
             raise self.bug
+        for outcome in outcomes:  # a bug in the ticker (`on_tick`, `stop`) or a connect task
+            if isinstance(outcome, BaseException) and not isinstance(
+                outcome, asyncio.CancelledError
+            ):
+                raise outcome
 
 
 class Lane:
