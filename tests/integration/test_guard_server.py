@@ -425,7 +425,9 @@ def test_metrics_are_prometheus_text_labelled_by_template(basic: GuardServer) ->
     assert m["crisisctl_http_request_duration_seconds_count"][(("route", "/items/{item_id}"),)] == 3
     assert m["crisisctl_http_request_duration_seconds_sum"][(("route", "/items/{item_id}"),)] > 0
 
-    assert m["crisisctl_guard_concurrency_limit"][()] == 32  # the adaptive default, idle
+    # the adaptive default (32), or on its way down to the app-limited floor if the server has
+    # been quiet for a second or more (congestion window validation)
+    assert 4 <= m["crisisctl_guard_concurrency_limit"][()] <= 32
     assert m["crisisctl_guard_queue_length"][()] == 0
     assert m["crisisctl_guard_mode"][(("mode", "normal"),)] == 1.0
     assert m["crisisctl_guard_internal_errors_total"][()] == 0

@@ -352,18 +352,143 @@ def test_adaptive_limit_shrinks_when_latency_doubles() -> None:
     assert lim.last_rtt is not None and lim.last_rtt > 1.5 * 0.01
 
 
-def test_adaptive_limit_does_not_grow_when_app_limited() -> None:
-    """Light traffic that never reaches the limit gives no evidence more would help."""
-    clock = FakeClock()
-    lim = adaptive(clock, limit=20)
-    for _ in range(200):
-        for _ in range(3):
+def light_traffic(lim: ConcurrencyLimiter, clock: FakeClock, rounds: int, in_flight: int) -> None:
+    """`rounds` windows of `in_flight` concurrent requests at the no-load latency (10 ms)."""
+    for _ in range(rounds):
+        for _ in range(in_flight):
             assert lim.try_acquire()
         clock.now += 0.06
-        for _ in range(3):
+        for _ in range(in_flight):
             lim.release(clock(), 0.01)
-    assert lim.effective == 20
+
+
+def test_app_limited_limit_decays_to_twice_the_used_concurrency_and_never_grows() -> None:
+    """Light traffic that never reaches the limit gives no evidence more would help: the limit
+    does not grow, and it decays towards twice what the traffic uses (RFC 7661)."""
+    clock = FakeClock()
+    lim = adaptive(clock, limit=20)
+    seen = []
+    for _ in range(40):
+        light_traffic(lim, clock, 5, in_flight=3)
+        seen.append(lim.effective)
+    assert seen == sorted(seen, reverse=True)  # never grows
+    assert lim.effective == 6
     assert lim.updates > 0
+    assert lim.describe()["regain"] == 20.0
+
+
+def test_a_legitimate_burst_regains_the_decayed_limit_within_a_few_windows() -> None:
+    clock = FakeClock()
+    lim = adaptive(clock, limit=40)
+    light_traffic(lim, clock, 200, in_flight=1)
+    assert lim.effective == 4  # APP_LIMITED_FLOOR
+    # a burst the service handles without queueing (capacity 100): the limit doubles back
+    # (a window needs ten samples: at four in flight, the first closes in the third round)
+    seen = drive(lim, clock, 0.6, base=0.01, capacity=100)
+    assert [n for i, n in enumerate(seen) if i == 0 or n != seen[i - 1]][:5] == [4, 8, 16, 32, 40]
+    assert seen.index(40) <= 5
+    seen = drive(lim, clock, 5.0, base=0.01, capacity=100)
+    assert seen[-1] > 40  # then the usual smoothed growth
+
+
+def test_overload_onset_after_light_traffic_admits_few_requests_at_once() -> None:
+    """The reason for the decay: a one-worker service (capacity 1) that saw light traffic must
+    not take 32 requests into its own queue when overload arrives."""
+    clock = FakeClock()
+    lim = adaptive(clock, limit=32)
+    light_traffic(lim, clock, 100, in_flight=1)
+    admitted = 0
+    while lim.try_acquire():
+        admitted += 1
+    assert admitted == 4
+    for _ in range(admitted):
+        lim.release(clock(), 0.01 * admitted)
+    seen = drive(lim, clock, 3.0, base=0.01, capacity=1)
+    assert max(seen) <= 4
+    assert seen[-1] <= 1.5 * 1 + QUEUE_ALLOWANCE + 1
+
+
+def test_an_idle_service_decays_too() -> None:
+    clock = FakeClock()
+    lim = adaptive(clock, limit=32)
+    for _ in range(10):
+        clock.now += 1.0
+        lim.maybe_close_window(clock())  # the guard's ticker, once a second
+    assert lim.effective == 4
+    assert lim.updates == 0  # no latency sample: nothing else changed
+    assert lim.try_acquire()  # one busy request keeps the limit at twice the use
+    for _ in range(10):
+        clock.now += 1.0
+        lim.maybe_close_window(clock())
+    assert lim.effective == 4
+
+
+async def overloaded_adaptive(limit: int, rtt: float) -> tuple[FakeClock, ConcurrencyLimiter]:
+    """An adaptive limiter at `limit` whose recent latency is `rtt`, all slots busy, in a
+    standing overload (its congestion episode has outlasted the 50 ms interval)."""
+    clock = FakeClock()
+    config = ConcurrencyConfig(
+        mode="adaptive",
+        limit=limit,
+        min_limit=limit,
+        max_limit=limit,
+        queue_size=10,
+        queue_timeout_s=0.05,
+        queue_target_s=0.005,
+    )
+    lim = ConcurrencyLimiter(config, clock)
+    for _ in range(10):
+        assert lim.try_acquire()
+        lim.release(clock(), rtt)
+    clock.now += 0.06
+    lim.maybe_close_window(clock())
+    assert lim.last_rtt == pytest.approx(rtt)
+    for _ in range(limit):
+        assert lim.try_acquire()
+    waiting = asyncio.create_task(lim.acquire(NORMAL))
+    await asyncio.sleep(0)
+    clock.now += 0.06
+    lim.release(clock(), -1.0)  # one slot comes free: the waiter takes it
+    assert await waiting is None
+    assert lim.describe()["standing_overload"] is True
+    return clock, lim
+
+
+async def test_standing_overload_sheds_at_once_when_slots_free_too_rarely() -> None:
+    # two slots, 10 ms each: one comes free every 5 ms on average, longer than the 5 ms target
+    clock, lim = await overloaded_adaptive(limit=2, rtt=0.0101)
+    start = time.monotonic()
+    assert await lim.acquire(NORMAL) == "overloaded"
+    assert await lim.acquire(LOW) == "overloaded"
+    assert time.monotonic() - start < 0.004  # at once: no timer
+    assert lim.queued == 0
+    assert lim.describe()["shed_overloaded"] == 2
+    # slots coming free and taken by the next arrival, with refusals in between, never make a
+    # whole interval (50 ms) of calm: the overload stands and refusals stay immediate
+    for _ in range(5):
+        clock.now += 0.03
+        lim.release(clock(), -1.0)
+        assert lim.try_acquire()
+        clock.now += 0.001
+        assert await lim.acquire(NORMAL) == "overloaded"
+    assert lim.describe()["standing_overload"] is True
+    # a high-priority request still waits for the next free slot
+    high = asyncio.create_task(lim.acquire(HIGH))
+    await settle()
+    assert not high.done()
+    lim.release(clock(), -1.0)
+    assert await high is None
+
+
+async def test_standing_overload_queues_when_slots_free_often_enough() -> None:
+    # twenty slots, 10 ms each: one comes free every 0.5 ms, well within the target
+    clock, lim = await overloaded_adaptive(limit=20, rtt=0.01)
+    waiting = asyncio.create_task(lim.acquire(NORMAL))
+    await settle()
+    assert not waiting.done()
+    lim.release(clock(), -1.0)
+    assert await waiting is None
+    assert lim.describe()["shed_overloaded"] == 0
 
 
 def test_static_mode_ignores_latency() -> None:

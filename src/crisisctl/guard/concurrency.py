@@ -15,9 +15,23 @@ queueing excluded) is averaged over windows of ≥ 10 samples and ≥ 50 ms (or 
     gradient = 1 and the limit was reached in the window (not app-limited)
         L <- (1 - smoothing) * L + smoothing * (L + sqrt(L))          # smoothed growth
         but below `ceiling` until `hold` seconds have passed since it was set
-    otherwise L is unchanged (no evidence that more concurrency would help)
+    otherwise, when the limit was less than half used (app-limited), and after a quiet second
+    with no sample at all
+        regain <- max(regain, L)
+        L <- max(L_used, (L + L_used) / 2),  L_used = max(min_limit, APP_LIMITED_FLOOR, 2 * peak)
+    otherwise L is unchanged
+    growth below `regain` doubles instead: L <- min(2 * L, regain); any cut forgets `regain`
 
     L is clamped to [min_limit, max_limit]; admission uses floor(L * mode factor).
+
+The app-limited decay is TCP's congestion window validation (RFC 7661): a limit far above the
+concurrency the traffic actually uses was never tested, and when overload arrives at a quiet
+service every one of those untested slots is filled at once — a single-worker service with a
+limit of 32 would queue 32 requests inside itself before the first latency sample could cut
+the limit. So while the traffic uses less than half the limit, the limit decays halfway
+towards twice the used concurrency per window; the level it decayed from is remembered as
+`regain` and, like TCP's slow start after validation, growth doubles back up to it, so a
+legitimate burst gets the old level back within a few windows.
 
 QUEUE_ALLOWANCE (one request, like the queue-size term of Netflix's Gradient2) keeps a
 service with one worker at two in flight: at one, the worker idles while the event loop hands
@@ -37,8 +51,13 @@ the instant one slot comes free between two arrivals. In standing overload waite
 newest first (LIFO: the oldest are the ones whose clients have most likely given up) and a new
 waiter is shed after the target delay (`queue_target_s`, at most half the no-load latency under
 the adaptive limit); otherwise waiters are served in arrival order and wait at most the
-interval. Higher priorities are served first, and a full queue evicts its lowest-priority
-waiter for a more important arrival.
+interval. Under the adaptive limit, when slots come free on average less often than once per
+target delay (recent latency / limit > target), a new LOW or NORMAL request in standing
+overload is shed at once (reason `overloaded`) instead of waiting out a target it would most
+likely miss: the answer is the same, sooner, and the service does not pay for a timer and a
+second wake-up per refused request while it is saturated — the next arrival takes the slot.
+Higher priorities are served first, and a full queue evicts its lowest-priority waiter for a
+more important arrival.
 """
 
 from __future__ import annotations
@@ -60,10 +79,13 @@ MIN_GRADIENT = 0.25
 #: requests of queueing the decrease leaves room for (see the module docstring)
 QUEUE_ALLOWANCE = 1.0
 HOLD_MAX_S = 120.0
+#: while app-limited the limit decays towards twice the used concurrency, never below this
+APP_LIMITED_FLOOR = 4.0
 
 #: reasons a request can be refused by this module (metric label values)
 SHED_QUEUE_FULL = "queue_full"
 SHED_QUEUE_TIMEOUT = "queue_timeout"
+SHED_OVERLOADED = "overloaded"
 
 
 class _Waiter:
@@ -99,6 +121,7 @@ class ConcurrencyLimiter:
         self.calm_since: float | None = None
         self.shed_queue_full = 0
         self.shed_queue_timeout = 0
+        self.shed_overloaded = 0
         # adaptive state
         self.rtt_noload: float | None = None
         self.last_rtt: float | None = None
@@ -115,6 +138,8 @@ class ConcurrencyLimiter:
         self._hold = HOLD_BASE_S
         self._cuts_in_row = 0
         self._probing_from: float | None = None
+        #: the level an app-limited decay started from; growth doubles back up to it
+        self._regain: float | None = None
         self.noload_window_s = 30.0
         self.probe_interval_s = 30.0
         self.updates = 0
@@ -138,6 +163,10 @@ class ConcurrencyLimiter:
         if self.queued >= cfg.queue_size and not self._evict_below(priority):
             self.shed_queue_full += 1
             return SHED_QUEUE_FULL
+        if priority < Priority.HIGH and self._hopeless(now):
+            self.calm_since = None  # a refusal at the door is congestion too: no calm yet
+            self.shed_overloaded += 1
+            return SHED_OVERLOADED
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop.create_future(), priority, now)
         calm = self.calm_since
@@ -161,6 +190,13 @@ class ConcurrencyLimiter:
         if admitted:
             return None
         return waiter.shed_reason
+
+    def _hopeless(self, now: float) -> bool:
+        """In standing overload, do slots come free less often than once per target delay?"""
+        rtt = self.last_rtt
+        if rtt is None or not self.adaptive or not self._overloaded(now):
+            return False
+        return rtt > self._queue_timeout(now) * self.effective
 
     def _queue_timeout(self, now: float) -> float:
         cfg = self.config
@@ -302,6 +338,9 @@ class ConcurrencyLimiter:
         self.window_next = WINDOW_MIN_SAMPLES
         self.window_peak = self.in_flight
         if n == 0:
+            if self.adaptive and 2 * peak < self.effective and self._probing_from is None:
+                self.limit = self._validated(self.limit, peak)  # a quiet second: app-limited
+                self._apply()
             return
         self.updates += 1
         self.last_rtt = rtt
@@ -337,6 +376,7 @@ class ConcurrencyLimiter:
         if gradient < 1.0 and 2 * peak >= self.effective:
             # latency beyond tolerance while the limit was at least half used: shrink it
             gradient = max(MIN_GRADIENT, gradient)
+            self._regain = None
             cut = limit * gradient + QUEUE_ALLOWANCE
             if math.floor(cut) < math.floor(limit):
                 self._cuts_in_row += 1
@@ -361,12 +401,28 @@ class ConcurrencyLimiter:
                 # a probe at the old ceiling went through without queueing: forget it
                 self._ceiling = None
                 self._hold = HOLD_BASE_S
-            grown = limit + math.sqrt(limit)
-            limit = (1.0 - cfg.smoothing) * limit + cfg.smoothing * grown
+            regain = self._regain
+            if regain is not None and limit < regain:
+                limit = min(2.0 * limit, regain)  # slow start back to the validated level
+            else:
+                self._regain = None
+                grown = limit + math.sqrt(limit)
+                limit = (1.0 - cfg.smoothing) * limit + cfg.smoothing * grown
             if self._ceiling is not None and now < self._ceiling_until:
                 limit = min(limit, self._ceiling - 0.01)
+        elif 2 * peak < self.effective:
+            limit = self._validated(limit, peak)
         self.limit = min(float(cfg.max_limit), max(float(cfg.min_limit), limit))
         self._apply()
+
+    def _validated(self, limit: float, peak: int) -> float:
+        """The app-limited decay (congestion window validation, see the module docstring)."""
+        used = max(float(self.config.min_limit), APP_LIMITED_FLOOR, 2.0 * peak)
+        if limit <= used:
+            return limit
+        if self._regain is None or limit > self._regain:
+            self._regain = limit
+        return max(used, 0.5 * (limit + used))
 
     def describe(self) -> dict[str, object]:
         """JSON-able state for the status endpoint."""
@@ -387,4 +443,6 @@ class ConcurrencyLimiter:
             "updates": self.updates,
             "shed_queue_full": self.shed_queue_full,
             "shed_queue_timeout": self.shed_queue_timeout,
+            "shed_overloaded": self.shed_overloaded,
+            "regain": None if self._regain is None else round(self._regain, 3),
         }

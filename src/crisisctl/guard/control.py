@@ -40,6 +40,7 @@ REFUSAL_MESSAGES = {
     "circuit_open": "this route is failing and its circuit breaker is open; retry later",
     "queue_full": "the service is at its concurrency limit and its queue is full; retry later",
     "queue_timeout": "the service is at its concurrency limit and the request waited too long",
+    "overloaded": "the service is overloaded and sheds new requests at once; retry later",
 }
 
 

@@ -159,8 +159,8 @@ class GuardCollector(Collector):
 
         rejected = CounterMetricFamily(
             "crisisctl_guard_rejected",
-            "Requests the guard refused, by route and reason "
-            "(rate_limited, queue_full, queue_timeout, emergency, circuit_open, timeout).",
+            "Requests the guard refused, by route and reason (rate_limited, queue_full, "
+            "queue_timeout, overloaded, emergency, circuit_open, timeout).",
             labels=["route", "reason"],
         )
         for stats in routes:

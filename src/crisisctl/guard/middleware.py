@@ -647,9 +647,9 @@ class Guard:
 
     def _housekeeping(self, now: float) -> None:
         conc = self.concurrency
-        if conc is not None and conc.window_n and now - conc.window_start >= WINDOW_MAX_S:
-            conc.maybe_close_window(now)  # a window of a quiet service (the request path
-            # checks windows by sample count only)
+        if conc is not None and conc.adaptive and now - conc.window_start >= WINDOW_MAX_S:
+            conc.maybe_close_window(now)  # a window of a quiet or idle service (the request
+            # path checks windows by sample count only)
         for limiter in list(self._limiters.values()):
             limiter.rotate(now)
         for breaker in list(self.breakers.values()):
