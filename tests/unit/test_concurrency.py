@@ -432,7 +432,7 @@ async def overloaded_adaptive(limit: int, rtt: float) -> tuple[FakeClock, Concur
         limit=limit,
         min_limit=limit,
         max_limit=limit,
-        queue_size=10,
+        queue_size=16,
         queue_timeout_s=0.05,
         queue_target_s=0.005,
     )
@@ -454,41 +454,80 @@ async def overloaded_adaptive(limit: int, rtt: float) -> tuple[FakeClock, Concur
     return clock, lim
 
 
-async def test_standing_overload_sheds_at_once_when_slots_free_too_rarely() -> None:
-    # two slots, 10 ms each: one comes free every 5 ms on average, longer than the 5 ms target
+async def test_standing_overload_keeps_one_waiter_when_slots_free_too_rarely() -> None:
+    # two slots, 10 ms each: one comes free every 5 ms on average, no more often than the 5 ms
+    # target, so the queue keeps only the newest waiter (served LIFO) for the next free slot
     clock, lim = await overloaded_adaptive(limit=2, rtt=0.0101)
-    start = time.monotonic()
-    assert await lim.acquire(NORMAL) == "overloaded"
-    assert await lim.acquire(LOW) == "overloaded"
-    assert time.monotonic() - start < 0.004  # at once: no timer
-    assert lim.queued == 0
-    assert lim.describe()["shed_overloaded"] == 2
-    # slots coming free and taken by the next arrival, with refusals in between, never make a
-    # whole interval (50 ms) of calm: the overload stands and refusals stay immediate
-    for _ in range(5):
-        clock.now += 0.03
-        lim.release(clock(), -1.0)
-        assert lim.try_acquire()
-        clock.now += 0.001
-        assert await lim.acquire(NORMAL) == "overloaded"
-    assert lim.describe()["standing_overload"] is True
-    # a high-priority request still waits for the next free slot
-    high = asyncio.create_task(lim.acquire(HIGH))
+    first = asyncio.create_task(lim.acquire(NORMAL))
     await settle()
-    assert not high.done()
+    assert not first.done() and lim.queued == 1
+    start = time.monotonic()
+    second = asyncio.create_task(lim.acquire(NORMAL))
+    await settle()
+    assert first.done() and first.result() == "overloaded"  # evicted at once, no timer
+    assert time.monotonic() - start < 0.004
+    assert await lim.acquire(LOW) == "overloaded"  # nothing of its priority to evict: refused
+    assert lim.queued == 1
+    high = asyncio.create_task(lim.acquire(HIGH))  # a more important arrival takes the place
+    await settle()
+    assert second.done() and second.result() == "overloaded"
+    assert lim.describe()["shed_overloaded"] == 3
     lim.release(clock(), -1.0)
     assert await high is None
+    # arrivals every 30 ms that each find the slots busy keep the queue from a whole interval
+    # (50 ms) of calm: the overload stands, and each arrival evicts the one before
+    previous = None
+    for _ in range(5):
+        clock.now += 0.03
+        newest = asyncio.create_task(lim.acquire(LOW))
+        await settle()
+        assert previous is None or previous.result() == "overloaded"
+        assert lim.describe()["standing_overload"] is True
+        previous = newest
+    lim.release(clock(), -1.0)
+    assert await newest is None
 
 
 async def test_standing_overload_queues_when_slots_free_often_enough() -> None:
-    # twenty slots, 10 ms each: one comes free every 0.5 ms, well within the target
+    # twenty slots, 10 ms each: one comes free every 0.5 ms, ten within the target
     clock, lim = await overloaded_adaptive(limit=20, rtt=0.01)
-    waiting = asyncio.create_task(lim.acquire(NORMAL))
+    waiting = [asyncio.create_task(lim.acquire(NORMAL)) for _ in range(11)]
     await settle()
-    assert not waiting.done()
-    lim.release(clock(), -1.0)
-    assert await waiting is None
-    assert lim.describe()["shed_overloaded"] == 0
+    assert lim.queued == 10
+    assert waiting[0].done() and waiting[0].result() == "overloaded"  # the oldest makes room
+    for _ in range(10):
+        lim.release(clock(), -1.0)
+    assert await asyncio.gather(*waiting[1:]) == [None] * 10
+    assert lim.describe()["shed_overloaded"] == 1
+
+
+def test_in_standing_overload_one_cut_sets_the_ceiling_and_no_allowance_is_added() -> None:
+    """A one-worker service at two in flight doubles latency: in a standing overload (the
+    queue holds the next request) the limit goes to one and stays below two for the hold."""
+    clock = FakeClock()
+    lim = adaptive(clock, limit=2)
+    lim.rtt_noload = 0.005
+    lim._noload_samples.append((clock(), 0.005))
+    lim.episode_start = clock() - 1.0  # queueing for a second: standing overload
+
+    def one_round(in_flight: int, rtt: float) -> None:
+        for _ in range(in_flight):
+            assert lim.try_acquire()
+        clock.now += 0.006
+        for _ in range(in_flight):
+            lim.release(clock(), rtt)
+        lim.calm_since = None  # the next request is already waiting in the queue
+
+    while lim.effective == 2:
+        one_round(2, 0.0104)  # two in flight: twice the no-load latency
+    assert lim.effective == 1
+    assert lim.describe()["ceiling"] == 2
+    seen = []
+    for _ in range(1000):  # 6 s of one in flight at the no-load latency, within the hold
+        one_round(1, 0.0052)
+        seen.append(lim.effective)
+    assert set(seen) == {1}
+    assert lim.describe()["standing_overload"] is True
 
 
 def test_static_mode_ignores_latency() -> None:

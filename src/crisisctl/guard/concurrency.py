@@ -8,8 +8,9 @@ queueing excluded) is averaged over windows of ≥ 10 samples and ≥ 50 ms (or 
     gradient   = clamp(tolerance * rtt_noload / rtt, 0.25, 1.0)
 
     gradient < 1 (latency beyond tolerance: requests are queueing inside the service)
-        L <- L * gradient + QUEUE_ALLOWANCE                # fast, proportional decrease
-        if floor(L) went down in two windows in a row:
+        L <- L * gradient + allowance                      # fast, proportional decrease
+             allowance = 0 in standing overload, else QUEUE_ALLOWANCE
+        if floor(L) went down in two windows in a row, or once in standing overload:
             ceiling <- floor(L_before) ; hold <- min(2 * hold, hold_max)
         if it did not and L is at the ceiling: forget the ceiling, hold <- hold_base
     gradient = 1 and the limit was reached in the window (not app-limited)
@@ -36,9 +37,13 @@ legitimate burst gets the old level back within a few windows.
 QUEUE_ALLOWANCE (one request, like the queue-size term of Netflix's Gradient2) keeps a
 service with one worker at two in flight: at one, the worker idles while the event loop hands
 it the next request, and the throughput lost that way is worth far more than one request's
-wait. The ceiling/hold pair is the probe back-off: after a level proved to add queueing, the limit
-re-probes it only after `hold` seconds (doubling on each failed probe, reset when a probe
-succeeds), so a saturated service spends almost all its time at the level that serves best.
+wait. In a standing overload the guard's own queue holds that next request, so the allowance
+is dropped there: at two in flight a one-worker service doubles every admitted request's
+latency, beyond any tolerance. A cut in a standing overload is not a hiccup of the host, so
+one is enough to set the ceiling. The ceiling/hold pair is the probe back-off: after a level
+proved to add queueing, the limit re-probes it only after `hold` seconds (doubling on each
+failed probe, reset when a probe succeeds), so a saturated service spends almost all its time
+at the level that serves best.
 If no window has come near `rtt_noload` for `probe_interval_s`, one window runs at half the
 limit to re-measure the no-load latency (like BBR's ProbeRTT), so a service that has only
 ever been seen overloaded still converges.
@@ -51,11 +56,12 @@ the instant one slot comes free between two arrivals. In standing overload waite
 newest first (LIFO: the oldest are the ones whose clients have most likely given up) and a new
 waiter is shed after the target delay (`queue_target_s`, at most half the no-load latency under
 the adaptive limit); otherwise waiters are served in arrival order and wait at most the
-interval. Under the adaptive limit, when slots come free on average less often than once per
-target delay (recent latency / limit > target), a new LOW or NORMAL request in standing
-overload is shed at once (reason `overloaded`) instead of waiting out a target it would most
-likely miss: the answer is the same, sooner, and the service does not pay for a timer and a
-second wake-up per refused request while it is saturated — the next arrival takes the slot.
+interval. Under the adaptive limit in standing overload, the queue keeps only as many waiters
+as slots are expected to come free within the target delay (target * limit / recent latency,
+at least one): a newcomer evicts the oldest waiter of its priority or lower (reason
+`overloaded`), or is refused at once if there is none. LIFO serves the newest first, so the
+evicted waiter would most likely have timed out anyway: its answer is the same, sooner, and the
+saturated service does not pay for a timer and a second wake-up per refused request.
 Higher priorities are served first, and a full queue evicts its lowest-priority waiter for a
 more important arrival.
 """
@@ -163,7 +169,7 @@ class ConcurrencyLimiter:
         if self.queued >= cfg.queue_size and not self._evict_below(priority):
             self.shed_queue_full += 1
             return SHED_QUEUE_FULL
-        if priority < Priority.HIGH and self._hopeless(now):
+        if self.queued >= self._keep(now) and not self._evict_oldest(priority):
             self.calm_since = None  # a refusal at the door is congestion too: no calm yet
             self.shed_overloaded += 1
             return SHED_OVERLOADED
@@ -191,12 +197,30 @@ class ConcurrencyLimiter:
             return None
         return waiter.shed_reason
 
-    def _hopeless(self, now: float) -> bool:
-        """In standing overload, do slots come free less often than once per target delay?"""
+    def _keep(self, now: float) -> int:
+        """How many waiters the queue keeps: its size, or in standing overload under the adaptive
+        limit only the slots expected to come free within the target delay (at least one)."""
         rtt = self.last_rtt
         if rtt is None or not self.adaptive or not self._overloaded(now):
-            return False
-        return rtt > self._queue_timeout(now) * self.effective
+            return self.config.queue_size
+        expected = int(self._queue_timeout(now) * self.effective / rtt) if rtt > 0 else 1
+        return min(self.config.queue_size, max(1, expected))
+
+    def _evict_oldest(self, priority: int) -> bool:
+        """Shed the oldest waiter of the lowest priority up to `priority` to make room."""
+        for lower in range(priority + 1):
+            queue = self._queues[lower]
+            if queue:
+                victim = queue.popleft()
+                self.queued -= 1
+                if victim.handle is not None:
+                    victim.handle.cancel()
+                self.shed_overloaded += 1
+                if not victim.future.done():
+                    victim.shed_reason = SHED_OVERLOADED
+                    victim.future.set_result(False)
+                return True
+        return False
 
     def _queue_timeout(self, now: float) -> float:
         cfg = self.config
@@ -377,12 +401,14 @@ class ConcurrencyLimiter:
             # latency beyond tolerance while the limit was at least half used: shrink it
             gradient = max(MIN_GRADIENT, gradient)
             self._regain = None
-            cut = limit * gradient + QUEUE_ALLOWANCE
+            # in standing overload the queue holds the next request: no allowance needed
+            standing = self._overloaded(now)
+            cut = limit * gradient + (0.0 if standing else QUEUE_ALLOWANCE)
             if math.floor(cut) < math.floor(limit):
                 self._cuts_in_row += 1
-                if peak >= self.effective and self._cuts_in_row >= 2:
+                if peak >= self.effective and (self._cuts_in_row >= 2 or standing):
                     # that level kept adding queueing (one bad window can be a hiccup of the
-                    # host): do not probe it again before the hold
+                    # host, not in a standing overload): do not probe it again before the hold
                     self._ceiling = max(1, math.floor(limit))
                     self._ceiling_until = now + self._hold
                     self._hold = min(self._hold * 2.0, HOLD_MAX_S)
