@@ -501,6 +501,15 @@ async def test_standing_overload_queues_when_slots_free_often_enough() -> None:
     assert lim.describe()["shed_overloaded"] == 1
 
 
+async def test_the_waiter_kept_for_the_next_slot_waits_until_one_is_expected() -> None:
+    # one slot, 10 ms per request: the target delay would be 5 ms (half the no-load latency),
+    # but a slot comes free only every 10 ms, so the kept waiter may wait that long for it
+    _, lim = await overloaded_adaptive(limit=1, rtt=0.01)
+    start = time.monotonic()
+    assert await lim.acquire(NORMAL) == SHED_QUEUE_TIMEOUT
+    assert 0.008 <= time.monotonic() - start < 0.05
+
+
 def test_in_standing_overload_one_cut_sets_the_ceiling_and_no_allowance_is_added() -> None:
     """A one-worker service at two in flight doubles latency: in a standing overload (the
     queue holds the next request) the limit goes to one and stays below two for the hold."""

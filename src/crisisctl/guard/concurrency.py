@@ -61,7 +61,10 @@ as slots are expected to come free within the target delay (target * limit / rec
 at least one): a newcomer evicts the oldest waiter of its priority or lower (reason
 `overloaded`), or is refused at once if there is none. LIFO serves the newest first, so the
 evicted waiter would most likely have timed out anyway: its answer is the same, sooner, and the
-saturated service does not pay for a timer and a second wake-up per refused request.
+saturated service does not pay for a timer and a second wake-up per refused request. The waiters
+kept there wait at least until the next slot is expected (recent latency / limit, at most the
+interval): with arrivals in random bursts and gaps, a waiter that gave up just before its slot
+came free would leave that slot idle until the next arrival.
 Higher priorities are served first, and a full queue evicts its lowest-priority waiter for a
 more important arrival.
 """
@@ -229,6 +232,10 @@ class ConcurrencyLimiter:
             target = cfg.queue_target_s
             if noload is not None:
                 target = min(target, max(0.0005, 0.5 * noload))
+                rtt = self.last_rtt
+                if rtt is not None:
+                    # the waiter kept for the next free slot waits until one is expected
+                    target = max(target, min(cfg.queue_timeout_s, rtt / self.effective))
             return target
         if noload is not None:
             # a wait longer than a few no-load latencies already breaks the latency tolerance
