@@ -169,10 +169,10 @@ class ConcurrencyLimiter:
             return None
         cfg = self.config
         now = self._clock()
-        if self.queued >= cfg.queue_size and not self._evict_below(priority):
+        if self.queued >= cfg.queue_size and not self._evict(priority, SHED_QUEUE_FULL):
             self.shed_queue_full += 1
             return SHED_QUEUE_FULL
-        if self.queued >= self._keep(now) and not self._evict_oldest(priority):
+        if self.queued >= self._keep(now) and not self._evict(priority + 1, SHED_OVERLOADED):
             self.calm_since = None  # a refusal at the door is congestion too: no calm yet
             self.shed_overloaded += 1
             return SHED_OVERLOADED
@@ -208,22 +208,6 @@ class ConcurrencyLimiter:
             return self.config.queue_size
         expected = int(self._queue_timeout(now) * self.effective / rtt) if rtt > 0 else 1
         return min(self.config.queue_size, max(1, expected))
-
-    def _evict_oldest(self, priority: int) -> bool:
-        """Shed the oldest waiter of the lowest priority up to `priority` to make room."""
-        for lower in range(priority + 1):
-            queue = self._queues[lower]
-            if queue:
-                victim = queue.popleft()
-                self.queued -= 1
-                if victim.handle is not None:
-                    victim.handle.cancel()
-                self.shed_overloaded += 1
-                if not victim.future.done():
-                    victim.shed_reason = SHED_OVERLOADED
-                    victim.future.set_result(False)
-                return True
-        return False
 
     def _queue_timeout(self, now: float) -> float:
         cfg = self.config
@@ -271,17 +255,21 @@ class ConcurrencyLimiter:
         if not self.queued:
             self.calm_since = self._clock()  # the queue is empty: calm starts
 
-    def _evict_below(self, priority: int) -> bool:
-        for lower in range(priority):
+    def _evict(self, below: int, reason: str) -> bool:
+        """Shed the oldest waiter of the lowest priority under `below` to make room."""
+        for lower in range(below):
             queue = self._queues[lower]
             if queue:
                 victim = queue.popleft()
                 self.queued -= 1
                 if victim.handle is not None:
                     victim.handle.cancel()
-                self.shed_queue_full += 1
+                if reason == SHED_OVERLOADED:
+                    self.shed_overloaded += 1
+                else:
+                    self.shed_queue_full += 1
                 if not victim.future.done():
-                    victim.shed_reason = SHED_QUEUE_FULL
+                    victim.shed_reason = reason
                     victim.future.set_result(False)
                 return True
         return False
