@@ -14,7 +14,7 @@ latencies costs a few kilobytes. Recording is a handful of integer operations.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,6 +167,11 @@ class LatencyHistogram:
         return clone
 
     # -- queries ---------------------------------------------------------------------------
+    def index_counts(self) -> ItemsView[int, int]:
+        """(bucket index, count) of every non-empty bucket, unordered: a live view, for code
+        that folds histograms incrementally (the guard's control surface) without sorting."""
+        return self._counts.items()
+
     def buckets(self) -> Iterator[tuple[int, int, int]]:
         """Yield (low_us, high_us, count) for every non-empty bucket, in ascending order."""
         for index in sorted(self._counts):

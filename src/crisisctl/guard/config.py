@@ -238,6 +238,15 @@ DEFAULT_CRITICAL_PATHS: tuple[str, ...] = (
     "/api/health",
 )
 
+#: who may read the control surface without a token by default: loopback, the private ranges
+#: of RFC 1918 and RFC 4193 (fc00::/7), and link-local addresses (never routed beyond one link)
+DEFAULT_CONTROL_NETWORKS: tuple[str, ...] = (
+    "127.0.0.0/8", "::1/128",
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7",
+    "169.254.0.0/16", "fe80::/10",
+)  # fmt: skip
+CONTROL_READ_MODES: tuple[str, ...] = ("trusted", "open")
+
 
 @dataclass(frozen=True, slots=True)
 class GuardConfig:
@@ -247,6 +256,15 @@ class GuardConfig:
     prefix: str = "/_crisis"
     #: bearer token for POST <prefix>/mode; None reads CRISISCTL_GUARD_TOKEN; "" disables it.
     token: str | None = None
+    #: bearer token for reading status, metrics and the mode history from anywhere (the write
+    #: token is accepted too); None reads CRISISCTL_GUARD_READ_TOKEN; "" means none
+    read_token: str | None = None
+    #: who may read without a token: "trusted" (peers in `control_networks`) or "open" (anyone)
+    control_read: Literal["trusted", "open"] = "trusted"
+    #: networks (IPs or CIDRs) trusted to read the control surface without a token
+    control_networks: tuple[str, ...] = DEFAULT_CONTROL_NETWORKS
+    #: per-client rate limit of <prefix>/status and <prefix>/metrics; None = no limit
+    control_rate_limit: str | None = "10/second"
     #: guard-wide rate limit for routes without their own, e.g. "100/second;3000/minute"
     rate_limit: str | None = None
     strategy: Strategy = "gcra"
@@ -281,6 +299,24 @@ class GuardConfig:
         if self.rate_limit is not None:
             parse_limits(self.rate_limit)
         _check(
+            self.control_read in CONTROL_READ_MODES,
+            f"unknown control_read {self.control_read!r}: use 'trusted' (loopback and private "
+            "networks, or a read token) or 'open' (anyone may read status and metrics)",
+        )
+        if self.control_rate_limit is not None:
+            parse_limits(self.control_rate_limit)
+        if isinstance(self.control_networks, str):  # "10.0.0.0/8, ::1" from an env var or YAML
+            parts = [n for n in re.split(r"[\s,]+", self.control_networks) if n]
+            object.__setattr__(self, "control_networks", tuple(parts))
+        for network in self.control_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise GuardConfigError(
+                    f"control network {network!r} is not an IP address or CIDR network: "
+                    "write it like '10.0.0.0/8' or '::1'"
+                ) from None
+        _check(
             self.strategy in STRATEGIES,
             f"unknown strategy {self.strategy!r}: use gcra or sliding-window",
         )
@@ -301,6 +337,7 @@ class GuardConfig:
         object.__setattr__(self, "routes", tuple(self.routes))
         object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
         object.__setattr__(self, "critical_paths", tuple(self.critical_paths))
+        object.__setattr__(self, "control_networks", tuple(self.control_networks))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GuardConfig:
@@ -318,7 +355,7 @@ class GuardConfig:
                 data["emergency"] = EmergencyConfig(**emergency)
             routes: Sequence[Any] = data.get("routes", ())
             data["routes"] = tuple(RouteRule(**r) if isinstance(r, Mapping) else r for r in routes)
-            for key in ("trusted_proxies", "critical_paths"):
+            for key in ("trusted_proxies", "critical_paths", "control_networks"):
                 if key in data:
                     data[key] = tuple(data[key])
             return cls(**data)

@@ -7,8 +7,12 @@
     POST <prefix>/mode      {"mode": "emergency", "reason": "…", "actor": "…"}
                             needs ``Authorization: Bearer <token>``; disabled without a token
 
-These paths are critical: never rate limited, queued or shed. Responses are built here without
-any framework so the guard works around any ASGI app.
+These paths are critical: never queued, shed or limited by the app's limits. Health answers
+everyone; status, metrics and the mode history answer trusted networks or a read token, and
+status and metrics have a small rate limit of their own (`guard/access.py`). Status and
+metrics are kept current incrementally (`guard/digest.py`) and read the guard only through its
+public state view (`guard/state.py`). Responses are built here without any framework so the
+guard works around any ASGI app.
 """
 
 from __future__ import annotations
@@ -20,17 +24,19 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from crisisctl._pure import compiled
-from crisisctl.guard.metrics import STATUS_CLASSES
+from crisisctl.guard.access import ControlAccess
+from crisisctl.guard.access import bearer as _bearer
+from crisisctl.guard.digest import Digest
 from crisisctl.guard.modes import MODES
-from crisisctl.guard.track import operations
+from crisisctl.guard.track import operation_metrics, operations
 from crisisctl.guard.types import Receive, Scope, Send
-from crisisctl.stats import LatencyHistogram
 
 if TYPE_CHECKING:
     from crisisctl.guard.middleware import Guard
+    from crisisctl.guard.state import GuardState
 
 ENDPOINTS = ("health", "status", "metrics", "mode")
 MAX_BODY = 16 * 1024
@@ -42,6 +48,24 @@ REFUSAL_MESSAGES = {
     "queue_timeout": "the service is at its concurrency limit and the request waited too long",
     "overloaded": "the service is overloaded and sheds new requests at once; retry later",
 }
+
+
+class ControlSurface:
+    """One guard's control surface: who may read it (`access`) and its documents (`digest`)."""
+
+    def __init__(self, guard: Guard) -> None:
+        config = guard.config
+        read_token = config.read_token
+        if read_token is None:
+            read_token = os.environ.get("CRISISCTL_GUARD_READ_TOKEN", "")
+        self.state: GuardState = guard.state
+        self.access = ControlAccess(
+            config,
+            read_token=read_token.encode() if read_token else None,
+            write_token=guard.token,
+            clock=guard.clock,
+        )
+        self.digest = Digest(self.state, operation_metrics)
 
 
 def is_control_path(path: str, prefix: str) -> bool:
@@ -111,14 +135,33 @@ async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> No
         return
     if name == "health":
         await send_json(send, 200, {"status": "ok", "mode": guard.mode})
-    elif name == "metrics":
-        await send_body(send, 200, generate_latest(guard.registry), CONTENT_TYPE_LATEST.encode())
+        return
+    surface: ControlSurface = guard.control_surface
+    refusal = None
+    if name != "mode":  # the costly reads, status and metrics, have a rate limit of their own
+        refusal = surface.access.check_rate(scope)
+    if refusal is None and method != "POST":  # (POST mode needs the write token)
+        refusal = surface.access.check_read(scope)
+    if refusal is not None:
+        await send_json(
+            send,
+            refusal.status,
+            refusal.payload,
+            retry_after=refusal.retry_after,
+            headers=refusal.headers,
+        )
+        return
+    if name == "metrics":
+        await surface.digest.refresh()
+        await send_body(send, 200, surface.digest.metrics_body(), CONTENT_TYPE_LATEST.encode())
     elif name == "status":
-        await send_json(send, 200, status_document(guard))
+        await surface.digest.refresh()
+        body = surface.digest.status_body(status_head(surface.state, surface.digest))
+        await send_body(send, 200, body, b"application/json")
     elif method == "POST":
         await _switch_mode(guard, scope, receive, send)
     else:
-        await send_json(send, 200, guard.modes.describe())
+        await send_json(send, 200, surface.state.modes.describe())
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -133,16 +176,6 @@ async def _read_body(receive: Receive) -> bytes | None:
             return None
         if not message.get("more_body", False):
             return body
-
-
-def _bearer(scope: Scope) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            if scheme.lower() == b"bearer" and token:
-                stripped: bytes = token.strip()
-                return stripped
-    return None
 
 
 async def _switch_mode(guard: Guard, scope: Scope, receive: Receive, send: Send) -> None:
@@ -184,63 +217,31 @@ async def _switch_mode(guard: Guard, scope: Scope, receive: Receive, send: Send)
     await send_json(send, 200, guard.modes.describe())
 
 
-def status_document(guard: Guard) -> dict[str, Any]:
-    """Everything an operator (or `crisisctl triage`) wants to know, as JSON."""
-    now = guard._clock()
-    routes = []
-    recent_all = LatencyHistogram()
-    totals = [0, 0, 0, 0, 0, 0]
-    shed: dict[str, int] = {}
-    in_flight = 0
-    for stats in guard.route_stats.values():
-        recent = stats.recent()
-        recent_all.merge(recent)
-        counts = stats.totals()
-        for i, n in enumerate(counts):
-            totals[i] += n
-        for reason, n in stats.rejected.items():
-            shed[reason] = shed.get(reason, 0) + n
-        in_flight += stats.in_flight
-        routes.append(
-            {
-                "route": stats.label,
-                "requests": sum(counts),
-                "status_classes": _classes(counts),
-                "rejected": dict(stats.rejected),
-                "in_flight": stats.in_flight,
-                "latency_ms": recent.summary().as_dict(),
-            }
-        )
-    conc = guard.concurrency
-    health = guard.storage_health
+def status_head(state: GuardState, digest: Digest) -> dict[str, Any]:
+    """The status document but its per-route parts ("breakers", "routes"), which `digest`
+    appends: everything an operator (or `crisisctl triage`) wants to know."""
+    conc = state.concurrency
     return {
         "service": "crisisctl-guard",
-        "pid": os.getpid(),
-        "started_at": guard.started_wall,
-        "uptime_s": round(time.time() - guard.started_wall, 3),
+        "pid": state.pid,
+        "started_at": state.started_wall,
+        "uptime_s": round(time.time() - state.started_wall, 3),
         "compiled": compiled(),
-        "mode": guard.modes.describe(),
-        "mode_endpoint": "enabled" if guard.token is not None else "disabled",
-        "in_flight": in_flight,
-        "requests": {"total": sum(totals), "status_classes": _classes(totals)},
-        "shed": shed,
-        "shed_total": sum(shed.values()),
+        "mode": state.modes.describe(),
+        "mode_endpoint": "enabled" if state.mode_endpoint_enabled else "disabled",
+        **digest.totals(),
         "concurrency": conc.describe() if conc is not None else {"mode": "off"},
-        "rate_limits": [policy.describe() for policy in guard.policies.values()],
-        "storage": health.describe()
-        if health is not None
-        else {"backend": "memory", "healthy": True},
-        "breakers": {label: b.describe(now) for label, b in guard.breakers.items()},
-        "latency_window_s": 60,
-        "latency_ms": recent_all.summary().as_dict(),
-        "routes": sorted(routes, key=lambda r: -int(r["requests"])),
+        "rate_limits": [policy.describe() for policy in state.policies.values()],
+        "storage": state.storage,
         "operations": [op.describe() for op in operations()],
-        "internal_errors": guard.internal_errors,
+        "internal_errors": state.internal_errors,
     }
 
 
-def _classes(counts: list[int]) -> dict[str, int]:
-    out = {cls: counts[i + 1] for i, cls in enumerate(STATUS_CLASSES)}
-    if counts[0]:
-        out["unknown"] = counts[0]
-    return out
+async def status_document(guard: Guard) -> dict[str, Any]:
+    """The status document as a dict (what GET <prefix>/status answers)."""
+    surface: ControlSurface = guard.control_surface
+    await surface.digest.refresh()
+    document: dict[str, Any] = json.loads(surface.digest.status_body(
+        status_head(surface.state, surface.digest)))
+    return document

@@ -1,15 +1,32 @@
-"""Guard metrics: plain counters in the request path, Prometheus exposition at scrape time.
+"""Guard metrics: plain counters in the request path, folded incrementally for reading.
 
-The request path only bumps integers and records into a `LatencyHistogram`; nothing here takes
-a lock or builds a label set per request. At scrape time a custom prometheus_client collector
-turns that state into standard metric families (counters, gauges and histograms with fixed
-`le` buckets computed from the HDR histogram), rendered by `prometheus_client.generate_latest`.
+The request path only bumps integers and records into a route's live `LatencyHistogram`;
+nothing here takes a lock or builds a label set per request. Readers (the control surface's
+status and metrics) never walk a whole histogram. Instead:
+
+  * `RouteStats.cut` swaps the live histogram for an empty one (O(1)) and files the full one
+    as a *segment* of the current 15-second epoch (the ticker cuts every 30 s, readers cut on
+    every read);
+  * `RouteStats.fold` adds each new segment once, in time proportional to its distinct
+    buckets, to the route's lifetime Prometheus `le` counts and to a `WindowCounts` of the
+    last minute (epochs older than 60 s are subtracted again);
+  * a `WindowCounts` is a Fenwick tree over bucket indexes, sparse in a dict: adding a bucket
+    costs ≤ 15 dict updates and the value at any rank ≤ 15 lookups, so a percentile summary
+    costs the same whatever the histogram holds.
+
+`GuardCollector` is the plain, readable reference: it renders the same families with
+prometheus_client from a guard's state view and is what the incremental exposition in
+`guard/digest.py` is tested against. `state_metrics` holds the gauges of the guard's own
+state (mode, concurrency limit, breakers, storage, internal errors).
 """
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -19,34 +36,110 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from crisisctl.stats import LatencyHistogram
+from crisisctl.guard.modes import EMERGENCY, NORMAL, RECOVERING
+from crisisctl.stats import MAX_TRACKABLE_US, LatencyHistogram, bucket_bounds, bucket_index
 
 if TYPE_CHECKING:
-    from crisisctl.guard.middleware import Guard
+    from crisisctl.guard.state import GuardState
 
 #: Prometheus `le` bounds in seconds for request/operation duration histograms
 DURATION_BUCKETS_S: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 _BUCKETS_US = [round(b * 1_000_000) for b in DURATION_BUCKETS_S]
+#: the last histogram bucket index counted under each `le` bound
+LE_INDEXES: Final = [bucket_index(b) for b in _BUCKETS_US]
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+#: the recent-latency window: segments of SEGMENT_S seconds, the last WINDOW_SEGMENTS whole
+#: ones and the current one (so 60 to 75 s of samples)
+SEGMENT_S: Final = 15.0
+WINDOW_SEGMENTS: Final = 4
+WINDOW_S: Final = SEGMENT_S * WINDOW_SEGMENTS
+#: Fenwick tree size: a power of two above the largest bucket index
+_TREE_SIZE: Final = 1 << (bucket_index(MAX_TRACKABLE_US) + 1).bit_length()
+
+
+def epoch_of(now: float) -> int:
+    """The window segment a monotonic time falls in."""
+    return int(now // SEGMENT_S)
+
+
+class WindowCounts:
+    """Counts per bucket index in a Fenwick tree (sparse): add, remove, value at a rank."""
+
+    __slots__ = ("count", "sum_us", "tree")
+
+    def __init__(self) -> None:
+        self.tree: dict[int, int] = {}
+        self.count = 0
+        self.sum_us = 0
+
+    def add(self, hist: LatencyHistogram, sign: int) -> None:
+        """Add (`sign` 1) or remove (-1) every sample of `hist`."""
+        tree = self.tree
+        for index, n in hist.index_counts():
+            delta = n * sign
+            i = index + 1
+            while i <= _TREE_SIZE:
+                left = tree.get(i, 0) + delta
+                if left:
+                    tree[i] = left
+                else:
+                    del tree[i]
+                i += i & -i
+        self.count += hist.count * sign
+        self.sum_us += hist.sum_us * sign
+
+    def index_at(self, rank: int) -> int:
+        """The bucket index holding the `rank`-th smallest sample (1 ≤ rank ≤ count)."""
+        tree = self.tree
+        pos = 0
+        step = _TREE_SIZE
+        while step > 1:
+            step >>= 1
+            n = tree.get(pos + step, 0)
+            if n < rank:
+                pos += step
+                rank -= n
+        return pos  # (1-based position pos + 1 = bucket index pos)
 
 
 class RouteStats:
-    """Counters of one route label."""
+    """Counters of one route label, and its latency folded for reading."""
 
-    __slots__ = ("by_method", "in_flight", "label", "latency", "rejected", "snapshots")
+    __slots__ = (
+        "by_method",
+        "in_flight",
+        "label",
+        "latency",
+        "le_counts",
+        "lifetime_count",
+        "lifetime_sum_us",
+        "pending",
+        "rejected",
+        "segments",
+        "window",
+    )
 
     def __init__(self, label: str) -> None:
         self.label = label
         #: method -> counts per status class index (status // 100; 0 = unknown)
         self.by_method: dict[str, list[int]] = {}
+        #: live: the request path records here; `cut` swaps it for an empty one
         self.latency = LatencyHistogram()
         self.in_flight = 0
         #: reason -> count of requests the guard refused
         self.rejected: dict[str, int] = {}
-        #: (monotonic time, copy of latency) taken by the ticker, for recent summaries
-        self.snapshots: list[tuple[float, LatencyHistogram]] = []
+        #: cut histograms not folded yet: (epoch, histogram), oldest first
+        self.pending: list[tuple[int, LatencyHistogram]] = []
+        #: folded histograms still inside the window: (epoch, histogram), oldest first
+        self.segments: deque[tuple[int, LatencyHistogram]] = deque()
+        self.window = WindowCounts()
+        #: folded samples of the route's lifetime per `le` slot (the last: above every bound)
+        self.le_counts = [0] * (len(LE_INDEXES) + 1)
+        self.lifetime_count = 0
+        self.lifetime_sum_us = 0
 
     def counts_for(self, method: str) -> list[int]:
         """The (shared, mutable) counts list of `method`: index = status // 100, 0 = unknown."""
@@ -66,40 +159,121 @@ class RouteStats:
                 out[i] += n
         return out
 
-    def snapshot(self, now: float, keep_s: float) -> None:
-        """Remember the histogram now; keep snapshots for `keep_s` seconds (+ one older)."""
-        self.snapshots.append((now, self.latency.copy()))
-        while len(self.snapshots) > 2 and now - self.snapshots[1][0] >= keep_s:
-            self.snapshots.pop(0)
+    def signature(self) -> tuple[int, int, int]:
+        """(responses, in flight, refusals): changes whenever a reader's figures may."""
+        total = 0
+        for counts in self.by_method.values():
+            for n in counts:
+                total += n
+        refused = 0
+        for n in self.rejected.values():
+            refused += n
+        return total, self.in_flight, refused
+
+    # -- folding ---------------------------------------------------------------------------
+    def cut(self, now: float) -> None:
+        """File the live histogram as a segment of `now`'s epoch (O(1) unless merged)."""
+        hist = self.latency
+        if hist.count == 0:
+            return
+        self.latency = LatencyHistogram()
+        epoch = epoch_of(now)
+        pending = self.pending
+        if pending and pending[-1][0] == epoch:
+            pending[-1][1].merge(hist)
+        else:
+            pending.append((epoch, hist))
+        # nobody folds while nobody reads: keep memory bounded by merging segments that have
+        # left the window (they only feed the lifetime counts now)
+        oldest = epoch - WINDOW_SEGMENTS
+        while len(pending) > 1 and pending[1][0] < oldest:
+            pending[0][1].merge(pending[1][1])
+            del pending[1]
+
+    def snapshot(self, now: float, keep_s: float = WINDOW_S) -> None:
+        """The ticker's periodic cut (`keep_s` is the window; kept for the ticker's call)."""
+        self.cut(now)
+
+    def needs_fold(self, now: float) -> bool:
+        """Whether `fold` would change anything: new samples, or a segment leaving the window."""
+        if self.latency.count or self.pending:
+            return True
+        segments = self.segments
+        return bool(segments) and segments[0][0] < epoch_of(now) - WINDOW_SEGMENTS
+
+    def fold(self, now: float, total: WindowCounts | None = None) -> None:
+        """Fold new samples into the lifetime counts and the window (and `total`'s window)."""
+        self.cut(now)
+        oldest = epoch_of(now) - WINDOW_SEGMENTS
+        le_counts = self.le_counts
+        for epoch, hist in self.pending:
+            for index, n in hist.index_counts():
+                le_counts[bisect_left(LE_INDEXES, index)] += n
+            self.lifetime_count += hist.count
+            self.lifetime_sum_us += hist.sum_us
+            if epoch >= oldest:
+                self.window.add(hist, 1)
+                if total is not None:
+                    total.add(hist, 1)
+                self.segments.append((epoch, hist))
+        self.pending = []
+        segments = self.segments
+        while segments and segments[0][0] < oldest:
+            _, hist = segments.popleft()
+            self.window.add(hist, -1)
+            if total is not None:
+                total.add(hist, -1)
+
+    def window_extremes(self) -> tuple[int, int]:
+        """(min, max) µs of the samples in the window; (0, 0) when it is empty."""
+        low = MAX_TRACKABLE_US + 1
+        high = 0
+        for _, hist in self.segments:
+            if hist.count:
+                if hist.min_us < low:
+                    low = hist.min_us
+                if hist.max_us > high:
+                    high = hist.max_us
+        return (low, high) if low <= MAX_TRACKABLE_US else (0, 0)
 
     def recent(self) -> LatencyHistogram:
-        """Samples recorded since the oldest kept snapshot (roughly the last minute)."""
-        if not self.snapshots:
-            return self.latency.copy()
-        return difference(self.latency, self.snapshots[0][1])
+        """The folded samples of the window as one histogram (a reference; costs a merge)."""
+        out = LatencyHistogram()
+        for _, hist in self.segments:
+            out.merge(hist)
+        return out
 
 
-def difference(newer: LatencyHistogram, older: LatencyHistogram) -> LatencyHistogram:
-    """Samples in `newer` that were not yet in `older` (an earlier copy of the same histogram)."""
-    data = newer.to_dict()
-    old = dict((i, n) for i, n in older.to_dict()["counts"])
-    counts = []
-    for index, n in data["counts"]:
-        left = n - old.get(index, 0)
-        if left > 0:
-            counts.append([index, left])
-    total = sum(n for _, n in counts)
-    if total == 0:
-        return LatencyHistogram()
-    from crisisctl.stats import bucket_bounds
+def window_summary(window: WindowCounts, low_us: int, high_us: int) -> dict[str, float | int]:
+    """`LatencyHistogram.summary().as_dict()` of the window, from its Fenwick tree.
 
-    data["counts"] = counts
-    data["count"] = total
-    data["sum_us"] = max(0, newer.sum_us - older.sum_us)
-    data["min_us"] = bucket_bounds(counts[0][0])[0]
-    data["max_us"] = min(newer.max_us, bucket_bounds(counts[-1][0])[1])
-    data["overflow"] = max(0, newer.overflow - older.overflow)
-    return LatencyHistogram.from_dict(data)
+    Equal to the summary of the merged window histogram: percentile p is the bucket holding
+    rank ceil(count × p / 100), reported as its highest value clamped to the true maximum.
+    """
+    count = window.count
+    if count <= 0:
+        return {"count": 0, "min": 0.0, "mean": 0.0, "p50": 0.0, "p90": 0.0, "p95": 0.0,
+                "p99": 0.0, "p999": 0.0, "max": 0.0}  # fmt: skip
+    values: list[float] = []
+    for pct in (50.0, 90.0, 95.0, 99.0, 99.9):
+        top = bucket_bounds(window.index_at(_rank(count, pct)))[1]
+        values.append((top if top < high_us else high_us) / 1000.0)
+    return {
+        "count": count,
+        "min": low_us / 1000.0,
+        "mean": round(window.sum_us / count / 1000.0, 3),
+        "p50": values[0],
+        "p90": values[1],
+        "p95": values[2],
+        "p99": values[3],
+        "p999": values[4],
+        "max": high_us / 1000.0,
+    }
+
+
+def _rank(count: int, pct: float) -> int:
+    """The rank `LatencyHistogram.percentiles` looks for (same formula, same rounding)."""
+    return max(1, math.ceil(count * pct / 100.0 - 1e-9))
 
 
 def histogram_family(
@@ -117,22 +291,43 @@ def histogram_family(
     return family
 
 
-class GuardCollector(Collector):
-    """Collects one guard's state (and the process's tracked operations) at scrape time."""
+# -- families: one place for every name and help text -----------------------------------------
+REQUESTS = (
+    "crisisctl_http_requests",
+    "HTTP requests answered, by route template, method and status class.",
+)
+DURATION = (
+    "crisisctl_http_request_duration_seconds",
+    "Time from admission to the end of the response, for requests the app served.",
+)
+IN_FLIGHT = ("crisisctl_http_requests_in_flight", "Requests being served now, by route template.")
+REJECTED = (
+    "crisisctl_guard_rejected",
+    "Requests the guard refused, by route and reason (rate_limited, queue_full, "
+    "queue_timeout, overloaded, emergency, circuit_open, timeout).",
+)
+CIRCUIT = (
+    "crisisctl_guard_circuit_state",
+    "Circuit breaker state per route: 0 closed, 1 open, 2 half-open.",
+)
 
-    def __init__(self, guard: Guard, operations: Callable[[], Iterator[Metric]]) -> None:
-        self._guard = guard
+
+class GuardCollector(Collector):
+    """Collects one guard's state (and the process's tracked operations) at scrape time.
+
+    The readable reference of the control surface's incremental exposition: it walks every
+    route's folded state on each call.
+    """
+
+    def __init__(self, state: GuardState, operations: Callable[[], Iterator[Metric]]) -> None:
+        self._state = state
         self._operations = operations
 
     def collect(self) -> Iterator[Metric]:
-        guard = self._guard
-        routes = list(guard.route_stats.values())
+        state = self._state
+        routes = list(state.routes.values())
 
-        requests = CounterMetricFamily(
-            "crisisctl_http_requests",
-            "HTTP requests answered, by route template, method and status class.",
-            labels=["route", "method", "status_class"],
-        )
+        requests = CounterMetricFamily(*REQUESTS, labels=["route", "method", "status_class"])
         for stats in routes:
             for method, counts in stats.by_method.items():
                 for index, n in enumerate(counts):
@@ -141,39 +336,89 @@ class GuardCollector(Collector):
                         requests.add_metric([stats.label, method, cls], n)
         yield requests
 
-        yield histogram_family(
-            "crisisctl_http_request_duration_seconds",
-            "Time from admission to the end of the response, for requests the app served.",
-            ["route"],
-            [([s.label], s.latency) for s in routes if s.latency.count],
-        )
+        duration = HistogramMetricFamily(*DURATION, labels=["route"])
+        for stats in routes:
+            if stats.lifetime_count:
+                cumulative: list[tuple[str, float]] = []
+                seen = 0
+                for bound, n in zip(DURATION_BUCKETS_S, stats.le_counts, strict=False):
+                    seen += n
+                    cumulative.append((repr(bound), float(seen)))
+                cumulative.append(("+Inf", float(stats.lifetime_count)))
+                duration.add_metric([stats.label], cumulative, stats.lifetime_sum_us / 1e6)
+        yield duration
 
-        in_flight = GaugeMetricFamily(
-            "crisisctl_http_requests_in_flight",
-            "Requests being served now, by route template.",
-            labels=["route"],
-        )
+        in_flight = GaugeMetricFamily(*IN_FLIGHT, labels=["route"])
         for stats in routes:
             in_flight.add_metric([stats.label], stats.in_flight)
         yield in_flight
 
-        rejected = CounterMetricFamily(
-            "crisisctl_guard_rejected",
-            "Requests the guard refused, by route and reason (rate_limited, queue_full, "
-            "queue_timeout, overloaded, emergency, circuit_open, timeout).",
-            labels=["route", "reason"],
-        )
+        rejected = CounterMetricFamily(*REJECTED, labels=["route", "reason"])
         for stats in routes:
             for reason, n in stats.rejected.items():
                 rejected.add_metric([stats.label, reason], n)
         yield rejected
 
-        yield from guard.collect_state_metrics()
+        circuit = GaugeMetricFamily(*CIRCUIT, labels=["route"])
+        for label, breaker in state.breakers.items():
+            circuit.add_metric([label], breaker.state)
+        yield circuit
+
+        yield from state_metrics(state)
         yield from self._operations()
 
 
-def build_registry(guard: Guard, operations: Callable[[], Iterator[Metric]]) -> CollectorRegistry:
-    """A private registry holding only this guard's collector."""
+def state_metrics(state: GuardState) -> Iterator[Metric]:
+    """Gauges and counters of the guard's own state: a fixed number of samples."""
+    mode = GaugeMetricFamily(
+        "crisisctl_guard_mode", "1 for the guard's current mode.", labels=["mode"]
+    )
+    current = state.mode
+    for name in (NORMAL, EMERGENCY, RECOVERING):
+        mode.add_metric([name], 1.0 if current == name else 0.0)
+    yield mode
+    conc = state.concurrency
+    limit = GaugeMetricFamily("crisisctl_guard_concurrency_limit", "Concurrency limit in force.")
+    queue = GaugeMetricFamily("crisisctl_guard_queue_length", "Requests waiting for a slot.")
+    inflight = GaugeMetricFamily(
+        "crisisctl_guard_in_flight", "Non-critical requests holding a concurrency slot."
+    )
+    if conc is not None:
+        limit.add_metric([], conc.effective)
+        queue.add_metric([], conc.queued)
+        inflight.add_metric([], conc.in_flight)
+    yield limit
+    yield queue
+    yield inflight
+    up = GaugeMetricFamily(
+        "crisisctl_guard_ratelimit_storage_up",
+        "1 when the shared rate-limit storage answers (memory storage is always up).",
+    )
+    up.add_metric([], 1.0 if state.storage_up else 0.0)
+    yield up
+    errors = CounterMetricFamily(
+        "crisisctl_guard_ratelimit_storage_errors",
+        "Failed calls to the shared rate-limit storage.",
+    )
+    errors.add_metric([], state.storage_errors)
+    yield errors
+    fallback = CounterMetricFamily(
+        "crisisctl_guard_ratelimit_fallback",
+        "Rate-limit decisions taken locally because the shared storage was unreachable.",
+    )
+    fallback.add_metric([], state.storage_fallbacks)
+    yield fallback
+    internal = CounterMetricFamily(
+        "crisisctl_guard_internal_errors", "Errors inside the guard (requests passed through)."
+    )
+    internal.add_metric([], state.internal_errors)
+    yield internal
+
+
+def build_registry(
+    state: GuardState, operations: Callable[[], Iterator[Metric]]
+) -> CollectorRegistry:
+    """A private registry holding only this guard's (reference) collector."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GuardCollector(guard, operations))
+    registry.register(GuardCollector(state, operations))
     return registry

@@ -25,10 +25,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from crisisctl.guard import control
 from crisisctl.guard.breaker import CLOSED, HALF_OPEN, CircuitBreaker
@@ -40,6 +38,7 @@ from crisisctl.guard.metrics import RouteStats, build_registry
 from crisisctl.guard.modes import EMERGENCY, NORMAL, RECOVERING, ModeState
 from crisisctl.guard.ratelimit import Decision, MemoryRateLimiter, RateLimitPolicy
 from crisisctl.guard.routes import Resolved, RouteTable, compile_template, discover_templates
+from crisisctl.guard.state import GuardState
 from crisisctl.guard.track import operation_metrics
 from crisisctl.guard.types import ASGIApp, Message, Receive, Scope, Send
 from crisisctl.stats import MAX_TRACKABLE_US
@@ -216,10 +215,18 @@ class Guard:
         if timeouts:
             self._tick_s = min(HOUSEKEEPING_S, max(0.005, min(timeouts) / 20.0))
         self.internal_errors = 0
-        self.registry = build_registry(self, operation_metrics)
+        #: the public, read-only view the control surface and the metrics read
+        self.state = GuardState(self)
+        self.registry = build_registry(self.state, operation_metrics)
+        self.control_surface = control.ControlSurface(self)
         self._default_rule = RouteRule(pattern="/", rate_limit=config.rate_limit)
 
     # -- public control --------------------------------------------------------------------
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The monotonic clock (seconds) the guard's policies run on."""
+        return self._clock
+
     @property
     def mode(self) -> str:
         """Current mode: normal, emergency or recovering."""
@@ -685,63 +692,7 @@ class Guard:
             with contextlib.suppress(Exception):
                 await self._redis.aclose()
 
-    # -- status and metrics ----------------------------------------------------------------
-    def collect_state_metrics(self) -> Iterator[Metric]:
-        """Gauges of the guard's own state, for the Prometheus collector."""
-        mode = GaugeMetricFamily(
-            "crisisctl_guard_mode", "1 for the guard's current mode.", labels=["mode"]
-        )
-        for name in (NORMAL, EMERGENCY, RECOVERING):
-            mode.add_metric([name], 1.0 if self.modes.mode == name else 0.0)
-        yield mode
-        conc = self.concurrency
-        limit = GaugeMetricFamily(
-            "crisisctl_guard_concurrency_limit", "Concurrency limit in force."
-        )
-        queue = GaugeMetricFamily("crisisctl_guard_queue_length", "Requests waiting for a slot.")
-        inflight = GaugeMetricFamily(
-            "crisisctl_guard_in_flight", "Non-critical requests holding a concurrency slot."
-        )
-        if conc is not None:
-            limit.add_metric([], conc.effective)
-            queue.add_metric([], conc.queued)
-            inflight.add_metric([], conc.in_flight)
-        yield limit
-        yield queue
-        yield inflight
-        state = GaugeMetricFamily(
-            "crisisctl_guard_circuit_state",
-            "Circuit breaker state per route: 0 closed, 1 open, 2 half-open.",
-            labels=["route"],
-        )
-        for label, breaker in self.breakers.items():
-            state.add_metric([label], breaker.state)
-        yield state
-        health = self.storage_health
-        up = GaugeMetricFamily(
-            "crisisctl_guard_ratelimit_storage_up",
-            "1 when the shared rate-limit storage answers (memory storage is always up).",
-        )
-        up.add_metric([], 1.0 if health is None or health.healthy else 0.0)
-        yield up
-        errors = CounterMetricFamily(
-            "crisisctl_guard_ratelimit_storage_errors",
-            "Failed calls to the shared rate-limit storage.",
-        )
-        errors.add_metric([], 0 if health is None else health.errors_total)
-        yield errors
-        fallback = CounterMetricFamily(
-            "crisisctl_guard_ratelimit_fallback",
-            "Rate-limit decisions taken locally because the shared storage was unreachable.",
-        )
-        fallback.add_metric([], 0 if health is None else health.fallback_hits_total)
-        yield fallback
-        internal = CounterMetricFamily(
-            "crisisctl_guard_internal_errors", "Errors inside the guard (requests passed through)."
-        )
-        internal.add_metric([], self.internal_errors)
-        yield internal
-
+    # -- status --------------------------------------------------------------------------
     def retry_after_hint(self) -> int:
         """A Retry-After for shed requests: about one no-load latency, at least 1 s."""
         conc = self.concurrency
