@@ -356,7 +356,7 @@ class GuardConfig:
             routes: Sequence[Any] = data.get("routes", ())
             data["routes"] = tuple(RouteRule(**r) if isinstance(r, Mapping) else r for r in routes)
             for key in ("trusted_proxies", "critical_paths", "control_networks"):
-                if key in data:
+                if key in data and not (key == "control_networks" and isinstance(data[key], str)):
                     data[key] = tuple(data[key])
             return cls(**data)
         except TypeError as exc:

@@ -152,10 +152,10 @@ async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> No
         )
         return
     if name == "metrics":
-        await surface.digest.refresh()
+        await surface.digest.refresh("metrics")
         await send_body(send, 200, surface.digest.metrics_body(), CONTENT_TYPE_LATEST.encode())
     elif name == "status":
-        await surface.digest.refresh()
+        await surface.digest.refresh("status")
         body = surface.digest.status_body(status_head(surface.state, surface.digest))
         await send_body(send, 200, body, b"application/json")
     elif method == "POST":
@@ -241,7 +241,7 @@ def status_head(state: GuardState, digest: Digest) -> dict[str, Any]:
 async def status_document(guard: Guard) -> dict[str, Any]:
     """The status document as a dict (what GET <prefix>/status answers)."""
     surface: ControlSurface = guard.control_surface
-    await surface.digest.refresh()
+    await surface.digest.refresh("status")
     document: dict[str, Any] = json.loads(surface.digest.status_body(
         status_head(surface.state, surface.digest)))
     return document

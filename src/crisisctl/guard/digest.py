@@ -25,6 +25,7 @@ same families with prometheus_client and the two are tested equal.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +47,7 @@ from crisisctl.guard.metrics import (
     WINDOW_S,
     RouteStats,
     WindowCounts,
+    stale_routes,
     state_metrics,
     window_summary,
 )
@@ -70,12 +72,21 @@ def _header(name: str, doc: str, kind: str) -> str:
 
 
 _HEADERS: Final = (
-    _header(REQUESTS[0] + "_total", REQUESTS[1], "counter"),
-    _header(DURATION[0], DURATION[1], "histogram"),
-    _header(IN_FLIGHT[0], IN_FLIGHT[1], "gauge"),
-    _header(REJECTED[0] + "_total", REJECTED[1], "counter"),
-    _header(CIRCUIT[0], CIRCUIT[1], "gauge"),
+    _header(REQUESTS[0] + "_total", REQUESTS[1], "counter").encode(),
+    _header(DURATION[0], DURATION[1], "histogram").encode(),
+    _header(IN_FLIGHT[0], IN_FLIGHT[1], "gauge").encode(),
+    _header(REJECTED[0] + "_total", REJECTED[1], "counter").encode(),
+    _header(CIRCUIT[0], CIRCUIT[1], "gauge").encode(),
 )
+
+
+def _num(n: int) -> str:
+    """`floatToGoString(n)` for a count, without its float round trip when n is small."""
+    return f"{n}.0" if 0 <= n < 1_000_000 else floatToGoString(n)
+
+
+def _by_requests(entry: _Entry) -> int:
+    return -entry.requests
 
 
 def _classes(counts: list[int]) -> dict[str, int]:
@@ -103,7 +114,9 @@ class _Entry:
         "signature",
         "status_json",
         "summary",
+        "summary_stale",
         "totals",
+        "window_count",
     )
 
     def __init__(self, label: str) -> None:
@@ -116,10 +129,12 @@ class _Entry:
         self.in_flight = 0
         self.rejected: dict[str, int] = {}
         self.summary: dict[str, float | int] = window_summary(WindowCounts(), 0, 0)
+        self.summary_stale = False
         self.extremes = (0, 0)
+        self.window_count = 0
         self.status_json = ""
         #: Prometheus lines per per-route family, in `_HEADERS` order
-        self.prom = ["", "", "", "", ""]
+        self.prom = [b"", b"", b"", b"", b""]
         self.breaker_sig: tuple[int, int, int] | None = None
         #: monotonic time until which the breaker's window may still change without a call
         self.breaker_until = 0.0
@@ -150,10 +165,18 @@ class Digest:
         self._in_flight = 0
         self._latency: dict[str, float | int] = window_summary(self._total, 0, 0)
         self._latency_stale = False
-        self._dirty = True
+        self._status_dirty = self._metrics_dirty = True
         self._routes_json = "[]"
         self._breakers_json = "{}"
-        self._route_families = "".join(_HEADERS)
+        self._route_families = b"".join(_HEADERS)
+        #: signatures rendered, in the order of `state.routes`
+        self._seen: list[tuple[int, int, int]] = []
+        #: routes whose figures changed since each document last rendered them
+        self._todo: dict[str, set[str]] = {"status": set(), "metrics": set()}
+        #: routes whose breaker is not closed (its figures move with time alone)
+        self._watch: set[str] = set()
+        #: (when, route): a breaker's window has emptied one window after its last call
+        self._due: list[tuple[float, str]] = []
         self._lock = asyncio.Lock()
         #: routes re-rendered so far (the unit of a refresh's work; tests bound it)
         self.renders = 0
@@ -162,45 +185,65 @@ class Digest:
         self.longest_slice_s = 0.0
 
     # -- refreshing ------------------------------------------------------------------------
-    async def refresh(self) -> None:
-        """Bring every route's figures up to date (sliced; see the module docstring)."""
+    async def refresh(self, document: str = "status") -> None:
+        """Bring every route's figures up to date for `document` ("status" or "metrics"),
+        in slices (see the module docstring)."""
         async with self._lock:
             clock = self.state.clock
             breakers = self.state.breakers
-            entries = self._entries
-            started = time.perf_counter()
+            routes = list(self.state.routes.values())
+            seen = self._seen
+            todo_status = self._todo["status"]
+            started = time.thread_time()
             now = clock()
-            for label, stats in list(self.state.routes.items()):
-                entry = entries.get(label)
-                breaker = breakers.get(label)
-                changed = False
-                if entry is None or stats.signature() != entry.signature or stats.needs_fold(now):
-                    entry = self._render(label, stats, entry, now)
-                    changed = True
-                if breaker is not None and (changed or self._breaker_moves(entry, breaker, now)):
-                    self._render_breaker(entry, breaker, now)
-                if changed and time.perf_counter() - started >= SLICE_S:
-                    self._end_slice(started)
-                    await asyncio.sleep(0)  # let requests run between slices
-                    started = time.perf_counter()
+            for i in stale_routes(routes, seen, now):
+                entry = self._update(routes[i], now, breakers.get(routes[i].label))
+                if i < len(seen):
+                    seen[i] = entry.signature
+                else:  # (a new route: the stale indexes come in ascending order)
+                    seen.append(entry.signature)
+                if time.thread_time() - started >= SLICE_S:
+                    started = await self._yield(started)
                     now = clock()
-            if self._latency_stale:
+            due = self._due
+            while due and due[0][0] <= now:  # breakers whose window has emptied since a call
+                at, label = heapq.heappop(due)
+                if self._entries[label].breaker_until == at:
+                    self._entries[label].breaker_until = 0.0
+                    todo_status.add(label)
+            todo_status.update(self._watch)  # breakers not closed: their retry delay runs
+            todo = self._todo[document]
+            render = self._render_status if document == "status" else self._render_metrics
+            for label in list(todo):
+                entry = self._entries[label]
+                render(entry, self.state.routes[label], breakers.get(label), now)
+                todo.discard(label)
+                if time.thread_time() - started >= SLICE_S:
+                    started = await self._yield(started)
+                    now = clock()
+            if document == "status" and self._latency_stale:
                 self._latency_stale = False
                 low, high = self._extremes()
                 self._latency = window_summary(self._total, low, high)
-            if self._dirty:
-                self._assemble()
             self._end_slice(started)
 
+    async def _yield(self, started: float) -> float:
+        """End a slice: let the loop run other work, then start the next slice."""
+        self._end_slice(started)
+        await asyncio.sleep(0)
+        return time.thread_time()
+
     def _end_slice(self, started: float) -> None:
-        spent = time.perf_counter() - started
+        spent = time.thread_time() - started
         self.slices += 1
         if spent > self.longest_slice_s:
             self.longest_slice_s = spent
 
-    def _render(self, label: str, stats: RouteStats, entry: _Entry | None, now: float) -> _Entry:
+    def _update(self, stats: RouteStats, now: float, breaker: CircuitBreaker | None) -> _Entry:
+        """Take in a changed route: fold its samples, move its share of the totals."""
         self.renders += 1
-        self._dirty = True
+        label = stats.label
+        entry = self._entries.get(label)
         if entry is None:
             entry = self._entries[label] = _Entry(label)
         else:
@@ -208,7 +251,8 @@ class Digest:
         if stats.needs_fold(now):
             stats.fold(now, self._total)
             entry.extremes = stats.window_extremes()
-            entry.summary = window_summary(stats.window, *entry.extremes)
+            entry.window_count = stats.window.count
+            entry.summary_stale = True
             self._latency_stale = True
         entry.signature = stats.signature()
         entry.totals = stats.totals()
@@ -216,14 +260,38 @@ class Digest:
         entry.in_flight = stats.in_flight
         entry.rejected = dict(stats.rejected)
         self._count(entry, 1)
+        if breaker is not None:
+            sig = (breaker.state, breaker.calls, breaker.opens_total)
+            if sig != entry.breaker_sig:
+                # its window (and the ticker's snapshots of it) settle one window after a
+                # call: render it once more then (in between, a quiet route's window figures
+                # may run up to one window behind)
+                entry.breaker_sig = sig
+                entry.breaker_until = now + breaker.config.window_s + 2.0
+                heapq.heappush(self._due, (entry.breaker_until, label))
+            if breaker.state != CLOSED:
+                self._watch.add(label)
+            else:
+                self._watch.discard(label)
+        for todo in self._todo.values():
+            todo.add(label)
+        return entry
+
+    def _render_status(
+        self, entry: _Entry, stats: RouteStats, breaker: CircuitBreaker | None, now: float
+    ) -> None:
+        self._status_dirty = True
+        if entry.summary_stale:
+            entry.summary_stale = False
+            entry.summary = window_summary(stats.window, *entry.extremes)
         entry.status_json = json.dumps(
-            {"route": label, "requests": entry.requests,
+            {"route": entry.label, "requests": entry.requests,
              "status_classes": _classes(entry.totals), "rejected": entry.rejected,
              "in_flight": entry.in_flight, "latency_ms": entry.summary},
             separators=(",", ":"),
         )  # fmt: skip
-        self._render_prometheus(entry, stats)
-        return entry
+        if breaker is not None:
+            entry.breaker_json = json.dumps(breaker.describe(now), separators=(",", ":"))
 
     def _count(self, entry: _Entry, sign: int) -> None:
         """Add (1) or take back (-1) a route's share of the guard-wide totals."""
@@ -238,9 +306,11 @@ class Digest:
             else:
                 shed.pop(reason, None)
 
-    def _render_prometheus(self, entry: _Entry, stats: RouteStats) -> None:
+    def _render_metrics(
+        self, entry: _Entry, stats: RouteStats, breaker: CircuitBreaker | None, now: float
+    ) -> None:
+        self._metrics_dirty = True
         label = entry.prom_label
-        go = floatToGoString
         lines = []
         for method, counts in stats.by_method.items():
             m = escape(method)
@@ -249,69 +319,59 @@ class Digest:
                     cls = STATUS_CLASSES[index - 1] if index else "unknown"
                     lines.append(
                         f'{REQUESTS[0]}_total{{method="{m}",route={label},'
-                        f'status_class="{cls}"}} {go(n)}\n'
+                        f'status_class="{cls}"}} {_num(n)}\n'
                     )
-        entry.prom[0] = "".join(lines)
+        entry.prom[0] = "".join(lines).encode()
         if stats.lifetime_count:
             name = DURATION[0]
             seen = 0
             lines = []
             for le, n in zip(_LE_LABELS, stats.le_counts, strict=False):
                 seen += n
-                lines.append(f"{name}_bucket{{{le}{label}}} {go(seen)}\n")
-            count = go(stats.lifetime_count)
+                lines.append(f"{name}_bucket{{{le}{label}}} {_num(seen)}\n")
+            count = _num(stats.lifetime_count)
+            total_s = floatToGoString(stats.lifetime_sum_us / 1e6)
             lines.append(f'{name}_bucket{{le="+Inf",route={label}}} {count}\n')
             lines.append(f"{name}_count{{route={label}}} {count}\n")
-            lines.append(f"{name}_sum{{route={label}}} {go(stats.lifetime_sum_us / 1e6)}\n")
-            entry.prom[1] = "".join(lines)
-        entry.prom[2] = f"{IN_FLIGHT[0]}{{route={label}}} {go(stats.in_flight)}\n"
+            lines.append(f"{name}_sum{{route={label}}} {total_s}\n")
+            entry.prom[1] = "".join(lines).encode()
+        entry.prom[2] = f"{IN_FLIGHT[0]}{{route={label}}} {_num(stats.in_flight)}\n".encode()
         entry.prom[3] = "".join(
-            f'{REJECTED[0]}_total{{reason="{escape(reason)}",route={label}}} {go(n)}\n'
+            f'{REJECTED[0]}_total{{reason="{escape(reason)}",route={label}}} {_num(n)}\n'
             for reason, n in stats.rejected.items()
-        )
-
-    @staticmethod
-    def _breaker_moves(entry: _Entry, breaker: CircuitBreaker, now: float) -> bool:
-        """Whether the breaker's figures may differ from the rendered ones."""
-        sig = (breaker.state, breaker.calls, breaker.opens_total)
-        return sig != entry.breaker_sig or breaker.state != CLOSED or now < entry.breaker_until
-
-    def _render_breaker(self, entry: _Entry, breaker: CircuitBreaker, now: float) -> None:
-        sig = (breaker.state, breaker.calls, breaker.opens_total)
-        if sig != entry.breaker_sig:
-            # its window (and the ticker's snapshots of it) settle one window after the change
-            entry.breaker_until = now + breaker.config.window_s + 2.0
-            entry.breaker_sig = sig
-        rendered = json.dumps(breaker.describe(now), separators=(",", ":"))
-        if rendered != entry.breaker_json:
-            entry.breaker_json = rendered
-            entry.prom[4] = f"{CIRCUIT[0]}{{route={entry.prom_label}}} {float(breaker.state)}\n"
-            self._dirty = True
+        ).encode()
+        if breaker is not None:
+            line = f"{CIRCUIT[0]}{{route={label}}} {float(breaker.state)}\n"
+            entry.prom[4] = line.encode()
 
     def _extremes(self) -> tuple[int, int]:
         low = high = -1
         for entry in self._entries.values():
             e_low, e_high = entry.extremes
-            if entry.summary["count"]:
+            if entry.window_count:
                 low = e_low if low < 0 or e_low < low else low
                 high = e_high if e_high > high else high
         return (max(low, 0), max(high, 0))
 
-    def _assemble(self) -> None:
-        self._dirty = False
+    def _assemble_status(self) -> None:
+        self._status_dirty = False
         entries = list(self._entries.values())
-        ordered = sorted(entries, key=lambda e: -e.requests)
-        self._routes_json = "[" + ",".join(e.status_json for e in ordered) + "]"
+        ordered = sorted(entries, key=_by_requests)
+        self._routes_json = "[" + ",".join([e.status_json for e in ordered]) + "]"
         self._breakers_json = (
             "{"
-            + ",".join(f"{e.label_json}:{e.breaker_json}" for e in entries if e.breaker_json)
+            + ",".join([f"{e.label_json}:{e.breaker_json}" for e in entries if e.breaker_json])
             + "}"
         )
-        parts = []
+
+    def _assemble_metrics(self) -> None:
+        self._metrics_dirty = False
+        entries = list(self._entries.values())
+        parts: list[bytes] = []
         for i, header in enumerate(_HEADERS):
             parts.append(header)
-            parts.extend(e.prom[i] for e in entries)
-        self._route_families = "".join(parts)
+            parts.extend([e.prom[i] for e in entries])
+        self._route_families = b"".join(parts)
 
     # -- documents -------------------------------------------------------------------------
     def totals(self) -> dict[str, Any]:
@@ -328,14 +388,18 @@ class Digest:
 
     def status_body(self, head: dict[str, Any]) -> bytes:
         """The status document: `head` plus the per-route parts, as JSON bytes."""
+        if self._status_dirty:
+            self._assemble_status()
         text = json.dumps(head, separators=(",", ":"), default=str)
         text = f'{text[:-1]},"breakers":{self._breakers_json},"routes":{self._routes_json}}}'
         return text.encode()
 
     def metrics_body(self) -> bytes:
         """The Prometheus text exposition (format 0.0.4)."""
+        if self._metrics_dirty:
+            self._assemble_metrics()
         fixed = generate_latest(_Families(self._fixed_families()))  # type: ignore[arg-type]
-        return self._route_families.encode() + fixed
+        return self._route_families + fixed
 
     def _fixed_families(self) -> Iterator[Metric]:
         yield from state_metrics(self.state)

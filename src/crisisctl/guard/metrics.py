@@ -10,9 +10,10 @@ status and metrics) never walk a whole histogram. Instead:
   * `RouteStats.fold` adds each new segment once, in time proportional to its distinct
     buckets, to the route's lifetime Prometheus `le` counts and to a `WindowCounts` of the
     last minute (epochs older than 60 s are subtracted again);
-  * a `WindowCounts` is a Fenwick tree over bucket indexes, sparse in a dict: adding a bucket
-    costs ≤ 15 dict updates and the value at any rank ≤ 15 lookups, so a percentile summary
-    costs the same whatever the histogram holds.
+  * a `WindowCounts` keeps the window's counts per bucket and per group of 32 neighbouring
+    buckets: adding a bucket costs two dict updates, and a percentile walks the sorted groups
+    (a route's samples span a few hundred at most) and then one group's 32 buckets, instead of
+    sorting every bucket.
 
 `GuardCollector` is the plain, readable reference: it renders the same families with
 prometheus_client from a guard's state view and is what the incremental exposition in
@@ -56,8 +57,11 @@ STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 SEGMENT_S: Final = 15.0
 WINDOW_SEGMENTS: Final = 4
 WINDOW_S: Final = SEGMENT_S * WINDOW_SEGMENTS
-#: Fenwick tree size: a power of two above the largest bucket index
-_TREE_SIZE: Final = 1 << (bucket_index(MAX_TRACKABLE_US) + 1).bit_length()
+#: a WindowCounts group holds 2**_GROUP_BITS neighbouring bucket indexes
+_GROUP_BITS: Final = 5
+
+
+_PERCENTILES: Final = (50.0, 90.0, 95.0, 99.0, 99.9)
 
 
 def epoch_of(now: float) -> int:
@@ -66,43 +70,62 @@ def epoch_of(now: float) -> int:
 
 
 class WindowCounts:
-    """Counts per bucket index in a Fenwick tree (sparse): add, remove, value at a rank."""
+    """Counts per bucket index, and per group of `GROUP` neighbouring indexes, for percentiles
+    without sorting every bucket: add or remove a histogram in two dict updates per bucket;
+    find the bucket at a rank by walking the (few, sorted) groups, then one group's indexes."""
 
-    __slots__ = ("count", "sum_us", "tree")
+    __slots__ = ("count", "counts", "groups", "sum_us")
 
     def __init__(self) -> None:
-        self.tree: dict[int, int] = {}
+        self.counts: dict[int, int] = {}
+        self.groups: dict[int, int] = {}
         self.count = 0
         self.sum_us = 0
 
     def add(self, hist: LatencyHistogram, sign: int) -> None:
         """Add (`sign` 1) or remove (-1) every sample of `hist`."""
-        tree = self.tree
+        counts = self.counts
+        groups = self.groups
         for index, n in hist.index_counts():
             delta = n * sign
-            i = index + 1
-            while i <= _TREE_SIZE:
-                left = tree.get(i, 0) + delta
-                if left:
-                    tree[i] = left
-                else:
-                    del tree[i]
-                i += i & -i
+            left = counts.get(index, 0) + delta
+            if left:
+                counts[index] = left
+            else:
+                del counts[index]
+            group = index >> _GROUP_BITS
+            left = groups.get(group, 0) + delta
+            if left:
+                groups[group] = left
+            else:
+                del groups[group]
         self.count += hist.count * sign
         self.sum_us += hist.sum_us * sign
 
-    def index_at(self, rank: int) -> int:
-        """The bucket index holding the `rank`-th smallest sample (1 ≤ rank ≤ count)."""
-        tree = self.tree
+    def indexes_at(self, ranks: list[int]) -> list[int]:
+        """The bucket index holding each `rank`-th smallest sample (ascending ranks)."""
+        out: list[int] = []
+        counts = self.counts
+        groups = self.groups
+        seen = 0
         pos = 0
-        step = _TREE_SIZE
-        while step > 1:
-            step >>= 1
-            n = tree.get(pos + step, 0)
-            if n < rank:
-                pos += step
-                rank -= n
-        return pos  # (1-based position pos + 1 = bucket index pos)
+        ordered = sorted(groups)
+        for rank in ranks:
+            while pos < len(ordered) and seen + groups[ordered[pos]] < rank:
+                seen += groups[ordered[pos]]
+                pos += 1
+            if pos == len(ordered):
+                out.append(ordered[-1] << _GROUP_BITS if ordered else 0)
+                continue
+            inner = seen
+            index = ordered[pos] << _GROUP_BITS
+            while True:
+                inner += counts.get(index, 0)
+                if inner >= rank:
+                    break
+                index += 1
+            out.append(index)
+        return out
 
 
 class RouteStats:
@@ -244,6 +267,24 @@ class RouteStats:
         return out
 
 
+def stale_routes(routes: list[RouteStats], seen: list[tuple[int, int, int]], now: float) -> list[int]:
+    """Indexes of the routes whose signature differs from `seen` (same order; routes past its
+    end are new) or whose window needs a fold: one cheap pass, compiled."""
+    out: list[int] = []
+    oldest = epoch_of(now) - WINDOW_SEGMENTS
+    known = len(seen)
+    for i, stats in enumerate(routes):
+        if i >= known or stats.latency.count or stats.pending:
+            out.append(i)
+        elif stats.signature() != seen[i]:
+            out.append(i)
+        else:
+            segments = stats.segments
+            if segments and segments[0][0] < oldest:
+                out.append(i)
+    return out
+
+
 def window_summary(window: WindowCounts, low_us: int, high_us: int) -> dict[str, float | int]:
     """`LatencyHistogram.summary().as_dict()` of the window, from its Fenwick tree.
 
@@ -255,8 +296,8 @@ def window_summary(window: WindowCounts, low_us: int, high_us: int) -> dict[str,
         return {"count": 0, "min": 0.0, "mean": 0.0, "p50": 0.0, "p90": 0.0, "p95": 0.0,
                 "p99": 0.0, "p999": 0.0, "max": 0.0}  # fmt: skip
     values: list[float] = []
-    for pct in (50.0, 90.0, 95.0, 99.0, 99.9):
-        top = bucket_bounds(window.index_at(_rank(count, pct)))[1]
+    for index in window.indexes_at([_rank(count, pct) for pct in _PERCENTILES]):
+        top = bucket_bounds(index)[1]
         values.append((top if top < high_us else high_us) / 1000.0)
     return {
         "count": count,

@@ -1,0 +1,244 @@
+"""Event-loop time one read of the guard's control surface costs, at 500 routes.
+
+A guard wraps a bare ASGI app with `--routes` distinct paths. Each route is first met by a real
+request through the guard (so the guard builds it), then given `--samples` realistic latencies
+through the public recording API (`LatencyHistogram.record_us` on the route's live histogram,
+and its response counter): log-normal, σ 0.6, medians of 2, 5, 20 or 80 ms, so each route's
+histogram holds about a thousand distinct buckets, as a busy route's does after a few minutes.
+
+GET <prefix>/status and GET <prefix>/metrics are then called in-process through the ASGI app
+(peer 127.0.0.1, a no-op send), one at a time, with nothing else on the loop, so the CPU time
+of the loop's thread during a call (`time.thread_time`) is the event-loop time it costs; wall
+time is reported beside it (on a shared machine it also counts time the process waited for a
+core). Scenarios, each `--calls` calls per endpoint:
+
+  idle          back to back, no traffic in between (what a caller hammering the surface gets)
+  busy          between calls, `--touched` routes get 20 new samples and responses each
+  all_changed   between calls, every route gets 20 new samples (a scrape of a busy service)
+  cold          the first read after filling: every route's samples folded at once
+
+A refresh yields to the loop every `digest.SLICE_S` of work; `longest_slice_ms` is the longest
+stretch the loop was blocked. `reference_metrics_ms` is prometheus_client rendering the same
+families by walking every route (`metrics.GuardCollector`), the way every read worked before.
+
+Writes benchmarks/results/control_cost.json. Run: `.venv/bin/python benchmarks/control_cost.py
+[--routes 500] [--calls 200]`. No network: everything runs in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from crisisctl._pure import compiled
+from crisisctl.guard import Guard, GuardConfig
+from crisisctl.guard.types import Message, Receive, Scope, Send
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "control_cost.json"
+TARGET_MS = 2.0
+MEDIANS_US = (2_000, 5_000, 20_000, 80_000)
+
+
+class Template:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class BareApp:
+    """A bare ASGI app exposing Starlette-style `routes`, so the guard labels by template."""
+
+    def __init__(self, routes: int) -> None:
+        self.routes = [Template(label(i)) for i in range(routes)]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def label(route: int) -> str:
+    return f"/api/r{route}/{{id}}"
+
+
+async def _receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+class Sink:
+    """A no-op `send` that keeps the status code and the body size."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.size = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        else:
+            self.size += len(message.get("body", b""))
+
+
+def scope_for(path: str) -> Scope:
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": [(b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+
+
+class Bench:
+    def __init__(self, routes: int, samples: int, seed: int) -> None:
+        # no rate limit on the surface here: the benchmark measures the cost of reads
+        self.guard = Guard(
+            BareApp(routes),
+            GuardConfig(token="", max_route_labels=routes + 10,
+                        control_rate_limit=None),
+        )  # fmt: skip
+        self.routes = routes
+        self.samples = samples
+        self.rnd = random.Random(seed)
+        self.medians = [self.rnd.choice(MEDIANS_US) for _ in range(routes)]
+
+    async def fill(self) -> None:
+        for i in range(self.routes):
+            await self.guard(scope_for(f"/api/r{i}/1"), _receive, Sink())
+        for i in range(self.routes):
+            self.record(i, self.samples)
+
+    def record(self, route: int, n: int) -> None:
+        stats = self.guard.state.routes[label(route)]
+        counts = stats.counts_for("GET")
+        median = self.medians[route]
+        for _ in range(n):
+            stats.latency.record_us(int(self.rnd.lognormvariate(0.0, 0.6) * median))
+        counts[2] += n
+
+    async def call(self, endpoint: str) -> tuple[float, float]:
+        """(CPU ms, wall ms) of one call: the loop's thread time, and the elapsed time."""
+        sink = Sink()
+        wall = time.perf_counter()
+        cpu = time.thread_time()
+        await self.guard(scope_for(f"/_crisis/{endpoint}"), _receive, sink)
+        cpu = time.thread_time() - cpu
+        wall = time.perf_counter() - wall
+        assert sink.status == 200, f"{endpoint} answered {sink.status}"
+        return cpu * 1000.0, wall * 1000.0
+
+    async def scenario(self, endpoint: str, calls: int, touched: int) -> dict[str, Any]:
+        digest = self.guard.control_surface.digest
+        digest.longest_slice_s = 0.0
+        renders = digest.renders
+        times = []
+        walls = []
+        for _ in range(calls):
+            for route in self.rnd.sample(range(self.routes), touched):
+                self.record(route, 20)
+            cpu, wall = await self.call(endpoint)
+            times.append(cpu)
+            walls.append(wall)
+        return summarize(times) | {
+            "wall_median_ms": round(statistics.median(walls), 3),
+            "routes_rendered_per_call": round((digest.renders - renders) / calls, 1),
+            "longest_slice_ms": round(digest.longest_slice_s * 1000.0, 3),
+        }
+
+
+def summarize(times: list[float]) -> dict[str, Any]:
+    ordered = sorted(times)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {
+        "calls": len(times),
+        "median_ms": round(statistics.median(ordered), 3),
+        "p99_ms": round(p99, 3),
+        "max_ms": round(ordered[-1], 3),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    bench = Bench(args.routes, args.samples, args.seed)
+    await bench.fill()
+    guard = bench.guard
+    buckets = [len(s.latency.index_counts()) for s in guard.state.routes.values()]
+    digest = guard.control_surface.digest
+    cold_cpu, cold_wall = await bench.call("metrics")
+    cold = {
+        "total_ms": round(cold_cpu, 3),
+        "wall_ms": round(cold_wall, 3),
+        "longest_slice_ms": round(digest.longest_slice_s * 1000.0, 3),
+        "slices": digest.slices,
+    }
+    ref_times = []
+    for _ in range(5):
+        started = time.thread_time()
+        generate_latest(guard.registry)
+        ref_times.append((time.thread_time() - started) * 1000.0)
+    results: dict[str, Any] = {}
+    plan = (("idle", 0), ("busy", args.touched), ("all_changed", args.routes))
+    for endpoint in ("status", "metrics"):
+        results[endpoint] = {}
+        for name, touched in plan:
+            calls = args.calls if touched < args.routes else max(10, args.calls // 10)
+            results[endpoint][name] = await bench.scenario(endpoint, calls, touched)
+    verdict = all(
+        results[e][s]["p99_ms"] <= TARGET_MS for e in ("status", "metrics") for s in ("idle", "busy")
+    )
+    return {
+        "benchmark": "control_cost",
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"python": platform.python_version(), "cpu": platform.processor() or "?"},
+        "compiled": compiled(),
+        "routes": args.routes,
+        "samples_per_route": args.samples,
+        "distinct_buckets_per_route_median": statistics.median(buckets),
+        "busy_touched_routes": args.touched,
+        "target_ms_per_call": TARGET_MS,
+        "cold": cold,
+        "reference_metrics_ms": round(statistics.median(ref_times), 3),
+        "results": results,
+        "pass": verdict,
+        "notes": "event-loop time per call = CPU time of the loop's thread during the in-process "
+        "ASGI call with nothing else on the loop; the target applies to idle and busy reads; all_changed and cold "
+        "reads do work proportional to the new samples, in slices of at most ~1 ms.",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--routes", type=int, default=500)
+    parser.add_argument("--samples", type=int, default=2000, help="latencies per route")
+    parser.add_argument("--calls", type=int, default=200, help="calls per scenario")
+    parser.add_argument("--touched", type=int, default=25, help="routes changed between calls")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    for endpoint in ("status", "metrics"):
+        for name, figures in result["results"][endpoint].items():
+            print(
+                f"{endpoint:8} {name:12} median {figures['median_ms']:8.3f} ms  "
+                f"p99 {figures['p99_ms']:8.3f} ms  rendered/call "
+                f"{figures['routes_rendered_per_call']:6.1f}  longest slice "
+                f"{figures['longest_slice_ms']:.3f} ms"
+            )
+    cold = result["cold"]
+    print(
+        f"cold read {cold['total_ms']:.1f} ms in {cold['slices']} slices (longest "
+        f"{cold['longest_slice_ms']:.3f} ms); reference collector {result['reference_metrics_ms']}"
+        f" ms; {'PASS' if result['pass'] else 'FAIL'} (target ≤ {TARGET_MS} ms per call)"
+    )
+
+
+if __name__ == "__main__":
+    main()
