@@ -66,10 +66,20 @@ def status(
     prefix: str = typer.Option("/_crisis", help="The guard's control prefix."),
     timeout: float = typer.Option(5.0, help="Seconds to wait for the answer."),
     json_out: bool = typer.Option(False, "--json", help="Print the raw status JSON."),
+    token: str = typer.Option(
+        None,
+        "--token",
+        envvar="CRISISCTL_GUARD_READ_TOKEN",
+        help="The guard's read (or write) token, needed from outside its trusted networks.",
+    ),
 ) -> None:
     """Show the guard's mode, limits, in-flight requests, shed counts and latency."""
     target = control_url(url, prefix, "status")
-    response = _request("GET", target, timeout)
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    response = _request("GET", target, timeout, headers=headers)
+    if response.status_code in (401, 403, 429):
+        detail = _json(response, target).get("error", "")
+        fail(f"the guard refused to show its status (HTTP {response.status_code}): {detail}")
     if response.status_code != 200:
         fail(f"{target} answered HTTP {response.status_code}; is the guard installed at {prefix}?")
     data = _json(response, target)

@@ -1,0 +1,284 @@
+"""The control surface's incremental status and metrics: the figures equal what was recorded,
+the Prometheus text equals the reference collector's, and a read only re-renders the routes
+that changed (work counted, never timed)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import generate_latest
+
+from crisisctl.guard import Guard, GuardConfig, RouteRule
+from crisisctl.guard.metrics import (
+    DURATION_BUCKETS_S,
+    SEGMENT_S,
+    WINDOW_SEGMENTS,
+    RouteStats,
+    WindowCounts,
+    epoch_of,
+    window_summary,
+)
+from crisisctl.guard.types import Receive, Scope, Send
+from crisisctl.stats import MAX_TRACKABLE_US, LatencyHistogram
+
+latencies = st.lists(
+    st.one_of(
+        st.integers(0, 3000),
+        st.integers(3000, 2_000_000),
+        st.integers(2_000_000, MAX_TRACKABLE_US + 10),
+    ),
+    min_size=1,
+    max_size=300,
+)
+
+
+def histogram(values: list[int]) -> LatencyHistogram:
+    hist = LatencyHistogram()
+    for value in values:
+        hist.record_us(value)
+    return hist
+
+
+@given(latencies)
+def test_the_window_summary_equals_the_summary_of_the_merged_histogram(values: list[int]) -> None:
+    hist = histogram(values)
+    window = WindowCounts()
+    window.add(hist, 1)
+    expected = hist.summary().as_dict()
+    assert window_summary(window, hist.min_us, hist.max_us) == expected
+
+
+@given(latencies, latencies)
+def test_removing_a_histogram_from_the_window_leaves_the_others(
+    kept: list[int], gone: list[int]
+) -> None:
+    window = WindowCounts()
+    window.add(histogram(gone), 1)
+    window.add(histogram(kept), 1)
+    window.add(histogram(gone), -1)
+    hist = histogram(kept)
+    assert window_summary(window, hist.min_us, hist.max_us) == hist.summary().as_dict()
+
+
+# one step: (seconds later, samples recorded, then fold?)
+steps = st.lists(
+    st.tuples(st.floats(0.0, 40.0), st.lists(st.integers(0, 5_000_000), max_size=40), st.booleans()),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=150)
+@given(steps)
+def test_folding_keeps_the_last_minute_and_the_whole_lifetime(
+    plan: list[tuple[float, list[int], bool]],
+) -> None:
+    stats = RouteStats("/r")
+    now = 1000.0
+    cut: list[tuple[int, int]] = []  # (epoch the sample was cut in, value)
+    live: list[int] = []
+    for later, values, fold in plan:
+        now += later
+        for value in values:
+            stats.latency.record_us(value)
+        live.extend(values)
+        if fold:
+            stats.fold(now)
+            cut.extend((epoch_of(now), v) for v in live)
+            live = []
+        else:
+            stats.snapshot(now)  # the ticker's cut: no fold, O(1)
+            cut.extend((epoch_of(now), v) for v in live)
+            live = []
+    stats.fold(now)
+    oldest = epoch_of(now) - WINDOW_SEGMENTS
+    recent = histogram([v for epoch, v in cut if epoch >= oldest])
+    low, high = stats.window_extremes()
+    assert window_summary(stats.window, low, high) == recent.summary().as_dict()
+    lifetime = histogram([v for _, v in cut])
+    bounds = [round(b * 1e6) for b in DURATION_BUCKETS_S]
+    cumulative = [sum(stats.le_counts[: i + 1]) for i in range(len(bounds))]
+    assert cumulative == lifetime.cumulative_counts(bounds)
+    assert (stats.lifetime_count, stats.lifetime_sum_us) == (lifetime.count, lifetime.sum_us)
+
+
+# -- through the guard ------------------------------------------------------------------------
+class Template:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class RoutedApp:
+    """A bare ASGI app exposing Starlette-style routes, so the guard labels by template."""
+
+    def __init__(self, count: int) -> None:
+        self.routes = [Template(f"/r{i}/{{id}}") for i in range(count)]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def serve(guard: Guard) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=guard, client=("127.0.0.1", 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://guard")
+
+
+def build(templates: int, **config: Any) -> Guard:
+    config.setdefault("token", "")
+    config.setdefault("control_rate_limit", None)
+    return Guard(RoutedApp(templates), GuardConfig(**config))
+
+
+def metric_lines(text: str) -> list[str]:
+    return sorted(line for line in text.splitlines() if line)
+
+
+def bucket_values(text: str, route: str) -> list[float]:
+    prefix = "crisisctl_http_request_duration_seconds_bucket{"
+    return [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(prefix) and f'route="{route}"' in line
+    ]
+
+
+async def test_status_and_metrics_report_what_was_recorded() -> None:
+    guard = build(3)
+    rnd = random.Random(7)
+    references: dict[str, LatencyHistogram] = {}
+    async with serve(guard) as http:
+        for i in range(3):
+            assert (await http.get(f"/r{i}/1")).status_code == 200
+        for label, stats in guard.state.routes.items():
+            references[label] = stats.latency.copy()  # the request's own sample
+        for round_ in range(3):
+            for label, stats in guard.state.routes.items():
+                for _ in range(50 * (round_ + 1)):
+                    value = int(rnd.lognormvariate(0.0, 0.7) * 20_000)
+                    stats.latency.record_us(value)  # the public recording API
+                    references[label].record_us(value)
+            status = (await http.get("/_crisis/status")).json()
+            metrics = (await http.get("/_crisis/metrics")).text
+            routes = {r["route"]: r for r in status["routes"]}
+            everything = LatencyHistogram()
+            for label, ref in references.items():
+                assert routes[label]["latency_ms"] == ref.summary().as_dict()
+                assert routes[label]["requests"] == 1
+                bounds = [round(b * 1e6) for b in DURATION_BUCKETS_S]
+                expected = [*ref.cumulative_counts(bounds), ref.count]
+                assert bucket_values(metrics, label) == [float(n) for n in expected]
+                everything.merge(ref)
+            assert status["latency_ms"] == everything.summary().as_dict()
+            assert status["requests"]["total"] == 3
+            assert [r["route"] for r in status["routes"]] == sorted(routes)
+
+
+async def test_the_metrics_text_equals_the_reference_collector() -> None:
+    rules = (
+        RouteRule('/we"ird\\path'),
+        RouteRule("/line\nbreak"),
+        RouteRule("/limited", rate_limit="1/minute"),
+    )
+    guard = build(2, routes=rules)
+    async with serve(guard) as http:
+        for path in ("/r0/1", "/r1/2", "/r1/3", '/we"ird\\path', "/limited", "/limited"):
+            await http.get(path)
+        await http.request("PURGE", '/we"ird\\path')
+        served = (await http.get("/_crisis/metrics")).text
+    reference = generate_latest(guard.registry).decode()
+    assert 'route="/we\\"ird\\\\path"' in served
+    assert metric_lines(served) == metric_lines(reference)
+    assert served.startswith("# HELP crisisctl_http_requests_total")
+
+
+async def test_a_read_renders_only_the_routes_that_changed() -> None:
+    guard = build(50)
+    digest = guard.control_surface.digest
+    async with serve(guard) as http:
+        for i in range(50):
+            await http.get(f"/r{i}/1")
+        await http.get("/_crisis/status")
+        assert digest.renders == 50
+        await http.get("/_crisis/status")
+        await http.get("/_crisis/metrics")
+        assert digest.renders == 50  # nothing changed: nothing re-rendered, no histogram walked
+        for label in list(guard.state.routes)[:3]:
+            guard.state.routes[label].latency.record_us(1234)
+        await http.get("/r7/1")
+        await http.get("/_crisis/metrics")
+        assert digest.renders == 54
+        await http.get("/_crisis/status")
+        assert digest.renders == 54
+
+
+async def test_concurrent_reads_share_one_refresh() -> None:
+    guard = build(20)
+    async with serve(guard) as http:
+        for i in range(20):
+            await http.get(f"/r{i}/1")
+        answers = await asyncio.gather(*(http.get("/_crisis/status") for _ in range(4)))
+    assert {a.status_code for a in answers} == {200}
+    assert guard.control_surface.digest.renders == 20
+
+
+async def test_the_recent_window_forgets_samples_after_a_minute() -> None:
+    guard = build(1)
+    clock = Clock()
+    guard._clock = clock  # the digest reads time through the guard's state view
+    async with serve(guard) as http:
+        await http.get("/r0/1")
+        first = (await http.get("/_crisis/status")).json()
+        assert first["routes"][0]["latency_ms"]["count"] == 1
+        clock.now += SEGMENT_S * (WINDOW_SEGMENTS + 1) + 1
+        later = (await http.get("/_crisis/status")).json()
+        metrics = (await http.get("/_crisis/metrics")).text
+    assert later["routes"][0]["latency_ms"]["count"] == 0
+    assert later["latency_ms"]["count"] == 0
+    assert later["requests"]["total"] == 1  # counters keep the lifetime
+    assert bucket_values(metrics, "/r0/{id}")[-1] == 1.0
+
+
+async def test_the_status_document_keeps_its_keys() -> None:
+    guard = build(1)
+    async with serve(guard) as http:
+        await http.get("/r0/1")
+        status = (await http.get("/_crisis/status")).json()
+    assert set(status) >= {
+        "service", "pid", "started_at", "uptime_s", "compiled", "mode", "mode_endpoint",
+        "in_flight", "requests", "shed", "shed_total", "concurrency", "rate_limits", "storage",
+        "breakers", "latency_window_s", "latency_ms", "routes", "operations", "internal_errors",
+    }  # fmt: skip
+    assert status["breakers"]["/r0/{id}"]["state"] == "closed"
+    assert status["latency_window_s"] == 60
+
+
+@pytest.mark.parametrize("reads", [1, 3])
+async def test_refusals_and_in_flight_are_counted_without_new_samples(reads: int) -> None:
+    guard = build(1, routes=(RouteRule("/limited", rate_limit="1/minute"),))
+    async with serve(guard) as http:
+        for _ in range(reads):
+            await http.get("/_crisis/status")
+        for _ in range(3):
+            await http.get("/limited")
+        status = (await http.get("/_crisis/status")).json()
+    assert status["shed"] == {"rate_limited": 2}
+    assert status["requests"]["status_classes"]["4xx"] == 2
+    limited = next(r for r in status["routes"] if r["route"] == "/limited")
+    assert limited["rejected"] == {"rate_limited": 2} and limited["latency_ms"]["count"] == 1
