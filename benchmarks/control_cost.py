@@ -190,7 +190,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             calls = args.calls if touched < args.routes else max(10, args.calls // 10)
             results[endpoint][name] = await bench.scenario(endpoint, calls, touched)
     verdict = all(
-        results[e][s]["p99_ms"] <= TARGET_MS for e in ("status", "metrics") for s in ("idle", "busy")
+        results[e][s]["p99_ms"] <= TARGET_MS
+        for e in ("status", "metrics")
+        for s in ("idle", "busy")
     )
     return {
         "benchmark": "control_cost",
@@ -206,9 +208,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "reference_metrics_ms": round(statistics.median(ref_times), 3),
         "results": results,
         "pass": verdict,
-        "notes": "event-loop time per call = CPU time of the loop's thread during the in-process "
-        "ASGI call with nothing else on the loop; the target applies to idle and busy reads; all_changed and cold "
-        "reads do work proportional to the new samples, in slices of at most ~1 ms.",
+        "notes": "event-loop time per call = CPU time of the loop's thread during the "
+        "in-process ASGI call with nothing else on the loop; the target applies to idle and "
+        "busy reads; all_changed and cold reads do work proportional to the new samples, "
+        "in slices of about 1 ms.",
     }
 
 

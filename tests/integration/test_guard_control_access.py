@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from crisisctl.cli.main import app as cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from guard_servers import GuardServer, guard_servers  # noqa: E402
+from guard_servers import GuardServer, guard_servers
 
 PUBLIC = "203.0.113.9"
 

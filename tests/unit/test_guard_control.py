@@ -4,9 +4,8 @@ of its own."""
 
 from __future__ import annotations
 
-import pytest
-
 import httpx
+import pytest
 
 from crisisctl.guard import Guard, GuardConfig, GuardConfigError
 from crisisctl.guard.types import Receive, Scope, Send

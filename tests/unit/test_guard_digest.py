@@ -68,7 +68,9 @@ def test_removing_a_histogram_from_the_window_leaves_the_others(
 
 # one step: (seconds later, samples recorded, then fold?)
 steps = st.lists(
-    st.tuples(st.floats(0.0, 40.0), st.lists(st.integers(0, 5_000_000), max_size=40), st.booleans()),
+    st.tuples(
+        st.floats(0.0, 40.0), st.lists(st.integers(0, 5_000_000), max_size=40), st.booleans()
+    ),
     min_size=1,
     max_size=25,
 )

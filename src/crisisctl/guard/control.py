@@ -111,6 +111,20 @@ async def send_body(
     await send({"type": "http.response.body", "body": body})
 
 
+async def send_chunks(send: Send, status: int, chunks: list[bytes], content_type: bytes) -> None:
+    """Send a complete response whose body is `chunks`, one message each."""
+    size = sum(len(chunk) for chunk in chunks)
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(size).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    for i, chunk in enumerate(chunks):
+        more = i < len(chunks) - 1
+        await send({"type": "http.response.body", "body": chunk, "more_body": more})
+
+
 async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer one request to the control surface."""
     prefix = guard.config.prefix
@@ -153,7 +167,7 @@ async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> No
         return
     if name == "metrics":
         await surface.digest.refresh("metrics")
-        await send_body(send, 200, surface.digest.metrics_body(), CONTENT_TYPE_LATEST.encode())
+        await send_chunks(send, 200, surface.digest.metrics_body(), CONTENT_TYPE_LATEST.encode())
     elif name == "status":
         await surface.digest.refresh("status")
         body = surface.digest.status_body(status_head(surface.state, surface.digest))
@@ -236,12 +250,3 @@ def status_head(state: GuardState, digest: Digest) -> dict[str, Any]:
         "operations": [op.describe() for op in operations()],
         "internal_errors": state.internal_errors,
     }
-
-
-async def status_document(guard: Guard) -> dict[str, Any]:
-    """The status document as a dict (what GET <prefix>/status answers)."""
-    surface: ControlSurface = guard.control_surface
-    await surface.digest.refresh("status")
-    document: dict[str, Any] = json.loads(surface.digest.status_body(
-        status_head(surface.state, surface.digest)))
-    return document

@@ -1,21 +1,26 @@
 """The control surface's status and metrics documents, kept current incrementally.
 
 A `Digest` keeps, for every route, its last rendered figures (a status JSON fragment and its
-Prometheus sample lines) with the signature they were rendered from. A read calls `refresh`:
+Prometheus sample lines) with the signature they were rendered from. A read calls
+`refresh(document)`:
 
-  1. one cheap pass over the routes compares each route's signature (responses, in flight,
-     refusals), its breaker's, and whether its latency window has new samples or an expired
-     segment;
-  2. only the routes that changed are re-rendered: their new samples are folded
-     (`RouteStats.fold`, proportional to the new samples' distinct buckets, never to the whole
-     histogram), their percentiles read from a Fenwick tree (≤ 15 lookups each), and the
-     guard-wide totals adjusted by the difference;
-  3. the documents are joined from the cached fragments.
+  1. one cheap, compiled pass over the routes (`metrics.stale_routes`) finds those whose
+     signature (responses, in flight, refusals) changed or whose latency window has new
+     samples or an expired segment; breakers that are open or half-open, or whose window has
+     just emptied (a heap of due times), join them;
+  2. only those routes are taken in: their new samples folded (`RouteStats.fold`,
+     proportional to the new samples' distinct buckets, never to the whole histogram) and
+     their share of the guard-wide totals moved by the difference; then only the document
+     being read is re-rendered for them (status: the route's percentiles from its
+     `WindowCounts`, its JSON, its breaker; metrics: its sample lines, joined per block of
+     `BLOCK` routes), the other document later, when it is read;
+  3. the document is joined from the cached fragments.
 
-So a read costs the pass plus the work of what changed since the previous read. Refresh work
-runs in slices of at most `SLICE_S` of event-loop time with a yield to the loop between them,
-so even a read after a burst of traffic on every route never blocks the loop for long; reads
-arriving meanwhile wait for the same refresh (a lock) and then find nothing left to do.
+So a read costs the pass plus the work of what changed since the previous read of that
+document. Refresh work runs in slices of about `SLICE_S` of the loop thread's CPU time with a
+yield to the loop between them, so even a read after traffic on every route never blocks the
+loop for long (one route's fold is never split); reads arriving meanwhile wait for the same
+refresh (a lock) and then find nothing left to do.
 
 The Prometheus text is written here (format 0.0.4, as `prometheus_client.generate_latest`
 writes it: labels sorted by name, values as Go floats); `metrics.GuardCollector` renders the
@@ -33,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import generate_latest
 from prometheus_client.core import Metric
-from prometheus_client.utils import floatToGoString
+from prometheus_client.utils import floatToGoString as _float_to_go
 
 from crisisctl.guard.breaker import CLOSED
 from crisisctl.guard.metrics import (
@@ -58,7 +63,11 @@ if TYPE_CHECKING:
 
 #: the longest stretch of refresh work between two yields to the event loop (seconds)
 SLICE_S: Final = 0.001
-_LE_LABELS: Final = [f'le="{floatToGoString(b)}",route=' for b in DURATION_BUCKETS_S]
+#: routes per block of joined metrics lines: a changed route re-joins its block only
+BLOCK: Final = 32
+#: prometheus_client's number format (Go's float formatting), typed
+go_float: Final[Callable[[float], str]] = _float_to_go
+_LE_LABELS: Final = [f'le="{go_float(b)}",route=' for b in DURATION_BUCKETS_S]
 
 
 def escape(value: str) -> str:
@@ -81,8 +90,8 @@ _HEADERS: Final = (
 
 
 def _num(n: int) -> str:
-    """`floatToGoString(n)` for a count, without its float round trip when n is small."""
-    return f"{n}.0" if 0 <= n < 1_000_000 else floatToGoString(n)
+    """`go_float(n)` for a count, without its float round trip when n is small."""
+    return f"{n}.0" if 0 <= n < 1_000_000 else go_float(n)
 
 
 def _by_requests(entry: _Entry) -> int:
@@ -100,6 +109,8 @@ class _Entry:
     """One route's rendered figures and what they were rendered from."""
 
     __slots__ = (
+        "block",
+        "breaker_item",
         "breaker_json",
         "breaker_sig",
         "breaker_until",
@@ -119,8 +130,10 @@ class _Entry:
         "window_count",
     )
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, block: int) -> None:
         self.label = label
+        #: the block of `BLOCK` routes whose joined metrics lines hold this route's
+        self.block = block
         self.label_json = json.dumps(label)
         self.prom_label = f'"{escape(label)}"'
         self.signature: tuple[int, int, int] = (-1, -1, -1)
@@ -139,6 +152,8 @@ class _Entry:
         #: monotonic time until which the breaker's window may still change without a call
         self.breaker_until = 0.0
         self.breaker_json: str | None = None
+        #: '"label":{breaker}' for the status document's "breakers" object
+        self.breaker_item = ""
 
 
 class _Families:
@@ -171,6 +186,9 @@ class Digest:
         self._route_families = b"".join(_HEADERS)
         #: signatures rendered, in the order of `state.routes`
         self._seen: list[tuple[int, int, int]] = []
+        #: per block of BLOCK routes, their metrics lines joined per family; blocks to re-join
+        self._blocks: list[list[bytes]] = []
+        self._dirty_blocks: set[int] = set()
         #: routes whose figures changed since each document last rendered them
         self._todo: dict[str, set[str]] = {"status": set(), "metrics": set()}
         #: routes whose breaker is not closed (its figures move with time alone)
@@ -245,7 +263,7 @@ class Digest:
         label = stats.label
         entry = self._entries.get(label)
         if entry is None:
-            entry = self._entries[label] = _Entry(label)
+            entry = self._entries[label] = _Entry(label, len(self._entries) // BLOCK)
         else:
             self._count(entry, -1)
         if stats.needs_fold(now):
@@ -292,6 +310,7 @@ class Digest:
         )  # fmt: skip
         if breaker is not None:
             entry.breaker_json = json.dumps(breaker.describe(now), separators=(",", ":"))
+            entry.breaker_item = f"{entry.label_json}:{entry.breaker_json}"
 
     def _count(self, entry: _Entry, sign: int) -> None:
         """Add (1) or take back (-1) a route's share of the guard-wide totals."""
@@ -310,6 +329,7 @@ class Digest:
         self, entry: _Entry, stats: RouteStats, breaker: CircuitBreaker | None, now: float
     ) -> None:
         self._metrics_dirty = True
+        self._dirty_blocks.add(entry.block)
         label = entry.prom_label
         lines = []
         for method, counts in stats.by_method.items():
@@ -330,7 +350,7 @@ class Digest:
                 seen += n
                 lines.append(f"{name}_bucket{{{le}{label}}} {_num(seen)}\n")
             count = _num(stats.lifetime_count)
-            total_s = floatToGoString(stats.lifetime_sum_us / 1e6)
+            total_s = go_float(stats.lifetime_sum_us / 1e6)
             lines.append(f'{name}_bucket{{le="+Inf",route={label}}} {count}\n')
             lines.append(f"{name}_count{{route={label}}} {count}\n")
             lines.append(f"{name}_sum{{route={label}}} {total_s}\n")
@@ -358,19 +378,24 @@ class Digest:
         entries = list(self._entries.values())
         ordered = sorted(entries, key=_by_requests)
         self._routes_json = "[" + ",".join([e.status_json for e in ordered]) + "]"
-        self._breakers_json = (
-            "{"
-            + ",".join([f"{e.label_json}:{e.breaker_json}" for e in entries if e.breaker_json])
-            + "}"
-        )
+        items = [e.breaker_item for e in entries if e.breaker_item]
+        self._breakers_json = "{" + ",".join(items) + "}"
 
     def _assemble_metrics(self) -> None:
         self._metrics_dirty = False
         entries = list(self._entries.values())
+        blocks = self._blocks
+        while len(blocks) * BLOCK < len(entries):
+            blocks.append([b""] * len(_HEADERS))
+            self._dirty_blocks.add(len(blocks) - 1)
+        for b in self._dirty_blocks:
+            members = entries[b * BLOCK : (b + 1) * BLOCK]
+            blocks[b] = [b"".join([e.prom[i] for e in members]) for i in range(len(_HEADERS))]
+        self._dirty_blocks.clear()
         parts: list[bytes] = []
         for i, header in enumerate(_HEADERS):
             parts.append(header)
-            parts.extend([e.prom[i] for e in entries])
+            parts.extend([block[i] for block in blocks])
         self._route_families = b"".join(parts)
 
     # -- documents -------------------------------------------------------------------------
@@ -382,7 +407,7 @@ class Digest:
             "requests": {"total": sum(self._totals), "status_classes": _classes(self._totals)},
             "shed": shed,
             "shed_total": sum(shed.values()),
-            "latency_window_s": WINDOW_S,
+            "latency_window_s": int(WINDOW_S),
             "latency_ms": dict(self._latency),
         }
 
@@ -394,12 +419,12 @@ class Digest:
         text = f'{text[:-1]},"breakers":{self._breakers_json},"routes":{self._routes_json}}}'
         return text.encode()
 
-    def metrics_body(self) -> bytes:
-        """The Prometheus text exposition (format 0.0.4)."""
+    def metrics_body(self) -> list[bytes]:
+        """The Prometheus text exposition (format 0.0.4), in chunks to send one after another
+        (joining them would copy the per-route part, the bulk of it, once more)."""
         if self._metrics_dirty:
             self._assemble_metrics()
-        fixed = generate_latest(_Families(self._fixed_families()))  # type: ignore[arg-type]
-        return self._route_families + fixed
+        return [self._route_families, generate_latest(_Families(self._fixed_families()))]
 
     def _fixed_families(self) -> Iterator[Metric]:
         yield from state_metrics(self.state)

@@ -70,15 +70,17 @@ def epoch_of(now: float) -> int:
 
 
 class WindowCounts:
-    """Counts per bucket index, and per group of `GROUP` neighbouring indexes, for percentiles
+    """Counts per bucket index, and per group of 32 neighbouring indexes, for percentiles
     without sorting every bucket: add or remove a histogram in two dict updates per bucket;
     find the bucket at a rank by walking the (few, sorted) groups, then one group's indexes."""
 
-    __slots__ = ("count", "counts", "groups", "sum_us")
+    __slots__ = ("count", "counts", "groups", "ordered", "sum_us")
 
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}
         self.groups: dict[int, int] = {}
+        #: the group keys in ascending order, or None after a group appeared or emptied
+        self.ordered: list[int] | None = None
         self.count = 0
         self.sum_us = 0
 
@@ -94,11 +96,15 @@ class WindowCounts:
             else:
                 del counts[index]
             group = index >> _GROUP_BITS
-            left = groups.get(group, 0) + delta
+            before = groups.get(group, 0)
+            left = before + delta
             if left:
                 groups[group] = left
+                if not before:
+                    self.ordered = None
             else:
                 del groups[group]
+                self.ordered = None
         self.count += hist.count * sign
         self.sum_us += hist.sum_us * sign
 
@@ -107,14 +113,17 @@ class WindowCounts:
         out: list[int] = []
         counts = self.counts
         groups = self.groups
+        ordered = self.ordered
+        if ordered is None:
+            ordered = self.ordered = sorted(groups)
         seen = 0
         pos = 0
-        ordered = sorted(groups)
+        size = len(ordered)
         for rank in ranks:
-            while pos < len(ordered) and seen + groups[ordered[pos]] < rank:
+            while pos < size and seen + groups[ordered[pos]] < rank:
                 seen += groups[ordered[pos]]
                 pos += 1
-            if pos == len(ordered):
+            if pos == size:
                 out.append(ordered[-1] << _GROUP_BITS if ordered else 0)
                 continue
             inner = seen
@@ -259,24 +268,17 @@ class RouteStats:
                     high = hist.max_us
         return (low, high) if low <= MAX_TRACKABLE_US else (0, 0)
 
-    def recent(self) -> LatencyHistogram:
-        """The folded samples of the window as one histogram (a reference; costs a merge)."""
-        out = LatencyHistogram()
-        for _, hist in self.segments:
-            out.merge(hist)
-        return out
 
-
-def stale_routes(routes: list[RouteStats], seen: list[tuple[int, int, int]], now: float) -> list[int]:
+def stale_routes(
+    routes: list[RouteStats], seen: list[tuple[int, int, int]], now: float
+) -> list[int]:
     """Indexes of the routes whose signature differs from `seen` (same order; routes past its
     end are new) or whose window needs a fold: one cheap pass, compiled."""
     out: list[int] = []
     oldest = epoch_of(now) - WINDOW_SEGMENTS
     known = len(seen)
     for i, stats in enumerate(routes):
-        if i >= known or stats.latency.count or stats.pending:
-            out.append(i)
-        elif stats.signature() != seen[i]:
+        if i >= known or stats.latency.count or stats.pending or stats.signature() != seen[i]:
             out.append(i)
         else:
             segments = stats.segments
