@@ -1,9 +1,10 @@
 """The guard's control surface under its prefix (default ``/_crisis``).
 
-    GET  <prefix>/health    200 {"status": "ok", "mode": …} — answered even under overload
+    GET  <prefix>/health    200 {"status": "ok", "mode": …} — to anyone, even under overload
     GET  <prefix>/status    JSON: mode, limits, in-flight, shed counts, breakers, latency
     GET  <prefix>/metrics   Prometheus text exposition
     GET  <prefix>/mode      the current mode and its history
+                            (these three: trusted networks or a read token, see access.py)
     POST <prefix>/mode      {"mode": "emergency", "reason": "…", "actor": "…"}
                             needs ``Authorization: Bearer <token>``; disabled without a token
 
