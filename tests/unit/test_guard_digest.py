@@ -284,3 +284,22 @@ async def test_refusals_and_in_flight_are_counted_without_new_samples(reads: int
     assert status["requests"]["status_classes"]["4xx"] == 2
     limited = next(r for r in status["routes"] if r["route"] == "/limited")
     assert limited["rejected"] == {"rate_limited": 2} and limited["latency_ms"]["count"] == 1
+
+
+async def test_the_state_view_is_read_only_and_live() -> None:
+    guard = build(1)
+    state = guard.state
+    assert dict(state.routes) == {}
+    async with serve(guard) as http:
+        await http.get("/r0/1")
+    assert list(state.routes) == ["/r0/{id}"]  # a view over the guard's own, not a copy
+    assert state.routes["/r0/{id}"].signature() == (1, 0, 0)
+    with pytest.raises(TypeError):
+        state.routes["/x"] = RouteStats("/x")  # type: ignore[index]
+    with pytest.raises(TypeError):
+        del state.breakers["/r0/{id}"]  # type: ignore[attr-defined]
+    guard.set_mode("emergency", actor="test", reason="view")
+    assert state.mode == "emergency" and state.modes.describe()["mode"] == "emergency"
+    assert state.storage == {"backend": "memory", "healthy": True}
+    with pytest.raises(AttributeError):
+        state.mode = "normal"  # type: ignore[misc]
