@@ -303,3 +303,17 @@ async def test_the_state_view_is_read_only_and_live() -> None:
     assert state.storage == {"backend": "memory", "healthy": True}
     with pytest.raises(AttributeError):
         state.mode = "normal"  # type: ignore[misc]
+
+
+async def test_the_registry_counts_samples_no_read_has_folded_yet() -> None:
+    guard = build(1)
+    async with serve(guard) as http:
+        await http.get("/r0/1")
+        await http.get("/_crisis/metrics")  # folds the first sample
+        await http.get("/r0/2")
+        guard.state.routes["/r0/{id}"].snapshot(guard.clock())  # the ticker's cut: not folded
+        await http.get("/r0/3")
+        reference = generate_latest(guard.registry).decode()
+        assert 'crisisctl_http_request_duration_seconds_count{route="/r0/{id}"} 3.0' in reference
+        served = (await http.get("/_crisis/metrics")).text
+    assert metric_lines(served) == metric_lines(generate_latest(guard.registry).decode())

@@ -15,9 +15,10 @@ status and metrics) never walk a whole histogram. Instead:
     (a route's samples span a few hundred at most) and then one group's 32 buckets, instead of
     sorting every bucket.
 
-`GuardCollector` is the plain, readable reference: it renders the same families with
-prometheus_client from a guard's state view and is what the incremental exposition in
-`guard/digest.py` is tested against. `state_metrics` holds the gauges of the guard's own
+`GuardCollector` (`guard.registry`) is the plain, readable reference: it renders the same
+families with prometheus_client from a guard's state view, walking every route (folded or
+not, folding nothing), and is what the incremental exposition in `guard/digest.py` is tested
+against. `state_metrics` holds the gauges of the guard's own
 state (mode, concurrency limit, breakers, storage, internal errors).
 """
 
@@ -256,6 +257,19 @@ class RouteStats:
             if total is not None:
                 total.add(hist, -1)
 
+    def lifetime(self) -> tuple[list[int], int, int]:
+        """(counts per `le` slot, count, sum µs) of every sample ever recorded, folded or not,
+        without folding anything (for readers other than the control surface)."""
+        le_counts = list(self.le_counts)
+        count = self.lifetime_count
+        total = self.lifetime_sum_us
+        for hist in [h for _, h in self.pending] + [self.latency]:
+            for index, n in hist.index_counts():
+                le_counts[bisect_left(LE_INDEXES, index)] += n
+            count += hist.count
+            total += hist.sum_us
+        return le_counts, count, total
+
     def window_extremes(self) -> tuple[int, int]:
         """(min, max) µs of the samples in the window; (0, 0) when it is empty."""
         low = MAX_TRACKABLE_US + 1
@@ -381,14 +395,15 @@ class GuardCollector(Collector):
 
         duration = HistogramMetricFamily(*DURATION, labels=["route"])
         for stats in routes:
-            if stats.lifetime_count:
+            le_counts, count, sum_us = stats.lifetime()
+            if count:
                 cumulative: list[tuple[str, float]] = []
                 seen = 0
-                for bound, n in zip(DURATION_BUCKETS_S, stats.le_counts, strict=False):
+                for bound, n in zip(DURATION_BUCKETS_S, le_counts, strict=False):
                     seen += n
                     cumulative.append((repr(bound), float(seen)))
-                cumulative.append(("+Inf", float(stats.lifetime_count)))
-                duration.add_metric([stats.label], cumulative, stats.lifetime_sum_us / 1e6)
+                cumulative.append(("+Inf", float(count)))
+                duration.add_metric([stats.label], cumulative, sum_us / 1e6)
         yield duration
 
         in_flight = GaugeMetricFamily(*IN_FLIGHT, labels=["route"])
