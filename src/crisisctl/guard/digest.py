@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
+import operator
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
@@ -55,6 +56,7 @@ from crisisctl.guard.metrics import (
     stale_routes,
     state_metrics,
     window_summary,
+    windows_extremes,
 )
 
 if TYPE_CHECKING:
@@ -94,8 +96,7 @@ def _num(n: int) -> str:
     return f"{n}.0" if 0 <= n < 1_000_000 else go_float(n)
 
 
-def _by_requests(entry: _Entry) -> int:
-    return -entry.requests
+_REQUESTS: Final = operator.attrgetter("requests")
 
 
 def _classes(counts: list[int]) -> dict[str, int]:
@@ -127,7 +128,6 @@ class _Entry:
         "summary",
         "summary_stale",
         "totals",
-        "window_count",
     )
 
     def __init__(self, label: str, block: int) -> None:
@@ -144,7 +144,6 @@ class _Entry:
         self.summary: dict[str, float | int] = window_summary(WindowCounts(), 0, 0)
         self.summary_stale = False
         self.extremes = (0, 0)
-        self.window_count = 0
         self.status_json = ""
         #: Prometheus lines per per-route family, in `_HEADERS` order
         self.prom = [b"", b"", b"", b"", b""]
@@ -241,8 +240,8 @@ class Digest:
                     now = clock()
             if document == "status" and self._latency_stale:
                 self._latency_stale = False
-                low, high = self._extremes()
-                self._latency = window_summary(self._total, low, high)
+                extremes = windows_extremes(list(self.state.routes.values()))
+                self._latency = window_summary(self._total, *extremes)
             self._end_slice(started)
 
     async def _yield(self, started: float) -> float:
@@ -269,7 +268,6 @@ class Digest:
         if stats.needs_fold(now):
             stats.fold(now, self._total)
             entry.extremes = stats.window_extremes()
-            entry.window_count = stats.window.count
             entry.summary_stale = True
             self._latency_stale = True
         entry.signature = stats.signature()
@@ -364,19 +362,10 @@ class Digest:
             line = f"{CIRCUIT[0]}{{route={label}}} {float(breaker.state)}\n"
             entry.prom[4] = line.encode()
 
-    def _extremes(self) -> tuple[int, int]:
-        low = high = -1
-        for entry in self._entries.values():
-            e_low, e_high = entry.extremes
-            if entry.window_count:
-                low = e_low if low < 0 or e_low < low else low
-                high = e_high if e_high > high else high
-        return (max(low, 0), max(high, 0))
-
     def _assemble_status(self) -> None:
         self._status_dirty = False
         entries = list(self._entries.values())
-        ordered = sorted(entries, key=_by_requests)
+        ordered = sorted(entries, key=_REQUESTS, reverse=True)  # (stable: ties keep order)
         self._routes_json = "[" + ",".join([e.status_json for e in ordered]) + "]"
         items = [e.breaker_item for e in entries if e.breaker_item]
         self._breakers_json = "{" + ",".join(items) + "}"

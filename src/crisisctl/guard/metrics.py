@@ -301,6 +301,20 @@ def stale_routes(
     return out
 
 
+def windows_extremes(routes: list[RouteStats]) -> tuple[int, int]:
+    """(min, max) µs over the windows of all `routes`; (0, 0) when they are all empty."""
+    low = MAX_TRACKABLE_US + 1
+    high = 0
+    for stats in routes:
+        if stats.window.count:
+            r_low, r_high = stats.window_extremes()
+            if r_low < low:
+                low = r_low
+            if r_high > high:
+                high = r_high
+    return (low, high) if low <= MAX_TRACKABLE_US else (0, 0)
+
+
 def window_summary(window: WindowCounts, low_us: int, high_us: int) -> dict[str, float | int]:
     """`LatencyHistogram.summary().as_dict()` of the window, from its Fenwick tree.
 
