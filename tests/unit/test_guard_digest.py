@@ -317,3 +317,24 @@ async def test_the_registry_counts_samples_no_read_has_folded_yet() -> None:
         assert 'crisisctl_http_request_duration_seconds_count{route="/r0/{id}"} 3.0' in reference
         served = (await http.get("/_crisis/metrics")).text
     assert metric_lines(served) == metric_lines(generate_latest(guard.registry).decode())
+
+
+async def test_a_quiet_breaker_is_shown_again_once_its_window_has_emptied() -> None:
+    guard = build(1)
+    clock = Clock()
+    guard._clock = clock
+    label = "/r0/{id}"
+    async with serve(guard) as http:
+        for i in range(3):
+            await http.get(f"/r0/{i}")
+        first = (await http.get("/_crisis/status")).json()
+        assert first["breakers"][label]["window_calls"] == 3
+        breaker = guard.state.breakers[label]
+        clock.now += 1.0
+        breaker.tick(clock.now)  # the ticker's snapshot of the call counter
+        clock.now += 5.0
+        assert (await http.get("/_crisis/status")).json()["breakers"][label]["window_calls"] == 3
+        clock.now += 8.0  # past the breaker's window (10 s) and its due time
+        later = (await http.get("/_crisis/status")).json()
+    assert later["breakers"][label]["window_calls"] == 0
+    assert guard.control_surface.digest.renders == 1  # the route itself did not change

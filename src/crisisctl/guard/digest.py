@@ -222,12 +222,15 @@ class Digest:
                 if time.thread_time() - started >= SLICE_S:
                     started = await self._yield(started)
                     now = clock()
-            due = self._due
+            due = self._due  # (at most one item per route: its earliest possible due time)
             while due and due[0][0] <= now:  # breakers whose window has emptied since a call
-                at, label = heapq.heappop(due)
-                if self._entries[label].breaker_until == at:
-                    self._entries[label].breaker_until = 0.0
+                _, label = heapq.heappop(due)
+                entry = self._entries[label]
+                if entry.breaker_until <= now:
+                    entry.breaker_until = 0.0
                     todo_status.add(label)
+                else:  # called again since: due later
+                    heapq.heappush(due, (entry.breaker_until, label))
             todo_status.update(self._watch)  # breakers not closed: their retry delay runs
             todo = self._todo[document]
             render = self._render_status if document == "status" else self._render_metrics
@@ -283,8 +286,9 @@ class Digest:
                 # call: render it once more then (in between, a quiet route's window figures
                 # may run up to one window behind)
                 entry.breaker_sig = sig
+                if not entry.breaker_until:
+                    heapq.heappush(self._due, (now + breaker.config.window_s + 2.0, label))
                 entry.breaker_until = now + breaker.config.window_s + 2.0
-                heapq.heappush(self._due, (entry.breaker_until, label))
             if breaker.state != CLOSED:
                 self._watch.add(label)
             else:
