@@ -34,7 +34,7 @@ SEEN: dict[str, Any] = {}
 
 
 def reset() -> None:
-    SEEN.update(logins=0, ids=[], bodies=[], unauthorized=0, requests=0)
+    SEEN.update(logins=0, ids=[], bodies=[], unauthorized=0, requests=0, stamps=[])
 
 
 reset()
@@ -85,6 +85,11 @@ async def slow(request: Request) -> Response:
     return PlainTextResponse("slow")
 
 
+async def stamp(request: Request) -> Response:
+    SEEN["stamps"].append(time.monotonic())  # when each request arrived
+    return PlainTextResponse("ok")
+
+
 async def hello(request: Request) -> Response:
     SEEN["requests"] += 1
     return PlainTextResponse("hello")
@@ -97,6 +102,7 @@ APP = Starlette(
         Route("/api/orders", orders, methods=["POST"]),
         Route("/fail", fail),
         Route("/slow", slow),
+        Route("/stamp", stamp),
         Route("/", hello),
     ]
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from pathlib import Path
@@ -64,7 +65,7 @@ def test_the_processes_parts_together_are_the_one_schedule(arrival: str, count: 
 @pytest.mark.parametrize("count", [2, 4])
 def test_processes_interleave_their_arrivals_instead_of_sending_bursts(count: int) -> None:
     merged = sorted(t for part in process_offsets(open_scenario("constant"), count) for t in part)
-    gaps = [b - a for a, b in zip(merged, merged[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(merged)]
     assert len(merged) == 200  # 100/s for 2 s in total, not per process
     # every arrival 10 ms after the one before: no two processes send at the same instant
     assert min(gaps) == pytest.approx(0.01) and max(gaps) == pytest.approx(0.01)

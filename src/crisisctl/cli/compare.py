@@ -89,10 +89,8 @@ def compare(
         return
     console.print(f"before: {before}   after: {after}", highlight=False)
     if differ:
-        console.print(
-            f"[yellow]compared anyway (--allow-mismatch): the runs differ in {describe(differ)}.[/]",
-            highlight=False,
-        )
+        note = f"compared anyway (--allow-mismatch): the runs differ in {describe(differ)}."
+        console.print(f"[yellow]{note}[/]", highlight=False)
     table = Table("scope", "figure", "before", "after", "ratio", "improvement")
     for row in rows:
         table.add_row(

@@ -5,10 +5,11 @@ A scenario file (YAML, see `crisisctl.load.scenario`) or the quick form on a URL
 10s:100`` ramps, ``-H``, ``--body``, ``--threshold "p95 < 300ms"``. ``--processes N`` runs N
 engine processes that split one schedule and whose histograms merge exactly. An open-model
 run that dropped more than 1 % of its scheduled arrivals says so in red, and fails the
-default ``dropped_rate < 1%`` threshold unless it sets its own. A live view (elapsed, rps, p50/p95/p99, errors) shows on a terminal unless
-``--json``. The result is a table, JSON (``--json``), a JSON file (``--out``) and a
-self-contained HTML file (``--html``). Exit codes: 0 ok, 1 a threshold failed (or the run
-was interrupted), 2 bad usage or input, 3 the target could not be reached at all.
+default ``dropped_rate < 1%`` threshold unless it sets its own. A live view (elapsed, rps,
+p50/p95/p99, errors) shows on a terminal unless ``--json``. The result is a table, JSON
+(``--json``), a JSON file (``--out``) and a self-contained HTML file (``--html``). Exit
+codes: 0 ok, 1 a threshold failed (or the run was interrupted), 2 bad usage or input, 3 the
+target could not be reached at all.
 """
 
 from __future__ import annotations

@@ -6,12 +6,13 @@ duration, arrivals — and `mismatch_sentence` says it in one sentence (``crisis
 refuses such a pair unless ``--allow-mismatch``).
 
 For latency (p50, p95, p99, max), the error rate and the dropped rate (open model: arrivals
-the generator could not send ÷ arrivals scheduled; whole run only) lower is better: ratio = before ÷ after
-and improvement = (before − after) ÷ before × 100 — so 25 minutes → 30 seconds is a ratio
-of 50 and a 98 % improvement, as the seeds count it. For throughput (requests/s) higher is
-better: ratio = after ÷ before, improvement = (after − before) ÷ before × 100. Either way a
-ratio above 1 and a positive percentage mean "better". Both are None when undefined (a zero
-denominator). Operations present in both reports are compared too.
+the generator could not send ÷ arrivals scheduled; whole run only) lower is better:
+ratio = before ÷ after and improvement = (before − after) ÷ before × 100 — so 25 minutes →
+30 seconds is a ratio of 50 and a 98 % improvement, as the seeds count it. For throughput
+(requests/s) higher is better: ratio = after ÷ before, improvement = (after − before) ÷
+before × 100. Either way a ratio above 1 and a positive percentage mean "better". Both are
+None when undefined (a zero denominator). Operations present in both reports are compared
+too.
 """
 
 from __future__ import annotations

@@ -188,9 +188,7 @@ def share(scenario: Scenario, index: int, count: int) -> Scenario:
     model = scenario.model
     new: OpenModel | ClosedModel
     if isinstance(model, OpenModel):
-        new = model.model_copy(
-            update={"connections": max(1, math.ceil(model.connections / count))}
-        )
+        new = model.model_copy(update={"connections": max(1, math.ceil(model.connections / count))})
     elif model.stages:
         new = model.model_copy(
             update={"users": model.users / count, "stages": _scale(model.stages, 1.0 / count)}
