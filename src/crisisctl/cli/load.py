@@ -297,7 +297,10 @@ def load(
         None, "--seed", help="URL: random seed (template values, think, poisson arrivals)."
     ),
     threshold: list[str] = typer.Option(
-        None, "--threshold", help="Pass/fail, e.g. 'p95 < 300ms', 'error_rate < 1%' (repeat)."
+        None,
+        "--threshold",
+        help="Pass/fail, e.g. 'p95 < 300ms', 'error_rate < 1%' (repeat); open-model runs get "
+        "'dropped_rate < 1%' unless they set a dropped_rate threshold.",
     ),
     processes: int = typer.Option(
         None, "--processes", help="Engine processes (default: cores − 1, at least 1)."
