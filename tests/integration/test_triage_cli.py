@@ -159,7 +159,7 @@ def test_baseline_lifecycle_on_sqlite(sick: str, db_url: str) -> None:
     ops = saved["operations"]
     assert set(ops) == {"GET /ok", "GET /x2"}
     # every round's latencies are kept: triage takes the baseline's spread from them
-    assert saved["profile"]["rounds"] == 2
+    assert saved["profile"]["rounds"] == 2 and saved["rounds"] == 2
     assert [len(r) for r in saved["profile"]["operations"]["GET /ok"]["rounds_ms"]] == [6, 6]
     code, listed = _json(["baseline", "list", "--db", db_url, "--json"])
     assert [b["name"] for b in listed] == ["api"]

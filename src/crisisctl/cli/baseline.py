@@ -59,6 +59,8 @@ def _as_dict(baseline: Baseline, *, with_profile: bool) -> dict[str, Any]:
         "created_at": baseline.created_at.isoformat(),
         "expires_at": baseline.expires_at.isoformat(),
         "expired": baseline.expired(now),
+        # rounds of latencies kept for triage's spread; None: saved before the rounds
+        "rounds": baseline.profile.get("rounds") if isinstance(baseline.profile, dict) else None,
         "operations": {
             name: {
                 "p50": op.get("p50"),
@@ -140,8 +142,8 @@ def save(
         print_json(data)
         return
     console.print(
-        f"saved baseline [bold]{saved.name}[/] for {saved.url}, valid until "
-        f"{saved.expires_at.isoformat()}",
+        f"saved baseline [bold]{saved.name}[/] for {saved.url} ({data['rounds']} rounds), valid "
+        f"until {saved.expires_at.isoformat()}",
         highlight=False,
     )
     _print_operations(data)

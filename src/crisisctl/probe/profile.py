@@ -164,7 +164,7 @@ def baseline_rounds(profile: dict[str, Any], operation: str) -> list[list[float]
         for r in rounds
         if isinstance(r, list)
         and r
-        and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in r)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in r)
     ]
     return kept or None
 

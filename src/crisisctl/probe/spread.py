@@ -61,6 +61,8 @@ DEFAULT_RESAMPLES: Final = 2000
 DEFAULT_SEED: Final = 20260
 #: fewer resamples than this cannot place a 99 % quantile
 MIN_RESAMPLES: Final = 200
+#: latencies below 1 µs (the histograms' resolution) count as 1 µs, so ratios stay finite
+FLOOR_MS: Final = 0.001
 
 
 def rank(n: int, q: float = P95) -> int:
@@ -104,10 +106,11 @@ def healthy_ratio_range(
     """(L, U): the central `confidence` range of (healthy run's p95 ÷ baseline p95).
 
     `rounds` are the baseline's latencies (ms) per round, `n` the size of the triage run;
-    `reference_n` the size of the baseline's p95 (default: all its samples). ValueError on
-    empty rounds, n < 1, a confidence outside (0, 1) or too few resamples.
+    `reference_n` the size of the baseline's p95 (default: all its samples). Latencies below
+    `FLOOR_MS` count as `FLOOR_MS`. ValueError on empty rounds, n < 1, a confidence outside
+    (0, 1) or too few resamples.
     """
-    kept = [sorted(r) for r in rounds if r]
+    kept = [sorted(max(FLOOR_MS, v) for v in r) for r in rounds if r]
     if not kept:
         raise ValueError("the baseline has no latency samples to take a spread from")
     if n < 1:
@@ -116,8 +119,6 @@ def healthy_ratio_range(
         raise ValueError(f"confidence must be between 0 and 1, got {confidence!r}")
     if resamples < MIN_RESAMPLES:
         raise ValueError(f"at least {MIN_RESAMPLES} resamples are needed, not {resamples}")
-    if min(v for r in kept for v in r) <= 0:
-        raise ValueError("latency samples must be positive")
     ref_n = reference_n if reference_n is not None else sum(len(r) for r in kept)
     if ref_n < 1:
         raise ValueError(f"the baseline's p95 comes from at least 1 request, not {ref_n}")
