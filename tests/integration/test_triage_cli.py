@@ -309,3 +309,20 @@ def test_incident_not_opened_when_ok(sick: str, db_url: str) -> None:
     )
     assert code == 0 and report["severity"] == "OK"
     assert report["incident"] == {"opened": False, "reason": "severity OK: no incident opened"}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--rounds", "0"], "--rounds must be between 1 and 50"),
+        (["--every", "soon"], "--every: 'soon' is not a duration"),
+        (["--every", "20m"], "--every must be between 0 s and 600 s"),
+    ],
+)
+def test_baseline_save_rejects_bad_rounds_with_one_sentence(
+    args: list[str], needle: str, db_url: str
+) -> None:
+    result = runner.invoke(app, ["baseline", "save", "x", "http://127.0.0.1:1/", *args,
+                                 "--db", db_url])  # fmt: skip
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.count("error:") == 1 and needle in " ".join(result.stderr.split())
