@@ -1,4 +1,4 @@
-"""The validation suite's verdicts and report (load.checks, load.validate_report), no server."""
+"""The validation suite's verdicts and report (validate.checks, validate.report), no server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crisisctl.load.checks import (
+from crisisctl.validate.checks import (
     EndpointProbe,
     ErrorCase,
     ResourceLimits,
@@ -21,7 +21,7 @@ from crisisctl.load.checks import (
     evaluate_rate_limiting,
     evaluate_resources,
 )
-from crisisctl.load.validate_report import (
+from crisisctl.validate.report import (
     CHECK_NAMES,
     CheckResult,
     Tally,

@@ -1,7 +1,7 @@
 """`crisisctl validate URL`: the seeds' phase-5 validation suite against a loopback service.
 
 Runs monitoring, error handling, performance baseline, load resilience, resource utilization,
-rate limiting and concurrency control checks (see `crisisctl.load.validate`), prints each as it
+rate limiting and concurrency control checks (see `crisisctl.validate`), prints each as it
 ends and a summary, or the JSON report with ``--json``. Exit codes: 0 the success rate reaches
 ``--required-rate``, 1 it does not, 2 bad usage or input, 3 the service gave no HTTP answer.
 """
@@ -17,11 +17,16 @@ from typing import Any
 import typer
 
 from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_UNREACHABLE, console, fail, print_json
-from crisisctl.load.checks import ResourceLimits
-from crisisctl.load.validate import Unreachable, run_validation
-from crisisctl.load.validate_options import ValidateOptions
-from crisisctl.load.validate_report import CHECK_NAMES, DEFAULT_REQUIRED_RATE, CheckResult
 from crisisctl.units import parse_duration
+from crisisctl.validate import (
+    CHECK_NAMES,
+    DEFAULT_REQUIRED_RATE,
+    CheckResult,
+    ResourceLimits,
+    Unreachable,
+    ValidateOptions,
+    run_validation,
+)
 
 _SKIP_HELP = f"Check(s) not to run: {', '.join(CHECK_NAMES)}."
 

@@ -15,13 +15,12 @@ from typing import Any
 
 from crisisctl import __version__
 from crisisctl.lab.profile import Profile
-from crisisctl.load.checks import ResourceLimits
 from crisisctl.load.compare import compare_reports
 from crisisctl.load.engine import run_open
 from crisisctl.load.report import utc_iso
-from crisisctl.load.validate import ValidateOptions, run_validation
 from crisisctl.probe.plan import plan_triage
 from crisisctl.probe.triage import run_triage
+from crisisctl.validate import ResourceLimits, ValidateOptions, run_validation
 
 #: triage's requests in flight: two, so that triage itself never looks like a burst to the
 #: guard's adaptive concurrency limit (triage allows up to 16)

@@ -1,8 +1,8 @@
 """The validation suite's verdicts (the seeds' phase 5): pure functions of what was measured.
 
-`crisisctl.load.validate` sends the requests and measures; everything here only judges what was
+`crisisctl.validate.suite` sends the requests and measures; everything here only judges what was
 measured, so every rule can be tested without a server. Each check yields a `CheckResult` of
-`crisisctl.load.validate_report` with a one-line summary and its evidence.
+`crisisctl.validate.report` with a one-line summary and its evidence.
 
 The rules, from the seeds' validation code:
 
@@ -22,13 +22,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from crisisctl.load.validate_report import CheckResult, Tally
 from crisisctl.probe.host import (
     CPU_CRITICAL_PERCENT,
     MEMORY_CRITICAL_PERCENT,
     PROCESS_RSS_LIMIT_MB,
     is_unavailable,
 )
+from crisisctl.validate.report import CheckResult, Tally
 
 #: the seeds' share of successful requests a moderate load must get (percent)
 LOAD_SUCCESS_PERCENT = 95.0

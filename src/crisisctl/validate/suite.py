@@ -1,10 +1,10 @@
 """`crisisctl validate`'s engine: run the seeds' phase-5 checks against a loopback service.
 
 `run_validation(url, options)` first makes sure the service answers at all (`Unreachable`
-otherwise), then runs each check of `validate_report.CHECK_NAMES` in turn, each under its own
-time cap and all under one budget, and returns the JSON report of `validate_report.build_report`.
-This module only sends requests and measures; the verdicts come from `crisisctl.load.checks`,
-the options from `crisisctl.load.validate_options`.
+otherwise), then runs each check of `report.CHECK_NAMES` in turn, each under its own
+time cap and all under one budget, and returns the JSON report of `report.build_report`.
+This module only sends requests and measures; the verdicts come from `checks`, the options
+from `options`.
 
 What each check sends (all to the service's host and port, nowhere else):
 
@@ -40,7 +40,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from crisisctl import __version__
-from crisisctl.load.checks import (
+from crisisctl.load.client import BODY_CAP, HttpClient, RequestError, Response, build_request
+from crisisctl.load.engine import LoadResult, run_open
+from crisisctl.load.target import Target, check_loopback_url
+from crisisctl.probe.host import HostWindow, host_snapshot, pid_listening_on
+from crisisctl.validate.checks import (
     EndpointProbe,
     ErrorCase,
     evaluate_baseline,
@@ -51,12 +55,8 @@ from crisisctl.load.checks import (
     evaluate_rate_limiting,
     evaluate_resources,
 )
-from crisisctl.load.client import BODY_CAP, HttpClient, RequestError, Response, build_request
-from crisisctl.load.engine import LoadResult, run_open
-from crisisctl.load.target import Target, check_loopback_url
-from crisisctl.load.validate_options import RATE_BURST_CONNECTIONS, ValidateOptions
-from crisisctl.load.validate_report import CHECK_NAMES, CheckResult, Tally, build_report
-from crisisctl.probe.host import HostWindow, host_snapshot, pid_listening_on
+from crisisctl.validate.options import RATE_BURST_CONNECTIONS, ValidateOptions
+from crisisctl.validate.report import CHECK_NAMES, CheckResult, Tally, build_report
 
 __all__ = ["Unreachable", "ValidateOptions", "run_validation"]
 
