@@ -105,7 +105,7 @@ def test_guard_reasons_pass_whatever_the_timing() -> None:
     result = verdict(burst)
     assert result.passed, result.summary
     assert result.evidence["shed"] == 5 and result.evidence["causes"] == {CONCURRENCY: 5}
-    assert "by the service's own reason (5× queue_full)" in result.summary
+    assert "(the service's own reason: 5× queue_full)" in result.summary
 
 
 def test_429s_without_a_reason_are_a_rate_limit_and_fail() -> None:
@@ -120,7 +120,7 @@ def test_503s_at_the_limit_and_never_alone_are_shedding() -> None:
     assert result.passed, result.summary
     shape = result.evidence["shape"]
     assert shape["peak_served_in_flight"] == 4 and shape["at_limit"] == 12
-    assert "503s that came only while the service was full (peak 4" in result.summary
+    assert "(503s that came only while the service was full, peak 4 served" in result.summary
 
 
 @pytest.mark.parametrize(

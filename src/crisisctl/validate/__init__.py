@@ -5,8 +5,11 @@ or skipped with its reason) with its evidence; the suite passes when passed ÷ (
 reaches the required rate (the seeds' 90 %). The room is split by job:
 
 * `suite` sends the requests and measures (it drives the load engine, `crisisctl.load`, for the
-  load-resilience run and reuses its HTTP client for everything else);
-* `checks` judges what was measured: pure functions, testable without a server;
+  load-resilience run and the rate-limit burst, and reuses its HTTP client for the probes);
+* `parallel` (concurrency control) and `errors` (error handling) send the traffic of the two
+  checks that must read more than a status, through `exchange` (answers with their headers,
+  refusal reasons and timing);
+* `checks` and `shedding` judge what was measured: pure functions, testable without a server;
 * `options` holds what to aim at and the bounds that keep a run small;
 * `report` holds the result types, the request tally and the JSON report.
 

@@ -130,7 +130,8 @@ class Shape:
             "at_limit_from": self.limit_floor,
             "unexplained_refused_alone": self.refused_alone,
             "connections": self.connections,
-            "tracks_concurrency": self.tracks_concurrency,
+            # None: no 503 needed the time shape (every refusal said why)
+            "tracks_concurrency": self.tracks_concurrency if self.unexplained else None,
         }
 
 
@@ -229,11 +230,11 @@ def evaluate_concurrency(
     if problems:
         return CheckResult("concurrency_control", False, "; ".join(problems) + ".", evidence)
     if by_cause.get(CONCURRENCY, 0):
-        how = f"by the service's own reason ({_reasons_text(burst, long_retry_s)})"
+        how = f"(the service's own reason: {_reasons_text(burst, long_retry_s)})"
     else:
         how = (
-            f"503s that came only while the service was full (peak {shape.peak_served_in_flight} "
-            "served in flight), none to a request sent alone"
+            f"(503s that came only while the service was full, peak {shape.peak_served_in_flight} "
+            "served in flight, none to a request sent alone)"
         )
     others = len(causes) - shed
     tail = (

@@ -123,18 +123,11 @@ class _Run:
         """A single request's timeout: never outliving the budget by more than a moment."""
         return min(self.options.timeout_s, max(self.deadline - time.monotonic(), 0.05))
 
-    async def request(
-        self,
-        path: str,
-        method: str = "GET",
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        body_cap: int = BODY_CAP,
-    ) -> Answer:
+    async def request(self, path: str, body_cap: int = BODY_CAP) -> Answer:
+        """One GET of `path` on a fresh connection, through the load engine's client."""
         target = self.at(path)
-        timeout = self._timeout()
-        request = build_request(target, method, body, headers)
-        client = HttpClient(target, request, timeout_s=timeout, body_cap=body_cap)
+        client = HttpClient(target, build_request(target), timeout_s=self._timeout(),
+                            body_cap=body_cap)  # fmt: skip
         t0 = time.perf_counter()
         try:
             response = await client.send()
