@@ -78,7 +78,7 @@ async def find_body_route(
             if method in answer.allow:
                 return BodyRoute(method, path, f"{method} listed by the Allow of OPTIONS {path}")
     listed = "; ".join(
-        f"OPTIONS {p} allowed {', '.join(allows[p]) if allows.get(p) else 'nothing said'}"
+        f"OPTIONS {p} allowed {', '.join(sorted(allows[p])) if allows.get(p) else 'nothing said'}"
         for p in asked
     )
     return BodyRoute(
