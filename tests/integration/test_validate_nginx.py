@@ -130,8 +130,8 @@ def test_nginx_limit_conn_passes_concurrency_control(nginx: Process, nginx_prefi
     assert ev["causes"] == {"unexplained": ev["refused"]} and ev["shed"] == ev["refused"] > 0
     assert ev["shape"]["tracks_concurrency"] is True
     assert ev["alone"]["refused"] == 0
-    # the client's count of what is in flight runs a little above nginx's own limit
-    assert NGINX_CONNECTIONS <= ev["shape"]["peak_served_in_flight"] <= 2 * NGINX_CONNECTIONS
+    # the client's count of what is in flight may run a little above nginx's own limit
+    assert ev["shape"]["peak_served_in_flight"] >= NGINX_CONNECTIONS
     assert code == 0 and report["passed"] is True
     log = (nginx_prefix / "error.log").read_text()
     assert "limiting connections by zone" in log
