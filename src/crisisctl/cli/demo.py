@@ -102,8 +102,10 @@ def render(summary: dict[str, Any]) -> None:
     )
     val = summary["validation"]
     failed = [name for name, ok in val["checks"].items() if not ok]
+    skipped = val.get("skipped") or []
     console.print(f"validation: {'PASSED' if val['passed'] else 'FAILED'} "
-                  f"({val['success_rate']} %){' — failed: ' + ', '.join(failed) if failed else ''}",
+                  f"({val['success_rate']} %){' — failed: ' + ', '.join(failed) if failed else ''}"
+                  f"{' — skipped (not counted): ' + ', '.join(skipped) if skipped else ''}",
                   highlight=False)  # fmt: skip
     console.print("artefacts: " + ", ".join(summary["artefacts"].values()), highlight=False)
     bad = [name for name, ok in summary["expectations"].items() if not ok]
