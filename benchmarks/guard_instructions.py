@@ -242,10 +242,11 @@ def count_inprocess(name: str, n: int) -> int:
 _ANNOTATED = re.compile(r"^\s*([\d,]+)\s+(?:\(\s*[\d.]+%\)\s+)?(\S.*)$")
 
 
-def per_function(out_file: str) -> dict[str, int]:
-    """Self instructions per function of a callgrind output file (callgrind_annotate)."""
+def per_function(out_file: str, inclusive: bool = False) -> dict[str, int]:
+    """Self (or inclusive) instructions per function of a callgrind output file."""
+    mode = "--inclusive=yes" if inclusive else "--inclusive=no"
     proc = subprocess.run(
-        ["callgrind_annotate", "--inclusive=no", "--threshold=100", "--auto=no", out_file],
+        ["callgrind_annotate", mode, "--threshold=100", "--auto=no", out_file],
         capture_output=True,
         text=True,
         timeout=600,
@@ -284,6 +285,9 @@ def profile(args: argparse.Namespace, pool: ThreadPoolExecutor, top: int = 30) -
         jobs = [(name, n, f"{tmp}/{name}-{n}.out") for name in PROFILED for n in (args.n1, args.n2)]
         list(pool.map(lambda job: count_server(*job), jobs))
         counts = {(name, n): per_function(out) for name, n, out in jobs}
+        guard_inclusive = [
+            per_function(out, inclusive=True) for name, _, out in jobs if name == PROFILED[1]
+        ]
     span = args.n2 - args.n1
     per_request = {
         name: {
@@ -297,6 +301,16 @@ def profile(args: argparse.Namespace, pool: ThreadPoolExecutor, top: int = 30) -
     rows = sorted(added.items(), key=lambda kv: -kv[1])
     compiled = sum(v for fn, v in added.items() if "CPy" in fn or "__mypyc" in fn)
     total = sum(added.values())
+    # the guard's compiled functions, inclusive of what they call (Python code, regexes, …)
+    low, high = guard_inclusive
+    inclusive = sorted(
+        (
+            (fn, (high.get(fn, 0) - low.get(fn, 0)) / span)
+            for fn in high
+            if fn.startswith(("CPyDef_", "CPyPy_")) and "Guard_____call__" not in fn
+        ),
+        key=lambda kv: -kv[1],
+    )
     return {
         "variants": list(PROFILED),
         "total_added_per_request": round(total),
@@ -304,6 +318,9 @@ def profile(args: argparse.Namespace, pool: ThreadPoolExecutor, top: int = 30) -
         "elsewhere": round(total - compiled),
         "top_added_per_request": [
             {"function": fn, "instructions": round(v)} for fn, v in rows[:top]
+        ],
+        "guard_functions_inclusive_per_request": [
+            {"function": fn, "instructions": round(v)} for fn, v in inclusive[:top] if v >= 50
         ],
         "top_saved_per_request": [
             {"function": fn, "instructions": round(v)} for fn, v in rows[::-1][:10] if v < 0
@@ -319,6 +336,9 @@ def print_profile(prof: dict[str, Any]) -> None:
         f"{prof['elsewhere']}"
     )
     for row in prof["top_added_per_request"]:
+        print(f"  {row['instructions']:>8d}  {row['function']}")
+    print("the guard's compiled functions, inclusive of what they call, per request:")
+    for row in prof["guard_functions_inclusive_per_request"]:
         print(f"  {row['instructions']:>8d}  {row['function']}")
 
 
