@@ -18,19 +18,23 @@ calls the ASGI app in-process with no-op receive/send (the middleware alone, no 
 
 The ``realistic_*`` variants (`benchmarks/apps/realistic_app.py`: 50 routes with path
 parameters, 1,000 clients behind a trusted proxy, two stacked limits, RateLimit headers) are
-sent the cycle of that app's requests instead of ``GET /``. ``--profile`` shows where the
+sent the cycle of that app's requests instead of ``GET /``; ``realistic_guard_no_*`` and
+``realistic_guard_one_limit`` remove one part of that guard each, to price the parts. A
+per-function profile (on by default, ``--no-profile`` skips it) shows where the
 guard's instructions go on the realistic app: callgrind keeps its per-function counts for the
 N1 and N2 runs of ``realistic_bare`` and ``realistic_guard``; per function, (count at N2 −
 count at N1) / (N2 − N1) is its self cost per request, and the guard's minus the bare app's
 is what the guard adds in that function. The guard's compiled request path (mypyc) shows
 under its own C names (``CPyDef_…``); Python code it runs (its own pure-Python modules,
 uvicorn's handling of the extra headers) shows as interpreter functions
-(``_PyEval_EvalFrameDefault``, dict and string primitives).
+(``_PyEval_EvalFrameDefault``, dict and string primitives), so the guard's compiled functions
+are also listed with their inclusive cost (what they call included): route labelling, the
+rate-limit step, the header building.
 
 Every run is appended to benchmarks/results/guard_instructions.json (a list of runs; counts
 repeat, but the rule is the same for every benchmark: the median over all stored full runs
 is printed). Run: `.venv/bin/python benchmarks/guard_instructions.py [--variants bare,guard]
-[--n1 500 --n2 3500] [--jobs 2] [--profile]`. All traffic goes to 127.0.0.1.
+[--n1 500 --n2 3500] [--jobs 2] [--no-profile] [--quick]`. All traffic goes to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -411,7 +415,10 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="callgrind runs at once")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument(
-        "--profile", action="store_true", help="per-function view of the realistic app's guard"
+        "--no-profile",
+        dest="profile",
+        action="store_false",
+        help="skip the per-function view of the realistic app's guard (4 more callgrind runs)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke test: N1 200, N2 700")
     args = parser.parse_args()
