@@ -26,7 +26,10 @@ Variants:
   behind a trusted proxy, two stacked limits per client, RateLimit headers on), bare, behind
   the guard configured as ``guard_app`` plus those limits and the trusted proxy, and behind
   slowapi with the same limits, key (the client behind the proxy) and headers. Their load is
-  the cycle of `realistic_app.requests()` (`REALISTIC` names them).
+  the cycle of `realistic_app.requests()` (`REALISTIC` names them);
+* ``realistic_guard_no_routes_app``, ``…_no_proxy_app``, ``…_one_limit_app``,
+  ``…_no_headers_app`` — the realistic guard with one part removed (route discovery, the
+  trusted proxy, the second limit, RateLimit headers): what each part costs.
 """
 
 from __future__ import annotations
@@ -183,19 +186,46 @@ def make_realistic_bare() -> ASGIApp:
     return build_app()
 
 
-def make_realistic_guard() -> ASGIApp:
+def _realistic_guard(**overrides: Any) -> ASGIApp:
     from benchmarks.apps.realistic_app import LIMITS, TRUSTED_PROXY, build_app
 
     from crisisctl.guard import ConcurrencyConfig, Guard, GuardConfig
 
-    config = GuardConfig(
-        rate_limit=LIMITS,
-        trusted_proxies=(TRUSTED_PROXY,),
-        rate_limit_headers=True,
-        timeout_s=30.0,
-        concurrency=ConcurrencyConfig(mode="adaptive", limit=512, min_limit=256, max_limit=4096),
-    )
-    return Guard(build_app(), config)
+    fields: dict[str, Any] = {
+        "rate_limit": LIMITS,
+        "trusted_proxies": (TRUSTED_PROXY,),
+        "rate_limit_headers": True,
+        "timeout_s": 30.0,
+        "concurrency": ConcurrencyConfig(mode="adaptive", limit=512, min_limit=256, max_limit=4096),
+    }
+    fields.update(overrides)
+    return Guard(build_app(), GuardConfig(**fields))
+
+
+def make_realistic_guard() -> ASGIApp:
+    return _realistic_guard()
+
+
+def make_realistic_guard_no_routes() -> ASGIApp:
+    """The realistic guard without route discovery (no per-route labels)."""
+    return _realistic_guard(discover_routes=False)
+
+
+def make_realistic_guard_no_proxy() -> ASGIApp:
+    """The realistic guard not trusting the proxy: one client key (the proxy's address)."""
+    return _realistic_guard(trusted_proxies=())
+
+
+def make_realistic_guard_one_limit() -> ASGIApp:
+    """The realistic guard with one per-client limit instead of two."""
+    from benchmarks.apps.realistic_app import LIMITS
+
+    return _realistic_guard(rate_limit=LIMITS.split(";")[0])
+
+
+def make_realistic_guard_no_headers() -> ASGIApp:
+    """The realistic guard without RateLimit headers on successful responses."""
+    return _realistic_guard(rate_limit_headers=False)
 
 
 def make_realistic_slowapi() -> ASGIApp:
@@ -243,6 +273,27 @@ VARIANTS: dict[str, tuple[str, Callable[[], ASGIApp], str]] = {
     "realistic_bare": ("realistic_bare_app", make_realistic_bare, "realistic_bare"),
     "realistic_guard": ("realistic_guard_app", make_realistic_guard, "realistic_bare"),
     "realistic_slowapi": ("realistic_slowapi_app", make_realistic_slowapi, "realistic_bare"),
+    # one part of the realistic guard removed at a time: what each part costs
+    "realistic_guard_no_routes": (
+        "realistic_guard_no_routes_app",
+        make_realistic_guard_no_routes,
+        "realistic_bare",
+    ),
+    "realistic_guard_no_proxy": (
+        "realistic_guard_no_proxy_app",
+        make_realistic_guard_no_proxy,
+        "realistic_bare",
+    ),
+    "realistic_guard_one_limit": (
+        "realistic_guard_one_limit_app",
+        make_realistic_guard_one_limit,
+        "realistic_bare",
+    ),
+    "realistic_guard_no_headers": (
+        "realistic_guard_no_headers_app",
+        make_realistic_guard_no_headers,
+        "realistic_bare",
+    ),
 }
 #: the variants loaded with the realistic app's requests (50 routes, 1,000 clients)
 REALISTIC = frozenset(name for name in VARIANTS if name.startswith("realistic_"))
