@@ -81,7 +81,7 @@ from benchmarks.apps.goodput_workloads import (  # noqa: E402
 from benchmarks.apps.history import append_run, print_median  # noqa: E402
 
 #: the N each peer is tuned over (uvicorn counts open connections too: see the README)
-TUNING_GRID = {"semaphore": (1, 2, 3, 4, 6, 8), "uvicorn_limit": (4, 16, 64, 250, 300)}
+TUNING_GRID = {"semaphore": (1, 2, 3, 4, 6, 8), "uvicorn_limit": (4, 64, 300)}
 QUICK_GRID = {"semaphore": (1, 2, 4), "uvicorn_limit": (16, 300)}
 #: unguarded is the collapse: shown on the workload the guard was tuned on only (it costs a
 #: 10 s drain per run); --variants can add it elsewhere
@@ -306,6 +306,7 @@ def tune(bench: Bench, grid: dict[str, tuple[int, ...]], seconds: float) -> dict
     """Each peer's N: the highest goodput on the constant workload (ties: the smaller N)."""
     w = WORKLOADS["constant"]
     base = bench.baseline(w)
+    recapacity, bench.args.no_recapacity = bench.args.no_recapacity, True  # short runs only
     rate = bench.args.factor * base["capacity"][(0, 0)]["capacity"]
     out: dict[str, Any] = {}
     for peer, values in grid.items():
@@ -321,6 +322,7 @@ def tune(bench: Bench, grid: dict[str, tuple[int, ...]], seconds: float) -> dict
         bench.limits[peer] = best["limit"]
         out[peer] = {"grid": table, "chosen": best["limit"]}
         print(f"  {peer}: N = {best['limit']} (goodput {best['goodput_pct']:.1f} %)")
+    bench.args.no_recapacity = recapacity
     return out
 
 
