@@ -93,4 +93,4 @@ def test_the_server_answers_each_request_after_its_designed_latency() -> None:
         server.stop()
     assert min(designed) >= 0.015
     assert min(errors) > -0.0005  # never early
-    assert statistics.median(errors) < 0.003  # on time, give or take a busy machine
+    assert statistics.median(errors) < 0.010  # on time, give or take a busy machine
