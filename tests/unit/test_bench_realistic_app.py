@@ -88,3 +88,8 @@ def test_behind_the_guard_each_client_behind_the_proxy_has_its_own_limit() -> No
     first, other = asyncio.run(scenario())
     assert first == [200, 200, 429]
     assert other == 200
+
+
+def test_every_path_of_the_cycle_is_distinct_and_outnumbers_the_route_cache() -> None:
+    paths = [path for path, _ in requests()]
+    assert len(set(paths)) == len(paths) == CYCLE > 8192
