@@ -15,7 +15,9 @@ in the phase they were sent in (2× that route's unloaded p99 in that phase), co
 within the schedule, per second. It is judged against the workload's *effective capacity*:
 for each phase and route, the lower of the offered rate and the route's measured capacity,
 summed over routes and weighted by the phase's share of the run (for one route and one
-phase this is the measured capacity, the service being overloaded).
+phase this is the measured capacity, the service being overloaded). Routes are measured one
+at a time; when both are busy, ``/b``'s event-loop work shares the server's core with
+``/a``'s worker, so ``/a`` can then serve a few per cent less than measured alone.
 """
 
 from __future__ import annotations
