@@ -262,9 +262,14 @@ def per_function(out_file: str, inclusive: bool = False) -> dict[str, int]:
     )
     if proc.returncode != 0:
         raise RuntimeError(f"callgrind_annotate failed: {proc.stderr[-500:]}")
+    return parse_annotate(proc.stdout, inclusive)
+
+
+def parse_annotate(text: str, inclusive: bool = False) -> dict[str, int]:
+    """Instructions per function from callgrind_annotate's function listing."""
     counts: dict[str, int] = {}
     listing = False
-    for line in proc.stdout.splitlines():
+    for line in text.splitlines():
         if "file:function" in line:
             listing = True
             continue
