@@ -410,6 +410,9 @@ def print_truth_round(rnd: int, truth: TruthSettings, one: dict[str, Any]) -> No
     analytic = truth.analytic_ms()
     print(f"  truth round {rnd}: analytic " + " ".join(f"{k} {v:.1f}" for k, v in analytic.items()))
     for gen, row in one.items():
+        if gen == "server":
+            print(f"    freeze server: {row} (how late its responses left, all three runs)")
+            continue
         pct = row["percentiles_ms"]
         print(
             f"    {gen:<20} "

@@ -11,9 +11,11 @@ Each round, on a fresh server pinned to the server core:
 2. wrk, closed loop (C_wrk connections), shown beside, its p50/p90/p99/p99.9 from a Lua
    ``done()``: once paced to about the same rate by a Lua ``delay()`` (exponential pauses of
    mean C_wrk/λ after each response; Debian's wrk has no ``-R``), once unpaced (as fast as
-   the server answers). Neither sees the freezes as arrivals at a fixed rate do: a connection
-   stuck in a freeze sends nothing else (coordinated omission), so the share of requests held
-   by a freeze is C_wrk per period instead of λF, and the percentiles move with C_wrk.
+   the server answers). Neither sends at a fixed rate: a connection stuck in a freeze sends
+   nothing else (coordinated omission), so a freeze holds C_wrk requests instead of λF; wrk 4
+   then back-fills synthetic samples from the mean interval of a connection's requests
+   (``stats_correct``), an estimate that lands near the truth but not on it. The freeze
+   server's own lateness (how late its responses left after their due time) is reported too.
 
 D is a whole number of periods, so arrival phases cover the period evenly. Verdict: the
 median over rounds of measured ÷ analytic is within ±5 % for each of the four percentiles.
@@ -110,7 +112,8 @@ def _start_server(s: TruthSettings, core: int, root: Path) -> tuple[subprocess.P
     return proc, int(match.group(1))
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
+def _stop(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """Stop the freeze server; what it served and how late its responses left (µs)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
@@ -118,8 +121,14 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+    tail = proc.stdout.read() if proc.stdout else ""
     if proc.stdout:
         proc.stdout.close()
+    match = re.search(r"served (\d+) late_us p50 (\d+) p99 (\d+) max (\d+)", tail)
+    if match is None:
+        return {}
+    served, p50, p99, worst = map(int, match.groups())
+    return {"served": served, "late_us_p50": p50, "late_us_p99": p99, "late_us_max": worst}
 
 
 def crisisctl_cli() -> list[str]:
@@ -197,14 +206,19 @@ def truth_round(
         time.sleep(0.5)
         unpaced = _wrk_run(s, url, gen_core, tmp, root, paced=False)
     finally:
-        _stop(proc)
+        server = _stop(proc)
     analytic = s.analytic_ms()
     for run in (cli, paced, unpaced):
         run["ratio_to_truth"] = {
             k: (round(v / analytic[k], 4) if v is not None else None)
             for k, v in run["percentiles_ms"].items()
         }
-    return {"crisisctl_cli_open": cli, "wrk_paced_closed": paced, "wrk_closed": unpaced}
+    return {
+        "crisisctl_cli_open": cli,
+        "wrk_paced_closed": paced,
+        "wrk_closed": unpaced,
+        "server": server,
+    }
 
 
 def judge(s: TruthSettings, rounds: list[dict[str, Any]]) -> dict[str, Any]:
