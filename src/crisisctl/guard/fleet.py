@@ -262,6 +262,7 @@ class FleetSync:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
         modes.scope = "fleet"
         modes.fleet_view = self.describe
 
@@ -272,7 +273,9 @@ class FleetSync:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        if self._task is not None and not self._task.done() and self._loop is loop:
+        if self._closing or (
+            self._task is not None and not self._task.done() and self._loop is loop
+        ):
             return
         if self._loop is not loop:
             # a new loop (tests, a restarted server): fresh loop-bound primitives
@@ -290,12 +293,14 @@ class FleetSync:
 
     async def aclose(self) -> None:
         """Stop the sync and leave the fleet (so it no longer counts this instance)."""
+        self._closing = True
         task, self._task = self._task, None
         for pending in [task, *self._side_tasks]:
-            if pending is not None and not pending.done():
+            # cancel until done: on 3.11 a cancellation that meets an expiring
+            # asyncio.timeout can turn into a TimeoutError and be absorbed
+            while pending is not None and not pending.done():
                 pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending
+                await asyncio.wait({pending}, timeout=0.5)
         if self.started:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self.timeout_s):
@@ -408,7 +413,7 @@ class FleetSync:
 
     # -- the sync task ---------------------------------------------------------------------
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             pubsub: Any = None
             try:
                 self._want_history = True
