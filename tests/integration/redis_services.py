@@ -27,9 +27,7 @@ from crisisctl.guard.redis_store import mask_url
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("CRISISCTL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-CLUSTER_URL = os.environ.get(
-    "CRISISCTL_TEST_REDIS_CLUSTER_URL", "redis+cluster://127.0.0.1:7301"
-)
+CLUSTER_URL = os.environ.get("CRISISCTL_TEST_REDIS_CLUSTER_URL", "redis+cluster://127.0.0.1:7301")
 
 
 def require_redis(url: str = REDIS_URL) -> str:

@@ -17,6 +17,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
+from redis_services import (
+    CLUSTER_URL,
+    REDIS_URL,
+    delete_prefix,
+    require_cluster,
+    require_redis,
+    unique_prefix,
+)
 
 from crisisctl.guard import Guard, GuardConfig
 from crisisctl.guard.config import GuardConfigError, parse_limits
@@ -30,14 +38,6 @@ from crisisctl.guard.ratelimit import (
 )
 from crisisctl.guard.redis_store import RedisRateLimiter, RedisStorage
 from crisisctl.guard.types import Receive, Scope, Send
-from redis_services import (
-    CLUSTER_URL,
-    REDIS_URL,
-    delete_prefix,
-    require_cluster,
-    require_redis,
-    unique_prefix,
-)
 
 BACKENDS = ["memory", "redis", "redis-cluster"]
 
