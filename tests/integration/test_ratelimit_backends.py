@@ -134,7 +134,7 @@ async def test_two_storages_share_a_budget_exactly_when_the_backend_is_shared(
     stacked limits (a multi-key script); memory keeps one per process."""
     storages = [open_storage(storage_url, timeout_s=1.0, prefix=prefix) for _ in range(2)]
     try:
-        limiters = [_limiter(s, "6/second;50/minute") for s in storages]
+        limiters = [_limiter(s, "6/minute;50/hour") for s in storages]
         decisions = await asyncio.gather(
             *(limiters[i % 2].decide("shared", time.monotonic()) for i in range(16))
         )
@@ -159,10 +159,12 @@ async def test_two_guards_on_a_redis_cluster_share_stacked_limits() -> None:
     url = require_cluster(CLUSTER_URL)
     prefix = unique_prefix()
     config = GuardConfig(
-        storage=url, storage_prefix=prefix, rate_limit="4/second;100/minute", token=""
+        storage=url, storage_prefix=prefix, rate_limit="4/minute;100/hour", token=""
     )
     guards = [Guard(_ok, config), Guard(_ok, config)]
     try:
+        for guard in guards:  # what a server's lifespan start-up does
+            await guard.fleet.ready()
         statuses = []
         for i in range(8):
             transport = httpx.ASGITransport(app=guards[i % 2], client=("203.0.113.9", 1234))
@@ -202,3 +204,19 @@ def test_an_unknown_storage_scheme_is_refused_in_one_sentence() -> None:
     with pytest.raises(GuardConfigError, match="storage_prefix"):
         GuardConfig(storage_prefix="a{b}")
     assert GuardConfig(storage="redis+cluster://127.0.0.1:7301").storage.startswith("redis+")
+
+
+async def test_a_plain_url_to_a_cluster_node_says_to_use_redis_cluster() -> None:
+    """redis:// at a cluster node: keys on other nodes answer MOVED; the error says what to do."""
+    node = require_cluster(CLUSTER_URL).replace("redis+cluster://", "redis://")
+    storage = open_storage(node, timeout_s=1.0, prefix=unique_prefix())
+    try:
+        limiter = _limiter(storage, "5/second")
+        for i in range(30):  # keys spread over the slots: some live on other nodes
+            await limiter.decide(f"client-{i}", time.monotonic())
+            if storage.health.errors_total:
+                break
+        assert storage.health.errors_total >= 1
+        assert "use redis+cluster://host:port" in storage.health.last_error
+    finally:
+        await storage.aclose()

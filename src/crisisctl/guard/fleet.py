@@ -39,7 +39,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -225,6 +225,7 @@ class FleetSync:
         confirm_s: float = 1.5,
         start_timeout_s: float = 2.0,
         instance: str | None = None,
+        on_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if timeout_s <= 0 or interval_s <= 0 or ttl_s <= interval_s:
             raise ValueError("timeout_s and interval_s must be > 0 and ttl_s > interval_s")
@@ -263,6 +264,8 @@ class FleetSync:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        #: run once before the first load (the storage warms its limiters' client up)
+        self._on_start = on_start
         modes.scope = "fleet"
         modes.fleet_view = self.describe
 
@@ -413,6 +416,9 @@ class FleetSync:
 
     # -- the sync task ---------------------------------------------------------------------
     async def _run(self) -> None:
+        if self._on_start is not None:
+            with contextlib.suppress(Exception):
+                await self._on_start()
         while not self._closing:
             pubsub: Any = None
             try:

@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -217,6 +218,9 @@ def mask_url(url: str) -> str:
 
 def _error_text(exc: BaseException) -> str:
     text = str(exc).strip()
+    if isinstance(exc, (redis.exceptions.MovedError, redis.exceptions.ClusterCrossSlotError)):
+        # a plain client sent to a node of a Redis Cluster
+        text += " (this server is a node of a Redis Cluster: use redis+cluster://host:port)"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -491,6 +495,21 @@ class RedisStorage:
         self._closers.append(client)
         return client
 
+    async def warm_up(self) -> None:
+        """Connect the limiters' client and load their scripts, so that the first requests
+        do not spend their `timeout_s` on it (a cluster client first discovers its nodes and
+        loads the scripts on every primary: more than 0.25 s on a busy host). Best effort,
+        bounded; run by the fleet sync at start-up (before the guard's lifespan completes)."""
+        client = self.client
+        try:
+            async with asyncio.timeout(max(2.0, self.timeout_s)):
+                if isinstance(client, redis.asyncio.cluster.RedisCluster):
+                    await client.initialize()
+                for script in (GCRA_SCRIPT, SLIDING_WINDOW_SCRIPT):
+                    await client.script_load(script)
+        except Exception as exc:  # the limiters fall back on their own if Redis is down
+            log.debug("warming up the rate-limit storage failed: %s", _error_text(exc))
+
     def limiter(self, policy: RateLimitPolicy) -> RedisRateLimiter:
         return RedisRateLimiter(
             policy,
@@ -511,6 +530,7 @@ class RedisStorage:
             prefix=self.prefix,
             timeout_s=max(self.timeout_s, 1.0),
             url=self.url,
+            on_start=self.warm_up,
         )
 
     async def aclose(self) -> None:
