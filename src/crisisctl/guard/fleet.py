@@ -327,6 +327,7 @@ class FleetSync:
             return outcome
         started = time.monotonic()
         confirmed, live = 1, 1
+        pause = 0.005  # the others usually apply it within milliseconds: look soon, then less
         while True:
             try:
                 confirmed, live = await self._confirmations(stored.switch_id)
@@ -335,7 +336,8 @@ class FleetSync:
                 break
             if confirmed >= live or time.monotonic() - started >= self.confirm_s:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(pause)
+            pause = min(0.05, pause * 2)
         outcome.update(
             switch_id=stored.switch_id,
             mode=stored.mode,
