@@ -112,6 +112,27 @@ async def test_python_set_mode_reaches_the_fleet_in_the_background(
     await _until(lambda: two.mode == EMERGENCY, 1.0)
 
 
+async def test_a_switch_made_before_the_loop_runs_is_stored_at_start_with_the_history(
+    make_guard: GuardFactory, shared_url: str, prefix: str
+) -> None:
+    first = await make_guard(shared_url, prefix)
+    await first.switch_mode(EMERGENCY, actor="alice", reason="first")
+    config = GuardConfig(storage=shared_url, storage_prefix=prefix, token="t")
+    late = Guard(_ok, config)
+    try:
+        # as at import time: no event loop in this thread, the sync task will store it
+        await asyncio.to_thread(late.set_mode, RECOVERING, actor="boot", reason="second")
+        await late.fleet.ready()
+        await _until(lambda: first.mode == RECOVERING, 1.5)
+        await _until(lambda: len(late.modes.history) == 2, 1.5)
+        assert [(c.switch_id, c.reason) for c in late.modes.history] == [
+            (1, "first"),
+            (2, "second"),
+        ]
+    finally:
+        await late.aclose()
+
+
 async def test_a_missed_message_heals_by_the_periodic_re_read(
     make_guard: GuardFactory, shared_url: str, prefix: str
 ) -> None:

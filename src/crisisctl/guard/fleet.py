@@ -486,13 +486,13 @@ class FleetSync:
         self._ok()
         self.instances = live
         self.last_sync_at = time.time()
-        if want_history:
-            self._want_history = False
         if self._pending is not None:
             await self._flush()
             return
         if generation != self._generation:
             return  # the switch in force changed while this re-read was on its way
+        if want_history:
+            self._want_history = False
         parsed = parse_record(raw)
         fleet_id = parsed[0].switch_id if parsed is not None else 0
         if fleet_id < self.modes.switch_id:
