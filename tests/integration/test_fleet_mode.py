@@ -27,7 +27,7 @@ from redis_services import (
 )
 
 from crisisctl.guard import Guard, GuardConfig
-from crisisctl.guard.fleet import fleet_keys
+from crisisctl.guard.fleet_store import fleet_keys
 from crisisctl.guard.modes import EMERGENCY, NORMAL, RECOVERING
 from crisisctl.guard.types import Receive, Scope, Send
 

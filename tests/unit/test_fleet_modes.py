@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from crisisctl.cli.guard import describe_reach
 from crisisctl.guard.config import EmergencyConfig
-from crisisctl.guard.fleet import fleet_keys, parse_record
+from crisisctl.guard.fleet_store import fleet_keys, parse_record
 from crisisctl.guard.modes import EMERGENCY, MODES, NORMAL, RECOVERING, ModeChange, ModeState
 
 
