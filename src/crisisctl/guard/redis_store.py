@@ -1,6 +1,8 @@
 """Rate limits shared by several server instances through Redis, with a local fallback.
 
-`RedisRateLimiter` has the interface of `MemoryRateLimiter` (same `Decision`, same policy,
+`RedisStorage` is what `ratelimit.open_storage` returns for a Redis URL: one client and one
+`StorageHealth` for the guard's limiters, and the fleet's mode sync (guard/fleet.py).
+`RedisRateLimiter` is a `RateLimiter` like `MemoryRateLimiter` (same `Decision`, same policy,
 same GCRA and sliding-window arithmetic) but keeps its state in Redis, so every instance of a
 service draws on one budget per key. Each hit is one atomic Lua script (EVALSHA, reloaded by
 redis-py on NOSCRIPT) that evaluates every stacked limit of the policy on the Redis server's
