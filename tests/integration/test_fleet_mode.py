@@ -8,6 +8,7 @@ the tests kill and restart. test_fleet_servers.py does the same with real uvicor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -65,8 +66,10 @@ def prefix(shared_url: str) -> Iterator[str]:
 async def make_guard() -> AsyncIterator[GuardFactory]:
     """Builds guards like servers build them (fleet loaded before serving); closes them."""
     guards: list[Guard] = []
+    namespaces: set[tuple[str, str]] = set()
 
     async def build(url: str, prefix: str, **overrides: object) -> Guard:
+        namespaces.add((url, prefix))
         config = GuardConfig.from_dict(
             {"storage": url, "storage_prefix": prefix, "token": "t", **overrides}
         )
@@ -78,6 +81,9 @@ async def make_guard() -> AsyncIterator[GuardFactory]:
     yield build
     for guard in guards:
         await guard.aclose()
+    for url, prefix in namespaces:  # once no guard can write a heartbeat any more
+        with contextlib.suppress(redis.RedisError, OSError):
+            delete_prefix(url, prefix)
 
 
 async def test_a_switch_reaches_every_guard_within_a_second_and_is_confirmed(
