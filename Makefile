@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export CRISISCTL_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export CRISISCTL_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+export CRISISCTL_TEST_REDIS_CLUSTER_URL ?= redis+cluster://127.0.0.1:7301
 
 .PHONY: demo test lint typecheck unit bench services clean accel
 # the per-request paths (guard, load engine), compiled in place by hatch_build.py (pure Python if not)
@@ -37,6 +38,7 @@ demo: $(BIN)/.installed-base $(BIN)/.accel
 
 services:
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-redis-cluster.sh
 	bash scripts/ensure-system-packages.sh nginx
 
 lint: $(BIN)/.installed-test
