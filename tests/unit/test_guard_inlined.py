@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from crisisctl.guard import BreakerConfig, Guard, GuardConfig
@@ -164,12 +164,14 @@ RATE_HEADERS = (b"ratelimit", b"ratelimit-policy", b"retry-after")
 arrivals = st.lists(
     st.tuples(
         st.integers(min_value=0, max_value=2),  # which client
-        # the gap before the request, in emission intervals: 0 (a burst), exact multiples
-        # (tat lands exactly on `now`) or anything up to a whole period and more
+        # the gap before the request, as (emission intervals, seconds): 0 (a burst), exact
+        # multiples of the interval (tat lands exactly on `now`), up to a whole period and
+        # more, or a few seconds (where Reset, in whole seconds, moves by one)
         st.one_of(
-            st.just(0.0),
-            st.integers(min_value=1, max_value=3).map(float),
-            st.floats(min_value=0.0, max_value=1.5, allow_nan=False),
+            st.just((0.0, 0.0)),
+            st.tuples(st.integers(min_value=1, max_value=3).map(float), st.just(0.0)),
+            st.tuples(st.floats(min_value=0.0, max_value=1.5, allow_nan=False), st.just(0.0)),
+            st.tuples(st.just(0.0), st.floats(min_value=0.0, max_value=2.5, allow_nan=False)),
         ),
         st.sampled_from(["", "", "", "", "", "", "emergency", "normal"]),  # mode switches
     ),
@@ -178,7 +180,13 @@ arrivals = st.lists(
 )
 
 
+#: at 2 per 2 minutes: the third request leaves `Reset` 119 (ahead 118.5 s), the fourth needs
+#: 120 (ahead 119.2 s) with the same `remaining`: the inlined cache key must tell them apart
+RESET_STEP = [(0, (0.0, 0.0), ""), (1, (0.0, 0.7), ""), (0, (0.0, 0.8), ""), (1, (0.0, 0.0), "")]
+
+
 @SETTINGS
+@example(amount=2, multiple=2, unit="minute", events=RESET_STEP, by_peer=True)
 @given(
     amount=st.integers(min_value=1, max_value=8),
     multiple=st.integers(min_value=1, max_value=90),
@@ -191,7 +199,7 @@ def test_inlined_gcra_step_and_headers_agree_with_the_limiter(
     amount: int,
     multiple: int,
     unit: str,
-    events: list[tuple[int, float, str]],
+    events: list[tuple[int, tuple[float, float], str]],
     by_peer: bool,
 ) -> None:
     """The guard admits and refuses exactly as MemoryRateLimiter.hit does at the same
@@ -215,12 +223,12 @@ def test_inlined_gcra_step_and_headers_agree_with_the_limiter(
         guard = Guard(app, config)
         admitted = 0
         try:
-            for client, gap, mode in events:
+            for client, (intervals, seconds), mode in events:
                 if mode:
                     guard.set_mode(mode, actor="test")
                     reference.set_factor(factor if mode == "emergency" else 1.0)
                 assert guard_clock.now is not None
-                guard_clock.now += gap * interval
+                guard_clock.now += intervals * interval + seconds
                 key = f"10.0.0.{client}"
                 response = await call(guard, key)
                 decision = limiter.hit(key, guard_clock.now)
@@ -357,7 +365,7 @@ async def _settle() -> None:
 
 concurrency_events = st.lists(
     st.tuples(
-        st.sampled_from(["arrive", "arrive", "finish", "finish", "finish"]),
+        st.sampled_from(["arrive", "arrive", "finish", "finish", "finish", "tick"]),
         st.floats(min_value=0.0, max_value=0.01, allow_nan=False),  # gap before it (s)
         st.integers(min_value=0, max_value=1000),  # which running request finishes
         st.sampled_from(["ok", "ok", "ok", "5xx", "raise"]),
@@ -367,11 +375,25 @@ concurrency_events = st.lists(
 )
 
 
+#: ten quick requests fill a window too young to close in `release`; then a waiter queues and
+#: the ticker's close raises the limit (1 -> 2): a slot is free while someone waits, and the
+#: next arrival must queue behind the waiter, not take the slot
+QUEUE_JUMP = [
+    *[("arrive", 0.002, 0, "ok"), ("finish", 0.001, 0, "ok")] * 10,
+    ("arrive", 0.001, 0, "ok"),
+    ("arrive", 0.001, 0, "ok"),
+    ("tick", 0.03, 0, "ok"),
+    ("arrive", 0.001, 0, "ok"),
+]
+
+
 @SETTINGS
+@example(mode="adaptive", limit=1, queue_size=3, smoothing=1.0, events=QUEUE_JUMP)
 @given(
     mode=st.sampled_from(["adaptive", "static"]),
     limit=st.integers(min_value=1, max_value=6),
     queue_size=st.integers(min_value=0, max_value=3),
+    smoothing=st.sampled_from([0.2, 1.0]),
     events=concurrency_events,
 )
 def test_inlined_slot_acquire_and_release_agree_with_the_limiter(
@@ -379,6 +401,7 @@ def test_inlined_slot_acquire_and_release_agree_with_the_limiter(
     mode: str,
     limit: int,
     queue_size: int,
+    smoothing: float,
     events: list[tuple[str, float, int, str]],
 ) -> None:
     """With requests overlapping, the guard's inlined try_acquire and release leave its
@@ -393,6 +416,7 @@ def test_inlined_slot_acquire_and_release_agree_with_the_limiter(
         # waiters never time out during a scenario (their timers run on the real clock)
         queue_timeout_s=600.0,
         queue_target_s=300.0,
+        smoothing=smoothing,
     )
 
     async def scenario() -> None:
@@ -452,6 +476,13 @@ def test_inlined_slot_acquire_and_release_agree_with_the_limiter(
                     task = asyncio.create_task(call(guard, request_id=i))
                     requests.append(_Request(task, asyncio.create_task(admit())))
                     await _settle()
+                elif action == "tick":
+                    if config.mode == "adaptive":
+                        # what the guard's ticker does with an idle window (here also early:
+                        # maybe_close_window closes only windows long enough): a raised limit
+                        # leaves free slots while waiters queue, until the next release
+                        conc.maybe_close_window(guard_clock.now)
+                        twin.maybe_close_window(guard_clock.now)
                 elif app.waiting:
                     running = sorted(app.waiting)
                     await finish(running[pick % len(running)], kind)
@@ -464,6 +495,7 @@ def test_inlined_slot_acquire_and_release_agree_with_the_limiter(
             # release's own time test (WINDOW_MAX_S) never fired: see the module docstring
             assert guard_clock.now - T0 < WINDOW_MAX_S
             event(f"windows closed: {min(conc.updates, 3)}")
+            event(f"limit raised: {conc.effective > limit}")
             event(f"queued: {queued}")
             event(f"shed: {twin.shed_queue_full + twin.shed_overloaded > 0}")
         finally:
