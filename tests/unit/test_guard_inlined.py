@@ -185,11 +185,18 @@ arrivals = st.lists(
 RESET_STEP = [(0, (0.0, 0.0), ""), (1, (0.0, 0.7), ""), (0, (0.0, 0.8), ""), (1, (0.0, 0.0), "")]
 
 
+#: at 4 per second, a burst leaves `Reset` at 1 s while `remaining` counts down: the inlined
+#: cache key must tell them apart too
+REMAINING_STEP = [(0, (0.0, 0.0), ""), (0, (0.0, 0.0), ""), (0, (0.0, 0.0), "")]
+
+
 @SETTINGS
 @example(amount=2, multiple=2, unit="minute", events=RESET_STEP, by_peer=True)
+@example(amount=4, multiple=1, unit="second", events=REMAINING_STEP, by_peer=False)
 @given(
     amount=st.integers(min_value=1, max_value=8),
-    multiple=st.integers(min_value=1, max_value=90),
+    # short periods (an interval under a second) as often as long ones
+    multiple=st.one_of(st.integers(min_value=1, max_value=5), st.integers(1, 90)),
     unit=st.sampled_from(["second", "minute"]),
     events=arrivals,
     by_peer=st.booleans(),
