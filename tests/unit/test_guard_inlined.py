@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from crisisctl.guard import BreakerConfig, Guard, GuardConfig
@@ -50,9 +50,7 @@ PATH = "/api/items"
 T0 = 50_000.0
 OFF = ConcurrencyConfig(mode="off")
 NO_BREAKER = BreakerConfig(enabled=False)
-SETTINGS = settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+SETTINGS = settings(max_examples=120, deadline=None)
 
 
 @dataclass
