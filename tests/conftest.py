@@ -1,8 +1,9 @@
 """Session-wide set-up: never test a stale compiled request path; give the guard a test clock.
 
 The guard's request-path modules are compiled in place by ``hatch_build.py`` (``make test``
-rebuilds them when a source changes). An extension older than its source would silently be
-tested instead of the edited code, so the run stops with what to do.
+rebuilds them when a source changes). At run time a stale extension is set aside for its source
+(``crisisctl._pure``); a compiled test run would then not test the compiled code, so it stops
+with what to do.
 
 The guard's request path reads a module-level clock bound once, at import, to
 ``time.monotonic`` (compiled, it is a C static that no monkeypatch reaches). So that tests
@@ -56,7 +57,7 @@ def _refuse_stale_extensions() -> None:
     stale = build.stale_extensions()
     if stale:
         pytest.exit(
-            f"the compiled request path is older than {', '.join(stale)}: run `make test` "
+            f"the compiled request path was built from older {', '.join(stale)}: run `make test` "
             "(it recompiles), `.venv/bin/python hatch_build.py`, or set CRISISCTL_PURE_PYTHON=1",
             returncode=2,
         )
