@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 export CRISISCTL_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export CRISISCTL_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+export CRISISCTL_TEST_REDIS_CLUSTER_URL ?= redis+cluster://127.0.0.1:7301
 
 .PHONY: demo test lint typecheck unit bench services clean accel
-# the per-request paths (guard, load engine), compiled in place by hatch_build.py (pure Python if not)
-ACCEL_SRC := src/crisisctl/stats.py $(addprefix src/crisisctl/guard/,breaker.py concurrency.py \
-	metrics.py middleware.py ratelimit.py routes.py) $(addprefix src/crisisctl/load/,client.py \
-	lanes.py recorder.py recording.py runbase.py schedule.py)
+# the per-request paths (guard, load engine), compiled in place by hatch_build.py (pure Python if not);
+# their list is src/crisisctl/_accelerated.py's, printed by the build script (stdlib only)
+ACCEL_SRC := $(shell $(PYTHON) hatch_build.py --list) src/crisisctl/_accelerated.py
 
 $(BIN)/.installed-base: pyproject.toml hatch_build.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,7 @@ demo: $(BIN)/.installed-base $(BIN)/.accel
 
 services:
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-redis-cluster.sh
 	bash scripts/ensure-system-packages.sh nginx
 
 lint: $(BIN)/.installed-test

@@ -15,13 +15,19 @@ the build is told not to compile (``CRISISCTL_NO_COMPILE=1``), or at run time wi
   place, next to their sources in ``src/`` (git ignores them), and rebuilt only when a
   source is newer than its extension;
 * ``python hatch_build.py`` builds in place by hand; ``--check`` exits 1 when an extension
-  is older than its source (``tests/conftest.py`` refuses to test stale extensions).
+  is stale (``tests/conftest.py`` refuses to test stale extensions); ``--list`` prints the
+  compiled sources' paths (the Makefile's ACCEL_SRC).
+
+The list of compiled modules lives in ``src/crisisctl/_accelerated.py`` (read here without
+importing the package), with the digests of the compiled sources recorded beside the
+extensions so that the run time never uses a compiled copy of an older source (see there).
 
 A failed compilation never fails the install: it prints why and leaves pure Python.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -33,22 +39,24 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 SRC = ROOT / "src"
-#: the modules on the request path, relative to src/ (keep in step with crisisctl/_accel.py)
-ACCELERATED = (
-    "crisisctl/stats.py",
-    "crisisctl/guard/breaker.py",
-    "crisisctl/guard/concurrency.py",
-    "crisisctl/guard/metrics.py",
-    "crisisctl/guard/middleware.py",
-    "crisisctl/guard/ratelimit.py",
-    "crisisctl/guard/routes.py",
-    "crisisctl/load/client.py",
-    "crisisctl/load/lanes.py",
-    "crisisctl/load/recorder.py",
-    "crisisctl/load/recording.py",
-    "crisisctl/load/runbase.py",
-    "crisisctl/load/schedule.py",
-)
+PACKAGE = SRC / "crisisctl"
+
+
+def _load_list() -> Any:
+    """crisisctl/_accelerated.py, executed on its own (the package needs its dependencies)."""
+    spec = importlib.util.spec_from_file_location(
+        "crisisctl_accelerated", PACKAGE / "_accelerated.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+accel = _load_list()
+MODULES: tuple[str, ...] = accel.MODULES
+#: the modules on the request path, as sources relative to src/ (the list: _accelerated.py)
+ACCELERATED: tuple[str, ...] = tuple(accel.source_of(module) for module in MODULES)
 EXT_SUFFIX = str(sysconfig.get_config_var("EXT_SUFFIX") or ".so")
 
 
@@ -57,24 +65,37 @@ def extension_of(source: str) -> Path:
     return SRC / (source[: -len(".py")] + EXT_SUFFIX)
 
 
+def source_digests() -> dict[str, str]:
+    """{module: digest} of the sources as they are now (taken before compiling them)."""
+    return {module: accel.digest(SRC / accel.source_of(module)) for module in MODULES}
+
+
 def stale_sources() -> list[str]:
-    """Accelerated sources whose in-place extension is missing or older than them."""
+    """Accelerated sources to recompile: extension missing, stale, unrecorded, or older than
+    this build script."""
+    recorded = accel.read_manifest(PACKAGE)
     stale = []
-    for source in ACCELERATED:
+    for module, source in zip(MODULES, ACCELERATED, strict=True):
         ext = extension_of(source)
-        newest = max((SRC / source).stat().st_mtime, Path(__file__).stat().st_mtime)
-        if not ext.exists() or ext.stat().st_mtime < newest:
+        if (
+            not ext.exists()
+            or module not in recorded
+            or accel.is_stale(SRC / source, ext, recorded[module])
+            or ext.stat().st_mtime < Path(__file__).stat().st_mtime
+        ):
             stale.append(source)
     return stale
 
 
 def stale_extensions() -> list[str]:
-    """In-place extensions that exist but are older than their source (they would be used)."""
+    """In-place extensions that exist but were compiled from another version of their source
+    (the run time would load the source instead; tests must not run them)."""
+    recorded = accel.read_manifest(PACKAGE)
     return [
         source
-        for source in ACCELERATED
+        for module, source in zip(MODULES, ACCELERATED, strict=True)
         if extension_of(source).exists()
-        and extension_of(source).stat().st_mtime < (SRC / source).stat().st_mtime
+        and accel.is_stale(SRC / source, extension_of(source), recorded.get(module))
     ]
 
 
@@ -82,6 +103,7 @@ def remove_in_place() -> None:
     """Delete every in-place extension (the package then runs as pure Python)."""
     for path in [*SRC.glob(f"*__mypyc{EXT_SUFFIX}"), *(extension_of(s) for s in ACCELERATED)]:
         path.unlink(missing_ok=True)
+    (PACKAGE / accel.MANIFEST).unlink(missing_ok=True)
 
 
 def compile_to(out_dir: Path) -> list[Path]:
@@ -92,7 +114,7 @@ def compile_to(out_dir: Path) -> list[Path]:
     work = ROOT / "build" / "mypyc"
     work.mkdir(parents=True, exist_ok=True)
     cwd = Path.cwd()
-    os.chdir(SRC)  # mypy names modules from their paths: crisisctl/guard/middleware.py
+    os.chdir(SRC)  # mypy names modules from their paths: crisisctl/guard/<name>.py
     try:
         extensions = mypycify(
             [f"--config-file={ROOT / 'pyproject.toml'}", *ACCELERATED],
@@ -118,6 +140,7 @@ def compile_in_place(force: bool = False) -> bool:
     if not force and not stale_sources():
         return True
     try:
+        digests = source_digests()  # before compiling: an edit made meanwhile shows as stale
         with tempfile.TemporaryDirectory(prefix="crisisctl-accel-") as tmp:
             outputs = compile_to(Path(tmp))
             for output in outputs:
@@ -125,6 +148,7 @@ def compile_in_place(force: bool = False) -> bool:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(output, target)
                 os.utime(target)  # newer than its source from now on
+        accel.write_manifest(PACKAGE, digests)
     except Exception as exc:  # a missing compiler must not fail the install
         _explain(exc)
         remove_in_place()  # stale extensions would shadow the edited sources
@@ -161,7 +185,10 @@ class AcceleratorHook(BuildHookInterface):  # type: ignore[misc,valid-type]
             return
         out_dir = Path(self.directory) / "crisisctl-accel"
         try:
+            digests = source_digests()
             outputs = compile_to(out_dir)
+            (out_dir / "crisisctl").mkdir(parents=True, exist_ok=True)
+            outputs.append(accel.write_manifest(out_dir / "crisisctl", digests))
         except Exception as exc:
             _explain(exc)
             return
@@ -172,11 +199,15 @@ class AcceleratorHook(BuildHookInterface):  # type: ignore[misc,valid-type]
 
 
 def main(argv: list[str]) -> int:
+    if "--list" in argv:
+        print(" ".join(f"src/{source}" for source in ACCELERATED))
+        return 0
     if "--check" in argv:
         stale = stale_extensions()
         for source in stale:
             print(
-                f"stale extension: {extension_of(source).relative_to(ROOT)} is older than {source}"
+                f"stale extension: {extension_of(source).relative_to(ROOT)} was compiled from "
+                f"another version of {source}"
             )
         return 1 if stale else 0
     return 0 if compile_in_place(force="--force" in argv) else 1

@@ -16,9 +16,25 @@ as a share of what slowapi and prometheus-fastapi-instrumentator add, times what
 measured for them on its reference machine (57 µs and 46 µs). ``--where inprocess`` instead
 calls the ASGI app in-process with no-op receive/send (the middleware alone, no server).
 
-Writes benchmarks/results/guard_instructions.json. Run: `.venv/bin/python
-benchmarks/guard_instructions.py [--variants bare,guard] [--n1 500 --n2 3500] [--jobs 2]`.
-All traffic goes to 127.0.0.1.
+The ``realistic_*`` variants (`benchmarks/apps/realistic_app.py`: 50 routes with path
+parameters, 1,000 clients behind a trusted proxy, two stacked limits, RateLimit headers) are
+sent the cycle of that app's requests instead of ``GET /``; ``realistic_guard_no_*`` and
+``realistic_guard_one_limit`` remove one part of that guard each, to price the parts. A
+per-function profile (on by default, ``--no-profile`` skips it) shows where the
+guard's instructions go on the realistic app: callgrind keeps its per-function counts for the
+N1 and N2 runs of ``realistic_bare`` and ``realistic_guard``; per function, (count at N2 −
+count at N1) / (N2 − N1) is its self cost per request, and the guard's minus the bare app's
+is what the guard adds in that function. The guard's compiled request path (mypyc) shows
+under its own C names (``CPyDef_…``); Python code it runs (its own pure-Python modules,
+uvicorn's handling of the extra headers) shows as interpreter functions
+(``_PyEval_EvalFrameDefault``, dict and string primitives), so the guard's compiled functions
+are also listed with their inclusive cost (what they call included): route labelling, the
+rate-limit step, the header building.
+
+Every run is appended to benchmarks/results/guard_instructions.json (a list of runs; counts
+repeat, but the rule is the same for every benchmark: the median over all stored full runs
+is printed). Run: `.venv/bin/python benchmarks/guard_instructions.py [--variants bare,guard]
+[--n1 500 --n2 3500] [--jobs 2] [--no-profile] [--quick]`. All traffic goes to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -26,7 +42,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
-import json
 import os
 import platform
 import re
@@ -35,7 +50,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,7 +65,9 @@ TARGET_GUARD_ADDED_US = 5.0
 REFERENCE_ADDED_US = {"slowapi": 57.0, "instrumentator": 46.0}
 
 sys.path.insert(0, str(ROOT))
-from benchmarks.apps.overhead_apps import VARIANT_ENV, VARIANTS  # noqa: E402
+from benchmarks.apps.history import append_run, print_median  # noqa: E402
+from benchmarks.apps.overhead_apps import REALISTIC, VARIANT_ENV, VARIANTS  # noqa: E402
+from benchmarks.apps.realistic_app import requests as realistic_requests  # noqa: E402
 
 DEFAULT_VARIANTS = (
     "bare",
@@ -64,7 +83,15 @@ DEFAULT_VARIANTS = (
     "slowapi",
     "bare_fastapi",
     "instrumentator",
+    "realistic_bare",
+    "realistic_guard",
+    "realistic_slowapi",
+    "realistic_guard_no_routes",
+    "realistic_guard_no_proxy",
+    "realistic_guard_one_limit",
+    "realistic_guard_no_headers",
 )
+PROFILED = ("realistic_bare", "realistic_guard")
 #: the per-policy variants are compared with metrics-only, the others with their bare app
 BASELINE_OVERRIDE = {
     name: "guard_metrics_only"
@@ -117,11 +144,22 @@ def _connect(
             time.sleep(0.5)
 
 
-def count_server(name: str, n: int) -> int:
-    """Total user-space instructions of a uvicorn server (under callgrind) that served n + 1."""
+def request_cycle(name: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """The requests a variant is sent, in order, round and round: (path, headers)."""
+    if name in REALISTIC:
+        cycle = [(path, {"X-Forwarded-For": ip}) for path, ip in realistic_requests()]
+    else:
+        cycle = [("/", {})]
+    while True:
+        yield from cycle
+
+
+def count_server(name: str, n: int, out_file: str = "/dev/null") -> int:
+    """Total user-space instructions of a uvicorn server (under callgrind) that served n + 1;
+    callgrind's per-function counts go to `out_file`."""
     port = free_port()
     command = [
-        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
         sys.executable, "-m", "uvicorn", f"benchmarks.apps.overhead_apps:{VARIANTS[name][0]}",
         "--host", HOST, "--port", str(port), "--loop", "uvloop", "--http", "httptools",
         "--no-access-log", "--log-level", "warning", "--lifespan", "on",
@@ -136,8 +174,10 @@ def count_server(name: str, n: int) -> int:
     )
     try:
         conn = _connect(port, proc, timeout_s=180)
+        cycle = request_cycle(name)
         for _ in range(n):
-            conn.request("GET", "/")
+            path, headers = next(cycle)
+            conn.request("GET", path, headers=headers)
             response = conn.getresponse()
             response.read()
             if response.status != 200:
@@ -206,6 +246,115 @@ def count_inprocess(name: str, n: int) -> int:
     return int(match.group(1))
 
 
+# -- where the instructions go ----------------------------------------------------------------
+_ANNOTATED = re.compile(r"^\s*([\d,]+)\s+(?:\(\s*[\d.]+%\)\s+)?(\S.*)$")
+
+
+def per_function(out_file: str, inclusive: bool = False) -> dict[str, int]:
+    """Self (or inclusive) instructions per function of a callgrind output file."""
+    mode = "--inclusive=yes" if inclusive else "--inclusive=no"
+    proc = subprocess.run(
+        ["callgrind_annotate", mode, "--threshold=100", "--auto=no", out_file],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"callgrind_annotate failed: {proc.stderr[-500:]}")
+    return parse_annotate(proc.stdout, inclusive)
+
+
+def parse_annotate(text: str, inclusive: bool = False) -> dict[str, int]:
+    """Instructions per function from callgrind_annotate's function listing."""
+    counts: dict[str, int] = {}
+    listing = False
+    for line in text.splitlines():
+        if "file:function" in line:
+            listing = True
+            continue
+        if listing and not line.strip() and counts:
+            break  # the end of the function listing
+        match = _ANNOTATED.match(line) if listing else None
+        if match is None:
+            continue
+        name = _function_name(match.group(2).strip())
+        value = int(match.group(1).replace(",", ""))
+        # a function listed twice (code inlined from another file): self costs add up, an
+        # inclusive cost is the whole function's in its main entry (the larger)
+        counts[name] = max(counts.get(name, 0), value) if inclusive else counts.get(name, 0) + value
+    return counts
+
+
+def _function_name(entry: str) -> str:
+    """``file:function [object]`` -> ``function``."""
+    match = re.match(r"^(?:[^:\s]*:)?(.+?)(?:\s+\[(.*)\])?$", entry)
+    return entry if match is None else match.group(1)
+
+
+def profile(args: argparse.Namespace, pool: ThreadPoolExecutor, top: int = 30) -> dict[str, Any]:
+    """Per function, the self instructions per request the guard adds on the realistic app."""
+    with tempfile.TemporaryDirectory(prefix="guard-profile-") as tmp:
+        jobs = [(name, n, f"{tmp}/{name}-{n}.out") for name in PROFILED for n in (args.n1, args.n2)]
+        list(pool.map(lambda job: count_server(*job), jobs))
+        counts = {(name, n): per_function(out) for name, n, out in jobs}
+        guard_inclusive = [
+            per_function(out, inclusive=True) for name, _, out in jobs if name == PROFILED[1]
+        ]
+    span = args.n2 - args.n1
+    per_request = {
+        name: {
+            fn: (counts[(name, args.n2)].get(fn, 0) - c1) / span
+            for fn, c1 in {**counts[(name, args.n2)], **counts[(name, args.n1)]}.items()
+        }
+        for name in PROFILED
+    }
+    bare, guard = (per_request[name] for name in PROFILED)
+    added = {fn: guard.get(fn, 0.0) - bare.get(fn, 0.0) for fn in {*bare, *guard}}
+    rows = sorted(added.items(), key=lambda kv: -kv[1])
+    compiled = sum(v for fn, v in added.items() if "CPy" in fn or "__mypyc" in fn)
+    total = sum(added.values())
+    # the guard's compiled functions, inclusive of what they call (Python code, regexes, …)
+    low, high = guard_inclusive
+    inclusive = sorted(
+        (
+            (fn, (high.get(fn, 0) - low.get(fn, 0)) / span)
+            for fn in high
+            if fn.startswith(("CPyDef_", "CPyPy_")) and "Guard_____call__" not in fn
+        ),
+        key=lambda kv: -kv[1],
+    )
+    return {
+        "variants": list(PROFILED),
+        "total_added_per_request": round(total),
+        "in_compiled_functions": round(compiled),
+        "elsewhere": round(total - compiled),
+        "top_added_per_request": [
+            {"function": fn, "instructions": round(v)} for fn, v in rows[:top]
+        ],
+        "guard_functions_inclusive_per_request": [
+            {"function": fn, "instructions": round(v)} for fn, v in inclusive[:top] if v >= 50
+        ],
+        "top_saved_per_request": [
+            {"function": fn, "instructions": round(v)} for fn, v in rows[::-1][:10] if v < 0
+        ],
+    }
+
+
+def print_profile(prof: dict[str, Any]) -> None:
+    print(
+        f"\nwhere the guard's instructions go on the realistic app (self instructions per request, "
+        f"{prof['variants'][1]} − {prof['variants'][0]}): total {prof['total_added_per_request']}, "
+        f"in compiled (mypyc) functions {prof['in_compiled_functions']}, elsewhere "
+        f"{prof['elsewhere']}"
+    )
+    for row in prof["top_added_per_request"]:
+        print(f"  {row['instructions']:>8d}  {row['function']}")
+    print("the guard's compiled functions, inclusive of what they call, per request:")
+    for row in prof["guard_functions_inclusive_per_request"]:
+        print(f"  {row['instructions']:>8d}  {row['function']}")
+
+
 # -- main -----------------------------------------------------------------------------------
 def with_baselines(wanted: list[str]) -> list[str]:
     names: list[str] = []
@@ -270,7 +419,16 @@ def main() -> int:
     parser.add_argument("--n2", type=int, default=3500)
     parser.add_argument("--jobs", type=int, default=2, help="callgrind runs at once")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--no-profile",
+        dest="profile",
+        action="store_false",
+        help="skip the per-function view of the realistic app's guard (4 more callgrind runs)",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke test: N1 200, N2 700")
     args = parser.parse_args()
+    if args.quick:
+        args.n1, args.n2 = 200, 700
     if args.n2 <= args.n1 or args.n1 < 1:
         parser.error("need 1 <= --n1 < --n2")
     if shutil.which("valgrind") is None:
@@ -285,9 +443,11 @@ def main() -> int:
     names = with_baselines(wanted)
     count = count_server if args.where == "server" else count_inprocess
     jobs = [(name, n) for name in names for n in (args.n1, args.n2)]
+    started = time.time()
     print(f"guard_instructions ({args.where}): {len(jobs)} callgrind runs, {args.jobs} at once")
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         totals = dict(zip(jobs, pool.map(lambda job: count(*job), jobs), strict=True))
+        prof = profile(args, pool) if args.profile else None
     per_request = {
         name: round((totals[(name, args.n2)] - totals[(name, args.n1)]) / (args.n2 - args.n1))
         for name in names
@@ -304,9 +464,30 @@ def main() -> int:
     verdict = "PASS" if target["pass"] else "FAIL"
     print(f"\ntarget (guard ≤ 5 µs on the reference machine): {verdict}, "
           f"≈ {target['guard_reference_us']} µs")  # fmt: skip
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    realistic = result["variants"].get("realistic_guard")
+    slowapi = result["variants"].get("realistic_slowapi")
+    if realistic is not None:
+        result["realistic"] = {
+            "guard_added_instructions": realistic["added_instructions"],
+            "slowapi_added_instructions": slowapi["added_instructions"] if slowapi else None,
+        }
+        print(
+            f"realistic app: the guard adds {realistic['added_instructions']} instructions per "
+            f"request, slowapi {slowapi['added_instructions'] if slowapi else '—'}"
+        )
+    if prof is not None:
+        result["profile"] = prof
+        print_profile(prof)
+    result["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+    stored = append_run(args.output, result, quick=args.quick)
+    print(f"appended this run to {args.output} ({len(stored)} stored)")
+    print("\nmedians over every stored full run:")
+    for name in ("guard", "realistic_guard", "realistic_slowapi"):
+        print_median(
+            f"  {name} added instructions/request",
+            stored,
+            lambda run, n=name: run["variants"][n]["added_instructions"],
+        )
     return 0
 
 

@@ -1,5 +1,11 @@
 """Server CPU microseconds added per request by each middleware, side by side, in one run.
 
+The headline is the realistic app (`benchmarks/apps/realistic_app.py`: 50 routes with path
+parameters, 1,000 clients behind a trusted proxy, two stacked per-client limits, RateLimit
+headers on), bare, behind the guard and behind slowapi, loaded by wrk with a Lua script that
+cycles through its requests; target: the guard adds ≤ 10 µs there. Beside it, today's best
+case (one hello-world route, one client, one limit; target ≤ 5 µs) and the other variants.
+
 Every variant of `benchmarks/apps/overhead_apps.py` (a hello-world route, bare or behind one
 middleware) runs in its own uvicorn process (uvloop + httptools, one worker, no access log)
 pinned to core 0, and is loaded by `wrk` pinned to core 1. After a warm-up, the server's CPU
@@ -20,9 +26,13 @@ machine, the guard's cost is given as a share of slowapi's and the instrumentato
 the issue's reference machine (where they add 57 and 46 µs): a view that does not depend on
 how fast this machine is.
 
+Every run is appended to ``benchmarks/results/guard_overhead.json`` (a list of runs, see
+`benchmarks/apps/history.py`), and the figures to report are the medians over every stored
+full run, printed at the end: never the best run.
+
 Run from the project root: ``.venv/bin/python benchmarks/guard_overhead.py [--quick]``.
-Writes ``benchmarks/results/guard_overhead.json``. Exits 0 whether or not the target
-(`guard_added_us <= 5.0`) is met; non-zero only when a variant could not be measured.
+Exits 0 whether or not the targets (`realistic_guard_added_us <= 10.0`,
+`guard_added_us <= 5.0`) are met; non-zero only when a variant could not be measured.
 All traffic goes to 127.0.0.1.
 """
 
@@ -41,6 +51,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -53,6 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "guard_overhead.json"
 APP_MODULE = "benchmarks.apps.overhead_apps"
 TARGET_GUARD_ADDED_US = 5.0
+TARGET_REALISTIC_ADDED_US = 10.0
 #: what the issue measured on its reference machine, µs added per request
 REFERENCE_ADDED_US = {"slowapi": 57.0, "instrumentator": 46.0}
 #: a run where the server used less of its core, or anything else used more, is disturbed
@@ -62,9 +74,14 @@ RETRY_PAUSE_S = 5.0
 HOST = "127.0.0.1"  # the only address this benchmark ever talks to
 
 sys.path.insert(0, str(ROOT))
-from benchmarks.apps.overhead_apps import VARIANT_ENV, VARIANTS  # noqa: E402
+from benchmarks.apps.history import append_run, print_median  # noqa: E402
+from benchmarks.apps.overhead_apps import REALISTIC, VARIANT_ENV, VARIANTS  # noqa: E402
+from benchmarks.apps.realistic_app import wrk_script  # noqa: E402
 
 DEFAULT_VARIANTS = (
+    "realistic_bare",
+    "realistic_guard",
+    "realistic_slowapi",
     "bare",
     "empty_asgi",
     "guard",
@@ -306,8 +323,12 @@ def parse_wrk(out: str) -> dict[str, Any]:
     return result
 
 
-def run_wrk(wrk: str, port: int, seconds: float, connections: int, pin: bool) -> dict[str, Any]:
+def run_wrk(
+    wrk: str, port: int, seconds: float, connections: int, pin: bool, script: Path | None = None
+) -> dict[str, Any]:
     cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    if script is not None:
+        cmd += ["-s", str(script)]
     cmd.append(f"http://{HOST}:{port}/")
     if pin:
         cmd = ["taskset", "-c", "1", *cmd]
@@ -320,14 +341,15 @@ def run_wrk(wrk: str, port: int, seconds: float, connections: int, pin: bool) ->
 def measure(variant: str, rnd: int, args: argparse.Namespace, wrk: str, pin: bool) -> Run:
     run = Run(variant=variant, round=rnd)
     server = Server(variant, pin)
+    script = args.realistic_script if variant in REALISTIC else None
     try:
         server.wait_ready()
         if args.warmup > 0:
-            run_wrk(wrk, server.port, args.warmup, args.connections, pin)
+            run_wrk(wrk, server.port, args.warmup, args.connections, pin, script)
         time.sleep(0.2)  # let the warm-up connections close
         core_before = core_times(0)
         before = server.cpu_seconds()
-        out = run_wrk(wrk, server.port, args.duration, args.connections, pin)
+        out = run_wrk(wrk, server.port, args.duration, args.connections, pin, script)
         run.cpu_s = server.cpu_seconds() - before
         core_after = core_times(0)
         run.requests = out["requests"]
@@ -415,7 +437,7 @@ def fmt(value: float | None, spec: str = ".2f") -> str:
 
 def print_table(med: dict[str, dict[str, Any]]) -> None:
     header = (
-        f"{'variant':<20} {'baseline':<13} {'req/s':>8} {'CPU µs/req':>11} "
+        f"{'variant':<20} {'baseline':<15} {'req/s':>8} {'CPU µs/req':>11} "
         f"{'added µs':>9} {'paired':>7} {'by min':>7} {'× guard':>8} {'valid':>6}"
     )
     print(header)
@@ -423,7 +445,7 @@ def print_table(med: dict[str, dict[str, Any]]) -> None:
     for name, row in med.items():
         rounds = f"{row['valid_rounds']}/{row['valid_rounds'] + row['invalid_rounds']}"
         print(
-            f"{name:<20} {row['baseline']:<13} {fmt(row['rps'], '.0f'):>8} "
+            f"{name:<20} {row['baseline']:<15} {fmt(row['rps'], '.0f'):>8} "
             f"{fmt(row['cpu_us_per_req']):>11} {fmt(row['added_us']):>9} "
             f"{fmt(row['added_us_paired_median']):>7} {fmt(row['added_us_min']):>7} "
             f"{fmt(row['ratio_vs_guard']):>8} "
@@ -436,6 +458,18 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     tmp.replace(path)
+
+
+def report_medians(stored: list[dict[str, Any]]) -> None:
+    """The figures to report: medians over every stored full run (never the best run)."""
+    print("\nmedians over every stored full run (the figures the README reports):")
+    for name, label in (
+        ("realistic_guard", "realistic app, guard added µs"),
+        ("realistic_slowapi", "realistic app, slowapi added µs"),
+        ("guard", "best case, guard added µs"),
+        ("slowapi", "best case, slowapi added µs"),
+    ):
+        print_median(f"  {label}", stored, lambda run, n=name: run["medians"][n]["added_us"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -468,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
             variants.insert(0, base)
 
     wrk = ensure_wrk()
+    scripts = tempfile.TemporaryDirectory(prefix="guard-overhead-")
+    args.realistic_script = Path(scripts.name) / "realistic.lua"
+    args.realistic_script.write_text(wrk_script())
     usable_cores = sorted(os.sched_getaffinity(0))
     pin, why = pinning()
     print(f"guard_overhead: {', '.join(variants)}; {args.rounds} round(s) of {args.duration:.0f} s")
@@ -501,10 +538,20 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(med)
     guard_added = med.get("guard", {}).get("added_us")
-    target = {
+    realistic_added = med.get("realistic_guard", {}).get("added_us")
+    slowapi_realistic = med.get("realistic_slowapi", {}).get("added_us")
+    target: dict[str, Any] = {
         "check": f"guard_added_us <= {TARGET_GUARD_ADDED_US}",
         "guard_added_us": guard_added,
         "pass": None if guard_added is None else guard_added <= TARGET_GUARD_ADDED_US,
+        "realistic": {
+            "check": f"realistic_guard_added_us <= {TARGET_REALISTIC_ADDED_US}",
+            "realistic_guard_added_us": realistic_added,
+            "realistic_slowapi_added_us": slowapi_realistic,
+            "pass": None
+            if realistic_added is None
+            else realistic_added <= TARGET_REALISTIC_ADDED_US,
+        },
     }
     # the issue's reference machine measured slowapi at +57 µs and the instrumentator at +46 µs:
     # the guard's cost as a share of theirs, in that machine's µs (a machine-independent view)
@@ -515,8 +562,17 @@ def main(argv: list[str] | None = None) -> int:
             if guard_added is not None and peer_added
             else None
         )
-    verdict = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[target["pass"]]
-    print(f"\ntarget {target['check']}: {verdict} (guard added {fmt(guard_added)} µs/request)")
+    verdicts = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}
+    print(
+        f"\ntarget realistic_guard_added_us <= {TARGET_REALISTIC_ADDED_US}: "
+        f"{verdicts[target['realistic']['pass']]} (this run: guard added "
+        f"{fmt(realistic_added)} µs/request on the realistic app, slowapi "
+        f"{fmt(slowapi_realistic)} µs)"
+    )
+    print(
+        f"target {target['check']} (best case): {verdicts[target['pass']]} "
+        f"(this run: guard added {fmt(guard_added)} µs/request)"
+    )
     for peer, reference_us in REFERENCE_ADDED_US.items():
         scaled = target[f"guard_added_us_scaled_by_{peer}"]
         print(
@@ -556,8 +612,10 @@ def main(argv: list[str] | None = None) -> int:
         "medians": med,
         "target": target,
     }
-    write_json(args.output, doc)
-    print(f"wrote {args.output}")
+    stored = append_run(args.output, doc, quick=args.quick)
+    print(f"appended this run to {args.output} ({len(stored)} stored)")
+    report_medians(stored)
+    scripts.cleanup()
     broken = [r for r in runs if r.used and not r.valid]
     return 1 if broken else 0
 

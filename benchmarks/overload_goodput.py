@@ -1,65 +1,60 @@
-"""Goodput of a fixed-capacity endpoint driven open-loop at 3× its capacity, without and with Guard.
+"""Goodput of a fixed-capacity service driven open-loop at 3× its capacity: the guard and its peers.
 
-The service is `benchmarks/apps/capacity_app.py`: ``GET /work`` burns ~5 ms of CPU in a
-single-worker thread pool (capacity ≈ 200 req/s). It runs in a uvicorn subprocess pinned to
-core 0; the load comes from crisisctl's load engine in this process, pinned to core 1: the
-unloaded latency from `run_open`, the capacity from `run_closed`, and the overload from the
-engine's `HttpClient` on the engine's `RateSchedule` (`drive_overload` below: goodput needs each
-response's status *and* corrected latency, which `run_open` only reports as totals). Steps:
+The service is `benchmarks/apps/capacity_app.py` (one worker: ``GET /work`` burns ~5 ms of CPU,
+capacity ≈ 200 req/s). It runs in a uvicorn subprocess pinned to core 0; the load comes from
+crisisctl's load engine in this process, pinned to core 1 (`run_open` for the unloaded
+latency, `run_closed` for the capacity, and the engine's `HttpClient` for the overload, which
+needs each response's status, route and corrected latency: `goodput_tools.drive_overload`).
 
-1. calibrate the PBKDF2 iterations for 5 ms on core 0 and give them to every server through
-   ``CAPACITY_WORK_ITERS``;
-2. on the unguarded server: unloaded latency (40 req/s, open loop) and capacity (closed loop,
-   1 and 4 users; capacity = the higher throughput);
-3. for each variant (``unguarded``, then ``guarded`` = ``Guard(app)`` with the default
-   GuardConfig): a fresh server, the same unloaded warm-up, then 3× capacity for 20 s with 256
-   connections and a 10 s timeout.
+Variants (each on a fresh server): ``unguarded`` (the collapse), ``guarded`` (``Guard(app)``
+with the default GuardConfig), and the peers a user would pick instead: ``semaphore`` (a
+static semaphore tried without waiting, 503 over N in flight) and ``uvicorn_limit``
+(``uvicorn --limit-concurrency N``). Each peer's N is **tuned** first: every N of its grid
+runs the ``constant`` workload for a few seconds and the N with the highest goodput is kept
+for every workload (a static setting tuned on one workload, as a user would).
 
-Goodput counts 2xx responses whose corrected latency (from the intended send time) is at most
-2× the unloaded p99, per second of the run. Targets (guarded): goodput ≥ 90 % of capacity and
-admitted (2xx) p99 ≤ 2× unloaded p99. Without the guard the table shows the collapse. The
-unloaded p99 of a variant's run is the lower of the bare server's and the variant's own warm-up
-measurement: a stall of the shared host only ever adds latency, and a single one in 5 s would
-otherwise loosen both limits several-fold.
+Workloads (`benchmarks/apps/goodput_workloads.py`): ``constant`` (the one the guard was tuned
+on), ``poisson`` arrivals, a ``bimodal`` service time (1 ms / 50 ms), and ``two_route`` (``/a``
+on the CPU worker, ``/b`` on a dependency of its own that turns slow half-way). Per workload
+and round: the bare service's capacity (closed loop) and unloaded latency (open loop at 40
+req/s, or a fifth of the capacity when that is lower) per route and phase; then each variant:
+the same unloaded warm-up, then the offered load (3× the capacity of the first route) for
+``--duration`` seconds with 256 connections and a 10 s timeout; for one-route workloads the
+capacity is measured again after the run and the mean of before and after is used (the
+machine's speed drifts).
 
-The machine's speed drifts by tens of percent within a minute on shared hardware, so steps 2–3
-run `--rounds` times (default 3); capacity for the goodput ratio is the mean of the
-capacities measured just before and just after each run, and targets are judged on the median
-round. Every round's figures are in the JSON.
+Goodput counts 2xx responses whose corrected latency is at most 2× their route's unloaded
+p99 (in that phase; the lower of the bare server's and the variant's warm-up for phase 0: a
+stall of the shared host only ever adds latency), per second, against the workload's
+effective capacity. Targets, for the guard on every workload: goodput ≥ 90 % and admitted p99
+≤ 2× unloaded p99 (the worst route and phase), judged on the median round.
 
-Run from the project root: ``.venv/bin/python benchmarks/overload_goodput.py [--quick]``.
-Writes ``benchmarks/results/overload_goodput.json``; exits 0 whether or not targets are met,
-non-zero only when a step could not run. All traffic goes to 127.0.0.1.
+Every run is appended to ``benchmarks/results/overload_goodput.json`` (a list of runs); the
+medians over every stored full run are printed at the end (the figures to report).
+Run from the project root: ``.venv/bin/python benchmarks/overload_goodput.py [--quick]
+[--workloads constant,poisson] [--variants guarded,semaphore]``. A full run takes about 12
+minutes. Exits 0 whether or not targets are met, non-zero only when a step could not run.
+All traffic goes to 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import http.client
-import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "overload_goodput.json"
-APP_MODULE = "benchmarks.apps.capacity_app"
-HOST = "127.0.0.1"  # the only address this benchmark ever talks to
 SERVER_CORE, LOAD_CORE = 0, 1
 
 sys.path.insert(0, str(ROOT))
@@ -68,21 +63,31 @@ try:
 except ImportError:  # not installed (editable) yet: use the source tree
     sys.path.insert(0, str(ROOT / "src"))
 
-from benchmarks.apps.capacity_app import ENV_ITERS, calibrate_iters, time_burn  # noqa: E402
-
-from crisisctl.load import LoadResult, run_closed, run_open  # noqa: E402
-from crisisctl.load.client import (  # noqa: E402
-    ERROR_KINDS,
-    HttpClient,
-    RequestError,
-    build_request,
-    parse_target,
+from benchmarks.apps.capacity_app import calibrate_iters, time_burn  # noqa: E402
+from benchmarks.apps.goodput_tools import (  # noqa: E402
+    VARIANTS,
+    Server,
+    closed_loop,
+    drive_overload,
+    on_uvloop,
+    unloaded,
 )
-from crisisctl.load.schedule import RateSchedule  # noqa: E402
-from crisisctl.stats import LatencyHistogram  # noqa: E402
+from benchmarks.apps.goodput_workloads import (  # noqa: E402
+    WORKLOADS,
+    Goodput,
+    Workload,
+    effective_capacity,
+)
+from benchmarks.apps.history import append_run, print_median  # noqa: E402
 
-VARIANTS = {"unguarded": "unguarded_app", "guarded": "guarded_app"}
-T = TypeVar("T")
+#: the N each peer is tuned over (uvicorn counts open connections too: see the README)
+TUNING_GRID = {"semaphore": (1, 2, 3, 4, 6, 8), "uvicorn_limit": (4, 64, 300)}
+QUICK_GRID = {"semaphore": (1, 2, 4), "uvicorn_limit": (16, 300)}
+#: unguarded is the collapse: shown on the workload the guard was tuned on only (it costs a
+#: 10 s drain per run); --variants can add it elsewhere
+DEFAULT_VARIANTS = ("unguarded", "guarded", "semaphore", "uvicorn_limit")
+UNGUARDED_ON = ("constant",)
+Key = tuple[int, int]
 
 
 # -- environment ----------------------------------------------------------------------------
@@ -93,12 +98,6 @@ def pinning() -> tuple[bool, str]:
     if SERVER_CORE not in cores or LOAD_CORE not in cores:
         return False, f"fewer than 2 usable cores ({cores}): running unpinned"
     return True, f"server on core {SERVER_CORE}, load generator on core {LOAD_CORE}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def versions() -> dict[str, str | None]:
@@ -119,593 +118,355 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-# -- server ---------------------------------------------------------------------------------
-class Server:
-    """A uvicorn subprocess serving one variant of the capacity app on 127.0.0.1."""
-
-    def __init__(self, variant: str, iters: int, pin: bool) -> None:
-        self.variant = variant
-        self.port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            f"{APP_MODULE}:{VARIANTS[variant]}",
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--app-dir",
-            str(ROOT),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
-        if pin:
-            cmd = ["taskset", "-c", str(SERVER_CORE), *cmd]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT / "src"), str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
-        )
-        env[ENV_ITERS] = str(iters)
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-        self.ps = psutil.Process(self.proc.pid)
-        self.url = f"http://{HOST}:{self.port}/work"
-
-    def get(self, path: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout_s)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
-
-    def wait_ready(self, iters: int, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {err[-2000:]}")
-            try:
-                status, body = self.get("/info")
-                if status == 200 and body == f"iters={iters}".encode():
-                    status, body = self.get("/work")
-                    if status == 200:
-                        return
-                last = f"answered {status} {body[:80]!r}"
-            except OSError as exc:
-                last = str(exc)
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.variant} server not ready within {timeout_s:.0f} s: {last}")
-
-    def cpu_seconds(self) -> float:
-        times = self.ps.cpu_times()
-        return float(times.user + times.system)
-
-    def guard_status(self) -> Any:
-        """The guard's /_crisis/status document, if it answers (diagnostics only)."""
-        try:
-            status, body = self.get("/_crisis/status")
-            if status == 200:
-                return json.loads(body)
-            return {"status": status, "body": body[:300].decode(errors="replace")}
-        except (OSError, ValueError) as exc:
-            return {"error": str(exc)}
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc.stderr:
-            self.proc.stderr.close()
-
-
 # -- measurements ---------------------------------------------------------------------------
-def on_uvloop(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` on a uvloop event loop (cheaper per request than the default loop)."""
-    try:
-        import uvloop
-
-        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coro)
+def unloaded_rate(capacity: float) -> float:
+    """The rate unloaded latency is measured at: 40 req/s, at most a fifth of the capacity."""
+    return max(1.0, min(40.0, capacity / 5))
 
 
-def ok_count(res: LoadResult) -> int:
-    """2xx responses of an engine run."""
-    return sum(n for code, n in res.status_counts.items() if 200 <= code <= 299)
+class Bench:
+    """The settings of one benchmark run and the servers it starts."""
 
+    def __init__(self, args: argparse.Namespace, iters: int, pin: bool) -> None:
+        self.args = args
+        self.iters = iters
+        self.core = SERVER_CORE if pin else None
+        self.limits: dict[str, int] = {}
 
-def closed_loop(url: str, seconds: float, connections: int) -> dict[str, Any]:
-    """Back-to-back requests: `connections` closed-model users without think time, each sending
-    its next request as soon as the previous one is answered."""
-    res = on_uvloop(run_closed(url, users=connections, duration_s=seconds, timeout_s=5.0))
-    lat = res.latency.summary()  # closed model: measured from the actual send
-    ok = ok_count(res)
-    return {
-        "connections": connections,
-        "seconds": seconds,
-        "completed": res.completed,
-        "ok": ok,
-        "errors": res.error_total,
-        "throughput": ok / seconds,
-        "service_p50_ms": lat.p50_ms,
-        "service_p99_ms": lat.p99_ms,
-    }
+    def server(self, variant: str) -> Server:
+        server = Server(
+            variant,
+            self.iters,
+            self.core,
+            work_ms=self.args.work_ms,
+            limit=self.limits.get(variant),
+        )
+        server.wait_ready(self.iters)
+        return server
 
-
-def measure_capacity(iters: int, pin: bool, seconds: float) -> dict[str, Any]:
-    """Closed-loop throughput (4 connections) of a fresh unguarded server."""
-    server = Server("unguarded", iters, pin)
-    try:
-        server.wait_ready(iters)
-        closed_loop(server.url, 0.5, 4)  # warm-up
-        return closed_loop(server.url, seconds, 4)
-    finally:
-        server.stop()
-
-
-def unloaded(url: str, rate: float, seconds: float) -> dict[str, Any]:
-    res = on_uvloop(run_open(url, rate=rate, duration_s=seconds, connections=8, timeout_s=5.0))
-    assert res.latency_uncorrected is not None  # always kept by the open model
-    return {
-        "rate": rate,
-        "seconds": seconds,
-        "completed": res.completed,
-        "ok": ok_count(res),
-        "errors": res.error_total,
-        "latency": res.latency.summary().as_dict(),
-        "latency_uncorrected": res.latency_uncorrected.summary().as_dict(),
-    }
-
-
-@dataclass
-class OverloadResult:
-    """The overload run's counts: ``intended == sent + unsent`` and ``sent == completed +
-    sum(errors.values())``; latencies corrected (from the intended send time) unless named
-    uncorrected; `by_class` holds them per status class ("2xx": the admitted requests)."""
-
-    url: str
-    rate: float
-    duration_s: float
-    connections: int
-    intended: int = 0
-    sent: int = 0
-    completed: int = 0
-    unsent: int = 0
-    late_starts: int = 0
-    elapsed_s: float = 0.0
-    status_counts: dict[int, int] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-    latency_uncorrected: LatencyHistogram = field(default_factory=LatencyHistogram)
-    by_class: dict[str, LatencyHistogram] = field(default_factory=dict)
-
-    @property
-    def admitted(self) -> LatencyHistogram:
-        return self.by_class.get("2xx") or LatencyHistogram()
-
-    @property
-    def ok(self) -> int:
-        return sum(n for code, n in self.status_counts.items() if 200 <= code <= 299)
-
-    def as_dict(self) -> dict[str, Any]:
+    def latency_p99(
+        self, server: Server, w: Workload, rates: dict[int, float]
+    ) -> dict[int, dict[str, Any]]:
+        """Unloaded latency of each route of `w` on `server` at its rate in `rates`."""
         return {
-            "url": self.url,
-            "rate": self.rate,
-            "duration_s": self.duration_s,
-            "connections": self.connections,
-            "intended": self.intended,
-            "sent": self.sent,
-            "completed": self.completed,
-            "unsent": self.unsent,
-            "ok": self.ok,
-            "status_counts": {str(code): n for code, n in sorted(self.status_counts.items())},
-            "errors": dict(self.errors),
-            "late_starts": self.late_starts,
-            "elapsed_s": round(self.elapsed_s, 6),
-            "latency": self.latency.summary().as_dict(),
-            "latency_uncorrected": self.latency_uncorrected.summary().as_dict(),
-            "achieved_rate": round(self.sent / self.duration_s, 3),
-            "latency_by_class": {
-                cls: hist.summary().as_dict() for cls, hist in sorted(self.by_class.items())
-            },
+            r: unloaded(server.url(path), rates[r], self.args.unloaded_s)
+            for r, path in enumerate(w.paths)
         }
 
+    def capacity(self, server: Server, w: Workload) -> dict[int, dict[str, Any]]:
+        """Closed-loop capacity of each route: the higher of 1 user and the saturating count."""
+        out = {}
+        for r, path in enumerate(w.paths):
+            one = closed_loop(server.url(path), self.args.capacity_s, 1)
+            many = closed_loop(server.url(path), self.args.capacity_s, w.capacity_users[r])
+            out[r] = {"closed_loop_1": one, "closed_loop_n": many}
+            out[r]["capacity"] = max(one["throughput"], many["throughput"])
+        return out
 
-async def drive_overload(
-    url: str,
-    *,
-    rate: float,
-    duration_s: float,
-    connections: int,
-    timeout_s: float,
-    on_response: Callable[[int, float], None],
-) -> OverloadResult:
-    """The engine's open model, by hand: `connections` keep-alive `HttpClient`s take the next
-    slot of a constant `RateSchedule`, wait for its intended time and send; each response's
-    status and corrected latency go to `on_response`. Bounded like `run_open`: nothing is sent
-    after `duration_s`, and what is still in flight `timeout_s` later counts as a timeout."""
-    target = parse_target(url)  # loopback only
-    request = build_request(target)
-    res = OverloadResult(url, rate, duration_s, connections)
-    slots = list(RateSchedule.constant(rate, duration_s).send_times())
-    res.intended = len(slots)
-    pending = iter(slots)
-    t0 = time.monotonic()
-    stop_at = t0 + duration_s
-
-    async def worker() -> None:
-        client = HttpClient(target, request, timeout_s=timeout_s)
-        in_flight = False
+    def baseline(self, w: Workload) -> dict[str, Any]:
+        """The bare service's unloaded p99 and capacity per (route, phase)."""
+        server = self.server("unguarded")
+        unl: dict[Key, dict[str, Any]] = {}
+        cap: dict[Key, dict[str, Any]] = {}
         try:
-            for offset in pending:
-                intended = t0 + offset
-                if time.monotonic() >= stop_at:
-                    return  # the schedule is over: this slot and the rest stay unsent
-                delay = intended - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                sent_at = time.monotonic()
-                if sent_at - intended > 0.001:
-                    res.late_starts += 1
-                res.sent += 1
-                in_flight = True
-                try:
-                    response = await client.send()
-                except RequestError as exc:
-                    res.errors[exc.kind] = res.errors.get(exc.kind, 0) + 1
-                    continue
-                finally:
-                    in_flight = False
-                done = time.monotonic()
-                corrected = done - min(intended, sent_at)
-                res.completed += 1
-                res.status_counts[response.status] = res.status_counts.get(response.status, 0) + 1
-                res.latency.record_us(int(corrected * 1_000_000))
-                res.latency_uncorrected.record_us(int((done - sent_at) * 1_000_000))
-                cls = f"{response.status // 100}xx"
-                hist = res.by_class.get(cls)
-                if hist is None:
-                    hist = res.by_class[cls] = LatencyHistogram()
-                hist.record_us(int(corrected * 1_000_000))
-                on_response(response.status, corrected)
-        except asyncio.CancelledError:
-            if in_flight:
-                res.errors["timeout"] += 1
-            raise
+            closed_loop(server.url(w.paths[0]), 1.0, 1)  # warm-up
+            for phase in w.phases:
+                if phase == 1:
+                    server.turn_slow()
+                    time.sleep(0.2)
+                for r, row in self.capacity(server, w).items():
+                    cap[(r, phase)] = row
+                # unloaded: 40 req/s, or a fifth of a route's capacity when that is lower
+                rates = {r: unloaded_rate(cap[(r, phase)]["capacity"]) for r in range(len(w.paths))}
+                for r, row in self.latency_p99(server, w, rates).items():
+                    unl[(r, phase)] = row
         finally:
-            client.close()
+            server.stop()
+        return {"unloaded": unl, "capacity": cap}
 
-    workers = [asyncio.create_task(worker()) for _ in range(min(connections, len(slots)))]
-    try:
-        await asyncio.wait(workers, timeout=duration_s + timeout_s)
-    finally:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-    res.elapsed_s = time.monotonic() - t0
-    res.unsent = res.intended - res.sent
-    return res
+    def capacity_after(self, w: Workload) -> float:
+        server = self.server("unguarded")
+        try:
+            closed_loop(server.url(w.paths[0]), 0.5, 4)  # warm-up
+            return float(self.capacity(server, w)[0]["capacity"])
+        finally:
+            server.stop()
+
+    def overload(
+        self,
+        server: Server,
+        w: Workload,
+        rate: float,
+        seconds: float,
+        thresholds_s: dict[Key, float],
+        eff_capacity: float,
+    ) -> dict[str, Any]:
+        counter = Goodput(w, thresholds_s, seconds, drain_s=10.0)
+        events = [(w.switch_at(seconds), server.turn_slow)] if w.turn_slow else []
+        arrivals = w.arrivals(rate, seconds, seed=self.args.seed)
+        me = psutil.Process()
+        gen_before = sum(me.cpu_times()[:2])
+        cpu_before = server.cpu_seconds()
+        counter.t0 = time.monotonic()
+        res = on_uvloop(
+            drive_overload(
+                server.base, w.paths, arrivals, duration_s=seconds,
+                connections=self.args.connections, timeout_s=10.0, on_response=counter,
+                events=events,
+            )
+        )  # fmt: skip
+        server_cpu = server.cpu_seconds() - cpu_before
+        gen_cpu = sum(me.cpu_times()[:2]) - gen_before
+        goodput = counter.good_in_schedule / seconds
+        whole = int(seconds)
+        steady = counter.bins[3:whole] if whole > 4 else counter.bins[:whole]
+        admitted = {}
+        worst = None
+        for (route, phase), hist in counter.admitted.items():
+            if not hist.count:
+                continue
+            p99 = hist.summary().p99_ms
+            ratio = p99 / (thresholds_s[(route, phase)] * 1000)
+            admitted[f"{w.paths[route]}#{phase}"] = {
+                "count": hist.count,
+                "p50_ms": hist.summary().p50_ms,
+                "p99_ms": p99,
+                "limit_ms": round(thresholds_s[(route, phase)] * 1000, 3),
+                "p99_ratio_to_limit": round(ratio, 3),
+            }
+            worst = ratio if worst is None else max(worst, ratio)
+        adm = res.by_class.get("2xx")
+        return {
+            "offered_rate": rate,
+            "duration_s": seconds,
+            "connections": self.args.connections,
+            "intended": res.intended,
+            "sent": res.sent,
+            "unsent_backlog": res.unsent,
+            "completed": res.completed,
+            "throughput": counter.done_in_schedule / seconds,
+            "throughput_2xx": counter.ok_in_schedule / seconds,
+            "goodput": goodput,
+            "effective_capacity": eff_capacity,
+            "goodput_pct_capacity": 100.0 * goodput / eff_capacity,
+            "goodput_steady_pct_capacity": (
+                100.0 * sum(steady) / len(steady) / eff_capacity if steady else 0.0
+            ),
+            "good_total": counter.good,
+            "admitted": res.ok,
+            "admitted_p50_ms": adm.summary().p50_ms if adm else None,
+            "admitted_p99_ms": adm.summary().p99_ms if adm else None,
+            "admitted_by_route_phase": admitted,
+            "worst_p99_ratio_to_limit": None if worst is None else round(worst, 3),
+            "shed_503": res.status_counts.get(503, 0),
+            "rejected_429": res.status_counts.get(429, 0),
+            "errors": dict(res.errors),
+            "timeouts": res.errors["timeout"],
+            "late_starts": res.late_starts,
+            "server_cpu_util": round(server_cpu / res.elapsed_s, 3) if res.elapsed_s else None,
+            "generator_cpu_s": round(gen_cpu, 3),
+            "goodput_per_second": counter.series(),
+            "result": res.as_dict(),
+        }
+
+    def variant_run(
+        self, name: str, w: Workload, base: dict[str, Any], rate: float, seconds: float
+    ) -> dict[str, Any]:
+        """A fresh server of `name`: unloaded warm-up, then the overload of workload `w`."""
+        unl, cap = base["unloaded"], base["capacity"]
+        capacity = {key: row["capacity"] for key, row in cap.items()}
+        server = self.server(name)
+        try:
+            rates = {r: unloaded_rate(cap[(r, 0)]["capacity"]) for r in range(len(w.paths))}
+            warm = self.latency_p99(server, w, rates)
+            thresholds = {}
+            for (route, phase), row in unl.items():
+                p99 = row["latency"]["p99"]
+                if phase == 0:  # a stall of the host only ever adds latency: the lower one
+                    p99 = min(p99, warm[route]["latency"]["p99"])
+                thresholds[(route, phase)] = 2.0 * p99 / 1000
+            eff = effective_capacity(w, rate, capacity)
+            run = self.overload(server, w, rate, seconds, thresholds, eff)
+            run["limit"] = self.limits.get(name)
+            if name == "guarded":
+                run["guard_status_after"] = server.guard_status()
+        finally:
+            server.stop()
+        if len(w.paths) == 1 and not self.args.no_recapacity:
+            after = self.capacity_after(w)
+            local = (capacity[(0, 0)] + after) / 2
+            run["capacity_after"] = after
+            run["effective_capacity"] = local
+            run["goodput_pct_capacity"] = 100.0 * run["goodput"] / local
+        return run
 
 
-class Goodput:
-    """`on_response` callback: 2xx responses within the latency threshold, per second."""
-
-    def __init__(self, threshold_s: float, duration_s: float, drain_s: float) -> None:
-        self.threshold_s = threshold_s
-        self.duration_s = duration_s
-        self.t0 = time.monotonic()
-        self.bins = [0] * (int(duration_s + drain_s) + 2)
-        self.good = 0
-        #: responses, 2xx and good responses that completed within the schedule (not the drain)
-        self.done_in_schedule = 0
-        self.ok_in_schedule = 0
-        self.good_in_schedule = 0
-
-    def __call__(self, status: int, latency_s: float) -> None:
-        offset = time.monotonic() - self.t0
-        in_schedule = offset < self.duration_s
-        self.done_in_schedule += in_schedule
-        if 200 <= status <= 299:
-            self.ok_in_schedule += in_schedule
-            if latency_s <= self.threshold_s:
-                self.good += 1
-                self.good_in_schedule += in_schedule
-                self.bins[min(int(offset), len(self.bins) - 1)] += 1
-
-    def series(self) -> list[int]:
-        """Per-second counts: every second of the schedule, then the drain while non-zero."""
-        last = max([int(self.duration_s)] + [i for i, n in enumerate(self.bins) if n])
-        return self.bins[: last + 1]
+# -- tuning, rounds, verdicts -----------------------------------------------------------------
+def tune(bench: Bench, grid: dict[str, tuple[int, ...]], seconds: float) -> dict[str, Any]:
+    """Each peer's N: the highest goodput on the constant workload (ties: the smaller N)."""
+    w = WORKLOADS["constant"]
+    base = bench.baseline(w)
+    recapacity, bench.args.no_recapacity = bench.args.no_recapacity, True  # short runs only
+    rate = bench.args.factor * base["capacity"][(0, 0)]["capacity"]
+    out: dict[str, Any] = {}
+    for peer, values in grid.items():
+        if peer not in bench.args.variant_list:
+            continue
+        table = []
+        for n in values:
+            bench.limits[peer] = n
+            run = bench.variant_run(peer, w, base, rate, seconds)
+            table.append({"limit": n, "goodput_pct": round(run["goodput_pct_capacity"], 2)})
+            print(f"  tuning {peer} N={n}: goodput {run['goodput_pct_capacity']:.1f} %")
+        best = max(table, key=lambda row: (row["goodput_pct"], -row["limit"]))
+        bench.limits[peer] = best["limit"]
+        out[peer] = {"grid": table, "chosen": best["limit"]}
+        print(f"  {peer}: N = {best['limit']} (goodput {best['goodput_pct']:.1f} %)")
+    bench.args.no_recapacity = recapacity
+    return out
 
 
-def overload(
-    server: Server,
-    rate: float,
-    seconds: float,
-    connections: int,
-    threshold_s: float,
-    capacity: float,
-) -> dict[str, Any]:
-    counter = Goodput(threshold_s, seconds, drain_s=10.0)
-    me = psutil.Process()
-    gen_before = sum(me.cpu_times()[:2])
-    cpu_before = server.cpu_seconds()
-    counter.t0 = time.monotonic()
-    res = on_uvloop(
-        drive_overload(
-            server.url,
-            rate=rate,
-            duration_s=seconds,
-            connections=connections,
-            timeout_s=10.0,
-            on_response=counter,
+def one_round(bench: Bench, workloads: list[str]) -> dict[str, Any]:
+    args = bench.args
+    out: dict[str, Any] = {}
+    for wname in workloads:
+        w = WORKLOADS[wname]
+        base = bench.baseline(w)
+        # factor × the first route's capacity (two_route: split between /a and /b)
+        rate = args.factor * base["capacity"][(0, 0)]["capacity"]
+        desc = ", ".join(
+            f"{w.paths[r]}#{ph} p99 {row['latency']['p99']:.2f} ms cap "
+            f"{base['capacity'][(r, ph)]['capacity']:.0f}/s"
+            for (r, ph), row in base["unloaded"].items()
         )
-    )
-    server_cpu = server.cpu_seconds() - cpu_before
-    gen_cpu = sum(me.cpu_times()[:2]) - gen_before
-    adm = res.admitted.summary() if res.admitted.count else None
-    goodput = counter.good_in_schedule / seconds
-    whole = int(seconds)
-    # after the first 3 s (time for an adaptive limit to settle), full seconds only
-    steady = counter.bins[3:whole] if whole > 4 else counter.bins[:whole]
-    steady_goodput = sum(steady) / len(steady) if steady else 0.0
-    shed = res.status_counts.get(503, 0)
-    return {
-        "offered_rate": rate,
-        "duration_s": seconds,
-        "connections": connections,
-        "intended": res.intended,
-        "sent": res.sent,
-        "unsent_backlog": res.unsent,
-        "completed": res.completed,
-        # responses per second completed within the schedule (the drain is not counted)
-        "throughput": counter.done_in_schedule / seconds,
-        "throughput_2xx": counter.ok_in_schedule / seconds,
-        "goodput": goodput,
-        "goodput_pct_capacity": 100.0 * goodput / capacity,
-        "goodput_steady": steady_goodput,
-        "goodput_steady_pct_capacity": 100.0 * steady_goodput / capacity,
-        "good_total": counter.good,
-        "admitted": res.ok,
-        "admitted_p50_ms": adm.p50_ms if adm else None,
-        "admitted_p99_ms": adm.p99_ms if adm else None,
-        "admitted_latency": adm.as_dict() if adm else None,
-        "shed_503": shed,
-        "rejected_429": res.status_counts.get(429, 0),
-        "other_status": {
-            str(k): v
-            for k, v in sorted(res.status_counts.items())
-            if not (200 <= k <= 299 or k in (429, 503))
-        },
-        "errors": dict(res.errors),
-        "timeouts": res.errors["timeout"],
-        "late_starts": res.late_starts,
-        "server_cpu_s": round(server_cpu, 3),
-        "server_cpu_util": round(server_cpu / res.elapsed_s, 3) if res.elapsed_s else None,
-        "generator_cpu_s": round(gen_cpu, 3),
-        "goodput_per_second": counter.series(),
-        "result": res.as_dict(),
-    }
+        print(f"\n{wname}: offered {rate:.0f} req/s for {args.duration:.0f} s; {desc}")
+        runs: dict[str, Any] = {}
+        for name in args.variant_list:
+            if name == "unguarded" and wname not in args.unguarded_on:
+                continue
+            try:
+                run = bench.variant_run(name, w, base, rate, args.duration)
+            except (RuntimeError, OSError, ValueError) as exc:
+                print(f"  ERROR {name}: {exc}", file=sys.stderr)
+                runs[name] = {"error": str(exc)}
+                continue
+            runs[name] = run
+            print(
+                f"  {name:<14} N={run['limit'] or '-':<4} goodput {run['goodput']:7.1f}/s = "
+                f"{run['goodput_pct_capacity']:5.1f} % of {run['effective_capacity']:.0f}; "
+                f"admitted p99 ×{fmt(run['worst_p99_ratio_to_limit'], '.2f')} of its limit; "
+                f"503 {run['shed_503']}, timeouts {run['timeouts']}"
+            )
+        out[wname] = {
+            "offered_rate": rate,
+            "unloaded": {f"{w.paths[r]}#{ph}": row for (r, ph), row in base["unloaded"].items()},
+            "capacity": {f"{w.paths[r]}#{ph}": row for (r, ph), row in base["capacity"].items()},
+            "variants": runs,
+        }
+    return out
 
 
-# -- report ---------------------------------------------------------------------------------
+def evaluate(rounds: list[dict[str, Any]], workloads: list[str], variants: list[str]) -> Any:
+    """Per workload and variant: median over rounds; the guard's targets on each workload."""
+    table: dict[str, Any] = {}
+    for wname in workloads:
+        table[wname] = {}
+        for name in variants:
+            runs = [
+                r[wname]["variants"][name]
+                for r in rounds
+                if name in r[wname]["variants"] and "error" not in r[wname]["variants"][name]
+            ]
+            if not runs:
+                continue
+            pct = statistics.median(run["goodput_pct_capacity"] for run in runs)
+            ratios = [run["worst_p99_ratio_to_limit"] for run in runs]
+            ratio = statistics.median(v for v in ratios if v is not None) if any(ratios) else None
+            row: dict[str, Any] = {
+                "goodput_pct": round(pct, 2),
+                "per_round_goodput_pct": [round(run["goodput_pct_capacity"], 2) for run in runs],
+                "worst_p99_ratio_to_limit": None if ratio is None else round(ratio, 3),
+                "per_round_ratio": ratios,
+            }
+            if name == "guarded":
+                row["pass_goodput_ge_90pct"] = pct >= 90.0
+                row["pass_p99_le_2x_unloaded"] = ratio is not None and ratio <= 1.0
+            table[wname][name] = row
+    return table
+
+
 def fmt(value: float | None, spec: str = ".1f") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def print_table(runs: dict[str, dict[str, Any]]) -> None:
-    header = (
-        f"{'variant':<10} {'offered':>8} {'thru':>6} {'2xx/s':>6} {'goodput':>8} {'% cap':>6} "
-        f"{'% loc':>6} "
-        f"{'p50 ms':>7} {'p99 ms':>8} {'503':>6} {'429':>5} {'errors':>6} {'t/o':>5} "
-        f"{'backlog':>7}"
-    )
-    print(header)
-    print("-" * len(header))
-    for name, r in runs.items():
-        if "error" in r:
-            print(f"{name:<10} ERROR: {r['error']}")
-            continue
-        print(
-            f"{name:<10} {r['offered_rate']:>8.1f} {r['throughput']:>6.1f} "
-            f"{r['throughput_2xx']:>6.1f} {r['goodput']:>8.1f} "
-            f"{r['goodput_pct_capacity']:>6.1f} {fmt(r.get('goodput_pct_local_capacity')):>6} "
-            f"{fmt(r['admitted_p50_ms']):>7} "
-            f"{fmt(r['admitted_p99_ms']):>8} {r['shed_503']:>6} {r['rejected_429']:>5} "
-            f"{sum(r['errors'].values()):>6} {r['timeouts']:>5} {r['unsent_backlog']:>7}"
-        )
-
-
-def write_json(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
-
-
-def one_round(
-    args: argparse.Namespace,
-    variants: list[str],
-    iters: int,
-    pin: bool,
-    unloaded_s: float,
-    capacity_s: float,
-) -> tuple[dict[str, Any], bool]:
-    """Unloaded latency and capacity of the bare service, then each variant under overload."""
-    ok = True
-    # unloaded latency and capacity, on the bare service
-    server = Server("unguarded", iters, pin)
-    try:
-        server.wait_ready(iters)
-        closed_loop(server.url, 1.0, 1)  # warm-up
-        base = unloaded(server.url, 40.0, unloaded_s)
-        cap1 = closed_loop(server.url, capacity_s, 1)
-        cap4 = closed_loop(server.url, capacity_s, 4)
-    finally:
-        server.stop()
-    capacity = max(cap1["throughput"], cap4["throughput"])
-    p99_ms = base["latency"]["p99"]
-    threshold_ms = 2.0 * p99_ms
-    rate = args.factor * capacity
-    print(
-        f"unloaded: p50 {base['latency']['p50']:.2f} ms, p99 {p99_ms:.2f} ms; capacity "
-        f"{capacity:.1f} req/s (closed loop: 1 conn {cap1['throughput']:.1f}, "
-        f"4 conns {cap4['throughput']:.1f}); goodput threshold {threshold_ms:.2f} ms; "
-        f"offered {rate:.1f} req/s for {args.duration:.0f} s"
-    )
-    # overload, one fresh server per variant; the machine's speed drifts, so the capacity
-    # is measured again (fresh unguarded server) after each variant, for context
-    runs: dict[str, dict[str, Any]] = {}
-    capacity_before = capacity
-    for name in variants:
-        time.sleep(1.0)
-        server = Server(name, iters, pin)
-        try:
-            server.wait_ready(iters)
-            warm = unloaded(server.url, 40.0, unloaded_s)
-            # the service's unloaded p99 is the lower of the two unloaded runs (the bare
-            # server's above and this one): a stall of the host only ever adds latency, and one
-            # stall in a 5 s run would otherwise loosen this variant's limits several-fold
-            run_threshold_ms = 2.0 * min(p99_ms, warm["latency"]["p99"])
-            print(
-                f"  {name}: unloaded p50 {warm['latency']['p50']:.2f} ms "
-                f"p99 {warm['latency']['p99']:.2f} ms; goodput threshold "
-                f"{run_threshold_ms:.2f} ms; overload running …"
-            )
-            run = overload(
-                server, rate, args.duration, args.connections, run_threshold_ms / 1000, capacity
-            )
-            run["unloaded"] = warm
-            run["goodput_threshold_ms"] = run_threshold_ms
-            if name == "guarded":
-                run["guard_status_after"] = server.guard_status()
-            runs[name] = run
-        except (RuntimeError, OSError, ValueError) as exc:
-            print(f"  ERROR {name}: {exc}", file=sys.stderr)
-            runs[name] = {"error": str(exc)}
-            ok = False
-            continue
-        finally:
-            server.stop()
-        after = measure_capacity(iters, pin, capacity_s)
-        local = (capacity_before + after["throughput"]) / 2
-        run["capacity_before"] = capacity_before
-        run["capacity_after"] = after["throughput"]
-        run["capacity_local"] = local
-        run["goodput_pct_local_capacity"] = 100.0 * run["goodput"] / local
-        capacity_before = after["throughput"]
-        print(
-            f"  {name}: server CPU {run['server_cpu_util']:.2f} of its core; generator CPU "
-            f"{run['generator_cpu_s']:.1f} s, {run['late_starts']} of {run['sent']} sends "
-            f"> 1 ms late"
-        )
-        print(
-            f"  {name}: capacity re-measured after the run {after['throughput']:.1f} req/s "
-            f"(goodput {run['goodput']:.1f} = {run['goodput_pct_local_capacity']:.1f} % of the "
-            f"local capacity {local:.1f})"
-        )
-    print()
-    print_table(runs)
-    for name, r in runs.items():
-        if "error" not in r:
-            series = " ".join(str(n) for n in r["goodput_per_second"])
-            print(f"goodput/s {name:<10} {series}")
-    one = {
-        "unloaded": base,
-        "capacity": {"closed_loop_1": cap1, "closed_loop_4": cap4, "capacity": capacity},
-        "goodput_threshold_ms": threshold_ms,
-        "variants": runs,
-    }
-    return one, ok
-
-
-def evaluate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Targets on the median round: the machine's speed drifts by tens of percent within a
-    minute here, so one round can land on a slow patch; every round is kept in the JSON."""
-    targets: dict[str, Any] = {}
-    guarded = [
-        r["variants"]["guarded"]
-        for r in rounds
-        if "error" not in r["variants"].get("guarded", {"error": 1})
-    ]
-    if guarded:
-        pct = [g["goodput_pct_local_capacity"] for g in guarded]
-        pct_start = [g["goodput_pct_capacity"] for g in guarded]
-        ratio = [
-            g["admitted_p99_ms"] / g["goodput_threshold_ms"]
-            for r in rounds
-            if (g := r["variants"].get("guarded")) and "error" not in g and g["admitted_p99_ms"]
+def print_summary(table: dict[str, Any]) -> None:
+    print("\nmedian over rounds: goodput % of effective capacity / admitted p99 ÷ its limit")
+    for wname, rows in table.items():
+        cells = [
+            f"{name} {row['goodput_pct']:.1f} % / ×{fmt(row['worst_p99_ratio_to_limit'], '.2f')}"
+            for name, row in rows.items()
         ]
-        med_pct = statistics.median(pct)
-        targets["guarded_goodput_ge_90pct_capacity"] = {
-            "value_pct": round(med_pct, 2),
-            "per_round_pct": [round(v, 2) for v in pct],
-            "per_round_pct_of_capacity_at_round_start": [round(v, 2) for v in pct_start],
-            "capacity": "mean of the capacity measured just before and just after the run",
-            "pass": med_pct >= 90.0,
-        }
-        med_ratio = statistics.median(ratio) if ratio else None
-        targets["guarded_admitted_p99_le_2x_unloaded_p99"] = {
-            "value_ratio_to_limit": None if med_ratio is None else round(med_ratio, 3),
-            "per_round": [
-                {"p99_ms": g["admitted_p99_ms"], "limit_ms": round(g["goodput_threshold_ms"], 3)}
-                for r in rounds
-                if (g := r["variants"].get("guarded")) and "error" not in g
-            ],
-            "pass": med_ratio is not None and med_ratio <= 1.0,
-        }
-    unguarded = [
-        g for r in rounds if "error" not in (g := r["variants"].get("unguarded", {"error": 1}))
-    ]
-    if unguarded:
-        pct = statistics.median(u["goodput_pct_capacity"] for u in unguarded)
-        targets["unguarded_collapse_informational"] = {
-            "goodput_pct_capacity": round(pct, 2),
-            "collapsed": pct < 50.0,
-        }
-    return targets
+        verdict = ""
+        if "guarded" in rows:
+            g = rows["guarded"]
+            ok = g["pass_goodput_ge_90pct"] and g["pass_p99_le_2x_unloaded"]
+            verdict = "  guard: " + ("PASS" if ok else "FAIL")
+        print(f"  {wname:<10} " + "; ".join(cells) + verdict)
+
+
+def report_medians(stored: list[dict[str, Any]], workloads: list[str]) -> None:
+    print("\nmedians over every stored full run (the figures the README reports):")
+    for wname in workloads:
+        for name in ("guarded", "semaphore", "uvicorn_limit"):
+            print_median(
+                f"  {wname} {name} goodput %",
+                stored,
+                lambda run, w=wname, n=name: run["summary"][w][n]["goodput_pct"],
+            )
+    # runs from before the workloads existed stored the constant workload's figure here
+    print_median(
+        "  constant guarded goodput %, runs of every version",
+        stored,
+        lambda run: (
+            run["summary"]["constant"]["guarded"]["goodput_pct"]
+            if "summary" in run
+            else run["targets"]["guarded_goodput_ge_90pct_capacity"]["value_pct"]
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=20.0, help="overload seconds")
+    parser.add_argument("--duration", type=float, default=12.0, help="overload seconds")
     parser.add_argument("--factor", type=float, default=3.0, help="offered load / capacity")
     parser.add_argument("--connections", type=int, default=256, help="generator connections")
     parser.add_argument("--work-ms", type=float, default=5.0, help="service time to calibrate")
-    parser.add_argument("--variants", default="unguarded,guarded", help="comma list")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; targets use the median")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 5 s of overload")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma list")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list")
+    parser.add_argument("--unguarded-on", default=",".join(UNGUARDED_ON), help="workloads")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds; targets use the median")
+    parser.add_argument("--tune-s", type=float, default=5.0, help="seconds per tuning run")
+    parser.add_argument("--seed", type=int, default=14, help="Poisson arrivals' seed")
+    parser.add_argument("--no-recapacity", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="smoke test: short runs, 1 round")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON result file")
     args = parser.parse_args(argv)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if any(v not in VARIANTS for v in variants):
+    args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
+    workloads = [v.strip() for v in args.workloads.split(",") if v.strip()]
+    args.unguarded_on = [v.strip() for v in args.unguarded_on.split(",") if v.strip()]
+    if any(v not in VARIANTS for v in args.variant_list):
         parser.error(f"variants must be among {', '.join(VARIANTS)}")
-    unloaded_s, capacity_s = 5.0, 3.0
+    if any(w not in WORKLOADS for w in workloads):
+        parser.error(f"workloads must be among {', '.join(WORKLOADS)}")
+    args.unloaded_s, args.capacity_s = 3.0, 2.0
+    grid = TUNING_GRID
     if args.quick:
-        args.duration, unloaded_s, capacity_s, args.rounds = 5.0, 3.0, 2.0, 1
+        args.duration, args.unloaded_s, args.capacity_s, args.rounds = 5.0, 2.0, 1.5, 1
+        args.tune_s, grid, args.no_recapacity = 3.0, QUICK_GRID, True
 
-    usable_cores = sorted(os.sched_getaffinity(0))
     pin, why = pinning()
-    print(f"overload_goodput: {', '.join(variants)}; pinning: {why}")
+    print(f"overload_goodput: {', '.join(args.variant_list)} on {', '.join(workloads)}; {why}")
     started = time.time()
-
-    # 1. calibrate on the server's core, then move this process to the load core
     if pin:
         os.sched_setaffinity(0, {SERVER_CORE})
     iters = calibrate_iters(args.work_ms)
@@ -713,13 +474,21 @@ def main(argv: list[str] | None = None) -> int:
     if pin:
         os.sched_setaffinity(0, {LOAD_CORE})
     print(f"calibration: {iters} PBKDF2 iterations ≈ {burn_ms:.2f} ms on core {SERVER_CORE}")
-
-    doc: dict[str, Any] = {
+    bench = Bench(args, iters, pin)
+    print("\ntuning the peers on the constant workload")
+    tuning = tune(bench, grid, args.tune_s)
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        print(f"\n— round {number} of {args.rounds}")
+        rounds.append(one_round(bench, workloads))
+    summary = evaluate(rounds, workloads, args.variant_list)
+    print_summary(summary)
+    doc = {
         "benchmark": "overload_goodput",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "machine": {
             "cores": os.cpu_count(),
-            "usable_cores": usable_cores,
+            "usable_cores": sorted(os.sched_getaffinity(0)),
             "cpu_model": cpu_model(),
             "kernel": platform.release(),
             "python": platform.python_version(),
@@ -733,42 +502,27 @@ def main(argv: list[str] | None = None) -> int:
             "factor": args.factor,
             "connections": args.connections,
             "timeout_s": 10.0,
-            "unloaded_s": unloaded_s,
-            "capacity_s": capacity_s,
+            "unloaded_s": args.unloaded_s,
+            "capacity_s": args.capacity_s,
+            "workloads": workloads,
+            "variants": args.variant_list,
+            "unguarded_on": args.unguarded_on,
+            "tuning_grid": grid,
+            "tune_s": args.tune_s,
             "server": "uvicorn --loop uvloop --http httptools --no-access-log, 1 worker",
-            "generator": "crisisctl.load: run_open / run_closed, and the engine's HttpClient "
-            "on its RateSchedule for the overload (per-response goodput), on uvloop",
         },
         "calibration": {"work_iters": iters, "burn_ms": round(burn_ms, 3)},
+        "tuning": tuning,
+        "rounds": rounds,
+        "summary": summary,
+        "wall_s": round(time.time() - started, 1),
     }
-    rounds: list[dict[str, Any]] = []
-    failed = False
-    for number in range(1, args.rounds + 1):
-        if args.rounds > 1:
-            print(f"\n— round {number} of {args.rounds}")
-        one, ok = one_round(args, variants, iters, pin, unloaded_s, capacity_s)
-        rounds.append(one)
-        failed = failed or not ok
-
-    targets = evaluate(rounds)
-    print()
-    for key, value in targets.items():
-        if "pass" in value:
-            print(f"target {key}: {'PASS' if value['pass'] else 'FAIL'}  {value}")
-        else:
-            print(f"{key}: {value}")
-
-    last = rounds[-1]
-    doc["unloaded"] = last["unloaded"]
-    doc["capacity"] = last["capacity"]
-    doc["goodput_threshold_ms"] = last["goodput_threshold_ms"]
-    runs = last["variants"]
-    doc["rounds"] = rounds
-    doc["variants"] = runs  # the last round, as before rounds existed
-    doc["targets"] = targets
-    doc["wall_s"] = round(time.time() - started, 1)
-    write_json(args.output, doc)
-    print(f"wrote {args.output}")
+    stored = append_run(args.output, doc, quick=args.quick)
+    print(f"appended this run to {args.output} ({len(stored)} stored); {doc['wall_s']:.0f} s")
+    report_medians(stored, workloads)
+    failed = any(
+        "error" in run for r in rounds for wl in r.values() for run in wl["variants"].values()
+    )
     return 1 if failed else 0
 
 

@@ -6,12 +6,27 @@ many arrive; extra requests wait in the pool's queue. The number of PBKDF2 itera
 from the environment variable ``CAPACITY_WORK_ITERS`` (so every variant of a benchmark does the
 same work), or is calibrated at import to take ``CAPACITY_WORK_MS`` (default 5) milliseconds.
 
+More workloads (issue 14, point 14), on the same one-worker pool:
+
+* ``GET /bimodal`` — a bimodal service time: 50 ms of CPU for 10 % of the requests, 1 ms for
+  the rest (a seeded random draw per request; mean 5.9 ms);
+* ``GET /a`` and ``GET /b`` — two routes: ``/a`` is ``/work``; ``/b`` waits on a dependency
+  of its own (a 4-thread pool, sleeping 5 ms), which turns slow (100 ms) when the process
+  receives SIGUSR1 (SIGUSR2 turns it back): the slow route neither uses the CPU worker nor
+  should cost ``/a`` anything.
+
+The number of PBKDF2 iterations stands for ``CAPACITY_WORK_MS`` milliseconds (default 5).
+
 Variants, selected by uvicorn import string (built lazily, so importing this module never
 imports the guard):
 
-* ``benchmarks.apps.capacity_app:unguarded_app`` — the bare Starlette app;
+* ``benchmarks.apps.capacity_app:unguarded_app`` — the bare Starlette app (also the app of
+  the ``uvicorn --limit-concurrency N`` peer);
 * ``benchmarks.apps.capacity_app:guarded_app`` — the same behind ``Guard(app)`` with the
-  default ``GuardConfig`` (adaptive concurrency limit and shedding queue on).
+  default ``GuardConfig`` (adaptive concurrency limit and shedding queue on);
+* ``benchmarks.apps.capacity_app:semaphore_app`` — the same behind `StaticLimit`, a static
+  semaphore tried without waiting: at most ``CAPACITY_SEMAPHORE_LIMIT`` requests in the app,
+  the others answered 503 at once (what a user writes instead of an adaptive limit).
 """
 
 from __future__ import annotations
@@ -19,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import random
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,10 +43,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 ENV_ITERS = "CAPACITY_WORK_ITERS"
 ENV_MS = "CAPACITY_WORK_MS"
+ENV_SEMAPHORE = "CAPACITY_SEMAPHORE_LIMIT"
+BIMODAL_FAST_MS, BIMODAL_SLOW_MS, BIMODAL_SLOW_SHARE = 1.0, 50.0, 0.1
+B_FAST_S, B_SLOW_S, B_THREADS = 0.005, 0.100, 4
 
 
 def burn(iters: int) -> bytes:
@@ -80,8 +100,70 @@ async def info(request: Request) -> Response:
     return PlainTextResponse(f"iters={WORK_ITERS}")
 
 
+WORK_MS = float(os.environ.get(ENV_MS, "5"))
+_bimodal_draw = random.Random(14)
+_b_executor = ThreadPoolExecutor(max_workers=B_THREADS, thread_name_prefix="capacity-b")
+_b_delay = [B_FAST_S]
+
+
+async def bimodal(request: Request) -> Response:
+    slow = _bimodal_draw.random() < BIMODAL_SLOW_SHARE
+    ms = BIMODAL_SLOW_MS if slow else BIMODAL_FAST_MS
+    iters = max(1, round(WORK_ITERS * ms / WORK_MS))
+    await asyncio.get_running_loop().run_in_executor(_executor, burn, iters)
+    return PlainTextResponse("done")
+
+
+async def route_b(request: Request) -> Response:
+    await asyncio.get_running_loop().run_in_executor(_b_executor, time.sleep, _b_delay[0])
+    return PlainTextResponse("done")
+
+
+def _turn_b(slow: bool) -> None:
+    _b_delay[0] = B_SLOW_S if slow else B_FAST_S
+
+
+signal.signal(signal.SIGUSR1, lambda *_: _turn_b(True))
+signal.signal(signal.SIGUSR2, lambda *_: _turn_b(False))
+
+
+class StaticLimit:
+    """A static semaphore tried without waiting: over `limit` requests in flight, 503 at once."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b"overloaded"})
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
 def make_unguarded() -> ASGIApp:
-    return Starlette(routes=[Route("/work", work), Route("/info", info)])
+    return Starlette(
+        routes=[
+            Route("/work", work),
+            Route("/info", info),
+            Route("/bimodal", bimodal),
+            Route("/a", work),
+            Route("/b", route_b),
+        ]
+    )
+
+
+def make_semaphore() -> ASGIApp:
+    return StaticLimit(make_unguarded(), int(os.environ.get(ENV_SEMAPHORE, "2")))
 
 
 def make_guarded() -> ASGIApp:
@@ -90,7 +172,11 @@ def make_guarded() -> ASGIApp:
     return Guard(make_unguarded())
 
 
-_FACTORIES = {"unguarded_app": make_unguarded, "guarded_app": make_guarded}
+_FACTORIES = {
+    "unguarded_app": make_unguarded,
+    "guarded_app": make_guarded,
+    "semaphore_app": make_semaphore,
+}
 _BUILT: dict[str, ASGIApp] = {}
 
 

@@ -20,7 +20,16 @@ Variants:
 * ``slowapi_app`` — slowapi's ``SlowAPIASGIMiddleware``, a default limit never reached,
   memory storage;
 * ``bare_fastapi_app`` — FastAPI, the same route;
-* ``instrumentator_app`` — the FastAPI app instrumented by prometheus-fastapi-instrumentator.
+* ``instrumentator_app`` — the FastAPI app instrumented by prometheus-fastapi-instrumentator;
+* ``realistic_bare_app``, ``realistic_guard_app``, ``realistic_slowapi_app`` — the realistic
+  app of `benchmarks/apps/realistic_app.py` (50 routes with path parameters, 1,000 clients
+  behind a trusted proxy, two stacked limits per client, RateLimit headers on), bare, behind
+  the guard configured as ``guard_app`` plus those limits and the trusted proxy, and behind
+  slowapi with the same limits, key (the client behind the proxy) and headers. Their load is
+  the cycle of `realistic_app.requests()` (`REALISTIC` names them);
+* ``realistic_guard_no_routes_app``, ``…_no_proxy_app``, ``…_one_limit_app``,
+  ``…_no_headers_app`` — the realistic guard with one part removed (route discovery, the
+  trusted proxy, the second limit, RateLimit headers): what each part costs.
 """
 
 from __future__ import annotations
@@ -171,6 +180,77 @@ def make_instrumentator() -> ASGIApp:
     return app
 
 
+def make_realistic_bare() -> ASGIApp:
+    from benchmarks.apps.realistic_app import build_app
+
+    return build_app()
+
+
+def _realistic_guard(**overrides: Any) -> ASGIApp:
+    from benchmarks.apps.realistic_app import LIMITS, TRUSTED_PROXY, build_app
+
+    from crisisctl.guard import ConcurrencyConfig, Guard, GuardConfig
+
+    fields: dict[str, Any] = {
+        "rate_limit": LIMITS,
+        "trusted_proxies": (TRUSTED_PROXY,),
+        "rate_limit_headers": True,
+        "timeout_s": 30.0,
+        "concurrency": ConcurrencyConfig(mode="adaptive", limit=512, min_limit=256, max_limit=4096),
+    }
+    fields.update(overrides)
+    return Guard(build_app(), GuardConfig(**fields))
+
+
+def make_realistic_guard() -> ASGIApp:
+    return _realistic_guard()
+
+
+def make_realistic_guard_no_routes() -> ASGIApp:
+    """The realistic guard without route discovery (no per-route labels)."""
+    return _realistic_guard(discover_routes=False)
+
+
+def make_realistic_guard_no_proxy() -> ASGIApp:
+    """The realistic guard not trusting the proxy: one client key (the proxy's address)."""
+    return _realistic_guard(trusted_proxies=())
+
+
+def make_realistic_guard_one_limit() -> ASGIApp:
+    """The realistic guard with one per-client limit instead of two."""
+    from benchmarks.apps.realistic_app import LIMITS
+
+    return _realistic_guard(rate_limit=LIMITS.split(";")[0])
+
+
+def make_realistic_guard_no_headers() -> ASGIApp:
+    """The realistic guard without RateLimit headers on successful responses."""
+    return _realistic_guard(rate_limit_headers=False)
+
+
+def make_realistic_slowapi() -> ASGIApp:
+    from benchmarks.apps.realistic_app import LIMITS, build_app, client_key
+    from slowapi import Limiter, _rate_limit_exceeded_handler
+    from slowapi.errors import RateLimitExceeded
+    from slowapi.middleware import SlowAPIASGIMiddleware
+
+    def key(request: Request) -> str:
+        peer = request.client.host if request.client else ""
+        return client_key({"x-forwarded-for": request.headers.get("x-forwarded-for", "")}, peer)
+
+    app = build_app()
+    app.state.limiter = Limiter(
+        key_func=key,
+        default_limits=[LIMITS],
+        storage_uri="memory://",
+        strategy="fixed-window",
+        headers_enabled=True,
+    )
+    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)
+    app.add_middleware(SlowAPIASGIMiddleware)
+    return app
+
+
 #: variant name -> (module attribute, factory, the bare baseline it is compared with)
 VARIANTS: dict[str, tuple[str, Callable[[], ASGIApp], str]] = {
     "bare": ("bare_app", make_bare, "bare"),
@@ -190,7 +270,33 @@ VARIANTS: dict[str, tuple[str, Callable[[], ASGIApp], str]] = {
     "slowapi": ("slowapi_app", make_slowapi, "bare"),
     "bare_fastapi": ("bare_fastapi_app", make_bare_fastapi, "bare_fastapi"),
     "instrumentator": ("instrumentator_app", make_instrumentator, "bare_fastapi"),
+    "realistic_bare": ("realistic_bare_app", make_realistic_bare, "realistic_bare"),
+    "realistic_guard": ("realistic_guard_app", make_realistic_guard, "realistic_bare"),
+    "realistic_slowapi": ("realistic_slowapi_app", make_realistic_slowapi, "realistic_bare"),
+    # one part of the realistic guard removed at a time: what each part costs
+    "realistic_guard_no_routes": (
+        "realistic_guard_no_routes_app",
+        make_realistic_guard_no_routes,
+        "realistic_bare",
+    ),
+    "realistic_guard_no_proxy": (
+        "realistic_guard_no_proxy_app",
+        make_realistic_guard_no_proxy,
+        "realistic_bare",
+    ),
+    "realistic_guard_one_limit": (
+        "realistic_guard_one_limit_app",
+        make_realistic_guard_one_limit,
+        "realistic_bare",
+    ),
+    "realistic_guard_no_headers": (
+        "realistic_guard_no_headers_app",
+        make_realistic_guard_no_headers,
+        "realistic_bare",
+    ),
 }
+#: the variants loaded with the realistic app's requests (50 routes, 1,000 clients)
+REALISTIC = frozenset(name for name in VARIANTS if name.startswith("realistic_"))
 
 #: environment a variant's server runs with (the same app object, another configuration)
 VARIANT_ENV: dict[str, dict[str, str]] = {"guard_pure": {"CRISISCTL_PURE_PYTHON": "1"}}

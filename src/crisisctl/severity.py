@@ -15,6 +15,19 @@ observed p95 ÷ target; the worst signal wins:
 * P3 — factor > 1× or error rate ≥ 1 %;
 * OK — within target and error rate < 1 %.
 
+Against a baseline the reference is itself a measurement, with a spread of its own: a healthy
+service measured twice never gives the same p95. The caller then passes the factor's
+`FactorInterval` (a confidence interval, e.g. 95 %, computed from the baseline's samples: see
+``crisisctl.probe.spread``) and latency is graded only when the degradation is *significant*:
+
+* interval's low end > 1× (P3's bound): graded on the point factor with the table above, so the
+  interval decides *whether* the service is slower, the factor decides *how much*;
+* interval reaching 1× or below: OK ("within the baseline's spread"), whatever the point
+  factor — even 1.6× measured on a handful of noisy samples is not evidence of a slowdown.
+
+A target (``--target-ms``) is a requirement, not an estimate: it has no interval and any factor
+above 1× counts, as in the table.
+
 Everything here is a pure function of its arguments: no I/O, no clock, no printing.
 """
 
@@ -178,6 +191,41 @@ _DEFAULT_UNAVAILABLE: Final = "health check failed or connection refused"
 
 
 @dataclass(frozen=True, slots=True)
+class FactorInterval:
+    """A confidence interval of the degradation factor: `low`..`high` at `confidence` (0.95).
+
+    Only a factor measured against a noisy reference (a baseline) has one; `significant` says
+    whether it shows a slowdown at all (its low end above P3's bound of 1×).
+    """
+
+    low: float
+    high: float
+    confidence: float
+
+    def __post_init__(self) -> None:
+        _require_latency("interval low end", self.low)
+        _require_latency("interval high end", self.high)
+        if self.low > self.high:
+            raise ValueError(f"interval low end {self.low!r} is above its high end {self.high!r}")
+        if not 0.0 < self.confidence < 1.0:  # also rejects NaN
+            raise ValueError(f"confidence must be between 0 and 1, got {self.confidence!r}")
+
+    @property
+    def significant(self) -> bool:
+        """Whether the whole interval lies above 1× (the reference's own spread is exceeded)."""
+        return LATENCY_FACTOR_THRESHOLDS[-1].reached(self.low)
+
+    def describe(self) -> str:
+        """ "95 % CI 0.94-1.31×"."""
+        level = _fmt(self.confidence * 100, 1)
+        return f"{level} % CI {_fmt(self.low, 2)}-{_fmt(self.high, 2)}×"
+
+    def as_dict(self) -> dict[str, float]:
+        """JSON-able form: {"low", "high", "confidence"}."""
+        return {"low": self.low, "high": self.high, "confidence": self.confidence}
+
+
+@dataclass(frozen=True, slots=True)
 class Reason:
     """Why one signal got its severity, in one human sentence with the numbers."""
 
@@ -203,7 +251,8 @@ class Verdict:
     """The overall severity (the worst signal) and every reason, worst first.
 
     `available` is what the caller reported about reachability; an error rate ≥ 50 % makes
-    the verdict P0 through the "errors" reason without changing it.
+    the verdict P0 through the "errors" reason without changing it. `factor_interval` is the
+    degradation factor's confidence interval when the reference was a baseline with a spread.
     """
 
     severity: Severity
@@ -211,6 +260,7 @@ class Verdict:
     degradation_factor: float | None
     error_rate: float | None
     available: bool
+    factor_interval: FactorInterval | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form with snake_case keys; severity as "P0".."OK"."""
@@ -221,6 +271,9 @@ class Verdict:
             "escalation": self.severity.escalation,
             "business_impact": self.severity.business_impact,
             "degradation_factor": self.degradation_factor,
+            "degradation_factor_interval": (
+                self.factor_interval.as_dict() if self.factor_interval else None
+            ),
             "error_rate": self.error_rate,
             "available": self.available,
             "reasons": [reason.as_dict() for reason in self.reasons],
@@ -286,9 +339,14 @@ def degradation_factor(observed_ms: float, reference_ms: float) -> float:
     return observed_ms / reference_ms
 
 
-def severity_for_factor(factor: float) -> Severity:
-    """Severity of a latency degradation factor alone (LATENCY_FACTOR_THRESHOLDS)."""
+def severity_for_factor(factor: float, interval: FactorInterval | None = None) -> Severity:
+    """Severity of a latency degradation factor alone (LATENCY_FACTOR_THRESHOLDS).
+
+    With an `interval` (a baseline's spread), OK unless the interval is `significant`.
+    """
     _require_latency("degradation factor", factor)
+    if interval is not None and not interval.significant:
+        return Severity.OK
     row = _grade(factor, LATENCY_FACTOR_THRESHOLDS)
     return row.severity if row else Severity.OK
 
@@ -316,7 +374,11 @@ def breach_severity(duration_ms: float, threshold_ms: float) -> str:
 
 
 def _latency_reason(
-    p95_ms: float | None, target_ms: float | None, reference: str, available: bool
+    p95_ms: float | None,
+    target_ms: float | None,
+    reference: str,
+    available: bool,
+    interval: FactorInterval | None,
 ) -> tuple[Reason, float | None]:
     if p95_ms is None:
         why = "the service is unavailable" if not available else "no requests were measured"
@@ -331,12 +393,16 @@ def _latency_reason(
     factor = degradation_factor(p95_ms, target_ms)
     shown = _fmt_near(factor, 2, LATENCY_FACTOR_THRESHOLDS, 1.0)
     head = f"p95 latency {_fmt_ms(p95_ms)} ms is {shown}× the {_fmt_ms(target_ms)} ms {reference}"
+    ok_bound = LATENCY_FACTOR_THRESHOLDS[-1].bound
+    if interval is not None and not interval.significant:
+        message = f"{head} ({interval.describe()}): within the {reference}'s spread (OK)"
+        return Reason(SIGNAL_LATENCY, Severity.OK, message, factor, ok_bound), factor
+    spread = f"{interval.describe()}, " if interval is not None else ""
     row = _grade(factor, LATENCY_FACTOR_THRESHOLDS)
     if row is None:
-        ok_bound = LATENCY_FACTOR_THRESHOLDS[-1].bound
-        message = f"{head} (≤ {_fmt(ok_bound, 2)}×: OK)"
+        message = f"{head} ({spread}≤ {_fmt(ok_bound, 2)}×: OK)"
         return Reason(SIGNAL_LATENCY, Severity.OK, message, factor, ok_bound), factor
-    message = f"{head} ({row.operator} {_fmt(row.bound, 2)}×: {row.severity.name})"
+    message = f"{head} ({spread}{row.operator} {_fmt(row.bound, 2)}×: {row.severity.name})"
     return Reason(SIGNAL_LATENCY, row.severity, message, factor, row.bound), factor
 
 
@@ -370,11 +436,15 @@ def classify(
     available: bool = True,
     unavailable_reason: str | None = None,
     reference: str = "target",
+    factor_interval: FactorInterval | None = None,
 ) -> Verdict:
     """Grade a service from its p95 latency, target, error rate and availability.
 
     `target_ms` is the latency target, or the baseline p95 when comparing against a healthy
-    run (pass reference="baseline" so messages say so). The verdict holds an "availability"
+    run (pass reference="baseline" so messages say so). `factor_interval`, the degradation
+    factor's confidence interval from the baseline's spread, makes latency count only when it
+    is significant (see the module docstring); it is ignored without a p95 and a target.
+    The verdict holds an "availability"
     reason, a "latency" reason (or "no_data" when p95 or the target is missing, which never
     raises severity) and an "errors" reason when `error_rate` (0..1) is given; the worst wins.
     Raises ValueError on a negative or non-finite latency, a target ≤ 0 or an error rate
@@ -388,7 +458,7 @@ def classify(
         _require_rate("error rate", error_rate)
 
     reasons = [_availability_reason(available, unavailable_reason)]
-    latency, factor = _latency_reason(p95_ms, target_ms, reference, available)
+    latency, factor = _latency_reason(p95_ms, target_ms, reference, available, factor_interval)
     reasons.append(latency)
     if error_rate is not None:
         reasons.append(_error_reason(error_rate))
@@ -399,6 +469,7 @@ def classify(
         degradation_factor=factor,
         error_rate=error_rate,
         available=available,
+        factor_interval=factor_interval if factor is not None else None,
     )
 
 
@@ -411,6 +482,7 @@ __all__ = [
     "SIGNAL_ERRORS",
     "SIGNAL_LATENCY",
     "SIGNAL_NO_DATA",
+    "FactorInterval",
     "Reason",
     "Severity",
     "Threshold",

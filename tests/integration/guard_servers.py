@@ -42,6 +42,8 @@ def free_port() -> int:
 class GuardServer:
     config: dict[str, Any]
     env: dict[str, str] = field(default_factory=dict)
+    #: uvicorn --workers (processes sharing the port)
+    workers: int = 1
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
@@ -62,7 +64,7 @@ class GuardServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "guard_apps:app", "--app-dir", str(APP_DIR),
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
-             "--no-proxy-headers", "--no-access-log"],
+             "--no-proxy-headers", "--no-access-log", "--workers", str(self.workers)],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

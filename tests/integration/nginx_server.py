@@ -7,11 +7,18 @@
 any other app) in a uvicorn subprocess on 127.0.0.1 and a free port. `nginx_proxy` writes its
 own nginx.conf into a temporary prefix directory (pid file, error log, temp paths all inside
 it), runs ``nginx -p DIR -c nginx.conf -e error.log`` in the foreground (``daemon off``, one
-process: ``master_process off``) listening on 127.0.0.1:<free port>, and proxies to the app; under
-``/api/`` it applies ``limit_req`` (answering 429 via ``limit_req_status``), everything else
-passes unlimited. Both are killed on exit. The nginx binary comes from Debian's package, which
-``make test`` installs (scripts/ensure-system-packages.sh nginx); without it `nginx_binary`
-raises with what to run.
+process: ``master_process off``) listening on 127.0.0.1:<free port>, and proxies to the app:
+
+- ``/api/…``    ``limit_req`` (a rate limit) answering 429 (``limit_req_status``);
+- ``/rate503/…`` the same kind of rate limit (its own zone) answering nginx's default 503, the
+  app's path without the prefix (``/rate503/slow`` → ``/slow``);
+- ``/conn/…``   ``limit_conn`` (at most `NGINX_CONNECTIONS` requests of a client at once: a
+  concurrency limit) answering its default 503, the app's path without the prefix;
+- everything else passes unlimited.
+
+Both are killed on exit. The nginx binary comes from Debian's package, which ``make test``
+installs (scripts/ensure-system-packages.sh nginx); without it `nginx_binary` raises with what
+to run.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ STARTUP_S = 10.0
 #: nginx's limit under /api/: 20 requests/s per client address, 10 more as a burst
 NGINX_RATE = "20r/s"
 NGINX_BURST = 10
+#: nginx's concurrency limit under /conn/: requests of one client address at once
+NGINX_CONNECTIONS = 4
 
 
 # -- the bare app ----------------------------------------------------------------------------
@@ -165,7 +174,7 @@ def nginx_binary() -> str:
 
 
 def nginx_conf(prefix: Path, port: int, upstream_port: int) -> str:
-    """A self-contained nginx.conf: everything under `prefix`, loopback only, limit_req on /api/."""
+    """A self-contained nginx.conf: everything under `prefix`, loopback only, the limits above."""
     temp = {name: prefix / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
     for path in temp.values():
         path.mkdir(exist_ok=True)
@@ -184,7 +193,8 @@ http {{
     uwsgi_temp_path {temp["uwsgi"]};
     scgi_temp_path {temp["scgi"]};
     limit_req_zone $binary_remote_addr zone=per_client:1m rate={NGINX_RATE};
-    limit_req_status 429;
+    limit_req_zone $binary_remote_addr zone=per_client_503:1m rate={NGINX_RATE};
+    limit_conn_zone $binary_remote_addr zone=at_once:1m;
     upstream app {{
         server 127.0.0.1:{upstream_port};
         keepalive 16;
@@ -196,7 +206,16 @@ http {{
         proxy_set_header Host $host;
         location /api/ {{
             limit_req zone=per_client burst={NGINX_BURST} nodelay;
+            limit_req_status 429;
             proxy_pass http://app;
+        }}
+        location /rate503/ {{
+            limit_req zone=per_client_503 burst={NGINX_BURST} nodelay;
+            proxy_pass http://app/;
+        }}
+        location /conn/ {{
+            limit_conn at_once {NGINX_CONNECTIONS};
+            proxy_pass http://app/;
         }}
         location / {{
             proxy_pass http://app;

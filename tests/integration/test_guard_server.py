@@ -139,7 +139,7 @@ def namespace(redis_url: str) -> Iterator[str]:
     yield ns
     cleaner = redis.Redis.from_url(redis_url, socket_timeout=2.0)
     try:
-        keys = list(cleaner.scan_iter(match=f"crisisctl:rl:*{ns}*", count=1000))
+        keys = list(cleaner.scan_iter(match=f"*crisisctl:rl:*{ns}*", count=1000))
         if keys:
             cleaner.delete(*keys)
     finally:

@@ -34,7 +34,7 @@ SEEN: dict[str, Any] = {}
 
 
 def reset() -> None:
-    SEEN.update(logins=0, ids=[], bodies=[], unauthorized=0, requests=0)
+    SEEN.update(logins=0, ids=[], bodies=[], unauthorized=0, requests=0, stamps=[])
 
 
 reset()
@@ -85,6 +85,11 @@ async def slow(request: Request) -> Response:
     return PlainTextResponse("slow")
 
 
+async def stamp(request: Request) -> Response:
+    SEEN["stamps"].append(time.monotonic())  # when each request arrived
+    return PlainTextResponse("ok")
+
+
 async def hello(request: Request) -> Response:
     SEEN["requests"] += 1
     return PlainTextResponse("hello")
@@ -97,6 +102,7 @@ APP = Starlette(
         Route("/api/orders", orders, methods=["POST"]),
         Route("/fail", fail),
         Route("/slow", slow),
+        Route("/stamp", stamp),
         Route("/", hello),
     ]
 )
@@ -202,7 +208,7 @@ def test_open_scenario_with_login_weights_and_templates(server: AppServer, tmp_p
     assert [b["contact"] for b in bodies[:4]] == ["a@x.test", "b@x.test"] * 2  # sequential
     assert {t["expression"]: t["passed"] for t in report["thresholds"]} == {
         "error_rate < 1%": True, "checks > 99%": True, "requests >= 180": True,
-        "p95 < 2s": True,
+        "p95 < 2s": True, "dropped_rate < 1%": True,  # the open model's default one, last
     }  # fmt: skip
     parser = HTMLParser()
     parser.feed(html.read_text())  # parses; the structure is checked in the unit tests
@@ -261,7 +267,8 @@ thresholds:
     verdicts = {t["expression"]: t for t in report["thresholds"]}
     assert verdicts["error_rate < 1%"]["aborted_run"] and not verdicts["error_rate < 1%"]["passed"]
     assert verdicts["p99 < 10s"]["passed"]
-    assert "1 of 2 thresholds failed: error_rate < 1%" in " ".join(result.stderr.split())
+    assert verdicts["dropped_rate < 1%"]["default"]  # stopped early: nothing was dropped
+    assert "1 of 3 thresholds failed: error_rate < 1%" in " ".join(result.stderr.split())
 
 
 def test_quick_form_with_headers_body_stages_and_thresholds(server: AppServer) -> None:
@@ -281,7 +288,7 @@ def test_quick_form_with_headers_body_stages_and_thresholds(server: AppServer) -
         "201": report["requests"]
     }
     assert SEEN["bodies"][0] == {"qty": 2} and SEEN["unauthorized"] == 0
-    assert [t["passed"] for t in report["thresholds"]] == [True, False]
+    assert [t["passed"] for t in report["thresholds"]] == [True, False, True]
     assert report["config"]["source"] == "command line"
     assert "rps > 1000000" in " ".join(result.stderr.split())
 

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
 import socket
-import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 import redis.asyncio
+from redis_services import (
+    REDIS_URL,
+    RedisServer,
+    delete_prefix,
+    free_port,
+    require_redis,
+    unique_prefix,
+)
 
 from crisisctl.guard.config import parse_limits
 from crisisctl.guard.ratelimit import Decision, MemoryRateLimiter, RateLimitPolicy
@@ -33,39 +36,22 @@ from crisisctl.guard.redis_store import (
 
 pytestmark = pytest.mark.redis
 
-REDIS_URL = os.environ.get("CRISISCTL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TIMEOUT_S = 0.5
 LOGGER = "crisisctl.guard"
 
 
 @pytest.fixture(scope="module")
 def redis_url() -> str:
-    """The test server's URL; skips the test when nothing answers there."""
-    probe = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1.0, socket_timeout=1.0)
-    try:
-        probe.ping()
-    except (redis.RedisError, OSError) as exc:
-        pytest.skip(
-            f"Redis not reachable at {mask_url(REDIS_URL)} ({exc}); start it "
-            "(make services) or set CRISISCTL_TEST_REDIS_URL"
-        )
-    finally:
-        probe.close()
-    return REDIS_URL
+    """The test server's URL; the test fails, saying what to do, when nothing answers there."""
+    return require_redis(REDIS_URL)
 
 
 @pytest.fixture
 def prefix(redis_url: str) -> Iterator[str]:
     """A key prefix unique to the test; its keys are deleted afterwards."""
-    value = f"crisisctl-test:{uuid.uuid4().hex}"
+    value = unique_prefix()
     yield value
-    cleaner = redis.Redis.from_url(redis_url, socket_timeout=2.0)
-    try:
-        keys = list(cleaner.scan_iter(match=f"{value}:*", count=1000))
-        if keys:
-            cleaner.delete(*keys)
-    finally:
-        cleaner.close()
+    delete_prefix(redis_url, value)
 
 
 @pytest.fixture
@@ -258,13 +244,6 @@ async def test_sliding_window_stacked_limits(client: redis.asyncio.Redis, prefix
 # -------------------------------------------------------------------------- outage & recovery
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING]
 
@@ -275,7 +254,7 @@ def _infos(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 async def test_unreachable_redis_falls_back_to_memory(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
-    url = f"redis://:hunter2@127.0.0.1:{_free_port()}/0"  # nothing listens there
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"  # nothing listens there
     client = make_redis_client(url, 0.2)
     health = StorageHealth(url, retry_interval_s=0.25)
     try:
@@ -326,58 +305,11 @@ async def test_unreachable_redis_falls_back_to_memory(caplog: pytest.LogCaptureF
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (needed to simulate an outage)")
-    server = RedisServer(binary, _free_port(), tmp_path)
+    server = RedisServer(tmp_path)
     try:
         yield server
     finally:
         server.stop()
-
-
-class RedisServer:
-    """A throw-away redis-server process that can be killed and restarted on the same port."""
-
-    def __init__(self, binary: str, port: int, workdir: Path) -> None:
-        self.binary = binary
-        self.port = port
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--daemonize", "no",
-                "--dir", str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 5.0
-        while True:
-            probe = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.2)
-            try:
-                if probe.ping():
-                    return
-            except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.02)
-            finally:
-                probe.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=5)
-        self.process = None
 
 
 async def test_outage_and_recovery_with_a_real_server(

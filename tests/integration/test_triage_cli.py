@@ -146,6 +146,10 @@ def test_baseline_lifecycle_on_sqlite(sick: str, db_url: str) -> None:
         "/x2",
         "--samples",
         "6",
+        "--rounds",
+        "2",
+        "--every",
+        "0s",
         "--db",
         db_url,
         "--json",
@@ -154,6 +158,9 @@ def test_baseline_lifecycle_on_sqlite(sick: str, db_url: str) -> None:
     assert code == 0 and saved["expired"] is False
     ops = saved["operations"]
     assert set(ops) == {"GET /ok", "GET /x2"}
+    # every round's latencies are kept: triage takes the baseline's spread from them
+    assert saved["profile"]["rounds"] == 2 and saved["rounds"] == 2
+    assert [len(r) for r in saved["profile"]["operations"]["GET /ok"]["rounds_ms"]] == [6, 6]
     code, listed = _json(["baseline", "list", "--db", db_url, "--json"])
     assert [b["name"] for b in listed] == ["api"]
     code, shown = _json(["baseline", "show", "api", "--db", db_url, "--json"])
@@ -168,6 +175,10 @@ def test_baseline_lifecycle_on_sqlite(sick: str, db_url: str) -> None:
     assert ref["kind"] == "baseline" and ref["expired"] is False
     assert set(ref["per_operation"]) == {"GET /ok", "GET /x2"}
     assert isinstance(report["degradation_factor"], float)
+    assert {op["spread"] for op in ref["per_operation"].values()} == {"baseline"}
+    interval = report["degradation_factor_interval"]
+    assert interval["low"] <= report["degradation_factor"] <= interval["high"]
+    assert interval["confidence"] == pytest.approx(0.995)  # 99 % shared by two operations
 
     assert runner.invoke(app, ["baseline", "delete", "api", "--db", db_url]).exit_code == 0
     gone = runner.invoke(app, ["baseline", "show", "api", "--db", db_url])
@@ -186,6 +197,26 @@ def test_slower_than_baseline_and_expired_warning(sick: str, db_url: str) -> Non
     assert report["reference"]["expired"] is True
     assert any("expired" in w for w in report["warnings"])
     assert "baseline" in report["reasons"][0]["message"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_baseline_saved_without_samples_still_judges_with_the_runs_spread(
+    sick: str, db_url: str, backend: str
+) -> None:
+    """Profiles stored before the rounds (version 1, no samples) load and fall back clearly."""
+    url = db_url if backend == "sqlite" else PG_URL
+    name = f"old-{uuid.uuid4().hex[:8]}"
+    old = {"version": 1, "operations": {"GET /ok": {"method": "GET", "path": "/ok",
+                                                     "count": 20, "p95": 25.0}}}  # fmt: skip
+    save_baseline(open_database(url), name=name, url=sick, profile=old)
+    try:
+        code, report = _json(["triage", f"{sick}/ok", "--baseline", name, "--db", url, "--json"])
+    finally:
+        runner.invoke(app, ["baseline", "delete", name, "--db", url])
+    assert code == 0
+    assert report["reference"]["per_operation"]["GET /ok"]["spread"] == "run"
+    assert report["degradation_factor_interval"] is not None
+    assert any("kept no latency samples" in w and "save it again" in w for w in report["warnings"])
 
 
 def test_unhealthy_service_cannot_become_a_baseline(sick: str, db_url: str) -> None:
@@ -218,6 +249,10 @@ def test_baseline_round_trip_on_postgresql(sick: str) -> None:
             f"{sick}/ok",
             "--samples",
             "4",
+            "--rounds",
+            "2",
+            "--every",
+            "0s",
             "--valid-for",
             "2h",
             "--db",
@@ -228,6 +263,7 @@ def test_baseline_round_trip_on_postgresql(sick: str) -> None:
     assert code == 0 and saved["name"] == name
     stored = get_baseline(open_database(PG_URL), name)
     assert stored is not None and "GET /ok" in stored.profile["operations"]
+    assert len(stored.profile["operations"]["GET /ok"]["rounds_ms"]) == 2
     assert stored.expires_at - stored.created_at == timedelta(hours=2)
     result = runner.invoke(app, ["baseline", "delete", name, "--db", PG_URL])
     assert result.exit_code == 0
@@ -273,3 +309,20 @@ def test_incident_not_opened_when_ok(sick: str, db_url: str) -> None:
     )
     assert code == 0 and report["severity"] == "OK"
     assert report["incident"] == {"opened": False, "reason": "severity OK: no incident opened"}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--rounds", "0"], "--rounds must be between 1 and 50"),
+        (["--every", "soon"], "--every: 'soon' is not a duration"),
+        (["--every", "20m"], "--every must be between 0 s and 600 s"),
+    ],
+)
+def test_baseline_save_rejects_bad_rounds_with_one_sentence(
+    args: list[str], needle: str, db_url: str
+) -> None:
+    result = runner.invoke(app, ["baseline", "save", "x", "http://127.0.0.1:1/", *args,
+                                 "--db", db_url])  # fmt: skip
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.count("error:") == 1 and needle in " ".join(result.stderr.split())

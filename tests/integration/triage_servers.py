@@ -2,7 +2,10 @@
 
 * `sick_server()` — uvicorn (subprocess) serving `create_app()`: ``/health`` and one route per
   behaviour: ``/ok`` (20 ms), ``/x2`` ``/x5`` ``/x20`` (2, 5, 20 × the 100 ms `BASE_MS`),
-  ``/err15`` and ``/err60`` (exactly 3 resp. 12 of every 20 requests answer 500). With
+  ``/err15`` and ``/err60`` (exactly 3 resp. 12 of every 20 requests answer 500), and
+  ``/tunable`` (a median of `TUNABLE_MS`, 20 ms, varying from request to request as a real
+  service's work does: times a log-normal factor of σ `TUNABLE_SIGMA`; ``POST
+  /_test/delay?ms=N&sigma=S`` changes both: the same operation turning slow). With
   ``guard={...}`` the app is wrapped in the crisisctl guard configured with those fields.
 * `raw_server(kind)` — a raw asyncio server in a thread: "hang" (reads the request, never
   answers), "reset" (half a response, then a TCP reset), "garbage" (bytes that are not HTTP).
@@ -15,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import socket
 import struct
 import subprocess
@@ -34,6 +38,8 @@ from starlette.routing import Route
 
 APP_DIR = Path(__file__).resolve().parent
 BASE_MS = 100.0
+TUNABLE_MS = 20.0
+TUNABLE_SIGMA = 0.3
 STARTUP_S = 15.0
 #: route -> (delay in ms, how many of every 20 requests fail with 500)
 BEHAVIOURS: dict[str, tuple[float, int]] = {
@@ -64,7 +70,22 @@ def create_app() -> Any:
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")
 
-    routes = [Route("/health", health)]
+    tunable = {"ms": TUNABLE_MS, "sigma": TUNABLE_SIGMA}
+
+    async def tunable_work(request: Request) -> Response:
+        await asyncio.sleep(tunable["ms"] * random.lognormvariate(0.0, tunable["sigma"]) / 1000)
+        return PlainTextResponse("ok")
+
+    async def set_delay(request: Request) -> Response:
+        tunable["ms"] = float(request.query_params["ms"])
+        tunable["sigma"] = float(request.query_params.get("sigma", TUNABLE_SIGMA))
+        return PlainTextResponse("ok")
+
+    routes = [
+        Route("/health", health),
+        Route("/tunable", tunable_work),
+        Route("/_test/delay", set_delay, methods=["POST"]),
+    ]
     routes += [
         Route(p, handler(p, d, f), methods=["GET", "POST"]) for p, (d, f) in BEHAVIOURS.items()
     ]

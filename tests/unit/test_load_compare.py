@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from crisisctl.cli.main import app
-from crisisctl.load.compare import ReportError, compare_reports, improvement, load_report
+from crisisctl.load.compare import (
+    ReportError,
+    compare_reports,
+    dropped_pct,
+    improvement,
+    load_report,
+    mismatch_sentence,
+    mismatches,
+)
 
 runner = CliRunner()
 
@@ -128,3 +136,81 @@ def test_cli_bad_files_exit_2(tmp_path: Path, content: object, message: str) -> 
     assert result.stderr.count("error:") == 1
     with pytest.raises(ReportError):
         load_report(bad)
+
+
+# -- runs of different tests and dropped arrivals ----------------------------------------------
+def run_report(**fields: Any) -> dict[str, Any]:
+    data = report(10, 20, 30, 40, 0.0, 100)
+    data.update(
+        url="http://127.0.0.1:8000/api", model="open", target_rate=100.0, users=0,
+        duration_s=30.0, planned_duration_s=30.0, arrival="constant", requests=3000,
+        dropped=0, scheduled=3000, dropped_rate=0.0,
+        operations={"GET /api": dict(report(10, 20, 30, 40, 0.0, 100), method="GET")},
+    )  # fmt: skip
+    data.update(fields)
+    return data
+
+
+def test_runs_of_the_same_test_match() -> None:
+    assert mismatches(run_report(), run_report(target_rate=100.0 + 1e-9)) == []
+    # a run stopped early is still a run of the same test (its planned duration is the same)
+    assert mismatches(run_report(), run_report(duration_s=12.5)) == []
+
+
+def test_every_difference_is_named() -> None:
+    before = run_report()
+    after = run_report(
+        url="http://127.0.0.1:8001/api", target_rate=200.0, duration_s=60.0,
+        planned_duration_s=60.0, arrival="poisson",
+        operations={"POST /api": dict(report(1, 2, 3, 4, 0.0, 1), method="POST")},
+    )  # fmt: skip
+    found = mismatches(before, after)
+    assert [m.field for m in found] == ["URL", "method", "rate", "duration", "arrivals"]
+    closed = run_report(model="closed", users=10, target_rate=0.0)
+    assert [m.field for m in mismatches(before, closed)] == ["model"]
+    assert [m.phrase() for m in mismatches(closed, run_report(model="closed", users=20))] == [
+        "users (10 vs 20)"
+    ]
+    sentence = mismatch_sentence(mismatches(run_report(), run_report(
+        target_rate=200.0, planned_duration_s=60.0, duration_s=60.0,
+    )))  # fmt: skip
+    assert sentence == (
+        "the runs differ in rate (100/s vs 200/s) and duration (30 s vs 60 s); compare runs "
+        "of the same test or pass --allow-mismatch."
+    )
+
+
+def test_cli_refuses_runs_of_different_tests_unless_allowed(tmp_path: Path) -> None:
+    before = write(tmp_path / "before.json", run_report())
+    after = write(tmp_path / "after.json", run_report(target_rate=200.0, method="x"))
+    result = runner.invoke(app, ["compare", str(before), str(after)])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert message == (
+        "error: the runs differ in rate (100/s vs 200/s); compare runs of the same test or "
+        "pass --allow-mismatch."
+    )
+    allowed = runner.invoke(app, ["compare", str(before), str(after), "--allow-mismatch"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "compared anyway" in allowed.stdout and "rate (100/s vs 200/s)" in allowed.stdout
+    as_json = runner.invoke(app, ["compare", str(before), str(after), "--allow-mismatch", "--json"])
+    data = json.loads(as_json.stdout)
+    assert data["mismatches"] == [{"field": "rate", "before": "100/s", "after": "200/s"}]
+
+
+def test_dropped_arrivals_are_compared_and_flagged(tmp_path: Path) -> None:
+    before = run_report(requests=2400, dropped=600, scheduled=3000, dropped_rate=0.2)
+    after = run_report()
+    whole = {r.figure: r for r in compare_reports(before, after) if r.scope is None}
+    assert whole["dropped_rate"].before == pytest.approx(20.0) and whole["dropped_rate"].after == 0
+    assert whole["dropped_rate"].improvement_pct == 100.0
+    # reports written before dropped_rate existed: from dropped and requests
+    old = {k: v for k, v in before.items() if k not in ("dropped_rate", "scheduled")}
+    assert dropped_pct(old) == pytest.approx(20.0)
+    paths = write(tmp_path / "b.json", before), write(tmp_path / "a.json", after)
+    result = runner.invoke(app, ["compare", *map(str, paths)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "dropped arrivals" in text and "before: the load generator dropped 20.0% of" in text
+    data = json.loads(runner.invoke(app, ["compare", *map(str, paths), "--json"]).stdout)
+    assert set(data["dropped_warnings"]) == {"before"}

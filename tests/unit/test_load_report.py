@@ -5,10 +5,13 @@ from __future__ import annotations
 import gc
 import json
 import random
+import re
 import tracemalloc
 from datetime import UTC, datetime
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
+from unittest.mock import patch
 
 import psutil
 import pytest
@@ -16,14 +19,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from crisisctl.cli.load import live_view
+from crisisctl.cli.load import live_view, render
 from crisisctl.load.html_report import nice_ticks, render_html
 from crisisctl.load.processes import LiveStats
 from crisisctl.load.recorder import Recorder
 from crisisctl.load.recording import LoadResult, OperationStats
 from crisisctl.load.report import build_report
 from crisisctl.load.scenario import load_scenario
-from crisisctl.load.thresholds import evaluate, parse_threshold
+from crisisctl.load.thresholds import evaluate, parse_threshold, with_defaults
 from crisisctl.stats import LatencyHistogram
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
@@ -262,3 +265,59 @@ def test_html_escapes_report_text() -> None:
 def test_nice_ticks(high: float, last: float) -> None:
     ticks = nice_ticks(high)
     assert ticks[0] == 0 and ticks[-1] == pytest.approx(last) and ticks == sorted(ticks)
+
+
+# -- dropped arrivals ------------------------------------------------------------------------
+def dropping_report(dropped: int) -> dict[str, object]:
+    scenario, _ = load_scenario(EXAMPLES / "clients-api.yaml")
+    result, _, _ = fake_run(5, 990, ops=("get client", "create order", "health"))
+    result.dropped = dropped
+    thresholds = with_defaults(scenario.all_thresholds(), open_model=True)
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    return build_report(
+        result, scenario=scenario, source="clients-api.yaml",
+        thresholds=evaluate(thresholds, result.scope), started_at=now, finished_at=now,
+    )  # fmt: skip
+
+
+def test_the_report_counts_dropped_arrivals_against_the_scheduled_ones() -> None:
+    report = dropping_report(110)
+    assert report["dropped"] == 110 and report["scheduled"] == 990 + 110
+    assert report["dropped_rate"] == pytest.approx(0.1)
+    assert report["error_rate"] < 0.1  # dropped arrivals are their own figure
+    assert report["arrival"] == "constant" and report["planned_duration_s"] > 0
+    default = next(t for t in report["thresholds"] if t["default"])  # type: ignore[union-attr]
+    assert default["expression"] == "dropped_rate < 1%" and not default["passed"]
+    assert default["value"] == pytest.approx(0.1) and not report["thresholds_passed"]
+
+
+def rendered(report: dict[str, object]) -> str:
+    console = Console(record=True, width=120, force_terminal=True, color_system="truecolor")
+    with patch("crisisctl.cli.load.console", console):
+        render(report)
+    return console.export_html(inline_styles=True)
+
+
+def plain(html: str) -> str:
+    """The words of an exported console: no tags, no table borders, single spaces."""
+    return " ".join(re.sub(r"[│┃]", " ", unescape(re.sub(r"<[^>]+>", "", html))).split())
+
+
+def test_a_run_that_dropped_over_1_percent_says_so_in_red() -> None:
+    shown = rendered(dropping_report(110))
+    text = plain(shown)
+    assert "dropped arrivals 110 of 1100 (10.00%)" in text
+    assert "the load generator dropped 10.0% of the scheduled arrivals (110 of 1,100)" in text
+    assert "dropped_rate < 1% (default)" in text
+    red = re.findall(r'<span style="color: #800000[^"]*">([^<]*)</span>', shown)
+    assert any("dropped 10.0%" in span for span in red)
+    page = render_html(dropping_report(110))
+    assert 'class="banner fail dropped"' in page and "dropped 10.0% of the scheduled" in page
+    assert '<div class="card fail">dropped arrivals<b>10.00 %</b></div>' in page
+
+
+def test_a_run_within_1_percent_of_drops_raises_no_alarm() -> None:
+    report = dropping_report(5)  # 0.5 %
+    text = plain(rendered(report))
+    assert "dropped arrivals 5 of 995 (0.50%)" in text and "load generator dropped" not in text
+    assert "banner fail dropped" not in render_html(report)

@@ -234,12 +234,13 @@ def test_sources() -> None:
 
 
 # -- shares and the quick form ---------------------------------------------------------------
-def test_share_splits_rates_connections_and_users(tmp_path: Path) -> None:
+def test_share_splits_connections_and_users_and_keeps_one_schedule(tmp_path: Path) -> None:
     scenario, _ = load_scenario(EXAMPLES / "clients-api.yaml")
     parts = [share(scenario, i, 3) for i in range(3)]
     assert all(isinstance(p.model, OpenModel) for p in parts)
-    total = sum(p.model.schedule().expected() for p in parts)
-    assert total == pytest.approx(scenario.model.schedule().expected())
+    # each process keeps the whole schedule and sends its part of it (see test_load_schedule)
+    assert all(p.model.schedule() == scenario.model.schedule() for p in parts)
+    assert all(p.seed == scenario.seed for p in parts)
     closed, _ = load_scenario(EXAMPLES / "closed-users.yaml")
     users = [share(closed, i, 3).model for i in range(3)]
     assert all(isinstance(m, ClosedModel) for m in users)
@@ -267,3 +268,23 @@ def test_quick_form_builds_a_scenario() -> None:
         quick_scenario("http://127.0.0.1:9/", dict(opts, stage=["fast"]))
     with pytest.raises(ValueError, match="-H"):
         quick_scenario("http://127.0.0.1:9/", dict(opts, header=["nocolon"]))
+
+
+def test_arrival_kind_and_whole_run_thresholds_are_checked_at_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "base_url: http://127.0.0.1:9\n"
+        "model: {type: open, rate: 10, duration: 1s, arrival: bursty}\n"
+        "operations:\n"
+        "  - path: /\n"
+        "    thresholds: [dropped_rate < 1%]\n"
+        "thresholds:\n"
+        "  - {expr: dropped_rate < 1%, operation: GET /}\n"
+    )
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    problems = info.value.problems
+    assert len(problems) == 3
+    assert problems[0].startswith(f"{path}:2: model.arrival: ") and "poisson" in problems[0]
+    assert problems[1].startswith(f"{path}:4: operations[0]: ") and "whole run" in problems[1]
+    assert problems[2].startswith(f"{path}:7: thresholds[0]: ") and "whole run" in problems[2]

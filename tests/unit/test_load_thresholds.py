@@ -10,11 +10,13 @@ from hypothesis import strategies as st
 
 from crisisctl.load.thresholds import (
     ABORT_MIN_REQUESTS,
+    DEFAULT_DROPPED_RATE,
     ScopeStats,
     ThresholdError,
     abort_due,
     evaluate,
     parse_threshold,
+    with_defaults,
 )
 from crisisctl.stats import LatencyHistogram
 
@@ -165,3 +167,38 @@ def test_abort_due_rules() -> None:
     # known only at the end
     assert not abort_due(parse_threshold("requests > 1000000000", abort_on_fail=True), many, 9.0)
     assert not abort_due(parse_threshold("rps > 100000", abort_on_fail=True), many, 9.0)
+
+
+# -- dropped arrivals ------------------------------------------------------------------------
+def test_dropped_rate_is_dropped_over_scheduled_arrivals() -> None:
+    t = parse_threshold("dropped_rate < 1%")
+    assert (t.metric, t.kind, t.limit) == ("dropped_rate", "rate", pytest.approx(0.01))
+    stats = ScopeStats(90, 90, 0, 0, LatencyHistogram(), 1.0, dropped=10)
+    assert stats.value("dropped_rate") == pytest.approx(0.1)
+    assert stats.value("error_rate") == 0.0  # dropped arrivals are not failed requests
+    (verdict,) = evaluate([t], lambda op: stats)
+    assert not verdict.passed and verdict.value == pytest.approx(0.1)
+    assert verdict.as_dict()["unit"] == "fraction" and verdict.as_dict()["default"] is False
+    clean = ScopeStats(100, 100, 0, 0, LatencyHistogram(), 1.0)
+    assert evaluate([t], lambda op: clean)[0].passed
+
+
+def test_dropped_rate_belongs_to_the_whole_run() -> None:
+    with pytest.raises(ThresholdError, match="whole run"):
+        parse_threshold("dropped_rate < 1%", operation="get client")
+
+
+def test_open_runs_get_a_default_dropped_rate_threshold_unless_they_set_one() -> None:
+    given_ = [parse_threshold("p95 < 300ms")]
+    (p95, default) = with_defaults(given_, open_model=True)
+    assert p95 is given_[0] and default.default and default.expression == DEFAULT_DROPPED_RATE
+    assert default.metric == "dropped_rate" and default.limit == pytest.approx(0.01)
+    assert with_defaults(given_, open_model=False) == given_
+    own = [parse_threshold("dropped_rate < 5%")]
+    assert with_defaults(own, open_model=True) == own
+
+
+def test_dropped_rate_never_aborts_a_run_early() -> None:
+    t = parse_threshold("dropped_rate < 1%", abort_on_fail=True)
+    stats = ScopeStats(500, 500, 0, 0, LatencyHistogram(), 5.0, dropped=500)
+    assert not abort_due(t, stats, 5.0)  # drops are only all counted at the end

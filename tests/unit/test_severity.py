@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from crisisctl.severity import (
     ERROR_RATE_THRESHOLDS,
     LATENCY_FACTOR_THRESHOLDS,
+    FactorInterval,
     Reason,
     Severity,
     Verdict,
@@ -595,3 +596,77 @@ def _reason(verdict: Verdict, signal: str) -> Reason:
     matches = [r for r in verdict.reasons if r.signal == signal]
     assert len(matches) == 1, f"expected one {signal!r} reason in {verdict.reasons}"
     return matches[0]
+
+
+# -- against a baseline: the factor's interval ---------------------------------------------
+
+
+def test_a_factor_within_the_baselines_spread_is_ok_and_says_so() -> None:
+    spread = FactorInterval(low=0.94, high=1.31, confidence=0.99)
+    verdict = classify(p95_ms=112, target_ms=100, reference="baseline", factor_interval=spread)
+    assert verdict.severity is OK
+    message = _reason(verdict, "latency").message
+    assert message == (
+        "p95 latency 112 ms is 1.12× the 100 ms baseline (99 % CI 0.94-1.31×): "
+        "within the baseline's spread (OK)"
+    )
+    assert verdict.as_dict()["degradation_factor_interval"] == {
+        "low": 0.94, "high": 1.31, "confidence": 0.99,
+    }  # fmt: skip
+
+
+def test_without_an_interval_any_factor_above_one_is_p3() -> None:
+    # a target is a requirement, not an estimate: unchanged
+    assert classify(p95_ms=101, target_ms=100).severity is P3
+    assert classify(p95_ms=101, target_ms=100).as_dict()["degradation_factor_interval"] is None
+
+
+@pytest.mark.parametrize(
+    ("p95", "low", "expected"),
+    [
+        (112, 1.01, P3),  # significant, graded on the factor
+        (160, 1.01, P2),  # the interval decides whether, the factor how much
+        (160, 1.0, OK),  # an interval reaching 1× is no evidence, whatever the factor
+        (400, 1.2, P1),
+        (1200, 0.9, OK),
+        (1200, 2.0, P0),
+    ],
+)
+def test_significant_factors_are_graded_on_the_factor(
+    p95: float, low: float, expected: Severity
+) -> None:
+    spread = FactorInterval(low=low, high=max(low, p95 / 100 * 1.2), confidence=0.95)
+    verdict = classify(p95_ms=p95, target_ms=100, reference="baseline", factor_interval=spread)
+    assert verdict.severity is expected
+    assert severity_for_factor(p95 / 100, spread) is expected
+    message = _reason(verdict, "latency").message
+    assert "95 % CI" in message
+    assert ("within the baseline's spread" in message) is (expected is OK)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"low": 1.2, "high": 1.1, "confidence": 0.95},
+        {"low": -0.1, "high": 1.1, "confidence": 0.95},
+        {"low": 0.9, "high": math.inf, "confidence": 0.95},
+        {"low": 0.9, "high": 1.1, "confidence": 1.0},
+        {"low": 0.9, "high": 1.1, "confidence": math.nan},
+    ],
+)
+def test_factor_interval_rejects_nonsense(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        FactorInterval(**kwargs)
+
+
+@settings(max_examples=200)
+@given(
+    factor=st.floats(min_value=0, max_value=1e4, allow_nan=False),
+    low=st.floats(min_value=0, max_value=1e4, allow_nan=False),
+    width=st.floats(min_value=0, max_value=1e4, allow_nan=False),
+)
+def test_an_interval_never_makes_a_factor_worse(factor: float, low: float, width: float) -> None:
+    spread = FactorInterval(low=low, high=low + width, confidence=0.99)
+    graded = severity_for_factor(factor, spread)
+    assert graded <= severity_for_factor(factor)
+    assert graded is (severity_for_factor(factor) if low > 1.0 else OK)

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crisisctl.cli.validate import _skips
-from crisisctl.load.checks import ResourceLimits
-from crisisctl.load.validate import _delta
-from crisisctl.load.validate_options import MAX_BURST, ValidateOptions, split_route
-from crisisctl.load.validate_report import CHECK_NAMES
+from crisisctl.validate.checks import ResourceLimits
+from crisisctl.validate.options import MAX_BURST, ValidateOptions, split_route
+from crisisctl.validate.report import CHECK_NAMES
+from crisisctl.validate.suite import _delta
 
 
 def test_defaults_are_valid_and_follow_the_seeds() -> None:

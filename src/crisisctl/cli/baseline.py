@@ -1,13 +1,16 @@
 """`crisisctl baseline save|list|show|delete`: healthy profiles that triage compares against.
 
-``save NAME URL`` runs the triage probes against a healthy service and stores the profile
-(per-operation p50/p95/p99/max and error rate, resource levels) in the incident database with
-a validity period (default 24 h); ``crisisctl triage URL --baseline NAME`` then judges each
-operation's p95 against the stored one and warns once the baseline has expired.
+``save NAME URL`` runs the triage probes against a healthy service in ``--rounds`` rounds, one
+every ``--every`` (default 10, 1 s apart), and stores the profile (per-operation p50/p95/p99/max,
+error rate and every round's latencies, resource levels) in the incident database with a
+validity period (default 24 h); ``crisisctl triage URL --baseline NAME`` then judges each
+operation's p95 against the stored one, within the spread of the stored rounds, and warns once
+the baseline has expired.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +18,7 @@ import typer
 from rich.table import Table
 
 from crisisctl.cli.output import EXIT_UNREACHABLE, console, fail, print_json
-from crisisctl.cli.triage import build_plan, execute
+from crisisctl.cli.triage import build_plan
 from crisisctl.incidents.baselines import (
     Baseline,
     delete_baseline,
@@ -24,13 +27,20 @@ from crisisctl.incidents.baselines import (
     save_baseline,
 )
 from crisisctl.incidents.db import Database, StoreError, open_database
-from crisisctl.probe.profile import ProfileError, profile_from_report
+from crisisctl.probe.profile import ProfileError, profile_from_reports
+from crisisctl.probe.triage import measure_baseline
 from crisisctl.units import parse_duration
 
 app = typer.Typer(help="Save and manage healthy baselines for triage.", no_args_is_help=True)
 
 #: refuse to call a service with at least this error rate "healthy"
 MAX_HEALTHY_ERROR_RATE = 0.01
+MAX_ROUNDS = 50
+MAX_EVERY_S = 600.0
+
+
+def _unhealthy(report: dict[str, Any]) -> bool:
+    return not report["available"] or (report["error_rate"] or 0.0) >= MAX_HEALTHY_ERROR_RATE
 
 
 def _db(db_url: str | None) -> Database:
@@ -49,6 +59,8 @@ def _as_dict(baseline: Baseline, *, with_profile: bool) -> dict[str, Any]:
         "created_at": baseline.created_at.isoformat(),
         "expires_at": baseline.expires_at.isoformat(),
         "expired": baseline.expired(now),
+        # rounds of latencies kept for triage's spread; None: saved before the rounds
+        "rounds": baseline.profile.get("rounds") if isinstance(baseline.profile, dict) else None,
         "operations": {
             name: {
                 "p50": op.get("p50"),
@@ -72,9 +84,13 @@ def save(
     path: list[str] = typer.Option(None, "--path", help="Operation path to sample (repeatable)."),
     method: str = typer.Option("GET", "--method", help="HTTP method of the operations."),
     body: str = typer.Option(None, "--body", help="JSON request body of the operations."),
-    samples: int = typer.Option(20, "--samples", help="Requests per operation (1-200)."),
+    samples: int = typer.Option(
+        20, "--samples", help="Requests per operation in each round (1-200)."
+    ),
+    rounds: int = typer.Option(10, "--rounds", help="Measurement rounds, spread over time (1-50)."),
+    every: str = typer.Option("1s", "--every", help="A round starts every this long."),
     concurrency: int = typer.Option(4, "--concurrency", help="Requests in flight at most (1-16)."),
-    budget: str = typer.Option("15s", "--budget", help="The whole measurement finishes within."),
+    budget: str = typer.Option("15s", "--budget", help="Each round finishes within this."),
     pid: int = typer.Option(None, "--pid", help="Process whose resources to record."),
     valid_for: str = typer.Option("24h", "--valid-for", help="Validity period, e.g. 24h, 90m."),
     db: str = typer.Option(None, "--db", help="Incident database URL (default: $CRISISCTL_DB)."),
@@ -87,23 +103,32 @@ def save(
         fail(f"--valid-for: {exc}")
     if validity <= 0:
         fail("--valid-for must be a positive duration such as 24h.")
+    if not 1 <= rounds <= MAX_ROUNDS:
+        fail(f"--rounds must be between 1 and {MAX_ROUNDS}, not {rounds}.")
+    try:
+        every_s = parse_duration(every)
+    except ValueError as exc:
+        fail(f"--every: {exc}")
+    if not 0 <= every_s <= MAX_EVERY_S:
+        fail(f"--every must be between 0 s and {MAX_EVERY_S:g} s, such as 1s.")
     plan = build_plan(
         url, paths=path, method=method, body=body, target_ms=None, baseline=None,
         samples=samples, concurrency=concurrency, budget=budget, timeout=None, pid=pid,
         health=None, guard_prefix="/_crisis", collect_host=True,
     )  # fmt: skip
     database = _db(db)  # fail early on an unusable database, before probing
-    report = execute(plan)
-    if not report["reachable"]:
+    reports = asyncio.run(measure_baseline(plan, rounds, every_s, stop_when=_unhealthy))
+    last = reports[-1]
+    if not last["reachable"]:
         fail(f"{url} could not be reached, so there is nothing healthy to save.", EXIT_UNREACHABLE)
-    if not report["available"] or (report["error_rate"] or 0.0) >= MAX_HEALTHY_ERROR_RATE:
+    worst_rate = max((r["error_rate"] or 0.0) for r in reports)
+    if not last["available"] or worst_rate >= MAX_HEALTHY_ERROR_RATE:
         fail(
-            f"{url} does not look healthy (available: {report['available']}, error rate "
-            f"{(report['error_rate'] or 0.0) * 100:.1f}%): save a baseline while the service is "
-            "healthy."
+            f"{url} does not look healthy (available: {last['available']}, error rate "
+            f"{worst_rate * 100:.1f}%): save a baseline while the service is healthy."
         )
     try:
-        profile = profile_from_report(report)
+        profile = profile_from_reports(reports)
     except ProfileError as exc:
         fail(str(exc))
     try:
@@ -117,8 +142,8 @@ def save(
         print_json(data)
         return
     console.print(
-        f"saved baseline [bold]{saved.name}[/] for {saved.url}, valid until "
-        f"{saved.expires_at.isoformat()}",
+        f"saved baseline [bold]{saved.name}[/] for {saved.url} ({data['rounds']} rounds), valid "
+        f"until {saved.expires_at.isoformat()}",
         highlight=False,
     )
     _print_operations(data)

@@ -1,9 +1,12 @@
 """`crisisctl compare BEFORE.json AFTER.json`: each figure of two load reports side by side.
 
-Prints p50/p95/p99/max latency, error rate and requests/s before and after, with the ratio
-(above 1 is better) and the improvement in percent (latency: (before − after) ÷ before × 100),
-for the whole run and for each operation both reports have; ``--json`` for machines. Exit
-codes: 0 ok, 2 a file is missing or is not a crisisctl load report.
+Prints p50/p95/p99/max latency, error rate, dropped arrivals and requests/s before and after,
+with the ratio (above 1 is better) and the improvement in percent (latency: (before − after)
+÷ before × 100), for the whole run and for each operation both reports have; ``--json`` for
+machines. Runs of different tests (URL, method, model, rate or users, duration, arrivals) are
+refused unless ``--allow-mismatch``; a run that dropped more than 1 % of its arrivals is
+flagged in red. Exit codes: 0 ok, 2 a file is missing or is not a crisisctl load report, or
+the runs differ.
 """
 
 from __future__ import annotations
@@ -15,7 +18,16 @@ from rich.table import Table
 
 from crisisctl import __version__
 from crisisctl.cli.output import console, fail, print_json
-from crisisctl.load.compare import ReportError, Row, compare_reports, load_report
+from crisisctl.load.compare import (
+    ReportError,
+    Row,
+    compare_reports,
+    describe,
+    load_report,
+    mismatch_sentence,
+    mismatches,
+)
+from crisisctl.load.report import dropped_warning
 
 __all__ = ["compare"]
 
@@ -44,13 +56,24 @@ def compare(
     before: Path = typer.Argument(..., help="The JSON report before (crisisctl load --out)."),
     after: Path = typer.Argument(..., help="The JSON report after."),
     json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    allow_mismatch: bool = typer.Option(
+        False, "--allow-mismatch", help="Compare runs of different tests (URL, rate, …) anyway."
+    ),
 ) -> None:
     """Compare two load reports: before, after, ratio and improvement for each figure."""
     try:
         old, new = load_report(before), load_report(after)
     except ReportError as exc:
         fail(str(exc))
+    differ = mismatches(old, new)
+    if differ and not allow_mismatch:
+        fail(mismatch_sentence(differ))
     rows = compare_reports(old, new)
+    warnings = {
+        which: text
+        for which, report in (("before", old), ("after", new))
+        if (text := dropped_warning(report)) is not None
+    }
     if json_out:
         print_json(
             {
@@ -58,11 +81,16 @@ def compare(
                 "crisisctl_version": __version__,
                 "before": {"path": str(before), "started_at": old.get("started_at")},
                 "after": {"path": str(after), "started_at": new.get("started_at")},
+                "mismatches": [m.as_dict() for m in differ],
+                "dropped_warnings": warnings,
                 "rows": [row.as_dict() for row in rows],
             }
         )
         return
     console.print(f"before: {before}   after: {after}", highlight=False)
+    if differ:
+        note = f"compared anyway (--allow-mismatch): the runs differ in {describe(differ)}."
+        console.print(f"[yellow]{note}[/]", highlight=False)
     table = Table("scope", "figure", "before", "after", "ratio", "improvement")
     for row in rows:
         table.add_row(
@@ -74,3 +102,5 @@ def compare(
             _pct(row),
         )
     console.print(table)
+    for which, text in warnings.items():
+        console.print(f"[bold red]{which}:[/] [red]{text}[/]", highlight=False)

@@ -169,3 +169,33 @@ def mode(
         print_json(data)
         return
     console.print(f"guard mode is now [bold]{data.get('mode')}[/] (since {data.get('since')})")
+    console.print(describe_reach(data))
+
+
+def describe_reach(data: dict[str, Any]) -> str:
+    """One line saying how far a switch reached: this process, or K of N fleet instances."""
+    switch = data.get("switch")
+    if not isinstance(switch, dict):  # a guard from before fleet-wide modes
+        return "[yellow]scope unknown: the guard did not say which instances switched[/]"
+    pid = switch.get("pid")
+    if switch.get("scope") != "fleet":
+        return (
+            f"[yellow]this switch applies only to the process that answered (pid {pid})[/]: "
+            "other workers or instances keep their mode; use Redis storage "
+            "(storage='redis://…') to switch the whole fleet"
+        )
+    if not switch.get("stored"):
+        return (
+            f"[red]the fleet was not switched: Redis did not answer ({switch.get('error')})[/]; "
+            f"only the answering process (pid {pid}) switched, and the fleet follows once "
+            "Redis answers again, unless it is switched meanwhile"
+        )
+    confirmed, instances = switch.get("confirmed"), switch.get("instances")
+    color = "green" if confirmed == instances else "yellow"
+    line = (
+        f"[{color}]fleet switch #{switch.get('switch_id')} confirmed by {confirmed} of "
+        f"{instances} instances[/] within {switch.get('waited_ms')} ms"
+    )
+    if confirmed != instances:
+        line += "; the others pick it up on their next re-read (about 1 s) if they are alive"
+    return line

@@ -1,12 +1,15 @@
 """`crisisctl load SCENARIO.yaml | URL`: drive a loopback service, judge thresholds, report.
 
 A scenario file (YAML, see `crisisctl.load.scenario`) or the quick form on a URL: ``--rate R``
-(open model), ``--users N`` (closed model), ``--stage 10s:100`` ramps, ``-H``, ``--body``,
-``--threshold "p95 < 300ms"``. ``--processes N`` runs N engine processes whose histograms
-merge exactly. A live view (elapsed, rps, p50/p95/p99, errors) shows on a terminal unless
-``--json``. The result is a table, JSON (``--json``), a JSON file (``--out``) and a
-self-contained HTML file (``--html``). Exit codes: 0 ok, 1 a threshold failed (or the run
-was interrupted), 2 bad usage or input, 3 the target could not be reached at all.
+(open model, ``--arrival constant|poisson``), ``--users N`` (closed model), ``--stage
+10s:100`` ramps, ``-H``, ``--body``, ``--threshold "p95 < 300ms"``. ``--processes N`` runs N
+engine processes that split one schedule and whose histograms merge exactly. An open-model
+run that dropped more than 1 % of its scheduled arrivals says so in red, and fails the
+default ``dropped_rate < 1%`` threshold unless it sets its own. A live view (elapsed, rps,
+p50/p95/p99, errors) shows on a terminal unless ``--json``. The result is a table, JSON
+(``--json``), a JSON file (``--out``) and a self-contained HTML file (``--html``). Exit
+codes: 0 ok, 1 a threshold failed (or the run was interrupted), 2 bad usage or input, 3 the
+target could not be reached at all.
 """
 
 from __future__ import annotations
@@ -29,10 +32,22 @@ from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_UNREACHABLE, console, f
 from crisisctl.load.html_report import render_html
 from crisisctl.load.plan import RunError, compile_operations
 from crisisctl.load.processes import LiveStats, default_processes, run_scenario, run_sync
-from crisisctl.load.report import build_report
-from crisisctl.load.scenario import Scenario, ScenarioError, load_scenario, parse_duration
+from crisisctl.load.report import build_report, dropped_warning
+from crisisctl.load.scenario import (
+    OpenModel,
+    Scenario,
+    ScenarioError,
+    load_scenario,
+    parse_duration,
+)
 from crisisctl.load.target import check_loopback_url
-from crisisctl.load.thresholds import Threshold, ThresholdError, evaluate, parse_threshold
+from crisisctl.load.thresholds import (
+    Threshold,
+    ThresholdError,
+    evaluate,
+    parse_threshold,
+    with_defaults,
+)
 
 __all__ = ["load", "parse_duration", "render", "run_async"]
 
@@ -41,6 +56,7 @@ _OPTIONS = {
     "rate": "--rate", "users": "--users", "duration": "--duration", "stages": "--stage",
     "connections": "--connections", "ramp_up": "--ramp-up", "think": "--think",
     "timeout": "--timeout", "method": "--method", "headers": "-H", "body": "--body",
+    "arrival": "--arrival",
 }  # fmt: skip
 
 
@@ -79,6 +95,9 @@ def quick_scenario(url: str, opts: dict[str, Any]) -> Scenario:
     model: dict[str, Any]
     if opts["rate"] is not None:
         model = {"type": "open", "rate": opts["rate"], "connections": opts["connections"] or 64}
+        model["arrival"] = opts.get("arrival") or "constant"
+    elif opts.get("arrival") is not None:
+        raise ValueError("--arrival applies to the open model (--rate), not to --users.")
     else:
         think = parse_duration(opts["think"] or "0s")
         dist = opts["think_dist"] or "constant"
@@ -177,8 +196,13 @@ def render(data: dict[str, Any]) -> None:
     )
     table.add_row("unexpected status", str(data.get("unexpected_status", 0)))
     table.add_row("error rate", f"{data.get('error_rate', 0.0):.2%}")
+    warning = dropped_warning(data)
     if model == "open":
-        table.add_row("late / dropped starts", f"{data['late_starts']} / {data['dropped']}")
+        table.add_row("late starts", str(data["late_starts"]))
+        scheduled = data.get("scheduled", data["requests"] + data["dropped"])
+        share = f" ({data.get('dropped_rate', 0.0):.2%})" if scheduled else ""
+        dropped = f"{data['dropped']} of {scheduled}{share}"
+        table.add_row("dropped arrivals", f"[bold red]{dropped}[/]" if warning else dropped)
     table.add_row("bytes received", str(data["bytes_received"]))
     console.print(table)
     lat = Table("latency ms", "p50", "p90", "p95", "p99", "p99.9", "max")
@@ -210,8 +234,11 @@ def render(data: dict[str, Any]) -> None:
             elif value is not None and t["unit"] == "ms":
                 text = f"{value:.2f} ms"
             verdict = "[green]pass[/]" if t["passed"] else "[bold red]FAIL[/]"
-            th.add_row(t["expression"], t["operation"] or "all", text, verdict)
+            expression = t["expression"] + (" (default)" if t.get("default") else "")
+            th.add_row(expression, t["operation"] or "all", text, verdict)
         console.print(th)
+    if warning:
+        console.print(f"[bold red]dropped arrivals:[/] [red]{warning}[/]", highlight=False)
     if data.get("aborted"):
         console.print(f"[bold red]stopped early:[/] {data['aborted']}", highlight=False)
 
@@ -263,9 +290,17 @@ def load(
     think_dist: str = typer.Option(
         None, "--think-dist", help="URL, closed: constant, uniform (0..2×think), exponential."
     ),
-    seed: int = typer.Option(None, "--seed", help="URL: random seed (template values, think)."),
+    arrival: str = typer.Option(
+        None, "--arrival", help="URL, open model: constant (default) or poisson arrivals."
+    ),
+    seed: int = typer.Option(
+        None, "--seed", help="URL: random seed (template values, think, poisson arrivals)."
+    ),
     threshold: list[str] = typer.Option(
-        None, "--threshold", help="Pass/fail, e.g. 'p95 < 300ms', 'error_rate < 1%' (repeat)."
+        None,
+        "--threshold",
+        help="Pass/fail, e.g. 'p95 < 300ms', 'error_rate < 1%' (repeat); open-model runs get "
+        "'dropped_rate < 1%' unless they set a dropped_rate threshold.",
     ),
     processes: int = typer.Option(
         None, "--processes", help="Engine processes (default: cores − 1, at least 1)."
@@ -279,12 +314,13 @@ def load(
         "rate": rate, "users": users, "duration": duration, "stage": stage,
         "connections": connections, "timeout": timeout, "method": method, "header": header,
         "body": body, "body_file": body_file, "ramp_up": ramp_up, "think": think,
-        "think_dist": think_dist, "seed": seed,
+        "think_dist": think_dist, "seed": seed, "arrival": arrival,
     }  # fmt: skip
     try:
         scenario, base_dir, source = _scenario_from(target, opts)
         thresholds: list[Threshold] = scenario.all_thresholds()
         thresholds += [parse_threshold(text) for text in threshold or []]
+        thresholds = with_defaults(thresholds, isinstance(scenario.model, OpenModel))
     except ScenarioError as exc:
         fail(str(exc))
     except (ThresholdError, ValueError) as exc:
@@ -310,7 +346,7 @@ def load(
     result = outcome.result
     verdicts = evaluate(thresholds, result.scope, outcome.aborted_by)
     report = build_report(
-        result, scenario=scenario, source=source, thresholds=verdicts,
+        result, scenario=outcome.scenario, source=source, thresholds=verdicts,
         started_at=started, finished_at=datetime.now(UTC),
     )  # fmt: skip
     if out is not None:

@@ -2,7 +2,8 @@
 
 Probes a loopback service within a time budget (health, the guard's status, the given
 operations with capped concurrency, the host's resources) and grades it P0–P3/OK with
-`severity.classify()` against ``--target-ms`` or a saved ``--baseline``. Output: a Rich panel,
+`severity.classify()` against ``--target-ms`` or a saved ``--baseline`` (where a slowdown counts
+only beyond the baseline's own spread: see probe/spread.py). Output: a Rich panel,
 or ``--json``; ``--out FILE`` also writes the JSON. ``--incident`` opens an incident whose first
 timeline entry after "opened" is the verdict. Exit codes: 0; 1 when ``--fail-on SEV`` is met;
 3 when the target is unreachable and ``--fail-on`` is given; 2 on bad input.
@@ -115,6 +116,7 @@ def render(report: dict[str, Any]) -> None:
     lat = report["latency_ms"]
     ref = report["reference"]
     factor = report["degradation_factor"]
+    interval = report.get("degradation_factor_interval")
     head = Table.grid(padding=(0, 2))
     head.add_row("severity", Text(f"{report['label']}", style=COLORS.get(sev, "")))
     if report.get("response_time"):
@@ -127,7 +129,13 @@ def render(report: dict[str, Any]) -> None:
         "latency",
         f"p50 {_ms(lat['p50'])}  p95 {_ms(lat['p95'])}  p99 {_ms(lat['p99'])}  "
         f"max {_ms(lat['max'])} ms  vs {against}"
-        + (f"  → {factor:.2f}×" if isinstance(factor, int | float) else ""),
+        + (f"  → {factor:.2f}×" if isinstance(factor, int | float) else "")
+        + (
+            f" ({interval['confidence'] * 100:g} % CI {interval['low']:.2f}-"
+            f"{interval['high']:.2f}×)"
+            if interval
+            else ""
+        ),
     )
     if ref["kind"] == "baseline" and ref.get("resources"):
         head.add_row("vs baseline", "; ".join(ref["resources"]))

@@ -1,7 +1,7 @@
 """`crisisctl validate URL`: the seeds' phase-5 validation suite against a loopback service.
 
 Runs monitoring, error handling, performance baseline, load resilience, resource utilization,
-rate limiting and concurrency control checks (see `crisisctl.load.validate`), prints each as it
+rate limiting and concurrency control checks (see `crisisctl.validate`), prints each as it
 ends and a summary, or the JSON report with ``--json``. Exit codes: 0 the success rate reaches
 ``--required-rate``, 1 it does not, 2 bad usage or input, 3 the service gave no HTTP answer.
 """
@@ -17,11 +17,16 @@ from typing import Any
 import typer
 
 from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_UNREACHABLE, console, fail, print_json
-from crisisctl.load.checks import ResourceLimits
-from crisisctl.load.validate import Unreachable, run_validation
-from crisisctl.load.validate_options import ValidateOptions
-from crisisctl.load.validate_report import CHECK_NAMES, DEFAULT_REQUIRED_RATE, CheckResult
 from crisisctl.units import parse_duration
+from crisisctl.validate import (
+    CHECK_NAMES,
+    DEFAULT_REQUIRED_RATE,
+    CheckResult,
+    ResourceLimits,
+    Unreachable,
+    ValidateOptions,
+    run_validation,
+)
 
 _SKIP_HELP = f"Check(s) not to run: {', '.join(CHECK_NAMES)}."
 
@@ -62,12 +67,18 @@ def print_check(result: CheckResult) -> None:
 
 
 def print_summary(report: dict[str, Any]) -> None:
-    """The closing line: counts, success rate against the required rate, verdict."""
+    """The closing line: counts, success rate against the required rate, verdict.
+
+    Skipped checks are neither passes nor failures: the rate counts only the checks that ran.
+    """
     rate = report["success_rate"]
     verdict = "[bold green]VALIDATED[/]" if report["passed"] else "[bold red]NOT VALIDATED[/]"
+    skipped = report["checks_skipped"]
+    skip_text = f"{skipped} skipped (not counted)" if skipped else "0 skipped"
+    rate_text = f"success rate {rate:.1f} %" if rate is not None else "no check ran"
     console.print(
         f"{report['checks_passed']} passed, {report['checks_failed']} failed, "
-        f"{report['checks_skipped']} skipped: success rate {rate:.1f} % "
+        f"{skip_text}: {rate_text} "
         f"(required {report['required_rate']:g} %) in {report['duration_ms'] / 1000.0:.1f} s "
         f"→ {verdict}",
         highlight=False,
@@ -104,11 +115,15 @@ def validate(
     ),
     prefix: str = typer.Option("/_crisis", "--prefix", help="The guard's control prefix."),
     skip: list[str] = typer.Option([], "--skip", help=_SKIP_HELP),
-    max_cpu_percent: float = typer.Option(90.0, "--max-cpu-percent", help="Host CPU limit, %."),
+    max_cpu_percent: float = typer.Option(
+        90.0, "--max-cpu-percent", help="The service process's CPU limit, % of one core."
+    ),
     max_memory_percent: float = typer.Option(
         90.0, "--max-memory-percent", help="Host memory limit, %."
     ),
-    max_rss_mb: float = typer.Option(2048.0, "--max-rss-mb", help="Target process RSS limit."),
+    max_rss_mb: float = typer.Option(
+        2048.0, "--max-rss-mb", help="The service process's peak RSS limit, MB."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
     out: Path = typer.Option(None, "--out", help="Write the JSON report to this file."),
 ) -> None:

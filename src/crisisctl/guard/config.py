@@ -268,8 +268,11 @@ class GuardConfig:
     #: guard-wide rate limit for routes without their own, e.g. "100/second;3000/minute"
     rate_limit: str | None = None
     strategy: Strategy = "gcra"
-    #: "memory://" or "redis://host:port/db" (shared across instances)
+    #: "memory://", "redis://host:port/db" or "redis+cluster://host:port" (a Redis Cluster):
+    #: with Redis, limits and the mode are shared by every instance
     storage: str = "memory://"
+    #: every Redis key and channel of the guard starts with this
+    storage_prefix: str = "crisisctl"
     #: how long a Redis round trip may take before the guard falls back to local limits
     storage_timeout_s: float = 0.25
     #: rate-limit key: client IP by default; any callable scope -> str
@@ -321,9 +324,16 @@ class GuardConfig:
             f"unknown strategy {self.strategy!r}: use gcra or sliding-window",
         )
         _check(
-            self.storage.startswith(("memory://", "redis://", "rediss://", "unix://")),
-            f"unknown storage {self.storage!r}: use memory:// or redis://host:port/db",
+            self.storage.startswith(("memory://", "redis://", "rediss://", "unix://",
+                                     "redis+cluster://", "rediss+cluster://")),
+            f"unknown storage {self.storage!r}: use memory://, redis://host:port/db "
+            "or redis+cluster://host:port",
         )  # fmt: skip
+        _check(
+            bool(self.storage_prefix) and not any(c in self.storage_prefix for c in "{} \t\n"),
+            f"storage_prefix {self.storage_prefix!r} must be non-empty, without braces or "
+            "spaces, e.g. 'crisisctl' or 'shop:crisisctl'",
+        )
         _check(self.storage_timeout_s > 0, "storage_timeout_s must be > 0")
         _check(self.timeout_s is None or self.timeout_s > 0, "timeout_s must be > 0")
         _check(self.max_route_labels >= 1, "max_route_labels must be ≥ 1")

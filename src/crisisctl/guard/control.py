@@ -228,8 +228,10 @@ async def _switch_mode(guard: Guard, scope: Scope, receive: Receive, send: Send)
     client = scope.get("client")
     actor = str(data.get("actor") or (f"{client[0]}" if client else "unknown"))[:200]
     reason = str(data.get("reason") or "")[:500]
-    guard.set_mode(mode, actor=actor, reason=reason, source="http")
-    await send_json(send, 200, guard.modes.describe())
+    # with Redis storage this stores the switch for the fleet and waits (≤ ~1.5 s) for the
+    # instances' confirmations; the answer says how far the switch reached
+    outcome = await guard.switch_mode(mode, actor=actor, reason=reason, source="http")
+    await send_json(send, 200, {**guard.modes.describe(), "switch": outcome})
 
 
 def status_head(state: GuardState, digest: Digest) -> dict[str, Any]:
@@ -243,6 +245,7 @@ def status_head(state: GuardState, digest: Digest) -> dict[str, Any]:
         "uptime_s": round(time.time() - state.started_wall, 3),
         "compiled": compiled(),
         "mode": state.modes.describe(),
+        "mode_scope": state.modes.scope,
         "mode_endpoint": "enabled" if state.mode_endpoint_enabled else "disabled",
         **digest.totals(),
         "concurrency": conc.describe() if conc is not None else {"mode": "off"},

@@ -36,7 +36,7 @@ from crisisctl.guard.concurrency import WINDOW_MAX_S, ConcurrencyLimiter
 from crisisctl.guard.config import GuardConfig, Priority, RouteRule, parse_limits
 from crisisctl.guard.metrics import RouteStats, build_registry
 from crisisctl.guard.modes import EMERGENCY, NORMAL, RECOVERING, ModeState
-from crisisctl.guard.ratelimit import Decision, MemoryRateLimiter, RateLimitPolicy
+from crisisctl.guard.ratelimit import Decision, MemoryRateLimiter, RateLimitPolicy, open_storage
 from crisisctl.guard.routes import Resolved, RouteTable, compile_template, discover_templates
 from crisisctl.guard.state import GuardState
 from crisisctl.guard.track import operation_metrics
@@ -198,8 +198,13 @@ class Guard:
         self._route_cache: dict[str, dict[str, _Route]] = {}
         self._rate_headers = config.rate_limit_headers
         self._refusal_bodies: dict[tuple[str, str], bytes] = {}
-        self.storage_health: Any = None
-        self._redis: Any = None
+        #: where rate-limit state (and, with Redis, the fleet's mode) lives: one factory
+        self._storage = open_storage(
+            config.storage, timeout_s=config.storage_timeout_s, prefix=config.storage_prefix
+        )
+        self.storage_health: Any = self._storage.health
+        #: the fleet's mode sync (guard/fleet.py) with Redis storage; None: per-process mode
+        self.fleet: Any = self._storage.fleet(self.modes, self._apply_mode)
         #: deadlines of requests under a timeout, in arrival order; finished ones (task None)
         #: are dropped by the ticker, or on the request path once the list grows long
         self._deadlines: list[_Deadline] = []
@@ -235,9 +240,27 @@ class Guard:
     def set_mode(
         self, mode: str, *, actor: str = "python", reason: str = "", source: str = "python"
     ) -> None:
-        """Switch mode at run time (also what POST <prefix>/mode does)."""
-        self.modes.switch(mode, actor=actor, reason=reason, source=source)
+        """Switch mode at run time; with Redis storage the fleet follows in the background."""
+        base_id = self.modes.switch_id
+        change = self.modes.switch(mode, actor=actor, reason=reason, source=source)
         self._apply_mode()
+        if self.fleet is not None:
+            # the ramp's end is reached by every instance: only the first one stores it
+            self.fleet.switch_soon(change, base_id, only_if_current=source == "ramp")
+
+    async def switch_mode(
+        self, mode: str, *, actor: str = "python", reason: str = "", source: str = "python"
+    ) -> dict[str, object]:
+        """Switch mode here at once; with Redis storage also store it for the fleet and wait
+        (about a second at most) for the instances to confirm. Returns what happened."""
+        base_id = self.modes.switch_id
+        change = self.modes.switch(mode, actor=actor, reason=reason, source=source)
+        self._apply_mode()
+        if self.fleet is None:
+            return {"scope": "process", "pid": os.getpid()}
+        outcome: dict[str, object] = await self.fleet.switch(change, base_id)
+        outcome["pid"] = os.getpid()
+        return outcome
 
     def _apply_mode(self) -> None:
         mode = self.modes.mode
@@ -571,22 +594,7 @@ class Guard:
         if rule.emergency_rate_limit:
             self._overrides[rule_key] = parse_limits(rule.emergency_rate_limit)
         self.policies[rule_key] = policy
-        storage = self.config.storage
-        if storage.startswith("memory://"):
-            limiter = MemoryRateLimiter(policy)
-        else:
-            from crisisctl.guard import redis_store
-
-            if self.storage_health is None:
-                self.storage_health = redis_store.StorageHealth(storage)
-                self._redis = redis_store.make_redis_client(storage, self.config.storage_timeout_s)
-            limiter = redis_store.create_limiter(
-                policy,
-                storage,
-                health=self.storage_health,
-                client=self._redis,
-                timeout_s=self.config.storage_timeout_s,
-            )
+        limiter = self._storage.limiter(policy)
         self._limiters[rule_key] = limiter
         self._apply_mode()
         return limiter
@@ -607,6 +615,8 @@ class Guard:
         self._ticker_loop = loop
         self._ticker = loop.create_task(self._tick_forever(), name="crisisctl-guard-ticker")
         self._ticking = True
+        if self.fleet is not None:
+            self.fleet.start()
         self._ticker.add_done_callback(self._ticker_done)
 
     def _ticker_done(self, task: asyncio.Task[None]) -> None:
@@ -674,6 +684,8 @@ class Guard:
             message = await receive()
             if message.get("type") == "lifespan.startup":
                 self._start_ticker()
+                if self.fleet is not None:
+                    await self.fleet.ready()  # serve in the fleet's mode from the start
             elif message.get("type") == "lifespan.shutdown":
                 await self.aclose()
             return message
@@ -688,9 +700,9 @@ class Guard:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await ticker
-        if self._redis is not None:
-            with contextlib.suppress(Exception):
-                await self._redis.aclose()
+        if self.fleet is not None:
+            await self.fleet.aclose()
+        await self._storage.aclose()
 
     # -- status --------------------------------------------------------------------------
     def retry_after_hint(self) -> int:

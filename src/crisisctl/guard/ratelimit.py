@@ -20,15 +20,24 @@ seconds (two periods for sliding windows, whose count still weighs in the next w
 key untouched for two rotations is dropped wholesale (O(1), no scanning), and an entry is never
 dropped while it could still refuse a request. Every limit is scaled by a
 mode factor (emergency tightens, recovering ramps back) without losing state.
+
+Every backend's limiter is a `RateLimiter` (the Protocol below): `MemoryRateLimiter` here,
+`RedisRateLimiter` in redis_store.py (Redis and Redis Cluster). `open_storage(url)` is the one
+factory: it reads the storage URL once and returns the `RateLimitStorage` that builds the
+limiter of each policy (memory:// here; redis://, rediss://, unix://, redis+cluster:// and
+rediss+cluster:// from redis_store.py, imported only then, so the guard stays light).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from crisisctl.guard.config import RateLimit
+from crisisctl.guard.config import GuardConfigError, RateLimit
+
+if TYPE_CHECKING:
+    from crisisctl.guard.modes import ModeState
 
 _EPS = 1e-9
 
@@ -159,6 +168,104 @@ def _seconds(period: float) -> int | float:
     return int(period) if period == int(period) else period
 
 
+class RateLimiter(Protocol):
+    """What the guard asks of a rate limiter for one policy, wherever its state lives."""
+
+    #: the policy served (its limits, mode factor and header values)
+    policy: RateLimitPolicy
+    #: whether `hit` returns an awaitable (the guard awaits it) rather than a Decision
+    is_async: bool
+
+    def hit(self, key: str, now: float) -> Decision | Awaitable[Decision]:
+        """Count one request for `key` at monotonic time `now`; refused requests cost nothing."""
+        ...
+
+    async def decide(self, key: str, now: float) -> Decision:
+        """`hit`, awaited whatever the backend: the one call that works on every limiter."""
+        ...
+
+    def rotate(self, now: float) -> None:
+        """Housekeeping, about once a second: forget idle keys held in process memory."""
+        ...
+
+    def __len__(self) -> int:
+        """Keys held in process memory."""
+        ...
+
+
+class RateLimitStorage(Protocol):
+    """Where a guard's rate-limit state lives; builds the limiter of each of its policies."""
+
+    #: "memory", "redis" or "redis-cluster"
+    backend: str
+    #: the storage URL, password masked
+    url: str
+    #: outage state shared by the limiters (None: memory never fails)
+    health: Any
+
+    def limiter(self, policy: RateLimitPolicy) -> RateLimiter:
+        """The limiter of `policy` on this storage."""
+        ...
+
+    def fleet(self, modes: ModeState, on_change: Callable[[], None]) -> Any:
+        """A FleetSync sharing `modes` through this storage, or None (per-process storage)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close connections (idempotent)."""
+        ...
+
+
+class MemoryStorage:
+    """Rate-limit state in this process's memory: limits hold per process."""
+
+    backend = "memory"
+    url = "memory://"
+    health: Any = None
+
+    def limiter(self, policy: RateLimitPolicy) -> MemoryRateLimiter:
+        return MemoryRateLimiter(policy)
+
+    def fleet(self, modes: ModeState, on_change: Callable[[], None]) -> Any:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+#: URL schemes `open_storage` accepts
+STORAGE_SCHEMES: tuple[str, ...] = (
+    "memory://",
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+cluster://",
+    "rediss+cluster://",
+)
+
+
+def open_storage(
+    url: str, *, timeout_s: float = 0.25, prefix: str = "crisisctl"
+) -> RateLimitStorage:
+    """The storage `url` names: memory://, redis://host:port/db (also rediss://, unix://) or
+    redis+cluster://host:port (a Redis Cluster; rediss+cluster:// with TLS).
+
+    Redis round trips give up after `timeout_s` (the limiters then answer locally); every key
+    lives under `prefix`. No I/O happens here: connections open on first use.
+    """
+    if url.startswith("memory://"):
+        return MemoryStorage()
+    if not url.startswith(STORAGE_SCHEMES):
+        scheme = url.partition("://")[0] if "://" in url else url[:20]
+        raise GuardConfigError(
+            f"unknown storage scheme {scheme!r}: use memory://, redis://host:port/db "
+            "or redis+cluster://host:port"
+        )
+    from crisisctl.guard.redis_store import RedisStorage
+
+    return RedisStorage(url, timeout_s=timeout_s, prefix=prefix)
+
+
 class MemoryRateLimiter:
     """In-process limiter for one policy; keys are strings (client IP by default)."""
 
@@ -204,6 +311,10 @@ class MemoryRateLimiter:
                 return self._hit_gcra_one(key, now)
             return self._hit_gcra(key, now)
         return self._hit_window(key, now)
+
+    async def decide(self, key: str, now: float) -> Decision:
+        """`hit` as a coroutine (the `RateLimiter` call shared with the Redis limiter)."""
+        return self.hit(key, now)
 
     def _hit_gcra_one(self, key: str, now: float) -> Decision:
         ahead = self.hit_one(key, now)

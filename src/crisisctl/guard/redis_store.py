@@ -1,10 +1,18 @@
 """Rate limits shared by several server instances through Redis, with a local fallback.
 
-`RedisRateLimiter` has the interface of `MemoryRateLimiter` (same `Decision`, same policy,
+`RedisStorage` is what `ratelimit.open_storage` returns for a Redis URL: one client and one
+`StorageHealth` for the guard's limiters, and the fleet's mode sync (guard/fleet.py).
+`RedisRateLimiter` is a `RateLimiter` like `MemoryRateLimiter` (same `Decision`, same policy,
 same GCRA and sliding-window arithmetic) but keeps its state in Redis, so every instance of a
 service draws on one budget per key. Each hit is one atomic Lua script (EVALSHA, reloaded by
 redis-py on NOSCRIPT) that evaluates every stacked limit of the policy on the Redis server's
 own clock (``TIME``), so instances with skewed clocks still agree.
+
+Keys: the state of `key` under limit i of a policy named NAME is ``{PREFIX:NAME:KEY}:i``. The
+braces are a Redis Cluster hash tag: all keys of one script share it, so they live in one slot
+and the multi-key script runs on a cluster too (``redis+cluster://host:port``, served by
+redis-py's RedisCluster) instead of failing with CROSSSLOT. PREFIX is the guard's
+`storage_prefix` + ":rl" (default ``crisisctl:rl``).
 
 Redis is a dependency the guard must survive losing: every call is bounded by
 `storage_timeout_s`, and on any error or timeout the limiter answers from an in-memory
@@ -19,22 +27,31 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from crisisctl.guard.config import GuardConfigError, RateLimit
 from crisisctl.guard.ratelimit import Decision, MemoryRateLimiter, RateLimitPolicy
 
+if TYPE_CHECKING:
+    from crisisctl.guard.fleet import FleetSync
+    from crisisctl.guard.modes import ModeState
+
 __all__ = [
     "GCRA_SCRIPT",
     "SLIDING_WINDOW_SCRIPT",
+    "RedisClient",
     "RedisRateLimiter",
+    "RedisStorage",
     "StorageHealth",
     "create_limiter",
+    "is_cluster_url",
     "make_redis_client",
     "mask_url",
 ]
@@ -42,6 +59,10 @@ __all__ = [
 log = logging.getLogger("crisisctl.guard")
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+#: a client of one Redis server or of a Redis Cluster (both take the same commands here)
+RedisClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
 # GCRA over every stacked limit of one policy, atomically, on the Redis server clock.
 #   KEYS[i]                 theoretical arrival time TAT of limit i, µs since the epoch
@@ -199,6 +220,9 @@ def mask_url(url: str) -> str:
 
 def _error_text(exc: BaseException) -> str:
     text = str(exc).strip()
+    if isinstance(exc, (redis.exceptions.MovedError, redis.exceptions.ClusterCrossSlotError)):
+        # a plain client sent to a node of a Redis Cluster
+        text += " (this server is a node of a Redis Cluster: use redis+cluster://host:port)"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -294,8 +318,11 @@ class StorageHealth:
         }
 
 
-def _client_url(client: redis.asyncio.Redis) -> str:
+def _client_url(client: RedisClient) -> str:
     """A best-effort URL naming `client`'s server (for logs when no health was given)."""
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        nodes = client.get_nodes() or client.nodes_manager.startup_nodes.values()
+        return "redis+cluster://" + ",".join(sorted(node.name for node in nodes))
     kwargs: dict[str, Any] = dict(client.connection_pool.connection_kwargs)
     if "path" in kwargs:
         return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
@@ -315,7 +342,7 @@ class RedisRateLimiter:
     def __init__(
         self,
         policy: RateLimitPolicy,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         *,
         fallback: MemoryRateLimiter | None = None,
         health: StorageHealth | None = None,
@@ -347,9 +374,15 @@ class RedisRateLimiter:
         self.fallback.rotate(now)
 
     def keys(self, key: str) -> list[str]:
-        """The Redis keys holding `key`'s state, one per current limit."""
-        base = f"{self.key_prefix}:{self.policy.name}"
-        return [f"{base}:{i}:{key}" for i in range(len(self.policy.limits))]
+        """The Redis keys holding `key`'s state, one per current limit, in one cluster slot.
+
+        ``{prefix:name:key}:i``: Redis Cluster hashes only the text between the first ``{``
+        and the next ``}``. That text is the same for every limit of one call (even when the
+        policy name or the key holds braces, it is cut at the same place), and never empty
+        (the prefix comes first and holds no braces), so one script's keys share one slot.
+        """
+        tag = f"{{{self.key_prefix}:{self.policy.name}:{key}}}"
+        return [f"{tag}:{i}" for i in range(len(self.policy.limits))]
 
     def _current_args(self) -> tuple[Sequence[RateLimit], list[int]]:
         limits = self.policy.limits
@@ -384,6 +417,10 @@ class RedisRateLimiter:
         health.record_fallback()
         return self.fallback.hit(key, now)
 
+    async def decide(self, key: str, now: float) -> Decision:
+        """`hit` (the `RateLimiter` call shared with the memory limiter)."""
+        return await self.hit(key, now)
+
 
 def _decision(reply: Any, n_limits: int) -> Decision:
     """Build a Decision from a script reply {allowed, index, remaining, reset ms, retry ms}."""
@@ -393,12 +430,28 @@ def _decision(reply: Any, n_limits: int) -> Decision:
     return Decision(allowed == 1, index, remaining, reset_ms / 1000.0, retry_ms / 1000.0)
 
 
-def make_redis_client(url: str, timeout_s: float) -> redis.asyncio.Redis:
-    """An asyncio Redis client for `url` whose socket operations give up after `timeout_s`.
+def is_cluster_url(url: str) -> bool:
+    """Whether `url` names a Redis Cluster (redis+cluster:// or rediss+cluster://)."""
+    return url.startswith(_CLUSTER_SCHEMES)
 
-    It retries a failed command once, at once (a pooled connection may have died with a
-    restarted server); the limiter's own timeout still bounds the whole call.
+
+def make_redis_client(url: str, timeout_s: float) -> RedisClient:
+    """An asyncio client for `url` whose socket operations give up after `timeout_s`.
+
+    redis://, rediss:// and unix:// give a client of one server; redis+cluster://host:port
+    (rediss+cluster:// with TLS) a RedisCluster client that discovers the other nodes from
+    that one and sends each command to the node owning its keys' slot. It retries a failed
+    command once, at once (a pooled connection may have died with a restarted server); the
+    caller's own timeout still bounds the whole call.
     """
+    if is_cluster_url(url):
+        plain = url.replace("+cluster://", "://", 1)
+        return redis.asyncio.cluster.RedisCluster.from_url(
+            plain,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1),
+        )
     return redis.asyncio.from_url(
         url,
         socket_timeout=timeout_s,
@@ -407,30 +460,117 @@ def make_redis_client(url: str, timeout_s: float) -> redis.asyncio.Redis:
     )
 
 
+class RedisStorage:
+    """Rate-limit state (and the fleet's mode) in Redis or a Redis Cluster, from one URL.
+
+    One client and one `StorageHealth` serve every limiter of the guard; the fleet sync gets
+    a client of its own (its pub/sub connection must not take a request-path connection).
+    """
+
+    def __init__(self, url: str, *, timeout_s: float = 0.25, prefix: str = "crisisctl") -> None:
+        if not url.startswith(_REDIS_SCHEMES + _CLUSTER_SCHEMES):
+            raise GuardConfigError(
+                f"unknown storage {mask_url(url)!r}: use redis://host:port/db "
+                "or redis+cluster://host:port"
+            )
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        self.backend = "redis-cluster" if is_cluster_url(url) else "redis"
+        self.url = mask_url(url)
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        self._raw_url = url
+        self.health = StorageHealth(url, backend=self.backend)
+        self._client: RedisClient | None = None
+        self._closers: list[RedisClient] = []
+
+    @property
+    def client(self) -> RedisClient:
+        """The limiters' client (built on first use; no I/O until a command is sent)."""
+        if self._client is None:
+            self._client = self.new_client(self.timeout_s)
+        return self._client
+
+    def new_client(self, timeout_s: float) -> RedisClient:
+        """Another client of this storage, closed with it."""
+        client = make_redis_client(self._raw_url, timeout_s)
+        self._closers.append(client)
+        return client
+
+    async def warm_up(self) -> None:
+        """Connect the limiters' client and load their scripts, so that the first requests
+        do not spend their `timeout_s` on it (a cluster client first discovers its nodes and
+        loads the scripts on every primary: more than 0.25 s on a busy host). Best effort,
+        bounded; run by the fleet sync at start-up (before the guard's lifespan completes)."""
+        client = self.client
+        try:
+            async with asyncio.timeout(max(2.0, self.timeout_s)):
+                if isinstance(client, redis.asyncio.cluster.RedisCluster):
+                    await client.initialize()
+                for script in (GCRA_SCRIPT, SLIDING_WINDOW_SCRIPT):
+                    await client.script_load(script)
+        except Exception as exc:  # the limiters fall back on their own if Redis is down
+            log.debug("warming up the rate-limit storage failed: %s", _error_text(exc))
+
+    def limiter(self, policy: RateLimitPolicy) -> RedisRateLimiter:
+        return RedisRateLimiter(
+            policy,
+            self.client,
+            fallback=MemoryRateLimiter(policy),
+            health=self.health,
+            timeout_s=self.timeout_s,
+            key_prefix=f"{self.prefix}:rl",
+        )
+
+    def fleet(self, modes: ModeState, on_change: Callable[[], None]) -> FleetSync:
+        from crisisctl.guard.fleet import FleetSync
+
+        return FleetSync(
+            self.new_client(max(self.timeout_s, 1.0)),
+            modes,
+            on_change,
+            prefix=self.prefix,
+            timeout_s=max(self.timeout_s, 1.0),
+            url=self.url,
+            on_start=self.warm_up,
+        )
+
+    async def aclose(self) -> None:
+        closers, self._closers, self._client = self._closers, [], None
+        for client in closers:
+            try:
+                await client.aclose()
+            except Exception as exc:  # closing must not fail the shutdown
+                log.debug("closing a Redis client failed: %s", _error_text(exc))
+
+
 def create_limiter(
     policy: RateLimitPolicy,
     storage_url: str,
     *,
     health: StorageHealth | None,
-    client: redis.asyncio.Redis | None,
+    client: RedisClient | None,
     timeout_s: float,
     key_prefix: str = "crisisctl:rl",
 ) -> MemoryRateLimiter | RedisRateLimiter:
-    """The limiter for `policy` on `storage_url` (memory://, redis://, rediss:// or unix://).
+    """The limiter for `policy` on `storage_url`, with an explicit client and health.
 
     Pass one `client` and one `health` for all limiters of a guard so they share a connection
-    pool and one outage state; without them each limiter builds its own.
+    pool and one outage state; without them each limiter builds its own. (The guard itself
+    goes through `ratelimit.open_storage`, which does this once per storage.)
     """
     if storage_url.startswith("memory://"):
         return MemoryRateLimiter(policy)
-    if not storage_url.startswith(_REDIS_SCHEMES):
+    if not storage_url.startswith(_REDIS_SCHEMES + _CLUSTER_SCHEMES):
         raise GuardConfigError(
             f"unknown storage {mask_url(storage_url)!r}: use memory:// or redis://host:port/db"
         )
     if client is None:
         client = make_redis_client(storage_url, timeout_s)
     if health is None:
-        health = StorageHealth(storage_url)
+        health = StorageHealth(
+            storage_url, backend="redis-cluster" if is_cluster_url(storage_url) else "redis"
+        )
     return RedisRateLimiter(
         policy,
         client,

@@ -1,7 +1,9 @@
 """Saved healthy profiles of a service (triage's baselines), kept in the incident database.
 
 A baseline is a name, the URL it was measured on, a JSON profile whose format triage defines
-(per-operation percentiles, error rate, resource levels) and a validity period (24 h by
+(per-operation percentiles, error rate and latencies per measurement round, resource levels:
+see probe/profile.py; older profiles without the rounds load unchanged, so the table needs no
+migration) and a validity period (24 h by
 default, as the seeds' baseline management): an expired baseline is still returned, and
 `Baseline.expired()` tells the caller to warn.
 """

@@ -468,7 +468,11 @@ class Crisis:
             "validation": {
                 "passed": validation["passed"],
                 "success_rate": validation["success_rate"],
-                "checks": {c["name"]: c["passed"] for c in validation["checks"]},
+                # skipped checks are neither passed nor failed: they are listed apart
+                "checks": {
+                    c["name"]: c["passed"] for c in validation["checks"] if not c["skipped"]
+                },
+                "skipped": [c["name"] for c in validation["checks"] if c["skipped"]],
             },
             "incident": {**incident, "db": self.incident.db_url},
             "expectations": expectations,

@@ -15,22 +15,18 @@ from typing import Any
 
 from crisisctl import __version__
 from crisisctl.lab.profile import Profile
-from crisisctl.load.checks import ResourceLimits
 from crisisctl.load.compare import compare_reports
 from crisisctl.load.engine import run_open
 from crisisctl.load.report import utc_iso
-from crisisctl.load.validate import ValidateOptions, run_validation
 from crisisctl.probe.plan import plan_triage
 from crisisctl.probe.triage import run_triage
+from crisisctl.validate import ValidateOptions, run_validation
 
 #: triage's requests in flight: two, so that triage itself never looks like a burst to the
 #: guard's adaptive concurrency limit (triage allows up to 16)
 TRIAGE_CONCURRENCY = 2
 #: connections of the before/after load runs: enough for the sick service's seconds of wait
 LOAD_CONNECTIONS = 96
-#: the demo's own load generator shares the host's cores with the service, so the host-CPU
-#: limit of the resource check (90 % in the seeds) would measure the demo, not the service
-DEMO_RESOURCE_LIMITS = ResourceLimits(max_cpu_percent=100.0)
 
 
 async def triage(base_url: str, scan_id: str, profile: Profile) -> dict[str, Any]:
@@ -77,7 +73,6 @@ def validate_options(scan_id: str, profile: Profile) -> ValidateOptions:
         load_rate=profile.validate_rate,
         load_duration_s=profile.validate_load_s,
         budget_s=profile.validate_budget_s,
-        limits=DEMO_RESOURCE_LIMITS,
     )
 
 

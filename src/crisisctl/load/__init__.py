@@ -9,8 +9,9 @@ mix of operations with per-operation statistics. Around them:
 * `scenario` (YAML files validated with pydantic) → `plan` (operations, login, the split
   between processes) → `processes` (N engine processes, histograms merged exactly);
 * `thresholds` (k6-like pass/fail expressions), `report` and `html_report` (JSON and one
-  self-contained HTML file), `compare` (before/after figures and improvement);
-* `validate` with `checks` (the validation suite: pure rules apart from the I/O).
+  self-contained HTML file), `compare` (before/after figures and improvement).
+
+The validation suite (phase 5) lives beside this room in `crisisctl.validate` and uses it.
 
 Only loopback targets are accepted (`target.check_loopback_url`).
 """

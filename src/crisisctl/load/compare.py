@@ -1,11 +1,18 @@
 """Compare two JSON load reports: each figure before and after, as a ratio and a percentage.
 
-For latency (p50, p95, p99, max) and the error rate lower is better: ratio = before ÷ after
-and improvement = (before − after) ÷ before × 100 — so 25 minutes → 30 seconds is a ratio
-of 50 and a 98 % improvement, as the seeds count it. For throughput (requests/s) higher is
-better: ratio = after ÷ before, improvement = (after − before) ÷ before × 100. Either way a
-ratio above 1 and a positive percentage mean "better". Both are None when undefined (a zero
-denominator). Operations present in both reports are compared too.
+Only runs of the same test compare: `mismatches` lists what differs between two reports —
+URL, methods, model, rate (open model: the target rate; closed model: the users), planned
+duration, arrivals — and `mismatch_sentence` says it in one sentence (``crisisctl compare``
+refuses such a pair unless ``--allow-mismatch``).
+
+For latency (p50, p95, p99, max), the error rate and the dropped rate (open model: arrivals
+the generator could not send ÷ arrivals scheduled; whole run only) lower is better:
+ratio = before ÷ after and improvement = (before − after) ÷ before × 100 — so 25 minutes →
+30 seconds is a ratio of 50 and a 98 % improvement, as the seeds count it. For throughput
+(requests/s) higher is better: ratio = after ÷ before, improvement = (after − before) ÷
+before × 100. Either way a ratio above 1 and a positive percentage mean "better". Both are
+None when undefined (a zero denominator). Operations present in both reports are compared
+too.
 """
 
 from __future__ import annotations
@@ -16,7 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FIGURES", "ReportError", "Row", "compare_reports", "improvement", "load_report"]
+__all__ = [
+    "FIGURES",
+    "Mismatch",
+    "ReportError",
+    "Row",
+    "compare_reports",
+    "describe",
+    "dropped_pct",
+    "improvement",
+    "load_report",
+    "mismatch_sentence",
+    "mismatches",
+]
 
 #: (key, label, unit, lower is better)
 FIGURES: tuple[tuple[str, str, str, bool], ...] = (
@@ -25,8 +44,11 @@ FIGURES: tuple[tuple[str, str, str, bool], ...] = (
     ("p99", "p99 latency", "ms", True),
     ("max", "max latency", "ms", True),
     ("error_rate", "error rate", "%", True),
+    ("dropped_rate", "dropped arrivals", "%", True),
     ("rps", "requests/s", "req/s", False),
 )
+#: Two rates (or durations) closer than this, relatively, are the same.
+_SAME = 1e-6
 
 
 class ReportError(ValueError):
@@ -97,18 +119,32 @@ def load_report(path: Path) -> dict[str, Any]:
     return data
 
 
-def _figures(scope: Mapping[str, Any]) -> dict[str, float]:
+def dropped_pct(report: Mapping[str, Any]) -> float:
+    """The whole run's dropped arrivals in % of those scheduled (reports before
+    ``dropped_rate`` existed: from ``dropped`` and ``requests``; 0 without either)."""
+    if "dropped_rate" in report:
+        return float(report["dropped_rate"]) * 100.0
+    dropped = int(report.get("dropped") or 0)
+    scheduled = int(report.get("requests") or 0) + dropped
+    return dropped / scheduled * 100.0 if scheduled else 0.0
+
+
+def _figures(scope: Mapping[str, Any], run: bool = True) -> dict[str, float]:
     latency = scope["latency_ms"]
     out = {key: float(latency[key]) for key in ("p50", "p95", "p99", "max")}
     out["error_rate"] = float(scope["error_rate"]) * 100.0
+    if run:
+        out["dropped_rate"] = dropped_pct(scope)
     out["rps"] = float(scope["requests_per_second"])
     return out
 
 
 def _rows(scope: str | None, before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Row]:
-    b, a = _figures(before), _figures(after)
+    b, a = _figures(before, scope is None), _figures(after, scope is None)
     rows = []
     for key, label, unit, lower in FIGURES:
+        if key not in b:
+            continue  # an operation has no dropped arrivals of its own
         ratio, pct = improvement(b[key], a[key], lower)
         rows.append(Row(scope, key, label, unit, b[key], a[key], ratio, pct))
     return rows
@@ -129,3 +165,82 @@ def compare_reports(before: Mapping[str, Any], after: Mapping[str, Any]) -> list
             except (KeyError, TypeError, ValueError):
                 continue  # an operation without figures (e.g. an older report) is skipped
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """One thing two reports' runs differ in, as the user would write it."""
+
+    field: str
+    before: str
+    after: str
+
+    def as_dict(self) -> dict[str, str]:
+        """JSON form."""
+        return {"field": self.field, "before": self.before, "after": self.after}
+
+    def phrase(self) -> str:
+        """e.g. ``rate (100/s vs 200/s)``."""
+        return f"{self.field} ({self.before} vs {self.after})"
+
+
+def _num(value: float) -> str:
+    return f"{value:,.6g}"
+
+
+def _methods(report: Mapping[str, Any]) -> str | None:
+    ops = report.get("operations")
+    if not isinstance(ops, Mapping) or not ops:
+        return None
+    methods = sorted({str(op.get("method", "GET")).upper() for op in ops.values()})
+    return ", ".join(methods)
+
+
+def _differ(a: float, b: float) -> bool:
+    return abs(a - b) > _SAME * max(abs(a), abs(b), 1e-9)
+
+
+def mismatches(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Mismatch]:
+    """What differs between the runs of two reports: URL, methods, model, rate (open model)
+    or users (closed model), planned duration and arrivals; empty for runs of one test."""
+    out: list[Mismatch] = []
+    for field, key in (("URL", "url"), ("model", "model")):
+        b, a = str(before.get(key)), str(after.get(key))
+        if b != a:
+            out.append(Mismatch(field, b, a))
+    mb, ma = _methods(before), _methods(after)
+    if mb is not None and ma is not None and mb != ma:
+        out.append(Mismatch("method", mb, ma))
+    same_model = before.get("model") == after.get("model")
+    if same_model and before.get("model") == "open":
+        rb, ra = float(before.get("target_rate") or 0), float(after.get("target_rate") or 0)
+        if _differ(rb, ra):
+            out.append(Mismatch("rate", f"{_num(rb)}/s", f"{_num(ra)}/s"))
+    elif same_model and before.get("model") == "closed":
+        ub, ua = int(before.get("users") or 0), int(after.get("users") or 0)
+        if ub != ua:
+            out.append(Mismatch("users", str(ub), str(ua)))
+    db = float(before.get("planned_duration_s") or before.get("duration_s") or 0)
+    da = float(after.get("planned_duration_s") or after.get("duration_s") or 0)
+    if _differ(db, da):
+        out.append(Mismatch("duration", f"{_num(db)} s", f"{_num(da)} s"))
+    if same_model and before.get("model") == "open":
+        ab = str(before.get("arrival") or "constant")
+        aa = str(after.get("arrival") or "constant")
+        if ab != aa:
+            out.append(Mismatch("arrivals", ab, aa))
+    return out
+
+
+def describe(found: list[Mismatch]) -> str:
+    """The differences as a phrase: ``rate (100/s vs 200/s) and duration (30 s vs 60 s)``."""
+    phrases = [m.phrase() for m in found]
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def mismatch_sentence(found: list[Mismatch]) -> str:
+    """One sentence naming every difference and what to do."""
+    return (
+        f"the runs differ in {describe(found)}; compare runs of the same test or pass "
+        "--allow-mismatch."
+    )

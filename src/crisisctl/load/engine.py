@@ -1,12 +1,15 @@
 """The load engine: open-model and closed-model HTTP/1.1 runs over weighted operations.
 
 Open model (`run_open_ops`, or `run_open` for one URL): requests arrive on a schedule — a
-constant rate, or stages that ramp the rate linearly (`RateSchedule`) — whatever happened to
-earlier requests. A pool of `connections` workers, each with one keep-alive `HttpClient`,
-takes the next due slot; latency is measured from the intended send time (corrected for
-coordinated omission) and from the actual send time (uncorrected). A slot that could not
-start within `timeout_s` of its intended time (no free connection) is dropped and counted;
-one that starts more than 1 ms late is a late start.
+constant rate, or stages that ramp the rate linearly (`RateSchedule`), evenly spaced or as a
+Poisson process (`arrival`) — whatever happened to earlier requests. A pool of
+`connections` workers, each with one keep-alive `HttpClient`, takes the next due slot;
+latency is measured from the intended send time (corrected for coordinated omission) and
+from the actual send time (uncorrected). A slot that could not start within `timeout_s` of
+its intended time (no free connection), or that was still waiting for a connection when the
+schedule ended, is dropped and counted (`LoadResult.dropped`, `dropped_rate`); one that
+starts more than 1 ms late is a late start. One process of several sends its `part` of the
+one schedule (`schedule.part_of`), from a start instant they share (`start_at`).
 
 Closed model (`run_closed_ops`, or `run_closed`): virtual users, each with its own keep-alive
 connection, send a request, wait for the response, think (constant, uniform or exponential),
@@ -43,7 +46,7 @@ from crisisctl.load.runbase import (
     check_ops,
     finish_run,
 )
-from crisisctl.load.schedule import RateSchedule, ThinkTime
+from crisisctl.load.schedule import RateSchedule, ThinkTime, part_of
 from crisisctl.load.target import Target
 from crisisctl.load.templates import FixedRequest
 from crisisctl.stats import LatencyHistogram
@@ -73,24 +76,33 @@ async def run_open_ops(
     seed: int | None = None,
     on_tick: Callable[[Tick], None] | None = None,
     stop: Callable[[], str | None] | None = None,
+    arrival: str = "constant",
+    arrival_seed: int | None = None,
+    part: int = 0,
+    parts: int = 1,
+    start_at: float | None = None,
 ) -> LoadResult:
     """Send `operations` (drawn by weight) at the arrival rate of `schedule`, open model.
 
-    Connection *i* sends with the extra headers ``sessions[i % len(sessions)]`` (e.g. a
-    login cookie). `on_tick` gets a `Tick` per second; when `stop()` returns a reason the
-    run stops sending and `LoadResult.aborted` holds it. Raises ValueError for bad numbers.
+    Arrivals are ``constant`` (evenly spaced) or ``poisson`` (seeded by `arrival_seed`);
+    this run sends arrivals ``part, part + parts, …`` of them (one process of `parts`), the
+    schedule starting at monotonic time `start_at` (default: now). Connection *i* sends with
+    the extra headers ``sessions[i % len(sessions)]`` (e.g. a login cookie). `on_tick` gets a
+    `Tick` per second; when `stop()` returns a reason the run stops sending and
+    `LoadResult.aborted` holds it. Raises ValueError for bad numbers.
     """
     duration_s = schedule.duration_s
     check_common(duration_s, timeout_s)
     check_ops(operations)
     if connections < 1:
         raise ValueError(f"--connections must be at least 1, not {connections!r}.")
+    slots = part_of(schedule.arrivals(arrival, arrival_seed), part, parts)
     result = LoadResult(
         model="open",
         url=url or f"http://{target.host_header}{target.path}",
         duration_s=duration_s,
         timeout_s=timeout_s,
-        target_rate=schedule.expected() / duration_s,
+        target_rate=schedule.expected() / duration_s / parts,
         connections=connections,
         latency_uncorrected=LatencyHistogram(),
     )
@@ -106,10 +118,9 @@ async def run_open_ops(
             HttpClient(target, first or b"", timeout_s=timeout_s, head_only=picker.head_only[0])
         )
     rng = random.Random(seed)
-    t0 = time.monotonic()
+    t0 = time.monotonic() if start_at is None else start_at
     ctl = Control(t0 + duration_s)
     rec = Recorder(result, t0, stats)
-    slots = schedule.send_times()
     single = len(operations) == 1
 
     run = LaneRun(rec, ctl, rng)
@@ -145,12 +156,15 @@ async def run_open(
     method: str = "GET",
     body: bytes | None = None,
     headers: Mapping[str, str] | None = None,
+    arrival: str = "constant",
+    seed: int | None = None,
 ) -> LoadResult:
     """Send to `url` at `rate` requests/s for `duration_s` s, or follow `stages`, open model.
 
     With `stages` [(duration_s, target_rate), …] the rate starts at `rate` and ramps linearly
     to each stage's target over its duration; the run lasts the sum of the stage durations.
-    Raises ValueError for a non-loopback URL or invalid numbers.
+    Arrivals are ``constant`` or ``poisson`` (seeded by `seed`). Raises ValueError for a
+    non-loopback URL or invalid numbers.
     """
     target = parse_target(url)
     if stages:
@@ -163,8 +177,9 @@ async def run_open(
     request = FixedRequest(build_request(target, method, body, headers))
     op = Operation(f"{method.upper()} {target.path}", request, method=method, path=target.path)
     return await run_open_ops(
-        target, [op], schedule=schedule, connections=connections, timeout_s=timeout_s, url=url
-    )
+        target, [op], schedule=schedule, connections=connections, timeout_s=timeout_s, url=url,
+        seed=seed, arrival=arrival, arrival_seed=seed,
+    )  # fmt: skip
 
 
 # -- closed model ----------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 `render_html(report)` takes the JSON report (`crisisctl.load.report.build_report`) and draws,
 server-side, three charts — latency percentiles (p50/p95/p99) over time, throughput and
 failures over time, and the latency percentile spectrum on HdrHistogram's ``1/(1-p)`` axis —
-then fills `templates_html/report.html.j2` with them, the threshold table and the figures.
+then fills `templates_html/report.html.j2` with them, the threshold table and the figures
+(a red banner when the run dropped more than 1 % of its arrivals, `report.dropped_warning`).
 Nothing refers to anything outside the file.
 """
 
@@ -18,6 +19,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
+
+from crisisctl.load.report import dropped_warning
 
 __all__ = ["Line", "line_chart", "nice_ticks", "render_html"]
 
@@ -204,4 +207,5 @@ def render_html(report: dict[str, Any]) -> str:
         charts=_charts(report),
         config_json=json.dumps(config, indent=2, sort_keys=True),
         environment=report.get("environment") or {},
+        dropped_warning=dropped_warning(report),
     )

@@ -487,6 +487,19 @@ class OpenLane(Lane):
         self.intended = intended
         self.send(now)
 
+    def halt(self, now: float) -> None:
+        """The run is over: a slot still waiting for its timer was not sent — dropped (unless
+        the run was stopped early: then it is no longer part of the schedule)."""
+        ctl = self.run.ctl
+        if (
+            self.timer is not None
+            and not self.in_flight
+            and ctl.aborted is None
+            and self.intended < ctl.stop_at
+        ):
+            self.result.dropped += 1
+        super().halt(now)
+
     def _record(self, response: Response, done: float) -> None:
         sent = self.sent_at
         self.run.rec.response(

@@ -2,8 +2,10 @@
 
 `compile_operations` turns the scenario's operations into the engine's `Operation`s (request
 templates with their value sources); template and data problems are reported like schema
-problems, at ``file:line: field``. `share` gives one process its part of the load (rate,
-connections or users divided by the number of processes). `login` makes the scenario's login
+problems, at ``file:line: field``. `share` gives one process its part of the load: the open
+model's connections divided (its arrivals are split by `execute`: process *i* of *N* sends
+arrivals i, i+N, … of the one schedule, `crisisctl.load.schedule.part_of`), the closed
+model's users divided. `login` makes the scenario's login
 request once per virtual user (or once per process in the open model) with httpx and keeps
 the cookies and token it yields. `execute` does all of it and runs the engine.
 """
@@ -175,19 +177,18 @@ def _scale(stages: list[Stage], factor: float) -> list[Stage]:
 
 
 def share(scenario: Scenario, index: int, count: int) -> Scenario:
-    """Process `index` of `count`'s part: the rate, connections or users divided evenly."""
+    """Process `index` of `count`'s part: connections or users divided evenly.
+
+    The open model keeps its whole schedule: `execute` (given the same `index` and `count`)
+    sends only this process's arrivals of it (`schedule.part_of`), so the rate is split
+    exactly and the processes' arrivals interleave.
+    """
     if count <= 1:
         return scenario
     model = scenario.model
     new: OpenModel | ClosedModel
     if isinstance(model, OpenModel):
-        new = model.model_copy(
-            update={
-                "rate": model.rate / count,
-                "stages": _scale(model.stages, 1.0 / count),
-                "connections": max(1, math.ceil(model.connections / count)),
-            }
-        )
+        new = model.model_copy(update={"connections": max(1, math.ceil(model.connections / count))})
     elif model.stages:
         new = model.model_copy(
             update={"users": model.users / count, "stages": _scale(model.stages, 1.0 / count)}
@@ -195,8 +196,7 @@ def share(scenario: Scenario, index: int, count: int) -> Scenario:
     else:
         users = model.users // count + (1 if index < model.users % count else 0)
         new = model.model_copy(update={"users": users})
-    seed = None if scenario.seed is None else scenario.seed + index
-    return scenario.model_copy(update={"model": new, "seed": seed})
+    return scenario.model_copy(update={"model": new})
 
 
 def _token(data: Any, path: str) -> str | None:
@@ -282,24 +282,31 @@ async def execute(
     *,
     on_tick: Callable[[Tick], None] | None = None,
     stop: Callable[[], str | None] | None = None,
-    on_ready: Callable[[], Awaitable[None]] | None = None,
+    on_ready: Callable[[], Awaitable[float | None]] | None = None,
+    part: int = 0,
+    parts: int = 1,
 ) -> LoadResult:
-    """Compile, log in, then run the engine on this process's `scenario` (see `share`).
+    """Compile, log in, then run the engine on process `part` of `parts`'s `scenario` (see
+    `share`).
 
-    `on_ready` runs after the logins, right before the first request (multi-process runs
-    synchronise their starts there).
+    `on_ready` runs after the logins, right before the first request, and may return the
+    monotonic instant the schedule starts at (multi-process runs synchronise their starts
+    there). Each process draws its template values from ``seed + part``; the open model's
+    arrivals come from ``seed`` itself, the same schedule in every process.
     """
     operations = compile_operations(scenario, base_dir)
     target, url = _target(scenario, operations)
     model = scenario.model
+    seed = scenario.seed
+    own_seed = None if seed is None else seed + part
     if isinstance(model, OpenModel):
         sessions = await login(scenario, 1)
-        if on_ready is not None:
-            await on_ready()
+        start_at = await on_ready() if on_ready is not None else None
         return await run_open_ops(
             target, operations, schedule=model.schedule(), connections=model.connections,
-            timeout_s=scenario.timeout, sessions=sessions, url=url, seed=scenario.seed,
-            on_tick=on_tick, stop=stop,
+            timeout_s=scenario.timeout, sessions=sessions, url=url, seed=own_seed,
+            on_tick=on_tick, stop=stop, arrival=model.arrival, arrival_seed=seed, part=part,
+            parts=parts, start_at=start_at,
         )  # fmt: skip
     schedule = model.schedule()
     users = math.ceil(max(max(r0, r1) for _, r0, r1 in schedule.segments) - 1e-9)
@@ -308,6 +315,6 @@ async def execute(
         await on_ready()
     return await run_closed_ops(
         target, operations, users=schedule, think=model.think.think_time(),
-        timeout_s=scenario.timeout, sessions=sessions, url=url, seed=scenario.seed,
+        timeout_s=scenario.timeout, sessions=sessions, url=url, seed=own_seed,
         on_tick=on_tick, stop=stop,
     )  # fmt: skip

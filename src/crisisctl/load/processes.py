@@ -4,11 +4,18 @@
 
 - N = 1: the engine runs on its own event loop in a worker thread; the calling thread
   watches it (live view, abort decisions, Ctrl-C).
-- N > 1: N child processes (multiprocessing, spawn) each run their `share` of the load.
-  They log in, say they are ready, and start together on one signal; once a second each
+- N > 1: N child processes (multiprocessing, spawn) each run their `share` of the load:
+  the open model's process *i* sends arrivals i, i+N, … of the one schedule, so the total
+  rate is exact and arrivals interleave. They log in, say they are ready, and start together
+  on one signal, from one start instant (a shared ``time.monotonic()`` value: the clock is
+  system-wide, so the interleaved offsets stay interleaved across processes); once a second each
   sends its `Tick` through a queue; at the end each sends its result with its histograms
   (`LoadResult.to_dict(histograms=True)`), and the results merge exactly. The per-second
   series is rebuilt from the ticks: the histograms of one second merge across processes.
+
+Poisson arrivals need one seed for every process's share of the one schedule: when the
+scenario has none, `run_scenario` draws one and runs the scenario with it (`RunOutcome.scenario`
+is the scenario as run, so the report shows the seed that reproduces the arrivals).
 
 Either way the caller's thread turns ticks into `LiveStats`, hands them to `on_update`,
 and stops the run early when an ``abort_on_fail`` threshold has failed for good. Every run
@@ -23,6 +30,7 @@ import math
 import multiprocessing
 import os
 import queue
+import random
 import signal
 import sys
 import threading
@@ -35,7 +43,7 @@ from typing import Any, TypeVar
 from crisisctl.load.plan import RunError, execute, share
 from crisisctl.load.recorder import Tick
 from crisisctl.load.recording import LoadResult, SecondStats
-from crisisctl.load.scenario import ClosedModel, Scenario, ScenarioError
+from crisisctl.load.scenario import ClosedModel, OpenModel, Scenario, ScenarioError
 from crisisctl.load.thresholds import ScopeStats, Threshold, abort_due
 
 __all__ = [
@@ -50,6 +58,8 @@ __all__ = [
 READY_TIMEOUT_S = 60.0
 #: Extra time past duration + timeout before children are ended by force.
 GRACE_S = 15.0
+#: The children's common start: this long after the last one said it was ready.
+START_DELAY_S = 0.05
 T = TypeVar("T")
 
 
@@ -127,9 +137,11 @@ class LiveStats:
 
 @dataclass(slots=True)
 class RunOutcome:
-    """The merged result and the threshold that stopped the run early, if one did."""
+    """The merged result, the scenario as run (with the seed it used) and the threshold that
+    stopped the run early, if one did."""
 
     result: LoadResult
+    scenario: Scenario
     aborted_by: Threshold | None = None
 
 
@@ -198,16 +210,20 @@ def _child_main(
     outbox: Any,
     go: Any,
     halt: Any,
+    start: Any,
 ) -> None:
     """A child engine process: its share of the load, ticks and result through `outbox`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
     try:
         part = share(Scenario.model_validate(data), index, count)
 
-        async def ready() -> None:
+        async def ready() -> float | None:
             outbox.put(("ready", index))
             if not await asyncio.to_thread(go.wait, READY_TIMEOUT_S):
                 raise RunError("the engine processes did not all get ready in time.", 1)
+            start_at = float(start.value)
+            # a clock not shared between processes (never on Linux/macOS): start now
+            return start_at if abs(start_at - time.monotonic()) < 1.0 else None
 
         def on_tick(tick: Tick) -> None:
             tick.process = index
@@ -216,7 +232,12 @@ def _child_main(
         def stop() -> str | None:
             return "stopped" if halt.is_set() else None
 
-        result = run_sync(execute(part, Path(base_dir), on_tick=on_tick, stop=stop, on_ready=ready))
+        result = run_sync(
+            execute(
+                part, Path(base_dir), on_tick=on_tick, stop=stop, on_ready=ready, part=index,
+                parts=count,
+            )
+        )  # fmt: skip
         outbox.put(("done", index, result.to_dict(histograms=True)))
     except (RunError, ScenarioError, ValueError) as exc:
         outbox.put(("error", index, getattr(exc, "code", 2), str(exc)))
@@ -280,6 +301,10 @@ def run_scenario(
 
     Raises RunError (with an exit code) when the run cannot start or a process fails.
     """
+    model = scenario.model
+    if isinstance(model, OpenModel) and model.arrival == "poisson" and scenario.seed is None:
+        # every process draws its share from the one schedule: one seed for all, reported
+        scenario = scenario.model_copy(update={"seed": random.SystemRandom().randrange(2**31)})
     count = _processes_for(scenario, processes)
     names = [op.label for op in scenario.operations]
     live = LiveStats(count, names, scenario.duration_s)
@@ -326,7 +351,7 @@ def _run_in_thread(
     watch.update(force=True)
     if watch.reason is not None:
         result.aborted = watch.reason
-    return RunOutcome(result, watch.aborted_by)
+    return RunOutcome(result, scenario, watch.aborted_by)
 
 
 def _run_in_processes(
@@ -341,11 +366,12 @@ def _run_in_processes(
     ctx = multiprocessing.get_context("spawn")
     outbox = ctx.Queue()
     go, halt = ctx.Event(), ctx.Event()
+    start = ctx.Value("d", 0.0)
     data = scenario.model_dump(mode="json", by_alias=True)
     children = [
         ctx.Process(
             target=_child_main,
-            args=(data, str(base_dir), i, count, outbox, go, halt),
+            args=(data, str(base_dir), i, count, outbox, go, halt, start),
             name=f"crisisctl-load-{i}",
             daemon=True,
         )
@@ -361,6 +387,7 @@ def _run_in_processes(
         deadline = time.monotonic() + READY_TIMEOUT_S
         while len(results) < count:
             if not go.is_set() and len(ready) == count:
+                start.value = time.monotonic() + START_DELAY_S
                 go.set()
                 deadline = time.monotonic() + limit_s
             if time.monotonic() > deadline:
@@ -401,4 +428,4 @@ def _run_in_processes(
     watch.update(force=True)
     if watch.reason is not None:
         merged.aborted = watch.reason
-    return RunOutcome(merged, watch.aborted_by)
+    return RunOutcome(merged, scenario, watch.aborted_by)

@@ -225,6 +225,18 @@ class LoadResult:
         return (self.error_total + self.unexpected) / self.requests if self.requests else 0.0
 
     @property
+    def scheduled(self) -> int:
+        """Open model: arrivals the schedule asked for up to the end (or the abort) of the run,
+        each either started (`requests`) or dropped; closed model: the requests started."""
+        return self.requests + self.dropped
+
+    @property
+    def dropped_rate(self) -> float:
+        """Open model: dropped arrivals ÷ scheduled arrivals (0 when nothing was scheduled)."""
+        scheduled = self.scheduled
+        return self.dropped / scheduled if scheduled else 0.0
+
+    @property
     def unreachable(self) -> bool:
         """True when requests were made and every one was refused."""
         return self.requests > 0 and self.errors.get("refused", 0) == self.requests
@@ -234,7 +246,7 @@ class LoadResult:
         if operation is None:
             return ScopeStats(
                 self.requests, self.completed, self.error_total, self.unexpected, self.latency,
-                self.duration_s,
+                self.duration_s, self.dropped,
             )  # fmt: skip
         op = self.operations.get(operation)
         return None if op is None else op.scope(self.duration_s)
@@ -264,6 +276,8 @@ class LoadResult:
             "connects": self.connects,
             "late_starts": self.late_starts,
             "dropped": self.dropped,
+            "scheduled": self.scheduled,
+            "dropped_rate": round(self.dropped_rate, 6),
             "elapsed_s": round(self.elapsed_s, 6),
             "aborted": self.aborted,
             "latency_ms": self.latency.summary().as_dict(),

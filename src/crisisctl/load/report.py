@@ -2,9 +2,13 @@
 
 `build_report` assembles what ``crisisctl load --out`` writes and ``--json`` prints: every
 field of `LoadResult.to_dict()` (``"report": "load"``, global and per-operation figures, the
-per-second series), plus ``config`` (the scenario as run), ``thresholds`` (each with its value
-and verdict), ``latency_spectrum_ms`` (the percentile spectrum the HTML report draws),
-``started_at``/``finished_at`` (ISO 8601 UTC) and ``environment`` (versions, cores).
+per-second series, ``dropped``/``scheduled``/``dropped_rate``), plus ``config`` (the scenario
+as run), ``planned_duration_s`` (the schedule's length, even when the run stopped early),
+``arrival`` (open model: ``constant`` or ``poisson``; closed: None), ``thresholds`` (each with
+its value and verdict), ``latency_spectrum_ms`` (the percentile spectrum the HTML report
+draws), ``started_at``/``finished_at`` (ISO 8601 UTC) and ``environment`` (versions, cores).
+
+`DROPPED_WARN_RATE`: above it a run's report says, in red, that it dropped arrivals.
 """
 
 from __future__ import annotations
@@ -13,17 +17,28 @@ import importlib.metadata
 import os
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from crisisctl import __version__
 from crisisctl.load.recording import LoadResult
-from crisisctl.load.scenario import Scenario
+from crisisctl.load.scenario import OpenModel, Scenario
 from crisisctl.load.thresholds import ThresholdResult
 from crisisctl.stats import LatencyHistogram
 
-__all__ = ["SPECTRUM_PERCENTILES", "build_report", "environment", "spectrum", "utc_iso"]
+__all__ = [
+    "DROPPED_WARN_RATE",
+    "SPECTRUM_PERCENTILES",
+    "build_report",
+    "dropped_warning",
+    "environment",
+    "spectrum",
+    "utc_iso",
+]
+
+#: A run that dropped more than this share of its scheduled arrivals says so (in red).
+DROPPED_WARN_RATE = 0.01
 
 #: Percentiles of the spectrum: from the median to the max, denser in the tail.
 SPECTRUM_PERCENTILES: tuple[float, ...] = (
@@ -73,6 +88,20 @@ def spectrum(hist: LatencyHistogram) -> list[dict[str, float]]:
     ]
 
 
+def dropped_warning(report: Mapping[str, Any]) -> str | None:
+    """One sentence when the run dropped more than `DROPPED_WARN_RATE` of its arrivals."""
+    rate = float(report.get("dropped_rate") or 0.0)
+    if rate <= DROPPED_WARN_RATE:
+        return None
+    dropped, scheduled = int(report.get("dropped", 0)), int(report.get("scheduled", 0))
+    return (
+        f"the load generator dropped {rate:.1%} of the scheduled arrivals ({dropped:,} of "
+        f"{scheduled:,}): every connection was busy, so the service got less load than asked "
+        "and the figures are not those of the rate asked; give more connections (or "
+        "processes), or a lower rate."
+    )
+
+
 def build_report(
     result: LoadResult,
     *,
@@ -84,10 +113,13 @@ def build_report(
 ) -> dict[str, Any]:
     """The whole JSON report of a run."""
     report = result.to_dict()
+    model = scenario.model
     passed = all(t.passed for t in thresholds)
     report.update(
         {
             "name": scenario.name,
+            "planned_duration_s": scenario.duration_s,
+            "arrival": model.arrival if isinstance(model, OpenModel) else None,
             "started_at": utc_iso(started_at),
             "finished_at": utc_iso(finished_at),
             "config": {

@@ -1,7 +1,8 @@
 """Load scenarios: the YAML file format, validated with pydantic, with errors at file:line.
 
 A scenario holds ``base_url`` (loopback only), default ``headers``, a ``timeout``, an optional
-``login`` step, the load ``model`` (``open``: arrival rate and stages; ``closed``: users,
+``login`` step, the load ``model`` (``open``: arrival rate and stages, ``arrival: constant``
+(evenly spaced) or ``poisson`` (exponential gaps, seeded by ``seed``); ``closed``: users,
 ramp-up, think time and stages), ``variables`` (value sources for templates), weighted
 ``operations`` and ``thresholds``. `load_scenario(path)` reads and validates a file; every
 problem is reported as ``file:line: field: what is wrong`` (the line comes from the YAML
@@ -102,13 +103,15 @@ def _stage_list(start: float, stages: Sequence[Stage]) -> RateSchedule:
 
 
 class OpenModel(_Model):
-    """Arrivals on a schedule: `rate` for `duration`, or from `rate` through `stages`."""
+    """Arrivals on a schedule: `rate` for `duration`, or from `rate` through `stages`; evenly
+    spaced (``arrival: constant``) or a Poisson process (``arrival: poisson``)."""
 
     type: Literal["open"]
     rate: float = Field(0.0, ge=0, allow_inf_nan=False)
     duration: Duration | None = Field(None, gt=0)
     stages: list[Stage] = Field(default_factory=list)
     connections: int = Field(64, ge=1, le=20_000)
+    arrival: Literal["constant", "poisson"] = "constant"
 
     @model_validator(mode="after")
     def _complete(self) -> OpenModel:
@@ -234,6 +237,11 @@ class ThresholdSpec(_Model):
         parse_threshold(value)
         return value
 
+    @model_validator(mode="after")
+    def _scoped(self) -> ThresholdSpec:
+        self.threshold()  # a whole-run metric cannot be scoped to an operation
+        return self
+
     def threshold(self, operation: str | None = None) -> Threshold:
         """The parsed threshold (`operation` overrides the scope, for per-operation lists)."""
         return parse_threshold(
@@ -294,6 +302,8 @@ class OperationSpec(_Model):
     def _one_body(self) -> OperationSpec:
         if self.json_body is not None and self.body is not None:
             raise ValueError("give either json or body, not both")
+        for spec in self.thresholds:
+            spec.threshold(self.label)  # a whole-run metric cannot be an operation's
         return self
 
     @property

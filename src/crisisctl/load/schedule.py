@@ -1,14 +1,39 @@
 """Schedules of a load run: the open model's arrival rate and the closed model's users over
-time (`RateSchedule`, linear segments), and a closed-model user's think time (`ThinkTime`)."""
+time (`RateSchedule`, linear segments), and a closed-model user's think time (`ThinkTime`).
+
+Arrivals (`RateSchedule.arrivals`) are the instants where the integral of the rate,
+Λ(t) = ∫₀ᵗ rate, reaches a sequence of levels: 0, 1, 2, … for ``constant`` arrivals (evenly
+spaced at a constant rate), E₁, E₁+E₂, … with Eₖ ~ Exp(1) for ``poisson`` arrivals (the
+time-rescaling theorem: a Poisson process of intensity rate(t), exponential gaps of mean
+1 ÷ rate at a constant rate; seeded, so a seed gives the same instants on every run).
+
+Several engine processes share one schedule (`part_of`): process *i* of *N* sends arrivals
+i, i+N, i+2N, … of the one sequence, so the union of the parts is the schedule exactly —
+the total rate is exact and the processes' arrivals interleave instead of coming in N-way
+bursts (which N copies of a rate ÷ N schedule do: they all start at 0).
+"""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-__all__ = ["RateSchedule", "ThinkTime"]
+__all__ = ["ARRIVALS", "RateSchedule", "ThinkTime", "part_of"]
+
+#: How arrivals are spread over time: evenly, or as a Poisson process.
+ARRIVALS = ("constant", "poisson")
+
+
+def part_of(times: Iterator[float], index: int, count: int) -> Iterator[float]:
+    """Process `index` of `count`'s share of `times`: items index, index+count, …"""
+    if not 0 <= index < count:
+        raise ValueError(f"process {index} of {count} does not exist.")
+    if count == 1:
+        return times  # the one process sends everything: no slicing on the hot path
+    return itertools.islice(times, index, None, count)
 
 
 # -- schedules -------------------------------------------------------------------------------
@@ -74,6 +99,34 @@ class RateSchedule:
     def expected(self) -> float:
         """Requests the schedule asks for in total (the area under the rate)."""
         return sum(d * (r0 + r1) / 2.0 for d, r0, r1 in self.segments)
+
+    def arrivals(self, arrival: str = "constant", seed: int | None = None) -> Iterator[float]:
+        """Offsets (s) of every arrival, ``constant`` (`send_times`) or ``poisson``
+        (`poisson_times`, seeded with `seed`)."""
+        if arrival == "constant":
+            return self.send_times()
+        if arrival == "poisson":
+            return self.poisson_times(random.Random(seed))
+        raise ValueError(f"arrivals must be constant or poisson, not {arrival!r}.")
+
+    def poisson_times(self, rng: random.Random) -> Iterator[float]:
+        """Offsets (s) of a Poisson process of intensity `rate_at`: arrival k is due when the
+        integral of the rate reaches E₁ + … + Eₖ, each Eᵢ drawn from Exp(1)."""
+        level = rng.expovariate(1.0)
+        start = 0.0
+        before = 0.0  # the area of the earlier segments
+        for d, r0, r1 in self.segments:
+            a = (r1 - r0) / (2.0 * d)
+            area = d * (r0 + r1) / 2.0
+            while level - before < area:
+                need = level - before
+                disc = r0 * r0 + 4.0 * a * need
+                denom = r0 + math.sqrt(max(disc, 0.0))
+                t = 2.0 * need / denom if denom > 0 else 0.0
+                yield start + min(t, d)
+                level += rng.expovariate(1.0)
+            before += area
+            start += d
 
     def send_times(self) -> Iterator[float]:
         """Offsets (s) of every request: request k is due when the integral of the rate is k."""

@@ -4,14 +4,22 @@ An expression is ``METRIC OPERATOR VALUE[UNIT]``:
 
 - latency metrics ``p50 p90 p95 p99 p99.9`` (any percentile ``pN`` or ``p(N)``, ``med`` = p50),
   ``avg``, ``min``, ``max``; units ``us``/``µs``, ``ms`` (the default, as in k6), ``s``, ``m``;
-- ``error_rate`` (transport errors and unexpected statuses ÷ requests) and ``checks``
-  (responses with an expected status ÷ responses): ``1%`` or a fraction ``0.01``;
+- ``error_rate`` (transport errors and unexpected statuses ÷ requests), ``checks``
+  (responses with an expected status ÷ responses) and ``dropped_rate`` (open model: arrivals
+  the engine could not send because every connection was busy ÷ arrivals scheduled; whole
+  run only): ``1%`` or a fraction ``0.01``;
 - ``rps`` (requests per second of the run) and ``requests`` (a count);
 - operators ``<  <=  >  >=  ==  !=``.
 
 A threshold applies to the whole run or to one operation. Values are kept in canonical units
 (ms, fractions, req/s, counts). `abort_due` says when a running test may stop early because a
 threshold with ``abort_on_fail`` has failed for good (see its docstring).
+
+An open-model run that sets no ``dropped_rate`` threshold of its own gets
+`DEFAULT_DROPPED_RATE` (``dropped_rate < 1%``, `with_defaults`): a run that could not send
+the load it was asked for has not measured the service at that load, so it fails like a
+threshold does. Write e.g. ``dropped_rate < 5%`` to loosen it (``dropped_rate <= 100%`` turns
+it off).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from crisisctl.stats import LatencyHistogram
 
 __all__ = [
     "ABORT_MIN_REQUESTS",
+    "DEFAULT_DROPPED_RATE",
     "ScopeStats",
     "Threshold",
     "ThresholdError",
@@ -34,11 +43,14 @@ __all__ = [
     "abort_due",
     "evaluate",
     "parse_threshold",
+    "with_defaults",
 ]
 
 #: An abort_on_fail threshold on a percentile, mean or rate is judged early only once its scope
 #: has at least this many requests (fewer say too little to stop a run on).
 ABORT_MIN_REQUESTS = 100
+#: The threshold an open-model run gets unless it sets a ``dropped_rate`` threshold itself.
+DEFAULT_DROPPED_RATE = "dropped_rate < 1%"
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -58,7 +70,9 @@ _EXPR = re.compile(
 )
 _PERCENTILE = re.compile(r"^p(?:\(\s*([0-9]+(?:\.[0-9]+)?)\s*\)|([0-9]+(?:\.[0-9]+)?))$")
 _NAMED_LATENCY = {"avg", "min", "max", "med"}
-_RATES = {"error_rate", "checks"}
+_RATES = {"error_rate", "checks", "dropped_rate"}
+#: metrics of the whole run only (an arrival is dropped before an operation is drawn for it)
+_RUN_ONLY = {"dropped_rate"}
 
 
 class ThresholdError(ValueError):
@@ -76,6 +90,8 @@ class Threshold:
     operation: str | None = None
     abort_on_fail: bool = False
     delay_abort_eval_s: float = 0.0
+    #: added by crisisctl (`with_defaults`), not written by the user
+    default: bool = False
 
     @property
     def kind(self) -> str:
@@ -123,7 +139,7 @@ def _parse_metric(raw: str, text: str) -> str:
         return name
     raise ThresholdError(
         f"{raw!r} in {text!r} is not a metric: use p50, p90, p95, p99, p99.9, avg, min, max, "
-        "error_rate, checks, rps or requests."
+        "error_rate, checks, dropped_rate, rps or requests."
     )
 
 
@@ -168,6 +184,12 @@ def parse_threshold(
             "'error_rate < 1%' or 'rps > 200'."
         )
     metric = _parse_metric(match.group("metric"), text)
+    if metric in _RUN_ONLY and operation is not None:
+        raise ThresholdError(
+            f"{text!r} applies to the whole run, not to the operation {operation!r}: arrivals "
+            "are dropped before an operation is drawn for them; set it among the global "
+            "thresholds."
+        )
     limit = _parse_limit(metric, float(match.group("num")), match.group("unit"), text)
     if not math.isfinite(limit):
         raise ThresholdError(f"in {text!r} the value must be a finite number.")
@@ -194,6 +216,8 @@ class ScopeStats:
     unexpected: int
     latency: LatencyHistogram
     duration_s: float
+    #: open model, whole run: arrivals the engine could not send (every connection busy)
+    dropped: int = 0
 
     def value(self, metric: str) -> float | None:
         """The metric in canonical units, or None when there is nothing to measure it on."""
@@ -203,6 +227,9 @@ class ScopeStats:
             return self.requests / self.duration_s if self.duration_s > 0 else None
         if metric == "error_rate":
             return (self.errors + self.unexpected) / self.requests if self.requests else None
+        if metric == "dropped_rate":
+            scheduled = self.requests + self.dropped
+            return self.dropped / scheduled if scheduled else None
         if metric == "checks":
             return (self.completed - self.unexpected) / self.completed if self.completed else None
         hist = self.latency
@@ -242,6 +269,7 @@ class ThresholdResult:
             "passed": self.passed,
             "abort_on_fail": t.abort_on_fail,
             "aborted_run": self.aborted_run,
+            "default": t.default,
         }
 
 
@@ -273,7 +301,7 @@ def abort_due(
     """
     if not t.abort_on_fail or stats is None or elapsed_s < t.delay_abort_eval_s:
         return False
-    if t.metric == "rps":
+    if t.metric in ("rps", "dropped_rate"):  # dropped arrivals are counted at the end
         return False
     value = stats.value(t.metric)
     if value is None or t.passes(value):
@@ -283,3 +311,15 @@ def abort_due(
     if (t.metric == "max" and t.op in ("<", "<=")) or (t.metric == "min" and t.op in (">", ">=")):
         return True
     return stats.requests >= min_requests
+
+
+def with_defaults(thresholds: Iterable[Threshold], open_model: bool) -> list[Threshold]:
+    """`thresholds`, plus `DEFAULT_DROPPED_RATE` for an open-model run that sets no
+    ``dropped_rate`` threshold of its own."""
+    out = list(thresholds)
+    if open_model and not any(t.metric == "dropped_rate" for t in out):
+        parsed = parse_threshold(DEFAULT_DROPPED_RATE)
+        out.append(
+            Threshold(parsed.metric, parsed.op, parsed.limit, parsed.expression, default=True)
+        )
+    return out

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from crisisctl.load.target import Target, check_loopback_url
 from crisisctl.probe.guard import DEFAULT_PREFIX
-from crisisctl.probe.profile import baseline_p95, profile_operations
+from crisisctl.probe.profile import baseline_p95, baseline_rounds, profile_operations
 from crisisctl.probe.sampling import Operation
 
 HEALTH_PATHS: Final = ("/_crisis/health", "/health", "/api/health")
@@ -127,6 +127,18 @@ def plan_triage(
             warnings.append(
                 f"baseline {baseline.name!r} has no p95 for {', '.join(missing)}: their latency "
                 "is not graded."
+            )
+        unsampled = [
+            op.name
+            for op in operations
+            if baseline_p95(baseline.profile, op.name) is not None
+            and baseline_rounds(baseline.profile, op.name) is None
+        ]
+        if unsampled:
+            warnings.append(
+                f"baseline {baseline.name!r} kept no latency samples for {', '.join(unsampled)} "
+                "(saved by an older crisisctl): only this run's own spread is allowed for; save "
+                "it again with `crisisctl baseline save` to judge against the baseline's spread."
             )
     if timeout_s is None:
         reference = target_ms or _max_baseline_p95(baseline, operations) or DEFAULT_TARGET_MS

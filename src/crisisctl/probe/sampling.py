@@ -4,8 +4,10 @@
 `concurrency` in flight, each bounded by its own timeout and by the shared deadline: requests
 that would start after the deadline are not sent (counted as ``not_sent``), requests still in
 flight at the deadline end as timeouts. `OperationStats` keeps latency in `LatencyHistogram`s
-(never a list of samples; latency of the requests that did not fail, i.e. answered < 500),
-status codes and classes, error kinds with one example each, and the per-request timing rows.
+(latency of the requests that did not fail, i.e. answered < 500), status codes and classes,
+error kinds with one example each, and the per-request timing rows. The raw latencies are kept
+too (`latency_samples_ms`, at most the plan's ≤ 200 samples per operation): a baseline stores
+them, and triage bootstraps them to tell noise from a slowdown (see spread.py).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class OperationStats:
     errors: dict[str, int] = field(default_factory=dict)
     error_examples: dict[str, str] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    latency_samples_ms: list[float] = field(default_factory=list)
 
     def add(self, result: ProbeResult) -> None:
         """Count one finished request."""
@@ -89,6 +92,7 @@ class OperationStats:
                 # fast 5xx answers must not make a slow service look fast: errors are graded
                 # by the error rate, latency over the requests that did not fail
                 self.latency.record_us(round(result.total_ms * 1000))
+                self.latency_samples_ms.append(result.total_ms)
         elif result.error is not None:
             self.errors[result.error] = self.errors.get(result.error, 0) + 1
             self.error_examples.setdefault(result.error, result.detail)
@@ -134,6 +138,7 @@ class OperationStats:
             "errors": dict(self.errors),
             "error_examples": dict(self.error_examples),
             "latency_ms": summarize(self.latency),
+            "latency_samples_ms": list(self.latency_samples_ms),
             "dns_ms": summarize(self.dns),
             "connect_ms": summarize(self.connect),
             "first_byte_ms": summarize(self.first_byte),

@@ -13,13 +13,18 @@
 3. the host window closes and the verdict is built.
 
 A hang, refusal, reset or garbage answer is evidence, never an exception.
+
+`measure_baseline()` runs a plan in rounds spread over time (``crisisctl baseline save``), so
+that the saved baseline holds the service's spread from moment to moment (see spread.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from crisisctl.probe import host as hostmod
@@ -124,3 +129,33 @@ async def run_triage(plan: TriagePlan) -> dict[str, Any]:
                 "to another user): pass --pid"
             )
     return build_report(plan, started_at, t0, health, guard, stats, host)
+
+
+def _unavailable(report: dict[str, Any]) -> bool:
+    return not report["available"]
+
+
+async def measure_baseline(
+    plan: TriagePlan,
+    rounds: int,
+    every_s: float,
+    stop_when: Callable[[dict[str, Any]], bool] = _unavailable,
+) -> list[dict[str, Any]]:
+    """Run `plan` `rounds` times, a round starting every `every_s` s (or when the last ends).
+
+    The host's resources are read in the first round only. Stops after a round for which
+    `stop_when(report)` holds (default: the service was unavailable; its report is the last
+    one returned): that is no healthy baseline, and measuring on would only take time.
+    """
+    if rounds < 1:
+        raise ValueError(f"a baseline needs at least 1 round, not {rounds}")
+    reports: list[dict[str, Any]] = []
+    start = time.monotonic()
+    for index in range(rounds):
+        if index:
+            await asyncio.sleep(max(0.0, start + index * every_s - time.monotonic()))
+        this = plan if index == 0 else dataclasses.replace(plan, collect_host=False)
+        reports.append(await run_triage(this))
+        if stop_when(reports[-1]):
+            break
+    return reports

@@ -1,24 +1,38 @@
 """From measurements to the triage report: health, availability, the verdict and next steps.
 
-`build_report()` grades the worst operation (highest p95 ÷ reference, highest error rate) with
-`severity.classify()`, decides availability (a failing or silent health check, or operations
-that got no response at all) and assembles the JSON report every output is made from.
+`build_report()` grades the worst operation (worst latency severity, then highest p95 ÷
+reference; highest error rate) with `severity.classify()`, decides availability (a failing or
+silent health check, or operations that got no response at all) and assembles the JSON report
+every output is made from.
+
+Against a baseline, each operation's factor gets its confidence interval from the baseline's
+own spread (spread.py; from this run's requests alone for a baseline saved without samples),
+at a confidence split over the operations graded (Bonferroni), so that grading the worst of
+several operations keeps the false-alarm rate of one: a factor whose interval reaches 1× is
+OK, a significant one is graded on its value (severity.py). A ``--target-ms`` has no spread.
 Pure functions of their arguments apart from the report's finish time.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from crisisctl import __version__
 from crisisctl.probe.http import ProbeResult
 from crisisctl.probe.plan import TriagePlan
-from crisisctl.probe.profile import baseline_p95, resource_changes
+from crisisctl.probe.profile import baseline_count, baseline_p95, baseline_rounds, resource_changes
 from crisisctl.probe.recommendations import recommendations
 from crisisctl.probe.sampling import OperationStats, summarize
-from crisisctl.severity import Verdict, classify
+from crisisctl.probe.spread import (
+    DEFAULT_CONFIDENCE,
+    factor_interval,
+    family_confidence,
+    healthy_ratio_range,
+)
+from crisisctl.severity import FactorInterval, Severity, Verdict, classify, severity_for_factor
 from crisisctl.stats import LatencyHistogram
 
 
@@ -80,11 +94,34 @@ def availability(
     return True, None, reachable
 
 
-def _latency_verdict_inputs(
-    plan: TriagePlan, stats: list[OperationStats]
-) -> tuple[float | None, float | None, str | None]:
-    """(p95, reference, operation) of the operation with the worst degradation."""
-    best: tuple[float, float, float, str] | None = None  # (factor, p95, reference, name)
+@dataclass(frozen=True, slots=True)
+class LatencyJudgement:
+    """One operation's p95 against its reference, with the factor's interval when it has one."""
+
+    operation: str
+    p95_ms: float
+    reference_ms: float
+    factor: float
+    interval: FactorInterval | None
+    #: whose spread the interval comes from: "baseline", "run" (old baseline) or None (target)
+    spread: str | None
+    severity: Severity
+
+    def as_dict(self) -> dict[str, Any]:
+        """The per-operation figures of the report's ``reference`` section."""
+        return {
+            "p95_ratio": self.factor,
+            "interval": self.interval.as_dict() if self.interval else None,
+            "spread": self.spread,
+            "severity": self.severity.name,
+        }
+
+
+def judge_latency(
+    plan: TriagePlan, stats: list[OperationStats], confidence: float = DEFAULT_CONFIDENCE
+) -> list[LatencyJudgement]:
+    """Every operation with a p95 and a reference, judged (see the module docstring)."""
+    inputs: list[tuple[OperationStats, float, float]] = []
     for s in stats:
         p95 = s.p95_ms
         if p95 is None:
@@ -93,16 +130,45 @@ def _latency_verdict_inputs(
             ref = baseline_p95(plan.baseline.profile, s.operation.name)
         else:
             ref = plan.target_ms
-        if ref is None:
-            continue
+        if ref is not None:
+            inputs.append((s, p95, ref))
+    level = family_confidence(confidence, len(inputs))
+    out: list[LatencyJudgement] = []
+    for s, p95, ref in inputs:
         factor = p95 / ref
-        if best is None or factor > best[0]:
-            best = (factor, p95, ref, s.operation.name)
-    if best is None:
+        interval: FactorInterval | None = None
+        spread: str | None = None
+        samples = s.latency_samples_ms
+        if plan.baseline is not None and samples:
+            name = s.operation.name
+            rounds = baseline_rounds(plan.baseline.profile, name)
+            if rounds is not None:
+                healthy = healthy_ratio_range(rounds, len(samples), confidence=level)
+                spread = "baseline"
+            else:  # saved without samples: this run's own spread stands in for the baseline's
+                count = baseline_count(plan.baseline.profile, name) or len(samples)
+                healthy = healthy_ratio_range(
+                    [samples], len(samples), reference_n=count, confidence=level
+                )
+                spread = "run"
+            interval = factor_interval(factor, healthy, level)
+        severity = severity_for_factor(factor, interval)
+        out.append(LatencyJudgement(s.operation.name, p95, ref, factor, interval, spread,
+                                    severity))  # fmt: skip
+    return out
+
+
+def _latency_verdict_inputs(
+    judged: list[LatencyJudgement], stats: list[OperationStats]
+) -> tuple[float | None, float | None, str | None, FactorInterval | None]:
+    """(p95, reference, operation, interval) of the worst operation's latency."""
+    if not judged:
         worst = max((s for s in stats if s.p95_ms is not None), key=lambda s: s.p95_ms or 0.0,
                     default=None)  # fmt: skip
-        return (worst.p95_ms if worst else None), None, (worst.operation.name if worst else None)
-    return best[1], best[2], best[3]
+        p95 = worst.p95_ms if worst else None
+        return p95, None, (worst.operation.name if worst else None), None
+    best = max(judged, key=lambda j: (j.severity, j.factor))
+    return best.p95_ms, best.reference_ms, best.operation, best.interval
 
 
 def _merged(stats: list[OperationStats], attr: str) -> LatencyHistogram:
@@ -128,10 +194,12 @@ def build_report(
     # even when the others dilute the overall rate.
     rates = [(s.error_rate, s.operation.name) for s in stats if s.error_rate is not None]
     error_rate, error_op = max(rates) if rates else (None, None)
-    p95, reference, worst_op = _latency_verdict_inputs(plan, stats)
+    judged = judge_latency(plan, stats)
+    p95, reference, worst_op, interval = _latency_verdict_inputs(judged, stats)
     verdict: Verdict = classify(
         p95_ms=p95, target_ms=reference, error_rate=error_rate, available=available,
         unavailable_reason=why, reference="baseline" if plan.baseline else "target",
+        factor_interval=interval,
     )  # fmt: skip
     errors: dict[str, int] = {}
     status_classes: dict[str, int] = {}
@@ -181,7 +249,7 @@ def build_report(
             "failed": failed,
             "not_sent": not_sent,
         },
-        "reference": _reference(plan, stats, host_ready),
+        "reference": _reference(plan, stats, host_ready, judged),
         "limits": {
             "max_in_flight": plan.concurrency,
             "max_control_in_flight": len(plan.health_paths) + 1,
@@ -210,11 +278,15 @@ def build_report(
 
 
 def _reference(
-    plan: TriagePlan, stats: list[OperationStats], host: dict[str, Any] | None
+    plan: TriagePlan,
+    stats: list[OperationStats],
+    host: dict[str, Any] | None,
+    judged: list[LatencyJudgement],
 ) -> dict[str, Any]:
     if plan.baseline is None:
         return {"kind": "target", "target_ms": plan.target_ms}
     b = plan.baseline
+    by_name = {j.operation: j.as_dict() for j in judged}
     return {
         "kind": "baseline",
         "name": b.name,
@@ -225,6 +297,7 @@ def _reference(
             s.operation.name: {
                 "baseline_p95_ms": baseline_p95(b.profile, s.operation.name),
                 "observed_p95_ms": s.p95_ms,
+                **by_name.get(s.operation.name, {}),
             }
             for s in stats
         },

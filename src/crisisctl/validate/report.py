@@ -1,7 +1,8 @@
 """The validation suite's report: check results, request tallies and the success rate.
 
-Every check of `crisisctl validate` ends as a `CheckResult` (passed or failed, or skipped, with a
-one-line summary and its evidence); requests are counted into a `Tally`; `build_report` turns
+Every check of `crisisctl validate` ends as a `CheckResult` (passed or failed, or skipped with
+the reason: not run, or unable to measure what it names; with a one-line summary and its
+evidence); requests are counted into a `Tally`; `build_report` turns
 the list into the JSON report. The suite passes when passed ÷ (passed + failed) reaches the
 required rate (the seeds' 90 % by default); skipped checks are listed but not counted.
 """
@@ -40,14 +41,22 @@ class CheckResult:
     duration_ms: float = 0.0
 
     @classmethod
-    def skip(cls, name: str, reason: str) -> CheckResult:
-        """A check that was not run, and why."""
-        return cls(name, False, reason, {}, skipped=True)
+    def skip(cls, name: str, reason: str, evidence: dict[str, Any] | None = None) -> CheckResult:
+        """A check that was not run or could not measure, and why (neither a pass nor a failure)."""
+        return cls(name, False, reason, evidence or {}, skipped=True)
+
+    @property
+    def status(self) -> str:
+        """ "passed", "failed" or "skipped"."""
+        if self.skipped:
+            return "skipped"
+        return "passed" if self.passed else "failed"
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form: name, passed, skipped, summary, evidence, duration_ms."""
+        """The JSON form: name, status, passed, skipped, summary, evidence, duration_ms."""
         return {
             "name": self.name,
+            "status": self.status,
             "passed": self.passed,
             "skipped": self.skipped,
             "summary": self.summary,

@@ -1,17 +1,20 @@
 """The validation suite's verdicts (the seeds' phase 5): pure functions of what was measured.
 
-`crisisctl.load.validate` sends the requests and measures; everything here only judges what was
+`crisisctl.validate.suite` sends the requests and measures; everything here only judges what was
 measured, so every rule can be tested without a server. Each check yields a `CheckResult` of
-`crisisctl.load.validate_report` with a one-line summary and its evidence.
+`crisisctl.validate.report` with a one-line summary and its evidence.
 
 The rules, from the seeds' validation code:
 
 - performance_baseline: every response 2xx, p95 ≤ target and the slowest ≤ 2 × target.
 - rate_limiting: a burst gets at least one 429.
-- concurrency_control: a parallel burst is shed (429 or 503) and nothing times out, fails at
-  the transport level or answers another 5xx.
-- resource_utilization: host CPU ≤ 90 %, host memory ≤ 90 %, the target process's RSS ≤ 2048 MB.
-- error_handling: malformed JSON → 4xx, an unknown route → 404, a wrong method → 405; never 5xx.
+- concurrency_control: in `shedding` (it must tell concurrency shedding from a rate limit).
+- resource_utilization: the service's own process (the one listening on the target's port)
+  ≤ 90 % CPU of one core and ≤ 2048 MB RSS, the host's memory ≤ 90 %; skipped with the reason
+  when that process cannot be found or read (the host's CPU is not the service's).
+- error_handling: malformed JSON to a route that takes a body → a 4xx from reading it (not
+  401/403/404/405/429; not applicable when no route takes a body), an unknown route → 404, a
+  wrong method → 405; never 5xx.
 - monitoring: a health (or guard status) endpoint answers 2xx; metrics are reported when found.
 - load_resilience: ≥ 95 % of the requests of a moderate open-model load answered 2xx/3xx.
 """
@@ -22,13 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from crisisctl.load.validate_report import CheckResult, Tally
 from crisisctl.probe.host import (
     CPU_CRITICAL_PERCENT,
     MEMORY_CRITICAL_PERCENT,
     PROCESS_RSS_LIMIT_MB,
     is_unavailable,
 )
+from crisisctl.validate.report import CheckResult, Tally
 
 #: the seeds' share of successful requests a moderate load must get (percent)
 LOAD_SUCCESS_PERCENT = 95.0
@@ -73,7 +76,7 @@ def evaluate_baseline(tally: Tally, target_ms: float, planned: int) -> CheckResu
     )
 
 
-# -- rate limiting and concurrency -----------------------------------------------------------
+# -- rate limiting -------------------------------------------------------------------------
 def evaluate_rate_limiting(tally: Tally, planned: int) -> CheckResult:
     """A burst of `planned` requests must get at least one 429 (the seeds' rule)."""
     evidence = tally.evidence()
@@ -101,45 +104,18 @@ def evaluate_rate_limiting(tally: Tally, planned: int) -> CheckResult:
     )
 
 
-def evaluate_concurrency(tally: Tally, planned: int, connections: int) -> CheckResult:
-    """A parallel burst must be shed (429/503) without timeouts, transport errors or other 5xx."""
-    evidence = tally.evidence()
-    shed = tally.count(429) + tally.count(503)
-    other_5xx = tally.server_errors(allow=(503,))
-    transport = sum(tally.errors.values())
-    evidence.update(
-        planned_requests=planned,
-        connections=connections,
-        shed=shed,
-        timeouts=tally.errors.get("timeout", 0),
-        transport_errors=transport,
-        other_5xx=other_5xx,
-    )
-    problems: list[str] = []
-    if shed == 0:
-        problems.append(f"nothing was shed with 429/503 ({_statuses_text(tally)})")
-    if transport:
-        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(tally.errors.items()))
-        problems.append(f"requests failed instead of being shed ({kinds})")
-    if other_5xx:
-        problems.append(f"{other_5xx} responses were 5xx other than 503")
-    if tally.timed_out:
-        problems.append("the burst did not finish in its time")
-    if problems:
-        return CheckResult("concurrency_control", False, "; ".join(problems) + ".", evidence)
-    return CheckResult(
-        "concurrency_control",
-        True,
-        f"{connections} parallel connections: {shed} of {tally.requests} requests shed "
-        f"({_statuses_text(tally)}), no timeouts.",
-        evidence,
-    )
-
-
 # -- error handling --------------------------------------------------------------------------
+#: answers that show the handler never judged the body (no route, no method, no entry)
+NOT_JUDGED = frozenset({401, 403, 404, 405, 429})
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorCase:
-    """One deliberately wrong request and what came back (`status` None: no response)."""
+    """One deliberately wrong request and what came back (`status` None: no response).
+
+    A case that could not be tried (no route accepts a body) is not `applicable` and says why
+    in `note`; it is listed but not judged.
+    """
 
     name: str
     method: str
@@ -149,6 +125,10 @@ class ErrorCase:
     status: int | None = None
     error: str | None = None
     ms: float | None = None
+    #: 4xx statuses that do not count (for malformed JSON: the body was never read)
+    excluded: frozenset[int] = frozenset()
+    applicable: bool = True
+    note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -156,39 +136,58 @@ class ErrorCase:
         if self.status is None:
             return False
         if self.expected == "4xx":
-            return 400 <= self.status < 500
+            return 400 <= self.status < 500 and self.status not in self.excluded
         return self.status == self.expected
+
+    @property
+    def expected_text(self) -> str:
+        """The expectation as people read it, e.g. "4xx, not 404/405"."""
+        if self.excluded:
+            return f"{self.expected}, not {'/'.join(map(str, sorted(self.excluded)))}"
+        return str(self.expected)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {
             "method": self.method,
             "path": self.path,
-            "expected": self.expected,
+            "expected": self.expected_text,
             "status": self.status,
             "error": self.error,
             "ms": None if self.ms is None else round(self.ms, 3),
-            "ok": self.ok,
+            "ok": self.ok if self.applicable else None,
+            "applicable": self.applicable,
+            "note": self.note or None,
         }
 
 
 def evaluate_error_handling(cases: Sequence[ErrorCase]) -> CheckResult:
-    """Every wrong request must get its expected 4xx answer (and so never a 5xx)."""
+    """Every applicable wrong request must get its expected 4xx answer (and so never a 5xx).
+
+    Cases that are not applicable are reported with their reason and not judged.
+    """
     evidence = {case.name: case.to_dict() for case in cases}
-    bad = [case for case in cases if not case.ok]
-    if not cases:
+    tried = [case for case in cases if case.applicable]
+    left_out = [case for case in cases if not case.applicable]
+    bad = [case for case in tried if not case.ok]
+    if not tried:
         return CheckResult("error_handling", False, "no error case was tried.", evidence)
+    not_applicable = "".join(
+        f"; {c.name.replace('_', ' ')}: not applicable ({c.note})" for c in left_out
+    )
     if bad:
         parts = [
             f"{c.method} {c.path} got {c.status if c.status is not None else c.error} "
-            f"(expected {c.expected})"
+            f"(expected {c.expected_text})"
             for c in bad
         ]
-        return CheckResult("error_handling", False, "; ".join(parts) + ".", evidence)
+        return CheckResult(
+            "error_handling", False, "; ".join(parts) + not_applicable + ".", evidence
+        )
     return CheckResult(
         "error_handling",
         True,
-        ", ".join(f"{c.name.replace('_', ' ')} → {c.status}" for c in cases) + ".",
+        ", ".join(f"{c.name.replace('_', ' ')} → {c.status}" for c in tried) + not_applicable + ".",
         evidence,
     )
 
@@ -311,7 +310,13 @@ def _errors_text(errors: Mapping[str, int]) -> str:
 # -- resource utilization --------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ResourceLimits:
-    """The seeds' resource thresholds (percent of the host; MB of the target process)."""
+    """The seeds' resource thresholds, applied to the service's own process.
+
+    `max_cpu_percent` is the process's CPU in percent of one core (as `top` shows it: a
+    process busy on two cores is at 200 %); `max_memory_percent` is the host's memory in use
+    (a host out of memory takes the service down whoever fills it); `max_rss_mb` the process's
+    peak resident memory.
+    """
 
     max_cpu_percent: float = CPU_CRITICAL_PERCENT
     max_memory_percent: float = MEMORY_CRITICAL_PERCENT
@@ -322,72 +327,77 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def evaluate_resources(
-    snapshot: Mapping[str, Any], limits: ResourceLimits, sampled_during: str
-) -> CheckResult:
-    """Host CPU, host memory and the target's RSS within `limits` (a `host_snapshot` dict).
+PROCESS_FIELDS = ("pid", "name", "cpu_percent", "rss_mb", "rss_peak_mb", "threads", "open_files")
 
-    A figure the host would not give ("unavailable: …") is reported, not failed.
+
+def evaluate_resources(
+    snapshot: Mapping[str, Any],
+    limits: ResourceLimits,
+    sampled_during: str,
+    missing: str = "the service's process was not measured",
+) -> CheckResult:
+    """The service process's CPU and peak RSS, and the host's memory, within `limits`.
+
+    `snapshot` is a `probe.host` snapshot taken with the pid listening on the target's port.
+    Without that process's figures (no pid: `missing` says why; psutil refused or the
+    process exited) the check is skipped with the reason: the host's CPU would measure
+    whatever else runs there (the load generator first), not the service.
     """
     memory = snapshot.get("memory") or {}
     proc = snapshot.get("process")
-    cpu = _number(snapshot.get("cpu_percent"))
     mem = _number(memory.get("percent"))
-    process: dict[str, Any] | str | None
-    rss: float | None = None
-    if isinstance(proc, Mapping):
-        rss = _number(proc.get("rss_peak_mb", proc.get("rss_mb")))
-        process = {
-            k: proc.get(k)
-            for k in (
-                "pid",
-                "name",
-                "cpu_percent",
-                "rss_mb",
-                "rss_peak_mb",
-                "threads",
-                "open_files",
-            )
-        }
-    else:
-        process = proc if is_unavailable(proc) else None
     evidence: dict[str, Any] = {
         "sampled_during": sampled_during,
         "window_s": snapshot.get("window_s"),
         "cpu_count": snapshot.get("cpu_count"),
-        "system_cpu_percent": snapshot.get("cpu_percent"),
+        "process": None,
         "memory_percent": memory.get("percent"),
         "memory_available_mb": memory.get("available_mb"),
+        # the host's figures are context, not the verdict: on a shared host (and with the
+        # load generator beside the service) they measure more than the service
+        "system_cpu_percent": snapshot.get("cpu_percent"),
         "load_avg": snapshot.get("load_avg"),
-        "process": process,
         "limits": {
             "max_cpu_percent": limits.max_cpu_percent,
             "max_memory_percent": limits.max_memory_percent,
             "max_rss_mb": limits.max_rss_mb,
         },
         "findings": list(snapshot.get("findings") or []),
-        # who else is busy: on a shared host the target is not the only CPU user
         "top_cpu": list(snapshot.get("top_cpu") or [])[:3],
     }
+    if is_unavailable(proc):
+        evidence["process"] = proc
+        return CheckResult.skip(
+            "resource_utilization", f"the service's process could not be read ({proc}).", evidence
+        )
+    if not isinstance(proc, Mapping):
+        return CheckResult.skip("resource_utilization", f"{missing}.", evidence)
+    process = {k: proc.get(k) for k in PROCESS_FIELDS}
+    evidence["process"] = process
+    cpu = _number(proc.get("cpu_percent"))
+    rss = _number(proc.get("rss_peak_mb", proc.get("rss_mb")))
+    if cpu is None and rss is None:
+        return CheckResult.skip(
+            "resource_utilization",
+            f"pid {process['pid']} gave neither its CPU nor its memory "
+            f"({proc.get('cpu_percent')}).",
+            evidence,
+        )
     problems: list[str] = []
+    who = f"pid {process['pid']} ({process['name']})"
     if cpu is not None and cpu > limits.max_cpu_percent:
-        problems.append(f"host CPU {cpu:.1f} % busy (> {limits.max_cpu_percent:g} %)")
+        problems.append(f"{who} used {cpu:.1f} % CPU (> {limits.max_cpu_percent:g} % of one core)")
+    if rss is not None and rss > limits.max_rss_mb:
+        problems.append(f"{who} peaked at {rss:.0f} MB RSS (> {limits.max_rss_mb:g} MB)")
     if mem is not None and mem > limits.max_memory_percent:
         problems.append(f"host memory {mem:.1f} % used (> {limits.max_memory_percent:g} %)")
-    if rss is not None and rss > limits.max_rss_mb:
-        problems.append(
-            f"the target process peaked at {rss:.0f} MB RSS (> {limits.max_rss_mb:g} MB)"
-        )
     if problems:
         return CheckResult("resource_utilization", False, "; ".join(problems) + ".", evidence)
     parts = [
-        f"host CPU {cpu:.1f} %" if cpu is not None else "host CPU unknown",
-        f"memory {mem:.1f} %" if mem is not None else "memory unknown",
+        f"{who}: CPU {cpu:.1f} % of one core" if cpu is not None else f"{who}: CPU unknown",
+        f"RSS {rss:.1f} MB" if rss is not None else "RSS unknown",
+        f"host memory {mem:.1f} %" if mem is not None else "host memory unknown",
     ]
-    if rss is not None and isinstance(process, dict):
-        parts.append(f"pid {process['pid']} RSS {rss:.1f} MB")
-    else:
-        parts.append("target process not found")
     return CheckResult(
         "resource_utilization", True, ", ".join(parts) + f" ({sampled_during}).", evidence
     )

@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from crisisctl.load.checks import ResourceLimits
-from crisisctl.load.validate_report import CHECK_NAMES, DEFAULT_REQUIRED_RATE
+from crisisctl.validate.checks import ResourceLimits
+from crisisctl.validate.report import CHECK_NAMES, DEFAULT_REQUIRED_RATE
 
 #: connections of the rate-limit burst: fast, but not a concurrency test
 RATE_BURST_CONNECTIONS = 4

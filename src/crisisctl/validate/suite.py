@@ -1,26 +1,28 @@
 """`crisisctl validate`'s engine: run the seeds' phase-5 checks against a loopback service.
 
 `run_validation(url, options)` first makes sure the service answers at all (`Unreachable`
-otherwise), then runs each check of `validate_report.CHECK_NAMES` in turn, each under its own
-time cap and all under one budget, and returns the JSON report of `validate_report.build_report`.
-This module only sends requests and measures; the verdicts come from `crisisctl.load.checks`,
-the options from `crisisctl.load.validate_options`.
+otherwise), then runs each check of `report.CHECK_NAMES` in turn, each under its own
+time cap and all under one budget, and returns the JSON report of `report.build_report`.
+This module only sends requests and measures; the verdicts come from `checks`, the options
+from `options`.
 
 What each check sends (all to the service's host and port, nowhere else):
 
 - monitoring: GET <prefix>/health, /health, /healthz, /api/health (until one answers 2xx),
   GET <prefix>/status, GET <prefix>/metrics, /metrics, /api/metrics (until one is Prometheus).
-- error_handling: POST the burst path (the protected operation, as in the seeds) with a
-  truncated JSON body and ``Content-Type: application/json``; GET /crisisctl-validate-<random>;
-  DELETE the burst path.
+- error_handling: a truncated JSON body with ``Content-Type: application/json`` to a route
+  that accepts a body (`errors.find_body_route`: the suite's POST/PUT/PATCH routes, else the
+  ``Allow`` of ``OPTIONS`` on its paths; not applicable when there is none); GET
+  /crisisctl-validate-<random>; a method the burst path does not allow (DELETE by default).
 - performance_baseline: `baseline_requests` sequential GETs of `path` on one keep-alive connection.
 - load_resilience: the open model at `load_rate` req/s for `load_duration_s` on `path`.
-- resource_utilization: host CPU and memory and the listening process's RSS, measured over the
-  load-resilience run (or over one second when that check is skipped).
+- resource_utilization: the CPU and RSS of the process listening on the target's port (and the
+  host's memory), measured over the load-resilience run (or over one second when that check is
+  skipped); skipped, with the reason, when that process cannot be found or read.
 - rate_limiting: `burst` requests of `burst_path` (``/path`` for GET, or ``"POST /path"``: then
   with a small JSON body), back to back over 4 connections.
-- concurrency_control: `burst` requests of `concurrency_path` (the same form) over `concurrency`
-  connections at once.
+- concurrency_control: requests of `concurrency_path` (the same form) sent alone, a paced
+  burst of at most `burst` over `concurrency` connections, and alone again (`parallel`).
 
 When the service runs the guard (``<prefix>/status`` says ``crisisctl-guard``), its rate limits,
 concurrency limit and the requests it rejected during each burst are added to the evidence.
@@ -32,7 +34,6 @@ import asyncio
 import dataclasses
 import json
 import math
-import secrets
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -40,23 +41,36 @@ from datetime import UTC, datetime
 from typing import Any
 
 from crisisctl import __version__
-from crisisctl.load.checks import (
+from crisisctl.load.client import BODY_CAP, HttpClient, RequestError, Response, build_request
+from crisisctl.load.engine import LoadResult, run_open
+from crisisctl.load.target import Target, check_loopback_url
+from crisisctl.probe.host import HostWindow, host_snapshot, pid_listening_on
+from crisisctl.validate.checks import (
     EndpointProbe,
     ErrorCase,
     evaluate_baseline,
-    evaluate_concurrency,
     evaluate_error_handling,
     evaluate_load,
     evaluate_monitoring,
     evaluate_rate_limiting,
     evaluate_resources,
 )
-from crisisctl.load.client import BODY_CAP, HttpClient, RequestError, Response, build_request
-from crisisctl.load.engine import LoadResult, run_open
-from crisisctl.load.target import Target, check_loopback_url
-from crisisctl.load.validate_options import RATE_BURST_CONNECTIONS, ValidateOptions
-from crisisctl.load.validate_report import CHECK_NAMES, CheckResult, Tally, build_report
-from crisisctl.probe.host import HostWindow, host_snapshot, pid_listening_on
+from crisisctl.validate.errors import error_cases
+from crisisctl.validate.exchange import Exchange, new_client
+from crisisctl.validate.options import RATE_BURST_CONNECTIONS, ValidateOptions
+from crisisctl.validate.parallel import (
+    ALONE_AFTER,
+    ALONE_BEFORE,
+    BODYLESS_METHODS,
+    JSON_BODY,
+    JSON_HEADERS,
+    Route,
+    paced_burst,
+    send_alone,
+    span_for,
+)
+from crisisctl.validate.report import CHECK_NAMES, CheckResult, Tally, build_report
+from crisisctl.validate.shedding import evaluate_concurrency
 
 __all__ = ["Unreachable", "ValidateOptions", "run_validation"]
 
@@ -68,11 +82,6 @@ BURST_CAP_S = 20.0
 LOAD_CONNECTIONS = 32
 #: the guard's status document is read whole up to this size
 STATUS_BODY_CAP = 1024 * 1024
-MALFORMED_JSON = b'{"crisisctl": "validate", "broken": '
-#: the body of POST/PUT/PATCH bursts
-BURST_JSON = b'{"test": "crisisctl-validate"}'
-JSON_HEADERS = {"Content-Type": "application/json"}
-BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
 
 class Unreachable(Exception):
@@ -97,6 +106,11 @@ class _Run:
         self.options = options
         self.deadline = 0.0
         self.pid: int | None = None
+        #: why the service's process is unknown (when `pid` is None)
+        self.pid_missing = (
+            f"no process listening on port {target.port} could be seen (it may run as another "
+            "user or in a container: run crisisctl as its owner or beside it)"
+        )
         self.guard = False
 
     def at(self, path: str) -> Target:
@@ -105,19 +119,15 @@ class _Run:
     def url_of(self, path: str) -> str:
         return f"http://{self.target.host_header}{path}"
 
-    async def request(
-        self,
-        path: str,
-        method: str = "GET",
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        body_cap: int = BODY_CAP,
-    ) -> Answer:
+    def _timeout(self) -> float:
+        """A single request's timeout: never outliving the budget by more than a moment."""
+        return min(self.options.timeout_s, max(self.deadline - time.monotonic(), 0.05))
+
+    async def request(self, path: str, body_cap: int = BODY_CAP) -> Answer:
+        """One GET of `path` on a fresh connection, through the load engine's client."""
         target = self.at(path)
-        # single requests never outlive the budget by more than a moment
-        timeout = min(self.options.timeout_s, max(self.deadline - time.monotonic(), 0.05))
-        request = build_request(target, method, body, headers)
-        client = HttpClient(target, request, timeout_s=timeout, body_cap=body_cap)
+        client = HttpClient(target, build_request(target), timeout_s=self._timeout(),
+                            body_cap=body_cap)  # fmt: skip
         t0 = time.perf_counter()
         try:
             response = await client.send()
@@ -177,24 +187,22 @@ class _Run:
 
     # -- error handling --------------------------------------------------------------------
     async def error_handling(self) -> CheckResult:
-        _, path = self.options.burst_route
-        unknown = f"/crisisctl-validate-{secrets.token_hex(6)}"
-        plans: list[tuple[str, str, str, str | int, bytes | None, dict[str, str] | None]] = [
-            ("malformed_json", "POST", path, "4xx", MALFORMED_JSON, JSON_HEADERS),
-            ("unknown_route", "GET", unknown, 404, None, None),
-            ("wrong_method", "DELETE", path, 405, None, None),
-        ]  # fmt: skip
+        opts = self.options
+        routes = [
+            (*opts.burst_route, "--burst-path"),
+            (*opts.concurrency_route, "--concurrency-path"),
+            ("GET", opts.path, "--path"),
+        ]
         cases: list[ErrorCase] = []
 
         async def send_all() -> None:
-            for name, method, p, expected, body, headers in plans:
-                answer = await self.request(p, method, body, headers)
-                status = answer.response.status if answer.response is not None else None
-                cases.append(ErrorCase(name, method, p, expected, status, answer.error, answer.ms))
+            async with new_client(self.target, 1, self._timeout()) as client:
+                await error_cases(client, routes, cases)
 
         await self.bounded(PROBE_CAP_S, send_all())
-        for name, method, p, expected, _, _ in plans[len(cases) :]:
-            cases.append(ErrorCase(name, method, p, expected, error="not sent: out of time"))
+        names = ("malformed_json", "unknown_route", "wrong_method")
+        for name in names[len(cases) :]:
+            cases.append(ErrorCase(name, "?", "?", "4xx", error="not sent: out of time"))
         return evaluate_error_handling(cases)
 
     # -- performance baseline --------------------------------------------------------------
@@ -228,7 +236,7 @@ class _Run:
         if not run_load:
             t0 = time.monotonic()
             snapshot = await asyncio.to_thread(host_snapshot, self.pid, interval=1.0)
-            res = evaluate_resources(snapshot, opts.limits, "idle (1 s)")
+            res = evaluate_resources(snapshot, opts.limits, "idle (1 s)", self.pid_missing)
             res.duration_ms = (time.monotonic() - t0) * 1000.0
             return [res]
         window = HostWindow(self.pid) if run_resources else None
@@ -276,7 +284,7 @@ class _Run:
         if window is not None:
             t1 = time.monotonic()
             snapshot = await asyncio.to_thread(window.finish)
-            res = evaluate_resources(snapshot, opts.limits, "load_resilience")
+            res = evaluate_resources(snapshot, opts.limits, "load_resilience", self.pid_missing)
             res.duration_ms = (time.monotonic() - t1) * 1000.0
             results.append(res)
         return results
@@ -295,7 +303,7 @@ class _Run:
         if method in BODYLESS_METHODS:
             request = build_request(target, method)
         else:
-            request = build_request(target, method, BURST_JSON, JSON_HEADERS)
+            request = build_request(target, method, JSON_BODY, JSON_HEADERS)
         left = [total]
 
         async def worker() -> None:
@@ -337,36 +345,60 @@ class _Run:
             return None
         return data
 
-    async def _guarded_burst(
-        self, route: tuple[str, str], connections: int
-    ) -> tuple[Tally, dict[str, Any]]:
-        before = await self.guard_status() if self.guard else None
-        tally = Tally()
-        tally.timed_out = await self.burst(route, self.options.burst, connections, tally)
-        extra: dict[str, Any] = {"method": route[0], "path": route[1]}
-        if before is not None:
-            after = await self.guard_status()
-            if after is not None:
-                extra["guard"] = {
-                    "rate_limits": after.get("rate_limits"),
-                    "concurrency": _pick(
-                        after.get("concurrency"), ("mode", "limit", "queue_size", "in_flight")
-                    ),
-                    "rejected_during_burst": _delta(before.get("shed"), after.get("shed")),
-                }
-        return tally, extra
+    async def _guard_delta(self, before: dict[str, Any] | None) -> dict[str, Any]:
+        """The guard's limits and the requests it rejected since `before` (empty: no guard)."""
+        if before is None:
+            return {}
+        after = await self.guard_status()
+        if after is None:
+            return {}
+        return {
+            "guard": {
+                "rate_limits": after.get("rate_limits"),
+                "concurrency": _pick(
+                    after.get("concurrency"), ("mode", "limit", "queue_size", "in_flight")
+                ),
+                "rejected_during_burst": _delta(before.get("shed"), after.get("shed")),
+            }
+        }
 
     async def rate_limiting(self) -> CheckResult:
-        tally, extra = await self._guarded_burst(self.options.burst_route, RATE_BURST_CONNECTIONS)
+        route = self.options.burst_route
+        before = await self.guard_status() if self.guard else None
+        tally = Tally()
+        tally.timed_out = await self.burst(route, self.options.burst, RATE_BURST_CONNECTIONS, tally)
         result = evaluate_rate_limiting(tally, self.options.burst)
-        result.evidence.update(extra)
+        result.evidence.update({"method": route[0], "path": route[1]})
+        result.evidence.update(await self._guard_delta(before))
         return result
 
     async def concurrency_control(self) -> CheckResult:
         opts = self.options
-        tally, extra = await self._guarded_burst(opts.concurrency_route, opts.concurrency)
-        result = evaluate_concurrency(tally, opts.burst, min(opts.concurrency, opts.burst))
-        result.evidence.update(extra)
+        route = Route(*opts.concurrency_route)
+        connections = min(opts.concurrency, opts.burst)
+        before = await self.guard_status() if self.guard else None
+        burst: list[Exchange] = []
+        alone: list[Exchange] = []
+        span = [0.0]
+        finished = [False]
+
+        async def run() -> None:
+            async with new_client(self.target, connections, opts.timeout_s) as client:
+                origin = time.perf_counter()
+                await send_alone(client, origin, route, ALONE_BEFORE, alone)
+                span[0] = span_for(alone)
+                await paced_burst(client, origin, route, connections=connections,
+                                  total=opts.burst, span_s=span[0], out=burst)  # fmt: skip
+                finished[0] = True
+                await send_alone(client, origin, route, ALONE_AFTER, alone)
+
+        await self.bounded(BURST_CAP_S, run())
+        result = evaluate_concurrency(
+            burst, alone, planned=opts.burst, connections=connections, span_s=span[0],
+            timed_out=not finished[0],
+        )  # fmt: skip
+        result.evidence.update({"method": route.method, "path": route.path})
+        result.evidence.update(await self._guard_delta(before))
         return result
 
 
