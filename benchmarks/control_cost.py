@@ -15,7 +15,8 @@ core). Scenarios, each `--calls` calls per endpoint:
   idle          back to back, no traffic in between (what a caller hammering the surface gets)
   busy          between calls, `--touched` routes get 20 new samples and responses each
   all_changed   between calls, every route gets 20 new samples (a scrape of a busy service)
-  cold          the first read after filling: every route's samples folded at once
+  cold          the first read after filling: every route's samples folded at once (metrics),
+                then the first status read (every route's status fragment rendered)
 
 A refresh yields to the loop every `digest.SLICE_S` of work; `longest_slice_ms` is the longest
 stretch the loop was blocked. `reference_metrics_ms` is prometheus_client rendering the same
@@ -177,6 +178,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "longest_slice_ms": round(digest.longest_slice_s * 1000.0, 3),
         "slices": digest.slices,
     }
+    # the first status read renders every route's status fragment (folded already)
+    cold["first_status_ms"] = round((await bench.call("status"))[0], 3)
     ref_times = []
     for _ in range(5):
         started = time.thread_time()
