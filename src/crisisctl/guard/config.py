@@ -188,6 +188,11 @@ class EmergencyConfig:
             0.0 < self.concurrency_factor <= 1.0, "emergency concurrency_factor must be in (0, 1]"
         )
         _check(0.0 < self.rate_factor <= 1.0, "emergency rate_factor must be in (0, 1]")
+        _check(
+            Priority.parse(self.shed_priority) < Priority.CRITICAL,
+            "emergency shed_priority must be below critical (critical routes are never shed): "
+            "use low, normal or high",
+        )
         _check(self.ramp_s >= 0, "emergency ramp_s must be ≥ 0")  # fmt: skip
 
 

@@ -38,8 +38,16 @@ from crisisctl.guard.concurrency import WINDOW_MAX_S, ConcurrencyLimiter
 from crisisctl.guard.config import GuardConfig, Priority, RouteRule, parse_limits
 from crisisctl.guard.metrics import RouteStats, build_registry
 from crisisctl.guard.modes import EMERGENCY, NORMAL, RECOVERING, ModeState
+from crisisctl.guard.outcomes import CLIENT_CLOSED_REQUEST, blocked_in_thread, is_client_disconnect
 from crisisctl.guard.ratelimit import Decision, MemoryRateLimiter, RateLimitPolicy
-from crisisctl.guard.routes import Resolved, RouteTable, compile_template, discover_templates
+from crisisctl.guard.routes import (
+    OTHER,
+    UNMATCHED,
+    WEBSOCKET_METHOD,
+    Resolved,
+    RouteTable,
+    discover_templates,
+)
 from crisisctl.guard.track import operation_metrics
 from crisisctl.guard.types import ASGIApp, Message, Receive, Scope, Send
 from crisisctl.stats import MAX_TRACKABLE_US
@@ -105,30 +113,56 @@ class _Route:
 class _Deadline:
     """One request's timeout, enforced by the guard's ticker while `task` is set."""
 
-    __slots__ = ("at", "task")
+    __slots__ = ("at", "expired", "sender", "task", "timeout_s")
 
-    def __init__(self, task: asyncio.Task[Any], at: float) -> None:
+    def __init__(self, task: asyncio.Task[Any], at: float, sender: _Send, timeout_s: float) -> None:
         self.task: asyncio.Task[Any] | None = task
         #: monotonic seconds
         self.at = at
+        self.sender = sender
+        self.timeout_s = timeout_s
+        #: the timeout passed while the app was still working (set until the request ends)
+        self.expired = False
+
+
+async def _dropped(message: Message) -> None:
+    """Where the app's messages go once the guard has answered in its place (a timeout)."""
 
 
 class _Send:
     """The `send` the app gets: notes the response status, appends the RateLimit header
-    lines to the response start and ends the request's deadline once the response has
-    started (a timeout can no longer answer 504 then).
+    lines to the response start, ends the request's deadline once the response has started
+    (a timeout can no longer answer 504 then), and there measures the service latency and
+    gives back the concurrency slot.
+
+    Service latency is admission to response start: what the adaptive limit and the
+    breaker's slow-call rule judge. The slot is released at response start too, so a
+    streaming response (SSE, a large download, a slow-reading client) neither reads as
+    congestion nor holds a slot for its lifetime; the time to the end of the response still
+    goes into the route's duration histogram.
 
     A plain callable object returning `send`'s awaitable, so no coroutine of its own per
     message, and one object per request (a closure would need two).
     """
 
-    __slots__ = ("deadline", "extra_headers", "send", "status")
+    __slots__ = ("admitted", "conc", "deadline", "extra_headers", "send", "service_s", "status")
 
-    def __init__(self, send: Send, extra_headers: list[tuple[bytes, bytes]] | None) -> None:
+    def __init__(
+        self,
+        send: Send,
+        extra_headers: list[tuple[bytes, bytes]] | None,
+        conc: ConcurrencyLimiter | None,
+        admitted: float,
+    ) -> None:
         self.send = send
         self.extra_headers = extra_headers
         self.status = 0
         self.deadline: _Deadline | None = None
+        #: the concurrency slot this request holds until its response starts (None: none)
+        self.conc = conc
+        self.admitted = admitted
+        #: admission to response start, seconds; < 0 until the response starts
+        self.service_s = -1.0
 
     def __call__(self, message: Message) -> Awaitable[None]:
         if not self.status:
@@ -151,6 +185,76 @@ class _Send:
         deadline = self.deadline
         if deadline is not None:
             deadline.task = None
+        now = _clock()
+        service_s = now - self.admitted
+        self.service_s = service_s
+        conc = self.conc
+        if conc is not None:
+            self.conc = None
+            conc.release(now, service_s)
+
+
+class _WebSocketSend:
+    """The `send` a WebSocket app gets: notes when and how the handshake is answered, and
+    gives the concurrency slot back then."""
+
+    __slots__ = ("admitted", "answered_at", "conc", "failed", "send", "status")
+
+    def __init__(self, send: Send, conc: ConcurrencyLimiter | None, admitted: float) -> None:
+        self.send = send
+        self.conc = conc
+        self.admitted = admitted
+        self.status = 0
+        self.answered_at = admitted
+        self.failed = False
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        if not self.status:
+            kind = message["type"]
+            if kind == "websocket.accept":
+                self.answered(101, _clock(), False)
+            elif kind == "websocket.close":
+                self.answered(403, _clock(), False)
+            elif kind == "websocket.http.response.start":
+                status: int = message["status"]
+                self.answered(status, _clock(), False)
+        return self.send(message)
+
+    def answered(self, status: int, now: float, failed: bool) -> None:
+        self.status = status
+        self.answered_at = now
+        self.failed = failed
+        conc = self.conc
+        if conc is not None:
+            self.conc = None
+            conc.release(now, -1.0 if failed or status >= 500 else now - self.admitted)
+
+
+async def _deny_websocket(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    body: bytes,
+    retry_s: float,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """Refuse a WebSocket handshake: an HTTP response if the server can send one, else close."""
+    message = await receive()
+    if message.get("type") != "websocket.connect":
+        return  # the client is already gone
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        raw = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(max(1, math.ceil(retry_s - 1e-9))).encode()),
+            *headers,
+        ]
+        await send({"type": "websocket.http.response.start", "status": status, "headers": raw})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        # 1013 "try again later"; servers answer a handshake closed before accept with 403
+        await send({"type": "websocket.close", "code": 1013})
 
 
 class Guard:
@@ -188,13 +292,12 @@ class Guard:
         )
         self._key = config.key_func or client_key_function(config.trusted_proxies)
         self._key_is_peer = self._key is peer_address
-        self._critical_regexes = [compile_template(p) for p in config.critical_paths]
         self.route_stats: dict[str, RouteStats] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
         self.policies: dict[int, RateLimitPolicy] = {}
         self._limiters: dict[int, Any] = {}
         self._overrides: dict[int, Any] = {}
-        self._runtimes: dict[tuple[str, int, str], _Route] = {}
+        self._runtimes: dict[tuple[str, int, str, bool], _Route] = {}
         self._table: RouteTable[_Route] | None = None
         self._route_cache: dict[str, dict[str, _Route]] = {}
         self._rate_headers = config.rate_limit_headers
@@ -206,6 +309,12 @@ class Guard:
         self._deadlines: list[_Deadline] = []
         self._deadlines_compact_at = _DEADLINES_COMPACT_AT
         self._timed_out: set[asyncio.Task[Any]] = set()
+        #: timed-out requests whose handler was blocked in a worker thread (see
+        #: _expire_deadlines), and the tasks sending their 504s
+        self._overdue: list[tuple[_Deadline, asyncio.Task[Any]]] = []
+        self._answers: set[asyncio.Task[None]] = set()
+        #: handlers past their timeout whose work has not ended yet (their slots stay held)
+        self.running_after_timeout = 0
         self._ticker: asyncio.Task[None] | None = None
         self._ticking = False
         self._ticker_loop: asyncio.AbstractEventLoop | None = None
@@ -248,6 +357,8 @@ class Guard:
         if kind != "http":
             if kind == "lifespan":
                 await self.app(scope, self._lifespan_receive(receive), send)
+            elif kind == "websocket":
+                await self._websocket(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
             return
@@ -363,7 +474,7 @@ class Guard:
         else:
             conc = None
 
-        sender = _Send(send, extra_headers)
+        sender = _Send(send, extra_headers, conc, start)
         task: asyncio.Task[Any] | None = None
         deadline: _Deadline | None = None
         timeout_s = route.timeout_s
@@ -373,7 +484,7 @@ class Guard:
             else:
                 task = _current_task(_running_loop())
             if task is not None:
-                deadline = sender.deadline = _Deadline(task, start + timeout_s)
+                deadline = sender.deadline = _Deadline(task, start + timeout_s, sender, timeout_s)
                 deadlines = self._deadlines
                 deadlines.append(deadline)
                 if len(deadlines) >= self._deadlines_compact_at:
@@ -382,15 +493,16 @@ class Guard:
         stats = route.stats
         stats.in_flight += 1
         failed = False
+        disconnected = False
         try:
             await self.app(scope, receive, sender)
         except asyncio.CancelledError:
-            failed = True
             if task is None or task not in self._timed_out:
+                disconnected = True  # the server cancelled us: not the route's failure
                 raise
+            failed = True
             self._timed_out.discard(task)
             task.uncancel()
-            stats.reject("timeout")
             if sender.status == 0:
                 sender.status = 504
                 await control.send_json(
@@ -399,35 +511,35 @@ class Guard:
                     {"error": "the request took longer than its timeout and was cancelled",
                      "reason": "timeout", "timeout_s": timeout_s},
                 )  # fmt: skip
-        except BaseException:
-            failed = True
-            if sender.status == 0:
-                sender.status = 500
+        except BaseException as exc:
+            if is_client_disconnect(exc, send):
+                disconnected = True
+                sender.status = CLIENT_CLOSED_REQUEST
+            else:
+                failed = True
+                if sender.status == 0:
+                    sender.status = 500
             raise
         finally:
             end = _clock()
             stats.in_flight -= 1
             status = sender.status
+            conc = sender.conc
+            if conc is not None:
+                # the response never started (a failure, a timeout): the slot comes back
+                # without a latency sample
+                sender.conc = None
+                conc.release(end, -1.0)
             if task is not None:
                 if deadline is not None:
                     deadline.task = None
+                    if deadline.expired:
+                        self._timeout_ended(deadline, stats)
                 if self._timed_out:
                     # the app swallowed the cancellation of its timeout: forget it, or the task
                     # leaks and a later, genuine cancellation in it would be taken for a timeout
                     self._timed_out.discard(task)
             elapsed = end - start
-            if conc is not None:
-                # inlined ConcurrencyLimiter.release for the common case
-                conc.in_flight -= 1
-                if conc.adaptive and not failed:
-                    conc.window_sum += elapsed
-                    conc.window_n += 1
-                    if conc.window_n >= conc.window_next:  # (the ticker closes idle windows)
-                        conc.maybe_close_window(end)
-                if conc.queued:
-                    conc.hand_over()
-                elif conc.episode_start is not None and conc.calm_since is None:
-                    conc.calm_since = end  # nobody waits (safety net, as in release)
             route.counts[status // 100 if status < 600 else 0] += 1
             # inlined LatencyHistogram.record_us (the hot path; keep in step with stats.py)
             hist = stats.latency
@@ -452,16 +564,129 @@ class Guard:
             hist.sum_us += us
             if breaker is not None:
                 slow_s = route.slow_s
-                if failed or status >= 500 or (slow_s is not None and elapsed >= slow_s):
+                # slow is judged on service latency (to response start) when there was one
+                service_s = sender.service_s
+                slow = slow_s is not None and (service_s if service_s >= 0.0 else elapsed) >= slow_s
+                if disconnected:
+                    # the client left (or the server cancelled us): no verdict on the route
+                    self._release_probe(breaker)
+                elif failed or status >= 500 or slow:
                     if breaker.state == CLOSED:
                         breaker.calls += 1
-                    breaker.failure(
-                        end, failed or status >= 500, slow_s is not None and elapsed >= slow_s
-                    )
+                    breaker.failure(end, failed or status >= 500, slow)
                 elif breaker.state:
                     breaker.success(end)
                 else:
                     breaker.calls += 1
+
+    # -- WebSocket handshakes --------------------------------------------------------------
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket handshake goes through the same policies as a request (method label
+        ``WEBSOCKET``): emergency shedding, the route's breaker, its rate limit, a concurrency
+        slot. The slot is held until the handshake is answered (accept, close or a denial
+        response), not for the connection's lifetime, and the handshake is what is counted,
+        timed and judged. No timeout applies. A refusal is an HTTP denial response when the
+        server offers the ``websocket.http.response`` extension, else a close (the server
+        answers the handshake with 403)."""
+        if not self._ticking:
+            self._start_ticker()
+        try:
+            route = self._route_for(WEBSOCKET_METHOD, scope["path"])
+        except Exception:
+            self._internal_error("route resolution")
+            await self.app(scope, receive, send)
+            return
+        start = _clock()
+        if route.priority <= self._shed_priority:
+            await self._refuse_websocket(route, scope, receive, send, 503, "emergency", 5.0)
+            return
+        breaker = route.breaker
+        if breaker is not None and breaker.state and not breaker.allow(start):
+            retry_s = breaker.retry_after(start)
+            await self._refuse_websocket(route, scope, receive, send, 503, "circuit_open", retry_s)
+            return
+        limiter = route.limiter
+        if limiter is not None:
+            try:
+                key = self._key(scope)
+                if limiter.is_async:
+                    decision = await limiter.hit(key, start)
+                else:
+                    decision = limiter.hit(key, start)
+            except Exception:
+                self._internal_error("rate limiting")
+            else:
+                if not decision[0]:
+                    self._release_probe(breaker)
+                    route.stats.reject("rate_limited")
+                    route.counts[4] += 1
+                    headers = limiter.policy.headers(decision) if self._rate_headers else []
+                    await _deny_websocket(
+                        scope, receive, send, 429,
+                        self._refusal_body("rate_limited", route.label),
+                        decision.retry_after_s, headers,
+                    )  # fmt: skip
+                    return
+        conc = self.concurrency
+        if conc is not None and not route.critical:
+            reason = await conc.acquire(route.priority)
+            if reason is not None:
+                self._release_probe(breaker)
+                await self._refuse_websocket(route, scope, receive, send, 503, reason, 1.0)
+                return
+            start = _clock()
+        else:
+            conc = None
+        sender = _WebSocketSend(send, conc, start)
+        route.stats.in_flight += 1
+        try:
+            await self.app(scope, receive, sender)
+        except BaseException as exc:
+            if not sender.status:
+                gone = isinstance(exc, asyncio.CancelledError) or is_client_disconnect(exc, send)
+                sender.answered(CLIENT_CLOSED_REQUEST if gone else 500, _clock(), not gone)
+            raise
+        finally:
+            route.stats.in_flight -= 1
+            if not sender.status:
+                sender.answered(403, _clock(), False)  # the app returned without answering
+            self._judge_handshake(route, sender, start)
+
+    def _judge_handshake(self, route: _Route, sender: _WebSocketSend, start: float) -> None:
+        status = sender.status
+        elapsed = sender.answered_at - start
+        route.counts[status // 100 if status < 600 else 0] += 1
+        route.stats.latency.record_us(max(0, int(elapsed * 1e6)))
+        breaker = route.breaker
+        if breaker is None:
+            return
+        if status == CLIENT_CLOSED_REQUEST:
+            self._release_probe(breaker)
+            return
+        failed = sender.failed
+        slow_s = route.slow_s
+        slow = slow_s is not None and elapsed >= slow_s
+        if breaker.state == CLOSED:
+            breaker.calls += 1
+        if failed or status >= 500 or slow:
+            breaker.failure(sender.answered_at, failed or status >= 500, slow)
+        elif breaker.state:
+            breaker.success(sender.answered_at)
+
+    async def _refuse_websocket(
+        self,
+        route: _Route,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        status: int,
+        reason: str,
+        retry_s: float,
+    ) -> None:
+        route.stats.reject(reason)
+        route.counts[status // 100] += 1
+        body = self._refusal_body(reason, route.label)
+        await _deny_websocket(scope, receive, send, status, body, retry_s, [])
 
     # -- refusals --------------------------------------------------------------------------
     async def _refuse(
@@ -469,16 +694,20 @@ class Guard:
     ) -> None:
         route.stats.reject(reason)
         route.counts[status // 100] += 1
-        body = self._refusal_bodies.get((reason, route.label))
+        body = self._refusal_body(reason, route.label)
+        await control.send_body(send, status, body, b"application/json", retry_after=retry_s)
+
+    def _refusal_body(self, reason: str, label: str) -> bytes:
+        body = self._refusal_bodies.get((reason, label))
         if body is None:
             body = json.dumps(
                 {"error": control.REFUSAL_MESSAGES.get(reason, "the service is overloaded"),
-                 "reason": reason, "route": route.label},
+                 "reason": reason, "route": label},
                 separators=(",", ":"),
             ).encode()  # fmt: skip
             if len(self._refusal_bodies) < 4096:
-                self._refusal_bodies[(reason, route.label)] = body
-        await control.send_body(send, status, body, b"application/json", retry_after=retry_s)
+                self._refusal_bodies[(reason, label)] = body
+        return body
 
     async def _refuse_rate(
         self, route: _Route, send: Send, policy: RateLimitPolicy, decision: Decision
@@ -511,6 +740,7 @@ class Guard:
                 templates,
                 self._build_route,
                 max_labels=self.config.max_route_labels,
+                critical_paths=self.config.critical_paths,
             )
         route = self._table.lookup(method, path)
         self._route_cache = self._table.cache
@@ -519,8 +749,10 @@ class Guard:
     def _build_route(self, resolved: Resolved, method: str) -> _Route:
         rule = resolved.rule
         label = resolved.label
+        critical_path = resolved.critical
         rule_key = id(rule) if rule is not None else 0
-        existing = self._runtimes.get((label, rule_key, method))
+        runtime_key = (label, rule_key, method, critical_path)
+        existing = self._runtimes.get(runtime_key)
         if existing is not None:
             return existing
         cfg = self.config
@@ -531,25 +763,34 @@ class Guard:
             stats = self.route_stats[label] = RouteStats(label)
         route.stats = stats
         route.counts = stats.counts_for(method)
-        priority = rule.priority if rule is not None else Priority.NORMAL
-        if any(regex.match(label) for regex in self._critical_regexes):
-            priority = max(Priority.parse(priority), Priority.CRITICAL)
+        priority = Priority.parse(rule.priority if rule is not None else Priority.NORMAL)
+        if critical_path:
+            priority = Priority.CRITICAL
         route.priority = int(priority)
         route.critical = route.priority >= Priority.CRITICAL
         route.timeout_s = (rule.timeout_s if rule is not None else None) or cfg.timeout_s
-        if cfg.breaker.enabled and (rule is None or rule.breaker) and not route.critical:
+        # a breaker per route; none for the aggregates (<unmatched>, <other>), where one
+        # failing path would break every other path folded into them
+        if (
+            cfg.breaker.enabled
+            and (rule is None or rule.breaker)
+            and not route.critical
+            and label not in (UNMATCHED, OTHER)
+        ):
             breaker = self.breakers.get(label)
             if breaker is None:
                 breaker = self.breakers[label] = CircuitBreaker(cfg.breaker)
             route.breaker = breaker
             route.slow_s = cfg.breaker.slow_call_s
-        if rule is not None and rule.rate_limit:
+        if critical_path:
+            pass  # health checks are never rate limited, whatever rule matches them
+        elif rule is not None and rule.rate_limit:
             route.limiter = self._limiter(rule_key, rule, rule.rate_limit)
         elif not route.critical and cfg.rate_limit:
             route.limiter = self._limiter(0, self._default_rule, cfg.rate_limit)
         if isinstance(route.limiter, MemoryRateLimiter):
             route.mem_limiter = route.limiter
-        self._runtimes[(label, rule_key, method)] = route
+        self._runtimes[runtime_key] = route
         return route
 
     def _limiter(self, rule_key: int, rule: RouteRule, text: str) -> Any:
@@ -615,6 +856,8 @@ class Guard:
             try:
                 if self._deadlines:
                     self._expire_deadlines(now)
+                if self._overdue:
+                    self._check_overdue()
                 if now - last_housekeeping >= HOUSEKEEPING_S:
                     last_housekeeping = now
                     self._housekeeping(now)
@@ -626,24 +869,80 @@ class Guard:
                 self._internal_error("housekeeping")
 
     def _expire_deadlines(self, now: float) -> None:
-        """Cancel the requests past their deadline; drop finished and expired entries."""
+        """Time out the requests past their deadline; drop finished and expired entries.
+
+        Cancelling the task stops an async handler. A handler blocked in a worker thread (a
+        sync endpoint) cannot be stopped that way: its thread would run on, abandoned, while
+        the request's concurrency slot came back. So for those the guard answers 504 at once,
+        in the app's place, and leaves the task alone: the request keeps its slot until the
+        thread's work really ends, and the task is cancelled once it is back on the event
+        loop. `running_after_timeout` counts the handlers past their timeout meanwhile.
+        """
         live: list[_Deadline] = []
-        expired: list[asyncio.Task[Any]] = []
+        expired: list[tuple[_Deadline, asyncio.Task[Any]]] = []
         for deadline in self._deadlines:
             task = deadline.task
             if task is None:
                 continue  # finished, or its response has started
             if deadline.at <= now:
                 deadline.task = None
-                expired.append(task)
+                expired.append((deadline, task))
             else:
                 live.append(deadline)
         self._deadlines = live
         self._deadlines_compact_at = max(_DEADLINES_COMPACT_AT, 2 * len(live))
-        for task in expired:
-            if not task.done():
+        for deadline, task in expired:
+            if task.done():
+                continue
+            deadline.expired = True
+            self.running_after_timeout += 1
+            if blocked_in_thread(task):
+                self._answer_timeout(deadline)
+                self._overdue.append((deadline, task))
+            else:
                 self._timed_out.add(task)
                 task.cancel("crisisctl guard: request timeout")
+
+    def _check_overdue(self) -> None:
+        """Cancel the timed-out tasks whose worker thread has returned (ticker)."""
+        still: list[tuple[_Deadline, asyncio.Task[Any]]] = []
+        for deadline, task in self._overdue:
+            if task.done() or not deadline.expired:
+                continue  # the request has ended
+            if blocked_in_thread(task):
+                still.append((deadline, task))
+            else:
+                self._timed_out.add(task)
+                task.cancel("crisisctl guard: request timeout")
+        self._overdue = still
+
+    def _answer_timeout(self, deadline: _Deadline) -> None:
+        """Send the 504 now, from a task of its own; the app's own answer will be dropped."""
+        sender = deadline.sender
+        raw = sender.send
+        sender.status = 504
+        sender.send = _dropped
+        body = {
+            "error": "the request took longer than its timeout; its work still runs in a worker "
+            "thread and holds its concurrency slot until it ends",
+            "reason": "timeout",
+            "timeout_s": deadline.timeout_s,
+        }
+        answer = asyncio.get_running_loop().create_task(control.send_json(raw, 504, body))
+        self._answers.add(answer)
+        answer.add_done_callback(self._answer_sent)
+
+    def _answer_sent(self, answer: asyncio.Task[None]) -> None:
+        self._answers.discard(answer)
+        if not answer.cancelled() and answer.exception() is not None:
+            log.debug("crisisctl guard: a 504 could not be sent (the client left?)")
+
+    def _timeout_ended(self, deadline: _Deadline, stats: RouteStats) -> None:
+        """A request that went past its timeout has ended: its work is over."""
+        deadline.expired = False
+        self.running_after_timeout -= 1
+        if deadline.sender.status == 504:
+            stats.reject("timeout")
 
     def _housekeeping(self, now: float) -> None:
         conc = self.concurrency
