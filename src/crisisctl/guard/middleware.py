@@ -290,7 +290,9 @@ class Guard:
             if config.concurrency.mode != "off"
             else None
         )
-        self._key = config.key_func or client_key_function(config.trusted_proxies)
+        self._key = config.key_func or client_key_function(
+            config.trusted_proxies, config.proxy_header
+        )
         self._key_is_peer = self._key is peer_address
         self.route_stats: dict[str, RouteStats] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
