@@ -113,7 +113,7 @@ class _Route:
 class _Deadline:
     """One request's timeout, enforced by the guard's ticker while `task` is set."""
 
-    __slots__ = ("at", "expired", "sender", "task", "timeout_s")
+    __slots__ = ("at", "expired", "sender", "task", "timeout_s", "work")
 
     def __init__(self, task: asyncio.Task[Any], at: float, sender: _Send, timeout_s: float) -> None:
         self.task: asyncio.Task[Any] | None = task
@@ -123,6 +123,8 @@ class _Deadline:
         self.timeout_s = timeout_s
         #: the timeout passed while the app was still working (set until the request ends)
         self.expired = False
+        #: the app's coroutine for this request (what the ticker inspects at the deadline)
+        self.work: Any = None
 
 
 async def _dropped(message: Message) -> None:
@@ -497,7 +499,10 @@ class Guard:
         failed = False
         disconnected = False
         try:
-            await self.app(scope, receive, sender)
+            work = self.app(scope, receive, sender)
+            if deadline is not None:
+                deadline.work = work
+            await work
         except asyncio.CancelledError:
             if task is None or task not in self._timed_out:
                 disconnected = True  # the server cancelled us: not the route's failure
@@ -898,7 +903,7 @@ class Guard:
                 continue
             deadline.expired = True
             self.running_after_timeout += 1
-            if blocked_in_thread(task):
+            if blocked_in_thread(deadline.work):
                 self._answer_timeout(deadline)
                 self._overdue.append((deadline, task))
             else:
@@ -911,7 +916,7 @@ class Guard:
         for deadline, task in self._overdue:
             if task.done() or not deadline.expired:
                 continue  # the request has ended
-            if blocked_in_thread(task):
+            if blocked_in_thread(deadline.work):
                 still.append((deadline, task))
             else:
                 self._timed_out.add(task)

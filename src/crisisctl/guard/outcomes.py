@@ -11,13 +11,12 @@ the event loop cannot cancel.
 * **Work in a thread.** Cancelling an asyncio task stops an async handler, but a handler that
   waits for a worker thread (Starlette/FastAPI ``def`` endpoints through
   ``anyio.to_thread.run_sync``, ``asyncio.to_thread``, asgiref's ``sync_to_async``) only
-  abandons the thread, which runs on. `blocked_in_thread` walks the task's chain of awaited
-  coroutines and says whether one of them is such a thread wait.
+  abandons the thread, which runs on. `blocked_in_thread` walks the app coroutine's chain of
+  awaited coroutines and says whether one of them is such a thread wait.
 """
 
 from __future__ import annotations
 
-import asyncio
 from types import CodeType, TracebackType
 from typing import Any
 
@@ -38,9 +37,11 @@ _DISCONNECT_NAMES = frozenset({"ClientDisconnect", "ClientDisconnected"})
 _MAX_DEPTH = 256
 
 
-def blocked_in_thread(task: asyncio.Task[Any]) -> bool:
-    """Whether `task` is waiting for a worker thread (see the module docstring)."""
-    node: Any = task.get_coro()
+def blocked_in_thread(work: Any) -> bool:
+    """Whether the coroutine `work` (the app's, for one request) waits for a worker thread
+    (see the module docstring). Its caller's coroutine is not enough: a compiled coroutine
+    (the guard's own, built with mypyc) does not expose what it awaits."""
+    node: Any = work
     for _ in range(_MAX_DEPTH):
         if node is None:
             return False
