@@ -6,7 +6,15 @@ Order for each HTTP request (control paths under the prefix are answered first):
   3. rate limit per key (memory or Redis)                -> 429 + Retry-After + RateLimit headers
   4. concurrency limit; over it a short queue            -> 503 + Retry-After when shed
   5. the app, under the route's timeout                  -> 504 and the work cancelled
-Then the response status and service time feed metrics, the breaker and the adaptive limit.
+Critical paths (health checks, `critical_paths`) are recognised on the raw path and skip 1-4.
+
+At response start the service latency (admission to response start) feeds the adaptive limit
+and the concurrency slot is released: a stream (SSE, a long download, a slow reader) neither
+reads as congestion nor holds a slot for its lifetime. At the end of the response, its status
+and duration feed the metrics and the breaker (slow calls judged on the service latency); a
+client that disconnected feeds no breaker. A sync handler past its timeout cannot be cancelled
+(its worker thread runs on): it gets its 504 at once but keeps its slot until the thread ends.
+WebSocket handshakes pass 1-4 too; their slot is held until the handshake is answered.
 
 The hot path only touches dicts, ints and floats; everything slow (route discovery, building a
 route's policies, Prometheus rendering, key expiry) happens once, at scrape time, or in the
