@@ -127,7 +127,8 @@ class _Deadline:
         self.task: asyncio.Task[Any] | None = task
         #: monotonic seconds
         self.at = at
-        self.sender = sender
+        #: the request's `send` (until the request ends)
+        self.sender: _Send | None = sender
         self.timeout_s = timeout_s
         #: the timeout passed while the app was still working (set until the request ends)
         self.expired = False
@@ -550,6 +551,10 @@ class Guard:
                     deadline.task = None
                     if deadline.expired:
                         self._timeout_ended(deadline, stats)
+                    # no reference cycles (sender <-> deadline, the app's frames): the
+                    # garbage collector would pay for them on every request
+                    deadline.sender = None
+                    deadline.work = None
                 if self._timed_out:
                     # the app swallowed the cancellation of its timeout: forget it, or the task
                     # leaks and a later, genuine cancellation in it would be taken for a timeout
@@ -934,6 +939,8 @@ class Guard:
     def _answer_timeout(self, deadline: _Deadline) -> None:
         """Send the 504 now, from a task of its own; the app's own answer will be dropped."""
         sender = deadline.sender
+        if sender is None:
+            return
         raw = sender.send
         sender.status = 504
         sender.send = _dropped
@@ -956,7 +963,8 @@ class Guard:
         """A request that went past its timeout has ended: its work is over."""
         deadline.expired = False
         self.running_after_timeout -= 1
-        if deadline.sender.status == 504:
+        sender = deadline.sender
+        if sender is not None and sender.status == 504:
             stats.reject("timeout")
 
     def _housekeeping(self, now: float) -> None:
