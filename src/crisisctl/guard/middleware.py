@@ -43,19 +43,13 @@ from crisisctl.guard.breaker import CLOSED, HALF_OPEN, CircuitBreaker
 from crisisctl.guard.clientkey import UNKNOWN as UNKNOWN_CLIENT
 from crisisctl.guard.clientkey import client_key_function, peer_address
 from crisisctl.guard.concurrency import WINDOW_MAX_S, ConcurrencyLimiter
-from crisisctl.guard.config import GuardConfig, Priority, RouteRule, parse_limits
+from crisisctl.guard.config import GuardConfig, Priority
 from crisisctl.guard.metrics import RouteStats, build_registry
 from crisisctl.guard.modes import EMERGENCY, NORMAL, RECOVERING, ModeState
 from crisisctl.guard.outcomes import CLIENT_CLOSED_REQUEST, blocked_in_thread, is_client_disconnect
 from crisisctl.guard.ratelimit import Decision, MemoryRateLimiter, RateLimitPolicy
-from crisisctl.guard.routes import (
-    OTHER,
-    UNMATCHED,
-    WEBSOCKET_METHOD,
-    Resolved,
-    RouteTable,
-    discover_templates,
-)
+from crisisctl.guard.routebuild import RouteBuilder
+from crisisctl.guard.routes import WEBSOCKET_METHOD
 from crisisctl.guard.track import operation_metrics
 from crisisctl.guard.types import ASGIApp, Message, Receive, Scope, Send
 from crisisctl.stats import MAX_TRACKABLE_US
@@ -84,8 +78,9 @@ HOUSEKEEPING_S = 1.0
 SNAPSHOT_KEEP_S = 60.0
 
 
-class _Route:
-    """Everything the request path needs about one (route label, rule) pair."""
+class RouteRuntime:
+    """Everything the request path needs about one route (label, rule, method, critical);
+    built by guard/routebuild.py."""
 
     __slots__ = (
         "breaker",
@@ -305,18 +300,16 @@ class Guard:
             config.trusted_proxies, config.proxy_header
         )
         self._key_is_peer = self._key is peer_address
-        self.route_stats: dict[str, RouteStats] = {}
-        self.breakers: dict[str, CircuitBreaker] = {}
-        self.policies: dict[int, RateLimitPolicy] = {}
-        self._limiters: dict[int, Any] = {}
-        self._overrides: dict[int, Any] = {}
-        self._runtimes: dict[tuple[str, int, str, bool], _Route] = {}
-        self._table: RouteTable[_Route] | None = None
-        self._route_cache: dict[str, dict[str, _Route]] = {}
+        self._routes = RouteBuilder(config, app, RouteRuntime, self._apply_mode)
+        # the builder's own dicts, shared: modes, housekeeping and the control surface read them
+        self.route_stats: dict[str, RouteStats] = self._routes.route_stats
+        self.breakers: dict[str, CircuitBreaker] = self._routes.breakers
+        self.policies: dict[int, RateLimitPolicy] = self._routes.policies
+        self._limiters: dict[int, Any] = self._routes.limiters
+        self._overrides: dict[int, Any] = self._routes.overrides
+        self._route_cache: dict[str, dict[str, RouteRuntime]] = {}
         self._rate_headers = config.rate_limit_headers
         self._refusal_bodies: dict[tuple[str, str], bytes] = {}
-        self.storage_health: Any = None
-        self._redis: Any = None
         #: deadlines of requests under a timeout, in arrival order; finished ones (task None)
         #: are dropped by the ticker, or on the request path once the list grows long
         self._deadlines: list[_Deadline] = []
@@ -339,9 +332,13 @@ class Guard:
             self._tick_s = min(HOUSEKEEPING_S, max(0.005, min(timeouts) / 20.0))
         self.internal_errors = 0
         self.registry = build_registry(self, operation_metrics)
-        self._default_rule = RouteRule(pattern="/", rate_limit=config.rate_limit)
 
     # -- public control --------------------------------------------------------------------
+    @property
+    def storage_health(self) -> Any:
+        """The shared rate-limit storage's health (None with memory storage)."""
+        return self._routes.storage_health
+
     @property
     def mode(self) -> str:
         """Current mode: normal, emergency or recovering."""
@@ -672,7 +669,7 @@ class Guard:
                 sender.answered(403, _clock(), False)  # the app returned without answering
             self._judge_handshake(route, sender, start)
 
-    def _judge_handshake(self, route: _Route, sender: _WebSocketSend, start: float) -> None:
+    def _judge_handshake(self, route: RouteRuntime, sender: _WebSocketSend, start: float) -> None:
         status = sender.status
         elapsed = sender.answered_at - start
         route.counts[status // 100 if status < 600 else 0] += 1
@@ -695,7 +692,7 @@ class Guard:
 
     async def _refuse_websocket(
         self,
-        route: _Route,
+        route: RouteRuntime,
         scope: Scope,
         receive: Receive,
         send: Send,
@@ -710,7 +707,7 @@ class Guard:
 
     # -- refusals --------------------------------------------------------------------------
     async def _refuse(
-        self, route: _Route, send: Send, status: int, reason: str, retry_s: float
+        self, route: RouteRuntime, send: Send, status: int, reason: str, retry_s: float
     ) -> None:
         route.stats.reject(reason)
         route.counts[status // 100] += 1
@@ -730,7 +727,7 @@ class Guard:
         return body
 
     async def _refuse_rate(
-        self, route: _Route, send: Send, policy: RateLimitPolicy, decision: Decision
+        self, route: RouteRuntime, send: Send, policy: RateLimitPolicy, decision: Decision
     ) -> None:
         route.stats.reject("rate_limited")
         route.counts[4] += 1
@@ -751,99 +748,11 @@ class Guard:
         if breaker is not None and breaker.state == HALF_OPEN and breaker.probes_in_flight:
             breaker.probes_in_flight -= 1
 
-    # -- building routes -------------------------------------------------------------------
-    def _route_for(self, method: str, path: str) -> _Route:
-        if self._table is None:
-            templates = discover_templates(self.app) if self.config.discover_routes else []
-            self._table = RouteTable(
-                self.config.routes,
-                templates,
-                self._build_route,
-                max_labels=self.config.max_route_labels,
-                critical_paths=self.config.critical_paths,
-            )
-        route = self._table.lookup(method, path)
-        self._route_cache = self._table.cache
+    # -- building routes (guard/routebuild.py) ---------------------------------------------
+    def _route_for(self, method: str, path: str) -> RouteRuntime:
+        route = self._routes.route_for(method, path)
+        self._route_cache = self._routes.cache
         return route
-
-    def _build_route(self, resolved: Resolved, method: str) -> _Route:
-        rule = resolved.rule
-        label = resolved.label
-        critical_path = resolved.critical
-        rule_key = id(rule) if rule is not None else 0
-        runtime_key = (label, rule_key, method, critical_path)
-        existing = self._runtimes.get(runtime_key)
-        if existing is not None:
-            return existing
-        cfg = self.config
-        route = _Route()
-        route.label = label
-        stats = self.route_stats.get(label)
-        if stats is None:
-            stats = self.route_stats[label] = RouteStats(label)
-        route.stats = stats
-        route.counts = stats.counts_for(method)
-        priority = Priority.parse(rule.priority if rule is not None else Priority.NORMAL)
-        if critical_path:
-            priority = Priority.CRITICAL
-        route.priority = int(priority)
-        route.critical = route.priority >= Priority.CRITICAL
-        route.timeout_s = (rule.timeout_s if rule is not None else None) or cfg.timeout_s
-        # a breaker per route; none for the aggregates (<unmatched>, <other>), where one
-        # failing path would break every other path folded into them
-        if (
-            cfg.breaker.enabled
-            and (rule is None or rule.breaker)
-            and not route.critical
-            and label not in (UNMATCHED, OTHER)
-        ):
-            breaker = self.breakers.get(label)
-            if breaker is None:
-                breaker = self.breakers[label] = CircuitBreaker(cfg.breaker)
-            route.breaker = breaker
-            route.slow_s = cfg.breaker.slow_call_s
-        if critical_path:
-            pass  # health checks are never rate limited, whatever rule matches them
-        elif rule is not None and rule.rate_limit:
-            route.limiter = self._limiter(rule_key, rule, rule.rate_limit)
-        elif not route.critical and cfg.rate_limit:
-            route.limiter = self._limiter(0, self._default_rule, cfg.rate_limit)
-        if isinstance(route.limiter, MemoryRateLimiter):
-            route.mem_limiter = route.limiter
-        self._runtimes[runtime_key] = route
-        return route
-
-    def _limiter(self, rule_key: int, rule: RouteRule, text: str) -> Any:
-        limiter = self._limiters.get(rule_key)
-        if limiter is not None:
-            return limiter
-        # the name keys the shared (Redis) state: it must not depend on the order in which
-        # this instance met its routes, only on the configuration all instances share
-        index = next((i for i, r in enumerate(self.config.routes) if r is rule), -1)
-        name = "default" if rule_key == 0 else f"rule{index}:{rule.pattern}"
-        policy = RateLimitPolicy(name, parse_limits(text), rule.strategy or self.config.strategy)
-        if rule.emergency_rate_limit:
-            self._overrides[rule_key] = parse_limits(rule.emergency_rate_limit)
-        self.policies[rule_key] = policy
-        storage = self.config.storage
-        if storage.startswith("memory://"):
-            limiter = MemoryRateLimiter(policy)
-        else:
-            from crisisctl.guard import redis_store
-
-            if self.storage_health is None:
-                self.storage_health = redis_store.StorageHealth(storage)
-                self._redis = redis_store.make_redis_client(storage, self.config.storage_timeout_s)
-            limiter = redis_store.create_limiter(
-                policy,
-                storage,
-                health=self.storage_health,
-                client=self._redis,
-                timeout_s=self.config.storage_timeout_s,
-            )
-        self._limiters[rule_key] = limiter
-        self._apply_mode()
-        return limiter
 
     def _internal_error(self, where: str) -> None:
         self.internal_errors += 1
@@ -1003,9 +912,10 @@ class Guard:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await ticker
-        if self._redis is not None:
+        redis = self._routes.redis
+        if redis is not None:
             with contextlib.suppress(Exception):
-                await self._redis.aclose()
+                await redis.aclose()
 
     # -- status and metrics ----------------------------------------------------------------
     def collect_state_metrics(self) -> Iterator[Metric]:
