@@ -50,7 +50,13 @@ def http_scope(path: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def call(guard: Guard, scope: dict[str, Any], log: list[Message], *first: Message) -> None:
+async def call(
+    guard: Guard,
+    scope: dict[str, Any],
+    log: list[Message],
+    *first: Message,
+    sent: asyncio.Event | None = None,
+) -> None:
     pending = list(first)
 
     async def receive() -> Message:
@@ -61,6 +67,8 @@ async def call(guard: Guard, scope: dict[str, Any], log: list[Message], *first: 
 
     async def send(message: Message) -> None:
         log.append(message)
+        if sent is not None:
+            sent.set()
 
     await guard(scope, receive, send)
 
@@ -72,9 +80,11 @@ async def test_a_stream_gives_its_slot_back_at_response_start() -> None:
     assert conc is not None
     try:
         log: list[Message] = []
-        stream = asyncio.create_task(call(guard, http_scope("/events"), log))
+        sent = asyncio.Event()
+        stream = asyncio.create_task(call(guard, http_scope("/events"), log, sent=sent))
         while len(log) < 2:
-            await asyncio.sleep(0.01)
+            await asyncio.wait_for(sent.wait(), 2.0)
+            sent.clear()
         assert log[0]["status"] == 200
         assert conc.in_flight == 0  # the stream runs on without a slot
         assert guard.route_stats["/events"].in_flight == 1  # but is still in flight

@@ -46,13 +46,17 @@ def scope_for(path: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def call(guard: Guard, path: str, log: list[tuple[float, Message]]) -> None:
+async def call(
+    guard: Guard, path: str, log: list[tuple[float, Message]], sent: asyncio.Event | None = None
+) -> None:
     async def receive() -> Message:
         await asyncio.sleep(3600)
         return {"type": "http.disconnect"}  # pragma: no cover
 
     async def send(message: Message) -> None:
         log.append((time.monotonic(), message))
+        if sent is not None:
+            sent.set()
 
     await guard(scope_for(path), receive, send)
 
@@ -78,9 +82,9 @@ async def test_a_timed_out_sync_handler_keeps_its_slot_until_its_thread_ends() -
     try:
         start = time.monotonic()
         slow_log: list[tuple[float, Message]] = []
-        slow = asyncio.create_task(call(guard, "/sync", slow_log))
-        while not slow_log and time.monotonic() - start < 2.0:
-            await asyncio.sleep(0.01)
+        sent = asyncio.Event()
+        slow = asyncio.create_task(call(guard, "/sync", slow_log, sent))
+        await asyncio.wait_for(sent.wait(), 2.0)
         # the client has its 504 on time...
         assert status_of(slow_log) == 504
         assert slow_log[0][0] - start < TIMEOUT_S + 0.2

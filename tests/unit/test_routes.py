@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from fastapi import FastAPI
 from hypothesis import given
 from hypothesis import strategies as st
-from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -270,10 +270,8 @@ def test_path_label_folds_identifiers_and_nothing_else(segments: list[str]) -> N
     folded = label.split("/")[1:]
     assert len(folded) == len(segments)
     for segment, out in zip(segments, folded, strict=True):
-        looks_like_id = (
-            segment.isdigit()
-            or len(segment) >= 16
-            and all(c in "0123456789abcdef-" for c in segment)
+        looks_like_id = segment.isdigit() or (
+            len(segment) >= 16 and all(c in "0123456789abcdef-" for c in segment)
         )
         assert (out == "{id}") == looks_like_id, (segment, out)
     assert routes.path_label(label) == label  # a label is its own label
