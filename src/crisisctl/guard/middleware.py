@@ -42,14 +42,22 @@ from crisisctl.guard import control
 from crisisctl.guard.breaker import CLOSED, HALF_OPEN, CircuitBreaker
 from crisisctl.guard.clientkey import UNKNOWN as UNKNOWN_CLIENT
 from crisisctl.guard.clientkey import client_key_function, peer_address
-from crisisctl.guard.concurrency import WINDOW_MAX_S, ConcurrencyLimiter
+from crisisctl.guard.concurrency import ConcurrencyLimiter
 from crisisctl.guard.config import GuardConfig, Priority
 from crisisctl.guard.metrics import RouteStats, build_registry
 from crisisctl.guard.modes import EMERGENCY, NORMAL, RECOVERING, ModeState
-from crisisctl.guard.outcomes import CLIENT_CLOSED_REQUEST, blocked_in_thread, is_client_disconnect
+from crisisctl.guard.outcomes import CLIENT_CLOSED_REQUEST, is_client_disconnect
 from crisisctl.guard.ratelimit import Decision, MemoryRateLimiter, RateLimitPolicy
 from crisisctl.guard.routebuild import RouteBuilder
 from crisisctl.guard.routes import WEBSOCKET_METHOD
+from crisisctl.guard.ticker import (
+    DEADLINES_COMPACT_AT,
+    HOUSEKEEPING_S,
+    SNAPSHOT_KEEP_S,
+    Ticker,
+    Timeouts,
+    housekeeping,
+)
 from crisisctl.guard.track import operation_metrics
 from crisisctl.guard.types import ASGIApp, Message, Receive, Scope, Send
 from crisisctl.stats import MAX_TRACKABLE_US
@@ -68,14 +76,6 @@ _current_tasks: Final[dict[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = (
 )
 _EPS: Final = 1e-9
 _MAX_US: Final = MAX_TRACKABLE_US
-#: the deadline list is compacted on the request path when it grows past this many entries
-#: (the ticker compacts it on every tick)
-_DEADLINES_COMPACT_AT: Final = 4096
-
-
-#: how often the background ticker runs housekeeping (key expiry, ramps, snapshots)
-HOUSEKEEPING_S = 1.0
-SNAPSHOT_KEEP_S = 60.0
 
 
 class RouteRuntime:
@@ -113,7 +113,7 @@ class RouteRuntime:
         self.timeout_s: float | None = None
 
 
-class _Deadline:
+class Deadline:
     """One request's timeout, enforced by the guard's ticker while `task` is set."""
 
     __slots__ = ("at", "expired", "sender", "task", "timeout_s", "work")
@@ -129,10 +129,6 @@ class _Deadline:
         self.expired = False
         #: the app's coroutine for this request (what the ticker inspects at the deadline)
         self.work: Any = None
-
-
-async def _dropped(message: Message) -> None:
-    """Where the app's messages go once the guard has answered in its place (a timeout)."""
 
 
 class _Send:
@@ -163,7 +159,7 @@ class _Send:
         self.send = send
         self.extra_headers = extra_headers
         self.status = 0
-        self.deadline: _Deadline | None = None
+        self.deadline: Deadline | None = None
         #: the concurrency slot this request holds until its response starts (None: none)
         self.conc = conc
         self.admitted = admitted
@@ -312,24 +308,21 @@ class Guard:
         self._refusal_bodies: dict[tuple[str, str], bytes] = {}
         #: deadlines of requests under a timeout, in arrival order; finished ones (task None)
         #: are dropped by the ticker, or on the request path once the list grows long
-        self._deadlines: list[_Deadline] = []
-        self._deadlines_compact_at = _DEADLINES_COMPACT_AT
-        self._timed_out: set[asyncio.Task[Any]] = set()
-        #: timed-out requests whose handler was blocked in a worker thread (see
-        #: _expire_deadlines), and the tasks sending their 504s
-        self._overdue: list[tuple[_Deadline, asyncio.Task[Any]]] = []
-        self._answers: set[asyncio.Task[None]] = set()
-        #: handlers past their timeout whose work has not ended yet (their slots stay held)
-        self.running_after_timeout = 0
-        self._ticker: asyncio.Task[None] | None = None
-        self._ticking = False
-        self._ticker_loop: asyncio.AbstractEventLoop | None = None
-        self._tick_s = HOUSEKEEPING_S
+        self._timeouts = Timeouts(self._set_compact_at)
+        # the request path's views of the timeouts: the same list and set objects
+        self._deadlines: list[Deadline] = self._timeouts.deadlines
+        self._deadlines_compact_at = DEADLINES_COMPACT_AT
+        self._timed_out: set[asyncio.Task[Any]] = self._timeouts.timed_out
+        tick_s = HOUSEKEEPING_S
         timeouts = [r.timeout_s for r in config.routes if r.timeout_s] + (
             [config.timeout_s] if config.timeout_s else []
         )
         if timeouts:
-            self._tick_s = min(HOUSEKEEPING_S, max(0.005, min(timeouts) / 20.0))
+            tick_s = min(HOUSEKEEPING_S, max(0.005, min(timeouts) / 20.0))
+        self._ticking = False
+        self._ticker = Ticker(self._tick, tick_s, _clock, self._set_ticking, self._internal_error)
+        self._last_housekeeping = 0.0
+        self._last_snapshot = 0.0
         self.internal_errors = 0
         self.registry = build_registry(self, operation_metrics)
 
@@ -486,7 +479,7 @@ class Guard:
 
         sender = _Send(send, extra_headers, conc, start)
         task: asyncio.Task[Any] | None = None
-        deadline: _Deadline | None = None
+        deadline: Deadline | None = None
         timeout_s = route.timeout_s
         if timeout_s is not None:
             if _READ_TASK_MAP:
@@ -494,7 +487,7 @@ class Guard:
             else:
                 task = _current_task(_running_loop())
             if task is not None:
-                deadline = sender.deadline = _Deadline(task, start + timeout_s, sender, timeout_s)
+                deadline = sender.deadline = Deadline(task, start + timeout_s, sender, timeout_s)
                 deadlines = self._deadlines
                 deadlines.append(deadline)
                 if len(deadlines) >= self._deadlines_compact_at:
@@ -547,7 +540,7 @@ class Guard:
                 if deadline is not None:
                     deadline.task = None
                     if deadline.expired:
-                        self._timeout_ended(deadline, stats)
+                        self._timeouts.ended(deadline, stats)
                     # no reference cycles (sender <-> deadline, the app's frames): the
                     # garbage collector would pay for them on every request
                     deadline.sender = None
@@ -759,132 +752,40 @@ class Guard:
         if self.internal_errors <= 5 or self.internal_errors % 1000 == 0:
             log.exception("crisisctl guard error in %s; the request passes unguarded", where)
 
-    # -- background housekeeping -----------------------------------------------------------
+    # -- background work (guard/ticker.py) ------------------------------------------------
+    @property
+    def running_after_timeout(self) -> int:
+        """Handlers past their timeout whose work has not ended yet (their slots stay held)."""
+        return self._timeouts.running_after_timeout
+
     def _start_ticker(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if self._ticker is not None and not self._ticker.done() and self._ticker_loop is loop:
-            return
-        self._ticker_loop = loop
-        self._ticker = loop.create_task(self._tick_forever(), name="crisisctl-guard-ticker")
-        self._ticking = True
-        self._ticker.add_done_callback(self._ticker_done)
+        self._ticker.start()
 
-    def _ticker_done(self, task: asyncio.Task[None]) -> None:
-        if task is self._ticker:
-            self._ticking = False
+    def _set_ticking(self, running: bool) -> None:
+        self._ticking = running
 
-    async def _tick_forever(self) -> None:
-        last_housekeeping = 0.0
-        last_snapshot = 0.0
-        while True:
-            await asyncio.sleep(self._tick_s)
-            now = self._clock()
-            try:
-                if self._deadlines:
-                    self._expire_deadlines(now)
-                if self._overdue:
-                    self._check_overdue()
-                if now - last_housekeeping >= HOUSEKEEPING_S:
-                    last_housekeeping = now
-                    self._housekeeping(now)
-                if now - last_snapshot >= SNAPSHOT_KEEP_S / 2:
-                    last_snapshot = now
-                    for stats in list(self.route_stats.values()):
-                        stats.snapshot(now, SNAPSHOT_KEEP_S)
-            except Exception:
-                self._internal_error("housekeeping")
+    def _set_compact_at(self, length: int) -> None:
+        self._deadlines_compact_at = length
 
     def _expire_deadlines(self, now: float) -> None:
-        """Time out the requests past their deadline; drop finished and expired entries.
+        self._timeouts.expire(now)
 
-        Cancelling the task stops an async handler. A handler blocked in a worker thread (a
-        sync endpoint) cannot be stopped that way: its thread would run on, abandoned, while
-        the request's concurrency slot came back. So for those the guard answers 504 at once,
-        in the app's place, and leaves the task alone: the request keeps its slot until the
-        thread's work really ends, and the task is cancelled once it is back on the event
-        loop. `running_after_timeout` counts the handlers past their timeout meanwhile.
-        """
-        live: list[_Deadline] = []
-        expired: list[tuple[_Deadline, asyncio.Task[Any]]] = []
-        for deadline in self._deadlines:
-            task = deadline.task
-            if task is None:
-                continue  # finished, or its response has started
-            if deadline.at <= now:
-                deadline.task = None
-                expired.append((deadline, task))
-            else:
-                live.append(deadline)
-        self._deadlines = live
-        self._deadlines_compact_at = max(_DEADLINES_COMPACT_AT, 2 * len(live))
-        for deadline, task in expired:
-            if task.done():
-                continue
-            deadline.expired = True
-            self.running_after_timeout += 1
-            if blocked_in_thread(deadline.work):
-                self._answer_timeout(deadline)
-                self._overdue.append((deadline, task))
-            else:
-                self._timed_out.add(task)
-                task.cancel("crisisctl guard: request timeout")
-
-    def _check_overdue(self) -> None:
-        """Cancel the timed-out tasks whose worker thread has returned (ticker)."""
-        still: list[tuple[_Deadline, asyncio.Task[Any]]] = []
-        for deadline, task in self._overdue:
-            if task.done() or not deadline.expired:
-                continue  # the request has ended
-            if blocked_in_thread(deadline.work):
-                still.append((deadline, task))
-            else:
-                self._timed_out.add(task)
-                task.cancel("crisisctl guard: request timeout")
-        self._overdue = still
-
-    def _answer_timeout(self, deadline: _Deadline) -> None:
-        """Send the 504 now, from a task of its own; the app's own answer will be dropped."""
-        sender = deadline.sender
-        if sender is None:
-            return
-        raw = sender.send
-        sender.status = 504
-        sender.send = _dropped
-        body = {
-            "error": "the request took longer than its timeout; its work still runs in a worker "
-            "thread and holds its concurrency slot until it ends",
-            "reason": "timeout",
-            "timeout_s": deadline.timeout_s,
-        }
-        answer = asyncio.get_running_loop().create_task(control.send_json(raw, 504, body))
-        self._answers.add(answer)
-        answer.add_done_callback(self._answer_sent)
-
-    def _answer_sent(self, answer: asyncio.Task[None]) -> None:
-        self._answers.discard(answer)
-        if not answer.cancelled() and answer.exception() is not None:
-            log.debug("crisisctl guard: a 504 could not be sent (the client left?)")
-
-    def _timeout_ended(self, deadline: _Deadline, stats: RouteStats) -> None:
-        """A request that went past its timeout has ended: its work is over."""
-        deadline.expired = False
-        self.running_after_timeout -= 1
-        sender = deadline.sender
-        if sender is not None and sender.status == 504:
-            stats.reject("timeout")
+    def _tick(self, now: float) -> None:
+        timeouts = self._timeouts
+        if timeouts.deadlines:
+            timeouts.expire(now)
+        if timeouts.overdue:
+            timeouts.check_overdue()
+        if now - self._last_housekeeping >= HOUSEKEEPING_S:
+            self._last_housekeeping = now
+            self._housekeeping(now)
+        if now - self._last_snapshot >= SNAPSHOT_KEEP_S / 2:
+            self._last_snapshot = now
+            for stats in list(self.route_stats.values()):
+                stats.snapshot(now, SNAPSHOT_KEEP_S)
 
     def _housekeeping(self, now: float) -> None:
-        conc = self.concurrency
-        if conc is not None and conc.adaptive and now - conc.window_start >= WINDOW_MAX_S:
-            conc.maybe_close_window(now)  # a window of a quiet or idle service (the request
-            # path checks windows by sample count only)
-        for limiter in list(self._limiters.values()):
-            limiter.rotate(now)
-        for breaker in list(self.breakers.values()):
-            breaker.tick(now)
+        housekeeping(now, self.concurrency, self._limiters.values(), self.breakers.values())
         if self.modes.mode == RECOVERING:
             if self.modes.ramp_progress() >= 1.0:
                 self.set_mode(
@@ -906,12 +807,7 @@ class Guard:
 
     async def aclose(self) -> None:
         """Stop the background ticker and close the Redis connection, if any."""
-        ticker, self._ticker = self._ticker, None
-        self._ticking = False
-        if ticker is not None and not ticker.done():
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await ticker
+        await self._ticker.aclose()
         redis = self._routes.redis
         if redis is not None:
             with contextlib.suppress(Exception):
