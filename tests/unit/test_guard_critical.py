@@ -91,3 +91,20 @@ async def test_health_is_never_queued_behind_a_full_concurrency_limit() -> None:
             assert (await held).status_code == 200
     finally:
         await guard.aclose()
+
+
+async def test_a_mounted_sub_app_gets_per_path_labels_and_critical_health() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    app = Starlette(routes=[Mount("/", app=PlainApp())])
+    breaker = BreakerConfig(min_calls=3, window_s=10, open_s=60)
+    guard = Guard(app, GuardConfig(token="", rate_limit="3/minute", breaker=breaker))
+    try:
+        async with client(guard) as http:
+            assert [(await http.get("/health")).status_code for _ in range(5)] == [200] * 5
+            assert [(await http.get("/bad/1")).status_code for _ in range(3)] == [500] * 3
+            assert set(guard.breakers) == {"/bad/{id}"}
+            assert "/health" in guard.route_stats
+    finally:
+        await guard.aclose()
