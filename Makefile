@@ -8,7 +8,7 @@ export CRISISCTL_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 .PHONY: demo test lint typecheck unit bench services clean accel
 # the per-request paths (guard, load engine), compiled in place by hatch_build.py (pure Python if not)
 ACCEL_SRC := src/crisisctl/stats.py $(addprefix src/crisisctl/guard/,breaker.py concurrency.py \
-	metrics.py middleware.py ratelimit.py routes.py) $(addprefix src/crisisctl/load/,client.py \
+	metrics.py middleware.py ratelimit.py routes.py ticker.py) $(addprefix src/crisisctl/load/,client.py \
 	lanes.py recorder.py recording.py runbase.py schedule.py)
 
 $(BIN)/.installed-base: pyproject.toml hatch_build.py

@@ -42,6 +42,7 @@ ACCELERATED = (
     "crisisctl/guard/middleware.py",
     "crisisctl/guard/ratelimit.py",
     "crisisctl/guard/routes.py",
+    "crisisctl/guard/ticker.py",
     "crisisctl/load/client.py",
     "crisisctl/load/lanes.py",
     "crisisctl/load/recorder.py",

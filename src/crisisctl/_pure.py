@@ -29,6 +29,7 @@ ACCELERATED = frozenset(
         "crisisctl.guard.middleware",
         "crisisctl.guard.ratelimit",
         "crisisctl.guard.routes",
+        "crisisctl.guard.ticker",
         "crisisctl.load.client",
         "crisisctl.load.lanes",
         "crisisctl.load.recorder",

@@ -116,15 +116,14 @@ class RouteRuntime:
 class Deadline:
     """One request's timeout, enforced by the guard's ticker while `task` is set."""
 
-    __slots__ = ("at", "expired", "sender", "task", "timeout_s", "work")
+    __slots__ = ("at", "expired", "sender", "task", "work")
 
-    def __init__(self, task: asyncio.Task[Any], at: float, sender: _Send, timeout_s: float) -> None:
+    def __init__(self, task: asyncio.Task[Any], at: float, sender: _Send) -> None:
         self.task: asyncio.Task[Any] | None = task
         #: monotonic seconds
         self.at = at
         #: the request's `send` (until the request ends)
         self.sender: _Send | None = sender
-        self.timeout_s = timeout_s
         #: the timeout passed while the app was still working (set until the request ends)
         self.expired = False
         #: the app's coroutine for this request (what the ticker inspects at the deadline)
@@ -487,7 +486,7 @@ class Guard:
             else:
                 task = _current_task(_running_loop())
             if task is not None:
-                deadline = sender.deadline = Deadline(task, start + timeout_s, sender, timeout_s)
+                deadline = sender.deadline = Deadline(task, start + timeout_s, sender)
                 deadlines = self._deadlines
                 deadlines.append(deadline)
                 if len(deadlines) >= self._deadlines_compact_at:

@@ -129,7 +129,7 @@ class Timeouts:
             "error": "the request took longer than its timeout; its work still runs in a worker "
             "thread and holds its concurrency slot until it ends",
             "reason": "timeout",
-            "timeout_s": deadline.timeout_s,
+            "timeout_s": round(deadline.at - sender.admitted, 6),
         }
         answer = asyncio.get_running_loop().create_task(control.send_json(raw, 504, body))
         self._answers.add(answer)
