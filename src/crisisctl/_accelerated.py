@@ -31,6 +31,7 @@ MODULES: tuple[str, ...] = (
     "crisisctl.guard.middleware",
     "crisisctl.guard.ratelimit",
     "crisisctl.guard.routes",
+    "crisisctl.guard.ticker",
     "crisisctl.load.client",
     "crisisctl.load.lanes",
     "crisisctl.load.recorder",

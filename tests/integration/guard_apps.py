@@ -4,6 +4,7 @@ Configured through the environment (see guard_servers.py):
 
     CRISISCTL_TEST_GUARD      JSON object of GuardConfig fields (GuardConfig.from_dict)
     CRISISCTL_TEST_GUARD_KEY  "raise": a key_func that raises on every call
+    CRISISCTL_TEST_GUARD_APP  "plain": guard a bare ASGI app instead (no routes to discover)
 
 The app keeps what the tests need to observe (cancellations, peak concurrency, a failure
 switch) in `STATE`, readable at GET /state and switchable at POST /toggle?fail=0|1.
@@ -14,15 +15,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from crisisctl.guard import Guard, GuardConfig, track
-from crisisctl.guard.types import Scope
+from crisisctl.guard.types import Receive, Scope, Send
 
 STATE: dict[str, Any] = {
     "fail": False,
@@ -31,6 +35,8 @@ STATE: dict[str, Any] = {
     "cancelled": 0,
     "in_flight": 0,
     "peak": 0,
+    "blocking_done": 0,
+    "uploads": 0,
 }
 
 
@@ -63,6 +69,41 @@ async def sleep(request: Request) -> Response:
         raise
     STATE["finished"] += 1
     return PlainTextResponse("woke up")
+
+
+def blocking(request: Request) -> Response:
+    """A sync endpoint: Starlette runs it in a worker thread, which nothing can cancel."""
+    time.sleep(float(request.query_params.get("s", "1")))
+    STATE["blocking_done"] += 1
+    return PlainTextResponse("done")
+
+
+async def events(request: Request) -> Response:
+    """Server-sent events: an event every 50 ms for `s` seconds."""
+    seconds = float(request.query_params.get("s", "1"))
+
+    async def stream() -> AsyncIterator[bytes]:
+        deadline = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < deadline:
+            yield f"data: {n}\n\n".encode()
+            n += 1
+            await asyncio.sleep(0.05)
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+async def upload(request: Request) -> Response:
+    """Reads the whole body (Starlette raises ClientDisconnect if the client leaves first)."""
+    body = await request.body()
+    STATE["uploads"] += 1
+    return JSONResponse({"bytes": len(body)})
+
+
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text(await websocket.receive_text())
+    await websocket.close()
 
 
 async def flaky(request: Request) -> Response:
@@ -112,7 +153,20 @@ routes = [
     Route("/limited", ok),
     Route("/rl/{ns}/{name}", ok),
     Route("/whoami", whoami),
+    Route("/blocking", blocking),
+    Route("/events", events),
+    Route("/upload", upload, methods=["POST"]),
+    WebSocketRoute("/ws", echo),
 ]
+
+
+async def plain(scope: Scope, receive: Receive, send: Send) -> None:
+    """A bare ASGI app, nothing to discover: paths under /bad answer 500, others 200."""
+    if scope["type"] != "http":
+        return
+    status = 500 if scope["path"].startswith("/bad") else 200
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": scope["path"].encode()})
 
 
 def _raising_key(scope: Scope) -> str:
@@ -121,6 +175,8 @@ def _raising_key(scope: Scope) -> str:
 
 def build() -> Guard:
     config = GuardConfig.from_dict(json.loads(os.environ.get("CRISISCTL_TEST_GUARD", "{}")))
+    if os.environ.get("CRISISCTL_TEST_GUARD_APP") == "plain":
+        return Guard(plain, config)
     if os.environ.get("CRISISCTL_TEST_GUARD_KEY") == "raise":
         return Guard(Starlette(routes=routes), config, key_func=_raising_key)
     return Guard(Starlette(routes=routes), config)

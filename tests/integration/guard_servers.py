@@ -44,6 +44,8 @@ class GuardServer:
     env: dict[str, str] = field(default_factory=dict)
     #: uvicorn --workers (processes sharing the port)
     workers: int = 1
+    #: more uvicorn options, e.g. ["--http", "h11"]
+    args: list[str] = field(default_factory=list)
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
@@ -64,7 +66,8 @@ class GuardServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "guard_apps:app", "--app-dir", str(APP_DIR),
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
-             "--no-proxy-headers", "--no-access-log", "--workers", str(self.workers)],
+             "--no-proxy-headers", "--no-access-log", "--workers", str(self.workers),
+             *self.args],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -108,10 +111,10 @@ class GuardServer:
 
 @contextlib.contextmanager
 def guard_servers(
-    *configs: dict[str, Any], env: dict[str, str] | None = None
+    *configs: dict[str, Any], env: dict[str, str] | None = None, args: list[str] | None = None
 ) -> Iterator[list[GuardServer]]:
     """Start one server per config (in parallel), yield them ready, stop them all."""
-    servers = [GuardServer(config, dict(env or {})) for config in configs]
+    servers = [GuardServer(config, dict(env or {}), list(args or [])) for config in configs]
     try:
         for server in servers:
             server.start()

@@ -263,6 +263,7 @@ def test_from_dict_builds_nested_sections() -> None:
         ({"routes": [{"path": "/x"}]}, "invalid guard configuration"),
         ({"breaker": {"min_calls": 0}}, "min_calls"),
         ({"emergency": {"shed_priority": "sometimes"}}, "unknown priority 'sometimes'"),
+        ({"emergency": {"shed_priority": "critical"}}, "shed_priority must be below critical"),
         ({"routes": [{"pattern": "/x", "rate_limit": "often"}]}, "invalid rate limit 'often'"),
     ],
 )

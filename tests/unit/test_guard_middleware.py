@@ -226,3 +226,89 @@ def test_housekeeping_closes_the_adaptive_window_of_a_quiet_service() -> None:
     assert conc.window_n == 0
     assert conc.updates == 1
     assert conc.last_rtt == pytest.approx(0.01)
+
+
+async def test_unknown_methods_share_one_label_and_grow_nothing(app: App) -> None:
+    guard = Guard(app, GuardConfig(token="", routes=(RouteRule("/x"),)))
+    try:
+        async with await serve(guard) as http:
+            for i in range(500):
+                await http.request(f"X{i}", "/x")
+            await http.get("/x")
+        assert set(guard.route_stats["/x"].by_method) == {"OTHER", "GET"}
+        assert guard.route_stats["/x"].by_method["OTHER"][2] == 500
+        assert set(guard._route_cache) == {"OTHER", "GET"}
+        text = (await _metrics(guard)).splitlines()
+        assert len([line for line in text if line.startswith("crisisctl_http_requests_total")]) == 2
+    finally:
+        await guard.aclose()
+
+
+async def _metrics(guard: Guard) -> str:
+    async with await serve(guard) as http:
+        return (await http.get("/_crisis/metrics")).text
+
+
+# -- a client that leaves is not the route's failure --------------------------------------------
+
+
+class ClientDisconnect(Exception):
+    """Named like Starlette's: raised by an app whose `receive` said http.disconnect."""
+
+
+async def test_client_disconnects_are_not_breaker_failures(app: App) -> None:
+    async def reads_body(scope: Scope) -> tuple[int, bytes]:
+        raise ClientDisconnect
+
+    app.behaviour["/upload"] = reads_body
+    breaker = BreakerConfig(min_calls=2, window_s=10, open_s=60)
+    guard = Guard(app, GuardConfig(token="", breaker=breaker))
+    try:
+        async with await serve(guard) as http:
+            for _ in range(5):
+                with pytest.raises(ClientDisconnect):
+                    await http.post("/upload", content=b"x")
+            assert guard.breakers["/upload"].state == 0
+            assert guard.breakers["/upload"].window_counts(asyncio.get_running_loop().time()) == (
+                0, 0, 0,
+            )  # fmt: skip
+            assert guard.route_stats["/upload"].by_method["POST"][4] == 5  # counted as 499
+    finally:
+        await guard.aclose()
+
+
+async def test_an_error_raised_by_send_is_a_disconnect_but_the_apps_own_is_a_failure() -> None:
+    """OSError raised inside the server's send: the connection is gone. The same error raised
+    by the app's own I/O (its database refusing connections) is the route failing."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/db":
+            raise ConnectionRefusedError("database down")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x" * 10})
+
+    async def broken_send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.body":
+            raise ConnectionResetError("peer went away")
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b""}
+
+    breaker = BreakerConfig(min_calls=2, window_s=10, open_s=60)
+    rules = (RouteRule("/page"), RouteRule("/db"))
+    guard = Guard(app, GuardConfig(token="", breaker=breaker, routes=rules))
+    scope: dict[str, object] = {
+        "type": "http", "method": "GET", "path": "/page", "headers": [],
+        "client": ("127.0.0.1", 1),
+    }  # fmt: skip
+    try:
+        for _ in range(4):
+            with pytest.raises(ConnectionResetError):
+                await guard(scope, receive, broken_send)
+        assert guard.breakers["/page"].state == 0
+        for _ in range(2):
+            with pytest.raises(ConnectionRefusedError):
+                await guard({**scope, "path": "/db"}, receive, broken_send)
+        assert guard.breakers["/db"].state == 1
+    finally:
+        await guard.aclose()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from fastapi import FastAPI
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -15,6 +17,7 @@ from starlette.websockets import WebSocket
 from crisisctl.guard import RouteRule, routes
 from crisisctl.guard.routes import (
     OTHER,
+    OTHER_METHOD,
     UNMATCHED,
     Resolved,
     RouteTable,
@@ -97,7 +100,7 @@ def test_discover_templates_follows_mounts_in_app_order() -> None:
         "/items/{item_id:int}",
         "/api/users/{name}",
         "/api/v2/scans/{scan_id}",
-        "/static/{path:path}",
+        "/static/*",  # a sub-app without routes: the guard cannot see inside
         "/ws",
     ]
 
@@ -149,15 +152,9 @@ def test_labels_come_from_templates_never_raw_paths() -> None:
     assert table.lookup("GET", "/items/1").label == "/items/{item_id}"
     assert table.lookup("GET", "/items/2").label == "/items/{item_id}"
     assert table.lookup("POST", "/api/v2/scans/77").label == "/api/v2/scans/{scan_id}"
-    assert table.lookup("GET", "/static/css/site.css").label == "/static/{path:path}"
     assert table.lookup("GET", "/nope/123").label == UNMATCHED
     assert table.lookup("GET", "/nope/456").label == UNMATCHED
-    assert table.labels == {
-        "/items/{item_id}",
-        "/api/v2/scans/{scan_id}",
-        "/static/{path:path}",
-        UNMATCHED,
-    }
+    assert table.labels == {"/items/{item_id}", "/api/v2/scans/{scan_id}", UNMATCHED}
 
 
 def test_rule_patterns_label_paths_the_app_does_not_expose() -> None:
@@ -179,7 +176,11 @@ def test_first_matching_rule_wins_and_methods_filter() -> None:
     assert table.lookup("GET", "/api/scans").rule is catch_all
     assert table.lookup("GET", "/api/other/deep").rule is catch_all
     assert table.lookup("GET", "/elsewhere").rule is None
-    assert table.lookup("GET", "/elsewhere").label == UNMATCHED
+    # a wildcard rule names a group, not a route: nothing discovered, so each path its label
+    assert table.lookup("GET", "/api/other/deep").label == "/api/other/deep"
+    assert table.lookup("GET", "/elsewhere").label == "/elsewhere"
+    table, _ = _table(rules=(catch_all,), templates=("/items/{id}",))
+    assert table.lookup("GET", "/api/x").label == UNMATCHED  # the app routes nothing there
 
 
 def test_labels_beyond_max_fold_into_other() -> None:
@@ -218,3 +219,92 @@ def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert table.lookup("GET", "/items/0").label == "/items/{id}"
     assert len(built) == 201
     assert table.labels == {"/items/{id}"}
+
+
+# -- what discovery cannot see -----------------------------------------------------------------
+
+
+def test_an_undiscoverable_app_gets_one_label_per_path_with_ids_folded() -> None:
+    table, _ = _table()
+    uuid = "123e4567-e89b-12d3-a456-426614174000"
+    assert table.lookup("GET", "/health").label == "/health"
+    assert table.lookup("GET", "/users/42/orders/7").label == "/users/{id}/orders/{id}"
+    assert table.lookup("GET", f"/scans/{uuid}").label == "/scans/{id}"
+    assert table.lookup("GET", "/blobs/0123456789abcdef0123").label == "/blobs/{id}"
+    assert table.lookup("GET", "/blobs/cafe").label == "/blobs/cafe"  # short hex: a name
+    assert table.lookup("GET", "/t/" + "x" * 65).label == "/t/{id}"
+    assert table.labels == {
+        "/health", "/users/{id}/orders/{id}", "/scans/{id}", "/blobs/{id}", "/blobs/cafe",
+        "/t/{id}",
+    }  # fmt: skip
+
+
+def test_a_mounted_sub_app_gets_one_label_per_path_below_its_mount() -> None:
+    table, _ = _table(templates=tuple(discover_templates(_starlette_app())))
+    assert table.lookup("GET", "/static/css/site.css").label == "/static/css/site.css"
+    assert table.lookup("GET", "/static/img/12.png").label == "/static/img/12.png"
+    assert table.lookup("GET", "/static/img/12").label == "/static/img/{id}"
+    assert table.lookup("GET", "/items/3").label == "/items/{item_id}"
+
+
+def test_per_path_labels_are_bounded_by_max_labels() -> None:
+    table, _ = _table(max_labels=10)
+    labels = {table.lookup("GET", f"/page-{chr(97 + i % 26)}{i}").label for i in range(200)}
+    assert len(table.labels) == 10
+    assert OTHER in labels
+    assert len(labels) == 11
+
+
+_SEGMENT = st.one_of(
+    st.integers(min_value=0, max_value=10**12).map(str),
+    st.uuids().map(str),
+    st.text("0123456789abcdef", min_size=16, max_size=40),
+    st.text("abcdefghijklmnopqrstuvwxyz-_.", min_size=1, max_size=12),
+)
+
+
+@given(st.lists(_SEGMENT, min_size=1, max_size=6))
+def test_path_label_folds_identifiers_and_nothing_else(segments: list[str]) -> None:
+    path = "/" + "/".join(segments)
+    label = routes.path_label(path)
+    folded = label.split("/")[1:]
+    assert len(folded) == len(segments)
+    for segment, out in zip(segments, folded, strict=True):
+        looks_like_id = segment.isdigit() or (
+            len(segment) >= 16 and all(c in "0123456789abcdef-" for c in segment)
+        )
+        assert (out == "{id}") == looks_like_id, (segment, out)
+    assert routes.path_label(label) == label  # a label is its own label
+
+
+# -- critical paths and methods ----------------------------------------------------------------
+
+
+def test_critical_is_judged_on_the_raw_path_whatever_the_label() -> None:
+    critical = ("/health", "/healthz")
+    # an app whose routes are discovered but do not include the health check (an outer
+    # middleware answers it): the path is <unmatched>, like any 404, yet critical
+    table = RouteTable((), ("/items/{id}",), lambda r, m: r, critical_paths=critical)
+    health = table.lookup("GET", "/healthz")
+    assert health == Resolved(UNMATCHED, None, critical=True)
+    assert table.lookup("GET", "/nope").critical is False
+    # a catch-all rule and label overflow do not matter either
+    rule = RouteRule("/{rest:path}", rate_limit="1/minute")
+    table = RouteTable((rule,), ("/a",), lambda r, m: r, max_labels=1, critical_paths=critical)
+    assert table.lookup("GET", "/a") == Resolved("/a", rule, critical=False)
+    assert table.lookup("GET", "/health") == Resolved(OTHER, rule, critical=True)
+    assert table.lookup("GET", "/health/").critical is True
+    assert table.lookup("GET", "/health/x").critical is False
+
+
+def test_unknown_methods_share_one_label_and_one_cache_entry() -> None:
+    rule = RouteRule("/dav", methods=("PROPFIND",))
+    table, built = _table(rules=(rule,), templates=("/dav", "/x"))
+    for i in range(1000):
+        table.lookup(f"M{i}", "/x")
+    assert set(table.cache) == {OTHER_METHOD}
+    assert built == [(OTHER_METHOD, "/x")]
+    assert table.lookup("PROPFIND", "/dav").rule is rule  # a method a rule names is known
+    assert table.method_label("PROPFIND") == "PROPFIND"
+    assert table.method_label("GET") == "GET"
+    assert table.method_label("BREW") == OTHER_METHOD

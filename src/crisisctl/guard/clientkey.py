@@ -1,9 +1,20 @@
-"""Rate-limit keys: the client's IP address, believing X-Forwarded-For only from trusted proxies.
+"""Rate-limit keys: the client's IP address, believing proxy headers only from trusted proxies.
 
 Without trusted proxies the key is the TCP peer address, which a client cannot forge. With
-them, the X-Forwarded-For chain is read right to left, skipping trusted hops; the first
-untrusted address is the client (the leftmost entries are client-supplied and never believed
-on their own).
+them, the chain of addresses the proxies recorded is read right to left, skipping trusted
+hops; the first untrusted entry is the client (the leftmost entries are client-supplied and
+never believed on their own). An entry that is not an IP address (garbage, RFC 7239's
+``unknown`` or an obfuscated ``_identifier``) stops the walk: the key is then the peer.
+
+The chain comes from the one header the proxies are configured to write (`proxy_header`):
+
+* ``x-forwarded-for`` (the default): ``X-Forwarded-For: client, proxy1, proxy2``;
+* ``forwarded`` (RFC 7239): ``Forwarded: for=client;proto=https, for="[2001:db8::1]:4711"``
+  — each element's ``for`` parameter, a token or a quoted string, IPv6 in brackets, an
+  optional port.
+
+Only one of them is read, never both: a proxy that writes one passes the other through from
+the client untouched, so believing both would let any client pick its own key.
 """
 
 from __future__ import annotations
@@ -14,6 +25,9 @@ from collections.abc import Callable, Sequence
 from crisisctl.guard.types import Scope
 
 UNKNOWN = "unknown"
+X_FORWARDED_FOR = "x-forwarded-for"
+FORWARDED = "forwarded"
+PROXY_HEADERS = (X_FORWARDED_FOR, FORWARDED)
 
 
 def peer_address(scope: Scope) -> str:
@@ -25,8 +39,90 @@ def peer_address(scope: Scope) -> str:
     return UNKNOWN
 
 
-def client_key_function(trusted_proxies: Sequence[str]) -> Callable[[Scope], str]:
-    """The default key function for the given trusted proxies."""
+def forwarded_for(value: str) -> list[str | None]:
+    """The ``for`` node of each element of a ``Forwarded`` header value (RFC 7239), as written
+    (unquoted, brackets and port kept); None for an element without one.
+
+    A lenient reader: a malformed pair is skipped, never an error, and a comma or semicolon
+    inside a quoted string does not split.
+    """
+    nodes: list[str | None] = []
+    node: str | None = None
+    i, n = 0, len(value)
+    while i <= n:
+        if i == n or value[i] == ",":
+            nodes.append(node)
+            node = None
+            i += 1
+            continue
+        # one pair: token "=" (token | quoted-string), up to ";" or ","
+        j = i
+        while j < n and value[j] not in "=;,":
+            j += 1
+        name = value[i:j].strip().lower()
+        if j < n and value[j] == "=":
+            j += 1
+            while j < n and value[j] in " \t":
+                j += 1
+            if j < n and value[j] == '"':
+                chars: list[str] = []
+                j += 1
+                while j < n and value[j] != '"':
+                    if value[j] == "\\" and j + 1 < n:
+                        j += 1
+                    chars.append(value[j])
+                    j += 1
+                j += 1  # the closing quote
+                text = "".join(chars)
+            else:
+                k = j
+                while j < n and value[j] not in ";,":
+                    j += 1
+                text = value[k:j].strip()
+            if name == "for" and node is None:
+                node = text
+            while j < n and value[j] not in ";,":
+                j += 1  # anything after a quoted string, up to the next separator
+        if j < n and value[j] == ";":
+            j += 1
+        i = j
+    return nodes
+
+
+def node_address(node: str | None) -> str | None:
+    """The IP address of an RFC 7239 node (``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``), or None
+    for ``unknown``, an obfuscated identifier, a missing node or garbage."""
+    if not node:
+        return None
+    node = node.strip()
+    if node.startswith("["):
+        end = node.find("]")
+        host = node[1:end] if end > 0 else ""
+    elif node.count(":") == 1:
+        host = node.partition(":")[0]  # IPv4 with a port
+    else:
+        host = node
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+def _address(entry: str) -> str | None:
+    """An X-Forwarded-For entry: "" when empty (skipped), None when not an address."""
+    entry = entry.strip()
+    if not entry:
+        return ""
+    try:
+        return str(ipaddress.ip_address(entry))
+    except ValueError:
+        return None
+
+
+def client_key_function(
+    trusted_proxies: Sequence[str], proxy_header: str = X_FORWARDED_FOR
+) -> Callable[[Scope], str]:
+    """The default key function for the given trusted proxies and the header they write."""
     if not trusted_proxies:
         return peer_address
     networks = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
@@ -38,20 +134,27 @@ def client_key_function(trusted_proxies: Sequence[str]) -> Callable[[Scope], str
             return False
         return any(ip in net for net in networks)
 
+    header = proxy_header.encode("latin-1")
+    rfc7239 = proxy_header == FORWARDED
+
     def forwarded_client(scope: Scope) -> str:
         peer = peer_address(scope)
         if not trusted(peer):
             return peer
-        chain: list[str] = []
+        chain: list[str | None] = []
         for name, value in scope.get("headers", ()):
-            if name == b"x-forwarded-for":
-                chain.extend(part.strip() for part in value.decode("latin-1").split(","))
+            if name == header:
+                text = value.decode("latin-1")
+                if rfc7239:
+                    chain.extend(node_address(node) for node in forwarded_for(text))
+                else:
+                    chain.extend(_address(part) for part in text.split(","))
         for hop in reversed(chain):
+            if hop is None:
+                return peer  # unparsable, unknown or obfuscated: the proxy's own bucket
             if hop and not trusted(hop):
-                try:
-                    return str(ipaddress.ip_address(hop))
-                except ValueError:
-                    return peer
-        return chain[0] if chain and chain[0] else peer
+                return hop
+        first = chain[0] if chain else None
+        return first if first else peer  # every hop trusted: the farthest one
 
     return forwarded_client

@@ -188,6 +188,11 @@ class EmergencyConfig:
             0.0 < self.concurrency_factor <= 1.0, "emergency concurrency_factor must be in (0, 1]"
         )
         _check(0.0 < self.rate_factor <= 1.0, "emergency rate_factor must be in (0, 1]")
+        _check(
+            Priority.parse(self.shed_priority) < Priority.CRITICAL,
+            "emergency shed_priority must be below critical (critical routes are never shed): "
+            "use low, normal or high",
+        )
         _check(self.ramp_s >= 0, "emergency ramp_s must be ≥ 0")  # fmt: skip
 
 
@@ -277,8 +282,11 @@ class GuardConfig:
     storage_timeout_s: float = 0.25
     #: rate-limit key: client IP by default; any callable scope -> str
     key_func: KeyFunc | None = None
-    #: peers (IPs or CIDRs) whose X-Forwarded-For header is believed
+    #: peers (IPs or CIDRs) whose proxy header is believed
     trusted_proxies: tuple[str, ...] = ()
+    #: the header those proxies write: "x-forwarded-for" or "forwarded" (RFC 7239); only
+    #: that one is read (a proxy passes the other through from the client untouched)
+    proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     routes: tuple[RouteRule, ...] = ()
     concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
@@ -337,6 +345,10 @@ class GuardConfig:
         _check(self.storage_timeout_s > 0, "storage_timeout_s must be > 0")
         _check(self.timeout_s is None or self.timeout_s > 0, "timeout_s must be > 0")
         _check(self.max_route_labels >= 1, "max_route_labels must be ≥ 1")
+        _check(
+            self.proxy_header in ("x-forwarded-for", "forwarded"),
+            f"unknown proxy_header {self.proxy_header!r}: use x-forwarded-for or forwarded",
+        )
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)

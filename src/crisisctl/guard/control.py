@@ -249,6 +249,7 @@ def status_head(state: GuardState, digest: Digest) -> dict[str, Any]:
         "mode_endpoint": "enabled" if state.mode_endpoint_enabled else "disabled",
         **digest.totals(),
         "concurrency": conc.describe() if conc is not None else {"mode": "off"},
+        "running_after_timeout": state.running_after_timeout,
         "rate_limits": [policy.describe() for policy in state.policies.values()],
         "storage": state.storage,
         "operations": [op.describe() for op in operations()],

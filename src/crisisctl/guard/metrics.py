@@ -462,6 +462,12 @@ def state_metrics(state: GuardState) -> Iterator[Metric]:
     yield limit
     yield queue
     yield inflight
+    after_timeout = GaugeMetricFamily(
+        "crisisctl_guard_running_after_timeout",
+        "Handlers answered 504 whose work (a worker thread) still runs and holds its slot.",
+    )
+    after_timeout.add_metric([], state.running_after_timeout)
+    yield after_timeout
     up = GaugeMetricFamily(
         "crisisctl_guard_ratelimit_storage_up",
         "1 when the shared rate-limit storage answers (memory storage is always up).",

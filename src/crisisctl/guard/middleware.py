@@ -6,7 +6,15 @@ Order for each HTTP request (control paths under the prefix are answered first):
   3. rate limit per key (memory or Redis)                -> 429 + Retry-After + RateLimit headers
   4. concurrency limit; over it a short queue            -> 503 + Retry-After when shed
   5. the app, under the route's timeout                  -> 504 and the work cancelled
-Then the response status and service time feed metrics, the breaker and the adaptive limit.
+Critical paths (health checks, `critical_paths`) are recognised on the raw path and skip 1-4.
+
+At response start the service latency (admission to response start) feeds the adaptive limit
+and the concurrency slot is released: a stream (SSE, a long download, a slow reader) neither
+reads as congestion nor holds a slot for its lifetime. At the end of the response, its status
+and duration feed the metrics and the breaker (slow calls judged on the service latency); a
+client that disconnected feeds no breaker. A sync handler past its timeout cannot be cancelled
+(its worker thread runs on): it gets its 504 at once but keeps its slot until the thread ends.
+WebSocket handshakes pass 1-4 too; their slot is held until the handshake is answered.
 
 The hot path only touches dicts, ints and floats; everything slow (route discovery, building a
 route's policies, Prometheus rendering, key expiry) happens once, at scrape time, or in the
@@ -17,7 +25,6 @@ the guard must never break the app it protects.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -32,13 +39,23 @@ from crisisctl.guard import control
 from crisisctl.guard.breaker import CLOSED, HALF_OPEN, CircuitBreaker
 from crisisctl.guard.clientkey import UNKNOWN as UNKNOWN_CLIENT
 from crisisctl.guard.clientkey import client_key_function, peer_address
-from crisisctl.guard.concurrency import WINDOW_MAX_S, ConcurrencyLimiter
-from crisisctl.guard.config import GuardConfig, Priority, RouteRule, parse_limits
+from crisisctl.guard.concurrency import ConcurrencyLimiter
+from crisisctl.guard.config import GuardConfig, Priority
 from crisisctl.guard.metrics import RouteStats, build_registry
 from crisisctl.guard.modes import EMERGENCY, NORMAL, RECOVERING, ModeState
+from crisisctl.guard.outcomes import CLIENT_CLOSED_REQUEST, is_client_disconnect
 from crisisctl.guard.ratelimit import Decision, MemoryRateLimiter, RateLimitPolicy, open_storage
-from crisisctl.guard.routes import Resolved, RouteTable, compile_template, discover_templates
+from crisisctl.guard.routebuild import RouteBuilder
+from crisisctl.guard.routes import WEBSOCKET_METHOD
 from crisisctl.guard.state import GuardState
+from crisisctl.guard.ticker import (
+    DEADLINES_COMPACT_AT,
+    HOUSEKEEPING_S,
+    SNAPSHOT_KEEP_S,
+    Ticker,
+    Timeouts,
+    housekeeping,
+)
 from crisisctl.guard.track import operation_metrics
 from crisisctl.guard.types import ASGIApp, Message, Receive, Scope, Send
 from crisisctl.stats import MAX_TRACKABLE_US
@@ -57,18 +74,11 @@ _current_tasks: Final[dict[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = (
 )
 _EPS: Final = 1e-9
 _MAX_US: Final = MAX_TRACKABLE_US
-#: the deadline list is compacted on the request path when it grows past this many entries
-#: (the ticker compacts it on every tick)
-_DEADLINES_COMPACT_AT: Final = 4096
 
 
-#: how often the background ticker runs housekeeping (key expiry, ramps, snapshots)
-HOUSEKEEPING_S = 1.0
-SNAPSHOT_KEEP_S = 60.0
-
-
-class _Route:
-    """Everything the request path needs about one (route label, rule) pair."""
+class RouteRuntime:
+    """Everything the request path needs about one route (label, rule, method, critical);
+    built by guard/routebuild.py."""
 
     __slots__ = (
         "breaker",
@@ -101,33 +111,57 @@ class _Route:
         self.timeout_s: float | None = None
 
 
-class _Deadline:
+class Deadline:
     """One request's timeout, enforced by the guard's ticker while `task` is set."""
 
-    __slots__ = ("at", "task")
+    __slots__ = ("at", "expired", "sender", "task", "work")
 
-    def __init__(self, task: asyncio.Task[Any], at: float) -> None:
+    def __init__(self, task: asyncio.Task[Any], at: float, sender: _Send) -> None:
         self.task: asyncio.Task[Any] | None = task
         #: monotonic seconds
         self.at = at
+        #: the request's `send` (until the request ends)
+        self.sender: _Send | None = sender
+        #: the timeout passed while the app was still working (set until the request ends)
+        self.expired = False
+        #: the app's coroutine for this request (what the ticker inspects at the deadline)
+        self.work: Any = None
 
 
 class _Send:
     """The `send` the app gets: notes the response status, appends the RateLimit header
-    lines to the response start and ends the request's deadline once the response has
-    started (a timeout can no longer answer 504 then).
+    lines to the response start, ends the request's deadline once the response has started
+    (a timeout can no longer answer 504 then), and there measures the service latency and
+    gives back the concurrency slot.
+
+    Service latency is admission to response start: what the adaptive limit and the
+    breaker's slow-call rule judge. The slot is released at response start too, so a
+    streaming response (SSE, a large download, a slow-reading client) neither reads as
+    congestion nor holds a slot for its lifetime; the time to the end of the response still
+    goes into the route's duration histogram.
 
     A plain callable object returning `send`'s awaitable, so no coroutine of its own per
     message, and one object per request (a closure would need two).
     """
 
-    __slots__ = ("deadline", "extra_headers", "send", "status")
+    __slots__ = ("admitted", "conc", "deadline", "extra_headers", "send", "service_s", "status")
 
-    def __init__(self, send: Send, extra_headers: list[tuple[bytes, bytes]] | None) -> None:
+    def __init__(
+        self,
+        send: Send,
+        extra_headers: list[tuple[bytes, bytes]] | None,
+        conc: ConcurrencyLimiter | None,
+        admitted: float,
+    ) -> None:
         self.send = send
         self.extra_headers = extra_headers
         self.status = 0
-        self.deadline: _Deadline | None = None
+        self.deadline: Deadline | None = None
+        #: the concurrency slot this request holds until its response starts (None: none)
+        self.conc = conc
+        self.admitted = admitted
+        #: admission to response start, seconds; < 0 until the response starts
+        self.service_s = -1.0
 
     def __call__(self, message: Message) -> Awaitable[None]:
         if not self.status:
@@ -150,6 +184,76 @@ class _Send:
         deadline = self.deadline
         if deadline is not None:
             deadline.task = None
+        now = _clock()
+        service_s = now - self.admitted
+        self.service_s = service_s
+        conc = self.conc
+        if conc is not None:
+            self.conc = None
+            conc.release(now, service_s)
+
+
+class _WebSocketSend:
+    """The `send` a WebSocket app gets: notes when and how the handshake is answered, and
+    gives the concurrency slot back then."""
+
+    __slots__ = ("admitted", "answered_at", "conc", "failed", "send", "status")
+
+    def __init__(self, send: Send, conc: ConcurrencyLimiter | None, admitted: float) -> None:
+        self.send = send
+        self.conc = conc
+        self.admitted = admitted
+        self.status = 0
+        self.answered_at = admitted
+        self.failed = False
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        if not self.status:
+            kind = message["type"]
+            if kind == "websocket.accept":
+                self.answered(101, _clock(), False)
+            elif kind == "websocket.close":
+                self.answered(403, _clock(), False)
+            elif kind == "websocket.http.response.start":
+                status: int = message["status"]
+                self.answered(status, _clock(), False)
+        return self.send(message)
+
+    def answered(self, status: int, now: float, failed: bool) -> None:
+        self.status = status
+        self.answered_at = now
+        self.failed = failed
+        conc = self.conc
+        if conc is not None:
+            self.conc = None
+            conc.release(now, -1.0 if failed or status >= 500 else now - self.admitted)
+
+
+async def _deny_websocket(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    body: bytes,
+    retry_s: float,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """Refuse a WebSocket handshake: an HTTP response if the server can send one, else close."""
+    message = await receive()
+    if message.get("type") != "websocket.connect":
+        return  # the client is already gone
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        raw = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(max(1, math.ceil(retry_s - 1e-9))).encode()),
+            *headers,
+        ]
+        await send({"type": "websocket.http.response.start", "status": status, "headers": raw})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        # 1013 "try again later"; servers answer a handshake closed before accept with 403
+        await send({"type": "websocket.close", "code": 1013})
 
 
 class Guard:
@@ -185,19 +289,10 @@ class Guard:
             if config.concurrency.mode != "off"
             else None
         )
-        self._key = config.key_func or client_key_function(config.trusted_proxies)
+        self._key = config.key_func or client_key_function(
+            config.trusted_proxies, config.proxy_header
+        )
         self._key_is_peer = self._key is peer_address
-        self._critical_regexes = [compile_template(p) for p in config.critical_paths]
-        self.route_stats: dict[str, RouteStats] = {}
-        self.breakers: dict[str, CircuitBreaker] = {}
-        self.policies: dict[int, RateLimitPolicy] = {}
-        self._limiters: dict[int, Any] = {}
-        self._overrides: dict[int, Any] = {}
-        self._runtimes: dict[tuple[str, int, str], _Route] = {}
-        self._table: RouteTable[_Route] | None = None
-        self._route_cache: dict[str, dict[str, _Route]] = {}
-        self._rate_headers = config.rate_limit_headers
-        self._refusal_bodies: dict[tuple[str, str], bytes] = {}
         #: where rate-limit state (and, with Redis, the fleet's mode) lives: one factory
         self._storage = open_storage(
             config.storage, timeout_s=config.storage_timeout_s, prefix=config.storage_prefix
@@ -205,26 +300,38 @@ class Guard:
         self.storage_health: Any = self._storage.health
         #: the fleet's mode sync (guard/fleet.py) with Redis storage; None: per-process mode
         self.fleet: Any = self._storage.fleet(self.modes, self._apply_mode)
+        self._routes = RouteBuilder(config, app, RouteRuntime, self._apply_mode, self._storage)
+        # the builder's own dicts, shared: modes, housekeeping and the control surface read them
+        self.route_stats: dict[str, RouteStats] = self._routes.route_stats
+        self.breakers: dict[str, CircuitBreaker] = self._routes.breakers
+        self.policies: dict[int, RateLimitPolicy] = self._routes.policies
+        self._limiters: dict[int, Any] = self._routes.limiters
+        self._overrides: dict[int, Any] = self._routes.overrides
+        self._route_cache: dict[str, dict[str, RouteRuntime]] = {}
+        self._rate_headers = config.rate_limit_headers
+        self._refusal_bodies: dict[tuple[str, str], bytes] = {}
         #: deadlines of requests under a timeout, in arrival order; finished ones (task None)
         #: are dropped by the ticker, or on the request path once the list grows long
-        self._deadlines: list[_Deadline] = []
-        self._deadlines_compact_at = _DEADLINES_COMPACT_AT
-        self._timed_out: set[asyncio.Task[Any]] = set()
-        self._ticker: asyncio.Task[None] | None = None
-        self._ticking = False
-        self._ticker_loop: asyncio.AbstractEventLoop | None = None
-        self._tick_s = HOUSEKEEPING_S
+        self._timeouts = Timeouts(self._set_compact_at)
+        # the request path's views of the timeouts: the same list and set objects
+        self._deadlines: list[Deadline] = self._timeouts.deadlines
+        self._deadlines_compact_at = DEADLINES_COMPACT_AT
+        self._timed_out: set[asyncio.Task[Any]] = self._timeouts.timed_out
+        tick_s = HOUSEKEEPING_S
         timeouts = [r.timeout_s for r in config.routes if r.timeout_s] + (
             [config.timeout_s] if config.timeout_s else []
         )
         if timeouts:
-            self._tick_s = min(HOUSEKEEPING_S, max(0.005, min(timeouts) / 20.0))
+            tick_s = min(HOUSEKEEPING_S, max(0.005, min(timeouts) / 20.0))
+        self._ticking = False
+        self._ticker = Ticker(self._tick, tick_s, _clock, self._set_ticking, self._internal_error)
+        self._last_housekeeping = 0.0
+        self._last_snapshot = 0.0
         self.internal_errors = 0
         #: the public, read-only view the control surface and the metrics read
         self.state = GuardState(self)
         self.registry = build_registry(self.state, operation_metrics)
         self.control_surface = control.ControlSurface(self)
-        self._default_rule = RouteRule(pattern="/", rate_limit=config.rate_limit)
 
     # -- public control --------------------------------------------------------------------
     @property
@@ -278,6 +385,8 @@ class Guard:
         if kind != "http":
             if kind == "lifespan":
                 await self.app(scope, self._lifespan_receive(receive), send)
+            elif kind == "websocket":
+                await self._websocket(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
             return
@@ -393,9 +502,9 @@ class Guard:
         else:
             conc = None
 
-        sender = _Send(send, extra_headers)
+        sender = _Send(send, extra_headers, conc, start)
         task: asyncio.Task[Any] | None = None
-        deadline: _Deadline | None = None
+        deadline: Deadline | None = None
         timeout_s = route.timeout_s
         if timeout_s is not None:
             if _READ_TASK_MAP:
@@ -403,7 +512,7 @@ class Guard:
             else:
                 task = _current_task(_running_loop())
             if task is not None:
-                deadline = sender.deadline = _Deadline(task, start + timeout_s)
+                deadline = sender.deadline = Deadline(task, start + timeout_s, sender)
                 deadlines = self._deadlines
                 deadlines.append(deadline)
                 if len(deadlines) >= self._deadlines_compact_at:
@@ -412,15 +521,19 @@ class Guard:
         stats = route.stats
         stats.in_flight += 1
         failed = False
+        disconnected = False
         try:
-            await self.app(scope, receive, sender)
+            work = self.app(scope, receive, sender)
+            if deadline is not None:
+                deadline.work = work
+            await work
         except asyncio.CancelledError:
-            failed = True
             if task is None or task not in self._timed_out:
+                disconnected = True  # the server cancelled us: not the route's failure
                 raise
+            failed = True
             self._timed_out.discard(task)
             task.uncancel()
-            stats.reject("timeout")
             if sender.status == 0:
                 sender.status = 504
                 await control.send_json(
@@ -429,35 +542,39 @@ class Guard:
                     {"error": "the request took longer than its timeout and was cancelled",
                      "reason": "timeout", "timeout_s": timeout_s},
                 )  # fmt: skip
-        except BaseException:
-            failed = True
-            if sender.status == 0:
-                sender.status = 500
+        except BaseException as exc:
+            if is_client_disconnect(exc, send):
+                disconnected = True
+                sender.status = CLIENT_CLOSED_REQUEST
+            else:
+                failed = True
+                if sender.status == 0:
+                    sender.status = 500
             raise
         finally:
             end = _clock()
             stats.in_flight -= 1
             status = sender.status
+            conc = sender.conc
+            if conc is not None:
+                # the response never started (a failure, a timeout): the slot comes back
+                # without a latency sample
+                sender.conc = None
+                conc.release(end, -1.0)
             if task is not None:
                 if deadline is not None:
                     deadline.task = None
+                    if deadline.expired:
+                        self._timeouts.ended(deadline, stats)
+                    # no reference cycles (sender <-> deadline, the app's frames): the
+                    # garbage collector would pay for them on every request
+                    deadline.sender = None
+                    deadline.work = None
                 if self._timed_out:
                     # the app swallowed the cancellation of its timeout: forget it, or the task
                     # leaks and a later, genuine cancellation in it would be taken for a timeout
                     self._timed_out.discard(task)
             elapsed = end - start
-            if conc is not None:
-                # inlined ConcurrencyLimiter.release for the common case
-                conc.in_flight -= 1
-                if conc.adaptive and not failed:
-                    conc.window_sum += elapsed
-                    conc.window_n += 1
-                    if conc.window_n >= conc.window_next:  # (the ticker closes idle windows)
-                        conc.maybe_close_window(end)
-                if conc.queued:
-                    conc.hand_over()
-                elif conc.episode_start is not None and conc.calm_since is None:
-                    conc.calm_since = end  # nobody waits (safety net, as in release)
             route.counts[status // 100 if status < 600 else 0] += 1
             # inlined LatencyHistogram.record_us (the hot path; keep in step with stats.py)
             hist = stats.latency
@@ -482,36 +599,153 @@ class Guard:
             hist.sum_us += us
             if breaker is not None:
                 slow_s = route.slow_s
-                if failed or status >= 500 or (slow_s is not None and elapsed >= slow_s):
+                # slow is judged on service latency (to response start) when there was one
+                service_s = sender.service_s
+                slow = slow_s is not None and (service_s if service_s >= 0.0 else elapsed) >= slow_s
+                if disconnected:
+                    # the client left (or the server cancelled us): no verdict on the route
+                    self._release_probe(breaker)
+                elif failed or status >= 500 or slow:
                     if breaker.state == CLOSED:
                         breaker.calls += 1
-                    breaker.failure(
-                        end, failed or status >= 500, slow_s is not None and elapsed >= slow_s
-                    )
+                    breaker.failure(end, failed or status >= 500, slow)
                 elif breaker.state:
                     breaker.success(end)
                 else:
                     breaker.calls += 1
 
-    # -- refusals --------------------------------------------------------------------------
-    async def _refuse(
-        self, route: _Route, send: Send, status: int, reason: str, retry_s: float
+    # -- WebSocket handshakes --------------------------------------------------------------
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket handshake goes through the same policies as a request (method label
+        ``WEBSOCKET``): emergency shedding, the route's breaker, its rate limit, a concurrency
+        slot. The slot is held until the handshake is answered (accept, close or a denial
+        response), not for the connection's lifetime, and the handshake is what is counted,
+        timed and judged. No timeout applies. A refusal is an HTTP denial response when the
+        server offers the ``websocket.http.response`` extension, else a close (the server
+        answers the handshake with 403)."""
+        if not self._ticking:
+            self._start_ticker()
+        try:
+            route = self._route_for(WEBSOCKET_METHOD, scope["path"])
+        except Exception:
+            self._internal_error("route resolution")
+            await self.app(scope, receive, send)
+            return
+        start = _clock()
+        if route.priority <= self._shed_priority:
+            await self._refuse_websocket(route, scope, receive, send, 503, "emergency", 5.0)
+            return
+        breaker = route.breaker
+        if breaker is not None and breaker.state and not breaker.allow(start):
+            retry_s = breaker.retry_after(start)
+            await self._refuse_websocket(route, scope, receive, send, 503, "circuit_open", retry_s)
+            return
+        limiter = route.limiter
+        if limiter is not None:
+            try:
+                key = self._key(scope)
+                if limiter.is_async:
+                    decision = await limiter.hit(key, start)
+                else:
+                    decision = limiter.hit(key, start)
+            except Exception:
+                self._internal_error("rate limiting")
+            else:
+                if not decision[0]:
+                    self._release_probe(breaker)
+                    route.stats.reject("rate_limited")
+                    route.counts[4] += 1
+                    headers = limiter.policy.headers(decision) if self._rate_headers else []
+                    await _deny_websocket(
+                        scope, receive, send, 429,
+                        self._refusal_body("rate_limited", route.label),
+                        decision.retry_after_s, headers,
+                    )  # fmt: skip
+                    return
+        conc = self.concurrency
+        if conc is not None and not route.critical:
+            reason = await conc.acquire(route.priority)
+            if reason is not None:
+                self._release_probe(breaker)
+                await self._refuse_websocket(route, scope, receive, send, 503, reason, 1.0)
+                return
+            start = _clock()
+        else:
+            conc = None
+        sender = _WebSocketSend(send, conc, start)
+        route.stats.in_flight += 1
+        try:
+            await self.app(scope, receive, sender)
+        except BaseException as exc:
+            if not sender.status:
+                gone = isinstance(exc, asyncio.CancelledError) or is_client_disconnect(exc, send)
+                sender.answered(CLIENT_CLOSED_REQUEST if gone else 500, _clock(), not gone)
+            raise
+        finally:
+            route.stats.in_flight -= 1
+            if not sender.status:
+                sender.answered(403, _clock(), False)  # the app returned without answering
+            self._judge_handshake(route, sender, start)
+
+    def _judge_handshake(self, route: RouteRuntime, sender: _WebSocketSend, start: float) -> None:
+        status = sender.status
+        elapsed = sender.answered_at - start
+        route.counts[status // 100 if status < 600 else 0] += 1
+        route.stats.latency.record_us(max(0, int(elapsed * 1e6)))
+        breaker = route.breaker
+        if breaker is None:
+            return
+        if status == CLIENT_CLOSED_REQUEST:
+            self._release_probe(breaker)
+            return
+        failed = sender.failed
+        slow_s = route.slow_s
+        slow = slow_s is not None and elapsed >= slow_s
+        if breaker.state == CLOSED:
+            breaker.calls += 1
+        if failed or status >= 500 or slow:
+            breaker.failure(sender.answered_at, failed or status >= 500, slow)
+        elif breaker.state:
+            breaker.success(sender.answered_at)
+
+    async def _refuse_websocket(
+        self,
+        route: RouteRuntime,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        status: int,
+        reason: str,
+        retry_s: float,
     ) -> None:
         route.stats.reject(reason)
         route.counts[status // 100] += 1
-        body = self._refusal_bodies.get((reason, route.label))
+        body = self._refusal_body(reason, route.label)
+        await _deny_websocket(scope, receive, send, status, body, retry_s, [])
+
+    # -- refusals --------------------------------------------------------------------------
+    async def _refuse(
+        self, route: RouteRuntime, send: Send, status: int, reason: str, retry_s: float
+    ) -> None:
+        route.stats.reject(reason)
+        route.counts[status // 100] += 1
+        body = self._refusal_body(reason, route.label)
+        await control.send_body(send, status, body, b"application/json", retry_after=retry_s)
+
+    def _refusal_body(self, reason: str, label: str) -> bytes:
+        body = self._refusal_bodies.get((reason, label))
         if body is None:
             body = json.dumps(
                 {"error": control.REFUSAL_MESSAGES.get(reason, "the service is overloaded"),
-                 "reason": reason, "route": route.label},
+                 "reason": reason, "route": label},
                 separators=(",", ":"),
             ).encode()  # fmt: skip
             if len(self._refusal_bodies) < 4096:
-                self._refusal_bodies[(reason, route.label)] = body
-        await control.send_body(send, status, body, b"application/json", retry_after=retry_s)
+                self._refusal_bodies[(reason, label)] = body
+        return body
 
     async def _refuse_rate(
-        self, route: _Route, send: Send, policy: RateLimitPolicy, decision: Decision
+        self, route: RouteRuntime, send: Send, policy: RateLimitPolicy, decision: Decision
     ) -> None:
         route.stats.reject("rate_limited")
         route.counts[4] += 1
@@ -532,145 +766,53 @@ class Guard:
         if breaker is not None and breaker.state == HALF_OPEN and breaker.probes_in_flight:
             breaker.probes_in_flight -= 1
 
-    # -- building routes -------------------------------------------------------------------
-    def _route_for(self, method: str, path: str) -> _Route:
-        if self._table is None:
-            templates = discover_templates(self.app) if self.config.discover_routes else []
-            self._table = RouteTable(
-                self.config.routes,
-                templates,
-                self._build_route,
-                max_labels=self.config.max_route_labels,
-            )
-        route = self._table.lookup(method, path)
-        self._route_cache = self._table.cache
+    # -- building routes (guard/routebuild.py) ---------------------------------------------
+    def _route_for(self, method: str, path: str) -> RouteRuntime:
+        route = self._routes.route_for(method, path)
+        self._route_cache = self._routes.cache
         return route
-
-    def _build_route(self, resolved: Resolved, method: str) -> _Route:
-        rule = resolved.rule
-        label = resolved.label
-        rule_key = id(rule) if rule is not None else 0
-        existing = self._runtimes.get((label, rule_key, method))
-        if existing is not None:
-            return existing
-        cfg = self.config
-        route = _Route()
-        route.label = label
-        stats = self.route_stats.get(label)
-        if stats is None:
-            stats = self.route_stats[label] = RouteStats(label)
-        route.stats = stats
-        route.counts = stats.counts_for(method)
-        priority = rule.priority if rule is not None else Priority.NORMAL
-        if any(regex.match(label) for regex in self._critical_regexes):
-            priority = max(Priority.parse(priority), Priority.CRITICAL)
-        route.priority = int(priority)
-        route.critical = route.priority >= Priority.CRITICAL
-        route.timeout_s = (rule.timeout_s if rule is not None else None) or cfg.timeout_s
-        if cfg.breaker.enabled and (rule is None or rule.breaker) and not route.critical:
-            breaker = self.breakers.get(label)
-            if breaker is None:
-                breaker = self.breakers[label] = CircuitBreaker(cfg.breaker)
-            route.breaker = breaker
-            route.slow_s = cfg.breaker.slow_call_s
-        if rule is not None and rule.rate_limit:
-            route.limiter = self._limiter(rule_key, rule, rule.rate_limit)
-        elif not route.critical and cfg.rate_limit:
-            route.limiter = self._limiter(0, self._default_rule, cfg.rate_limit)
-        if isinstance(route.limiter, MemoryRateLimiter):
-            route.mem_limiter = route.limiter
-        self._runtimes[(label, rule_key, method)] = route
-        return route
-
-    def _limiter(self, rule_key: int, rule: RouteRule, text: str) -> Any:
-        limiter = self._limiters.get(rule_key)
-        if limiter is not None:
-            return limiter
-        # the name keys the shared (Redis) state: it must not depend on the order in which
-        # this instance met its routes, only on the configuration all instances share
-        index = next((i for i, r in enumerate(self.config.routes) if r is rule), -1)
-        name = "default" if rule_key == 0 else f"rule{index}:{rule.pattern}"
-        policy = RateLimitPolicy(name, parse_limits(text), rule.strategy or self.config.strategy)
-        if rule.emergency_rate_limit:
-            self._overrides[rule_key] = parse_limits(rule.emergency_rate_limit)
-        self.policies[rule_key] = policy
-        limiter = self._storage.limiter(policy)
-        self._limiters[rule_key] = limiter
-        self._apply_mode()
-        return limiter
 
     def _internal_error(self, where: str) -> None:
         self.internal_errors += 1
         if self.internal_errors <= 5 or self.internal_errors % 1000 == 0:
             log.exception("crisisctl guard error in %s; the request passes unguarded", where)
 
-    # -- background housekeeping -----------------------------------------------------------
+    # -- background work (guard/ticker.py) ------------------------------------------------
+    @property
+    def running_after_timeout(self) -> int:
+        """Handlers past their timeout whose work has not ended yet (their slots stay held)."""
+        return self._timeouts.running_after_timeout
+
     def _start_ticker(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if self._ticker is not None and not self._ticker.done() and self._ticker_loop is loop:
-            return
-        self._ticker_loop = loop
-        self._ticker = loop.create_task(self._tick_forever(), name="crisisctl-guard-ticker")
-        self._ticking = True
+        self._ticker.start()
         if self.fleet is not None:
             self.fleet.start()
-        self._ticker.add_done_callback(self._ticker_done)
 
-    def _ticker_done(self, task: asyncio.Task[None]) -> None:
-        if task is self._ticker:
-            self._ticking = False
+    def _set_ticking(self, running: bool) -> None:
+        self._ticking = running
 
-    async def _tick_forever(self) -> None:
-        last_housekeeping = 0.0
-        last_snapshot = 0.0
-        while True:
-            await asyncio.sleep(self._tick_s)
-            now = self._clock()
-            try:
-                if self._deadlines:
-                    self._expire_deadlines(now)
-                if now - last_housekeeping >= HOUSEKEEPING_S:
-                    last_housekeeping = now
-                    self._housekeeping(now)
-                if now - last_snapshot >= SNAPSHOT_KEEP_S / 2:
-                    last_snapshot = now
-                    for stats in list(self.route_stats.values()):
-                        stats.snapshot(now, SNAPSHOT_KEEP_S)
-            except Exception:
-                self._internal_error("housekeeping")
+    def _set_compact_at(self, length: int) -> None:
+        self._deadlines_compact_at = length
 
     def _expire_deadlines(self, now: float) -> None:
-        """Cancel the requests past their deadline; drop finished and expired entries."""
-        live: list[_Deadline] = []
-        expired: list[asyncio.Task[Any]] = []
-        for deadline in self._deadlines:
-            task = deadline.task
-            if task is None:
-                continue  # finished, or its response has started
-            if deadline.at <= now:
-                deadline.task = None
-                expired.append(task)
-            else:
-                live.append(deadline)
-        self._deadlines = live
-        self._deadlines_compact_at = max(_DEADLINES_COMPACT_AT, 2 * len(live))
-        for task in expired:
-            if not task.done():
-                self._timed_out.add(task)
-                task.cancel("crisisctl guard: request timeout")
+        self._timeouts.expire(now)
+
+    def _tick(self, now: float) -> None:
+        timeouts = self._timeouts
+        if timeouts.deadlines:
+            timeouts.expire(now)
+        if timeouts.overdue:
+            timeouts.check_overdue()
+        if now - self._last_housekeeping >= HOUSEKEEPING_S:
+            self._last_housekeeping = now
+            self._housekeeping(now)
+        if now - self._last_snapshot >= SNAPSHOT_KEEP_S / 2:
+            self._last_snapshot = now
+            for stats in list(self.route_stats.values()):
+                stats.snapshot(now, SNAPSHOT_KEEP_S)
 
     def _housekeeping(self, now: float) -> None:
-        conc = self.concurrency
-        if conc is not None and conc.adaptive and now - conc.window_start >= WINDOW_MAX_S:
-            conc.maybe_close_window(now)  # a window of a quiet or idle service (the request
-            # path checks windows by sample count only)
-        for limiter in list(self._limiters.values()):
-            limiter.rotate(now)
-        for breaker in list(self.breakers.values()):
-            breaker.tick(now)
+        housekeeping(now, self.concurrency, self._limiters.values(), self.breakers.values())
         if self.modes.mode == RECOVERING:
             if self.modes.ramp_progress() >= 1.0:
                 self.set_mode(
@@ -694,12 +836,7 @@ class Guard:
 
     async def aclose(self) -> None:
         """Stop the background ticker and close the Redis connection, if any."""
-        ticker, self._ticker = self._ticker, None
-        self._ticking = False
-        if ticker is not None and not ticker.done():
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await ticker
+        await self._ticker.aclose()
         if self.fleet is not None:
             await self.fleet.aclose()
         await self._storage.aclose()

@@ -1,10 +1,26 @@
-"""Route resolution: raw request path -> (route template label, matching rule).
+"""Route resolution: raw request path -> (route label, matching rule, whether it is critical).
 
-Metrics are labelled by route *template* (``/api/scans/{id}``), never by raw path, so label
-cardinality stays bounded. Templates come from the wrapped app when it exposes Starlette-style
-routes (Starlette, FastAPI, Mounts within them) and from the guard's own rules; any path that
-matches neither folds into the single label ``<unmatched>``, and once `max_labels` distinct
-labels exist, new ones fold into ``<other>``.
+Metrics, breakers and per-route state are keyed by route *label*, so label cardinality stays
+bounded. Labels come, in this order, from:
+
+1. the wrapped app's route templates when it exposes Starlette-style routes (Starlette,
+   FastAPI, Mounts within them): ``/api/scans/{id}``;
+2. the guard's own rules: a rule's pattern labels the paths it matches, unless the pattern
+   ends in a wildcard (``*`` or ``{x:path}``), which names a group, not a route;
+3. the raw path itself, for what discovery cannot see (a plain ASGI app, a sub-app mounted
+   without routes): segments that look like identifiers (all digits, a UUID, 16 or more hex
+   digits, or longer than 64 characters) become ``{id}``, so ``/users/42/orders/7`` is
+   labelled ``/users/{id}/orders/{id}``. One failing path then breaks only its own circuit.
+
+A path the discovered app does not route (a 404) folds into the single label ``<unmatched>``,
+and once `max_labels` distinct labels exist new ones fold into ``<other>``. These two labels
+are aggregates, not routes: the guard gives them no circuit breaker.
+
+Critical paths (health checks) are recognised on the *raw* path, whatever its label: two paths
+sharing a label (``<unmatched>``, ``<other>``, a rule's group) never share a critical flag.
+
+Methods outside the HTTP standard set (and those named by a rule) resolve as ``OTHER``, so a
+client inventing a method per request cannot grow any table or metric.
 
 Resolution (and whatever the caller builds from it) is cached per (method, path) in a bounded
 dict, so the steady-state cost per request is two dict lookups; the cache is cleared when it
@@ -24,8 +40,23 @@ T = TypeVar("T")
 
 UNMATCHED = "<unmatched>"
 OTHER = "<other>"
+#: the method label of every method outside `STANDARD_METHODS` (and the rules' methods)
+OTHER_METHOD = "OTHER"
+#: the method label of WebSocket handshakes (their scope has no method)
+WEBSOCKET_METHOD = "WEBSOCKET"
+STANDARD_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
 _CACHE_LIMIT = 8192
 _PARAM = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)(?::([a-zA-Z_]+))?\}")
+#: identifier-like path segments: digits, UUIDs, long hex (hashes, object ids)
+_ID_SEGMENT = re.compile(
+    r"\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[0-9a-fA-F]{16,}"
+)
+#: a segment longer than this is an identifier too (nobody names a route that way)
+_LONG_SEGMENT = 64
+ID_LABEL = "{id}"
 
 
 def compile_template(template: str) -> re.Pattern[str]:
@@ -50,19 +81,36 @@ def normalise_template(template: str) -> str:
     )
 
 
+def is_wildcard(template: str) -> bool:
+    """Whether a template matches whole subtrees (trailing ``*`` or a ``{x:path}`` parameter)."""
+    return template.endswith("*") or any(m.group(2) == "path" for m in _PARAM.finditer(template))
+
+
+def path_label(path: str) -> str:
+    """The label of a path no template names: identifier-like segments become ``{id}``."""
+    segments = path.split("/")
+    for i, segment in enumerate(segments):
+        if len(segment) > _LONG_SEGMENT or _ID_SEGMENT.fullmatch(segment):
+            segments[i] = ID_LABEL
+    return "/".join(segments)
+
+
 @dataclass(frozen=True, slots=True)
 class Resolved:
     """What the guard needs to know about a request's route."""
 
     label: str
     rule: RouteRule | None
+    #: the raw path is one of the critical paths (never limited, queued, shed or broken)
+    critical: bool = False
 
 
 def discover_templates(app: Any) -> list[str]:
     """Route templates of a Starlette/FastAPI app (following Mounts), most specific first.
 
-    Walks `app.routes` / `app.router.routes` through middleware layers (`.app`). Returns [] for
-    apps that expose no routes — the guard then labels by its rules only.
+    Walks `app.routes` / `app.router.routes` through middleware layers (`.app`). A Mount of an
+    app without routes comes out as ``<mount path>/*``: the guard cannot see inside it and
+    labels its paths one by one. Returns [] for apps that expose no routes.
     """
     seen: set[int] = set()
     node = app
@@ -90,7 +138,7 @@ def _walk(routes: Iterable[Any], prefix: str) -> list[str]:
         if children and not isinstance(children, str):
             found.extend(_walk(children, prefix + path.rstrip("/")))
         elif children is not None or type(route).__name__ == "Mount":
-            found.append(prefix + path.rstrip("/") + "/{path:path}")
+            found.append(prefix + path.rstrip("/") + "/*")
         else:
             found.append(prefix + path)
     return found
@@ -106,10 +154,20 @@ class RouteTable(Generic[T]):
         build: Callable[[Resolved, str], T],
         *,
         max_labels: int = 500,
+        critical_paths: Sequence[str] = (),
     ) -> None:
         self._build = build
-        self._rules = [(compile_template(rule.pattern), rule) for rule in rules]
-        self._templates = [(compile_template(t), normalise_template(t)) for t in templates]
+        self._rules = [
+            (compile_template(rule.pattern), rule, _rule_label(rule.pattern)) for rule in rules
+        ]
+        #: (regex, label, opaque): an opaque template (``/mount/*``) labels by path below it
+        self._templates = [
+            (compile_template(t), normalise_template(t), t.endswith("*")) for t in templates
+        ]
+        self._critical = [compile_template(p) for p in critical_paths]
+        self._methods = STANDARD_METHODS.union(
+            m for rule in rules if rule.methods is not None for m in rule.methods
+        ) | {WEBSOCKET_METHOD}
         self._max_labels = max_labels
         self._labels: set[str] = set()
         self.cache: dict[str, dict[str, T]] = {}
@@ -120,8 +178,14 @@ class RouteTable(Generic[T]):
         """Labels handed out so far."""
         return frozenset(self._labels)
 
+    def method_label(self, method: str) -> str:
+        """`method`, or ``OTHER`` when it is neither standard nor named by a rule."""
+        return method if method in self._methods else OTHER_METHOD
+
     def lookup(self, method: str, path: str) -> T:
         """The built object for one request; cached. (The guard inlines the cache hit.)"""
+        if method not in self._methods:
+            method = OTHER_METHOD
         by_path = self.cache.get(method)
         if by_path is not None:
             hit = by_path.get(path)
@@ -141,22 +205,33 @@ class RouteTable(Generic[T]):
     def resolve(self, method: str, path: str) -> Resolved:
         rule: RouteRule | None = None
         rule_label: str | None = None
-        for regex, candidate in self._rules:
+        for regex, candidate, candidate_label in self._rules:
             if candidate.methods is not None and method not in candidate.methods:
                 continue
             if regex.match(path):
-                rule, rule_label = candidate, normalise_template(candidate.pattern)
+                rule, rule_label = candidate, candidate_label
                 break
         label = None
-        for regex, template in self._templates:
+        for regex, template, opaque in self._templates:
             if regex.match(path):
-                label = template
+                label = path_label(path) if opaque else template
                 break
         if label is None:
-            label = rule_label if rule_label is not None else UNMATCHED
+            if rule_label is not None:
+                label = rule_label
+            elif self._templates:
+                label = UNMATCHED  # the app routes nothing here: a 404
+            else:
+                label = path_label(path)  # nothing discovered: each path its own label
         if label not in self._labels:
             if len(self._labels) >= self._max_labels:
                 label = OTHER
             else:
                 self._labels.add(label)
-        return Resolved(label, rule)
+        critical = any(regex.match(path) for regex in self._critical)
+        return Resolved(label, rule, critical)
+
+
+def _rule_label(pattern: str) -> str | None:
+    """A rule's pattern as a label, unless it is a wildcard (a group of routes, not one)."""
+    return None if is_wildcard(pattern) else normalise_template(pattern)

@@ -65,6 +65,12 @@ class GuardState:
 
     # -- policies --------------------------------------------------------------------------
     @property
+    def running_after_timeout(self) -> int:
+        """Handlers past their timeout whose work (a worker thread) has not ended yet: they
+        were answered 504 but still hold their concurrency slots."""
+        return self._guard.running_after_timeout
+
+    @property
     def concurrency(self) -> ConcurrencyLimiter | None:
         """The concurrency limiter, or None when concurrency control is off."""
         return self._guard.concurrency

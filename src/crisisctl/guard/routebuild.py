@@ -1,0 +1,139 @@
+"""Route building: what the request path reads about a route, built once per (label, rule,
+method, critical) and reused.
+
+The request path (guard/middleware.py) finds a request's route in a per-(method, path) cache;
+on a miss it asks `RouteBuilder.route_for`, which resolves the path (guard/routes.py: label,
+rule, whether the raw path is critical) and builds, or reuses, the route's runtime object:
+
+* its stats (one `RouteStats` per label) and its counts for the method;
+* its priority (a critical path is always critical) and its timeout;
+* its circuit breaker, one per label — none for critical routes, none for the aggregate labels
+  ``<unmatched>`` and ``<other>`` (one failing path would break every path folded into them);
+* its rate limiter, one per rule (and one for the guard-wide default) — none for a critical
+  path, whatever rule matches it.
+
+The dicts it fills (`route_stats`, `breakers`, `policies`, `limiters`, `overrides`) are the
+guard's own: the guard shares them, so modes and housekeeping see every policy built here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from crisisctl.guard.breaker import CircuitBreaker
+from crisisctl.guard.config import GuardConfig, Priority, RateLimit, RouteRule, parse_limits
+from crisisctl.guard.metrics import RouteStats
+from crisisctl.guard.ratelimit import MemoryRateLimiter, RateLimitPolicy, RateLimitStorage
+from crisisctl.guard.routes import OTHER, UNMATCHED, Resolved, RouteTable, discover_templates
+
+if TYPE_CHECKING:
+    from crisisctl.guard.middleware import RouteRuntime
+
+
+class RouteBuilder:
+    """Resolves and builds the guard's routes (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: GuardConfig,
+        app: Any,
+        new_route: Callable[[], RouteRuntime],
+        on_new_policy: Callable[[], None],
+        storage: RateLimitStorage,
+    ) -> None:
+        self.config = config
+        self._app = app
+        self._new_route = new_route
+        #: called after a rate-limit policy is built (the guard applies its mode to it)
+        self._on_new_policy = on_new_policy
+        self.route_stats: dict[str, RouteStats] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.policies: dict[int, RateLimitPolicy] = {}
+        self.limiters: dict[int, Any] = {}
+        self.overrides: dict[int, tuple[RateLimit, ...]] = {}
+        #: where rate-limit state lives (ratelimit.open_storage: memory, Redis or a cluster)
+        self._storage = storage
+        #: (method -> path -> route): what the request path looks up first
+        self.cache: dict[str, dict[str, RouteRuntime]] = {}
+        self._runtimes: dict[tuple[str, int, str, bool], RouteRuntime] = {}
+        self._table: RouteTable[RouteRuntime] | None = None
+        self._default_rule = RouteRule(pattern="/", rate_limit=config.rate_limit)
+
+    def route_for(self, method: str, path: str) -> RouteRuntime:
+        """The route of one request (discovering the app's routes on the first call)."""
+        if self._table is None:
+            cfg = self.config
+            templates = discover_templates(self._app) if cfg.discover_routes else []
+            self._table = RouteTable(
+                cfg.routes,
+                templates,
+                self._build,
+                max_labels=cfg.max_route_labels,
+                critical_paths=cfg.critical_paths,
+            )
+        route = self._table.lookup(method, path)
+        self.cache = self._table.cache
+        return route
+
+    def _build(self, resolved: Resolved, method: str) -> RouteRuntime:
+        rule = resolved.rule
+        label = resolved.label
+        critical_path = resolved.critical
+        rule_key = id(rule) if rule is not None else 0
+        runtime_key = (label, rule_key, method, critical_path)
+        existing = self._runtimes.get(runtime_key)
+        if existing is not None:
+            return existing
+        cfg = self.config
+        route = self._new_route()
+        route.label = label
+        stats = self.route_stats.get(label)
+        if stats is None:
+            stats = self.route_stats[label] = RouteStats(label)
+        route.stats = stats
+        route.counts = stats.counts_for(method)
+        priority = Priority.parse(rule.priority if rule is not None else Priority.NORMAL)
+        if critical_path:
+            priority = Priority.CRITICAL
+        route.priority = int(priority)
+        route.critical = route.priority >= Priority.CRITICAL
+        route.timeout_s = (rule.timeout_s if rule is not None else None) or cfg.timeout_s
+        if (
+            cfg.breaker.enabled
+            and (rule is None or rule.breaker)
+            and not route.critical
+            and label not in (UNMATCHED, OTHER)
+        ):
+            breaker = self.breakers.get(label)
+            if breaker is None:
+                breaker = self.breakers[label] = CircuitBreaker(cfg.breaker)
+            route.breaker = breaker
+            route.slow_s = cfg.breaker.slow_call_s
+        if critical_path:
+            pass  # health checks are never rate limited, whatever rule matches them
+        elif rule is not None and rule.rate_limit:
+            route.limiter = self._limiter(rule_key, rule, rule.rate_limit)
+        elif not route.critical and cfg.rate_limit:
+            route.limiter = self._limiter(0, self._default_rule, cfg.rate_limit)
+        if isinstance(route.limiter, MemoryRateLimiter):
+            route.mem_limiter = route.limiter
+        self._runtimes[runtime_key] = route
+        return route
+
+    def _limiter(self, rule_key: int, rule: RouteRule, text: str) -> Any:
+        limiter = self.limiters.get(rule_key)
+        if limiter is not None:
+            return limiter
+        # the name keys the shared (Redis) state: it must not depend on the order in which
+        # this instance met its routes, only on the configuration all instances share
+        index = next((i for i, r in enumerate(self.config.routes) if r is rule), -1)
+        name = "default" if rule_key == 0 else f"rule{index}:{rule.pattern}"
+        policy = RateLimitPolicy(name, parse_limits(text), rule.strategy or self.config.strategy)
+        if rule.emergency_rate_limit:
+            self.overrides[rule_key] = parse_limits(rule.emergency_rate_limit)
+        self.policies[rule_key] = policy
+        limiter = self._storage.limiter(policy)
+        self.limiters[rule_key] = limiter
+        self._on_new_policy()
+        return limiter

@@ -1,0 +1,213 @@
+"""The guard's background work: request deadlines, housekeeping, latency snapshots.
+
+One task per event loop (`Ticker`, restarted when the loop changes) wakes every `interval_s`
+(a twentieth of the shortest configured timeout, between 5 ms and 1 s) and runs the guard's
+tick:
+
+* `Timeouts.expire` — requests past their deadline. Cancelling the task stops an async handler
+  (the request task then answers 504). A handler blocked in a worker thread (a sync endpoint)
+  cannot be stopped that way: its thread would run on, abandoned, while the request's
+  concurrency slot came back. For those the 504 is sent at once, in the app's place (the
+  app's own late answer is dropped), and the task is left alone: the request keeps its slot
+  until the thread's work really ends, and the task is cancelled once it is back on the event
+  loop (`Timeouts.check_overdue`). `running_after_timeout` counts the handlers past their
+  timeout whose work has not ended.
+* `housekeeping`, about once a second: close the adaptive limit's window of a quiet service,
+  rotate rate-limit keys, snapshot breaker call counts.
+* every 30 s, a snapshot of each route's latency histogram (the status's recent latency).
+
+The request path itself appends deadlines to `Timeouts.deadlines` (the same list) and, when it
+grows past the compaction threshold, expires them without waiting for the tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from crisisctl.guard import control
+from crisisctl.guard.breaker import CircuitBreaker
+from crisisctl.guard.concurrency import WINDOW_MAX_S, ConcurrencyLimiter
+from crisisctl.guard.metrics import RouteStats
+from crisisctl.guard.outcomes import blocked_in_thread
+
+if TYPE_CHECKING:
+    from crisisctl.guard.middleware import Deadline
+
+log = logging.getLogger("crisisctl.guard")
+
+#: how often the housekeeping runs (key expiry, breaker snapshots, idle windows)
+HOUSEKEEPING_S = 1.0
+#: how long route latency snapshots are kept (the status's "recent" window)
+SNAPSHOT_KEEP_S = 60.0
+#: the deadline list is compacted on the request path when it grows past this many entries
+DEADLINES_COMPACT_AT = 4096
+
+
+async def _dropped(message: Any) -> None:
+    """Where the app's messages go once the guard has answered in its place (a timeout)."""
+
+
+class Timeouts:
+    """The deadlines of requests under a timeout, and what happens when one passes."""
+
+    def __init__(self, set_compact_at: Callable[[int], None]) -> None:
+        #: in arrival order; finished ones (task None) are dropped by `expire` (the same list
+        #: object for the whole life of the guard: the request path holds it)
+        self.deadlines: list[Deadline] = []
+        #: tasks cancelled for their timeout (the request path tells them from other
+        #: cancellations); the same set object for the life of the guard
+        self.timed_out: set[asyncio.Task[Any]] = set()
+        #: timed-out requests whose handler was blocked in a worker thread
+        self.overdue: list[tuple[Deadline, asyncio.Task[Any]]] = []
+        #: handlers past their timeout whose work has not ended yet (their slots stay held)
+        self.running_after_timeout = 0
+        self._answers: set[asyncio.Task[None]] = set()
+        #: tells the request path the list length at which it should compact
+        self._set_compact_at = set_compact_at
+
+    def expire(self, now: float) -> None:
+        """Time out the requests past their deadline; drop finished and expired entries."""
+        live: list[Deadline] = []
+        expired: list[tuple[Deadline, asyncio.Task[Any]]] = []
+        for deadline in self.deadlines:
+            task = deadline.task
+            if task is None:
+                continue  # finished, or its response has started
+            if deadline.at <= now:
+                deadline.task = None
+                expired.append((deadline, task))
+            else:
+                live.append(deadline)
+        self.deadlines[:] = live
+        self._set_compact_at(max(DEADLINES_COMPACT_AT, 2 * len(live)))
+        for deadline, task in expired:
+            if task.done():
+                continue
+            deadline.expired = True
+            self.running_after_timeout += 1
+            if blocked_in_thread(deadline.work):
+                self._answer(deadline)
+                self.overdue.append((deadline, task))
+            else:
+                self.timed_out.add(task)
+                task.cancel("crisisctl guard: request timeout")
+
+    def check_overdue(self) -> None:
+        """Cancel the timed-out tasks whose worker thread has returned."""
+        still: list[tuple[Deadline, asyncio.Task[Any]]] = []
+        for deadline, task in self.overdue:
+            if task.done() or not deadline.expired:
+                continue  # the request has ended
+            if blocked_in_thread(deadline.work):
+                still.append((deadline, task))
+            else:
+                self.timed_out.add(task)
+                task.cancel("crisisctl guard: request timeout")
+        self.overdue = still
+
+    def ended(self, deadline: Deadline, stats: RouteStats) -> None:
+        """A request that went past its timeout has ended: its work is over."""
+        deadline.expired = False
+        self.running_after_timeout -= 1
+        sender = deadline.sender
+        if sender is not None and sender.status == 504:
+            stats.reject("timeout")
+
+    def _answer(self, deadline: Deadline) -> None:
+        """Send the 504 now, from a task of its own; the app's own answer will be dropped."""
+        sender = deadline.sender
+        if sender is None:
+            return
+        raw = sender.send
+        sender.status = 504
+        sender.send = _dropped
+        body = {
+            "error": "the request took longer than its timeout; its work still runs in a worker "
+            "thread and holds its concurrency slot until it ends",
+            "reason": "timeout",
+            "timeout_s": round(deadline.at - sender.admitted, 6),
+        }
+        answer = asyncio.get_running_loop().create_task(control.send_json(raw, 504, body))
+        self._answers.add(answer)
+        answer.add_done_callback(self._answer_sent)
+
+    def _answer_sent(self, answer: asyncio.Task[None]) -> None:
+        self._answers.discard(answer)
+        if not answer.cancelled() and answer.exception() is not None:
+            log.debug("crisisctl guard: a 504 could not be sent (the client left?)")
+
+
+def housekeeping(
+    now: float,
+    concurrency: ConcurrencyLimiter | None,
+    limiters: Iterable[Any],
+    breakers: Iterable[CircuitBreaker],
+) -> None:
+    """The once-a-second chores (see the module docstring)."""
+    conc = concurrency
+    if conc is not None and conc.adaptive and now - conc.window_start >= WINDOW_MAX_S:
+        conc.maybe_close_window(now)  # a window of a quiet or idle service (the request
+        # path checks windows by sample count only)
+    for limiter in list(limiters):
+        limiter.rotate(now)
+    for breaker in list(breakers):
+        breaker.tick(now)
+
+
+class Ticker:
+    """Runs `tick(now)` every `interval_s` seconds in one task on the running event loop."""
+
+    def __init__(
+        self,
+        tick: Callable[[float], None],
+        interval_s: float,
+        clock: Callable[[], float],
+        on_running: Callable[[bool], None],
+        on_error: Callable[[str], None],
+    ) -> None:
+        self.interval_s = interval_s
+        self._tick = tick
+        self._clock = clock
+        #: told when the ticker starts or stops (the request path keeps a flag)
+        self._on_running = on_running
+        self._on_error = on_error
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        """Start on the running loop, unless already running there; no loop: nothing."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._task is not None and not self._task.done() and self._loop is loop:
+            return
+        self._loop = loop
+        self._task = loop.create_task(self._run(), name="crisisctl-guard-ticker")
+        self._on_running(True)
+        self._task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if task is self._task:
+            self._on_running(False)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                self._tick(self._clock())
+            except Exception:
+                self._on_error("housekeeping")
+
+    async def aclose(self) -> None:
+        """Stop the task (if any) and wait for it."""
+        task, self._task = self._task, None
+        self._on_running(False)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
