@@ -42,10 +42,10 @@ def free_port() -> int:
 class GuardServer:
     config: dict[str, Any]
     env: dict[str, str] = field(default_factory=dict)
-    #: uvicorn --workers (processes sharing the port)
-    workers: int = 1
     #: more uvicorn options, e.g. ["--http", "h11"]
     args: list[str] = field(default_factory=list)
+    #: uvicorn --workers (processes sharing the port)
+    workers: int = 1
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None

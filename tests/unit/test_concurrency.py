@@ -423,9 +423,13 @@ def test_an_idle_service_decays_too() -> None:
     assert lim.effective == 4
 
 
-async def overloaded_adaptive(limit: int, rtt: float) -> tuple[FakeClock, ConcurrencyLimiter]:
+async def overloaded_adaptive(
+    limit: int, rtt: float, scale: float = 1.0
+) -> tuple[FakeClock, ConcurrencyLimiter]:
     """An adaptive limiter at `limit` whose recent latency is `rtt`, all slots busy, in a
-    standing overload (its congestion episode has outlasted the 50 ms interval)."""
+    standing overload (its congestion episode has outlasted the 50 ms interval; `scale`
+    stretches the interval and the target delay, so that real-time waits outlast a busy
+    machine's scheduling delays)."""
     clock = FakeClock()
     config = ConcurrencyConfig(
         mode="adaptive",
@@ -433,21 +437,21 @@ async def overloaded_adaptive(limit: int, rtt: float) -> tuple[FakeClock, Concur
         min_limit=limit,
         max_limit=limit,
         queue_size=16,
-        queue_timeout_s=0.05,
-        queue_target_s=0.005,
+        queue_timeout_s=0.05 * scale,
+        queue_target_s=0.005 * scale,
     )
     lim = ConcurrencyLimiter(config, clock)
     for _ in range(10):
         assert lim.try_acquire()
         lim.release(clock(), rtt)
-    clock.now += 0.06
+    clock.now += 0.06 * scale
     lim.maybe_close_window(clock())
     assert lim.last_rtt == pytest.approx(rtt)
     for _ in range(limit):
         assert lim.try_acquire()
     waiting = asyncio.create_task(lim.acquire(NORMAL))
     await asyncio.sleep(0)
-    clock.now += 0.06
+    clock.now += 0.06 * scale
     lim.release(clock(), -1.0)  # one slot comes free: the waiter takes it
     assert await waiting is None
     assert lim.describe()["standing_overload"] is True
@@ -489,8 +493,9 @@ async def test_standing_overload_keeps_one_waiter_when_slots_free_too_rarely() -
 
 
 async def test_standing_overload_queues_when_slots_free_often_enough() -> None:
-    # twenty slots, 10 ms each: one comes free every 0.5 ms, ten within the target
-    clock, lim = await overloaded_adaptive(limit=20, rtt=0.01)
+    # twenty slots, 100 ms each: one comes free every 5 ms, ten within the 50 ms target (the
+    # scale of the real-time waits: a busy machine must not time them out before the releases)
+    clock, lim = await overloaded_adaptive(limit=20, rtt=0.1, scale=10.0)
     waiting = [asyncio.create_task(lim.acquire(NORMAL)) for _ in range(11)]
     await settle()
     assert lim.queued == 10

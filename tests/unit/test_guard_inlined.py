@@ -319,12 +319,6 @@ def test_inlined_histogram_record_agrees_with_record_us(
     run(guard_clock, _histogram_scenario(guard_clock, samples))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the inlined record clamps a service time above MAX_TRACKABLE_US (~72 min) without "
-    "counting it in `overflow` as record_us does (issue 14, point 17); remove this marker once "
-    "the request path counts it",
-)
 def test_inlined_histogram_counts_overflow_like_record_us(guard_clock: GuardClock) -> None:
     """A service time beyond the trackable range is clamped and counted as overflow."""
     samples = [(MAX_TRACKABLE_US + 1_000_000, 200, False), (1_000, 200, False)]

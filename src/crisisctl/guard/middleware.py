@@ -584,6 +584,7 @@ class Guard:
             else:
                 if us > _MAX_US:
                     us = _MAX_US
+                    hist.overflow += 1
                 shift = us.bit_length() - 11
                 index = (shift << 10) + (us >> shift)
             bucket_counts: dict[Any, int] = hist._counts
