@@ -30,7 +30,6 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
