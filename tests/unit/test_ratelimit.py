@@ -348,6 +348,42 @@ def test_stacked_headers_name_the_tightest_limit() -> None:
     ]
 
 
+def test_header_lines_are_formatted_once_per_value() -> None:
+    """Issue 14, point 13: stacked limits format their header once per (limit, remaining,
+    seconds), not once per request."""
+    lim = limiter("1000/second;50000/minute")
+    first = lim.policy.headers(lim.hit("a", 0.0))
+    assert lim.policy.headers(lim.hit("b", 0.0)) is first
+    lim.policy.set_factor(0.5)  # the policy changed: nothing stale is served
+    lines = lim.policy.headers(lim.hit("c", 10.0))
+    assert lines is not first
+    assert lines[0] == (
+        b"ratelimit-policy",
+        b'"500-per-1s";q=500;w=1, "25000-per-60s";q=25000;w=60',
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.integers(min_value=0, max_value=1),
+            st.integers(min_value=0, max_value=20),
+            st.floats(min_value=0.0, max_value=120.0),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_cached_header_lines_equal_fresh_ones(items: list[tuple[bool, int, int, float]]) -> None:
+    cached = RateLimitPolicy("p", parse_limits("10/second;12/minute"), "gcra")
+    for allowed, index, remaining, reset in items + items:
+        d = Decision(allowed, index, remaining, reset, 0.0)
+        fresh = RateLimitPolicy("p", parse_limits("10/second;12/minute"), "gcra")
+        assert cached.headers(d) == fresh.headers(d)
+
+
 # -- properties --------------------------------------------------------------------------------
 
 request_gaps = st.lists(
