@@ -451,6 +451,38 @@ def test_hit_one_agrees_with_hit(amount: int, period: float, gaps: list[float]) 
             assert ahead == -1.0
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    gaps=request_gaps,
+    keys=st.lists(st.sampled_from(["a", "b", "c"]), min_size=200, max_size=200),
+    spec=st.sampled_from(["3/second;10/minute", "1/second;2/5 seconds", "5/2 seconds;6/3 seconds"]),
+    rotate_every=st.integers(min_value=3, max_value=50),
+)
+def test_admit_stacked_agrees_with_hit(
+    gaps: list[float], keys: list[str], spec: str, rotate_every: int
+) -> None:
+    """The guard's stacked-limit path (issue 14, point 13) against the readable `hit`: same
+    admissions, same header lines, same state, and `hit` after a refusal gives its figures."""
+    policy = RateLimitPolicy("p", parse_limits(spec), "gcra")
+    assert policy.stacked
+    slow, fast = MemoryRateLimiter(policy), MemoryRateLimiter(policy)
+    now = 0.0
+    for i, (gap, key) in enumerate(zip(gaps, keys, strict=False)):
+        now += gap
+        if i % rotate_every == 0:
+            slow.rotate(now)
+            fast.rotate(now)
+        d = slow.hit(key, now)
+        lines = fast.admit_stacked(key, now)
+        assert (lines is not None) == d.allowed
+        if lines is not None:
+            assert lines == policy.headers(d)
+        else:
+            assert fast.hit(key, now) == d
+        assert fast._current == slow._current
+        assert fast._previous == slow._previous
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     gaps=request_gaps,

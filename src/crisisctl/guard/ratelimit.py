@@ -99,6 +99,8 @@ class RateLimitPolicy:
         #: single-limit path needs only these, precomputed so it does fewer float operations
         self.fast_consts = (interval, first.period + _EPS, first.period + _EPS * interval)
         self.fast = self.strategy == "gcra" and len(self.limits) == 1
+        #: stacked GCRA limits: the guard admits with `MemoryRateLimiter.admit_stacked`
+        self.stacked = self.strategy == "gcra" and len(self.limits) > 1
         self.longest_period = max(
             max(limit.period for limit in self.limits),
             max(limit.period for limit in self.base_limits),
@@ -128,12 +130,13 @@ class RateLimitPolicy:
         Cached like `headers_for_ahead` (per limit index, remaining and whole seconds; bounded,
         emptied when the policy changes); callers must not mutate the returned list.
         """
-        reset = decision[3]
+        return self.lines_for(decision[1], decision[2], decision[3])
+
+    def lines_for(self, index: int, remaining: int, reset: float) -> list[tuple[bytes, bytes]]:
+        """`headers` of a decision naming limit `index`, `remaining` and `reset` seconds."""
         whole = int(reset)
         if whole < reset - _EPS:
             whole += 1
-        index: int = decision[1]
-        remaining: int = decision[2]
         key = (index, remaining, whole)
         lines = self._lines_cache.get(key)
         if lines is None:
@@ -386,6 +389,36 @@ class MemoryRateLimiter:
         else:
             state[:] = new_tats
         return decision(True, best_index, best_remaining, best_reset, 0.0)
+
+    def admit_stacked(self, key: str, now: float) -> list[tuple[bytes, bytes]] | None:
+        """`_hit_gcra` for the guard's request path, without building a Decision: the header
+        lines of the admitted request (`RateLimitPolicy.headers` of its decision), or None
+        when it is refused (nothing consumed: call `hit` for the refusal's figures).
+        Keep in step with `_hit_gcra` (tests/unit/test_ratelimit.py pins the two)."""
+        consts = self.policy.gcra_consts
+        state = self._state(key, len(consts))
+        best_index = 0
+        best_remaining = -1
+        best_reset = 0.0
+        new_tats: list[float] = []
+        for i in range(len(consts)):
+            period, interval, most_ahead = consts[i]
+            tat = state[i] if state is not None else now
+            if tat < now:
+                tat = now
+            new_tat = tat + interval
+            ahead = new_tat - now
+            if ahead > most_ahead:
+                return None
+            remaining = int((period - ahead) / interval + _EPS)
+            if best_remaining < 0 or remaining < best_remaining:
+                best_index, best_remaining, best_reset = i, remaining, ahead
+            new_tats.append(new_tat)
+        if state is None:
+            self._current[key] = new_tats
+        else:
+            state[:] = new_tats
+        return self.policy.lines_for(best_index, best_remaining, best_reset)
 
     def _hit_window(self, key: str, now: float) -> Decision:
         # state layout per limit: [window index, previous count, current count]
