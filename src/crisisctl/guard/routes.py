@@ -212,6 +212,11 @@ class RouteTable(Generic[T]):
         #: labels by `max_labels`, rules by the configuration)
         self._resolved: dict[tuple[str, int, bool], Resolved] = {}
         self._critical_re = combine(self._critical)
+        #: a critical path can only match paths starting with one of these segments, unless
+        #: one of them starts with something else than a fixed word (`_critical_any`)
+        critical_firsts = [literal_first_segment(p) for p in critical_paths]
+        self._critical_firsts = frozenset(f for f in critical_firsts if f is not None)
+        self._critical_any = None in critical_firsts
         self._all_indices = list(range(len(self._templates)))
         #: method -> (combined regex of the rules allowed for it, their (rule, label))
         self._rules_re: dict[str, tuple[re.Pattern[str] | None, list[_RuleEntry]]] = {}
@@ -295,10 +300,13 @@ class RouteTable(Generic[T]):
             if found is not None:
                 rule, rule_label = rules[1][_winner(found)]
         label = None
+        first: str | None = None  # the first segment, when the index by segment may be used
+        if path[:1] == "/" and "\n" not in path:  # ("$" also matches before a final "\n")
+            end = path.find("/", 1)
+            first = path[1:] if end < 0 else path[1:end]
         if self._templates:
-            if path[:1] == "/" and "\n" not in path:  # ("$" also matches before a final "\n")
-                end = path.find("/", 1)
-                bucket = self._by_segment.get(path[1:] if end < 0 else path[1:end])
+            if first is not None:
+                bucket = self._by_segment.get(first)
                 if bucket is None:
                     bucket = self._any_segment
                 templates_re, indices = bucket
@@ -322,7 +330,11 @@ class RouteTable(Generic[T]):
             else:
                 self._labels.add(label)
         critical_re = self._critical_re
-        critical = critical_re is not None and critical_re.match(path) is not None
+        critical = (
+            critical_re is not None
+            and (first is None or self._critical_any or first in self._critical_firsts)
+            and critical_re.match(path) is not None
+        )
         value = (label, -1 if rule is None else id(rule), critical)
         resolved = self._resolved.get(value)
         if resolved is None:
