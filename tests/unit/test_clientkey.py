@@ -9,8 +9,13 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crisisctl.guard import Guard, GuardConfig
-from crisisctl.guard.clientkey import client_key_function, forwarded_for, node_address
+from crisisctl.guard import Guard, GuardConfig, clientkey
+from crisisctl.guard.clientkey import (
+    ForwardedClientKey,
+    client_key_function,
+    forwarded_for,
+    node_address,
+)
 from crisisctl.guard.types import Scope
 
 PROXY = "10.0.0.1"
@@ -158,3 +163,69 @@ def test_forwarded_and_x_forwarded_for_agree_on_every_chain(chain: list[str], pe
         assert key_xff == peer
     elif untrusted:
         assert key_xff == str(ipaddress.ip_address(untrusted[-1]))
+
+
+# -- the cache (issue 14, point 13: parsing addresses per request was most of the key's cost) ----
+
+header_value = st.one_of(
+    st.lists(st.one_of(hop, st.sampled_from(["unknown", "garbage", " ", ""])), max_size=4).map(
+        ", ".join
+    ),
+    st.lists(elements(), min_size=1, max_size=3).map(lambda xs: ",".join(t for t, _, _ in xs)),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["10.0.0.1", "10.9.9.9", "203.0.113.5", "2001:db8::1"]),
+            st.lists(header_value, max_size=2),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.sampled_from(["x-forwarded-for", "forwarded"]),
+    st.integers(min_value=1, max_value=4),
+)
+def test_the_cached_key_equals_the_uncached_one(
+    requests: list[tuple[str, list[str]]], header: str, cache_size: int
+) -> None:
+    """Same requests (repeated, so that some hit) into a small cache and into no cache."""
+    cached = client_key_function(["10.0.0.0/8"], header, cache_size=cache_size)
+    uncached = client_key_function(["10.0.0.0/8"], header, cache_size=0)
+    for peer, values in requests + requests:
+        request = scope(peer, *[(header, v) for v in values])
+        assert cached(request) == uncached(request)
+    assert isinstance(cached, ForwardedClientKey)
+    assert len(cached.cache) <= cache_size
+
+
+def test_a_repeated_client_is_parsed_once(monkeypatch: Any) -> None:
+    calls: list[str] = []
+    real = clientkey.forwarded_client_key
+
+    def counting(peer: str, *args: Any) -> str:
+        calls.append(peer)
+        return real(peer, *args)
+
+    monkeypatch.setattr(clientkey, "forwarded_client_key", counting)
+    key = client_key_function([PROXY])
+    for _ in range(3):
+        assert key(scope(PROXY, ("X-Forwarded-For", "4.4.4.4"))) == "4.4.4.4"
+        assert key(scope(PROXY, ("X-Forwarded-For", "5.5.5.5"))) == "5.5.5.5"
+    assert len(calls) == 2
+
+
+def test_the_cache_is_bounded_whatever_the_clients_send() -> None:
+    """A client inventing a header value per request (or a huge one) cannot grow memory."""
+    key = client_key_function([PROXY], cache_size=100)
+    assert isinstance(key, ForwardedClientKey)
+    for i in range(1000):
+        assert key(scope(PROXY, ("X-Forwarded-For", f"4.4.{i // 256}.{i % 256}"))) == (
+            f"4.4.{i // 256}.{i % 256}"
+        )
+        assert len(key.cache) <= 100
+    key.cache.clear()
+    huge = ", ".join(["4.4.4.4"] * 1000)
+    assert key(scope(PROXY, ("X-Forwarded-For", huge))) == "4.4.4.4"
+    assert key.cache == {}

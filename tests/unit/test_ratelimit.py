@@ -348,6 +348,42 @@ def test_stacked_headers_name_the_tightest_limit() -> None:
     ]
 
 
+def test_header_lines_are_formatted_once_per_value() -> None:
+    """Issue 14, point 13: stacked limits format their header once per (limit, remaining,
+    seconds), not once per request."""
+    lim = limiter("1000/second;50000/minute")
+    first = lim.policy.headers(lim.hit("a", 0.0))
+    assert lim.policy.headers(lim.hit("b", 0.0)) is first
+    lim.policy.set_factor(0.5)  # the policy changed: nothing stale is served
+    lines = lim.policy.headers(lim.hit("c", 10.0))
+    assert lines is not first
+    assert lines[0] == (
+        b"ratelimit-policy",
+        b'"500-per-1s";q=500;w=1, "25000-per-60s";q=25000;w=60',
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.integers(min_value=0, max_value=1),
+            st.integers(min_value=0, max_value=20),
+            st.floats(min_value=0.0, max_value=120.0),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_cached_header_lines_equal_fresh_ones(items: list[tuple[bool, int, int, float]]) -> None:
+    cached = RateLimitPolicy("p", parse_limits("10/second;12/minute"), "gcra")
+    for allowed, index, remaining, reset in items + items:
+        d = Decision(allowed, index, remaining, reset, 0.0)
+        fresh = RateLimitPolicy("p", parse_limits("10/second;12/minute"), "gcra")
+        assert cached.headers(d) == fresh.headers(d)
+
+
 # -- properties --------------------------------------------------------------------------------
 
 request_gaps = st.lists(
@@ -413,6 +449,38 @@ def test_hit_one_agrees_with_hit(amount: int, period: float, gaps: list[float]) 
             assert policy.headers_for_ahead(ahead) == policy.headers(d)
         else:
             assert ahead == -1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    gaps=request_gaps,
+    keys=st.lists(st.sampled_from(["a", "b", "c"]), min_size=200, max_size=200),
+    spec=st.sampled_from(["3/second;10/minute", "1/second;2/5 seconds", "5/2 seconds;6/3 seconds"]),
+    rotate_every=st.integers(min_value=3, max_value=50),
+)
+def test_admit_stacked_agrees_with_hit(
+    gaps: list[float], keys: list[str], spec: str, rotate_every: int
+) -> None:
+    """The guard's stacked-limit path (issue 14, point 13) against the readable `hit`: same
+    admissions, same header lines, same state, and `hit` after a refusal gives its figures."""
+    policy = RateLimitPolicy("p", parse_limits(spec), "gcra")
+    assert policy.stacked
+    slow, fast = MemoryRateLimiter(policy), MemoryRateLimiter(policy)
+    now = 0.0
+    for i, (gap, key) in enumerate(zip(gaps, keys, strict=False)):
+        now += gap
+        if i % rotate_every == 0:
+            slow.rotate(now)
+            fast.rotate(now)
+        d = slow.hit(key, now)
+        lines = fast.admit_stacked(key, now)
+        assert (lines is not None) == d.allowed
+        if lines is not None:
+            assert lines == policy.headers(d)
+        else:
+            assert fast.hit(key, now) == d
+        assert fast._current == slow._current
+        assert fast._previous == slow._previous
 
 
 @settings(max_examples=100, deadline=None)

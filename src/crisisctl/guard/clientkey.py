@@ -15,6 +15,12 @@ The chain comes from the one header the proxies are configured to write (`proxy_
 
 Only one of them is read, never both: a proxy that writes one passes the other through from
 the client untouched, so believing both would let any client pick its own key.
+
+The key depends only on the peer address and the header's values, so it is cached in a dict
+keyed by them (`cache_size` entries of at most `CACHEABLE_BYTES` of header each, cleared when
+full: a client sending a new header value per request costs a parse each, never memory); a
+request then costs a header scan and one lookup instead of parsing addresses.
+`forwarded_client_key` is the uncached computation.
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ UNKNOWN = "unknown"
 X_FORWARDED_FOR = "x-forwarded-for"
 FORWARDED = "forwarded"
 PROXY_HEADERS = (X_FORWARDED_FOR, FORWARDED)
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: entries of a key function's (peer, header values) -> key cache
+CACHE_SIZE = 4096
+#: header values longer than this (in all) are parsed every time, never kept
+CACHEABLE_BYTES = 512
 
 
 def peer_address(scope: Scope) -> str:
@@ -120,12 +131,64 @@ def _address(entry: str) -> str | None:
 
 
 def client_key_function(
-    trusted_proxies: Sequence[str], proxy_header: str = X_FORWARDED_FOR
+    trusted_proxies: Sequence[str],
+    proxy_header: str = X_FORWARDED_FOR,
+    *,
+    cache_size: int = CACHE_SIZE,
 ) -> Callable[[Scope], str]:
-    """The default key function for the given trusted proxies and the header they write."""
+    """The default key function for the given trusted proxies and the header they write.
+
+    Its results are cached per (peer, header values), at most `cache_size` of them (0: none).
+    """
     if not trusted_proxies:
         return peer_address
     networks = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+    return ForwardedClientKey(networks, proxy_header, cache_size)
+
+
+class ForwardedClientKey:
+    """The key function behind trusted proxies: `forwarded_client_key`, cached."""
+
+    def __init__(
+        self,
+        networks: Sequence[IPNetwork],
+        proxy_header: str = X_FORWARDED_FOR,
+        cache_size: int = CACHE_SIZE,
+    ) -> None:
+        self.networks = list(networks)
+        self.header = proxy_header.encode("latin-1")
+        self.rfc7239 = proxy_header == FORWARDED
+        self.cache_size = cache_size
+        #: (peer, header values) -> key; cleared when it holds `cache_size` entries
+        self.cache: dict[tuple[str, tuple[bytes, ...]], str] = {}
+
+    def __call__(self, scope: Scope) -> str:
+        peer = peer_address(scope)
+        header = self.header
+        values = tuple([value for name, value in scope.get("headers", ()) if name == header])
+        entry = (peer, values)
+        cache = self.cache
+        try:
+            hit = cache.get(entry)
+        except TypeError:  # a header value that is not bytes (unhashable): compute, keep nothing
+            return forwarded_client_key(peer, values, self.networks, self.rfc7239)
+        if hit is not None:
+            return hit
+        key = forwarded_client_key(peer, values, self.networks, self.rfc7239)
+        if self.cache_size > 0 and sum(len(value) for value in values) <= CACHEABLE_BYTES:
+            if len(cache) >= self.cache_size:
+                cache.clear()
+            cache[entry] = key
+        return key
+
+
+def forwarded_client_key(
+    peer: str,
+    values: Sequence[bytes],
+    networks: Sequence[IPNetwork],
+    rfc7239: bool,
+) -> str:
+    """The key of a request from `peer` carrying the proxy header's `values` (uncached)."""
 
     def trusted(address: str) -> bool:
         try:
@@ -134,27 +197,19 @@ def client_key_function(
             return False
         return any(ip in net for net in networks)
 
-    header = proxy_header.encode("latin-1")
-    rfc7239 = proxy_header == FORWARDED
-
-    def forwarded_client(scope: Scope) -> str:
-        peer = peer_address(scope)
-        if not trusted(peer):
-            return peer
-        chain: list[str | None] = []
-        for name, value in scope.get("headers", ()):
-            if name == header:
-                text = value.decode("latin-1")
-                if rfc7239:
-                    chain.extend(node_address(node) for node in forwarded_for(text))
-                else:
-                    chain.extend(_address(part) for part in text.split(","))
-        for hop in reversed(chain):
-            if hop is None:
-                return peer  # unparsable, unknown or obfuscated: the proxy's own bucket
-            if hop and not trusted(hop):
-                return hop
-        first = chain[0] if chain else None
-        return first if first else peer  # every hop trusted: the farthest one
-
-    return forwarded_client
+    if not trusted(peer):
+        return peer
+    chain: list[str | None] = []
+    for value in values:
+        text = value.decode("latin-1")
+        if rfc7239:
+            chain.extend(node_address(node) for node in forwarded_for(text))
+        else:
+            chain.extend(_address(part) for part in text.split(","))
+    for hop in reversed(chain):
+        if hop is None:
+            return peer  # unparsable, unknown or obfuscated: the proxy's own bucket
+        if hop and not trusted(hop):
+            return hop
+    first = chain[0] if chain else None
+    return first if first else peer  # every hop trusted: the farthest one

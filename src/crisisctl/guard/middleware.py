@@ -468,6 +468,21 @@ class Guard:
                         extra_headers = policy.last_header_lines
                     else:
                         extra_headers = policy.headers_for_ahead(ahead)
+        elif mem is not None and mem.policy.stacked:
+            # memory storage, stacked GCRA limits: `hit` without a Decision when admitted
+            try:
+                key = self._key(scope)
+                lines = mem.admit_stacked(key, start)
+            except Exception:
+                self._internal_error("rate limiting")
+            else:
+                if lines is None:
+                    decision = mem.hit(key, start)  # refused (nothing was consumed): the figures
+                    self._release_probe(breaker)
+                    await self._refuse_rate(route, send, mem.policy, decision)
+                    return
+                if self._rate_headers:
+                    extra_headers = lines
         elif (limiter := route.limiter) is None:
             pass
         else:

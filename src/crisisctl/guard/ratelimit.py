@@ -99,6 +99,8 @@ class RateLimitPolicy:
         #: single-limit path needs only these, precomputed so it does fewer float operations
         self.fast_consts = (interval, first.period + _EPS, first.period + _EPS * interval)
         self.fast = self.strategy == "gcra" and len(self.limits) == 1
+        #: stacked GCRA limits: the guard admits with `MemoryRateLimiter.admit_stacked`
+        self.stacked = self.strategy == "gcra" and len(self.limits) > 1
         self.longest_period = max(
             max(limit.period for limit in self.limits),
             max(limit.period for limit in self.base_limits),
@@ -110,6 +112,12 @@ class RateLimitPolicy:
         ).encode("latin-1")
         self._policy_line = (b"ratelimit-policy", self.policy_header)
         self._header_cache: dict[int, list[tuple[bytes, bytes]]] = {}
+        self._lines_cache: dict[tuple[int, int, int], list[tuple[bytes, bytes]]] = {}
+        #: (period, emission interval, period + ε) of each limit, for `_hit_gcra`
+        self.gcra_consts = [
+            (limit.period, limit.period / limit.amount, limit.period + _EPS)
+            for limit in self.limits
+        ]
         #: the cache key and lines headers_for_ahead returned last: a busy key's next request
         #: usually needs the same lines, found by one integer comparison (the guard inlines it)
         self.last_header_key = -1
@@ -117,13 +125,26 @@ class RateLimitPolicy:
         self._item_prefixes = [f'"{_policy_item(limit)}";r='.encode() for limit in self.limits]
 
     def headers(self, decision: Decision) -> list[tuple[bytes, bytes]]:
-        """RateLimit-Policy and RateLimit header lines for `decision`."""
-        reset = decision[3]
+        """RateLimit-Policy and RateLimit header lines for `decision`.
+
+        Cached like `headers_for_ahead` (per limit index, remaining and whole seconds; bounded,
+        emptied when the policy changes); callers must not mutate the returned list.
+        """
+        return self.lines_for(decision[1], decision[2], decision[3])
+
+    def lines_for(self, index: int, remaining: int, reset: float) -> list[tuple[bytes, bytes]]:
+        """`headers` of a decision naming limit `index`, `remaining` and `reset` seconds."""
         whole = int(reset)
         if whole < reset - _EPS:
             whole += 1
-        value = self._item_prefixes[decision[1]] + b"%d;t=%d" % (decision[2], whole)
-        return [self._policy_line, (b"ratelimit", value)]
+        key = (index, remaining, whole)
+        lines = self._lines_cache.get(key)
+        if lines is None:
+            value = self._item_prefixes[index] + b"%d;t=%d" % (remaining, whole)
+            lines = [self._policy_line, (b"ratelimit", value)]
+            if len(self._lines_cache) < 4096:
+                self._lines_cache[key] = lines
+        return lines
 
     def headers_for_ahead(self, ahead: float) -> list[tuple[bytes, bytes]]:
         """Header lines after `MemoryRateLimiter.hit_one` admitted a request (fast path).
@@ -343,21 +364,20 @@ class MemoryRateLimiter:
         return ahead
 
     def _hit_gcra(self, key: str, now: float) -> Decision:
-        limits = self.policy.limits
-        state = self._state(key, len(limits))
+        consts = self.policy.gcra_consts
+        state = self._state(key, len(consts))
         best_index = 0
         best_remaining = -1
         best_reset = 0.0
         new_tats: list[float] = []
-        for i, limit in enumerate(limits):
-            period = limit.period
-            interval = period / limit.amount
+        for i in range(len(consts)):
+            period, interval, most_ahead = consts[i]
             tat = state[i] if state is not None else now
             if tat < now:
                 tat = now
             new_tat = tat + interval
             ahead = new_tat - now
-            if ahead > period + _EPS:
+            if ahead > most_ahead:
                 retry = tat + interval - period - now
                 return decision(False, i, 0, tat - now, retry if retry > 0 else 0.0)
             remaining = int((period - ahead) / interval + _EPS)
@@ -369,6 +389,36 @@ class MemoryRateLimiter:
         else:
             state[:] = new_tats
         return decision(True, best_index, best_remaining, best_reset, 0.0)
+
+    def admit_stacked(self, key: str, now: float) -> list[tuple[bytes, bytes]] | None:
+        """`_hit_gcra` for the guard's request path, without building a Decision: the header
+        lines of the admitted request (`RateLimitPolicy.headers` of its decision), or None
+        when it is refused (nothing consumed: call `hit` for the refusal's figures).
+        Keep in step with `_hit_gcra` (tests/unit/test_ratelimit.py pins the two)."""
+        consts = self.policy.gcra_consts
+        state = self._state(key, len(consts))
+        best_index = 0
+        best_remaining = -1
+        best_reset = 0.0
+        new_tats: list[float] = []
+        for i in range(len(consts)):
+            period, interval, most_ahead = consts[i]
+            tat = state[i] if state is not None else now
+            if tat < now:
+                tat = now
+            new_tat = tat + interval
+            ahead = new_tat - now
+            if ahead > most_ahead:
+                return None
+            remaining = int((period - ahead) / interval + _EPS)
+            if best_remaining < 0 or remaining < best_remaining:
+                best_index, best_remaining, best_reset = i, remaining, ahead
+            new_tats.append(new_tat)
+        if state is None:
+            self._current[key] = new_tats
+        else:
+            state[:] = new_tats
+        return self.policy.lines_for(best_index, best_remaining, best_reset)
 
     def _hit_window(self, key: str, now: float) -> Decision:
         # state layout per limit: [window index, previous count, current count]

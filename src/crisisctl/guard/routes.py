@@ -24,7 +24,11 @@ client inventing a method per request cannot grow any table or metric.
 
 Resolution (and whatever the caller builds from it) is cached per (method, path) in a bounded
 dict, so the steady-state cost per request is two dict lookups; the cache is cleared when it
-fills (paths with ids can be unbounded).
+fills (paths with ids can be unbounded). A miss resolves with `RouteTable.resolve_fast`: one
+combined regex per table (the templates, the rules allowed for the method, the critical paths),
+an alternation in priority order whose matching group (``lastindex``) names the winner, so a
+miss costs three ``match`` calls whatever the number of routes. `RouteTable.resolve` is the
+readable reference it must agree with (tests/unit/test_routes_fast.py pins the two).
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ _ID_SEGMENT = re.compile(
 #: a segment longer than this is an identifier too (nobody names a route that way)
 _LONG_SEGMENT = 64
 ID_LABEL = "{id}"
+#: a rule and the label it gives (None for a wildcard rule)
+_RuleEntry = tuple[RouteRule, str | None]
+#: a combined regex of some templates (None: no template) and their indices in the table
+_Bucket = tuple[re.Pattern[str] | None, list[int]]
 
 
 def compile_template(template: str) -> re.Pattern[str]:
@@ -72,6 +80,30 @@ def compile_template(template: str) -> re.Pattern[str]:
     out.append(re.escape(body[pos:]))
     out.append(".*$" if prefix_match else "/?$")
     return re.compile("".join(out))
+
+
+def combine(regexes: Sequence[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One regex matching where the first of `regexes` that matches does, group *i* + 1 set.
+
+    Each regex comes from `compile_template` (anchored by ``^``, no groups of its own), so
+    alternative *i* is group *i* + 1 and ``match.lastindex - 1`` is the index of the winner;
+    the alternation is tried left to right, like a scan in order. None when `regexes` is empty.
+    """
+    if not regexes:
+        return None
+    return re.compile("|".join("(" + r.pattern.removeprefix("^") + ")" for r in regexes))
+
+
+def literal_first_segment(template: str) -> str | None:
+    """The first segment every path the template matches starts with (``/svc07/items/{id}``
+    -> ``svc07``), or None when it is not a fixed word (a parameter, ``/a*``, ``/*``)."""
+    body = template[:-1] if template.endswith("*") else template
+    if not body.startswith("/"):
+        return None
+    first, slash, _ = body[1:].partition("/")
+    if not first or "{" in first or (not slash and body != template):
+        return None  # empty, a parameter (or a brace), or a prefix match: "/a*" matches "/ab"
+    return first
 
 
 def normalise_template(template: str) -> str:
@@ -165,6 +197,29 @@ class RouteTable(Generic[T]):
             (compile_template(t), normalise_template(t), t.endswith("*")) for t in templates
         ]
         self._critical = [compile_template(p) for p in critical_paths]
+        #: the fast path (`resolve_fast`): the same lists as one alternation each
+        self._templates_re = combine([regex for regex, _, _ in self._templates])
+        #: first path segment -> the templates that can match a path starting with it (those
+        #: whose first segment is that literal, and those whose first segment is not literal),
+        #: combined, with their indices in `_templates`; `_any_segment` for other segments
+        self._by_segment: dict[str, _Bucket] = {}
+        firsts = [literal_first_segment(t) for t in templates]
+        for first in firsts:
+            if first is not None and first not in self._by_segment:
+                self._by_segment[first] = self._bucket([f in (None, first) for f in firsts])
+        self._any_segment = self._bucket([f is None for f in firsts])
+        #: (label, id of the rule or -1, critical) -> the one Resolved of that value (bounded:
+        #: labels by `max_labels`, rules by the configuration)
+        self._resolved: dict[tuple[str, int, bool], Resolved] = {}
+        self._critical_re = combine(self._critical)
+        #: a critical path can only match paths starting with one of these segments, unless
+        #: one of them starts with something else than a fixed word (`_critical_any`)
+        critical_firsts = [literal_first_segment(p) for p in critical_paths]
+        self._critical_firsts = frozenset(f for f in critical_firsts if f is not None)
+        self._critical_any = None in critical_firsts
+        self._all_indices = list(range(len(self._templates)))
+        #: method -> (combined regex of the rules allowed for it, their (rule, label))
+        self._rules_re: dict[str, tuple[re.Pattern[str] | None, list[_RuleEntry]]] = {}
         self._methods = STANDARD_METHODS.union(
             m for rule in rules if rule.methods is not None for m in rule.methods
         ) | {WEBSOCKET_METHOD}
@@ -193,7 +248,7 @@ class RouteTable(Generic[T]):
                 return hit
         else:
             by_path = self.cache[method] = {}
-        built = self._build(self.resolve(method, path), method)
+        built = self._build(self.resolve_fast(method, path), method)
         if self._cache_size >= _CACHE_LIMIT:
             for cached in self.cache.values():
                 cached.clear()
@@ -203,6 +258,7 @@ class RouteTable(Generic[T]):
         return built
 
     def resolve(self, method: str, path: str) -> Resolved:
+        """The route of (method, path): the readable reference of `resolve_fast`."""
         rule: RouteRule | None = None
         rule_label: str | None = None
         for regex, candidate, candidate_label in self._rules:
@@ -230,6 +286,84 @@ class RouteTable(Generic[T]):
                 self._labels.add(label)
         critical = any(regex.match(path) for regex in self._critical)
         return Resolved(label, rule, critical)
+
+    def resolve_fast(self, method: str, path: str) -> Resolved:
+        """`resolve` with one combined regex per list (same result, same label bookkeeping)."""
+        rules = self._rules_re.get(method)
+        if rules is None:
+            rules = self._rules_for(method)
+        rule: RouteRule | None = None
+        rule_label: str | None = None
+        rules_re = rules[0]
+        if rules_re is not None:
+            found = rules_re.match(path)
+            if found is not None:
+                rule, rule_label = rules[1][_winner(found)]
+        label = None
+        first: str | None = None  # the first segment, when the index by segment may be used
+        if path[:1] == "/" and "\n" not in path:  # ("$" also matches before a final "\n")
+            end = path.find("/", 1)
+            first = path[1:] if end < 0 else path[1:end]
+        if self._templates:
+            if first is not None:
+                bucket = self._by_segment.get(first)
+                if bucket is None:
+                    bucket = self._any_segment
+                templates_re, indices = bucket
+            else:
+                templates_re, indices = self._templates_re, self._all_indices
+            if templates_re is not None:
+                found = templates_re.match(path)
+                if found is not None:
+                    _, template, opaque = self._templates[indices[_winner(found)]]
+                    label = path_label(path) if opaque else template
+        if label is None:
+            if rule_label is not None:
+                label = rule_label
+            elif self._templates:
+                label = UNMATCHED
+            else:
+                label = path_label(path)
+        if label not in self._labels:
+            if len(self._labels) >= self._max_labels:
+                label = OTHER
+            else:
+                self._labels.add(label)
+        critical_re = self._critical_re
+        critical = (
+            critical_re is not None
+            and (first is None or self._critical_any or first in self._critical_firsts)
+            and critical_re.match(path) is not None
+        )
+        value = (label, -1 if rule is None else id(rule), critical)
+        resolved = self._resolved.get(value)
+        if resolved is None:
+            resolved = self._resolved[value] = Resolved(label, rule, critical)
+        return resolved
+
+    def _bucket(self, wanted: Sequence[bool]) -> _Bucket:
+        """The templates flagged in `wanted`, combined, and their indices in `_templates`."""
+        indices = [i for i, flag in enumerate(wanted) if flag]
+        return combine([self._templates[i][0] for i in indices]), indices
+
+    def _rules_for(self, method: str) -> tuple[re.Pattern[str] | None, list[_RuleEntry]]:
+        """The rules allowed for `method`, in order, and their combined regex (cached)."""
+        allowed = [
+            (regex, rule, label)
+            for regex, rule, label in self._rules
+            if rule.methods is None or method in rule.methods
+        ]
+        entry = (combine([regex for regex, _, _ in allowed]), [(r, lb) for _, r, lb in allowed])
+        if method in self._methods or method == OTHER_METHOD:
+            self._rules_re[method] = entry  # bounded: the table's methods only
+        return entry
+
+
+def _winner(found: re.Match[str]) -> int:
+    """Index of the alternative of a `combine` regex that matched."""
+    index = found.lastindex
+    assert index is not None  # every alternative is a group
+    return index - 1
 
 
 def _rule_label(pattern: str) -> str | None:
