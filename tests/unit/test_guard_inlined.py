@@ -210,48 +210,7 @@ def test_inlined_gcra_step_and_headers_agree_with_the_limiter(
     instants, with the RateLimit headers RateLimitPolicy.headers gives for its decision,
     across clients and emergency switches (which rescale the policy and its header cache)."""
     spec = f"{amount} per {multiple} {unit}"
-    reference = RateLimitPolicy("default", parse_limits(spec), "gcra")
-    limiter = MemoryRateLimiter(reference)
-    interval = reference.single[1]
-    factor = EmergencyConfig().rate_factor
-
-    async def scenario() -> None:
-        app = ScriptedApp(guard_clock)
-        config = GuardConfig(
-            token="",
-            rate_limit=spec,
-            concurrency=OFF,
-            breaker=NO_BREAKER,
-            key_func=None if by_peer else header_key,
-        )
-        guard = Guard(app, config)
-        admitted = 0
-        try:
-            for client, (intervals, seconds), mode in events:
-                if mode:
-                    guard.set_mode(mode, actor="test")
-                    reference.set_factor(factor if mode == "emergency" else 1.0)
-                assert guard_clock.now is not None
-                guard_clock.now += intervals * interval + seconds
-                key = f"10.0.0.{client}"
-                response = await call(guard, key)
-                decision = limiter.hit(key, guard_clock.now)
-                expected = reference.headers(decision)
-                if decision.allowed:
-                    admitted += 1
-                    assert response.status == 200
-                    assert response.headers(*RATE_HEADERS) == expected
-                else:
-                    assert response.status == 429
-                    retry = response.headers(b"retry-after")
-                    assert response.headers(*RATE_HEADERS) == retry + expected
-                    assert response.json()["retry_after_s"] == round(decision.retry_after_s, 3)
-            assert app.calls == admitted
-            event(f"refused: {admitted < len(events)}")
-        finally:
-            await guard.aclose()
-
-    run(guard_clock, scenario())
+    check_guard_agrees_with_limiter(guard_clock, spec, events, by_peer)
 
 
 # -- the histogram record ----------------------------------------------------------------------
@@ -564,4 +523,56 @@ def test_inlined_breaker_count_agrees_with_record(
             await guard.aclose()
 
     assert sum(gap + latency for gap, latency, _ in events) < config.window_s
+    run(guard_clock, scenario())
+
+
+def check_guard_agrees_with_limiter(
+    guard_clock: GuardClock,
+    spec: str,
+    events: list[tuple[int, tuple[float, float], str]],
+    by_peer: bool,
+) -> None:
+    """Drive a Guard limited by `spec` and a MemoryRateLimiter side by side through `events`:
+    every admission, refusal and RateLimit header must agree."""
+    reference = RateLimitPolicy("default", parse_limits(spec), "gcra")
+    limiter = MemoryRateLimiter(reference)
+    interval = reference.single[1]
+    factor = EmergencyConfig().rate_factor
+
+    async def scenario() -> None:
+        app = ScriptedApp(guard_clock)
+        config = GuardConfig(
+            token="",
+            rate_limit=spec,
+            concurrency=OFF,
+            breaker=NO_BREAKER,
+            key_func=None if by_peer else header_key,
+        )
+        guard = Guard(app, config)
+        admitted = 0
+        try:
+            for client, (intervals, seconds), mode in events:
+                if mode:
+                    guard.set_mode(mode, actor="test")
+                    reference.set_factor(factor if mode == "emergency" else 1.0)
+                assert guard_clock.now is not None
+                guard_clock.now += intervals * interval + seconds
+                key = f"10.0.0.{client}"
+                response = await call(guard, key)
+                decision = limiter.hit(key, guard_clock.now)
+                expected = reference.headers(decision)
+                if decision.allowed:
+                    admitted += 1
+                    assert response.status == 200
+                    assert response.headers(*RATE_HEADERS) == expected
+                else:
+                    assert response.status == 429
+                    retry = response.headers(b"retry-after")
+                    assert response.headers(*RATE_HEADERS) == retry + expected
+                    assert response.json()["retry_after_s"] == round(decision.retry_after_s, 3)
+            assert app.calls == admitted
+            event(f"refused: {admitted < len(events)}")
+        finally:
+            await guard.aclose()
+
     run(guard_clock, scenario())
