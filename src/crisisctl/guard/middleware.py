@@ -84,7 +84,6 @@ class RouteRuntime:
         "breaker",
         "counts",
         "critical",
-        "emergency_limits",
         "label",
         "limiter",
         "mem_limiter",
@@ -105,7 +104,6 @@ class RouteRuntime:
         #: the same limiter when it is a MemoryRateLimiter: typed, so compiled code reads its
         #: attributes directly instead of through generic attribute lookup
         self.mem_limiter: MemoryRateLimiter | None = None
-        self.emergency_limits: Any = None
         self.breaker: CircuitBreaker | None = None
         self.slow_s: float | None = None
         self.timeout_s: float | None = None
