@@ -159,6 +159,23 @@ async def test_status_and_metrics_have_a_rate_limit_of_their_own() -> None:
             assert (await http.get("/_crisis/mode")).status_code == 200
 
 
+async def test_mode_switch_attempts_pass_the_rate_limit_so_tokens_cannot_be_guessed_at_speed() -> (
+    None
+):
+    guard = guarded(token="s3cret-token", control_rate_limit="3/minute")
+    async with client(guard, "127.0.0.1") as http:
+        wrong = {"Authorization": "Bearer guess"}
+        codes = [
+            (await http.post("/_crisis/mode", json={"mode": "normal"}, headers=wrong)).status_code
+            for _ in range(3)
+        ]
+        right = {"Authorization": "Bearer s3cret-token"}
+        limited = await http.post("/_crisis/mode", json={"mode": "emergency"}, headers=right)
+    assert codes == [401, 401, 401]
+    assert limited.status_code == 429 and limited.json()["reason"] == "rate_limited"
+    assert guard.mode == "normal"
+
+
 async def test_the_rate_limit_is_counted_before_the_refusal_of_a_public_peer() -> None:
     async with client(guarded(control_rate_limit="2/minute"), PUBLIC) as http:
         codes = [(await http.get("/_crisis/status")).status_code for _ in range(3)]

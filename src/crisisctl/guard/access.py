@@ -17,9 +17,10 @@ forwarded client that `clientkey` finds. A request that carries forwarding heade
 that is *not* a trusted proxy is refused without a token: it came through a proxy the guard
 cannot see past (say nginx on loopback), so its real origin is unknown and may be public.
 
-Status and metrics, the reads that cost the service work, also pass a small per-client GCRA
-limit of their own (`control_rate_limit`, 10/second by default) answering 429 with
-Retry-After. Health and the mode history are cheap and stay unlimited, so polling them is fine.
+Status and metrics, the reads that cost the service work, and every ``POST mode`` (a switch
+or an attempt with a wrong token) also pass a small per-client GCRA limit of their own
+(`control_rate_limit`, 10/second by default) answering 429 with Retry-After. Health and the
+mode history are cheap and stay unlimited, so polling them is fine.
 """
 
 from __future__ import annotations

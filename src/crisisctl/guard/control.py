@@ -153,7 +153,9 @@ async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> No
         return
     surface: ControlSurface = guard.control_surface
     refusal = None
-    if name != "mode":  # the costly reads, status and metrics, have a rate limit of their own
+    if name != "mode" or method == "POST":
+        # the costly reads (status, metrics) and every mode switch attempt pass the surface's
+        # own rate limit: a token cannot be guessed at speed, a switch cannot be spammed
         refusal = surface.access.check_rate(scope)
     if refusal is None and method != "POST":  # (POST mode needs the write token)
         refusal = surface.access.check_read(scope)
