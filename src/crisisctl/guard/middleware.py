@@ -14,7 +14,8 @@ reads as congestion nor holds a slot for its lifetime. At the end of the respons
 and duration feed the metrics and the breaker (slow calls judged on the service latency); a
 client that disconnected feeds no breaker. A sync handler past its timeout cannot be cancelled
 (its worker thread runs on): it gets its 504 at once but keeps its slot until the thread ends.
-WebSocket handshakes pass 1-4 too; their slot is held until the handshake is answered.
+WebSocket handshakes (guard/websocket.py) pass 1-4 too; their slot is held until the handshake
+is answered.
 
 The hot path only touches dicts, ints and floats; everything slow (route discovery, building a
 route's policies, Prometheus rendering, key expiry) happens once, at scrape time, or in the
@@ -26,27 +27,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import math
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final
 
-from crisisctl.guard import control
+from crisisctl.guard import control, refusals, websocket
 from crisisctl.guard.breaker import CLOSED, HALF_OPEN, CircuitBreaker
 from crisisctl.guard.clientkey import UNKNOWN as UNKNOWN_CLIENT
 from crisisctl.guard.clientkey import client_key_function, peer_address
 from crisisctl.guard.concurrency import ConcurrencyLimiter
-from crisisctl.guard.config import GuardConfig, Priority
+from crisisctl.guard.config import GuardConfig
+from crisisctl.guard.lifespan import lifespan_receive
 from crisisctl.guard.metrics import RouteStats, build_registry
 from crisisctl.guard.modes import EMERGENCY, NORMAL, RECOVERING, ModeState
 from crisisctl.guard.outcomes import CLIENT_CLOSED_REQUEST, is_client_disconnect
-from crisisctl.guard.ratelimit import Decision, MemoryRateLimiter, RateLimitPolicy, open_storage
+from crisisctl.guard.ratelimit import Decision, RateLimitPolicy, open_storage
 from crisisctl.guard.routebuild import RouteBuilder
-from crisisctl.guard.routes import WEBSOCKET_METHOD
+from crisisctl.guard.runtime import Deadline, RouteRuntime
+from crisisctl.guard.runtime import ResponseSend as _Send  # (the request path's short name)
 from crisisctl.guard.state import GuardState
 from crisisctl.guard.ticker import (
     DEADLINES_COMPACT_AT,
@@ -57,7 +59,7 @@ from crisisctl.guard.ticker import (
     housekeeping,
 )
 from crisisctl.guard.track import operation_metrics
-from crisisctl.guard.types import ASGIApp, Message, Receive, Scope, Send
+from crisisctl.guard.types import ASGIApp, Receive, Scope, Send
 from crisisctl.stats import MAX_TRACKABLE_US
 
 log = logging.getLogger("crisisctl.guard")
@@ -74,184 +76,6 @@ _current_tasks: Final[dict[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = (
 )
 _EPS: Final = 1e-9
 _MAX_US: Final = MAX_TRACKABLE_US
-
-
-class RouteRuntime:
-    """Everything the request path needs about one route (label, rule, method, critical);
-    built by guard/routebuild.py."""
-
-    __slots__ = (
-        "breaker",
-        "counts",
-        "critical",
-        "label",
-        "limiter",
-        "mem_limiter",
-        "priority",
-        "slow_s",
-        "stats",
-        "timeout_s",
-    )
-
-    def __init__(self) -> None:
-        self.label = ""
-        self.stats: RouteStats
-        #: this route and method's counts per status class (shared with its RouteStats)
-        self.counts: list[int]
-        self.priority = int(Priority.NORMAL)
-        self.critical = False
-        self.limiter: Any = None
-        #: the same limiter when it is a MemoryRateLimiter: typed, so compiled code reads its
-        #: attributes directly instead of through generic attribute lookup
-        self.mem_limiter: MemoryRateLimiter | None = None
-        self.breaker: CircuitBreaker | None = None
-        self.slow_s: float | None = None
-        self.timeout_s: float | None = None
-
-
-class Deadline:
-    """One request's timeout, enforced by the guard's ticker while `task` is set."""
-
-    __slots__ = ("at", "expired", "sender", "task", "work")
-
-    def __init__(self, task: asyncio.Task[Any], at: float, sender: _Send) -> None:
-        self.task: asyncio.Task[Any] | None = task
-        #: monotonic seconds
-        self.at = at
-        #: the request's `send` (until the request ends)
-        self.sender: _Send | None = sender
-        #: the timeout passed while the app was still working (set until the request ends)
-        self.expired = False
-        #: the app's coroutine for this request (what the ticker inspects at the deadline)
-        self.work: Any = None
-
-
-class _Send:
-    """The `send` the app gets: notes the response status, appends the RateLimit header
-    lines to the response start, ends the request's deadline once the response has started
-    (a timeout can no longer answer 504 then), and there measures the service latency and
-    gives back the concurrency slot.
-
-    Service latency is admission to response start: what the adaptive limit and the
-    breaker's slow-call rule judge. The slot is released at response start too, so a
-    streaming response (SSE, a large download, a slow-reading client) neither reads as
-    congestion nor holds a slot for its lifetime; the time to the end of the response still
-    goes into the route's duration histogram.
-
-    A plain callable object returning `send`'s awaitable, so no coroutine of its own per
-    message, and one object per request (a closure would need two).
-    """
-
-    __slots__ = ("admitted", "conc", "deadline", "extra_headers", "send", "service_s", "status")
-
-    def __init__(
-        self,
-        send: Send,
-        extra_headers: list[tuple[bytes, bytes]] | None,
-        conc: ConcurrencyLimiter | None,
-        admitted: float,
-    ) -> None:
-        self.send = send
-        self.extra_headers = extra_headers
-        self.status = 0
-        self.deadline: Deadline | None = None
-        #: the concurrency slot this request holds until its response starts (None: none)
-        self.conc = conc
-        self.admitted = admitted
-        #: admission to response start, seconds; < 0 until the response starts
-        self.service_s = -1.0
-
-    def __call__(self, message: Message) -> Awaitable[None]:
-        if not self.status:
-            if isinstance(message, dict):  # (always, per the ASGI spec: compiled dict access)
-                kind: str = message["type"]
-                if kind == "http.response.start":
-                    self._start(message["status"], message, message.get("headers", ()))
-            elif message["type"] == "http.response.start":
-                self._start(message["status"], message, message.get("headers", ()))
-        return self.send(message)
-
-    def _start(self, status: int, message: Message, headers: Any) -> None:
-        self.status = status
-        extra = self.extra_headers
-        if extra is not None:
-            if type(headers) is list:
-                message["headers"] = headers + extra  # one copy, the app's intact
-            else:
-                message["headers"] = [*headers, *extra]
-        deadline = self.deadline
-        if deadline is not None:
-            deadline.task = None
-        now = _clock()
-        service_s = now - self.admitted
-        self.service_s = service_s
-        conc = self.conc
-        if conc is not None:
-            self.conc = None
-            conc.release(now, service_s)
-
-
-class _WebSocketSend:
-    """The `send` a WebSocket app gets: notes when and how the handshake is answered, and
-    gives the concurrency slot back then."""
-
-    __slots__ = ("admitted", "answered_at", "conc", "failed", "send", "status")
-
-    def __init__(self, send: Send, conc: ConcurrencyLimiter | None, admitted: float) -> None:
-        self.send = send
-        self.conc = conc
-        self.admitted = admitted
-        self.status = 0
-        self.answered_at = admitted
-        self.failed = False
-
-    def __call__(self, message: Message) -> Awaitable[None]:
-        if not self.status:
-            kind = message["type"]
-            if kind == "websocket.accept":
-                self.answered(101, _clock(), False)
-            elif kind == "websocket.close":
-                self.answered(403, _clock(), False)
-            elif kind == "websocket.http.response.start":
-                status: int = message["status"]
-                self.answered(status, _clock(), False)
-        return self.send(message)
-
-    def answered(self, status: int, now: float, failed: bool) -> None:
-        self.status = status
-        self.answered_at = now
-        self.failed = failed
-        conc = self.conc
-        if conc is not None:
-            self.conc = None
-            conc.release(now, -1.0 if failed or status >= 500 else now - self.admitted)
-
-
-async def _deny_websocket(
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    status: int,
-    body: bytes,
-    retry_s: float,
-    headers: list[tuple[bytes, bytes]],
-) -> None:
-    """Refuse a WebSocket handshake: an HTTP response if the server can send one, else close."""
-    message = await receive()
-    if message.get("type") != "websocket.connect":
-        return  # the client is already gone
-    if "websocket.http.response" in (scope.get("extensions") or {}):
-        raw = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(max(1, math.ceil(retry_s - 1e-9))).encode()),
-            *headers,
-        ]
-        await send({"type": "websocket.http.response.start", "status": status, "headers": raw})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        # 1013 "try again later"; servers answer a handshake closed before accept with 403
-        await send({"type": "websocket.close", "code": 1013})
 
 
 class Guard:
@@ -628,152 +452,26 @@ class Guard:
                 else:
                     breaker.calls += 1
 
-    # -- WebSocket handshakes --------------------------------------------------------------
+    # -- other scopes: WebSocket handshakes (guard/websocket.py), lifespan (guard/lifespan.py)
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A WebSocket handshake goes through the same policies as a request (method label
-        ``WEBSOCKET``): emergency shedding, the route's breaker, its rate limit, a concurrency
-        slot. The slot is held until the handshake is answered (accept, close or a denial
-        response), not for the connection's lifetime, and the handshake is what is counted,
-        timed and judged. No timeout applies. A refusal is an HTTP denial response when the
-        server offers the ``websocket.http.response`` extension, else a close (the server
-        answers the handshake with 403)."""
-        if not self._ticking:
-            self._start_ticker()
-        try:
-            route = self._route_for(WEBSOCKET_METHOD, scope["path"])
-        except Exception:
-            self._internal_error("route resolution")
-            await self.app(scope, receive, send)
-            return
-        start = _clock()
-        if route.priority <= self._shed_priority:
-            await self._refuse_websocket(route, scope, receive, send, 503, "emergency", 5.0)
-            return
-        breaker = route.breaker
-        if breaker is not None and breaker.state and not breaker.allow(start):
-            retry_s = breaker.retry_after(start)
-            await self._refuse_websocket(route, scope, receive, send, 503, "circuit_open", retry_s)
-            return
-        limiter = route.limiter
-        if limiter is not None:
-            try:
-                key = self._key(scope)
-                if limiter.is_async:
-                    decision = await limiter.hit(key, start)
-                else:
-                    decision = limiter.hit(key, start)
-            except Exception:
-                self._internal_error("rate limiting")
-            else:
-                if not decision[0]:
-                    self._release_probe(breaker)
-                    route.stats.reject("rate_limited")
-                    route.counts[4] += 1
-                    headers = limiter.policy.headers(decision) if self._rate_headers else []
-                    await _deny_websocket(
-                        scope, receive, send, 429,
-                        self._refusal_body("rate_limited", route.label),
-                        decision.retry_after_s, headers,
-                    )  # fmt: skip
-                    return
-        conc = self.concurrency
-        if conc is not None and not route.critical:
-            reason = await conc.acquire(route.priority)
-            if reason is not None:
-                self._release_probe(breaker)
-                await self._refuse_websocket(route, scope, receive, send, 503, reason, 1.0)
-                return
-            start = _clock()
-        else:
-            conc = None
-        sender = _WebSocketSend(send, conc, start)
-        route.stats.in_flight += 1
-        try:
-            await self.app(scope, receive, sender)
-        except BaseException as exc:
-            if not sender.status:
-                gone = isinstance(exc, asyncio.CancelledError) or is_client_disconnect(exc, send)
-                sender.answered(CLIENT_CLOSED_REQUEST if gone else 500, _clock(), not gone)
-            raise
-        finally:
-            route.stats.in_flight -= 1
-            if not sender.status:
-                sender.answered(403, _clock(), False)  # the app returned without answering
-            self._judge_handshake(route, sender, start)
+        await websocket.handle(self, scope, receive, send)
 
-    def _judge_handshake(self, route: RouteRuntime, sender: _WebSocketSend, start: float) -> None:
-        status = sender.status
-        elapsed = sender.answered_at - start
-        route.counts[status // 100 if status < 600 else 0] += 1
-        route.stats.latency.record_us(max(0, int(elapsed * 1e6)))
-        breaker = route.breaker
-        if breaker is None:
-            return
-        if status == CLIENT_CLOSED_REQUEST:
-            self._release_probe(breaker)
-            return
-        failed = sender.failed
-        slow_s = route.slow_s
-        slow = slow_s is not None and elapsed >= slow_s
-        if breaker.state == CLOSED:
-            breaker.calls += 1
-        if failed or status >= 500 or slow:
-            breaker.failure(sender.answered_at, failed or status >= 500, slow)
-        elif breaker.state:
-            breaker.success(sender.answered_at)
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        return lifespan_receive(self, receive)
 
-    async def _refuse_websocket(
-        self,
-        route: RouteRuntime,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        status: int,
-        reason: str,
-        retry_s: float,
-    ) -> None:
-        route.stats.reject(reason)
-        route.counts[status // 100] += 1
-        body = self._refusal_body(reason, route.label)
-        await _deny_websocket(scope, receive, send, status, body, retry_s, [])
-
-    # -- refusals --------------------------------------------------------------------------
+    # -- refusals (guard/refusals.py) ------------------------------------------------------
     async def _refuse(
         self, route: RouteRuntime, send: Send, status: int, reason: str, retry_s: float
     ) -> None:
-        route.stats.reject(reason)
-        route.counts[status // 100] += 1
-        body = self._refusal_body(reason, route.label)
-        await control.send_body(send, status, body, b"application/json", retry_after=retry_s)
+        await refusals.refuse(route, send, status, reason, retry_s, self._refusal_bodies)
 
     def _refusal_body(self, reason: str, label: str) -> bytes:
-        body = self._refusal_bodies.get((reason, label))
-        if body is None:
-            body = json.dumps(
-                {"error": control.REFUSAL_MESSAGES.get(reason, "the service is overloaded"),
-                 "reason": reason, "route": label},
-                separators=(",", ":"),
-            ).encode()  # fmt: skip
-            if len(self._refusal_bodies) < 4096:
-                self._refusal_bodies[(reason, label)] = body
-        return body
+        return refusals.refusal_body(self._refusal_bodies, reason, label)
 
     async def _refuse_rate(
         self, route: RouteRuntime, send: Send, policy: RateLimitPolicy, decision: Decision
     ) -> None:
-        route.stats.reject("rate_limited")
-        route.counts[4] += 1
-        limit = policy.limits[decision.limit_index]
-        headers = policy.headers(decision) if self.config.rate_limit_headers else []
-        await control.send_json(
-            send,
-            429,
-            {"error": f"rate limit exceeded ({limit.amount} requests per {limit.period:g} s)",
-             "reason": "rate_limited", "route": route.label,
-             "retry_after_s": round(decision.retry_after_s, 3)},
-            retry_after=decision.retry_after_s,
-            headers=headers,
-        )  # fmt: skip
+        await refusals.refuse_rate(route, send, policy, decision, self.config.rate_limit_headers)
 
     @staticmethod
     def _release_probe(breaker: CircuitBreaker | None) -> None:
@@ -834,19 +532,6 @@ class Guard:
                 )
             else:
                 self._apply_mode()
-
-    def _lifespan_receive(self, receive: Receive) -> Receive:
-        async def wrapped() -> Message:
-            message = await receive()
-            if message.get("type") == "lifespan.startup":
-                self._start_ticker()
-                if self.fleet is not None:
-                    await self.fleet.ready()  # serve in the fleet's mode from the start
-            elif message.get("type") == "lifespan.shutdown":
-                await self.aclose()
-            return message
-
-        return wrapped
 
     async def aclose(self) -> None:
         """Stop the background ticker and close the Redis connection, if any."""

@@ -28,7 +28,7 @@ from crisisctl.guard.ratelimit import MemoryRateLimiter, RateLimitPolicy, RateLi
 from crisisctl.guard.routes import OTHER, UNMATCHED, Resolved, RouteTable, discover_templates
 
 if TYPE_CHECKING:
-    from crisisctl.guard.middleware import RouteRuntime
+    from crisisctl.guard.runtime import RouteRuntime
 
 
 class RouteBuilder:

@@ -35,7 +35,7 @@ from crisisctl.guard.metrics import RouteStats
 from crisisctl.guard.outcomes import blocked_in_thread
 
 if TYPE_CHECKING:
-    from crisisctl.guard.middleware import Deadline
+    from crisisctl.guard.runtime import Deadline
 
 log = logging.getLogger("crisisctl.guard")
 

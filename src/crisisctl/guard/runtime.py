@@ -1,0 +1,140 @@
+"""What the guard's request path keeps per route and per request: `RouteRuntime` (built once per
+route by guard/routebuild.py), `Deadline` (one request's timeout, enforced by guard/ticker.py)
+and `ResponseSend`, the `send` an HTTP app gets from the guard (response status, RateLimit
+header lines, the end of the deadline, the service latency and the concurrency slot's release
+at response start).
+
+Compiled with the rest of the request path (see `crisisctl._accelerated`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Any, Final
+
+from crisisctl.guard.breaker import CircuitBreaker
+from crisisctl.guard.concurrency import ConcurrencyLimiter
+from crisisctl.guard.config import Priority
+from crisisctl.guard.metrics import RouteStats
+from crisisctl.guard.ratelimit import MemoryRateLimiter
+from crisisctl.guard.types import Message, Send
+
+# Final: compiled code keeps it in a C static instead of looking it up in the module dict
+_clock: Final = time.monotonic
+
+
+class RouteRuntime:
+    """Everything the request path needs about one route (label, rule, method, critical);
+    built by guard/routebuild.py."""
+
+    __slots__ = (
+        "breaker",
+        "counts",
+        "critical",
+        "label",
+        "limiter",
+        "mem_limiter",
+        "priority",
+        "slow_s",
+        "stats",
+        "timeout_s",
+    )
+
+    def __init__(self) -> None:
+        self.label = ""
+        self.stats: RouteStats
+        #: this route and method's counts per status class (shared with its RouteStats)
+        self.counts: list[int]
+        self.priority = int(Priority.NORMAL)
+        self.critical = False
+        self.limiter: Any = None
+        #: the same limiter when it is a MemoryRateLimiter: typed, so compiled code reads its
+        #: attributes directly instead of through generic attribute lookup
+        self.mem_limiter: MemoryRateLimiter | None = None
+        self.breaker: CircuitBreaker | None = None
+        self.slow_s: float | None = None
+        self.timeout_s: float | None = None
+
+
+class Deadline:
+    """One request's timeout, enforced by the guard's ticker while `task` is set."""
+
+    __slots__ = ("at", "expired", "sender", "task", "work")
+
+    def __init__(self, task: asyncio.Task[Any], at: float, sender: ResponseSend) -> None:
+        self.task: asyncio.Task[Any] | None = task
+        #: monotonic seconds
+        self.at = at
+        #: the request's `send` (until the request ends)
+        self.sender: ResponseSend | None = sender
+        #: the timeout passed while the app was still working (set until the request ends)
+        self.expired = False
+        #: the app's coroutine for this request (what the ticker inspects at the deadline)
+        self.work: Any = None
+
+
+class ResponseSend:
+    """The `send` the app gets: notes the response status, appends the RateLimit header
+    lines to the response start, ends the request's deadline once the response has started
+    (a timeout can no longer answer 504 then), and there measures the service latency and
+    gives back the concurrency slot.
+
+    Service latency is admission to response start: what the adaptive limit and the
+    breaker's slow-call rule judge. The slot is released at response start too, so a
+    streaming response (SSE, a large download, a slow-reading client) neither reads as
+    congestion nor holds a slot for its lifetime; the time to the end of the response still
+    goes into the route's duration histogram.
+
+    A plain callable object returning `send`'s awaitable, so no coroutine of its own per
+    message, and one object per request (a closure would need two).
+    """
+
+    __slots__ = ("admitted", "conc", "deadline", "extra_headers", "send", "service_s", "status")
+
+    def __init__(
+        self,
+        send: Send,
+        extra_headers: list[tuple[bytes, bytes]] | None,
+        conc: ConcurrencyLimiter | None,
+        admitted: float,
+    ) -> None:
+        self.send = send
+        self.extra_headers = extra_headers
+        self.status = 0
+        self.deadline: Deadline | None = None
+        #: the concurrency slot this request holds until its response starts (None: none)
+        self.conc = conc
+        self.admitted = admitted
+        #: admission to response start, seconds; < 0 until the response starts
+        self.service_s = -1.0
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        if not self.status:
+            if isinstance(message, dict):  # (always, per the ASGI spec: compiled dict access)
+                kind: str = message["type"]
+                if kind == "http.response.start":
+                    self._start(message["status"], message, message.get("headers", ()))
+            elif message["type"] == "http.response.start":
+                self._start(message["status"], message, message.get("headers", ()))
+        return self.send(message)
+
+    def _start(self, status: int, message: Message, headers: Any) -> None:
+        self.status = status
+        extra = self.extra_headers
+        if extra is not None:
+            if type(headers) is list:
+                message["headers"] = headers + extra  # one copy, the app's intact
+            else:
+                message["headers"] = [*headers, *extra]
+        deadline = self.deadline
+        if deadline is not None:
+            deadline.task = None
+        now = _clock()
+        service_s = now - self.admitted
+        self.service_s = service_s
+        conc = self.conc
+        if conc is not None:
+            self.conc = None
+            conc.release(now, service_s)
