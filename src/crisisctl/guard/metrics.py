@@ -555,6 +555,13 @@ def state_metrics(state: GuardState) -> Iterator[Metric]:
     )
     internal.add_metric([], state.internal_errors)
     yield internal
+    families: dict[str, GaugeMetricFamily] = {}
+    for name, doc, value, labels in state.process.gauges():
+        family = families.get(name)
+        if family is None:
+            family = families[name] = GaugeMetricFamily(name, doc, labels=sorted(labels))
+        family.add_metric([labels[k] for k in sorted(labels)], value)
+    yield from families.values()
 
 
 def build_registry(
