@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from guard_servers import GuardServer, guard_servers
 from nginx_server import Process, bare_server, free_port, uvicorn_server
@@ -117,8 +118,6 @@ def test_guarded_app_passes_every_check(guarded: GuardServer) -> None:
 def test_without_a_local_process_the_guard_reports_its_own_figures(guarded: GuardServer) -> None:
     """What a remote or containerised service gets: no psutil lookup here, the resource check
     judges the figures the guard reports in its status, and says so."""
-    import httpx
-
     status = httpx.get(f"{guarded.url}/_crisis/status", timeout=5.0).json()
     process = status["process"]
     assert process["pid"] == guarded.proc.pid  # type: ignore[union-attr]
@@ -132,7 +131,7 @@ def test_without_a_local_process_the_guard_reports_its_own_figures(guarded: Guar
         *QUICK,
     )  # fmt: skip
     assert report is not None, stderr
-    assert report["settings"]["target_pid"] is None
+    assert report["settings"]["target_pid"] is None and code == 0
     resources = checks_of(report)["resource_utilization"]
     assert resources["status"] == "passed", resources
     assert resources["evidence"]["source"] == "guard status"
@@ -143,7 +142,7 @@ def test_without_a_local_process_the_guard_reports_its_own_figures(guarded: Guar
 
 
 def test_without_a_local_process_or_a_guard_the_resource_check_is_skipped(bare: Process) -> None:
-    code, report, stderr = run_validate(
+    _, report, stderr = run_validate(
         f"{bare.url}/", "--no-local-process", "--skip",
         "monitoring,error_handling,performance_baseline,load_resilience,rate_limiting,"
         "concurrency_control", "--json",
