@@ -118,6 +118,8 @@ def test_guarded_app_passes_every_check(guarded: GuardServer) -> None:
 def test_without_a_local_process_the_guard_reports_its_own_figures(guarded: GuardServer) -> None:
     """What a remote or containerised service gets: no psutil lookup here, the resource check
     judges the figures the guard reports in its status, and says so."""
+    httpx.get(f"{guarded.url}/ok", timeout=5.0)  # (the first request starts the ticker)
+    time.sleep(1.2)
     status = httpx.get(f"{guarded.url}/_crisis/status", timeout=5.0).json()
     process = status["process"]
     assert process["pid"] == guarded.proc.pid  # type: ignore[union-attr]
