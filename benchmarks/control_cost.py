@@ -19,22 +19,29 @@ core). Scenarios, each `--calls` calls per endpoint:
                 then the first status read (every route's status fragment rendered)
 
 A refresh yields to the loop every `digest.SLICE_S` of work; `longest_slice_ms` is the longest
-stretch the loop was blocked. `reference_metrics_ms` is prometheus_client rendering the same
-families by walking every route (`metrics.GuardCollector`), the way every read worked before.
+stretch the loop was blocked (a full garbage collection of the interpreter, ~10 ms with 500
+full histograms in memory, lands in one slice now and then). `reference_metrics_ms` is
+prometheus_client rendering the same families by walking every route
+(`metrics.GuardCollector`), the way every read worked before. `process_sample_ms` is one sample
+of the guard's own process figures (`guard/process.py`: psutil reads of /proc and GC counts),
+which the ticker takes at most once a second.
 
-Writes benchmarks/results/control_cost.json. Run: `.venv/bin/python benchmarks/control_cost.py
-[--routes 500] [--calls 200]`. No network: everything runs in-process.
+Every run is appended to benchmarks/results/control_cost.json (a list of runs, see
+`benchmarks/apps/history.py`); the run ends by printing the median over all stored full runs of
+each case. Run: `.venv/bin/python benchmarks/control_cost.py [--routes 500] [--calls 200]
+[--quick]`. No network: everything runs in-process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import random
 import statistics
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +49,13 @@ from prometheus_client import generate_latest
 
 from crisisctl._pure import compiled
 from crisisctl.guard import Guard, GuardConfig
+from crisisctl.guard.process import ProcessFigures
 from crisisctl.guard.types import Message, Receive, Scope, Send
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.apps.history import append_run, print_median  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "control_cost.json"
 TARGET_MS = 2.0
 MEDIANS_US = (2_000, 5_000, 20_000, 80_000)
@@ -192,12 +203,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, touched in plan:
             calls = args.calls if touched < args.routes else max(10, args.calls // 10)
             results[endpoint][name] = await bench.scenario(endpoint, calls, touched)
-    # the target is judged as the issue measured it: reads back to back at 500 routes; reads
-    # after traffic cost in proportion to the routes that changed, shown per changed route
-    verdict = all(results[e]["idle"]["p99_ms"] <= TARGET_MS for e in ("status", "metrics"))
+    # the target (≤ 2 ms per call at 500 routes) judged per case on the median: back to back,
+    # after traffic on `touched` routes, after traffic on every route (a scrape of a busy
+    # service); reads after traffic cost in proportion to the routes that changed
+    meets: dict[str, dict[str, bool]] = {}
     for endpoint in ("status", "metrics"):
-        extra = results[endpoint]["busy"]["median_ms"] - results[endpoint]["idle"]["median_ms"]
-        results[endpoint]["per_changed_route_us"] = round(extra * 1000.0 / max(1, args.touched), 1)
+        cases = results[endpoint]
+        meets[endpoint] = {name: cases[name]["median_ms"] <= TARGET_MS for name, _ in plan}
+        extra = cases["all_changed"]["median_ms"] - cases["idle"]["median_ms"]
+        cases["per_changed_route_us"] = round(extra * 1000.0 / max(1, args.routes), 1)
+    verdict = all(all(case.values()) for case in meets.values())
+    figures = ProcessFigures()
+    for i in range(20):
+        figures.take(float(i))
+    process_ms = figures.sample_cost_s / figures.samples * 1000.0
     return {
         "benchmark": "control_cost",
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -211,12 +230,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "cold": cold,
         "reference_metrics_ms": round(statistics.median(ref_times), 3),
         "results": results,
+        "meets_target": meets,
         "pass": verdict,
+        "process_sample_ms": round(process_ms, 3),
         "notes": "event-loop time per call = CPU time of the loop's thread during the "
-        "in-process ASGI call with nothing else on the loop; the target is judged on idle "
-        "(back-to-back) reads; busy, all_changed and cold reads do work in proportion to the "
+        "in-process ASGI call with nothing else on the loop; the target is judged on the median "
+        "of each case; busy, all_changed and cold reads do work in proportion to the "
         "routes changed since the previous read, in slices of about 1 ms.",
     }
+
+
+def case_median(endpoint: str, name: str) -> Callable[[dict[str, Any]], float | None]:
+    """A stored run's median ms of one endpoint's case."""
+
+    def get(run: dict[str, Any]) -> float | None:
+        value = run["results"][endpoint][name]["median_ms"]
+        return float(value) if isinstance(value, int | float) else None
+
+    return get
 
 
 def main() -> None:
@@ -227,10 +258,12 @@ def main() -> None:
     parser.add_argument("--touched", type=int, default=25, help="routes changed between calls")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--quick", action="store_true", help="40 calls; stored as quick")
     args = parser.parse_args()
+    if args.quick:
+        args.calls = min(args.calls, 40)
     result = asyncio.run(run(args))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    runs = append_run(args.output, result, quick=args.quick)
     for endpoint in ("status", "metrics"):
         for name, figures in result["results"][endpoint].items():
             if not isinstance(figures, dict):
@@ -241,12 +274,16 @@ def main() -> None:
                 f"{figures['routes_rendered_per_call']:6.1f}  longest slice "
                 f"{figures['longest_slice_ms']:.3f} ms"
             )
+    print(f"process figures: one sample {result['process_sample_ms']:.3f} ms (at most 1/s)")
+    for endpoint in ("status", "metrics"):
+        for name in ("idle", "busy", "all_changed"):
+            print_median(f"{endpoint} {name} median", runs, case_median(endpoint, name), " ms")
     cold = result["cold"]
     print(
         f"cold read {cold['total_ms']:.1f} ms in {cold['slices']} slices (longest "
         f"{cold['longest_slice_ms']:.3f} ms); reference collector {result['reference_metrics_ms']}"
-        f" ms; {'PASS' if result['pass'] else 'FAIL'} (target ≤ {TARGET_MS} ms per back-to-back"
-        " call, p99)"
+        f" ms; {'PASS' if result['pass'] else 'FAIL'} (target ≤ {TARGET_MS} ms per call, median,"
+        " every case)"
     )
 
 

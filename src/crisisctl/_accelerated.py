@@ -27,6 +27,7 @@ MODULES: tuple[str, ...] = (
     "crisisctl.stats",
     "crisisctl.guard.breaker",
     "crisisctl.guard.concurrency",
+    "crisisctl.guard.digest",
     "crisisctl.guard.metrics",
     "crisisctl.guard.middleware",
     "crisisctl.guard.ratelimit",

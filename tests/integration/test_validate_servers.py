@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from guard_servers import GuardServer, guard_servers
 from nginx_server import Process, bare_server, free_port, uvicorn_server
@@ -100,6 +101,7 @@ def test_guarded_app_passes_every_check(guarded: GuardServer) -> None:
     resources = checks["resource_utilization"]["evidence"]
     assert resources["process"]["pid"] == guarded.proc.pid  # type: ignore[union-attr]
     assert resources["sampled_during"] == "load_resilience"
+    assert resources["source"] == f"local process (psutil pid {guarded.proc.pid})"  # type: ignore[union-attr]
 
     # no route of the suite takes a body (OPTIONS lists GET and HEAD): malformed JSON does not
     # apply, and says so, instead of counting /limited's 405 as handled input
@@ -111,6 +113,46 @@ def test_guarded_app_passes_every_check(guarded: GuardServer) -> None:
     assert errors["evidence"]["unknown_route"]["status"] == 404
     assert errors["evidence"]["wrong_method"]["status"] == 405
     assert all(c["duration_ms"] > 0 for c in report["checks"])
+
+
+def test_without_a_local_process_the_guard_reports_its_own_figures(guarded: GuardServer) -> None:
+    """What a remote or containerised service gets: no psutil lookup here, the resource check
+    judges the figures the guard reports in its status, and says so."""
+    httpx.get(f"{guarded.url}/ok", timeout=5.0)  # (the first request starts the ticker)
+    time.sleep(1.2)
+    status = httpx.get(f"{guarded.url}/_crisis/status", timeout=5.0).json()
+    process = status["process"]
+    assert process["pid"] == guarded.proc.pid  # type: ignore[union-attr]
+    assert process["rss_bytes"] > 10 * 1_048_576 and process["threads"] >= 1
+    assert process["open_fds"] > 3 and len(process["gc"]["collections"]) == 3
+    assert process["loop_lag_ms"]["ticks"] >= 1  # the ticker has run
+
+    code, report, stderr = run_validate(
+        f"{guarded.url}/ok", "--no-local-process", "--skip",
+        "monitoring,error_handling,performance_baseline,rate_limiting,concurrency_control",
+        *QUICK,
+    )  # fmt: skip
+    assert report is not None, stderr
+    assert report["settings"]["target_pid"] is None and code == 0
+    resources = checks_of(report)["resource_utilization"]
+    assert resources["status"] == "passed", resources
+    assert resources["evidence"]["source"] == "guard status"
+    assert resources["evidence"]["process"]["pid"] == guarded.proc.pid  # type: ignore[union-attr]
+    assert resources["evidence"]["process"]["cpu_percent"] is not None
+    assert "between two guard samples" in resources["evidence"]["process"]["cpu_basis"]
+    assert "process figures from guard status" in resources["summary"]
+
+
+def test_without_a_local_process_or_a_guard_the_resource_check_is_skipped(bare: Process) -> None:
+    _, report, stderr = run_validate(
+        f"{bare.url}/", "--no-local-process", "--skip",
+        "monitoring,error_handling,performance_baseline,load_resilience,rate_limiting,"
+        "concurrency_control", "--json",
+    )  # fmt: skip
+    assert report is not None, stderr
+    resources = checks_of(report)["resource_utilization"]
+    assert resources["status"] == "skipped"
+    assert "local process lookup is off" in resources["summary"]
 
 
 def test_guard_adaptive_limit_passes_concurrency_control() -> None:

@@ -66,6 +66,24 @@ def test_removing_a_histogram_from_the_window_leaves_the_others(
     assert window_summary(window, hist.min_us, hist.max_us) == hist.summary().as_dict()
 
 
+@settings(max_examples=200)
+@given(st.lists(st.tuples(latencies, st.booleans()), min_size=1, max_size=8))
+def test_the_percentile_cursors_follow_every_add_and_remove(
+    steps: list[tuple[list[int], bool]],
+) -> None:
+    """Read after every change, so each percentile's cursor moves both ways from where the
+    last read left it (a fresh window reads from zero, which hides such a bug)."""
+    window = WindowCounts()
+    kept: list[list[int]] = []
+    for values, remove_oldest in steps:
+        window.add(histogram(values), 1)
+        kept.append(values)
+        if remove_oldest and len(kept) > 1:
+            window.add(histogram(kept.pop(0)), -1)
+        merged = histogram([v for part in kept for v in part])
+        assert window_summary(window, merged.min_us, merged.max_us) == merged.summary().as_dict()
+
+
 # one step: (seconds later, samples recorded, then fold?)
 steps = st.lists(
     st.tuples(
@@ -228,6 +246,34 @@ async def test_a_read_renders_only_the_routes_that_changed() -> None:
         assert digest.renders == 54
         await http.get("/_crisis/status")
         assert digest.renders == 54
+
+
+async def test_a_metrics_read_leaves_the_recent_windows_to_the_status_read() -> None:
+    """A scraper reading only the metrics pays for the lifetime counts, not for the windows
+    behind the status document's percentiles; the status read takes the samples in."""
+    guard = build(3)
+    async with serve(guard) as http:
+        for i in range(3):
+            await http.get(f"/r{i}/1")
+        await http.get("/_crisis/metrics")
+        windows = [stats.window.count for stats in guard.state.routes.values()]
+        assert windows == [0, 0, 0]
+        status = (await http.get("/_crisis/status")).json()
+    assert [stats.window.count for stats in guard.state.routes.values()] == [1, 1, 1]
+    assert status["latency_ms"]["count"] == 3
+
+
+async def test_reads_within_one_epoch_keep_one_window_segment() -> None:
+    guard = build(1)
+    guard._clock = Clock()  # time stands still: every read falls in one epoch
+    async with serve(guard) as http:
+        await http.get("/r0/1")
+        stats = next(iter(guard.state.routes.values()))
+        for i in range(30):
+            stats.latency.record_us(1000 + i)
+            assert (await http.get("/_crisis/status")).status_code == 200
+    assert len(stats.segments) == 1
+    assert stats.window.count == 31
 
 
 async def test_concurrent_reads_share_one_refresh() -> None:

@@ -12,6 +12,7 @@ timeline entry after "opened" is the verdict. Exit codes: 0; 1 when ``--fail-on 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -219,11 +220,16 @@ def _host_line(host: dict[str, Any]) -> str:
     proc = host.get("process")
     if isinstance(proc, dict):
         growth = proc.get("rss_growth_mb")
+        grown = "" if growth is None else (
+            f" ({'+' if isinstance(growth, float) and growth >= 0 else ''}"
+            f"{growth if not is_unavailable(growth) else '?'} MB)"
+        )  # fmt: skip
+        ports = proc.get("listening_ports")
         line += (
-            f"; pid {proc['pid']} {proc['name']}: CPU {proc['cpu_percent']}%, RSS "
-            f"{proc['rss_mb']} MB ({'+' if isinstance(growth, float) and growth >= 0 else ''}"
-            f"{growth if not is_unavailable(growth) else '?'} MB), {proc['threads']} threads, "
-            f"{proc['fds']} fds, ports {proc['listening_ports']}"
+            f"; pid {proc.get('pid')} {proc.get('name')}: CPU {proc.get('cpu_percent')}%, RSS "
+            f"{proc.get('rss_mb')} MB{grown}, {proc.get('threads')} threads, "
+            f"{proc.get('fds')} fds{f', ports {ports}' if ports is not None else ''} "
+            f"[from {host.get('process_source') or 'unknown'}]"
         )
     elif proc is not None:
         line += f"; process {proc}"
@@ -280,6 +286,11 @@ def triage(
     health: str = typer.Option(None, "--health", help="Health path (default: the usual ones)."),
     guard_prefix: str = typer.Option("/_crisis", "--guard-prefix", help="The guard's prefix."),
     no_host: bool = typer.Option(False, "--no-host", help="Skip the host resource evidence."),
+    no_local_process: bool = typer.Option(
+        False,
+        "--no-local-process",
+        help="Do not look for the service's process here: its figures come from its guard.",
+    ),
     fail_on: str = typer.Option(None, "--fail-on", help="Exit 1 at this severity or worse."),
     incident: bool = typer.Option(False, "--incident", help="Open an incident with the verdict."),
     db: str = typer.Option(None, "--db", help="Incident database URL (default: $CRISISCTL_DB)."),
@@ -299,6 +310,8 @@ def triage(
         samples=samples, concurrency=concurrency, budget=budget, timeout=timeout, pid=pid,
         health=health, guard_prefix=guard_prefix, collect_host=not no_host,
     )  # fmt: skip
+    if no_local_process:
+        plan = dataclasses.replace(plan, local_process=False)
     report = execute(plan)
     if incident:
         report["incident"] = open_incident_for(report, db)

@@ -124,6 +124,11 @@ def validate(
     max_rss_mb: float = typer.Option(
         2048.0, "--max-rss-mb", help="The service process's peak RSS limit, MB."
     ),
+    no_local_process: bool = typer.Option(
+        False,
+        "--no-local-process",
+        help="Do not look for the service's process here: use its guard's process figures.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
     out: Path = typer.Option(None, "--out", help="Write the JSON report to this file."),
 ) -> None:
@@ -145,6 +150,7 @@ def validate(
             prefix=prefix,
             skip=_skips(skip),
             limits=ResourceLimits(max_cpu_percent, max_memory_percent, max_rss_mb),
+            local_process=not no_local_process,
         )
     except ValueError as exc:
         fail(str(exc))

@@ -256,4 +256,5 @@ def status_head(state: GuardState, digest: Digest) -> dict[str, Any]:
         "storage": state.storage,
         "operations": [op.describe() for op in operations()],
         "internal_errors": state.internal_errors,
+        "process": state.process.describe(state.clock()),
     }

@@ -8,12 +8,15 @@ Prometheus sample lines) with the signature they were rendered from. A read call
      signature (responses, in flight, refusals) changed or whose latency window has new
      samples or an expired segment; breakers that are open or half-open, or whose window has
      just emptied (a heap of due times), join them;
-  2. only those routes are taken in: their new samples folded (`RouteStats.fold`,
-     proportional to the new samples' distinct buckets, never to the whole histogram) and
-     their share of the guard-wide totals moved by the difference; then only the document
-     being read is re-rendered for them (status: the route's percentiles from its
-     `WindowCounts`, its JSON, its breaker; metrics: its sample lines, joined per block of
-     `BLOCK` routes), the other document later, when it is read;
+  2. only those routes are taken in: their new samples folded into the lifetime `le` counts
+     (`RouteStats.fold_lifetime`, proportional to the new samples' distinct buckets, never to
+     the whole histogram) and their share of the guard-wide totals moved by the difference;
+     then only the document being read is re-rendered for them (status: the new samples taken
+     into the route's and the guard's recent windows (`RouteStats.fold_window`), the route's
+     percentiles from its `WindowCounts` cursors, its JSON written by hand, its breaker;
+     metrics: its sample lines from prefixes rendered once, joined per block of `BLOCK`
+     routes), the other document later, when it is read: a scraper that never reads the
+     status never pays for the windows;
   3. the document is joined from the cached fragments.
 
 So a read costs the pass plus the work of what changed since the previous read of that
@@ -51,8 +54,10 @@ from crisisctl.guard.metrics import (
     REQUESTS,
     STATUS_CLASSES,
     WINDOW_S,
+    WINDOW_SEGMENTS,
     RouteStats,
     WindowCounts,
+    epoch_of,
     stale_routes,
     state_metrics,
     window_summary,
@@ -106,6 +111,40 @@ def _classes(counts: list[int]) -> dict[str, int]:
     return out
 
 
+def _classes_json(counts: list[int]) -> str:
+    """`json.dumps(_classes(counts))` (compact), without the encoder."""
+    text = (
+        f'{{"1xx":{counts[1]},"2xx":{counts[2]},"3xx":{counts[3]},"4xx":{counts[4]},'
+        f'"5xx":{counts[5]}'
+    )
+    return f'{text},"unknown":{counts[0]}}}' if counts[0] else text + "}"
+
+
+def _summary_json(summary: dict[str, float | int]) -> str:
+    """`json.dumps(summary)` (compact) of a `window_summary`: its keys are plain names and its
+    values finite numbers, written as json writes them (`repr`)."""
+    return "{" + ",".join([f'"{key}":{value!r}' for key, value in summary.items()]) + "}"
+
+
+def _counts_json(counts: dict[str, int]) -> str:
+    """`json.dumps(counts)` (compact) of a {reason: count} dict."""
+    if not counts:
+        return "{}"
+    return "{" + ",".join([f"{_json_key(k)}:{n}" for k, n in counts.items()]) + "}"
+
+
+_JSON_KEYS: dict[str, str] = {}
+
+
+def _json_key(key: str) -> str:
+    text = _JSON_KEYS.get(key)
+    if text is None:
+        text = json.dumps(key)
+        if len(_JSON_KEYS) < 1024:  # (refusal reasons: a handful)
+            _JSON_KEYS[key] = text
+    return text
+
+
 class _Entry:
     """One route's rendered figures and what they were rendered from."""
 
@@ -119,14 +158,18 @@ class _Entry:
         "in_flight",
         "label",
         "label_json",
+        "le_prefixes",
         "prom",
         "prom_label",
         "rejected",
+        "request_prefixes",
         "requests",
         "signature",
         "status_json",
         "summary",
+        "summary_json",
         "summary_stale",
+        "tail_prefixes",
         "totals",
     )
 
@@ -142,8 +185,21 @@ class _Entry:
         self.in_flight = 0
         self.rejected: dict[str, int] = {}
         self.summary: dict[str, float | int] = window_summary(WindowCounts(), 0, 0)
+        self.summary_json = _summary_json(self.summary)
         self.summary_stale = False
         self.extremes = (0, 0)
+        #: the fixed start of each of the route's Prometheus lines, rendered once
+        name = DURATION[0]
+        prom_label = self.prom_label
+        self.le_prefixes = [f"{name}_bucket{{{le}{prom_label}}} " for le in _LE_LABELS]
+        self.tail_prefixes = (
+            f'{name}_bucket{{le="+Inf",route={prom_label}}} ',
+            f"{name}_count{{route={prom_label}}} ",
+            f"{name}_sum{{route={prom_label}}} ",
+            f"{IN_FLIGHT[0]}{{route={prom_label}}} ",
+        )
+        #: (method, status class index) -> the start of its request counter line
+        self.request_prefixes: dict[tuple[str, int], str] = {}
         self.status_json = ""
         #: Prometheus lines per per-route family, in `_HEADERS` order
         self.prom = [b"", b"", b"", b"", b""]
@@ -269,10 +325,12 @@ class Digest:
         else:
             self._count(entry, -1)
         if stats.needs_fold(now):
-            stats.fold(now, self._total)
-            entry.extremes = stats.window_extremes()
-            entry.summary_stale = True
-            self._latency_stale = True
+            stats.fold_lifetime(now)
+            segments = stats.segments
+            if segments and segments[0][0] < epoch_of(now) - WINDOW_SEGMENTS:
+                # (a segment leaves the window: take it out now, or every read would find
+                # this route stale again until the next status read)
+                self._fold_window(entry, stats, now)
         entry.signature = stats.signature()
         entry.totals = stats.totals()
         entry.requests = sum(entry.totals)
@@ -297,19 +355,28 @@ class Digest:
             todo.add(label)
         return entry
 
+    def _fold_window(self, entry: _Entry, stats: RouteStats, now: float) -> None:
+        stats.fold_window(now, self._total)
+        entry.extremes = stats.window_extremes()
+        entry.summary_stale = True
+        self._latency_stale = True
+
     def _render_status(
         self, entry: _Entry, stats: RouteStats, breaker: CircuitBreaker | None, now: float
     ) -> None:
         self._status_dirty = True
+        if stats.window_moves(now):
+            self._fold_window(entry, stats, now)
         if entry.summary_stale:
             entry.summary_stale = False
             entry.summary = window_summary(stats.window, *entry.extremes)
-        entry.status_json = json.dumps(
-            {"route": entry.label, "requests": entry.requests,
-             "status_classes": _classes(entry.totals), "rejected": entry.rejected,
-             "in_flight": entry.in_flight, "latency_ms": entry.summary},
-            separators=(",", ":"),
-        )  # fmt: skip
+            entry.summary_json = _summary_json(entry.summary)
+        entry.status_json = (
+            f'{{"route":{entry.label_json},"requests":{entry.requests},'
+            f'"status_classes":{_classes_json(entry.totals)},'
+            f'"rejected":{_counts_json(entry.rejected)},"in_flight":{entry.in_flight},'
+            f'"latency_ms":{entry.summary_json}}}'
+        )
         if breaker is not None:
             entry.breaker_json = json.dumps(breaker.describe(now), separators=(",", ":"))
             entry.breaker_item = f"{entry.label_json}:{entry.breaker_json}"
@@ -333,31 +400,33 @@ class Digest:
         self._metrics_dirty = True
         self._dirty_blocks.add(entry.block)
         label = entry.prom_label
-        lines = []
+        prefixes = entry.request_prefixes
+        lines: list[str] = []
         for method, counts in stats.by_method.items():
-            m = escape(method)
             for index, n in enumerate(counts):
                 if n:
-                    cls = STATUS_CLASSES[index - 1] if index else "unknown"
-                    lines.append(
-                        f'{REQUESTS[0]}_total{{method="{m}",route={label},'
-                        f'status_class="{cls}"}} {_num(n)}\n'
-                    )
+                    prefix = prefixes.get((method, index))
+                    if prefix is None:
+                        cls = STATUS_CLASSES[index - 1] if index else "unknown"
+                        prefix = prefixes[(method, index)] = (
+                            f'{REQUESTS[0]}_total{{method="{escape(method)}",route={label},'
+                            f'status_class="{cls}"}} '
+                        )
+                    lines.append(prefix + _num(n) + "\n")
         entry.prom[0] = "".join(lines).encode()
+        tail = entry.tail_prefixes
         if stats.lifetime_count:
-            name = DURATION[0]
             seen = 0
             lines = []
-            for le, n in zip(_LE_LABELS, stats.le_counts, strict=False):
+            for prefix, n in zip(entry.le_prefixes, stats.le_counts, strict=False):
                 seen += n
-                lines.append(f"{name}_bucket{{{le}{label}}} {_num(seen)}\n")
+                lines.append(prefix + _num(seen) + "\n")
             count = _num(stats.lifetime_count)
-            total_s = go_float(stats.lifetime_sum_us / 1e6)
-            lines.append(f'{name}_bucket{{le="+Inf",route={label}}} {count}\n')
-            lines.append(f"{name}_count{{route={label}}} {count}\n")
-            lines.append(f"{name}_sum{{route={label}}} {total_s}\n")
+            lines.append(tail[0] + count + "\n")
+            lines.append(tail[1] + count + "\n")
+            lines.append(tail[2] + go_float(stats.lifetime_sum_us / 1e6) + "\n")
             entry.prom[1] = "".join(lines).encode()
-        entry.prom[2] = f"{IN_FLIGHT[0]}{{route={label}}} {_num(stats.in_flight)}\n".encode()
+        entry.prom[2] = (tail[3] + _num(stats.in_flight) + "\n").encode()
         entry.prom[3] = "".join(
             f'{REJECTED[0]}_total{{reason="{escape(reason)}",route={label}}} {_num(n)}\n'
             for reason, n in stats.rejected.items()

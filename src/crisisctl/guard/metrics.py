@@ -11,9 +11,10 @@ status and metrics) never walk a whole histogram. Instead:
     buckets, to the route's lifetime Prometheus `le` counts and to a `WindowCounts` of the
     last minute (epochs older than 60 s are subtracted again);
   * a `WindowCounts` keeps the window's counts per bucket and per group of 32 neighbouring
-    buckets: adding a bucket costs two dict updates, and a percentile walks the sorted groups
-    (a route's samples span a few hundred at most) and then one group's 32 buckets, instead of
-    sorting every bucket.
+    buckets, and one cursor per percentile: adding a bucket costs two dict updates and a
+    comparison per cursor, and a percentile steps its cursor from where the last read left it
+    (a few buckets, or whole empty groups at once), instead of sorting or walking every
+    bucket.
 
 `GuardCollector` (`guard.registry`) is the plain, readable reference: it renders the same
 families with prometheus_client from a guard's state view, walking every route (folded or
@@ -60,6 +61,8 @@ WINDOW_SEGMENTS: Final = 4
 WINDOW_S: Final = SEGMENT_S * WINDOW_SEGMENTS
 #: a WindowCounts group holds 2**_GROUP_BITS neighbouring bucket indexes
 _GROUP_BITS: Final = 5
+_GROUP_SIZE: Final = 1 << _GROUP_BITS
+_GROUP_MASK: Final = _GROUP_SIZE - 1
 
 
 _PERCENTILES: Final = (50.0, 90.0, 95.0, 99.0, 99.9)
@@ -71,24 +74,35 @@ def epoch_of(now: float) -> int:
 
 
 class WindowCounts:
-    """Counts per bucket index, and per group of 32 neighbouring indexes, for percentiles
-    without sorting every bucket: add or remove a histogram in two dict updates per bucket;
-    find the bucket at a rank by walking the (few, sorted) groups, then one group's indexes."""
+    """Counts per bucket index, and per group of 32 neighbouring indexes, with one cursor per
+    percentile asked, so a percentile moves from where it was instead of being searched anew.
 
-    __slots__ = ("count", "counts", "groups", "ordered", "sum_us")
+    A cursor is (index, samples below it): adding or removing a histogram moves every cursor's
+    count of samples below (two dict updates and a comparison per cursor per bucket), and a
+    read steps each cursor from its last index to the bucket holding the rank it wants, one
+    index at a time or a whole group of 32 at a time where the group lies entirely on one side.
+    New samples move a percentile by a few buckets: a read costs about that, never a walk
+    over the whole histogram."""
+
+    __slots__ = ("below", "count", "counts", "groups", "indexes", "sum_us")
 
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}
         self.groups: dict[int, int] = {}
-        #: the group keys in ascending order, or None after a group appeared or emptied
-        self.ordered: list[int] | None = None
         self.count = 0
         self.sum_us = 0
+        #: one cursor per percentile rank asked (in `indexes_at`'s order): its bucket index
+        #: and the number of samples in the buckets below that index
+        self.indexes: list[int] = []
+        self.below: list[int] = []
 
     def add(self, hist: LatencyHistogram, sign: int) -> None:
         """Add (`sign` 1) or remove (-1) every sample of `hist`."""
         counts = self.counts
         groups = self.groups
+        indexes = self.indexes
+        below = self.below
+        cursors = len(indexes)
         for index, n in hist.index_counts():
             delta = n * sign
             left = counts.get(index, 0) + delta
@@ -97,43 +111,55 @@ class WindowCounts:
             else:
                 del counts[index]
             group = index >> _GROUP_BITS
-            before = groups.get(group, 0)
-            left = before + delta
+            left = groups.get(group, 0) + delta
             if left:
                 groups[group] = left
-                if not before:
-                    self.ordered = None
             else:
                 del groups[group]
-                self.ordered = None
+            for c in range(cursors):
+                if index < indexes[c]:
+                    below[c] += delta
         self.count += hist.count * sign
         self.sum_us += hist.sum_us * sign
 
     def indexes_at(self, ranks: list[int]) -> list[int]:
-        """The bucket index holding each `rank`-th smallest sample (ascending ranks)."""
-        out: list[int] = []
+        """The bucket index holding each `rank`-th smallest sample (1 ≤ rank ≤ count)."""
         counts = self.counts
         groups = self.groups
-        ordered = self.ordered
-        if ordered is None:
-            ordered = self.ordered = sorted(groups)
-        seen = 0
-        pos = 0
-        size = len(ordered)
-        for rank in ranks:
-            while pos < size and seen + groups[ordered[pos]] < rank:
-                seen += groups[ordered[pos]]
-                pos += 1
-            if pos == size:
-                out.append(ordered[-1] << _GROUP_BITS if ordered else 0)
-                continue
-            inner = seen
-            index = ordered[pos] << _GROUP_BITS
+        indexes = self.indexes
+        below = self.below
+        while len(indexes) < len(ranks):
+            indexes.append(0)
+            below.append(0)
+        out: list[int] = []
+        for c, rank in enumerate(ranks):
+            index = indexes[c]
+            seen = below[c]
+            # backwards while the rank lies below this index
+            while seen >= rank:
+                if index & _GROUP_MASK == 0:
+                    in_group = groups.get((index >> _GROUP_BITS) - 1, 0)
+                    if seen - in_group >= rank:
+                        seen -= in_group
+                        index -= _GROUP_SIZE
+                        continue
+                index -= 1
+                seen -= counts.get(index, 0)
+            # forwards while this index's bucket ends below the rank
             while True:
-                inner += counts.get(index, 0)
-                if inner >= rank:
+                if index & _GROUP_MASK == 0:
+                    in_group = groups.get(index >> _GROUP_BITS, 0)
+                    if seen + in_group < rank:
+                        seen += in_group
+                        index += _GROUP_SIZE
+                        continue
+                here = counts.get(index, 0)
+                if seen + here >= rank:
                     break
+                seen += here
                 index += 1
+            indexes[c] = index
+            below[c] = seen
             out.append(index)
         return out
 
@@ -152,6 +178,7 @@ class RouteStats:
         "pending",
         "rejected",
         "segments",
+        "unwindowed",
         "window",
     )
 
@@ -166,6 +193,8 @@ class RouteStats:
         self.rejected: dict[str, int] = {}
         #: cut histograms not folded yet: (epoch, histogram), oldest first
         self.pending: list[tuple[int, LatencyHistogram]] = []
+        #: histograms in the lifetime counts, not yet in the window: (epoch, histogram)
+        self.unwindowed: list[tuple[int, LatencyHistogram]] = []
         #: folded histograms still inside the window: (epoch, histogram), oldest first
         self.segments: deque[tuple[int, LatencyHistogram]] = deque()
         self.window = WindowCounts()
@@ -229,28 +258,63 @@ class RouteStats:
 
     def needs_fold(self, now: float) -> bool:
         """Whether `fold` would change anything: new samples, or a segment leaving the window."""
-        if self.latency.count or self.pending:
+        if self.latency.count or self.pending or self.unwindowed:
             return True
         segments = self.segments
         return bool(segments) and segments[0][0] < epoch_of(now) - WINDOW_SEGMENTS
 
     def fold(self, now: float, total: WindowCounts | None = None) -> None:
         """Fold new samples into the lifetime counts and the window (and `total`'s window)."""
+        self.fold_lifetime(now)
+        self.fold_window(now, total)
+
+    def fold_lifetime(self, now: float) -> None:
+        """Fold new samples into the lifetime `le` counts only (what the metrics document
+        needs: a few operations per new bucket); `fold_window` takes them into the window
+        later, if a status read comes while they are still inside it."""
         self.cut(now)
-        oldest = epoch_of(now) - WINDOW_SEGMENTS
         le_counts = self.le_counts
+        unwindowed = self.unwindowed
         for epoch, hist in self.pending:
             for index, n in hist.index_counts():
                 le_counts[bisect_left(LE_INDEXES, index)] += n
             self.lifetime_count += hist.count
             self.lifetime_sum_us += hist.sum_us
+            if unwindowed and unwindowed[-1][0] == epoch:
+                unwindowed[-1][1].merge(hist)
+            else:
+                unwindowed.append((epoch, hist))
+        self.pending = []
+        # segments that left the window before any status read never need to enter it
+        oldest = epoch_of(now) - WINDOW_SEGMENTS
+        while unwindowed and unwindowed[0][0] < oldest:
+            del unwindowed[0]
+
+    def window_moves(self, now: float) -> bool:
+        """Whether `fold_window` would change the window: samples to take in, or a segment
+        leaving it."""
+        if self.unwindowed:
+            return True
+        segments = self.segments
+        return bool(segments) and segments[0][0] < epoch_of(now) - WINDOW_SEGMENTS
+
+    def fold_window(self, now: float, total: WindowCounts | None = None) -> None:
+        """Take the lifetime-folded samples into the window (and `total`'s), and drop the
+        segments that have left it."""
+        oldest = epoch_of(now) - WINDOW_SEGMENTS
+        segments = self.segments
+        for epoch, hist in self.unwindowed:
             if epoch >= oldest:
                 self.window.add(hist, 1)
                 if total is not None:
                     total.add(hist, 1)
-                self.segments.append((epoch, hist))
-        self.pending = []
-        segments = self.segments
+                if segments and segments[-1][0] == epoch:
+                    # one segment per epoch: reads every second must not grow the deque
+                    # (and `window_extremes`' walk over it) by one segment per read
+                    segments[-1][1].merge(hist)
+                else:
+                    segments.append((epoch, hist))
+        self.unwindowed = []
         while segments and segments[0][0] < oldest:
             _, hist = segments.popleft()
             self.window.add(hist, -1)
@@ -491,6 +555,13 @@ def state_metrics(state: GuardState) -> Iterator[Metric]:
     )
     internal.add_metric([], state.internal_errors)
     yield internal
+    families: dict[str, GaugeMetricFamily] = {}
+    for name, doc, value, labels in state.process.gauges():
+        family = families.get(name)
+        if family is None:
+            family = families[name] = GaugeMetricFamily(name, doc, labels=sorted(labels))
+        family.add_metric([labels[k] for k in sorted(labels)], value)
+    yield from families.values()
 
 
 def build_registry(

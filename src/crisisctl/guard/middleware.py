@@ -147,6 +147,8 @@ class Guard:
             tick_s = min(HOUSEKEEPING_S, max(0.005, min(timeouts) / 20.0))
         self._ticking = False
         self._ticker = Ticker(self._tick, tick_s, _clock, self._set_ticking, self._internal_error)
+        #: the process's own figures (RSS, CPU, loop lag, GC), sampled by the ticker
+        self.process = self._ticker.process
         self._last_housekeeping = 0.0
         self._last_snapshot = 0.0
         self.internal_errors = 0

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from crisisctl.guard.metrics import RouteStats
     from crisisctl.guard.middleware import Guard
     from crisisctl.guard.modes import ModeState
+    from crisisctl.guard.process import ProcessFigures
     from crisisctl.guard.ratelimit import RateLimitPolicy
 
 
@@ -52,6 +53,11 @@ class GuardState:
     def mode_endpoint_enabled(self) -> bool:
         """Whether POST <prefix>/mode is enabled (a write token is configured)."""
         return self._guard.token is not None
+
+    @property
+    def process(self) -> ProcessFigures:
+        """The process's own figures, sampled by the guard's ticker (`describe(now)`)."""
+        return self._guard.process
 
     # -- mode ------------------------------------------------------------------------------
     @property

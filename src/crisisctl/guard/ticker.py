@@ -15,6 +15,8 @@ tick:
 * `housekeeping`, about once a second: close the adaptive limit's window of a quiet service,
   rotate rate-limit keys, snapshot breaker call counts.
 * every 30 s, a snapshot of each route's latency histogram (the status's recent latency).
+* the guard's own process figures (`guard/process.py`): each tick's lateness is the
+  event-loop lag; about once a second, a sample of RSS, CPU, threads, fds and GC counts.
 
 The request path itself appends deadlines to `Timeouts.deadlines` (the same list) and, when it
 grows past the compaction threshold, expires them without waiting for the tick.
@@ -33,6 +35,7 @@ from crisisctl.guard.breaker import CircuitBreaker
 from crisisctl.guard.concurrency import WINDOW_MAX_S, ConcurrencyLimiter
 from crisisctl.guard.metrics import RouteStats
 from crisisctl.guard.outcomes import blocked_in_thread
+from crisisctl.guard.process import ProcessFigures
 
 if TYPE_CHECKING:
     from crisisctl.guard.runtime import Deadline
@@ -177,6 +180,8 @@ class Ticker:
         self._on_error = on_error
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: the process's own figures, fed by every tick (its lateness: the loop's lag)
+        self.process = ProcessFigures()
 
     def start(self) -> None:
         """Start on the running loop, unless already running there; no loop: nothing."""
@@ -196,12 +201,20 @@ class Ticker:
             self._on_running(False)
 
     async def _run(self) -> None:
+        process = self.process
+        clock = self._clock
         while True:
+            due = clock() + self.interval_s
             await asyncio.sleep(self.interval_s)
+            now = clock()
             try:
-                self._tick(self._clock())
+                self._tick(now)
             except Exception:
                 self._on_error("housekeeping")
+            try:
+                process.tick(now, now - due)
+            except Exception:
+                self._on_error("process figures")
 
     async def aclose(self) -> None:
         """Stop the task (if any) and wait for it."""

@@ -61,6 +61,10 @@ class TriagePlan:
     health_paths: tuple[str, ...] = HEALTH_PATHS
     guard_prefix: str = DEFAULT_PREFIX
     collect_host: bool = True
+    #: look for the service's process on this machine (the process listening on the target's
+    #: port, or the guard's pid); off, the process figures come from the guard's status only,
+    #: as for a service on another machine
+    local_process: bool = True
     warnings: tuple[str, ...] = field(default=())
 
     @property

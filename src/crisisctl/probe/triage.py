@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from crisisctl.probe import host as hostmod
-from crisisctl.probe.guard import read_guard_status
+from crisisctl.probe.guard import GUARD_SOURCE, local_source, read_guard_status
 from crisisctl.probe.http import probe, with_path
 from crisisctl.probe.plan import TriagePlan
 from crisisctl.probe.sampling import sample_operations
@@ -62,7 +62,7 @@ async def _sample_host(window: hostmod.HostWindow, stop: asyncio.Event, deadline
 
 
 async def _find_pid(plan: TriagePlan, deadline: float) -> int | None:
-    if plan.pid is not None or not plan.collect_host:
+    if plan.pid is not None or not plan.collect_host or not plan.local_process:
         return plan.pid
     _, pid = await _in_thread(hostmod.pid_listening_on, deadline, plan.target.port)
     return pid if isinstance(pid, int) else None
@@ -88,7 +88,12 @@ async def run_triage(plan: TriagePlan) -> dict[str, Any]:
     )
     health = judge_health(list(health_probes))
     pid_source = "--pid" if plan.pid is not None else "listening port"
-    if pid is None and guard.get("present") and isinstance(guard.get("pid"), int):
+    if (
+        pid is None
+        and plan.local_process
+        and guard.get("present")
+        and isinstance(guard.get("pid"), int)
+    ):
         pid, pid_source = int(guard["pid"]), "guard status"  # the guard says who serves
 
     window: hostmod.HostWindow | None = None
@@ -123,12 +128,32 @@ async def run_triage(plan: TriagePlan) -> dict[str, Any]:
             host = {"collected": True, "pid_source": pid_source if pid else None, **snapshot}
         else:
             host = {"collected": False, "reason": "reading the host's resources took too long"}
-        if pid is None:
-            host["process_note"] = (
-                f"no local process found listening on port {plan.target.port} (it may belong "
-                "to another user): pass --pid"
-            )
+        attribute_process(host, pid, guard, plan)
     return build_report(plan, started_at, t0, health, guard, stats, host)
+
+
+def attribute_process(
+    host: dict[str, Any], pid: int | None, guard: dict[str, Any], plan: TriagePlan
+) -> None:
+    """Say where the service's process figures came from: psutil on this machine, or the
+    guard's own figures (its status) when no local process was read."""
+    local = host.get("process")
+    if pid is not None and isinstance(local, dict):
+        host["process_source"] = local_source(pid)
+        return
+    from_guard = guard.get("process") if guard.get("present") else None
+    if isinstance(from_guard, dict):
+        host["process"] = from_guard
+        host["process_source"] = GUARD_SOURCE
+        return
+    host["process_source"] = None
+    if pid is None:
+        host["process_note"] = (
+            f"no local process found listening on port {plan.target.port} (it may belong to "
+            "another user): pass --pid"
+            if plan.local_process
+            else "local process lookup is off and the target's guard reported no process figures"
+        )
 
 
 def _unavailable(report: dict[str, Any]) -> bool:

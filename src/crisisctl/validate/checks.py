@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from crisisctl.probe.guard import GUARD_SOURCE, local_source
 from crisisctl.probe.host import (
     CPU_CRITICAL_PERCENT,
     MEMORY_CRITICAL_PERCENT,
@@ -335,16 +336,24 @@ def evaluate_resources(
     limits: ResourceLimits,
     sampled_during: str,
     missing: str = "the service's process was not measured",
+    from_guard: Mapping[str, Any] | None = None,
 ) -> CheckResult:
     """The service process's CPU and peak RSS, and the host's memory, within `limits`.
 
     `snapshot` is a `probe.host` snapshot taken with the pid listening on the target's port.
-    Without that process's figures (no pid: `missing` says why; psutil refused or the
-    process exited) the check is skipped with the reason: the host's CPU would measure
-    whatever else runs there (the load generator first), not the service.
+    Without that process's figures (no pid: `missing` says why) the guard's own process
+    figures are used when the target runs the guard (`from_guard`: `probe.guard.
+    process_evidence`); with neither, the check is skipped with the reason: the host's CPU
+    would measure whatever else runs there (the load generator first), not the service. The
+    evidence's ``source`` says where the process figures came from.
     """
     memory = snapshot.get("memory") or {}
     proc = snapshot.get("process")
+    source: str | None = None
+    if isinstance(proc, Mapping) and isinstance(proc.get("pid"), int):
+        source = local_source(proc["pid"])
+    elif from_guard is not None and (proc is None or is_unavailable(proc)):
+        proc, source = from_guard, GUARD_SOURCE
     mem = _number(memory.get("percent"))
     evidence: dict[str, Any] = {
         "sampled_during": sampled_during,
@@ -364,6 +373,7 @@ def evaluate_resources(
         },
         "findings": list(snapshot.get("findings") or []),
         "top_cpu": list(snapshot.get("top_cpu") or [])[:3],
+        "source": source,
     }
     if is_unavailable(proc):
         evidence["process"] = proc
@@ -373,6 +383,9 @@ def evaluate_resources(
     if not isinstance(proc, Mapping):
         return CheckResult.skip("resource_utilization", f"{missing}.", evidence)
     process = {k: proc.get(k) for k in PROCESS_FIELDS}
+    if source == GUARD_SOURCE:
+        process["cpu_basis"] = proc.get("cpu_basis")
+        process["loop_lag_ms"] = proc.get("loop_lag_ms")
     evidence["process"] = process
     cpu = _number(proc.get("cpu_percent"))
     rss = _number(proc.get("rss_peak_mb", proc.get("rss_mb")))
@@ -392,12 +405,16 @@ def evaluate_resources(
     if mem is not None and mem > limits.max_memory_percent:
         problems.append(f"host memory {mem:.1f} % used (> {limits.max_memory_percent:g} %)")
     if problems:
-        return CheckResult("resource_utilization", False, "; ".join(problems) + ".", evidence)
+        text = "; ".join(problems) + f" (process figures from {source})."
+        return CheckResult("resource_utilization", False, text, evidence)
     parts = [
         f"{who}: CPU {cpu:.1f} % of one core" if cpu is not None else f"{who}: CPU unknown",
         f"RSS {rss:.1f} MB" if rss is not None else "RSS unknown",
         f"host memory {mem:.1f} %" if mem is not None else "host memory unknown",
     ]
     return CheckResult(
-        "resource_utilization", True, ", ".join(parts) + f" ({sampled_during}).", evidence
+        "resource_utilization",
+        True,
+        ", ".join(parts) + f" ({sampled_during}; process figures from {source}).",
+        evidence,
     )

@@ -43,6 +43,9 @@ class ValidateOptions:
     prefix: str = "/_crisis"
     skip: frozenset[str] = frozenset()
     limits: ResourceLimits = field(default_factory=ResourceLimits)
+    #: look for the service's process on this machine (psutil, the port's listener); off,
+    #: resource_utilization uses the guard's own process figures, as for a remote service
+    local_process: bool = True
 
     @property
     def burst_target(self) -> str:

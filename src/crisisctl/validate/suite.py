@@ -18,7 +18,9 @@ What each check sends (all to the service's host and port, nowhere else):
 - load_resilience: the open model at `load_rate` req/s for `load_duration_s` on `path`.
 - resource_utilization: the CPU and RSS of the process listening on the target's port (and the
   host's memory), measured over the load-resilience run (or over one second when that check is
-  skipped); skipped, with the reason, when that process cannot be found or read.
+  skipped); without that process (not found, or `local_process` off), the guard's own process
+  figures from its status when the target runs the guard; else skipped, with the reason. The
+  evidence's ``source`` says which.
 - rate_limiting: `burst` requests of `burst_path` (``/path`` for GET, or ``"POST /path"``: then
   with a small JSON body), back to back over 4 connections.
 - concurrency_control: requests of `concurrency_path` (the same form) sent alone, a paced
@@ -44,6 +46,7 @@ from crisisctl import __version__
 from crisisctl.load.client import BODY_CAP, HttpClient, RequestError, Response, build_request
 from crisisctl.load.engine import LoadResult, run_open
 from crisisctl.load.target import Target, check_loopback_url
+from crisisctl.probe.guard import process_evidence
 from crisisctl.probe.host import HostWindow, host_snapshot, pid_listening_on
 from crisisctl.validate.checks import (
     EndpointProbe,
@@ -233,10 +236,15 @@ class _Run:
     async def load_and_resources(self, run_load: bool, run_resources: bool) -> list[CheckResult]:
         opts = self.options
         results: list[CheckResult] = []
+        # without a local process, the guard's own figures (a status before and one after)
+        guard_before = await self.guard_status() if run_resources and self.pid is None else None
         if not run_load:
             t0 = time.monotonic()
             snapshot = await asyncio.to_thread(host_snapshot, self.pid, interval=1.0)
-            res = evaluate_resources(snapshot, opts.limits, "idle (1 s)", self.pid_missing)
+            res = evaluate_resources(
+                snapshot, opts.limits, "idle (1 s)", self.pid_missing,
+                await self._guard_process(guard_before),
+            )  # fmt: skip
             res.duration_ms = (time.monotonic() - t0) * 1000.0
             return [res]
         window = HostWindow(self.pid) if run_resources else None
@@ -284,7 +292,10 @@ class _Run:
         if window is not None:
             t1 = time.monotonic()
             snapshot = await asyncio.to_thread(window.finish)
-            res = evaluate_resources(snapshot, opts.limits, "load_resilience", self.pid_missing)
+            res = evaluate_resources(
+                snapshot, opts.limits, "load_resilience", self.pid_missing,
+                await self._guard_process(guard_before),
+            )  # fmt: skip
             res.duration_ms = (time.monotonic() - t1) * 1000.0
             results.append(res)
         return results
@@ -344,6 +355,13 @@ class _Run:
         if not isinstance(data, dict) or data.get("service") != "crisisctl-guard":
             return None
         return data
+
+    async def _guard_process(self, before: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The guard's process figures since `before` (None: no guard, or no figures)."""
+        if before is None:
+            return None
+        after = await self.guard_status()
+        return process_evidence(after, before) if after is not None else None
 
     async def _guard_delta(self, before: dict[str, Any] | None) -> dict[str, Any]:
         """The guard's limits and the requests it rejected since `before` (empty: no guard)."""
@@ -440,8 +458,10 @@ async def run_validation(
             f"{run.url_of(options.path)} gave no HTTP answer ({first.error}); "
             "is the service running on that port?"
         )
-    if "resource_utilization" not in options.skip:
+    if "resource_utilization" not in options.skip and options.local_process:
         run.pid = await asyncio.to_thread(pid_listening_on, target.port)
+    elif not options.local_process:
+        run.pid_missing = "the local process lookup is off and the target runs no guard"
     run.guard = await run.guard_status() is not None
 
     checks: list[CheckResult] = []
