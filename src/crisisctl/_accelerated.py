@@ -26,10 +26,12 @@ from pathlib import Path
 MODULES: tuple[str, ...] = (
     "crisisctl.stats",
     "crisisctl.guard.breaker",
+    "crisisctl.guard.clientkey",
     "crisisctl.guard.concurrency",
     "crisisctl.guard.metrics",
     "crisisctl.guard.middleware",
     "crisisctl.guard.ratelimit",
+    "crisisctl.guard.routebuild",
     "crisisctl.guard.routes",
     "crisisctl.guard.ticker",
     "crisisctl.load.client",
