@@ -67,6 +67,21 @@ def test_default_uses_the_extensions_when_they_were_built() -> None:
 
 
 # -- one list of compiled modules --------------------------------------------------------------
+def test_every_module_the_guards_http_request_path_runs_is_compiled() -> None:
+    """Issue 14 (13): the client key (behind trusted proxies) and the route building of a
+    route-cache miss run on every request of an app whose paths carry ids; in pure Python they
+    cost more than the rest of the guard's request path."""
+    request_path = {
+        "crisisctl.guard.clientkey",
+        "crisisctl.guard.middleware",
+        "crisisctl.guard.ratelimit",
+        "crisisctl.guard.routebuild",
+        "crisisctl.guard.routes",
+        "crisisctl.stats",
+    }
+    assert request_path <= set(accelerated.MODULES)
+
+
 def test_the_compiled_modules_are_listed_once() -> None:
     """hatch_build.py, the Makefile and _pure all read crisisctl/_accelerated.py's list: no
     other file spells it, so the three cannot diverge."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from crisisctl.guard.types import Scope
 
@@ -159,27 +160,53 @@ class ForwardedClientKey:
         self.header = proxy_header.encode("latin-1")
         self.rfc7239 = proxy_header == FORWARDED
         self.cache_size = cache_size
-        #: (peer, header values) -> key; cleared when it holds `cache_size` entries
-        self.cache: dict[tuple[str, tuple[bytes, ...]], str] = {}
+        #: (peer, the header's value, or the tuple of its values when there are none or
+        #: several) -> key; cleared when it holds `cache_size` entries
+        self.cache: dict[tuple[str, Any], str] = {}
 
     def __call__(self, scope: Scope) -> str:
-        peer = peer_address(scope)
+        client = scope.get("client")
+        peer: str = client[0] if client else UNKNOWN
         header = self.header
-        values = tuple([value for name, value in scope.get("headers", ()) if name == header])
-        entry = (peer, values)
+        # the cache key: (peer, the one value) in the common case of one header line, else
+        # (peer, tuple of the values): one tuple per request, no list
+        first: Any = None
+        many: list[Any] | None = None
+        for name, value in scope.get("headers", ()):
+            if name == header:
+                if many is not None:
+                    many.append(value)
+                elif first is None:
+                    first = value
+                else:
+                    many = [first, value]
+        if many is not None:
+            entry: tuple[str, Any] = (peer, tuple(many))
+        elif first is not None:
+            entry = (peer, first)
+        else:
+            entry = (peer, ())
         cache = self.cache
         try:
             hit = cache.get(entry)
         except TypeError:  # a header value that is not bytes (unhashable): compute, keep nothing
-            return forwarded_client_key(peer, values, self.networks, self.rfc7239)
+            return forwarded_client_key(peer, _values(entry[1]), self.networks, self.rfc7239)
         if hit is not None:
             return hit
+        values = _values(entry[1])
         key = forwarded_client_key(peer, values, self.networks, self.rfc7239)
         if self.cache_size > 0 and sum(len(value) for value in values) <= CACHEABLE_BYTES:
             if len(cache) >= self.cache_size:
                 cache.clear()
             cache[entry] = key
         return key
+
+
+def _values(found: Any) -> tuple[Any, ...]:
+    """The proxy header's values from a cache key's second item (a tuple of them, or the one)."""
+    if type(found) is tuple:
+        return found
+    return (found,)
 
 
 def forwarded_client_key(

@@ -396,28 +396,34 @@ class MemoryRateLimiter:
         when it is refused (nothing consumed: call `hit` for the refusal's figures).
         Keep in step with `_hit_gcra` (tests/unit/test_ratelimit.py pins the two)."""
         consts = self.policy.gcra_consts
-        state = self._state(key, len(consts))
+        count = len(consts)
+        state = self._state(key, count)
         best_index = 0
         best_remaining = -1
         best_reset = 0.0
-        new_tats: list[float] = []
-        for i in range(len(consts)):
+        # first every limit is judged, then (admitted) the state is updated in place: no list
+        # of new TATs per request (the TATs written are the ones `_hit_gcra` computes)
+        for i in range(count):
             period, interval, most_ahead = consts[i]
             tat = state[i] if state is not None else now
             if tat < now:
                 tat = now
-            new_tat = tat + interval
-            ahead = new_tat - now
+            ahead = tat + interval - now
             if ahead > most_ahead:
                 return None
             remaining = int((period - ahead) / interval + _EPS)
             if best_remaining < 0 or remaining < best_remaining:
                 best_index, best_remaining, best_reset = i, remaining, ahead
-            new_tats.append(new_tat)
         if state is None:
-            self._current[key] = new_tats
+            self._current[key] = [now + consts[i][1] for i in range(count)]
         else:
-            state[:] = new_tats
+            for i in range(count):
+                tat = state[i]
+                if tat < now:
+                    tat = now
+                state[i] = tat + consts[i][1]
+            if len(state) > count:  # (limits overridden to fewer: as `_hit_gcra` leaves it)
+                del state[count:]
         return self.policy.lines_for(best_index, best_remaining, best_reset)
 
     def _hit_window(self, key: str, now: float) -> Decision:
