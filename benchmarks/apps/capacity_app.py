@@ -24,6 +24,8 @@ imports the guard):
   the ``uvicorn --limit-concurrency N`` peer);
 * ``benchmarks.apps.capacity_app:guarded_app`` — the same behind ``Guard(app)`` with the
   default ``GuardConfig`` (adaptive concurrency limit and shedding queue on);
+* ``benchmarks.apps.capacity_app:guarded_service_app`` — the same with one service-wide
+  concurrency limit (``ConcurrencyConfig(scope="service")``) instead of one per route;
 * ``benchmarks.apps.capacity_app:semaphore_app`` — the same behind `StaticLimit`, a static
   semaphore tried without waiting: at most ``CAPACITY_SEMAPHORE_LIMIT`` requests in the app,
   the others answered 503 at once (what a user writes instead of an adaptive limit).
@@ -172,9 +174,16 @@ def make_guarded() -> ASGIApp:
     return Guard(make_unguarded())
 
 
+def make_guarded_service() -> ASGIApp:
+    from crisisctl.guard import ConcurrencyConfig, Guard, GuardConfig
+
+    return Guard(make_unguarded(), GuardConfig(concurrency=ConcurrencyConfig(scope="service")))
+
+
 _FACTORIES = {
     "unguarded_app": make_unguarded,
     "guarded_app": make_guarded,
+    "guarded_service_app": make_guarded_service,
     "semaphore_app": make_semaphore,
 }
 _BUILT: dict[str, ASGIApp] = {}
