@@ -181,3 +181,32 @@ def test_service_scope_keeps_one_limiter_for_every_route() -> None:
 def test_an_unknown_scope_is_a_clear_error() -> None:
     with pytest.raises(GuardConfigError, match="scope must be route or service"):
         ConcurrencyConfig(scope="global")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["adaptive", "static"])
+def test_one_route_under_the_ceiling_behaves_as_the_service_wide_limiter(mode: str) -> None:
+    # with one route, scope "route" must change nothing but the bookkeeping of the ceiling
+    async def scenario() -> None:
+        clock = FakeClock()
+        config = ConcurrencyConfig(mode=mode, limit=4, queue_size=4)  # type: ignore[arg-type]
+        service = ConcurrencyLimiter(config, clock)
+        route = ConcurrencyLimiter(config, clock, ceiling=True).child("/work")
+        latencies = [0.005] * 40 + [0.02] * 40 + [0.05] * 40 + [0.005] * 80
+        for step, latency in enumerate(latencies):
+            outcomes = []
+            for lim in (service, route):
+                held = 0
+                while held < 1 + step % 6 and lim.try_acquire():
+                    held += 1
+                outcomes.append(held)
+            assert outcomes[0] == outcomes[1], step
+            clock.now += latency
+            for lim in (service, route):
+                for _ in range(outcomes[0]):
+                    lim.release(clock.now, latency)
+            for name in ("effective", "limit", "in_flight", "rtt_noload", "last_rtt", "updates"):
+                assert getattr(service, name) == getattr(route, name), (step, name)
+        assert route.parent is not None and route.parent.in_flight == 0
+        assert mode == "static" or service.updates > 5
+
+    asyncio.run(scenario())
