@@ -210,3 +210,20 @@ def test_one_route_under_the_ceiling_behaves_as_the_service_wide_limiter(mode: s
         assert mode == "static" or service.updates > 5
 
     asyncio.run(scenario())
+
+
+def test_the_ceiling_describes_the_guard_wide_shed_counts() -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        config = ConcurrencyConfig(mode="static", limit=1, max_limit=2, queue_size=0)
+        ceiling = ConcurrencyLimiter(config, clock, ceiling=True)
+        a, b, c = ceiling.child("/a"), ceiling.child("/b"), ceiling.child("/c")
+        assert await a.acquire(NORMAL) is None
+        assert await a.acquire(NORMAL) == "queue_full"  # /a's own limit, no queue
+        assert await b.acquire(NORMAL) is None
+        assert await c.acquire(NORMAL) == SHED_OVERLOADED  # the ceiling (2 in flight)
+        described = ceiling.describe()
+        assert (described["shed_queue_full"], described["shed_overloaded"]) == (1, 1)
+        assert described["in_flight"] == 2
+
+    asyncio.run(scenario())

@@ -159,6 +159,8 @@ class ConcurrencyLimiter:
         self.shed_queue_full = 0
         self.shed_queue_timeout = 0
         self.shed_overloaded = 0
+        #: refusals of this route's requests by the guard-wide ceiling (in shed_overloaded too)
+        self.ceiling_refusals = 0
         # adaptive state
         self.rtt_noload: float | None = None
         self.last_rtt: float | None = None
@@ -224,6 +226,7 @@ class ConcurrencyLimiter:
             # the guard-wide ceiling protects the process: refused at once, never queued
             parent.shed_overloaded += 1
             self.shed_overloaded += 1
+            self.ceiling_refusals += 1
             return SHED_OVERLOADED
         cfg = self.config
         now = self._clock()
@@ -518,6 +521,13 @@ class ConcurrencyLimiter:
         """JSON-able state for the status endpoint (a ceiling adds its route limiters)."""
         out = self._describe()
         if self.ceiling_only:
+            # the guard-wide shed counts: the ceiling's own and every route's
+            for name in ("shed_queue_full", "shed_queue_timeout"):
+                out[name] = sum(getattr(lim, name) for lim in list(self.children.values()))
+            out["shed_overloaded"] = self.shed_overloaded + sum(
+                lim.shed_overloaded - lim.ceiling_refusals for lim in list(self.children.values())
+            )
+            out["queued"] = sum(lim.queued for lim in list(self.children.values()))
             out["routes"] = {
                 label: limiter._describe() for label, limiter in list(self.children.items())
             }
