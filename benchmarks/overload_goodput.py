@@ -288,7 +288,7 @@ class Bench:
             eff = effective_capacity(w, rate, capacity)
             run = self.overload(server, w, rate, seconds, thresholds, eff)
             run["limit"] = self.limits.get(name)
-            if name == "guarded":
+            if name.startswith("guarded"):
                 run["guard_status_after"] = server.guard_status()
         finally:
             server.stop()

@@ -24,6 +24,8 @@ imports the guard):
   the ``uvicorn --limit-concurrency N`` peer);
 * ``benchmarks.apps.capacity_app:guarded_app`` — the same behind ``Guard(app)`` with the
   default ``GuardConfig`` (adaptive concurrency limit and shedding queue on);
+* ``benchmarks.apps.capacity_app:guarded_service_app`` — the same with one service-wide
+  concurrency limit (``ConcurrencyConfig(scope="service")``) instead of one per route;
 * ``benchmarks.apps.capacity_app:semaphore_app`` — the same behind `StaticLimit`, a static
   semaphore tried without waiting: at most ``CAPACITY_SEMAPHORE_LIMIT`` requests in the app,
   the others answered 503 at once (what a user writes instead of an adaptive limit).
@@ -33,11 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import random
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -169,12 +174,53 @@ def make_semaphore() -> ASGIApp:
 def make_guarded() -> ASGIApp:
     from crisisctl.guard import Guard
 
-    return Guard(make_unguarded())
+    return _traced(Guard(make_unguarded()))
+
+
+ENV_TRACE = "CAPACITY_GUARD_TRACE"
+
+
+def _traced(guard: ASGIApp) -> ASGIApp:
+    """With ``CAPACITY_GUARD_TRACE=path``, a thread appends the guard's concurrency state every
+    20 ms to `path` (JSON lines: time, then limit, in flight, queued, recent and no-load
+    latency, shed counts of the ceiling or service limiter and of each route limiter):
+    diagnostics of the controller over a run, off by default."""
+    path = os.environ.get(ENV_TRACE)
+    conc: Any = getattr(guard, "concurrency", None)
+    if not path or conc is None:
+        return guard
+
+    def row(lim: Any) -> list[Any]:
+        return [
+            lim.effective, lim.in_flight, lim.queued, lim.last_rtt, lim.rtt_noload,
+            lim.shed_overloaded, lim.shed_queue_timeout, lim.shed_queue_full,
+        ]  # fmt: skip
+
+    def sample() -> None:
+        with open(path, "a", encoding="utf-8") as out:
+            while True:
+                time.sleep(0.02)
+                state = {"t": time.monotonic(), "guard": row(conc)}
+                for label, lim in list(conc.children.items()):
+                    state[label] = row(lim)
+                out.write(json.dumps(state) + "\n")
+                out.flush()
+
+    threading.Thread(target=sample, daemon=True, name="guard-trace").start()
+    return guard
+
+
+def make_guarded_service() -> ASGIApp:
+    from crisisctl.guard import ConcurrencyConfig, Guard, GuardConfig
+
+    config = GuardConfig(concurrency=ConcurrencyConfig(scope="service"))
+    return _traced(Guard(make_unguarded(), config))
 
 
 _FACTORIES = {
     "unguarded_app": make_unguarded,
     "guarded_app": make_guarded,
+    "guarded_service_app": make_guarded_service,
     "semaphore_app": make_semaphore,
 }
 _BUILT: dict[str, ASGIApp] = {}

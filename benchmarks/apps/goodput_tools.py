@@ -2,6 +2,7 @@
 
 * `Server` runs one variant of `benchmarks/apps/capacity_app.py` under uvicorn on 127.0.0.1
   (pinned to the server core): ``unguarded``, ``guarded`` (``Guard(app)`` defaults),
+  ``guarded_service`` (the guard with one service-wide concurrency limit),
   ``semaphore`` (a static semaphore of ``limit`` tried without waiting) and ``uvicorn_limit``
   (the bare app under ``uvicorn --limit-concurrency limit``);
 * `closed_loop` and `unloaded` measure capacity and unloaded latency with the load engine;
@@ -51,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 VARIANTS = {
     "unguarded": "unguarded_app",
     "guarded": "guarded_app",
+    "guarded_service": "guarded_service_app",
     "semaphore": "semaphore_app",
     "uvicorn_limit": "unguarded_app",
 }

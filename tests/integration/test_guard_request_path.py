@@ -64,7 +64,7 @@ def test_a_timed_out_sync_handler_answers_504_on_time_and_keeps_its_slot() -> No
     config = {
         "token": "",
         "routes": [{"pattern": "/blocking", "timeout_s": 0.3}],
-        "concurrency": {"mode": "static", "limit": 1, "queue_size": 0},
+        "concurrency": {"mode": "static", "limit": 1, "queue_size": 0, "scope": "service"},
     }
     with guard_servers(config) as (server,), client() as http:
         start = time.monotonic()

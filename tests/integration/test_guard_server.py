@@ -211,8 +211,11 @@ def test_redis_unreachable_falls_back_to_local_limits() -> None:
 async def test_burst_is_shed_fast_while_health_stays_up() -> None:
     config = {
         "token": "",
-        "concurrency": {"mode": "static", "limit": 2, "queue_size": 2, "queue_timeout_s": 0.1},
-    }
+        "concurrency": {
+            "mode": "static", "limit": 2, "queue_size": 2, "queue_timeout_s": 0.1,
+            "scope": "service",
+        },
+    }  # fmt: skip
     with guard_servers(config) as (server,):
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(trust_env=False, timeout=5.0, limits=limits) as http:
@@ -427,7 +430,8 @@ def test_metrics_are_prometheus_text_labelled_by_template(basic: GuardServer) ->
 
     # the adaptive default (32), or on its way down to the app-limited floor if the server has
     # been quiet for a second or more (congestion window validation)
-    assert 4 <= m["crisisctl_guard_concurrency_limit"][()] <= 32
+    # scope "route" (the default): the guard-wide ceiling, max_limit; each route has its own
+    assert m["crisisctl_guard_concurrency_limit"][()] == 1000
     assert m["crisisctl_guard_queue_length"][()] == 0
     assert m["crisisctl_guard_mode"][(("mode", "normal"),)] == 1.0
     assert m["crisisctl_guard_internal_errors_total"][()] == 0

@@ -26,7 +26,8 @@ runner = CliRunner()
 #: the guard under test: a rate-limited route and a small static concurrency limit, no queue
 GUARD_CONFIG = {
     "routes": [{"pattern": "/limited", "rate_limit": "20/second"}],
-    "concurrency": {"mode": "static", "limit": 12, "queue_size": 0},
+    # one service-wide limit: the evidence shows it as "limit" (in route scope: the ceiling)
+    "concurrency": {"mode": "static", "limit": 12, "queue_size": 0, "scope": "service"},
 }
 #: the guard's adaptive limit (its default mode) with a short queue
 ADAPTIVE_CONFIG = {

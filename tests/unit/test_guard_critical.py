@@ -79,7 +79,7 @@ async def test_one_failing_path_breaks_only_its_own_circuit() -> None:
 
 async def test_health_is_never_queued_behind_a_full_concurrency_limit() -> None:
     app = PlainApp()
-    conc = ConcurrencyConfig(mode="static", limit=1, min_limit=1, queue_size=0)
+    conc = ConcurrencyConfig(mode="static", limit=1, min_limit=1, queue_size=0, scope="service")
     guard = Guard(app, GuardConfig(token="", concurrency=conc))
     try:
         async with client(guard) as http:

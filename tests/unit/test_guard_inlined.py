@@ -374,6 +374,7 @@ def test_inlined_slot_acquire_and_release_agree_with_the_limiter(
         queue_timeout_s=600.0,
         queue_target_s=300.0,
         smoothing=smoothing,
+        scope="service",  # the inlined fast path is the service-wide limiter's
     )
 
     async def scenario() -> None:

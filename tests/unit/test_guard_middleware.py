@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from crisisctl.guard import BreakerConfig, Guard, GuardConfig, RouteRule
+from crisisctl.guard import BreakerConfig, ConcurrencyConfig, Guard, GuardConfig, RouteRule
 from crisisctl.guard.types import Receive, Scope, Send
 
 Handler = Callable[[Scope], Any]
@@ -217,7 +217,7 @@ async def test_deadlines_end_with_the_response_start_and_the_list_stays_bounded(
 def test_housekeeping_closes_the_adaptive_window_of_a_quiet_service() -> None:
     # the request path checks windows by sample count only; a window that never reaches ten
     # samples is closed by the ticker once it is a second old
-    guard = Guard(App(), GuardConfig(token=""))
+    guard = Guard(App(), GuardConfig(token="", concurrency=ConcurrencyConfig(scope="service")))
     conc = guard.concurrency
     assert conc is not None
     now = conc.window_start + 2.0

@@ -74,7 +74,7 @@ async def call(
 
 
 async def test_a_stream_gives_its_slot_back_at_response_start() -> None:
-    conc_config = ConcurrencyConfig(mode="static", limit=1, queue_size=0)
+    conc_config = ConcurrencyConfig(mode="static", limit=1, queue_size=0, scope="service")
     guard = Guard(APP, GuardConfig(token="", concurrency=conc_config))
     conc = guard.concurrency
     assert conc is not None
@@ -99,7 +99,7 @@ async def test_a_stream_gives_its_slot_back_at_response_start() -> None:
 
 
 async def test_the_adaptive_limit_samples_latency_at_response_start() -> None:
-    guard = Guard(APP, GuardConfig(token=""))
+    guard = Guard(APP, GuardConfig(token="", concurrency=ConcurrencyConfig(scope="service")))
     conc = guard.concurrency
     assert conc is not None and conc.adaptive
     try:
@@ -198,7 +198,7 @@ async def test_an_open_websocket_holds_no_concurrency_slot() -> None:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"ok"})
 
-    conc_config = ConcurrencyConfig(mode="static", limit=1, queue_size=0)
+    conc_config = ConcurrencyConfig(mode="static", limit=1, queue_size=0, scope="service")
     guard = Guard(long_lived, GuardConfig(token="", concurrency=conc_config))
     try:
         socket = asyncio.create_task(call(guard, ws_scope({}), [], CONNECT))

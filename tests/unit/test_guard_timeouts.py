@@ -74,7 +74,7 @@ async def test_a_timed_out_sync_handler_keeps_its_slot_until_its_thread_ends() -
     config = GuardConfig(
         token="",
         timeout_s=TIMEOUT_S,
-        concurrency=ConcurrencyConfig(mode="static", limit=1, queue_size=0),
+        concurrency=ConcurrencyConfig(mode="static", limit=1, queue_size=0, scope="service"),
     )
     guard = Guard(app, config)
     conc = guard.concurrency

@@ -67,6 +67,17 @@ interval): with arrivals in random bursts and gaps, a waiter that gave up just b
 came free would leave that slot idle until the next arrival.
 Higher priorities are served first, and a full queue evicts its lowest-priority waiter for a
 more important arrival.
+
+Scope (`ConcurrencyConfig.scope`) — with ``"service"`` one limiter admits every non-critical
+request. With ``"route"`` each route label gets its own limiter (`ConcurrencyLimiter.child`,
+built by guard/routebuild.py, so there are at most as many as route labels), each with its own
+latency reference, limit and queue: a route whose dependency turns slow sees its own latency
+rise and its own limit fall, while a healthy route keeps its limit (one service-wide limit
+reads the slow route's latency as congestion of the whole service and starves the healthy
+one). The guard's limiter is then the guard-wide ceiling: a static cap of `max_limit`
+non-critical requests in flight over all routes, which counts every child's slots; a request
+over it is refused at once (``overloaded``), never queued: it protects the process, the
+per-route limits regulate. Emergency factors reach every child.
 """
 
 from __future__ import annotations
@@ -110,15 +121,32 @@ class _Waiter:
 
 
 class ConcurrencyLimiter:
-    """Admission control for non-critical requests; one per guard."""
+    """Admission control for non-critical requests: the guard's (scope ``"service"``), or one
+    per route label under the guard-wide ceiling (scope ``"route"``, see `child`)."""
 
-    def __init__(self, config: ConcurrencyConfig, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        config: ConcurrencyConfig,
+        clock: Callable[[], float],
+        parent: ConcurrencyLimiter | None = None,
+        label: str = "",
+        *,
+        ceiling: bool = False,
+    ) -> None:
         self.config = config
-        self.adaptive = config.mode == "adaptive"
         self._clock = clock
-        self.limit = float(config.limit)
-        self.factor = 1.0
+        #: the guard-wide ceiling this route's limiter admits under (None: no ceiling above)
+        self.parent = parent
+        self.label = label
+        #: the route limiters under this ceiling (scope "route"), by label
+        self.children: dict[str, ConcurrencyLimiter] = {}
+        #: scope "route": this is the ceiling, a static cap of max_limit over every route
+        self.ceiling_only = ceiling
+        self.adaptive = config.mode == "adaptive" and not self.ceiling_only
+        self.limit = float(config.max_limit if self.ceiling_only else config.limit)
+        self.factor: float = 1.0 if parent is None else parent.factor
         self.effective = config.limit
+        self._apply()
         self.in_flight = 0
         self.peak_in_flight = 0
         # queue: one deque per priority below CRITICAL
@@ -131,6 +159,8 @@ class ConcurrencyLimiter:
         self.shed_queue_full = 0
         self.shed_queue_timeout = 0
         self.shed_overloaded = 0
+        #: refusals of this route's requests by the guard-wide ceiling (in shed_overloaded too)
+        self.ceiling_refusals = 0
         # adaptive state
         self.rtt_noload: float | None = None
         self.last_rtt: float | None = None
@@ -153,10 +183,34 @@ class ConcurrencyLimiter:
         self.probe_interval_s = 30.0
         self.updates = 0
 
+    def child(self, label: str) -> ConcurrencyLimiter:
+        """The limiter of route `label` under this guard-wide ceiling (built once per label)."""
+        limiter = self.children.get(label)
+        if limiter is None:
+            limiter = self.children[label] = ConcurrencyLimiter(
+                self.config, self._clock, parent=self, label=label
+            )
+        return limiter
+
+    def housekeeping(self, now: float) -> None:
+        """Close the windows of a quiet or idle service (the request path checks windows by
+        sample count only): this limiter's, or every route limiter's under a ceiling."""
+        if self.adaptive and now - self.window_start >= WINDOW_MAX_S:
+            self.maybe_close_window(now)
+        for limiter in list(self.children.values()):
+            limiter.housekeeping(now)
+
     # -- admission -------------------------------------------------------------------------
     def try_acquire(self) -> bool:
         """Take a slot if one is free and nobody is waiting (the fast path)."""
         if self.in_flight < self.effective and not self.queued:
+            parent = self.parent
+            if parent is not None:
+                if parent.in_flight >= parent.effective:
+                    return False
+                parent.in_flight += 1
+                if parent.in_flight > parent.window_peak:
+                    parent.window_peak = parent.in_flight
             self.in_flight += 1
             if self.in_flight > self.window_peak:
                 self.window_peak = self.in_flight
@@ -167,6 +221,13 @@ class ConcurrencyLimiter:
         """Wait for a slot; None once admitted, else the shed reason."""
         if self.try_acquire():
             return None
+        parent = self.parent
+        if parent is not None and parent.in_flight >= parent.effective:
+            # the guard-wide ceiling protects the process: refused at once, never queued
+            parent.shed_overloaded += 1
+            self.shed_overloaded += 1
+            self.ceiling_refusals += 1
+            return SHED_OVERLOADED
         cfg = self.config
         now = self._clock()
         if self.queued >= cfg.queue_size and not self._evict(priority, SHED_QUEUE_FULL):
@@ -280,6 +341,9 @@ class ConcurrencyLimiter:
         The guard inlines this method in its request path; keep the two in step.
         """
         self.in_flight -= 1
+        parent = self.parent
+        if parent is not None:
+            parent.in_flight -= 1
         if rtt >= 0.0 and self.adaptive:
             self.window_sum += rtt
             self.window_n += 1
@@ -316,7 +380,10 @@ class ConcurrencyLimiter:
         """Give free slots to waiters (highest priority first; LIFO under standing overload)."""
         now = self._clock()
         lifo = self._overloaded(now)
+        parent = self.parent
         while self.queued and self.in_flight < self.effective:
+            if parent is not None and parent.in_flight >= parent.effective:
+                break  # the guard-wide ceiling: the waiters wait (or time out)
             waiter = None
             for queue in reversed(self._queues):
                 if queue:
@@ -329,6 +396,8 @@ class ConcurrencyLimiter:
                 waiter.handle.cancel()
             if waiter.future.done():
                 continue
+            if parent is not None:
+                parent.in_flight += 1
             self.in_flight += 1
             if self.in_flight > self.window_peak:
                 self.window_peak = self.in_flight
@@ -338,11 +407,14 @@ class ConcurrencyLimiter:
 
     # -- adaptive limit --------------------------------------------------------------------
     def set_factor(self, factor: float) -> None:
-        """Scale the admitted limit (emergency / recovering modes)."""
+        """Scale the admitted limit (emergency / recovering modes); a ceiling scales its route
+        limiters too."""
         self.factor = factor
         self._apply()
         if self.queued:
             self.hand_over()
+        for limiter in list(self.children.values()):
+            limiter.set_factor(factor)
 
     def _apply(self) -> None:
         self.effective = max(1, math.floor(self.limit * self.factor + 1e-9))
@@ -446,9 +518,25 @@ class ConcurrencyLimiter:
         return max(used, 0.5 * (limit + used))
 
     def describe(self) -> dict[str, object]:
-        """JSON-able state for the status endpoint."""
+        """JSON-able state for the status endpoint (a ceiling adds its route limiters)."""
+        out = self._describe()
+        if self.ceiling_only:
+            # the guard-wide shed counts: the ceiling's own and every route's
+            for name in ("shed_queue_full", "shed_queue_timeout"):
+                out[name] = sum(getattr(lim, name) for lim in list(self.children.values()))
+            out["shed_overloaded"] = self.shed_overloaded + sum(
+                lim.shed_overloaded - lim.ceiling_refusals for lim in list(self.children.values())
+            )
+            out["queued"] = sum(lim.queued for lim in list(self.children.values()))
+            out["routes"] = {
+                label: limiter._describe() for label, limiter in list(self.children.items())
+            }
+        return out
+
+    def _describe(self) -> dict[str, object]:
         return {
             "mode": self.config.mode,
+            "scope": "route" if self.ceiling_only or self.parent is not None else "service",
             "limit": self.effective,
             "limit_estimate": round(self.limit, 3),
             "factor": round(self.factor, 3),

@@ -135,9 +135,14 @@ class ConcurrencyConfig:
     (`limit` is fixed) or "off". Requests over the limit wait in a queue of `queue_size`;
     under standing overload the queue is served newest-first and a waiter is shed after
     `queue_target_s` (CoDel's target), otherwise after `queue_timeout_s` (CoDel's interval).
+
+    `scope`: "route" (each route label has its own limit and queue, and `max_limit` caps the
+    non-critical requests in flight over all routes together) or "service" (one limit for
+    every route). See concurrency.py.
     """
 
     mode: Literal["adaptive", "static", "off"] = "adaptive"
+    scope: Literal["route", "service"] = "route"
     limit: int = 32
     min_limit: int = 1
     max_limit: int = 1000
@@ -155,6 +160,7 @@ class ConcurrencyConfig:
             self.mode in ("adaptive", "static", "off"),
             "concurrency mode must be adaptive, static or off",
         )
+        _check(self.scope in ("route", "service"), "concurrency scope must be route or service")
         _check(self.min_limit >= 1, "concurrency min_limit must be at least 1")
         _check(self.max_limit >= self.min_limit, "concurrency max_limit must be ≥ min_limit")
         _check(

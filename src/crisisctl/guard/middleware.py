@@ -107,7 +107,9 @@ class Guard:
         self.modes = ModeState(config.emergency)
         self._shed_priority = -1
         self.concurrency: ConcurrencyLimiter | None = (
-            ConcurrencyLimiter(config.concurrency, self._clock)
+            ConcurrencyLimiter(
+                config.concurrency, self._clock, ceiling=config.concurrency.scope == "route"
+            )
             if config.concurrency.mode != "off"
             else None
         )
@@ -122,7 +124,9 @@ class Guard:
         self.storage_health: Any = self._storage.health
         #: the fleet's mode sync (guard/fleet.py) with Redis storage; None: per-process mode
         self.fleet: Any = self._storage.fleet(self.modes, self._apply_mode)
-        self._routes = RouteBuilder(config, app, RouteRuntime, self._apply_mode, self._storage)
+        self._routes = RouteBuilder(
+            config, app, RouteRuntime, self._apply_mode, self._storage, self.concurrency
+        )
         # the builder's own dicts, shared: modes, housekeeping and the control surface read them
         self.route_stats: dict[str, RouteStats] = self._routes.route_stats
         self.breakers: dict[str, CircuitBreaker] = self._routes.breakers
@@ -324,14 +328,15 @@ class Guard:
                     return
                 if self._rate_headers:
                     extra_headers = limiter.policy.headers(decision)
-        conc = self.concurrency
-        if conc is not None and not route.critical:
-            # inlined ConcurrencyLimiter.try_acquire (the fast path)
-            if conc.in_flight < conc.effective and not conc.queued:
+        conc = route.conc
+        if conc is not None:
+            # inlined ConcurrencyLimiter.try_acquire (the fast path; a route's limiter under
+            # the guard-wide ceiling takes the method)
+            if conc.in_flight < conc.effective and not conc.queued and conc.parent is None:
                 conc.in_flight += 1
                 if conc.in_flight > conc.window_peak:
                     conc.window_peak = conc.in_flight
-            else:
+            elif not conc.try_acquire():
                 reason = await conc.acquire(route.priority)
                 if reason is not None:
                     self._release_probe(breaker)

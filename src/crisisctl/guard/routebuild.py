@@ -10,7 +10,9 @@ rule, whether the raw path is critical) and builds, or reuses, the route's runti
 * its circuit breaker, one per label — none for critical routes, none for the aggregate labels
   ``<unmatched>`` and ``<other>`` (one failing path would break every path folded into them);
 * its rate limiter, one per rule (and one for the guard-wide default) — none for a critical
-  path, whatever rule matches it.
+  path, whatever rule matches it;
+* its concurrency limiter — none for a critical route; the guard's own with the concurrency
+  scope ``"service"``, the label's own (under the guard-wide ceiling) with ``"route"``.
 
 The dicts it fills (`route_stats`, `breakers`, `policies`, `limiters`, `overrides`) are the
 guard's own: the guard shares them, so modes and housekeeping see every policy built here.
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from crisisctl.guard.breaker import CircuitBreaker
+from crisisctl.guard.concurrency import ConcurrencyLimiter
 from crisisctl.guard.config import GuardConfig, Priority, RateLimit, RouteRule, parse_limits
 from crisisctl.guard.metrics import RouteStats
 from crisisctl.guard.ratelimit import MemoryRateLimiter, RateLimitPolicy, RateLimitStorage
@@ -41,8 +44,11 @@ class RouteBuilder:
         new_route: Callable[[], RouteRuntime],
         on_new_policy: Callable[[], None],
         storage: RateLimitStorage,
+        concurrency: ConcurrencyLimiter | None = None,
     ) -> None:
         self.config = config
+        #: the guard's concurrency limiter (scope "route": the guard-wide ceiling)
+        self._concurrency = concurrency
         self._app = app
         self._new_route = new_route
         #: called after a rate-limit policy is built (the guard applies its mode to it)
@@ -118,6 +124,9 @@ class RouteBuilder:
             route.limiter = self._limiter(0, self._default_rule, cfg.rate_limit)
         if isinstance(route.limiter, MemoryRateLimiter):
             route.mem_limiter = route.limiter
+        conc = self._concurrency
+        if conc is not None and not route.critical:
+            route.conc = conc.child(label) if conc.ceiling_only else conc
         self._runtimes[runtime_key] = route
         return route
 

@@ -31,6 +31,7 @@ class RouteRuntime:
 
     __slots__ = (
         "breaker",
+        "conc",
         "counts",
         "critical",
         "label",
@@ -54,6 +55,8 @@ class RouteRuntime:
         #: attributes directly instead of through generic attribute lookup
         self.mem_limiter: MemoryRateLimiter | None = None
         self.breaker: CircuitBreaker | None = None
+        #: the concurrency limiter admitting this route (None: critical or concurrency off)
+        self.conc: ConcurrencyLimiter | None = None
         self.slow_s: float | None = None
         self.timeout_s: float | None = None
 

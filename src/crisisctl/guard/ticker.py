@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from crisisctl.guard import control
 from crisisctl.guard.breaker import CircuitBreaker
-from crisisctl.guard.concurrency import WINDOW_MAX_S, ConcurrencyLimiter
+from crisisctl.guard.concurrency import ConcurrencyLimiter
 from crisisctl.guard.metrics import RouteStats
 from crisisctl.guard.outcomes import blocked_in_thread
 from crisisctl.guard.process import ProcessFigures
@@ -151,10 +151,8 @@ def housekeeping(
     breakers: Iterable[CircuitBreaker],
 ) -> None:
     """The once-a-second chores (see the module docstring)."""
-    conc = concurrency
-    if conc is not None and conc.adaptive and now - conc.window_start >= WINDOW_MAX_S:
-        conc.maybe_close_window(now)  # a window of a quiet or idle service (the request
-        # path checks windows by sample count only)
+    if concurrency is not None:
+        concurrency.housekeeping(now)  # windows of a quiet or idle service
     for limiter in list(limiters):
         limiter.rotate(now)
     for breaker in list(breakers):

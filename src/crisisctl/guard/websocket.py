@@ -138,8 +138,8 @@ async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> No
                     decision.retry_after_s, headers,
                 )  # fmt: skip
                 return
-    conc = guard.concurrency
-    if conc is not None and not route.critical:
+    conc = route.conc
+    if conc is not None:
         reason = await conc.acquire(route.priority)
         if reason is not None:
             guard._release_probe(breaker)
