@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crisisctl import __version__
-from crisisctl.load.client import ERROR_KINDS
 from crisisctl.load.thresholds import ScopeStats
 from crisisctl.stats import LatencyHistogram
+from crisisctl.transport.client import ERROR_KINDS
 
 __all__ = ["LoadResult", "OperationStats", "SecondStats", "is_unexpected"]
 

@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from crisisctl.load.client import HttpClient
 from crisisctl.load.recorder import Recorder, Tick
 from crisisctl.load.recording import OperationStats
 from crisisctl.load.templates import BoundRequest
+from crisisctl.transport.client import HttpClient
 
 __all__ = [
     "EARLY_S",

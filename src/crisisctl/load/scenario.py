@@ -31,8 +31,9 @@ from pydantic import (
 )
 
 from crisisctl.load.engine import RateSchedule, ThinkTime
-from crisisctl.load.target import check_loopback_url
+from crisisctl.load.target import parse_url
 from crisisctl.load.thresholds import Threshold, parse_threshold
+from crisisctl.transport.settings import TransportSpec
 from crisisctl.units import parse_duration
 
 __all__ = [
@@ -325,11 +326,13 @@ class Scenario(_Model):
     operations: list[OperationSpec] = Field(min_length=1)
     thresholds: list[ThresholdSpec] = Field(default_factory=list)
     seed: int | None = None
+    #: --resolve pins and TLS options (``transport:`` in YAML; the CLI's flags override)
+    transport: TransportSpec = Field(default_factory=TransportSpec)
 
     @field_validator("base_url")
     @classmethod
-    def _loopback(cls, value: str) -> str:
-        check_loopback_url(value, tool="crisisctl load")
+    def _url(cls, value: str) -> str:
+        parse_url(value, tool="crisisctl load")
         return value.rstrip("/")
 
     def all_thresholds(self) -> list[Threshold]:

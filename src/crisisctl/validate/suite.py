@@ -41,10 +41,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from crisisctl import __version__
-from crisisctl.load.client import BODY_CAP, HttpClient, RequestError, Response, build_request
 from crisisctl.load.engine import LoadResult, run_open
-from crisisctl.load.target import Target, check_loopback_url
 from crisisctl.probe.host import HostWindow, host_snapshot, pid_listening_on
+from crisisctl.transport.client import BODY_CAP, HttpClient, RequestError, Response, build_request
+from crisisctl.transport.target import Target, parse_url
 from crisisctl.validate.checks import (
     EndpointProbe,
     ErrorCase,
@@ -117,7 +117,7 @@ class _Run:
         return dataclasses.replace(self.target, path=path)
 
     def url_of(self, path: str) -> str:
-        return f"http://{self.target.host_header}{path}"
+        return f"{self.target.origin}{path}"
 
     def _timeout(self) -> float:
         """A single request's timeout: never outliving the budget by more than a moment."""
@@ -248,6 +248,7 @@ class _Run:
             outcome.append(
                 await run_open(
                     self.url_of(opts.path),
+                    target=self.at(opts.path),
                     rate=opts.load_rate,
                     duration_s=opts.load_duration_s,
                     connections=LOAD_CONNECTIONS,
@@ -419,13 +420,17 @@ async def run_validation(
     url: str,
     options: ValidateOptions,
     on_check: Callable[[CheckResult], None] | None = None,
+    target: Target | None = None,
 ) -> dict[str, Any]:
     """Run the suite against `url` and return the report (`checks.build_report`).
 
-    Raises ValueError for a non-loopback URL or invalid options, and `Unreachable` when the
-    service does not answer HTTP at `options.path`. `on_check` is called as each check ends.
+    Raises ValueError for a URL that is not http:// or https:// or invalid options, and
+    `Unreachable` when the service does not answer HTTP at `options.path`. `on_check` is called
+    as each check ends. `target` is `url` parsed with the command's transport options (TLS,
+    pins, auth headers); without one `url` is parsed plainly.
     """
-    target = check_loopback_url(url, TOOL)
+    if target is None:
+        target = parse_url(url, TOOL)
     if not options.path:
         options = dataclasses.replace(options, path=target.path)
     options.check()
