@@ -146,7 +146,7 @@ def test_https_targets_verify_with_sni_by_default() -> None:
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/", "127.0.0.1:80", "http:///x"])
 def test_other_schemes_are_refused(url: str) -> None:
-    with pytest.raises(ValueError, match="http://|no host"):
+    with pytest.raises(ValueError, match=r"http://|no host"):
         parse_target(url)
 
 

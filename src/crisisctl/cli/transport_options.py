@@ -79,7 +79,7 @@ class Transport:
     def check(self, target: Target) -> None:
         """The preflight: a name that does not resolve or any TLS failure exits 3."""
         try:
-            run_preflight(target)
+            run_preflight(target, client_cert=self.spec.cert is not None)
         except TransportError as exc:
             fail(exc.message, exc.code)
 

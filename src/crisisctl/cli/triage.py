@@ -170,16 +170,22 @@ def render(report: dict[str, Any]) -> None:
         f"{limits['per_request_timeout_s']:g} s per request; took {report['duration_s']:.2f} s "
         f"of {report['budget_s']:g} s",
     )
+    # the TLS handshake gets its column only for https:// targets (80 columns are tight)
+    tls = any(op.get("tls_ms") for op in report["operations"])
+    phases = ("connect", "tls", "1st byte") if tls else ("connect", "1st byte")
     ops = Table("operation", "sent", "2xx", "4xx", "5xx", "errors", "p50", "p95", "max",
-                "connect", "tls", "1st byte", box=None, header_style="bold")  # fmt: skip
+                *phases, box=None, header_style="bold")  # fmt: skip
     for op in report["operations"]:
         cls, lat_op = op["status_classes"], op["latency_ms"] or {}
         errs = ", ".join(f"{k}={v}" for k, v in op["errors"].items()) or "-"
+        timings = [_ms((op["connect_ms"] or {}).get("p50"))]
+        if tls:
+            timings.append(_ms((op.get("tls_ms") or {}).get("p50")))
+        timings.append(_ms((op["first_byte_ms"] or {}).get("p50")))
         ops.add_row(
             op["operation"], str(op["sent"]), str(cls.get("2xx", 0)), str(cls.get("4xx", 0)),
             str(cls.get("5xx", 0)), errs, _ms(lat_op.get("p50")), _ms(lat_op.get("p95")),
-            _ms(lat_op.get("max")), _ms((op["connect_ms"] or {}).get("p50")),
-            _ms((op.get("tls_ms") or {}).get("p50")), _ms((op["first_byte_ms"] or {}).get("p50")),
+            _ms(lat_op.get("max")), *timings,
         )  # fmt: skip
     reasons = Text()
     for r in report["reasons"]:
