@@ -125,8 +125,20 @@ def mtls(pki: Pki) -> Iterator[TlsServer]:
 COMMANDS = {
     "triage": ["triage", "--budget", "2s", "--samples", "2", "--json"],
     "load": ["load", "--rate", "20", "--duration", "0.3s", "--processes", "1", "--json"],
-    "validate": ["validate", "--budget", "8s", "--load-duration", "1s", "--load-rate", "10",
-                 "--burst", "10", "--baseline-requests", "5", "--json"],
+    "validate": [
+        "validate",
+        "--budget",
+        "8s",
+        "--load-duration",
+        "1s",
+        "--load-rate",
+        "10",
+        "--burst",
+        "10",
+        "--baseline-requests",
+        "5",
+        "--json",
+    ],
     "baseline": ["baseline", "save", "tls-test", "--rounds", "1", "--samples", "2", "--json"],
 }
 
@@ -159,12 +171,18 @@ def test_triage_over_tls_with_a_pinned_name_and_a_private_ca(good: TlsServer, pk
     assert op["connect_ms"] is not None
 
 
-def test_load_over_tls_with_a_pinned_name(good: TlsServer, pki: Pki) -> None:
+def test_load_over_tls_reuses_connections_and_splits_connect_from_tls(
+    good: TlsServer, pki: Pki
+) -> None:
     SEEN.clear()
-    code, out, err = invoke("load", good.url(), *good.pin(), "--cacert", str(pki.ca))
-    assert code == 0, err
-    report = json.loads(out)
-    assert report["status_counts"] == {"200": report["requests"]} and report["requests"] >= 5
+    args = ["load", good.url(), *good.pin(), "--cacert", str(pki.ca), "--users", "2",
+            "--duration", "0.5s", "--processes", "1", "--json"]  # fmt: skip
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["status_counts"] == {"200": report["requests"]} and report["requests"] >= 20
+    assert report["connects"] == 2  # keep-alive over TLS: two users, two handshakes
+    assert report["connect_ms_mean"] > 0 and report["tls_ms_mean"] > 0
     assert all(seen["host"] == f"{HOST}:{good.port}" for seen in SEEN)
 
 

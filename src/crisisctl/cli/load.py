@@ -206,6 +206,11 @@ def render(data: dict[str, Any]) -> None:
         dropped = f"{data['dropped']} of {scheduled}{share}"
         table.add_row("dropped arrivals", f"[bold red]{dropped}[/]" if warning else dropped)
     table.add_row("bytes received", str(data["bytes_received"]))
+    if data.get("connects"):
+        setup = f"{data['connects']}, connect {_ms(data.get('connect_ms_mean'))} ms"
+        if data.get("tls_ms_mean") is not None:
+            setup += f" + TLS {_ms(data['tls_ms_mean'])} ms"
+        table.add_row("connections (mean set-up)", setup)
     console.print(table)
     lat = Table("latency ms", "p50", "p90", "p95", "p99", "p99.9", "max")
     rows = [("corrected" if model == "open" else "latency", data["latency_ms"])]

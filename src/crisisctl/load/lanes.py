@@ -276,6 +276,7 @@ class Lane:
         except Exception as exc:
             self.set_exception(exc)
             return
+        client.opened(conn)
         if not self.in_flight or self.ended:
             conn.close()  # the run gave up on this request meanwhile
             return

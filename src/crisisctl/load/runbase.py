@@ -140,6 +140,8 @@ def finish_run(
         rec.result.aborted = ctl.aborted
         # the rate is counted over the time the run actually sent
         rec.result.duration_s = max(min(ctl.stop_at - rec.t0, rec.result.duration_s), 1e-3)
+    rec.result.connect_s = sum(c.connect_s for c in clients)
+    rec.result.tls_s = sum(c.tls_s for c in clients)
     for tick in rec.finish(time.monotonic(), sum(c.connects for c in clients)):
         if on_tick is not None:
             on_tick(tick)

@@ -163,8 +163,10 @@ class HttpConnection:
         "_waiter",
         "body_cap",
         "closed",
+        "connect_s",
         "head_only",
         "received_at",
+        "tls_s",
         "transport",
         "used",
     )
@@ -173,6 +175,9 @@ class HttpConnection:
         self.body_cap = body_cap
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        #: seconds the TCP connect took, and the TLS handshake after it (0.0: plain http)
+        self.connect_s = 0.0
+        self.tls_s = 0.0
         #: a request was sent on this connection (a failure on a reused one may be retried)
         self.used = False
         self.head_only = False
@@ -213,13 +218,26 @@ class HttpConnection:
         failed handshake) on failure."""
         loop = asyncio.get_running_loop()
         factory = cast("Callable[[], asyncio.BaseProtocol]", lambda: cls(body_cap))
-        if tls is None:
-            _transport, conn = await loop.create_connection(factory, host, port)
-        else:
-            _transport, conn = await loop.create_connection(
-                factory, host, port, ssl=tls, server_hostname=server_hostname or host
-            )
-        return cast(HttpConnection, conn)
+        started = time.monotonic()
+        plain, protocol = await loop.create_connection(factory, host, port)
+        conn = cast(HttpConnection, protocol)
+        connected = time.monotonic()
+        conn.connect_s = connected - started
+        if tls is not None:
+            # the handshake apart from the connect, so that reports can split the two
+            try:
+                secure = await loop.start_tls(
+                    plain, protocol, tls, server_hostname=server_hostname or host
+                )
+            except BaseException:
+                plain.close()
+                raise
+            if secure is None:
+                plain.close()
+                raise ConnectionResetError("the connection closed during the TLS handshake")
+            conn.transport = secure
+            conn.tls_s = time.monotonic() - connected
+        return conn
 
     @classmethod
     async def open_target(cls, target: Target, body_cap: int = BODY_CAP) -> HttpConnection:
@@ -475,6 +493,14 @@ class HttpClient:
         self.conn: HttpConnection | None = None
         #: connections opened so far (keep-alive reuse shows as few connects for many requests)
         self.connects = 0
+        #: seconds spent in TCP connects and in TLS handshakes, over those connections
+        self.connect_s = 0.0
+        self.tls_s = 0.0
+
+    def opened(self, conn: HttpConnection) -> None:
+        """Count the set-up time of a connection just opened for this client."""
+        self.connect_s += conn.connect_s
+        self.tls_s += conn.tls_s
 
     async def _fresh(self, request: bytes, head_only: bool, deadline: float) -> Response:
         """Connect (by `deadline`, in `loop.time()` seconds), then send on the new connection."""
@@ -482,6 +508,7 @@ class HttpClient:
         self.connects += 1
         async with asyncio.timeout_at(deadline):
             conn = await HttpConnection.open_target(self.target, self.body_cap)
+        self.opened(conn)
         self.conn = conn
         return await conn.begin(request, head_only, deadline)
 
