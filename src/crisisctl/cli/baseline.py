@@ -81,7 +81,7 @@ def _as_dict(baseline: Baseline, *, with_profile: bool) -> dict[str, Any]:
 @app.command()
 def save(
     name: str = typer.Argument(..., help="Name of the baseline (replaces one of that name)."),
-    url: str = typer.Argument(..., help="Loopback URL of the healthy service."),
+    url: str = typer.Argument(..., help="URL of the healthy service (http:// or https://)."),
     path: list[str] = typer.Option(None, "--path", help="Operation path to sample (repeatable)."),
     method: str = typer.Option("GET", "--method", help="HTTP method of the operations."),
     body: str = typer.Option(None, "--body", help="JSON request body of the operations."),

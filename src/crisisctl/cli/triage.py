@@ -282,7 +282,7 @@ def exit_code(report: dict[str, Any], fail_on: Severity | None) -> int:
 
 def triage(
     url: str = typer.Argument(
-        ..., help="Loopback URL of the service, e.g. http://127.0.0.1:8000/api/x"
+        ..., help="URL of the service (http:// or https://), e.g. http://127.0.0.1:8000/api/x"
     ),
     path: list[str] = typer.Option(None, "--path", help="Operation path to sample (repeatable)."),
     method: str = typer.Option("GET", "--method", help="HTTP method of the operations."),

@@ -1,4 +1,4 @@
-"""`crisisctl validate URL`: the seeds' phase-5 validation suite against a loopback service.
+"""`crisisctl validate URL`: the seeds' phase-5 validation suite against a service (any host).
 
 Runs monitoring, error handling, performance baseline, load resilience, resource utilization,
 rate limiting and concurrency control checks (see `crisisctl.validate`), prints each as it

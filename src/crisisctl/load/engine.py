@@ -269,8 +269,8 @@ async def run_closed(
     """`users` virtual users, each on its own keep-alive connection, for `duration_s` seconds.
 
     Each user sends, waits for the response, thinks (`think`), and repeats. User *i* starts
-    ``i * ramp_up_s / users`` seconds in. Raises ValueError for a non-loopback URL or invalid
-    numbers.
+    ``i * ramp_up_s / users`` seconds in. Raises ValueError for a URL that is not http:// or
+    https:// or invalid numbers.
     """
     target = parse_target(url)
     check_common(duration_s, timeout_s)

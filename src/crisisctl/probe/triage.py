@@ -5,7 +5,7 @@
 
 1. health (``--health`` or the first of `HEALTH_PATHS` that is not 404) and the guard's status
    are probed together with a short timeout, while the target's process is found (``--pid``,
-   the local process listening on the target's port — every target is loopback — or the pid
+   the local process listening on the target's port — for a target on this machine — or the pid
    the guard reports);
 2. the host window opens (psutil, in a thread) and every operation is sampled `samples` times
    with ≤ `concurrency` requests in flight, each request bounded by its timeout and by the

@@ -5,7 +5,7 @@ more: concurrency control tells a rate limit from concurrency shedding by each r
 ``Retry-After``, its ``RateLimit*`` headers and its reason, and by when it was sent and
 answered; error handling reads ``Allow`` to find a route that accepts a body. They go through
 httpx (correctness over speed: these are tens or hundreds of requests, not a load), to the
-validated loopback target only, never through a proxy from the environment.
+validated target only, never through a proxy from the environment.
 
 Every request becomes an `Exchange`: times in seconds since the caller's origin, the status or
 an error kind (the load client's kinds: timeout, refused, reset, bad_response, other), and what

@@ -1,4 +1,4 @@
-"""`crisisctl validate`'s engine: run the seeds' phase-5 checks against a loopback service.
+"""`crisisctl validate`'s engine: run the seeds' phase-5 checks against a service (any host).
 
 `run_validation(url, options)` first makes sure the service answers at all (`Unreachable`
 otherwise), then runs each check of `report.CHECK_NAMES` in turn, each under its own
@@ -44,7 +44,7 @@ from crisisctl import __version__
 from crisisctl.load.engine import LoadResult, run_open
 from crisisctl.probe.host import HostWindow, host_snapshot, pid_listening_on
 from crisisctl.transport.client import BODY_CAP, HttpClient, RequestError, Response, build_request
-from crisisctl.transport.target import Target, parse_url
+from crisisctl.transport.target import Target, is_loopback_host, parse_url
 from crisisctl.validate.checks import (
     EndpointProbe,
     ErrorCase,
@@ -445,7 +445,8 @@ async def run_validation(
             f"{run.url_of(options.path)} gave no HTTP answer ({first.error}); "
             "is the service running on that port?"
         )
-    if "resource_utilization" not in options.skip:
+    # a remote service has no local process to read
+    if "resource_utilization" not in options.skip and is_loopback_host(target.connect_host):
         run.pid = await asyncio.to_thread(pid_listening_on, target.port)
     run.guard = await run.guard_status() is not None
 
