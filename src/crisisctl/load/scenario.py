@@ -1,9 +1,10 @@
 """Load scenarios: the YAML file format, validated with pydantic, with errors at file:line.
 
-A scenario holds ``base_url`` (any host, http:// or https://), ``transport`` (``--resolve``
-pins and TLS options), default ``headers``, a ``timeout``, an optional ``login`` step, the load ``model`` (``open``: arrival rate and stages, ``arrival: constant``
-(evenly spaced) or ``poisson`` (exponential gaps, seeded by ``seed``); ``closed``: users,
-ramp-up, think time and stages), ``variables`` (value sources for templates), weighted
+A scenario holds ``base_url`` (any host, http:// or https://), ``transport`` (``--resolve`` pins
+and TLS options), default ``headers``, a ``timeout``, an optional ``login`` step, the load
+``model`` (``open``: arrival rate and stages, ``arrival: constant`` (evenly spaced) or
+``poisson`` (exponential gaps, seeded by ``seed``); ``closed``: users, ramp-up, think time and
+stages), ``variables`` (value sources for templates), weighted
 ``operations`` and ``thresholds``. `load_scenario(path)` reads and validates a file; every
 problem is reported as ``file:line: field: what is wrong`` (the line comes from the YAML
 node the pydantic error location points at). The quick form of ``crisisctl load URL`` builds
