@@ -101,7 +101,9 @@ def stale_extensions() -> list[str]:
 
 def remove_in_place() -> None:
     """Delete every in-place extension (the package then runs as pure Python)."""
-    for path in [*SRC.glob(f"*__mypyc{EXT_SUFFIX}"), *(extension_of(s) for s in ACCELERATED)]:
+    retired = [extension_of(accel.source_of(m)) for m in accel.RETIRED]
+    built = [extension_of(s) for s in ACCELERATED]
+    for path in [*SRC.glob(f"*__mypyc{EXT_SUFFIX}"), *built, *retired]:
         path.unlink(missing_ok=True)
     (PACKAGE / accel.MANIFEST).unlink(missing_ok=True)
 
@@ -149,6 +151,8 @@ def compile_in_place(force: bool = False) -> bool:
                 shutil.copy2(output, target)
                 os.utime(target)  # newer than its source from now on
         accel.write_manifest(PACKAGE, digests)
+        for module in accel.RETIRED:  # a left-over extension would shadow the new source
+            extension_of(accel.source_of(module)).unlink(missing_ok=True)
     except Exception as exc:  # a missing compiler must not fail the install
         _explain(exc)
         remove_in_place()  # stale extensions would shadow the edited sources

@@ -43,6 +43,13 @@ distribution at a fixed rate (derived in `benchmarks/apps/freeze_server.py`); ``
 load --rate`` (the CLI) must measure its p50/p90/p99/p99.9 within ±5 %; wrk's closed-loop
 figures on the same server are shown beside (``--truth-rounds``, default 3 rounds of 20 s).
 
+The HTTPS row (``crisisctl_cli_https``, ``wrk_https``, ``hey_https``): the same app served by
+uvicorn over TLS (a certificate for 127.0.0.1 from a private CA made with `trustme`), the same
+connections and duration; each generator's CPU per request, the CLI's judged against wrk's
+over TLS (target: ≤ 1.5 × wrk_https). The CLI verifies the certificate (``--cacert``); wrk and
+hey do not verify — verification is paid once per connection, at the handshake, and the
+connections are kept alive, so it is not what the row measures.
+
 Run from the project root: ``.venv/bin/python benchmarks/loadgen_throughput.py [--quick]``.
 Appends the run to ``benchmarks/results/loadgen_throughput.json`` (a list of every run; the
 medians over all stored full runs are printed at the end: the figures to report). Exits 0
@@ -122,7 +129,10 @@ end
 """
 THROUGHPUT = ("crisisctl_cli", "crisisctl", "wrk", "hey", "locust", "aiohttp")
 LATENCY = ("wrk_paced", "crisisctl_paced", "crisisctl_open")
-KNOWN = (*THROUGHPUT, "httpx", *LATENCY)
+HTTPS = ("crisisctl_cli_https", "wrk_https", "hey_https")
+KNOWN = (*THROUGHPUT, "httpx", *LATENCY, *HTTPS)
+#: the HTTPS row's target: the CLI's CPU per request over TLS at most this many times wrk's
+HTTPS_TARGET_RATIO = 1.5
 
 
 @dataclass
@@ -159,6 +169,11 @@ class Run:
 
 def command(gen: str, args: argparse.Namespace, url: str, tmp: Path) -> tuple[list[str], str]:
     """The command line of one generator run and how to read its output."""
+    if gen.endswith("_https"):  # the same generator, over TLS (the URL says https://)
+        cmd, kind = command(gen.removesuffix("_https"), args, url, tmp)
+        if kind == "cli":
+            cmd += ["--cacert", str(tmp / "bench-ca.pem")]
+        return cmd, kind
     n, d = args.connections, args.duration
     think = round(n / args.rate, 3)
     clients = [sys.executable, "-m", "benchmarks.apps.loadgen_clients"]
@@ -195,7 +210,7 @@ def command(gen: str, args: argparse.Namespace, url: str, tmp: Path) -> tuple[li
 
 def measure(gen: str, rnd: int, args: argparse.Namespace, server: Server, tmp: Path) -> Run:
     run = Run(generator=gen, round=rnd)
-    url = f"http://{HOST}:{server.port}/"
+    url = f"{'https' if server.tls is not None else 'http'}://{HOST}:{server.port}/"
     cmd, kind = command(gen, args, url, tmp)
     locust_out = tmp / "locust.json"
     locust_out.unlink(missing_ok=True)
@@ -293,9 +308,9 @@ def summarize(runs: list[Run], gens: list[str]) -> dict[str, dict[str, Any]]:
             "p99_ms": median([r.p99_ms for r in ok if r.p99_ms is not None]),
             "cpu_us_per_req_all_rounds": [round(r.cpu_us_per_req, 2) for r in ok],
         }
-    wrk = med.get("wrk", {})
     for gen in gens:
         row = med[gen]
+        wrk = med.get("wrk_https" if gen.endswith("_https") else "wrk", {})
         for key, ratio in (("cpu_us_per_req", "cpu_ratio_to_wrk"), ("rps", "rps_ratio_to_wrk")):
             row[ratio] = (
                 round(row[key] / wrk[key], 3) if row[key] is not None and wrk.get(key) else None
@@ -381,7 +396,37 @@ def verdicts(med: dict[str, dict[str, Any]], runs: list[Run]) -> dict[str, Any]:
         latency["saturated_same_connections"]["informative"] = True
     judged = latency.get("fixed_rate_crisisctl_paced", {}).get("pass")
     latency["pass"] = judged
-    return {"target": target, "latency_agreement": latency}
+    return {"target": target, "latency_agreement": latency, "https": https_verdict(med)}
+
+
+def https_verdict(med: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The HTTPS row: the CLI's CPU per request over TLS against wrk's (and hey's)."""
+    ours = med.get("crisisctl_cli_https", {}).get("cpu_us_per_req")
+    wrk = med.get("wrk_https", {}).get("cpu_us_per_req")
+    hey = med.get("hey_https", {}).get("cpu_us_per_req")
+    ratio = round(ours / wrk, 3) if ours is not None and wrk else None
+    return {
+        "check": f"crisisctl_cli_https cpu_us_per_req <= {HTTPS_TARGET_RATIO} x wrk_https",
+        "crisisctl_cli_https_cpu_us_per_req": ours,
+        "wrk_https_cpu_us_per_req": wrk,
+        "hey_https_cpu_us_per_req": hey,
+        "ratio_to_wrk": ratio,
+        "ratio_to_hey": round(ours / hey, 3) if ours is not None and hey else None,
+        "pass": None if ratio is None else ratio <= HTTPS_TARGET_RATIO,
+    }
+
+
+def make_certificate(tmp: Path) -> Path:
+    """A private CA (``tmp/bench-ca.pem``, which the CLI is told to trust) and a certificate for
+    127.0.0.1 with its key (the returned PEM file, which the TLS server serves)."""
+    import trustme
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp / "bench-ca.pem"))
+    leaf = ca.issue_cert(HOST)
+    path = tmp / "bench-cert.pem"
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(path))
+    return path
 
 
 def fmt(value: float | None, spec: str = ".1f") -> str:
@@ -447,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=1, help="repeats of a disturbed run")
     parser.add_argument(
         "--generators",
-        default=",".join((*THROUGHPUT, *LATENCY)),
+        default=",".join((*THROUGHPUT, *LATENCY, *HTTPS)),
         help=f"comma list from {', '.join(KNOWN)}",
     )
     parser.add_argument(
@@ -489,21 +534,28 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="loadgen-") as tmpdir:
         tmp = Path(tmpdir)
+        tls = make_certificate(tmp) if any(g in HTTPS for g in gens) else None
         for rnd in range(1, args.rounds + 1):
             server = Server(SERVER_CORE)
+            tls_server = Server(SERVER_CORE, tls=tls) if tls is not None else None
             try:
-                server.wait_ready()
-                if args.warmup > 0:
-                    run_pinned(
-                        ["wrk", "-t1", f"-c{args.connections}", f"-d{round(args.warmup)}s",
-                         f"http://{HOST}:{server.port}/"],
-                        GEN_CORE, args.warmup + 30, {}, cwd=ROOT,
-                    )  # fmt: skip
+                for one in (server, tls_server):
+                    if one is None:
+                        continue
+                    one.wait_ready()
+                    if args.warmup > 0:
+                        scheme = "https" if one.tls is not None else "http"
+                        run_pinned(
+                            ["wrk", "-t1", f"-c{args.connections}", f"-d{round(args.warmup)}s",
+                             f"{scheme}://{HOST}:{one.port}/"],
+                            GEN_CORE, args.warmup + 30, {}, cwd=ROOT,
+                        )  # fmt: skip
                 shift = (rnd - 1) % len(gens)
                 for gen in gens[shift:] + gens[:shift]:
+                    target = tls_server if gen in HTTPS and tls_server is not None else server
                     for attempt in range(1, args.retries + 2):
                         time.sleep(0.5)  # let the previous run's connections close
-                        run = measure(gen, rnd, args, server, tmp)
+                        run = measure(gen, rnd, args, target, tmp)
                         run.attempt = attempt
                         runs.append(run)
                         state = "INVALID" if run.error else "disturbed" if run.disturbed else "ok"
@@ -518,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
                     run.used = True  # the first undisturbed attempt, else the last one
             finally:
                 server.stop()
+                if tls_server is not None:
+                    tls_server.stop()
         truth = TruthSettings(duration_s=args.truth_duration)
         truth_rounds = []
         for rnd in range(1, args.truth_rounds + 1):
@@ -552,6 +606,14 @@ def main(argv: list[str] | None = None) -> int:
             f"×{fmt(row['p50_ratio'], '.2f')} {row['p50_ratio_per_round']}, p99 "
             f"×{fmt(row['p99_ratio'], '.2f')} {row['p99_ratio_per_round']}: "
             + ("information only" if row.get("informative") else verdict[row["pass"]])
+        )
+    https = result["https"]
+    if https["crisisctl_cli_https_cpu_us_per_req"] is not None or https["wrk_https_cpu_us_per_req"]:
+        print(
+            f"https: crisisctl_cli {fmt(https['crisisctl_cli_https_cpu_us_per_req'])} µs/req, "
+            f"wrk {fmt(https['wrk_https_cpu_us_per_req'])}, hey "
+            f"{fmt(https['hey_https_cpu_us_per_req'])}: ×{fmt(https['ratio_to_wrk'], '.2f')} wrk "
+            f"(target ≤ {HTTPS_TARGET_RATIO:g}×): {verdict[https['pass']]}"
         )
     agreed = verdict[result["latency_agreement"]["pass"]]
     print(f"latency agreement with wrk within ±{AGREEMENT:.0%}: {agreed}")

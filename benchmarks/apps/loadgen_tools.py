@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -100,10 +101,12 @@ def core_times(core: int) -> float:
 
 
 class Server:
-    """uvicorn serving the bare Starlette app on 127.0.0.1, pinned to `core`."""
+    """uvicorn serving the bare Starlette app on 127.0.0.1, pinned to `core`; over TLS when
+    given `tls` (a PEM file holding the certificate chain and its key)."""
 
-    def __init__(self, core: int) -> None:
+    def __init__(self, core: int, tls: Path | None = None) -> None:
         self.port = free_port()
+        self.tls = tls
         root = Path(__file__).resolve().parent.parent.parent
         cmd = [
             "taskset", "-c", str(core), sys.executable, "-m", "uvicorn", APP,
@@ -111,6 +114,8 @@ class Server:
             "--loop", "uvloop", "--http", "httptools", "--no-access-log",
             "--log-level", "warning",
         ]  # fmt: skip
+        if tls is not None:
+            cmd += ["--ssl-certfile", str(tls), "--ssl-keyfile", str(tls)]
         self.proc = subprocess.Popen(
             cmd, cwd=root, env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -126,7 +131,14 @@ class Server:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {err[-2000:]}")
             try:
-                conn = http.client.HTTPConnection(HOST, self.port, timeout=2.0)
+                conn: http.client.HTTPConnection
+                if self.tls is None:
+                    conn = http.client.HTTPConnection(HOST, self.port, timeout=2.0)
+                else:  # readiness only: the certificate is checked by the generators
+                    unverified = ssl._create_unverified_context()
+                    conn = http.client.HTTPSConnection(
+                        HOST, self.port, timeout=2.0, context=unverified
+                    )
                 conn.request("GET", "/")
                 resp = conn.getresponse()
                 body = resp.read()

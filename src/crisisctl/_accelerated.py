@@ -38,13 +38,17 @@ MODULES: tuple[str, ...] = (
     "crisisctl.guard.runtime",
     "crisisctl.guard.ticker",
     "crisisctl.guard.websocket",
-    "crisisctl.load.client",
     "crisisctl.load.lanes",
     "crisisctl.load.recorder",
     "crisisctl.load.recording",
     "crisisctl.load.runbase",
     "crisisctl.load.schedule",
+    "crisisctl.transport.client",
 )
+#: modules compiled by older versions and now plain source (a shim, moved elsewhere): a left-over
+#: extension of theirs would shadow the new source, so they always load from source and the
+#: build deletes their extensions
+RETIRED: tuple[str, ...] = ("crisisctl.load.client",)
 #: {module: SHA-256 of the source it was compiled from}, beside the package's __init__.py
 MANIFEST = "_compiled.json"
 

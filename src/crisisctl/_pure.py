@@ -30,10 +30,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from crisisctl._accelerated import MODULES, is_stale, read_manifest
+from crisisctl._accelerated import MODULES, RETIRED, is_stale, read_manifest
 
 #: the modules hatch_build.py compiles (the list itself: crisisctl/_accelerated.py)
 ACCELERATED = frozenset(MODULES)
+#: once compiled, now source only: never loaded from a left-over extension
+_RETIRED = frozenset(RETIRED)
 ENV_VAR = "CRISISCTL_PURE_PYTHON"
 #: the directory holding the ``crisisctl`` package (src/ in a checkout, site-packages installed)
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,13 +87,21 @@ class _SourceFirst(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in ACCELERATED or path is None:
+        if path is None:
+            return None
+        if fullname in _RETIRED:
+            return self._source(fullname, path)
+        if fullname not in ACCELERATED:
             return None
         if not self.checked:
             self.checked = True
             self.pure = self._check()
         if not self.pure:
             return None
+        return self._source(fullname, path)
+
+    @staticmethod
+    def _source(fullname: str, path: Sequence[str]) -> importlib.machinery.ModuleSpec | None:
         leaf = fullname.rpartition(".")[2] + ".py"
         for entry in path:
             candidate = Path(entry) / leaf

@@ -133,11 +133,15 @@ async def test_load_engine_posts_bodies_and_heads(sick: ServiceProcess) -> None:
     "url",
     ["http://10.0.0.1/", "http://example.com/", "http://[2001:db8::1]/", "https://127.0.0.1/"],
 )
-async def test_load_engine_and_crowd_refuse_non_loopback(url: str) -> None:
-    with pytest.raises(ValueError):
-        await run_open(url, rate=1, duration_s=0.1)
+def test_the_lab_crowd_refuses_non_loopback(url: str) -> None:
     with pytest.raises(ValueError):
         Crowd(url, CrowdConfig())
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/", "127.0.0.1:80", "http:///x"])
+async def test_load_engine_refuses_what_is_not_an_http_url(url: str) -> None:
+    with pytest.raises(ValueError):
+        await run_open(url, rate=1, duration_s=0.1)
 
 
 async def test_a_service_that_cannot_start_says_why(tmp_path: Path) -> None:

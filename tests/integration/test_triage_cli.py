@@ -119,7 +119,7 @@ def test_budget_holds_for_the_whole_command() -> None:
 @pytest.mark.parametrize(
     "args",
     [
-        ["http://example.com/"],
+        ["ftp://127.0.0.1/"],
         ["http://127.0.0.1:1/", "--fail-on", "P9"],
         ["http://127.0.0.1:1/", "--budget", "soon"],
         ["http://127.0.0.1:1/", "--samples", "1000"],

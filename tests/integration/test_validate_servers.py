@@ -267,7 +267,7 @@ def test_suite_respects_its_budget(bare: Process) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["http://example.com/"], "loopback"),
+        (["ftp://127.0.0.1/"], "https://"),
         (["http://127.0.0.1:9/", "--skip", "nonsense"], "unknown check 'nonsense'"),
         (["http://127.0.0.1:9/", "--budget", "10s"], "--budget"),
         (["http://127.0.0.1:9/", "--required-rate", "150"], "--required-rate"),

@@ -139,13 +139,28 @@ def test_unusable_files(tmp_path: Path, text: str, expected: str) -> None:
     assert len(found) == 1 and expected in found[0]
 
 
-def test_non_loopback_base_url_is_refused(tmp_path: Path) -> None:
-    text = "base_url: http://10.0.0.1\nmodel: {type: open, rate: 1, duration: 1}\n"
+def test_a_base_url_that_is_not_http_is_refused(tmp_path: Path) -> None:
+    text = "base_url: ftp://10.0.0.1\nmodel: {type: open, rate: 1, duration: 1}\n"
     found = problems(write(tmp_path, text + "operations: [{path: /}]\n"))
     assert found == [
-        f"{tmp_path / 's.yaml'}:1: base_url: crisisctl load only sends to loopback hosts "
-        "(127.0.0.0/8, ::1, localhost), so it refuses 'http://10.0.0.1'."
+        f"{tmp_path / 's.yaml'}:1: base_url: crisisctl load speaks http:// and https://, "
+        "not 'ftp://10.0.0.1'."
     ]
+
+
+def test_any_host_and_https_are_accepted_with_transport_options(tmp_path: Path) -> None:
+    text = (
+        "base_url: https://api.test.local:8443\nmodel: {type: open, rate: 1, duration: 1}\n"
+        "transport: {resolve: ['api.test.local:8443:127.0.0.1'], insecure: true}\n"
+    )
+    path = write(tmp_path, text + "operations: [{path: /}]\n")
+    scenario, _ = load_scenario(path)
+    target = scenario.transport.target(scenario.base_url + "/")
+    assert (target.connect_host, target.server_hostname, target.is_tls) == (
+        "127.0.0.1",
+        "api.test.local",
+        True,
+    )
 
 
 def test_error_message_is_one_sentence_for_one_problem(tmp_path: Path) -> None:

@@ -133,14 +133,21 @@ def test_loopback_urls_are_accepted(url: str) -> None:
     "url",
     ["http://example.com/", "http://10.0.0.1/", "http://[::2]/", "http://localhost.evil.com/"],
 )
-def test_other_hosts_are_refused(url: str) -> None:
-    with pytest.raises(ValueError, match=r"crisisctl load only sends to loopback hosts"):
+def test_other_hosts_are_accepted_and_connect_by_name(url: str) -> None:
+    target = parse_target(url)
+    assert target.connect_host == target.host and not target.is_tls
+
+
+def test_https_targets_verify_with_sni_by_default() -> None:
+    target = parse_target("https://api.test.local/x")
+    assert target.is_tls and target.port == 443 and target.server_hostname == "api.test.local"
+    assert target.ssl is not None and target.ssl.check_hostname
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/", "127.0.0.1:80", "http:///x"])
+def test_other_schemes_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match=r"http://|no host"):
         parse_target(url)
-
-
-def test_https_is_refused() -> None:
-    with pytest.raises(ValueError, match="http://"):
-        parse_target("https://127.0.0.1/")
 
 
 def test_build_request() -> None:

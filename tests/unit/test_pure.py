@@ -212,3 +212,19 @@ def test_an_edited_source_runs_instead_of_its_stale_compiled_copy(tmp_path: Path
     assert "crisisctl/guard/middleware.py changed" in stale.stderr
     assert "make accel" in stale.stderr and "hatch_build.py" in stale.stderr
     assert stale.stderr.count("\n") == 1  # one warning, not one per module
+
+
+def test_a_retired_module_loads_from_source_despite_a_left_over_extension(
+    tmp_path: Path,
+) -> None:
+    # crisisctl.load.client was compiled before it became a shim of crisisctl.transport.client:
+    # an old checkout's extension must never shadow the shim
+    assert "crisisctl.load.client" in accelerated.RETIRED
+    assert not set(accelerated.RETIRED) & set(accelerated.MODULES)
+    package = tmp_path / "crisisctl" / "load"
+    package.mkdir(parents=True)
+    (package / "client.py").write_text("VALUE = 1\n")
+    (package / f"client{EXT_SUFFIX}").write_bytes(b"not an extension")
+    finder = _pure._SourceFirst(pure=False, root=tmp_path)
+    spec = finder.find_spec("crisisctl.load.client", [str(package)])
+    assert spec is not None and str(spec.origin).endswith("client.py")

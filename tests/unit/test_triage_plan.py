@@ -78,8 +78,8 @@ def test_baseline_supplies_operations_and_warns_when_expired() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"url": "http://10.0.0.1/"}, "loopback"),
-        ({"url": "https://127.0.0.1/"}, "http://"),
+        ({"url": "ftp://10.0.0.1/"}, "https://"),
+        ({"url": "http:///nohost"}, "no host"),
         ({"samples": 0}, "--samples"),
         ({"samples": 201}, "--samples"),
         ({"concurrency": 17}, "--concurrency"),

@@ -17,6 +17,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from crisisctl.cli import transport_options as topt
 from crisisctl.cli.output import EXIT_UNREACHABLE, console, fail, print_json
 from crisisctl.cli.triage import build_plan
 from crisisctl.incidents.baselines import (
@@ -80,7 +81,7 @@ def _as_dict(baseline: Baseline, *, with_profile: bool) -> dict[str, Any]:
 @app.command()
 def save(
     name: str = typer.Argument(..., help="Name of the baseline (replaces one of that name)."),
-    url: str = typer.Argument(..., help="Loopback URL of the healthy service."),
+    url: str = typer.Argument(..., help="URL of the healthy service (http:// or https://)."),
     path: list[str] = typer.Option(None, "--path", help="Operation path to sample (repeatable)."),
     method: str = typer.Option("GET", "--method", help="HTTP method of the operations."),
     body: str = typer.Option(None, "--body", help="JSON request body of the operations."),
@@ -95,6 +96,14 @@ def save(
     valid_for: str = typer.Option("24h", "--valid-for", help="Validity period, e.g. 24h, 90m."),
     db: str = typer.Option(None, "--db", help="Incident database URL (default: $CRISISCTL_DB)."),
     json_out: bool = typer.Option(False, "--json", help="Print the saved baseline as JSON."),
+    header: topt.HeaderOpt = None,
+    bearer: topt.BearerOpt = None,
+    basic: topt.BasicOpt = None,
+    resolve: topt.ResolveOpt = None,
+    cacert: topt.CacertOpt = None,
+    cert: topt.CertOpt = None,
+    key: topt.KeyOpt = None,
+    insecure: topt.InsecureOpt = False,
 ) -> None:
     """Measure a healthy service and save its profile as baseline NAME."""
     try:
@@ -111,13 +120,16 @@ def save(
         fail(f"--every: {exc}")
     if not 0 <= every_s <= MAX_EVERY_S:
         fail(f"--every must be between 0 s and {MAX_EVERY_S:g} s, such as 1s.")
+    transport = topt.build(header, bearer, basic, resolve, cacert, cert, key, insecure)
     plan = build_plan(
         url, paths=path, method=method, body=body, target_ms=None, baseline=None,
         samples=samples, concurrency=concurrency, budget=budget, timeout=None, pid=pid,
-        health=None, guard_prefix="/_crisis", collect_host=True,
+        health=None, guard_prefix="/_crisis", collect_host=True, transport=transport,
+        tool="crisisctl baseline",
     )  # fmt: skip
     database = _db(db)  # fail early on an unusable database, before probing
     reports = asyncio.run(measure_baseline(plan, rounds, every_s, stop_when=_unhealthy))
+    reports = [transport.redact(report) for report in reports]
     last = reports[-1]
     if not last["reachable"]:
         fail(f"{url} could not be reached, so there is nothing healthy to save.", EXIT_UNREACHABLE)

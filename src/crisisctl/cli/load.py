@@ -1,4 +1,4 @@
-"""`crisisctl load SCENARIO.yaml | URL`: drive a loopback service, judge thresholds, report.
+"""`crisisctl load SCENARIO.yaml | URL`: drive a service, judge thresholds, report.
 
 A scenario file (YAML, see `crisisctl.load.scenario`) or the quick form on a URL: ``--rate R``
 (open model, ``--arrival constant|poisson``), ``--users N`` (closed model), ``--stage
@@ -9,7 +9,12 @@ default ``dropped_rate < 1%`` threshold unless it sets its own. A live view (ela
 p50/p95/p99, errors) shows on a terminal unless ``--json``. The result is a table, JSON
 (``--json``), a JSON file (``--out``) and a self-contained HTML file (``--html``). Exit
 codes: 0 ok, 1 a threshold failed (or the run was interrupted), 2 bad usage or input, 3 the
-target could not be reached at all.
+target could not be reached at all (a certificate problem included).
+
+Any host, http:// or https://: the shared transport flags (`crisisctl.cli.transport_options`:
+``-H``, ``--bearer``, ``--basic``, ``--resolve``, ``--cacert``, ``--cert/--key``,
+``--insecure``) apply to the quick form and to scenario files alike (they add to the scenario's
+headers and override its ``transport:``); secrets are redacted from every report.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from crisisctl.cli import transport_options as topt
 from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_UNREACHABLE, console, fail, print_json
 from crisisctl.load.html_report import render_html
 from crisisctl.load.plan import RunError, compile_operations
@@ -40,7 +46,7 @@ from crisisctl.load.scenario import (
     load_scenario,
     parse_duration,
 )
-from crisisctl.load.target import check_loopback_url
+from crisisctl.load.target import Target, parse_url
 from crisisctl.load.thresholds import (
     Threshold,
     ThresholdError,
@@ -48,6 +54,8 @@ from crisisctl.load.thresholds import (
     parse_threshold,
     with_defaults,
 )
+from crisisctl.transport.headers import parse_header
+from crisisctl.transport.settings import TransportSpec
 
 __all__ = ["load", "parse_duration", "render", "run_async"]
 
@@ -56,6 +64,7 @@ _OPTIONS = {
     "rate": "--rate", "users": "--users", "duration": "--duration", "stages": "--stage",
     "connections": "--connections", "ramp_up": "--ramp-up", "think": "--think",
     "timeout": "--timeout", "method": "--method", "headers": "-H", "body": "--body",
+    "transport": "--resolve/--cacert/--cert/--key",
     "arrival": "--arrival",
 }  # fmt: skip
 
@@ -66,13 +75,6 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 
 # -- the quick form ---------------------------------------------------------------------------
-def _header(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition(":")
-    if not sep or not name.strip() or any(c in text for c in "\r\n"):
-        raise ValueError(f"-H {text!r} is not a header: write -H 'Name: value'.")
-    return name.strip(), value.strip()
-
-
 def _stage(text: str) -> dict[str, Any]:
     duration, sep, target = text.partition(":")
     try:
@@ -87,7 +89,7 @@ def _stage(text: str) -> dict[str, Any]:
 
 def quick_scenario(url: str, opts: dict[str, Any]) -> Scenario:
     """The `Scenario` of ``crisisctl load URL …``; ValueError names the option at fault."""
-    target = check_loopback_url(url, tool="crisisctl load")
+    target = parse_url(url, tool="crisisctl load")
     parts = urlsplit(url)
     path = target.path.replace("{", "{{").replace("}", "}}")
     stages = [_stage(s) for s in opts["stage"] or []]
@@ -126,14 +128,14 @@ def quick_scenario(url: str, opts: dict[str, Any]) -> Scenario:
         "path": path,
         "headers": {
             name: value.replace("{", "{{").replace("}", "}}")
-            for name, value in (_header(h) for h in opts["header"] or [])
+            for name, value in (parse_header(h) for h in opts.get("header") or [])
         },
     }
     if body is not None:
         operation["body"] = body.replace("{", "{{").replace("}", "}}")
     data = {
         "name": url,
-        "base_url": f"http://{parts.netloc}",
+        "base_url": f"{parts.scheme}://{parts.netloc}",
         "timeout": timeout_s,
         "model": model,
         "operations": [operation],
@@ -204,6 +206,11 @@ def render(data: dict[str, Any]) -> None:
         dropped = f"{data['dropped']} of {scheduled}{share}"
         table.add_row("dropped arrivals", f"[bold red]{dropped}[/]" if warning else dropped)
     table.add_row("bytes received", str(data["bytes_received"]))
+    if data.get("connects"):
+        setup = f"{data['connects']}, connect {_ms(data.get('connect_ms_mean'))} ms"
+        if data.get("tls_ms_mean") is not None:
+            setup += f" + TLS {_ms(data['tls_ms_mean'])} ms"
+        table.add_row("connections (mean set-up)", setup)
     console.print(table)
     lat = Table("latency ms", "p50", "p90", "p95", "p99", "p99.9", "max")
     rows = [("corrected" if model == "open" else "latency", data["latency_ms"])]
@@ -244,13 +251,40 @@ def render(data: dict[str, Any]) -> None:
 
 
 # -- the command ------------------------------------------------------------------------------
-def _scenario_from(target: str, opts: dict[str, Any]) -> tuple[Scenario, Path, str]:
+def _checked_target(scenario: Scenario, transport: topt.Transport) -> Target:
+    """The target the preflight checks: the scenario's base URL with the first operation's
+    path (a name that does not resolve or a certificate problem exits 3 before the run)."""
+    first = scenario.operations[0].path
+    path = first if "{" not in first else "/"
+    return topt.Transport(scenario.transport, transport.auth).target(
+        scenario.base_url + path, "crisisctl load"
+    )
+
+
+def _with_transport(scenario: Scenario, transport: topt.Transport) -> Scenario:
+    """`scenario` with the shared flags: their headers added (literal: braces escaped for the
+    templates), their TLS options and pins instead of the scenario's own when any is given."""
+    update: dict[str, Any] = {}
+    if transport.auth.headers:
+        escaped = {
+            name: value.replace("{", "{{").replace("}", "}}")
+            for name, value in transport.auth.headers.items()
+        }
+        update["headers"] = {**scenario.headers, **escaped}
+    if transport.spec != TransportSpec():
+        update["transport"] = transport.spec
+    return scenario.model_copy(update=update) if update else scenario
+
+
+def _scenario_from(
+    target: str, opts: dict[str, Any], transport: topt.Transport
+) -> tuple[Scenario, Path, str]:
     if "://" in target:
         if opts["rate"] is None and opts["users"] is None:
             fail("give --rate (open model) or --users (closed model) with a URL.")
         if opts["rate"] is not None and opts["users"] is not None:
             fail("give exactly one of --rate (open model) or --users (closed model).")
-        scenario = quick_scenario(target, opts)
+        scenario = _with_transport(quick_scenario(target, opts), transport)
         compile_operations(scenario, Path.cwd(), "the command line")
         return scenario, Path.cwd(), "command line"
     given = [_OPTIONS.get(k, f"--{k.replace('_', '-')}") for k, v in opts.items() if v]
@@ -258,8 +292,9 @@ def _scenario_from(target: str, opts: dict[str, Any]) -> tuple[Scenario, Path, s
         fail(f"{', '.join(given)} only apply to a URL; a scenario file sets them itself.")
     path = Path(target)
     if not path.is_file():
-        fail(f"{target} is neither a scenario file nor an http:// URL.")
+        fail(f"{target} is neither a scenario file nor an http:// or https:// URL.")
     scenario, root = load_scenario(path)
+    scenario = _with_transport(scenario, transport)
     compile_operations(scenario, path.parent, str(path), root)
     return scenario, path.parent, str(path)
 
@@ -273,7 +308,7 @@ def _write(path: Path, text: str, what: str) -> None:
 
 def load(
     target: str = typer.Argument(
-        ..., help="A scenario file (YAML) or a loopback URL, e.g. http://127.0.0.1:8000/"
+        ..., help="A scenario file (YAML) or a URL, e.g. https://api.example/ (any host)"
     ),
     rate: float = typer.Option(None, "--rate", help="URL: open model, requests per second."),
     users: int = typer.Option(None, "--users", help="URL: closed model, virtual users."),
@@ -282,7 +317,6 @@ def load(
     connections: int = typer.Option(None, "--connections", help="URL, open model: pool size."),
     timeout: str = typer.Option(None, "--timeout", help="URL: per-request timeout (10s)."),
     method: str = typer.Option(None, "--method", help="URL: HTTP method (GET)."),
-    header: list[str] = typer.Option(None, "-H", "--header", help="URL: 'Name: value'."),
     body: str = typer.Option(None, "--body", help="URL: request body."),
     body_file: Path = typer.Option(None, "--body-file", help="URL: request body from a file."),
     ramp_up: str = typer.Option(None, "--ramp-up", help="URL, closed model: spread starts."),
@@ -308,16 +342,26 @@ def load(
     json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
     out: Path = typer.Option(None, "--out", help="Write the JSON report to this file."),
     html: Path = typer.Option(None, "--html", help="Write the HTML report to this file."),
+    header: topt.HeaderOpt = None,
+    bearer: topt.BearerOpt = None,
+    basic: topt.BasicOpt = None,
+    resolve: topt.ResolveOpt = None,
+    cacert: topt.CacertOpt = None,
+    cert: topt.CertOpt = None,
+    key: topt.KeyOpt = None,
+    insecure: topt.InsecureOpt = False,
 ) -> None:
-    """Load a loopback service from a scenario file, or a URL with --rate or --users."""
+    """Load a service (any host, http:// or https://) from a scenario file, or a URL with
+    --rate or --users."""
+    transport = topt.build(header, bearer, basic, resolve, cacert, cert, key, insecure)
     opts = {
         "rate": rate, "users": users, "duration": duration, "stage": stage,
-        "connections": connections, "timeout": timeout, "method": method, "header": header,
+        "connections": connections, "timeout": timeout, "method": method,
         "body": body, "body_file": body_file, "ramp_up": ramp_up, "think": think,
         "think_dist": think_dist, "seed": seed, "arrival": arrival,
     }  # fmt: skip
     try:
-        scenario, base_dir, source = _scenario_from(target, opts)
+        scenario, base_dir, source = _scenario_from(target, opts, transport)
         thresholds: list[Threshold] = scenario.all_thresholds()
         thresholds += [parse_threshold(text) for text in threshold or []]
         thresholds = with_defaults(thresholds, isinstance(scenario.model, OpenModel))
@@ -327,6 +371,7 @@ def load(
         fail(str(exc))
     if processes is not None and processes < 1:
         fail(f"--processes must be at least 1, not {processes}.")
+    topt.Transport(scenario.transport, transport.auth).check(_checked_target(scenario, transport))
     started = datetime.now(UTC)
     show = not json_out and console.is_terminal
     try:
@@ -349,6 +394,7 @@ def load(
         result, scenario=outcome.scenario, source=source, thresholds=verdicts,
         started_at=started, finished_at=datetime.now(UTC),
     )  # fmt: skip
+    report = transport.redact(report)
     if out is not None:
         _write(out, json.dumps(report, indent=2) + "\n", "JSON report")
     if html is not None:

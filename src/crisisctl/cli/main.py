@@ -31,7 +31,7 @@ COMMANDS: dict[str, _Lazy] = {
     "triage": _Lazy("triage", "triage", "How bad is it, in seconds: P0-P3 with evidence."),
     "baseline": _Lazy("baseline", "app", "Save, list, show and delete healthy baselines."),
     "guard": _Lazy("guard", "app", "Read a guarded service's status and switch its mode."),
-    "load": _Lazy("load", "load", "Drive a loopback service with real load and report."),
+    "load": _Lazy("load", "load", "Drive a service (any host, https) with real load and report."),
     "compare": _Lazy("compare", "compare", "Compare two load reports, before and after."),
     "validate": _Lazy("validate", "validate", "Run the validation suite against a service."),
     "incident": _Lazy("incident", "app", "Open, log, escalate and resolve incidents."),

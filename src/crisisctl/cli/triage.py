@@ -1,6 +1,7 @@
 """`crisisctl triage URL`: how bad is it, in seconds — severity, evidence, next steps.
 
-Probes a loopback service within a time budget (health, the guard's status, the given
+Probes a service (any host, http:// or https://, with the shared transport flags of
+`crisisctl.cli.transport_options`) within a time budget (health, the guard's status, the given
 operations with capped concurrency, the host's resources) and grades it P0–P3/OK with
 `severity.classify()` against ``--target-ms`` or a saved ``--baseline`` (where a slowdown counts
 only beyond the baseline's own spread: see probe/spread.py). Output: a Rich panel,
@@ -23,6 +24,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from crisisctl.cli import transport_options as topt
 from crisisctl.cli.output import (
     EXIT_CHECK_FAILED,
     EXIT_UNREACHABLE,
@@ -74,18 +76,29 @@ def build_plan(
     health: str | None,
     guard_prefix: str,
     collect_host: bool,
+    transport: topt.Transport | None = None,
+    tool: str = "crisisctl triage",
 ) -> TriagePlan:
-    """Check the options (fail() with exit 2 and one sentence on bad input)."""
+    """Check the options (fail() with exit 2 and one sentence on bad input); with `transport`
+    (the shared flags) the target gets its TLS, pins and auth headers, and is preflighted (a
+    certificate or name problem exits 3)."""
+    target = None
+    if transport is not None:
+        target = transport.target(url, tool)
     try:
-        return plan_triage(
+        plan = plan_triage(
             url, paths=paths, method=method, body=body, target_ms=target_ms,
             baseline=baseline, samples=samples, concurrency=concurrency,
             budget_s=parse_duration(budget),
             timeout_s=parse_duration(timeout) if timeout is not None else None,
             pid=pid, health_path=health, guard_prefix=guard_prefix, collect_host=collect_host,
+            target=target,
         )  # fmt: skip
     except (ValueError, ProfileError) as exc:
         fail(str(exc))
+    if transport is not None:
+        transport.check(plan.target)
+    return plan
 
 
 def execute(plan: TriagePlan) -> dict[str, Any]:
@@ -158,16 +171,22 @@ def render(report: dict[str, Any]) -> None:
         f"{limits['per_request_timeout_s']:g} s per request; took {report['duration_s']:.2f} s "
         f"of {report['budget_s']:g} s",
     )
+    # the TLS handshake gets its column only for https:// targets (80 columns are tight)
+    tls = any(op.get("tls_ms") for op in report["operations"])
+    phases = ("connect", "tls", "1st byte") if tls else ("connect", "1st byte")
     ops = Table("operation", "sent", "2xx", "4xx", "5xx", "errors", "p50", "p95", "max",
-                "connect", "1st byte", box=None, header_style="bold")  # fmt: skip
+                *phases, box=None, header_style="bold")  # fmt: skip
     for op in report["operations"]:
         cls, lat_op = op["status_classes"], op["latency_ms"] or {}
         errs = ", ".join(f"{k}={v}" for k, v in op["errors"].items()) or "-"
+        timings = [_ms((op["connect_ms"] or {}).get("p50"))]
+        if tls:
+            timings.append(_ms((op.get("tls_ms") or {}).get("p50")))
+        timings.append(_ms((op["first_byte_ms"] or {}).get("p50")))
         ops.add_row(
             op["operation"], str(op["sent"]), str(cls.get("2xx", 0)), str(cls.get("4xx", 0)),
             str(cls.get("5xx", 0)), errs, _ms(lat_op.get("p50")), _ms(lat_op.get("p95")),
-            _ms(lat_op.get("max")), _ms((op["connect_ms"] or {}).get("p50")),
-            _ms((op["first_byte_ms"] or {}).get("p50")),
+            _ms(lat_op.get("max")), *timings,
         )  # fmt: skip
     reasons = Text()
     for r in report["reasons"]:
@@ -269,7 +288,7 @@ def exit_code(report: dict[str, Any], fail_on: Severity | None) -> int:
 
 def triage(
     url: str = typer.Argument(
-        ..., help="Loopback URL of the service, e.g. http://127.0.0.1:8000/api/x"
+        ..., help="URL of the service (http:// or https://), e.g. http://127.0.0.1:8000/api/x"
     ),
     path: list[str] = typer.Option(None, "--path", help="Operation path to sample (repeatable)."),
     method: str = typer.Option("GET", "--method", help="HTTP method of the operations."),
@@ -296,8 +315,17 @@ def triage(
     db: str = typer.Option(None, "--db", help="Incident database URL (default: $CRISISCTL_DB)."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     out: Path = typer.Option(None, "--out", help="Also write the JSON report to this file."),
+    header: topt.HeaderOpt = None,
+    bearer: topt.BearerOpt = None,
+    basic: topt.BasicOpt = None,
+    resolve: topt.ResolveOpt = None,
+    cacert: topt.CacertOpt = None,
+    cert: topt.CertOpt = None,
+    key: topt.KeyOpt = None,
+    insecure: topt.InsecureOpt = False,
 ) -> None:
-    """How bad is it? Probe a loopback service within a budget and grade it P0-P3."""
+    """How bad is it? Probe a service (http:// or https://) within a budget and grade it P0-P3."""
+    transport = topt.build(header, bearer, basic, resolve, cacert, cert, key, insecure)
     threshold: Severity | None = None
     if fail_on is not None:
         try:
@@ -308,11 +336,11 @@ def triage(
     plan = build_plan(
         url, paths=path, method=method, body=body, target_ms=target_ms, baseline=ref,
         samples=samples, concurrency=concurrency, budget=budget, timeout=timeout, pid=pid,
-        health=health, guard_prefix=guard_prefix, collect_host=not no_host,
+        health=health, guard_prefix=guard_prefix, collect_host=not no_host, transport=transport,
     )  # fmt: skip
     if no_local_process:
         plan = dataclasses.replace(plan, local_process=False)
-    report = execute(plan)
+    report = transport.redact(execute(plan))
     if incident:
         report["incident"] = open_incident_for(report, db)
     write_out(report, out)

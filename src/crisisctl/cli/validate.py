@@ -1,4 +1,4 @@
-"""`crisisctl validate URL`: the seeds' phase-5 validation suite against a loopback service.
+"""`crisisctl validate URL`: the seeds' phase-5 validation suite against a service (any host).
 
 Runs monitoring, error handling, performance baseline, load resilience, resource utilization,
 rate limiting and concurrency control checks (see `crisisctl.validate`), prints each as it
@@ -16,6 +16,7 @@ from typing import Any
 
 import typer
 
+from crisisctl.cli import transport_options as topt
 from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_UNREACHABLE, console, fail, print_json
 from crisisctl.units import parse_duration
 from crisisctl.validate import (
@@ -87,7 +88,9 @@ def print_summary(report: dict[str, Any]) -> None:
 
 
 def validate(
-    url: str = typer.Argument(..., help="Loopback URL of the service, e.g. http://127.0.0.1:8000/"),
+    url: str = typer.Argument(
+        ..., help="URL of the service, e.g. https://api.example/ (any host)."
+    ),
     path: str = typer.Option(
         "", "--path", help="Path for the baseline and the load [default: the URL's path]."
     ),
@@ -131,8 +134,19 @@ def validate(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
     out: Path = typer.Option(None, "--out", help="Write the JSON report to this file."),
+    header: topt.HeaderOpt = None,
+    bearer: topt.BearerOpt = None,
+    basic: topt.BasicOpt = None,
+    resolve: topt.ResolveOpt = None,
+    cacert: topt.CacertOpt = None,
+    cert: topt.CertOpt = None,
+    key: topt.KeyOpt = None,
+    insecure: topt.InsecureOpt = False,
 ) -> None:
-    """Validate a loopback service with the seeds' phase-5 checks, each with its evidence."""
+    """Validate a service (http:// or https://) with the seeds' phase-5 checks and evidence."""
+    transport = topt.build(header, bearer, basic, resolve, cacert, cert, key, insecure)
+    target = transport.target(url, "crisisctl validate")
+    transport.check(target)
     try:
         options = ValidateOptions(
             path=path,
@@ -156,7 +170,8 @@ def validate(
         fail(str(exc))
     if not json_out:
         console.print(f"validating {url} (budget {options.budget_s:g} s)", highlight=False)
-    coro = run_validation(url, options, on_check=None if json_out else print_check)
+    on_check = None if json_out else print_check
+    coro = run_validation(url, options, on_check=on_check, target=target)
     try:
         report = _run(coro)
     except ValueError as exc:
@@ -165,6 +180,7 @@ def validate(
         fail(str(exc), EXIT_UNREACHABLE)
     finally:
         coro.close()
+    report = transport.redact(report)
     if out is not None:
         try:
             out.write_text(json.dumps(report, indent=2) + "\n")

@@ -13,7 +13,7 @@ mix of operations with per-operation statistics. Around them:
 
 The validation suite (phase 5) lives beside this room in `crisisctl.validate` and uses it.
 
-Only loopback targets are accepted (`target.check_loopback_url`).
+Any host, http:// or https:// (targets: `crisisctl.transport.target`).
 """
 
 from __future__ import annotations

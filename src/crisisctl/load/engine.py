@@ -34,7 +34,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from crisisctl.load.client import HttpClient, build_request, parse_target
+from crisisctl.load.client import parse_target
 from crisisctl.load.lanes import ClosedLane, LaneRun, OpenLane
 from crisisctl.load.recorder import Recorder, Tick
 from crisisctl.load.recording import LoadResult
@@ -50,6 +50,7 @@ from crisisctl.load.schedule import RateSchedule, ThinkTime, part_of
 from crisisctl.load.target import Target
 from crisisctl.load.templates import FixedRequest
 from crisisctl.stats import LatencyHistogram
+from crisisctl.transport.client import HttpClient, build_request
 
 __all__ = [
     "LoadResult",
@@ -99,7 +100,7 @@ async def run_open_ops(
     slots = part_of(schedule.arrivals(arrival, arrival_seed), part, parts)
     result = LoadResult(
         model="open",
-        url=url or f"http://{target.host_header}{target.path}",
+        url=url or target.url,
         duration_s=duration_s,
         timeout_s=timeout_s,
         target_rate=schedule.expected() / duration_s / parts,
@@ -158,15 +159,17 @@ async def run_open(
     headers: Mapping[str, str] | None = None,
     arrival: str = "constant",
     seed: int | None = None,
+    target: Target | None = None,
 ) -> LoadResult:
     """Send to `url` at `rate` requests/s for `duration_s` s, or follow `stages`, open model.
 
     With `stages` [(duration_s, target_rate), …] the rate starts at `rate` and ramps linearly
     to each stage's target over its duration; the run lasts the sum of the stage durations.
-    Arrivals are ``constant`` or ``poisson`` (seeded by `seed`). Raises ValueError for a
-    non-loopback URL or invalid numbers.
+    Arrivals are ``constant`` or ``poisson`` (seeded by `seed`); `target` is `url` already
+    parsed with its transport options (else `url` is parsed plainly). Raises ValueError for a
+    URL that is not http:// or https:// or invalid numbers.
     """
-    target = parse_target(url)
+    target = parse_target(url) if target is None else target
     if stages:
         schedule = RateSchedule.from_stages(rate, stages)
     else:
@@ -211,7 +214,7 @@ async def run_closed_ops(
     think = think or ThinkTime()
     result = LoadResult(
         model="closed",
-        url=url or f"http://{target.host_header}{target.path}",
+        url=url or target.url,
         duration_s=duration_s,
         timeout_s=timeout_s,
         users=count,
@@ -266,8 +269,8 @@ async def run_closed(
     """`users` virtual users, each on its own keep-alive connection, for `duration_s` seconds.
 
     Each user sends, waits for the response, thinks (`think`), and repeats. User *i* starts
-    ``i * ramp_up_s / users`` seconds in. Raises ValueError for a non-loopback URL or invalid
-    numbers.
+    ``i * ramp_up_s / users`` seconds in. Raises ValueError for a URL that is not http:// or
+    https:// or invalid numbers.
     """
     target = parse_target(url)
     check_common(duration_s, timeout_s)

@@ -25,17 +25,17 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
-from crisisctl.load.client import (
+from crisisctl.load.recorder import Recorder, Tick
+from crisisctl.load.recording import LoadResult
+from crisisctl.load.runbase import EARLY_S, LATE_START_S, Control, Picker, ticker
+from crisisctl.load.schedule import RateSchedule, ThinkTime
+from crisisctl.transport.client import (
     ClosedEarly,
     HttpClient,
     HttpConnection,
     Response,
     classify_error,
 )
-from crisisctl.load.recorder import Recorder, Tick
-from crisisctl.load.recording import LoadResult
-from crisisctl.load.runbase import EARLY_S, LATE_START_S, Control, Picker, ticker
-from crisisctl.load.schedule import RateSchedule, ThinkTime
 
 __all__ = ["ClosedLane", "Lane", "LaneRun", "OpenLane"]
 
@@ -272,10 +272,11 @@ class Lane:
         target = client.target
         try:
             async with asyncio.timeout_at(self.deadline):
-                conn = await HttpConnection.open(target.connect_host, target.port, client.body_cap)
+                conn = await HttpConnection.open_target(target, client.body_cap)
         except Exception as exc:
             self.set_exception(exc)
             return
+        client.opened(conn)
         if not self.in_flight or self.ended:
             conn.close()  # the run gave up on this request meanwhile
             return

@@ -35,7 +35,7 @@ from crisisctl.load.scenario import (
     VariableSpec,
     locate,
 )
-from crisisctl.load.target import Target, check_loopback_url
+from crisisctl.load.target import Target
 from crisisctl.load.templates import (
     JsonTemplate,
     ListSource,
@@ -93,7 +93,7 @@ def compile_operations(
     problems: list[tuple[tuple[str | int, ...], str]] = []
     shared, found = _sources(scenario.variables, base_dir, ("variables",))
     problems += found
-    base = check_loopback_url(scenario.base_url + "/", tool="crisisctl load")
+    base = scenario.transport.target(scenario.base_url + "/", tool="crisisctl load")
     prefix = base.path.rstrip("/")
     operations = []
     names: set[str] = set()
@@ -252,15 +252,16 @@ async def login(scenario: Scenario, count: int) -> list[dict[str, str]]:
         return []
     spec = scenario.login
     url = scenario.base_url + spec.path
-    check_loopback_url(url, tool="crisisctl load")
+    target = scenario.transport.target(url, tool="crisisctl load")
     headers = {**scenario.headers, **spec.headers}
     spec = spec.model_copy(update={"headers": headers})
     gate = asyncio.Semaphore(LOGIN_CONCURRENCY)
     limits = httpx.Limits(max_connections=LOGIN_CONCURRENCY)
     # a jar that keeps nothing: each login starts without the cookies of the others
     jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    verify = target.ssl if target.ssl is not None else True
     async with httpx.AsyncClient(
-        trust_env=False, timeout=scenario.timeout, limits=limits, cookies=jar
+        trust_env=False, timeout=scenario.timeout, limits=limits, cookies=jar, verify=verify
     ) as client:
 
         async def one() -> dict[str, str]:
@@ -271,7 +272,7 @@ async def login(scenario: Scenario, count: int) -> list[dict[str, str]]:
 
 
 def _target(scenario: Scenario, operations: list[Operation]) -> tuple[Target, str]:
-    base = check_loopback_url(scenario.base_url + "/", tool="crisisctl load")
+    base = scenario.transport.target(scenario.base_url + "/", tool="crisisctl load")
     url = scenario.base_url + (operations[0].path if len(operations) == 1 else "")
     return base, url
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crisisctl import __version__
-from crisisctl.load.client import ERROR_KINDS
 from crisisctl.load.thresholds import ScopeStats
 from crisisctl.stats import LatencyHistogram
+from crisisctl.transport.client import ERROR_KINDS
 
 __all__ = ["LoadResult", "OperationStats", "SecondStats", "is_unexpected"]
 
@@ -192,6 +192,9 @@ class LoadResult:
     bytes_received: int = 0
     #: connections opened (keep-alive reuse: far fewer than requests)
     connects: int = 0
+    #: seconds spent opening them: TCP connects, and TLS handshakes (https:// only)
+    connect_s: float = 0.0
+    tls_s: float = 0.0
     #: open model: slots that started more than 1 ms after their intended time
     late_starts: int = 0
     #: open model: slots never started (no free connection within the timeout, or run over)
@@ -274,6 +277,11 @@ class LoadResult:
             "error_rate": round(self.error_rate, 6),
             "bytes_received": self.bytes_received,
             "connects": self.connects,
+            # mean set-up time of a connection, split: TCP connect, then the TLS handshake
+            "connect_ms_mean": _mean_ms(self.connect_s, self.connects),
+            "tls_ms_mean": _mean_ms(self.tls_s, self.connects) if self.tls_s else None,
+            "connect_s_total": round(self.connect_s, 6),
+            "tls_s_total": round(self.tls_s, 6),
             "late_starts": self.late_starts,
             "dropped": self.dropped,
             "scheduled": self.scheduled,
@@ -321,6 +329,8 @@ class LoadResult:
                 errors={str(k): int(v) for k, v in data["errors"].items()},
                 bytes_received=int(data["bytes_received"]),
                 connects=int(data["connects"]),
+                connect_s=float(data.get("connect_s_total", 0.0)),
+                tls_s=float(data.get("tls_s_total", 0.0)),
                 late_starts=int(data["late_starts"]),
                 dropped=int(data["dropped"]),
                 latency=LatencyHistogram.from_dict(hists["latency"]),
@@ -356,6 +366,8 @@ class LoadResult:
         _add_counts(self.errors, other.errors)
         self.bytes_received += other.bytes_received
         self.connects += other.connects
+        self.connect_s += other.connect_s
+        self.tls_s += other.tls_s
         self.late_starts += other.late_starts
         self.dropped += other.dropped
         self.latency.merge(other.latency)
@@ -370,3 +382,8 @@ class LoadResult:
                 self.operations[name] = op
         self.aborted = self.aborted or other.aborted
         self.processes += other.processes
+
+
+def _mean_ms(total_s: float, count: int) -> float | None:
+    """`total_s` over `count` in ms (None without any)."""
+    return round(total_s * 1000.0 / count, 3) if count else None

@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from crisisctl.load.client import HttpClient
 from crisisctl.load.recorder import Recorder, Tick
 from crisisctl.load.recording import OperationStats
 from crisisctl.load.templates import BoundRequest
+from crisisctl.transport.client import HttpClient
 
 __all__ = [
     "EARLY_S",
@@ -140,6 +140,8 @@ def finish_run(
         rec.result.aborted = ctl.aborted
         # the rate is counted over the time the run actually sent
         rec.result.duration_s = max(min(ctl.stop_at - rec.t0, rec.result.duration_s), 1e-3)
+    rec.result.connect_s = sum(c.connect_s for c in clients)
+    rec.result.tls_s = sum(c.tls_s for c in clients)
     for tick in rec.finish(time.monotonic(), sum(c.connects for c in clients)):
         if on_tick is not None:
             on_tick(tick)

@@ -1,9 +1,10 @@
 """Load scenarios: the YAML file format, validated with pydantic, with errors at file:line.
 
-A scenario holds ``base_url`` (loopback only), default ``headers``, a ``timeout``, an optional
-``login`` step, the load ``model`` (``open``: arrival rate and stages, ``arrival: constant``
-(evenly spaced) or ``poisson`` (exponential gaps, seeded by ``seed``); ``closed``: users,
-ramp-up, think time and stages), ``variables`` (value sources for templates), weighted
+A scenario holds ``base_url`` (any host, http:// or https://), ``transport`` (``--resolve`` pins
+and TLS options), default ``headers``, a ``timeout``, an optional ``login`` step, the load
+``model`` (``open``: arrival rate and stages, ``arrival: constant`` (evenly spaced) or
+``poisson`` (exponential gaps, seeded by ``seed``); ``closed``: users, ramp-up, think time and
+stages), ``variables`` (value sources for templates), weighted
 ``operations`` and ``thresholds``. `load_scenario(path)` reads and validates a file; every
 problem is reported as ``file:line: field: what is wrong`` (the line comes from the YAML
 node the pydantic error location points at). The quick form of ``crisisctl load URL`` builds
@@ -31,8 +32,9 @@ from pydantic import (
 )
 
 from crisisctl.load.engine import RateSchedule, ThinkTime
-from crisisctl.load.target import check_loopback_url
+from crisisctl.load.target import parse_url
 from crisisctl.load.thresholds import Threshold, parse_threshold
+from crisisctl.transport.settings import TransportSpec
 from crisisctl.units import parse_duration
 
 __all__ = [
@@ -325,11 +327,13 @@ class Scenario(_Model):
     operations: list[OperationSpec] = Field(min_length=1)
     thresholds: list[ThresholdSpec] = Field(default_factory=list)
     seed: int | None = None
+    #: --resolve pins and TLS options (``transport:`` in YAML; the CLI's flags override)
+    transport: TransportSpec = Field(default_factory=TransportSpec)
 
     @field_validator("base_url")
     @classmethod
-    def _loopback(cls, value: str) -> str:
-        check_loopback_url(value, tool="crisisctl load")
+    def _url(cls, value: str) -> str:
+        parse_url(value, tool="crisisctl load")
         return value.rstrip("/")
 
     def all_thresholds(self) -> list[Threshold]:

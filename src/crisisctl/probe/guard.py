@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from crisisctl.load.target import Target
 from crisisctl.probe.http import ProbeResult, probe, with_path
+from crisisctl.transport.target import Target
 
 DEFAULT_PREFIX: Final = "/_crisis"
 GUARD_SERVICE: Final = "crisisctl-guard"

@@ -3,14 +3,16 @@
 `probe()` resolves the address, connects, sends one request (``Connection: close``) and reads
 the whole response with httptools, recording when each phase ended:
 
-* ``dns_ms``       — `getaddrinfo` of the (loopback) host;
+* ``dns_ms``       — resolving the host (`loop.getaddrinfo`, never blocking; ~0 for an address
+  literal or a ``--resolve`` pin);
 * ``connect_ms``   — the TCP handshake;
-* ``tls_ms``       — always None: triage only speaks plain http:// to loopback targets;
+* ``tls_ms``       — the TLS handshake of an https:// target (None for http://);
 * ``first_byte_ms``— from the start until the first response byte (curl's time_starttransfer);
 * ``total_ms``     — from the start until the response was complete.
 
 Every failure becomes an error kind (`ERROR_KINDS`): refused, reset (closed mid-response),
-timeout (with the phase it was stuck in), bad_response (not HTTP), dns, other. Nothing here
+timeout (with the phase it was stuck in), bad_response (not HTTP), dns, tls (a failed
+handshake or certificate check: the detail is `describe_tls_error`'s sentence), other. Nothing here
 raises for anything the server does; the whole request is bounded by `timeout_s`.
 """
 
@@ -19,17 +21,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, Final
 
 import httptools
 
-from crisisctl.load.client import build_request, classify_error
-from crisisctl.load.target import Target
+from crisisctl.transport.client import classify_error
+from crisisctl.transport.request import build_request
+from crisisctl.transport.resolve import resolve
+from crisisctl.transport.target import Target
+from crisisctl.transport.tls import describe_tls_error
 
 #: Every error kind a probe can report, in report order.
-ERROR_KINDS: Final = ("refused", "reset", "timeout", "bad_response", "dns", "other")
+ERROR_KINDS: Final = ("refused", "reset", "timeout", "bad_response", "dns", "tls", "other")
 #: Body bytes kept per response (the rest is only counted).
 BODY_CAP: Final = 256 * 1024
 USER_AGENT: Final = "crisisctl-triage/1"
@@ -46,6 +52,7 @@ class ProbeResult:
     detail: str = ""
     dns_ms: float | None = None
     connect_ms: float | None = None
+    tls_ms: float | None = None
     first_byte_ms: float | None = None
     total_ms: float | None = None
     body_bytes: int = 0
@@ -76,7 +83,7 @@ class ProbeResult:
             "detail": self.detail or None,
             "dns_ms": self.dns_ms,
             "connect_ms": self.connect_ms,
-            "tls_ms": None,
+            "tls_ms": self.tls_ms,
             "first_byte_ms": self.first_byte_ms,
             "total_ms": self.total_ms,
             "body_bytes": self.body_bytes,
@@ -156,7 +163,6 @@ async def probe(
     request = build_request(target, method, body, merged)
     name = operation or f"{method.upper()} {target.path}"
     head_only = method.upper() == "HEAD"
-    loop = asyncio.get_running_loop()
     start = time.perf_counter()
     marks: dict[str, float] = {}
     response = _Response(body_cap)
@@ -164,14 +170,15 @@ async def probe(
     phase = "resolving the address"
     try:
         async with asyncio.timeout(timeout_s):
-            infos = await loop.getaddrinfo(
-                target.connect_host, target.port, type=socket.SOCK_STREAM
-            )
+            address = await resolve(target.connect_host, target.port)
             marks["dns"] = time.perf_counter()
             phase = "connecting"
-            host, port = str(infos[0][4][0]), int(infos[0][4][1])
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(address, target.port)
             marks["connect"] = time.perf_counter()
+            if target.ssl is not None:
+                phase = "in the TLS handshake"
+                await writer.start_tls(target.ssl, server_hostname=target.server_hostname)
+                marks["tls"] = time.perf_counter()
             phase = "waiting for the first byte"
             writer.write(request)
             await writer.drain()
@@ -198,6 +205,9 @@ async def probe(
     except httptools.HttpParserError as exc:
         detail = f"the answer is not valid HTTP/1.1 ({exc})"
         return _failure(name, "bad_response", detail, start, marks, response)
+    except ssl.SSLError as exc:
+        detail = describe_tls_error(exc, target.host)
+        return _failure(name, "tls", detail, start, marks, response)
     except socket.gaierror as exc:
         return _failure(name, "dns", f"cannot resolve the host ({exc})", start, marks, response)
     except (OSError, EOFError) as exc:
@@ -214,6 +224,7 @@ async def probe(
         status=response.status,
         dns_ms=_ms(start, marks.get("dns")),
         connect_ms=_ms(marks["dns"], marks.get("connect")),
+        tls_ms=_ms(marks["connect"], marks.get("tls")),
         first_byte_ms=_ms(start, marks.get("first_byte")),
         total_ms=_ms(start, marks["total"]),
         body_bytes=response.body_bytes,
@@ -231,12 +242,14 @@ def _failure(
     response: _Response,
 ) -> ProbeResult:
     dns = marks.get("dns")
+    connect = marks.get("connect")
     return ProbeResult(
         operation=name,
         error=kind if kind in ERROR_KINDS else "other",
         detail=detail,
         dns_ms=_ms(start, dns),
-        connect_ms=_ms(dns, marks.get("connect")) if dns is not None else None,
+        connect_ms=_ms(dns, connect) if dns is not None else None,
+        tls_ms=_ms(connect, marks.get("tls")) if connect is not None else None,
         first_byte_ms=_ms(start, marks.get("first_byte")),
         total_ms=_ms(start, time.perf_counter()),
         body_bytes=response.body_bytes,

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from crisisctl.load.target import Target, check_loopback_url
 from crisisctl.probe.guard import DEFAULT_PREFIX
 from crisisctl.probe.profile import baseline_p95, baseline_rounds, profile_operations
 from crisisctl.probe.sampling import Operation
+from crisisctl.transport.target import Target, is_loopback_host, parse_url
 
 HEALTH_PATHS: Final = ("/_crisis/health", "/health", "/api/health")
 DEFAULT_TARGET_MS: Final = 2000.0
@@ -89,9 +89,16 @@ def plan_triage(
     health_path: str | None = None,
     guard_prefix: str = DEFAULT_PREFIX,
     collect_host: bool = True,
+    target: Target | None = None,
 ) -> TriagePlan:
-    """Check the input and build the plan; ValueError (one sentence) on anything wrong."""
-    target = check_loopback_url(url, "crisisctl triage")
+    """Check the input and build the plan; ValueError (one sentence) on anything wrong.
+
+    `target` is `url` already parsed with the command's transport options (TLS, pins, auth
+    headers); without one `url` is parsed plainly. The host's resources are read with psutil
+    only when the target is on this machine (its address is loopback) or `pid` is given.
+    """
+    if target is None:
+        target = parse_url(url, "crisisctl triage")
     if target_ms is not None and baseline is not None:
         raise ValueError("give either --target-ms or --baseline, not both.")
     if target_ms is not None and not (0 < target_ms < float("inf")):
@@ -114,6 +121,12 @@ def plan_triage(
     method = _method(method)
     operations = _operations(target, paths, method, payload, baseline)
     warnings: list[str] = []
+    if collect_host and pid is None and not is_loopback_host(target.connect_host):
+        collect_host = False
+        warnings.append(
+            f"{target.host} is not on this machine: no local host evidence (give --pid for a "
+            "local process)."
+        )
     if baseline is None and target_ms is None:
         target_ms = DEFAULT_TARGET_MS
         warnings.append(

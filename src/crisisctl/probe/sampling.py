@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from crisisctl.load.target import Target
 from crisisctl.probe.http import ProbeResult, probe, with_path
 from crisisctl.stats import LatencyHistogram
+from crisisctl.transport.target import Target
 
 #: Do not start a request with less than this much time left before the deadline.
 MIN_REQUEST_TIME_S: Final = 0.05
@@ -63,6 +63,7 @@ class OperationStats:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     dns: LatencyHistogram = field(default_factory=LatencyHistogram)
     connect: LatencyHistogram = field(default_factory=LatencyHistogram)
+    tls: LatencyHistogram = field(default_factory=LatencyHistogram)
     first_byte: LatencyHistogram = field(default_factory=LatencyHistogram)
     sent: int = 0
     answered: int = 0
@@ -83,6 +84,8 @@ class OperationStats:
             self.dns.record_us(round(result.dns_ms * 1000))
         if result.connect_ms is not None:
             self.connect.record_us(round(result.connect_ms * 1000))
+        if result.tls_ms is not None:
+            self.tls.record_us(round(result.tls_ms * 1000))
         if result.first_byte_ms is not None and result.answered:
             self.first_byte.record_us(round(result.first_byte_ms * 1000))
         if result.status is not None:
@@ -141,6 +144,7 @@ class OperationStats:
             "latency_samples_ms": list(self.latency_samples_ms),
             "dns_ms": summarize(self.dns),
             "connect_ms": summarize(self.connect),
+            "tls_ms": summarize(self.tls),
             "first_byte_ms": summarize(self.first_byte),
         }
 

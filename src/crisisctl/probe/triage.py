@@ -5,7 +5,7 @@
 
 1. health (``--health`` or the first of `HEALTH_PATHS` that is not 404) and the guard's status
    are probed together with a short timeout, while the target's process is found (``--pid``,
-   the local process listening on the target's port — every target is loopback — or the pid
+   the local process listening on the target's port — for a target on this machine — or the pid
    the guard reports);
 2. the host window opens (psutil, in a thread) and every operation is sampled `samples` times
    with ≤ `concurrency` requests in flight, each request bounded by its timeout and by the
@@ -122,6 +122,10 @@ async def run_triage(plan: TriagePlan) -> dict[str, Any]:
             else "reading the host's resources took too long"
         )
         host = {"collected": False, "reason": why}
+        from_guard = guard.get("process") if guard.get("present") else None
+        if isinstance(from_guard, dict):  # a remote service: its guard's own figures stand in
+            host["process"] = from_guard
+            host["process_source"] = GUARD_SOURCE
     else:
         finished, snapshot = await _in_thread(window.finish, t0 + plan.budget_s - 0.05)
         if finished:

@@ -5,7 +5,7 @@ more: concurrency control tells a rate limit from concurrency shedding by each r
 ``Retry-After``, its ``RateLimit*`` headers and its reason, and by when it was sent and
 answered; error handling reads ``Allow`` to find a route that accepts a body. They go through
 httpx (correctness over speed: these are tens or hundreds of requests, not a load), to the
-validated loopback target only, never through a proxy from the environment.
+validated target only, never through a proxy from the environment.
 
 Every request becomes an `Exchange`: times in seconds since the caller's origin, the status or
 an error kind (the load client's kinds: timeout, refused, reset, bad_response, other), and what
@@ -20,11 +20,12 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
-from crisisctl.load.client import classify_error
-from crisisctl.load.target import Target
+from crisisctl.transport.client import classify_error
+from crisisctl.transport.target import Target
 
 #: a header a guard may put on refusals to say why (read when present)
 REASON_HEADER = "x-crisis-reason"
@@ -69,20 +70,31 @@ class Exchange:
 
 
 def base_url(target: Target) -> str:
-    """``http://host:port`` of the address to connect to (IPv6 literals in brackets)."""
+    """``scheme://host:port`` of the address to connect to (IPv6 literals in brackets)."""
     host = f"[{target.connect_host}]" if ":" in target.connect_host else target.connect_host
-    return f"http://{host}:{target.port}"
+    return f"{target.scheme}://{host}:{target.port}"
 
 
 def new_client(target: Target, connections: int, timeout_s: float) -> httpx.AsyncClient:
-    """An httpx client for `target` only: `connections` keep-alive connections, no env proxies."""
+    """An httpx client for `target` only: `connections` keep-alive connections, no env proxies,
+    the target's TLS context, SNI name (the URL's host, also for a pinned address) and headers."""
+    hooks: dict[str, list[Any]] = {}
+    if target.server_hostname is not None:
+        name = target.server_hostname
+
+        async def sni(request: httpx.Request) -> None:
+            request.extensions["sni_hostname"] = name
+
+        hooks["request"] = [sni]
     return httpx.AsyncClient(
         base_url=base_url(target),
-        headers={"Host": target.host_header, "User-Agent": USER_AGENT},
+        headers={"Host": target.host_header, "User-Agent": USER_AGENT, **dict(target.headers)},
         timeout=timeout_s,
         limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         trust_env=False,
         follow_redirects=False,
+        verify=target.ssl if target.ssl is not None else True,
+        event_hooks=hooks,
     )
 
 

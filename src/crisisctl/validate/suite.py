@@ -1,4 +1,4 @@
-"""`crisisctl validate`'s engine: run the seeds' phase-5 checks against a loopback service.
+"""`crisisctl validate`'s engine: run the seeds' phase-5 checks against a service (any host).
 
 `run_validation(url, options)` first makes sure the service answers at all (`Unreachable`
 otherwise), then runs each check of `report.CHECK_NAMES` in turn, each under its own
@@ -43,11 +43,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from crisisctl import __version__
-from crisisctl.load.client import BODY_CAP, HttpClient, RequestError, Response, build_request
 from crisisctl.load.engine import LoadResult, run_open
-from crisisctl.load.target import Target, check_loopback_url
 from crisisctl.probe.guard import process_evidence
 from crisisctl.probe.host import HostWindow, host_snapshot, pid_listening_on
+from crisisctl.transport.client import BODY_CAP, HttpClient, RequestError, Response, build_request
+from crisisctl.transport.target import Target, is_loopback_host, parse_url
 from crisisctl.validate.checks import (
     EndpointProbe,
     ErrorCase,
@@ -120,7 +120,7 @@ class _Run:
         return dataclasses.replace(self.target, path=path)
 
     def url_of(self, path: str) -> str:
-        return f"http://{self.target.host_header}{path}"
+        return f"{self.target.origin}{path}"
 
     def _timeout(self) -> float:
         """A single request's timeout: never outliving the budget by more than a moment."""
@@ -256,6 +256,7 @@ class _Run:
             outcome.append(
                 await run_open(
                     self.url_of(opts.path),
+                    target=self.at(opts.path),
                     rate=opts.load_rate,
                     duration_s=opts.load_duration_s,
                     connections=LOAD_CONNECTIONS,
@@ -437,13 +438,17 @@ async def run_validation(
     url: str,
     options: ValidateOptions,
     on_check: Callable[[CheckResult], None] | None = None,
+    target: Target | None = None,
 ) -> dict[str, Any]:
     """Run the suite against `url` and return the report (`checks.build_report`).
 
-    Raises ValueError for a non-loopback URL or invalid options, and `Unreachable` when the
-    service does not answer HTTP at `options.path`. `on_check` is called as each check ends.
+    Raises ValueError for a URL that is not http:// or https:// or invalid options, and
+    `Unreachable` when the service does not answer HTTP at `options.path`. `on_check` is called
+    as each check ends. `target` is `url` parsed with the command's transport options (TLS,
+    pins, auth headers); without one `url` is parsed plainly.
     """
-    target = check_loopback_url(url, TOOL)
+    if target is None:
+        target = parse_url(url, TOOL)
     if not options.path:
         options = dataclasses.replace(options, path=target.path)
     options.check()
@@ -458,10 +463,14 @@ async def run_validation(
             f"{run.url_of(options.path)} gave no HTTP answer ({first.error}); "
             "is the service running on that port?"
         )
-    if "resource_utilization" not in options.skip and options.local_process:
+    # a remote service has no local process to read: the guard's own figures stand in
+    local = options.local_process and is_loopback_host(target.connect_host)
+    if "resource_utilization" not in options.skip and local:
         run.pid = await asyncio.to_thread(pid_listening_on, target.port)
     elif not options.local_process:
         run.pid_missing = "the local process lookup is off and the target runs no guard"
+    elif not local:
+        run.pid_missing = "the target is not on this machine and runs no guard"
     run.guard = await run.guard_status() is not None
 
     checks: list[CheckResult] = []
