@@ -30,7 +30,7 @@ from rich.text import Text
 
 from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_UNREACHABLE, console, fail, print_json
 from crisisctl.load.html_report import render_html
-from crisisctl.load.plan import RunError, compile_operations
+from crisisctl.load.plan import RunError, check_scenario, compile_operations
 from crisisctl.load.processes import LiveStats, default_processes, run_scenario, run_sync
 from crisisctl.load.report import build_report, dropped_warning
 from crisisctl.load.scenario import (
@@ -260,7 +260,7 @@ def _scenario_from(target: str, opts: dict[str, Any]) -> tuple[Scenario, Path, s
     if not path.is_file():
         fail(f"{target} is neither a scenario file nor an http:// URL.")
     scenario, root = load_scenario(path)
-    compile_operations(scenario, path.parent, str(path), root)
+    check_scenario(scenario, path.parent, str(path), root)
     return scenario, path.parent, str(path)
 
 

@@ -23,6 +23,8 @@ import httpx
 import yaml
 
 from crisisctl.load.engine import Operation, run_closed_ops, run_open_ops
+from crisisctl.load.journey import compile_journey
+from crisisctl.load.journey_run import run_journeys
 from crisisctl.load.recorder import Tick
 from crisisctl.load.recording import LoadResult
 from crisisctl.load.scenario import (
@@ -47,7 +49,7 @@ from crisisctl.load.templates import (
     load_csv_column,
 )
 
-__all__ = ["RunError", "compile_operations", "execute", "login", "share"]
+__all__ = ["RunError", "check_scenario", "compile_operations", "execute", "login", "share"]
 
 #: Logins made at once (closed model: one per user).
 LOGIN_CONCURRENCY = 16
@@ -172,6 +174,17 @@ def compile_operations(
     return operations
 
 
+def check_scenario(
+    scenario: Scenario, base_dir: Path, source: str = "scenario", root: yaml.Node | None = None
+) -> None:
+    """Everything checked before a run (operations' templates, or a journey's steps, feeders
+    and extraction rules); ScenarioError lists every problem at ``file:line``."""
+    if scenario.steps:
+        compile_journey(scenario, base_dir, source, root)
+    else:
+        compile_operations(scenario, base_dir, source, root)
+
+
 def _scale(stages: list[Stage], factor: float) -> list[Stage]:
     return [Stage(duration=s.duration, target=s.target * factor) for s in stages]
 
@@ -294,6 +307,8 @@ async def execute(
     there). Each process draws its template values from ``seed + part``; the open model's
     arrivals come from ``seed`` itself, the same schedule in every process.
     """
+    if scenario.steps:
+        return await _execute_journey(scenario, base_dir, on_tick, stop, on_ready, part, parts)
     operations = compile_operations(scenario, base_dir)
     target, url = _target(scenario, operations)
     model = scenario.model
@@ -317,4 +332,26 @@ async def execute(
         target, operations, users=schedule, think=model.think.think_time(),
         timeout_s=scenario.timeout, sessions=sessions, url=url, seed=own_seed,
         on_tick=on_tick, stop=stop,
+    )  # fmt: skip
+
+
+async def _execute_journey(
+    scenario: Scenario,
+    base_dir: Path,
+    on_tick: Callable[[Tick], None] | None,
+    stop: Callable[[], str | None] | None,
+    on_ready: Callable[[], Awaitable[float | None]] | None,
+    part: int,
+    parts: int,
+) -> LoadResult:
+    journey = compile_journey(scenario, base_dir).part(part, parts)
+    model = scenario.model
+    assert isinstance(model, ClosedModel)  # the scenario's validation sees to it
+    check_loopback_url(scenario.base_url + "/", tool="crisisctl load")
+    if on_ready is not None:
+        await on_ready()
+    seed = None if scenario.seed is None else scenario.seed + part
+    return await run_journeys(
+        journey, scenario.base_url, users=model.schedule(), think=model.think.think_time(),
+        timeout_s=scenario.timeout, seed=seed, on_tick=on_tick, stop=stop,
     )  # fmt: skip

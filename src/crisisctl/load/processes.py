@@ -306,7 +306,7 @@ def run_scenario(
         # every process draws its share from the one schedule: one seed for all, reported
         scenario = scenario.model_copy(update={"seed": random.SystemRandom().randrange(2**31)})
     count = _processes_for(scenario, processes)
-    names = [op.label for op in scenario.operations]
+    names = [op.label for op in scenario.operations] + [step.label for step in scenario.steps]
     live = LiveStats(count, names, scenario.duration_s)
     limit = scenario.duration_s + scenario.timeout + GRACE_S
     if count == 1:

@@ -4,7 +4,8 @@ A scenario holds ``base_url`` (loopback only), default ``headers``, a ``timeout`
 ``login`` step, the load ``model`` (``open``: arrival rate and stages, ``arrival: constant``
 (evenly spaced) or ``poisson`` (exponential gaps, seeded by ``seed``); ``closed``: users,
 ramp-up, think time and stages), ``variables`` (value sources for templates), weighted
-``operations`` and ``thresholds``. `load_scenario(path)` reads and validates a file; every
+``operations`` — or a journey: ordered ``steps`` with ``feeders`` (closed model only,
+`crisisctl.load.journey_spec`) — and ``thresholds``. `load_scenario(path)` reads and validates a file; every
 problem is reported as ``file:line: field: what is wrong`` (the line comes from the YAML
 node the pydantic error location points at). The quick form of ``crisisctl load URL`` builds
 the same `Scenario` from its options. Compiling the templates (`crisisctl.load.plan`) is a
@@ -31,6 +32,7 @@ from pydantic import (
 )
 
 from crisisctl.load.engine import RateSchedule, ThinkTime
+from crisisctl.load.journey_spec import FeederSpec, StepSpec
 from crisisctl.load.target import check_loopback_url
 from crisisctl.load.thresholds import Threshold, parse_threshold
 from crisisctl.units import parse_duration
@@ -322,9 +324,28 @@ class Scenario(_Model):
     login: Login | None = None
     model: Annotated[OpenModel | ClosedModel, Field(discriminator="type")]
     variables: dict[str, VariableSpec] = Field(default_factory=dict)
-    operations: list[OperationSpec] = Field(min_length=1)
+    operations: list[OperationSpec] = Field(default_factory=list)
+    #: a journey (`crisisctl.load.journey_spec`): ordered steps instead of operations
+    steps: list[StepSpec] = Field(default_factory=list)
+    feeders: list[FeederSpec] = Field(default_factory=list)
     thresholds: list[ThresholdSpec] = Field(default_factory=list)
     seed: int | None = None
+
+    @model_validator(mode="after")
+    def _operations_or_steps(self) -> Scenario:
+        if bool(self.operations) == bool(self.steps):
+            raise ValueError("give either operations (weighted requests) or steps (a journey)")
+        if self.steps:
+            if not isinstance(self.model, ClosedModel):
+                raise ValueError(
+                    "a journey (steps) runs in the closed model: each virtual user runs the "
+                    "steps in order, again and again; use model type closed"
+                )
+            if self.login is not None:
+                raise ValueError("with steps, make the login the journey's first step")
+        elif self.feeders:
+            raise ValueError("feeders feed a journey's steps; use variables with operations")
+        return self
 
     @field_validator("base_url")
     @classmethod
