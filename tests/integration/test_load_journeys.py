@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from journey_app import SEEN, JourneyServer, reset
 from typer.testing import CliRunner
 
 from crisisctl.cli.main import app as cli
-from journey_app import SEEN, JourneyServer, reset
 
 runner = CliRunner()
 
@@ -75,7 +75,10 @@ def test_journey_runs_in_order_with_feeder_and_extracted_values(
     assert SEEN["reads"] and {item for _, item in SEEN["reads"]} == {202}
     assert SEEN["bad_auth"] == 0
     verdicts = report["thresholds"]
-    assert [(v["operation"], v["passed"]) for v in verdicts][:2] == [("login", True), ("read", True)]
+    assert [(v["operation"], v["passed"]) for v in verdicts][:2] == [
+        ("login", True),
+        ("read", True),
+    ]
 
 
 def test_failed_extraction_counts_as_failed_request_of_the_step(

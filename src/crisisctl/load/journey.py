@@ -267,14 +267,14 @@ def compile_journey(
     sources = _sources(scenario, base_dir, problems)
     known = set(sources)
     feeders = []
-    for i, spec in enumerate(scenario.feeders):
-        kind = "csv" if spec.csv is not None else "jsonl"
+    for i, feed in enumerate(scenario.feeders):
+        kind = "csv" if feed.csv is not None else "jsonl"
         try:
-            rows = load_rows(base_dir / spec.file, kind)
+            rows = load_rows(base_dir / feed.file, kind)
         except FeederError as exc:
             problems.append((("feeders", i, kind), str(exc)))
             continue
-        feeders.append(Feeder(rows, spec.mode, f"feeder {spec.file}"))
+        feeders.append(Feeder(rows, feed.mode, f"feeder {feed.file}"))
         known |= columns_of(rows)
     if isinstance(scenario.model, ClosedModel):
         users = max([scenario.model.users] + [s.target for s in scenario.model.stages])

@@ -12,9 +12,9 @@ An expression is ``METRIC OPERATOR VALUE[UNIT]``:
 - operators ``<  <=  >  >=  ==  !=``.
 
 A threshold applies to the whole run or to one operation or journey step: k6's tag syntax
-``p95{step:login} < 300ms`` (or ``{operation:NAME}``) scopes it to the one named. Values are kept in canonical units
-(ms, fractions, req/s, counts). `abort_due` says when a running test may stop early because a
-threshold with ``abort_on_fail`` has failed for good (see its docstring).
+``p95{step:login} < 300ms`` (or ``{operation:NAME}``) scopes it to the one named. Values are
+kept in canonical units (ms, fractions, req/s, counts). `abort_due` says when a running test
+may stop early because a threshold with ``abort_on_fail`` has failed for good (see its docstring).
 
 An open-model run that sets no ``dropped_rate`` threshold of its own gets
 `DEFAULT_DROPPED_RATE` (``dropped_rate < 1%``, `with_defaults`): a run that could not send
