@@ -7,9 +7,9 @@ ramp-up, think time and stages), ``variables`` (value sources for templates), we
 ``operations`` — or a journey: ordered ``steps`` with ``feeders`` (closed model only,
 `crisisctl.load.journey_spec`) — and ``thresholds``. `load_scenario(path)` reads and
 validates a file; every problem is reported as ``file:line: field: what is wrong`` (the
-line comes from the YAML node the pydantic error location points at). The quick form of ``crisisctl load URL`` builds
-the same `Scenario` from its options. Compiling the templates (`crisisctl.load.plan`) is a
-second validation step whose errors carry locations too.
+line comes from the YAML node the pydantic error location points at). The quick form of
+``crisisctl load URL`` builds the same `Scenario` from its options. Compiling the templates
+(`crisisctl.load.plan`) is a second validation step whose errors carry locations too.
 """
 
 from __future__ import annotations
