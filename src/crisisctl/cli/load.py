@@ -31,6 +31,7 @@ from rich.text import Text
 from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_UNREACHABLE, console, fail, print_json
 from crisisctl.load.html_report import render_html
 from crisisctl.load.plan import RunError, check_scenario, compile_operations
+from crisisctl.load.preflight import describe_run
 from crisisctl.load.processes import LiveStats, default_processes, run_scenario, run_sync
 from crisisctl.load.report import build_report, dropped_warning
 from crisisctl.load.scenario import (
@@ -305,6 +306,9 @@ def load(
     processes: int = typer.Option(
         None, "--processes", help="Engine processes (default: cores − 1, at least 1)."
     ),
+    max_requests: int = typer.Option(
+        None, "--max-requests", help="Stop once this many requests have started (exact)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
     out: Path = typer.Option(None, "--out", help="Write the JSON report to this file."),
     html: Path = typer.Option(None, "--html", help="Write the HTML report to this file."),
@@ -316,8 +320,12 @@ def load(
         "body": body, "body_file": body_file, "ramp_up": ramp_up, "think": think,
         "think_dist": think_dist, "seed": seed, "arrival": arrival,
     }  # fmt: skip
+    if max_requests is not None and max_requests < 1:
+        fail(f"--max-requests must be at least 1, not {max_requests}.")
     try:
         scenario, base_dir, source = _scenario_from(target, opts)
+        if max_requests is not None:
+            scenario = scenario.model_copy(update={"max_requests": max_requests})
         thresholds: list[Threshold] = scenario.all_thresholds()
         thresholds += [parse_threshold(text) for text in threshold or []]
         thresholds = with_defaults(thresholds, isinstance(scenario.model, OpenModel))
@@ -327,6 +335,9 @@ def load(
         fail(str(exc))
     if processes is not None and processes < 1:
         fail(f"--processes must be at least 1, not {processes}.")
+    summary = describe_run(scenario.base_url, scenario.model, scenario.max_requests)
+    if summary is not None:  # a host not on this machine: say what is about to be sent
+        typer.echo(summary, err=True)
     started = datetime.now(UTC)
     show = not json_out and console.is_terminal
     try:

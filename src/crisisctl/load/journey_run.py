@@ -26,6 +26,7 @@ from collections.abc import Callable
 import httpx
 
 from crisisctl.load.journey import EXTRACT_ERROR, Journey
+from crisisctl.load.lanes import MAX_REQUESTS_REASON
 from crisisctl.load.recorder import Recorder, Tick
 from crisisctl.load.recording import LoadResult, OperationStats
 from crisisctl.load.runbase import Control, finish_run, ticker
@@ -113,7 +114,7 @@ class _Run:
             if self.max_requests is not None and rec.result.requests >= self.max_requests:
                 ctl.stop_at = min(ctl.stop_at, time.monotonic())
                 if ctl.aborted is None:
-                    ctl.aborted = f"stopped at --max-requests {self.max_requests}"
+                    ctl.aborted = f"{MAX_REQUESTS_REASON} ({self.max_requests} requests)"
                 return False
             for name in step.names:
                 if name in sources and name not in values:

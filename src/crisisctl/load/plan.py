@@ -198,6 +198,10 @@ def share(scenario: Scenario, index: int, count: int) -> Scenario:
     """
     if count <= 1:
         return scenario
+    bound = scenario.max_requests
+    if bound is not None:  # split exactly: the shares add up to the bound
+        bound = bound // count + (1 if index < bound % count else 0)
+        scenario = scenario.model_copy(update={"max_requests": bound})
     model = scenario.model
     new: OpenModel | ClosedModel
     if isinstance(model, OpenModel):
@@ -321,7 +325,7 @@ async def execute(
             target, operations, schedule=model.schedule(), connections=model.connections,
             timeout_s=scenario.timeout, sessions=sessions, url=url, seed=own_seed,
             on_tick=on_tick, stop=stop, arrival=model.arrival, arrival_seed=seed, part=part,
-            parts=parts, start_at=start_at,
+            parts=parts, start_at=start_at, max_requests=scenario.max_requests,
         )  # fmt: skip
     schedule = model.schedule()
     users = math.ceil(max(max(r0, r1) for _, r0, r1 in schedule.segments) - 1e-9)
@@ -331,7 +335,7 @@ async def execute(
     return await run_closed_ops(
         target, operations, users=schedule, think=model.think.think_time(),
         timeout_s=scenario.timeout, sessions=sessions, url=url, seed=own_seed,
-        on_tick=on_tick, stop=stop,
+        on_tick=on_tick, stop=stop, max_requests=scenario.max_requests,
     )  # fmt: skip
 
 
@@ -354,4 +358,5 @@ async def _execute_journey(
     return await run_journeys(
         journey, scenario.base_url, users=model.schedule(), think=model.think.think_time(),
         timeout_s=scenario.timeout, seed=seed, on_tick=on_tick, stop=stop,
+        max_requests=scenario.max_requests,
     )  # fmt: skip

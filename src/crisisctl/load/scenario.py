@@ -330,6 +330,8 @@ class Scenario(_Model):
     feeders: list[FeederSpec] = Field(default_factory=list)
     thresholds: list[ThresholdSpec] = Field(default_factory=list)
     seed: int | None = None
+    #: the run stops once this many requests have started (exact; ``--max-requests``)
+    max_requests: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _operations_or_steps(self) -> Scenario:

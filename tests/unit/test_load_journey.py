@@ -1,0 +1,148 @@
+"""Journeys before the run: extraction rules, feeders, step thresholds and the scenario checks
+(hypothesis for the extraction and template parsers)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crisisctl.load.feeders import Feeder, FeederError, load_rows
+from crisisctl.load.journey import compile_extractor, compile_journey
+from crisisctl.load.journey_spec import ExtractSpec
+from crisisctl.load.scenario import Scenario, ScenarioError
+from crisisctl.load.templates import StringTemplate, TemplateError
+from crisisctl.load.thresholds import ThresholdError, parse_threshold
+
+KEYS = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+SCALARS = st.one_of(st.integers(), st.text(min_size=1, max_size=20), st.booleans())
+
+
+@given(path=st.lists(KEYS, min_size=1, max_size=4), value=SCALARS)
+def test_json_extraction_finds_a_nested_value(path: list[str], value: object) -> None:
+    document: object = value
+    for key in reversed(path):
+        document = {key: document}
+    rule = compile_extractor("v", ExtractSpec(json=".".join(f'"{k}"' for k in path)))
+    got = rule.apply({}, json.dumps(document).encode())
+    assert got == (str(value).lower() if isinstance(value, bool) else str(value))
+
+
+@given(index=st.integers(0, 5), size=st.integers(0, 5))
+def test_json_extraction_of_a_missing_index_is_none(index: int, size: int) -> None:
+    rule = compile_extractor("v", ExtractSpec(json=f"items[{index}].id"))
+    body = json.dumps({"items": [{"id": i} for i in range(size)]}).encode()
+    assert rule.apply({}, body) == (str(index) if index < size else None)
+
+
+@given(st.text(max_size=30))
+def test_extraction_never_raises_on_any_body(body: str) -> None:
+    for spec in (ExtractSpec(json="a.b"), ExtractSpec(regex=r"id=(\d+)")):
+        value = compile_extractor("v", spec).apply({}, body.encode())
+        assert value is None or isinstance(value, str)
+
+
+@given(st.text(alphabet="[]{}()*+?\\|", min_size=1, max_size=6))
+def test_bad_expressions_are_template_errors_not_crashes(text: str) -> None:
+    for spec in (ExtractSpec(json=text), ExtractSpec(regex=text)):
+        try:
+            compile_extractor("v", spec)
+        except TemplateError as exc:
+            assert str(exc).endswith(".")
+
+
+def test_header_and_regex_extraction() -> None:
+    header = compile_extractor("v", ExtractSpec(header="X-Id"))
+    assert header.apply({"X-Id": "42"}, b"") == "42"
+    assert header.apply({}, b"") is None
+    regex = compile_extractor("v", ExtractSpec(regex=r'value="([^"]+)"'))
+    assert regex.apply({}, b'<input value="abc">') == "abc"
+    whole = compile_extractor("v", ExtractSpec(regex=r"\d+"))
+    assert whole.apply({}, b"id 17") == "17"
+    with pytest.raises(TemplateError, match="JMESPath"):
+        compile_extractor("v", ExtractSpec(json="items[0"))
+
+
+@given(
+    st.lists(st.tuples(st.text(alphabet="abc/ -", max_size=5), KEYS), max_size=4),
+    st.text(alphabet="abc/ -", max_size=5),
+)
+def test_template_parser_round_trips(pieces: list[tuple[str, str]], tail: str) -> None:
+    text = "".join(f"{lit}{{{name}}}" for lit, name in pieces) + tail
+    template = StringTemplate.compile(text)
+    assert template.names == tuple(name for _, name in pieces)
+    values = {name: f"<{name}>" for _, name in pieces}
+    assert template.render(values) == "".join(f"{lit}<{n}>" for lit, n in pieces) + tail
+
+
+@given(step=st.from_regex(r"[A-Za-z_][A-Za-z0-9_ ./-]{0,12}[A-Za-z0-9]", fullmatch=True))
+def test_step_tag_scopes_a_threshold(step: str) -> None:
+    t = parse_threshold(f"p95{{step:{step}}} < 300ms")
+    assert (t.operation, t.metric, t.limit) == (step, "p95", 300.0)
+
+
+def test_bad_step_tags() -> None:
+    for text in ("p95{login} < 1s", "p95{step:} < 1s", "p95{method:GET} < 1s"):
+        with pytest.raises(ThresholdError, match="name a step"):
+            parse_threshold(text)
+    with pytest.raises(ThresholdError, match="belongs to the operation"):
+        parse_threshold("p95{step:a} < 1s", operation="b")
+
+
+def test_feeder_modes(tmp_path: Path) -> None:
+    rows = [{"u": str(i)} for i in range(3)]
+    seq = Feeder(rows, "sequential")
+    assert [seq.row(0, random.Random(0))["u"] for _ in range(4)] == ["0", "1", "2", "0"]
+    unique = Feeder(rows, "unique")
+    assert [unique.row(i, random.Random(0))["u"] for i in range(3)] == ["0", "1", "2"]
+    assert unique.part(1, 2).rows == [rows[1]]
+    with pytest.raises(FeederError, match="3 rows for 4 users"):
+        unique.check_unique(4)
+    rnd = Feeder(rows, "random")
+    assert {rnd.row(0, random.Random(s))["u"] for s in range(30)} == {"0", "1", "2"}
+
+
+def test_jsonl_feeder_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "users.jsonl"
+    path.write_text('{"name": "a", "id": 1, "ok": true}\n\n{"name": "b", "id": 2, "ok": false}\n')
+    assert load_rows(path, "jsonl") == [
+        {"name": "a", "id": "1", "ok": "true"},
+        {"name": "b", "id": "2", "ok": "false"},
+    ]
+    path.write_text('{"name": "a"}\n[1]\n')
+    with pytest.raises(FeederError, match=r"users.jsonl:2 is not a JSON object"):
+        load_rows(path, "jsonl")
+    with pytest.raises(FeederError, match="cannot read"):
+        load_rows(tmp_path / "missing.csv", "csv")
+
+
+BASE = {"base_url": "http://127.0.0.1:8000", "model": {"type": "closed", "users": 2, "duration": 1}}
+
+
+def test_scenario_shape_checks() -> None:
+    step = {"path": "/"}
+    with pytest.raises(ValueError, match="either operations .* or steps"):
+        Scenario.model_validate({**BASE, "operations": [step], "steps": [step]})
+    with pytest.raises(ValueError, match="closed model"):
+        Scenario.model_validate(
+            {**BASE, "model": {"type": "open", "rate": 5, "duration": 1}, "steps": [step]}
+        )
+    with pytest.raises(ValueError, match="exactly one of json, header or regex"):
+        Scenario.model_validate({**BASE, "steps": [{"path": "/", "extract": {"a": {}}}]})
+
+
+def test_missing_feeder_column_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "u.csv").write_text("user\nalice\n")
+    scenario = Scenario.model_validate(
+        {
+            **BASE,
+            "feeders": [{"csv": "u.csv"}],
+            "steps": [{"path": "/u/{user}"}, {"name": "two", "path": "/p/{password}"}],
+        }
+    )
+    with pytest.raises(ScenarioError, match=r"steps\[1\].path: no variable named password"):
+        compile_journey(scenario, tmp_path)
