@@ -125,7 +125,7 @@ BASE = {"base_url": "http://127.0.0.1:8000", "model": {"type": "closed", "users"
 
 def test_scenario_shape_checks() -> None:
     step = {"path": "/"}
-    with pytest.raises(ValueError, match="either operations .* or steps"):
+    with pytest.raises(ValueError, match=r"either operations .* or steps"):
         Scenario.model_validate({**BASE, "operations": [step], "steps": [step]})
     with pytest.raises(ValueError, match="closed model"):
         Scenario.model_validate(
