@@ -14,8 +14,9 @@ keep-alive connections — is the one step done in a task.
 `LaneRun` is what a run's lanes share: the loop, the recorder, the stop time, the bound on
 requests (``max_requests``: exact — the lane that would start one more ends the run instead,
 and `LoadResult.aborted` says so), how many lanes are still going and the first bug (an
-exception in a lane's callback ends the run and is raised from `LaneRun.run`). `ClosedLane` is a virtual user of the closed model, `OpenLane`
-one of the open model's connections taking the schedule's next due slot.
+exception in a lane's callback ends the run and is raised from `LaneRun.run`). `ClosedLane`
+is a virtual user of the closed model, `OpenLane` one of the open model's connections taking
+the schedule's next due slot.
 """
 
 from __future__ import annotations
