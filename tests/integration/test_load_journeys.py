@@ -149,3 +149,24 @@ thresholds: ["p95{step:logn} < 1s"]
     assert "no step named 'logn'" in out
     assert SEEN["logins"] == [] and SEEN["lists"] == 0
     assert "Traceback" not in result.output
+
+
+def test_abort_on_stops_a_run_hurting_its_target(server: JourneyServer) -> None:
+    # every GET /items without a token is a 401: an error rate of 100 % from the first second
+    args = ["load", f"{server.url}/items", "--users", "2", "--duration", "20s", "--json"]
+    args += ["--abort-on", "error_rate > 50% for 2s", "--think", "20ms", "--processes", "1"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["aborted"] == "abort_on 'error_rate > 50% for 2s' held"
+    assert 2.0 <= data["elapsed_s"] < 6.0
+
+
+def test_journey_max_requests_is_exact(tmp_path: Path, server: JourneyServer) -> None:
+    reset()
+    path = _write(tmp_path, server, JOURNEY.replace("{pick}", "0").format(extra=""))
+    args = ["load", str(path), "--json", "--processes", "1", "--max-requests", "20"]
+    result = runner.invoke(cli, args)
+    report = json.loads(result.output[: result.output.rindex("\n}") + 2])
+    assert report["requests"] == 20
+    assert report["aborted"] == "stopped at the --max-requests bound (20 requests)"

@@ -11,12 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from crisisctl.load.abort import AbortWindow, parse_abort_on
 from crisisctl.load.feeders import Feeder, FeederError, load_rows
 from crisisctl.load.journey import compile_extractor, compile_journey
 from crisisctl.load.journey_spec import ExtractSpec
 from crisisctl.load.scenario import Scenario, ScenarioError
 from crisisctl.load.templates import StringTemplate, TemplateError
+from crisisctl.load.recorder import Tick
+from crisisctl.load.recording import SecondStats
 from crisisctl.load.thresholds import ThresholdError, parse_threshold
+from crisisctl.stats import LatencyHistogram
 
 KEYS = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
 SCALARS = st.one_of(st.integers(), st.text(min_size=1, max_size=20), st.booleans())
@@ -146,3 +150,40 @@ def test_missing_feeder_column_is_an_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ScenarioError, match=r"steps\[1\].path: no variable named password"):
         compile_journey(scenario, tmp_path)
+
+
+def _tick(second: int, requests: int, errors: int, op: str | None = None) -> Tick:
+    stats = SecondStats(requests, errors, 0, LatencyHistogram())
+    return Tick(second, second + 1.0, stats, {op: stats} if op else {})
+
+
+def test_abort_on_parses_its_window() -> None:
+    rule = parse_abort_on("error_rate > 50% for 10s")
+    assert (rule.condition.metric, rule.condition.limit, rule.window_s) == ("error_rate", 0.5, 10)
+    assert parse_abort_on("p99{step:login} > 2s").window_s == 1
+    for bad in ("requests > 5 for 2s", "error_rate > 50% for ever", "error_rate > 50% for 0s"):
+        with pytest.raises(ThresholdError):
+            parse_abort_on(bad)
+
+
+@given(st.lists(st.tuples(st.integers(1, 20), st.integers(0, 20)), min_size=1, max_size=12))
+def test_abort_window_stops_only_on_a_whole_failing_window(seconds: list[tuple[int, int]]) -> None:
+    window = AbortWindow.of([parse_abort_on("error_rate > 50% for 3s")])
+    fired = None
+    for second, (requests, errors) in enumerate(seconds):
+        errors = min(errors, requests)
+        if window.add(_tick(second, requests, errors)) is not None:
+            fired = second
+            break
+    if fired is not None:
+        last = seconds[max(0, fired - 2) : fired + 1]
+        assert fired >= 2
+        assert sum(min(e, r) for r, e in last) / sum(r for r, _ in last) > 0.5
+
+
+def test_abort_window_on_a_step() -> None:
+    window = AbortWindow.of([parse_abort_on("error_rate{step:login} > 50% for 2s")])
+    assert window.add(_tick(0, 10, 10, "login")) is None  # one second is not the window
+    assert window.add(_tick(1, 10, 0, "login")) is None  # 10 of 20: not above 50 %
+    assert window.add(_tick(2, 10, 10, "other")) is None  # other steps do not count
+    assert window.add(_tick(3, 10, 10, "login")) is not None  # seconds 2-3: 10 of 10

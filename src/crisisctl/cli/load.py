@@ -29,6 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_UNREACHABLE, console, fail, print_json
+from crisisctl.load.abort import parse_abort_on
 from crisisctl.load.html_report import render_html
 from crisisctl.load.plan import RunError, check_scenario, compile_operations
 from crisisctl.load.preflight import describe_run
@@ -309,6 +310,11 @@ def load(
     max_requests: int = typer.Option(
         None, "--max-requests", help="Stop once this many requests have started (exact)."
     ),
+    abort_on: list[str] = typer.Option(
+        None,
+        "--abort-on",
+        help="Stop a run hurting the target, e.g. 'error_rate > 50% for 10s' (repeat).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
     out: Path = typer.Option(None, "--out", help="Write the JSON report to this file."),
     html: Path = typer.Option(None, "--html", help="Write the HTML report to this file."),
@@ -326,6 +332,11 @@ def load(
         scenario, base_dir, source = _scenario_from(target, opts)
         if max_requests is not None:
             scenario = scenario.model_copy(update={"max_requests": max_requests})
+        if abort_on:
+            rules = [parse_abort_on(text) for text in abort_on]  # a bad rule: one sentence
+            scenario = scenario.model_copy(
+                update={"abort_on": scenario.abort_on + [r.text for r in rules]}
+            )
         thresholds: list[Threshold] = scenario.all_thresholds()
         thresholds += [parse_threshold(text) for text in threshold or []]
         thresholds = with_defaults(thresholds, isinstance(scenario.model, OpenModel))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,12 @@ class Extractor:
         return str(found).lower() if isinstance(found, bool) else str(found)
 
 
+def _compile_regex(pattern: str) -> re.Pattern[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "possible nested set": still valid
+        return re.compile(pattern)
+
+
 def compile_extractor(name: str, spec: ExtractSpec) -> Extractor:
     """The rule, compiled; TemplateError for a bad JMESPath expression or regex."""
     if spec.header is not None:
@@ -81,7 +88,7 @@ def compile_extractor(name: str, spec: ExtractSpec) -> Extractor:
         return Extractor(name, "header", spec.header.strip())
     if spec.regex is not None:
         try:
-            return Extractor(name, "regex", spec.regex, re.compile(spec.regex))
+            return Extractor(name, "regex", spec.regex, _compile_regex(spec.regex))
         except re.error as exc:
             raise TemplateError(f"the regex {spec.regex!r} is not valid ({exc}).") from None
     assert spec.json_path is not None

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from crisisctl.load.abort import AbortRule, parse_abort_on
 from crisisctl.load.engine import RateSchedule, ThinkTime
 from crisisctl.load.journey_spec import FeederSpec, StepSpec
 from crisisctl.load.target import check_loopback_url
@@ -332,6 +333,19 @@ class Scenario(_Model):
     seed: int | None = None
     #: the run stops once this many requests have started (exact; ``--max-requests``)
     max_requests: int | None = Field(None, ge=0)
+    #: rules that stop a run hurting its target, e.g. ``error_rate > 50% for 10s``
+    abort_on: list[str] = Field(default_factory=list)
+
+    @field_validator("abort_on")
+    @classmethod
+    def _abort_rules(cls, value: list[str]) -> list[str]:
+        for text in value:
+            parse_abort_on(text)
+        return value
+
+    def abort_rules(self) -> list[AbortRule]:
+        """The parsed ``abort_on`` rules."""
+        return [parse_abort_on(text) for text in self.abort_on]
 
     @model_validator(mode="after")
     def _operations_or_steps(self) -> Scenario:
