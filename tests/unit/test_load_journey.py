@@ -15,10 +15,10 @@ from crisisctl.load.abort import AbortWindow, parse_abort_on
 from crisisctl.load.feeders import Feeder, FeederError, load_rows
 from crisisctl.load.journey import compile_extractor, compile_journey
 from crisisctl.load.journey_spec import ExtractSpec
-from crisisctl.load.scenario import Scenario, ScenarioError
-from crisisctl.load.templates import StringTemplate, TemplateError
 from crisisctl.load.recorder import Tick
 from crisisctl.load.recording import SecondStats
+from crisisctl.load.scenario import Scenario, ScenarioError
+from crisisctl.load.templates import StringTemplate, TemplateError
 from crisisctl.load.thresholds import ThresholdError, parse_threshold
 from crisisctl.stats import LatencyHistogram
 
