@@ -64,7 +64,10 @@ def test_journey_runs_in_order_with_feeder_and_extracted_values(
     reset()
     text = JOURNEY.replace("{pick}", "1").format(extra="")
     path = _write(tmp_path, server, text)
-    result = runner.invoke(cli, ["load", str(path), "--json", "--processes", "1"])
+    html_out = str(tmp_path / "report.html")
+    result = runner.invoke(
+        cli, ["load", str(path), "--json", "--processes", "1", "--html", html_out]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     steps = report["operations"]
@@ -74,6 +77,12 @@ def test_journey_runs_in_order_with_feeder_and_extracted_values(
     assert set(SEEN["logins"]) == {"user1", "user2", "user3"}  # unique: one row per user
     assert SEEN["reads"] and {item for _, item in SEEN["reads"]} == {202}
     assert SEEN["bad_auth"] == 0
+    assert report["grouping"] == "step"
+    html = (tmp_path / "report.html").read_text()
+    assert "<h2>Steps</h2>" in html and "<td>login</td>" in html and "<td>read</td>" in html
+    text = runner.invoke(cli, ["load", str(path), "--processes", "2"])
+    assert text.exit_code == 0, text.output
+    assert "step" in text.output and "login" in text.output and "read" in text.output
     verdicts = report["thresholds"]
     assert [(v["operation"], v["passed"]) for v in verdicts][:2] == [
         ("login", True),

@@ -218,7 +218,9 @@ def render(data: dict[str, Any]) -> None:
         lat.add_row(name, *(_ms(summary[k]) for k in ("p50", "p90", "p95", "p99", "p999", "max")))
     console.print(lat)
     if len(operations) > 1:
-        ops = Table("operation", "requests", "req/s", "error rate", "statuses")
+        ops = Table(
+            data.get("grouping", "operation"), "requests", "req/s", "error rate", "statuses"
+        )
         for name, op in operations.items():
             statuses = ", ".join(f"{k}={v}" for k, v in op["status_counts"].items()) or "-"
             ops.add_row(
