@@ -17,7 +17,7 @@ from crisisctl.load.journey import compile_extractor, compile_journey
 from crisisctl.load.journey_spec import ExtractSpec
 from crisisctl.load.recorder import Tick
 from crisisctl.load.recording import SecondStats
-from crisisctl.load.scenario import Scenario, ScenarioError
+from crisisctl.load.scenario import Scenario, ScenarioError, load_scenario
 from crisisctl.load.templates import StringTemplate, TemplateError
 from crisisctl.load.thresholds import ThresholdError, parse_threshold
 from crisisctl.stats import LatencyHistogram
@@ -187,3 +187,11 @@ def test_abort_window_on_a_step() -> None:
     assert window.add(_tick(1, 10, 0, "login")) is None  # 10 of 20: not above 50 %
     assert window.add(_tick(2, 10, 10, "other")) is None  # other steps do not count
     assert window.add(_tick(3, 10, 10, "login")) is not None  # seconds 2-3: 10 of 10
+
+
+def test_the_example_journey_is_valid() -> None:
+    example = Path(__file__).parents[2] / "examples" / "scenarios" / "shop-journey.yaml"
+    scenario, root = load_scenario(example)
+    journey = compile_journey(scenario, example.parent, str(example), root)
+    assert [s.name for s in journey.steps] == ["login", "list", "read"]
+    assert scenario.max_requests == 20000 and scenario.abort_rules()[0].window_s == 10
