@@ -26,6 +26,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     ValidationError,
     field_validator,
     model_validator,
@@ -347,9 +348,37 @@ class Scenario(_Model):
         """The parsed ``abort_on`` rules."""
         return [parse_abort_on(text) for text in self.abort_on]
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _some_work(cls, data: Any, handler: ModelWrapValidatorHandler[Scenario]) -> Scenario:
+        """Neither operations nor steps: reported at ``operations`` with the other problems."""
+        extra: list[Any] = []
+        if isinstance(data, dict) and not data.get("steps") and not data.get("operations"):
+            if "operations" not in data:
+                extra = [{"type": "missing", "loc": ("operations",), "input": data}]
+            else:
+                extra = [
+                    {
+                        "type": "too_short",
+                        "loc": ("operations",),
+                        "input": data["operations"],
+                        "ctx": {"field_type": "List", "min_length": 1, "actual_length": 0},
+                    }
+                ]
+        try:
+            scenario = handler(data)
+        except ValidationError as exc:
+            if not extra:
+                raise
+            errors: list[Any] = [*exc.errors(), *extra]
+            raise ValidationError.from_exception_data(exc.title, errors) from None
+        if extra:
+            raise ValidationError.from_exception_data(cls.__name__, extra)
+        return scenario
+
     @model_validator(mode="after")
     def _operations_or_steps(self) -> Scenario:
-        if bool(self.operations) == bool(self.steps):
+        if self.operations and self.steps:
             raise ValueError("give either operations (weighted requests) or steps (a journey)")
         if self.steps:
             if not isinstance(self.model, ClosedModel):
