@@ -14,10 +14,12 @@ from hypothesis import strategies as st
 from crisisctl.load.abort import AbortWindow, parse_abort_on
 from crisisctl.load.feeders import Feeder, FeederError, load_rows
 from crisisctl.load.journey import compile_extractor, compile_journey
+from crisisctl.load.journey_client import JourneyClient
 from crisisctl.load.journey_spec import ExtractSpec
 from crisisctl.load.recorder import Tick
 from crisisctl.load.recording import SecondStats
 from crisisctl.load.scenario import Scenario, ScenarioError, load_scenario
+from crisisctl.load.target import Target
 from crisisctl.load.templates import StringTemplate, TemplateError
 from crisisctl.load.thresholds import ThresholdError, parse_threshold
 from crisisctl.stats import LatencyHistogram
@@ -61,7 +63,7 @@ def test_bad_expressions_are_template_errors_not_crashes(text: str) -> None:
 
 def test_header_and_regex_extraction() -> None:
     header = compile_extractor("v", ExtractSpec(header="X-Id"))
-    assert header.apply({"X-Id": "42"}, b"") == "42"
+    assert header.apply({"x-id": "42"}, b"") == "42"  # the client lower-cases names
     assert header.apply({}, b"") is None
     regex = compile_extractor("v", ExtractSpec(regex=r'value="([^"]+)"'))
     assert regex.apply({}, b'<input value="abc">') == "abc"
@@ -195,3 +197,14 @@ def test_the_example_journey_is_valid() -> None:
     journey = compile_journey(scenario, example.parent, str(example), root)
     assert [s.name for s in journey.steps] == ["login", "list", "read"]
     assert scenario.max_requests == 20000 and scenario.abort_rules()[0].window_s == 10
+
+
+def test_journey_client_cookie_jar() -> None:
+    client = JourneyClient(Target("127.0.0.1", 1, "127.0.0.1", "/", "127.0.0.1:1"), 1.0)
+    client._keep_cookies("sid=abc; Path=/; HttpOnly\ncart=7")
+    assert client.cookies == {"sid": "abc", "cart": "7"}
+    client._keep_cookies('cart=""; Max-Age=0')
+    assert client.cookies == {"sid": "abc"}
+    raw = client._bytes("POST", "/x?a=1", {"X-A": "b"}, b"{}")
+    assert raw.startswith(b"POST /x?a=1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n")
+    assert b"\r\nCookie: sid=abc\r\nContent-Length: 2\r\n\r\n{}" in raw

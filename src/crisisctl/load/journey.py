@@ -54,7 +54,7 @@ class Extractor:
     compiled: Any = None
 
     def apply(self, headers: Mapping[str, str], body: bytes) -> str | None:
-        """The value in a response (`headers` looked up case-insensitively), or None."""
+        """The value in a response (`headers`: names lower-cased), or None."""
         if self.kind == "header":
             value = headers.get(self.expression)
             return value if value else None
@@ -85,7 +85,7 @@ def compile_extractor(name: str, spec: ExtractSpec) -> Extractor:
     if spec.header is not None:
         if not spec.header.strip() or any(c in spec.header for c in ":\r\n"):
             raise TemplateError(f"{spec.header!r} is not a header name.")
-        return Extractor(name, "header", spec.header.strip())
+        return Extractor(name, "header", spec.header.strip().lower())
     if spec.regex is not None:
         try:
             return Extractor(name, "regex", spec.regex, _compile_regex(spec.regex))

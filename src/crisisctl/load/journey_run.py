@@ -1,6 +1,6 @@
 """Running a journey: each closed-model virtual user runs the steps in order, again and again.
 
-A user is one task with its own HTTP client (httpx: one keep-alive connection, its own cookie
+A user is one task with its own `JourneyClient` (one keep-alive connection, its own cookie
 jar — Set-Cookie answers become the Cookie header of its next requests; the jar is emptied
 when the user starts the journey again, as k6 does per iteration). At the start of each
 journey the user takes its feeder rows (`Feeder.row`); every step draws the scenario
@@ -23,26 +23,17 @@ import random
 import time
 from collections.abc import Callable
 
-import httpx
-
+from crisisctl.load.client import RequestError
 from crisisctl.load.journey import EXTRACT_ERROR, Journey
+from crisisctl.load.journey_client import JourneyClient
 from crisisctl.load.lanes import MAX_REQUESTS_REASON
 from crisisctl.load.recorder import Recorder, Tick
 from crisisctl.load.recording import LoadResult, OperationStats
 from crisisctl.load.runbase import Control, finish_run, ticker
 from crisisctl.load.schedule import RateSchedule, ThinkTime
+from crisisctl.load.target import Target
 
 __all__ = ["run_journeys"]
-
-
-def _kind(exc: BaseException) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(exc, httpx.ConnectError):
-        return "refused"
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-        return "reset"
-    return "other"
 
 
 class _Run:
@@ -51,7 +42,7 @@ class _Run:
     def __init__(
         self,
         journey: Journey,
-        base_url: str,
+        target: Target,
         users: RateSchedule,
         think: ThinkTime,
         timeout_s: float,
@@ -59,7 +50,8 @@ class _Run:
         max_requests: int | None,
     ) -> None:
         self.journey = journey
-        self.base_url = base_url.rstrip("/")
+        self.target = target
+        self.clients: list[JourneyClient] = []
         self.users = users
         self.think = think
         self.timeout_s = timeout_s
@@ -79,10 +71,9 @@ class _Run:
 
     async def user(self, index: int, rec: Recorder, ctl: Control, t0: float) -> None:
         """Virtual user `index` (see the module's docstring)."""
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(
-            trust_env=False, timeout=self.timeout_s, limits=limits, follow_redirects=False
-        ) as client:
+        client = JourneyClient(self.target, self.timeout_s)
+        self.clients.append(client)
+        try:
             if not self.no_think and not await self.pause(ctl, self.think.first(self.rng)):
                 return
             while True:
@@ -96,12 +87,14 @@ class _Run:
                         return
                     await self.pause(ctl, min(t0 + due - now, 1.0) + 0.0005)
                     continue
-                client.cookies.clear()
+                client.clear_cookies()
                 if not await self.journey_once(index, client, rec, ctl):
                     return
+        finally:
+            client.close()
 
     async def journey_once(
-        self, index: int, client: httpx.AsyncClient, rec: Recorder, ctl: Control
+        self, index: int, client: JourneyClient, rec: Recorder, ctl: Control
     ) -> bool:
         """One pass over the steps; False when the run is over."""
         values: dict[str, object] = {}
@@ -124,14 +117,12 @@ class _Run:
             sent = time.monotonic()
             ok = True
             try:
-                response = await client.request(
-                    step.method, self.base_url + target, headers=headers, content=body
-                )
+                response = await client.request(step.method, target, headers, body)
             except asyncio.CancelledError:
                 rec.error(op, "timeout", time.monotonic())
                 raise
-            except httpx.HTTPError as exc:
-                kind = _kind(exc)
+            except RequestError as exc:
+                kind = exc.kind
                 rec.error(op, kind, time.monotonic())
                 ok = False
                 if kind == "refused":
@@ -139,14 +130,14 @@ class _Run:
             else:
                 done = time.monotonic()
                 for extractor in step.extractors:
-                    value = extractor.apply(response.headers, response.content)
+                    value = extractor.apply(response.headers, response.body)
                     if value is None:
                         ok = False
                         break
                     values[extractor.name] = value
                 if ok:
                     us = int((done - sent) * 1_000_000)
-                    rec.response(op, response.status_code, len(response.content), us, None, done)
+                    rec.response(op, response.status, len(response.body), us, None, done)
                 else:
                     rec.error(op, EXTRACT_ERROR, done)
             for name in step.names:  # drawn again at the next step that uses them
@@ -162,7 +153,8 @@ class _Run:
 
 async def run_journeys(
     journey: Journey,
-    base_url: str,
+    target: Target,
+    url: str,
     *,
     users: RateSchedule,
     think: ThinkTime | None = None,
@@ -172,11 +164,11 @@ async def run_journeys(
     stop: Callable[[], str | None] | None = None,
     max_requests: int | None = None,
 ) -> LoadResult:
-    """Run `journey` against `base_url` with the `users` schedule (closed model)."""
+    """Run `journey` against `target` (`url` for the report) with the `users` schedule."""
     count = max(1, int(max(max(r0, r1) for _, r0, r1 in users.segments) + 0.999999))
-    run = _Run(journey, base_url, users, think or ThinkTime(), timeout_s, seed, max_requests)
+    run = _Run(journey, target, users, think or ThinkTime(), timeout_s, seed, max_requests)
     result = LoadResult(
-        model="closed", url=base_url, duration_s=users.duration_s, timeout_s=timeout_s,
+        model="closed", url=url, duration_s=users.duration_s, timeout_s=timeout_s,
         users=count,
     )  # fmt: skip
     t0 = time.monotonic()
@@ -200,4 +192,5 @@ async def run_journeys(
         if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
             raise outcome
     finish_run(rec, [], ctl, on_tick)
+    result.connects = sum(c.connects for c in run.clients)
     return result

@@ -351,12 +351,12 @@ async def _execute_journey(
     journey = compile_journey(scenario, base_dir).part(part, parts)
     model = scenario.model
     assert isinstance(model, ClosedModel)  # the scenario's validation sees to it
-    check_loopback_url(scenario.base_url + "/", tool="crisisctl load")
+    target = check_loopback_url(scenario.base_url + "/", tool="crisisctl load")
     if on_ready is not None:
         await on_ready()
     seed = None if scenario.seed is None else scenario.seed + part
     return await run_journeys(
-        journey, scenario.base_url, users=model.schedule(), think=model.think.think_time(),
+        journey, target, scenario.base_url, users=model.schedule(), think=model.think.think_time(),
         timeout_s=scenario.timeout, seed=seed, on_tick=on_tick, stop=stop,
         max_requests=scenario.max_requests,
     )  # fmt: skip
