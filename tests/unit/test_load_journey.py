@@ -16,6 +16,7 @@ from crisisctl.load.feeders import Feeder, FeederError, load_rows
 from crisisctl.load.journey import compile_extractor, compile_journey
 from crisisctl.load.journey_client import JourneyClient
 from crisisctl.load.journey_spec import ExtractSpec
+from crisisctl.load.plan import check_scenario
 from crisisctl.load.recorder import Tick
 from crisisctl.load.recording import SecondStats
 from crisisctl.load.scenario import Scenario, ScenarioError, load_scenario
@@ -208,3 +209,15 @@ def test_journey_client_cookie_jar() -> None:
     raw = client._bytes("POST", "/x?a=1", {"X-A": "b"}, b"{}")
     assert raw.startswith(b"POST /x?a=1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n")
     assert b"\r\nCookie: sid=abc\r\nContent-Length: 2\r\n\r\n{}" in raw
+
+
+def test_abort_on_naming_an_unknown_step_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "base_url: http://127.0.0.1:1\nmodel: {type: closed, users: 1, duration: 1s}\n"
+        "steps: [{name: a, path: /}]\nabort_on:\n  - error_rate{step:a} > 50% for 2s\n"
+        "  - error_rate{step:b} > 50% for 2s\n"
+    )
+    scenario, root = load_scenario(path)
+    with pytest.raises(ScenarioError, match=r"s.yaml:6: abort_on\[1\]: there is no step .* 'b'"):
+        check_scenario(scenario, tmp_path, str(path), root)

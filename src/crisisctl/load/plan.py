@@ -181,8 +181,19 @@ def check_scenario(
     and extraction rules); ScenarioError lists every problem at ``file:line``."""
     if scenario.steps:
         compile_journey(scenario, base_dir, source, root)
+        names = {step.label for step in scenario.steps}
     else:
         compile_operations(scenario, base_dir, source, root)
+        names = {op.label for op in scenario.operations}
+    problems = []
+    for i, rule in enumerate(scenario.abort_rules()):
+        scope = rule.condition.operation
+        if scope is not None and scope not in names:
+            line, field = locate(root, ("abort_on", i))
+            where = f"{source}:{line}" if line is not None else source
+            problems.append(f"{where}: {field}: there is no step or operation named {scope!r}")
+    if problems:
+        raise ScenarioError(source, problems)
 
 
 def _scale(stages: list[Stage], factor: float) -> list[Stage]:
