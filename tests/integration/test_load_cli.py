@@ -69,3 +69,21 @@ def test_load_unreachable_exits_3() -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 3, result.output
     assert "could not be reached" in result.stderr
+
+
+@pytest.mark.parametrize("model", [["--rate", "500"], ["--users", "4"]])
+def test_max_requests_bounds_a_run_exactly(server: RawServer, model: list[str]) -> None:
+    args = ["load", f"{server.url}/", *model, "--duration", "3s", "--max-requests", "137", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["requests"] == 137 and data["completed"] == 137
+    assert data["aborted"] == "stopped at the --max-requests bound (137 requests)"
+    assert "sending to" not in result.output  # loopback: no preflight line
+
+
+def test_max_requests_split_over_processes_is_exact(server: RawServer) -> None:
+    args = ["load", f"{server.url}/", "--users", "4", "--duration", "3s", "--max-requests", "101"]
+    result = runner.invoke(app, [*args, "--processes", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["requests"] == 101

@@ -35,8 +35,10 @@ from rich.text import Text
 
 from crisisctl.cli import transport_options as topt
 from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_UNREACHABLE, console, fail, print_json
+from crisisctl.load.abort import parse_abort_on
 from crisisctl.load.html_report import render_html
-from crisisctl.load.plan import RunError, compile_operations
+from crisisctl.load.plan import RunError, check_scenario, compile_operations
+from crisisctl.load.preflight import describe_run
 from crisisctl.load.processes import LiveStats, default_processes, run_scenario, run_sync
 from crisisctl.load.report import build_report, dropped_warning
 from crisisctl.load.scenario import (
@@ -223,7 +225,9 @@ def render(data: dict[str, Any]) -> None:
         lat.add_row(name, *(_ms(summary[k]) for k in ("p50", "p90", "p95", "p99", "p999", "max")))
     console.print(lat)
     if len(operations) > 1:
-        ops = Table("operation", "requests", "req/s", "error rate", "statuses")
+        ops = Table(
+            data.get("grouping", "operation"), "requests", "req/s", "error rate", "statuses"
+        )
         for name, op in operations.items():
             statuses = ", ".join(f"{k}={v}" for k, v in op["status_counts"].items()) or "-"
             ops.add_row(
@@ -295,7 +299,7 @@ def _scenario_from(
         fail(f"{target} is neither a scenario file nor an http:// or https:// URL.")
     scenario, root = load_scenario(path)
     scenario = _with_transport(scenario, transport)
-    compile_operations(scenario, path.parent, str(path), root)
+    check_scenario(scenario, path.parent, str(path), root)
     return scenario, path.parent, str(path)
 
 
@@ -339,6 +343,14 @@ def load(
     processes: int = typer.Option(
         None, "--processes", help="Engine processes (default: cores − 1, at least 1)."
     ),
+    max_requests: int = typer.Option(
+        None, "--max-requests", help="Stop once this many requests have started (exact)."
+    ),
+    abort_on: list[str] = typer.Option(
+        None,
+        "--abort-on",
+        help="Stop a run hurting the target, e.g. 'error_rate > 50% for 10s' (repeat).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
     out: Path = typer.Option(None, "--out", help="Write the JSON report to this file."),
     html: Path = typer.Option(None, "--html", help="Write the HTML report to this file."),
@@ -360,8 +372,17 @@ def load(
         "body": body, "body_file": body_file, "ramp_up": ramp_up, "think": think,
         "think_dist": think_dist, "seed": seed, "arrival": arrival,
     }  # fmt: skip
+    if max_requests is not None and max_requests < 1:
+        fail(f"--max-requests must be at least 1, not {max_requests}.")
     try:
         scenario, base_dir, source = _scenario_from(target, opts, transport)
+        if max_requests is not None:
+            scenario = scenario.model_copy(update={"max_requests": max_requests})
+        if abort_on:
+            rules = [parse_abort_on(text) for text in abort_on]  # a bad rule: one sentence
+            scenario = scenario.model_copy(
+                update={"abort_on": scenario.abort_on + [r.text for r in rules]}
+            )
         thresholds: list[Threshold] = scenario.all_thresholds()
         thresholds += [parse_threshold(text) for text in threshold or []]
         thresholds = with_defaults(thresholds, isinstance(scenario.model, OpenModel))
@@ -371,6 +392,9 @@ def load(
         fail(str(exc))
     if processes is not None and processes < 1:
         fail(f"--processes must be at least 1, not {processes}.")
+    summary = describe_run(scenario.base_url, scenario.model, scenario.max_requests)
+    if summary is not None:  # a host not on this machine: say what is about to be sent
+        typer.echo(summary, err=True)
     topt.Transport(scenario.transport, transport.auth).check(_checked_target(scenario, transport))
     started = datetime.now(UTC)
     show = not json_out and console.is_terminal

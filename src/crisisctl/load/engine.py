@@ -82,6 +82,7 @@ async def run_open_ops(
     part: int = 0,
     parts: int = 1,
     start_at: float | None = None,
+    max_requests: int | None = None,
 ) -> LoadResult:
     """Send `operations` (drawn by weight) at the arrival rate of `schedule`, open model.
 
@@ -90,7 +91,8 @@ async def run_open_ops(
     schedule starting at monotonic time `start_at` (default: now). Connection *i* sends with
     the extra headers ``sessions[i % len(sessions)]`` (e.g. a login cookie). `on_tick` gets a
     `Tick` per second; when `stop()` returns a reason the run stops sending and
-    `LoadResult.aborted` holds it. Raises ValueError for bad numbers.
+    `LoadResult.aborted` holds it; at most `max_requests` requests start (an exact bound).
+    Raises ValueError for bad numbers.
     """
     duration_s = schedule.duration_s
     check_common(duration_s, timeout_s)
@@ -124,7 +126,7 @@ async def run_open_ops(
     rec = Recorder(result, t0, stats)
     single = len(operations) == 1
 
-    run = LaneRun(rec, ctl, rng)
+    run = LaneRun(rec, ctl, rng, max_requests)
     lanes = [
         OpenLane(
             run,
@@ -198,12 +200,14 @@ async def run_closed_ops(
     seed: int | None = None,
     on_tick: Callable[[Tick], None] | None = None,
     stop: Callable[[], str | None] | None = None,
+    max_requests: int | None = None,
 ) -> LoadResult:
     """Virtual users send `operations` (drawn by weight), closed model.
 
     `users` gives the number of active users over time: user *i* (one keep-alive connection,
     extra headers ``sessions[i % len(sessions)]``) runs while the schedule is above *i*, and
-    the run lasts as long as the schedule. `on_tick` and `stop` as for `run_open_ops`.
+    the run lasts as long as the schedule. `on_tick`, `stop` and `max_requests` as for
+    `run_open_ops`.
     """
     duration_s = users.duration_s
     check_common(duration_s, timeout_s)
@@ -233,7 +237,7 @@ async def run_closed_ops(
     ctl = Control(t0 + duration_s)
     rec = Recorder(result, t0, stats)
     single = len(operations) == 1
-    run = LaneRun(rec, ctl, rng)
+    run = LaneRun(rec, ctl, rng, max_requests)
     lanes = [
         ClosedLane(
             run,

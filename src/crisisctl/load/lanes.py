@@ -11,10 +11,12 @@ asyncio's usual await-a-future style those were most of what a request cost the 
 awaiting task had been scheduled again, which showed in the p99. Connecting — rare, on
 keep-alive connections — is the one step done in a task.
 
-`LaneRun` is what a run's lanes share: the loop, the recorder, the stop time, how many lanes
-are still going and the first bug (an exception in a lane's callback ends the run and is
-raised from `LaneRun.run`). `ClosedLane` is a virtual user of the closed model, `OpenLane`
-one of the open model's connections taking the schedule's next due slot.
+`LaneRun` is what a run's lanes share: the loop, the recorder, the stop time, the bound on
+requests (``max_requests``: exact — the lane that would start one more ends the run instead,
+and `LoadResult.aborted` says so), how many lanes are still going and the first bug (an
+exception in a lane's callback ends the run and is raised from `LaneRun.run`). `ClosedLane`
+is a virtual user of the closed model, `OpenLane` one of the open model's connections taking
+the schedule's next due slot.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ from crisisctl.transport.client import (
     classify_error,
 )
 
-__all__ = ["ClosedLane", "Lane", "LaneRun", "OpenLane"]
+__all__ = ["MAX_REQUESTS_REASON", "ClosedLane", "Lane", "LaneRun", "OpenLane"]
+
+#: `LoadResult.aborted` of a run that stopped at its `max_requests` bound (then the count)
+MAX_REQUESTS_REASON = "stopped at the --max-requests bound"
 
 #: failures on a reused keep-alive connection that are retried once on a fresh one
 _RETRYABLE = (ClosedEarly, ConnectionResetError, BrokenPipeError)
@@ -50,10 +55,25 @@ _DRAIN_POLL_S = 0.02
 class LaneRun:
     """What a run's lanes share, and the wait for them to finish."""
 
-    __slots__ = ("bug", "ctl", "finished", "lanes", "left", "loop", "rec", "rng", "tasks")
+    __slots__ = (
+        "bug",
+        "ctl",
+        "finished",
+        "lanes",
+        "left",
+        "loop",
+        "max_requests",
+        "rec",
+        "rng",
+        "tasks",
+    )
 
-    def __init__(self, rec: Recorder, ctl: Control, rng: random.Random) -> None:
+    def __init__(
+        self, rec: Recorder, ctl: Control, rng: random.Random, max_requests: int | None = None
+    ) -> None:
         self.loop = asyncio.get_running_loop()
+        #: requests this run may start at most (-1: no bound)
+        self.max_requests = -1 if max_requests is None else max_requests
         self.rec = rec
         self.ctl = ctl
         self.rng = rng
@@ -76,6 +96,13 @@ class LaneRun:
             self.bug = exc
         if not self.finished.done():
             self.finished.set_result(None)
+
+    def bound_reached(self, now: float) -> None:
+        """`max_requests` requests have started: nothing more is sent; the run says why."""
+        ctl = self.ctl
+        if ctl.aborted is None:
+            ctl.aborted = f"{MAX_REQUESTS_REASON} ({self.max_requests} requests)"
+        ctl.stop_at = min(ctl.stop_at, now)
 
     def spawn(self, coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run a lane's coroutine function as a task the run keeps until it is done."""
@@ -231,6 +258,11 @@ class Lane:
     def send(self, now: float) -> None:
         """Send the next request (drawn by weight when the run has several operations)."""
         run = self.run
+        limit = run.max_requests
+        if limit >= 0 and run.rec.result.requests >= limit:
+            run.bound_reached(now)
+            self.end()
+            return
         if not self.fixed:
             picker = self.picker
             index = picker.pick(run.rng)

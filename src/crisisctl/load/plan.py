@@ -23,6 +23,8 @@ import httpx
 import yaml
 
 from crisisctl.load.engine import Operation, run_closed_ops, run_open_ops
+from crisisctl.load.journey import compile_journey
+from crisisctl.load.journey_run import run_journeys
 from crisisctl.load.recorder import Tick
 from crisisctl.load.recording import LoadResult
 from crisisctl.load.scenario import (
@@ -47,7 +49,7 @@ from crisisctl.load.templates import (
     load_csv_column,
 )
 
-__all__ = ["RunError", "compile_operations", "execute", "login", "share"]
+__all__ = ["RunError", "check_scenario", "compile_operations", "execute", "login", "share"]
 
 #: Logins made at once (closed model: one per user).
 LOGIN_CONCURRENCY = 16
@@ -172,6 +174,28 @@ def compile_operations(
     return operations
 
 
+def check_scenario(
+    scenario: Scenario, base_dir: Path, source: str = "scenario", root: yaml.Node | None = None
+) -> None:
+    """Everything checked before a run (operations' templates, or a journey's steps, feeders
+    and extraction rules); ScenarioError lists every problem at ``file:line``."""
+    if scenario.steps:
+        compile_journey(scenario, base_dir, source, root)
+        names = {step.label for step in scenario.steps}
+    else:
+        compile_operations(scenario, base_dir, source, root)
+        names = {op.label for op in scenario.operations}
+    problems = []
+    for i, rule in enumerate(scenario.abort_rules()):
+        scope = rule.condition.operation
+        if scope is not None and scope not in names:
+            line, field = locate(root, ("abort_on", i))
+            where = f"{source}:{line}" if line is not None else source
+            problems.append(f"{where}: {field}: there is no step or operation named {scope!r}")
+    if problems:
+        raise ScenarioError(source, problems)
+
+
 def _scale(stages: list[Stage], factor: float) -> list[Stage]:
     return [Stage(duration=s.duration, target=s.target * factor) for s in stages]
 
@@ -185,6 +209,10 @@ def share(scenario: Scenario, index: int, count: int) -> Scenario:
     """
     if count <= 1:
         return scenario
+    bound = scenario.max_requests
+    if bound is not None:  # split exactly: the shares add up to the bound
+        bound = bound // count + (1 if index < bound % count else 0)
+        scenario = scenario.model_copy(update={"max_requests": bound})
     model = scenario.model
     new: OpenModel | ClosedModel
     if isinstance(model, OpenModel):
@@ -295,6 +323,8 @@ async def execute(
     there). Each process draws its template values from ``seed + part``; the open model's
     arrivals come from ``seed`` itself, the same schedule in every process.
     """
+    if scenario.steps:
+        return await _execute_journey(scenario, base_dir, on_tick, stop, on_ready, part, parts)
     operations = compile_operations(scenario, base_dir)
     target, url = _target(scenario, operations)
     model = scenario.model
@@ -307,7 +337,7 @@ async def execute(
             target, operations, schedule=model.schedule(), connections=model.connections,
             timeout_s=scenario.timeout, sessions=sessions, url=url, seed=own_seed,
             on_tick=on_tick, stop=stop, arrival=model.arrival, arrival_seed=seed, part=part,
-            parts=parts, start_at=start_at,
+            parts=parts, start_at=start_at, max_requests=scenario.max_requests,
         )  # fmt: skip
     schedule = model.schedule()
     users = math.ceil(max(max(r0, r1) for _, r0, r1 in schedule.segments) - 1e-9)
@@ -317,5 +347,28 @@ async def execute(
     return await run_closed_ops(
         target, operations, users=schedule, think=model.think.think_time(),
         timeout_s=scenario.timeout, sessions=sessions, url=url, seed=own_seed,
-        on_tick=on_tick, stop=stop,
+        on_tick=on_tick, stop=stop, max_requests=scenario.max_requests,
+    )  # fmt: skip
+
+
+async def _execute_journey(
+    scenario: Scenario,
+    base_dir: Path,
+    on_tick: Callable[[Tick], None] | None,
+    stop: Callable[[], str | None] | None,
+    on_ready: Callable[[], Awaitable[float | None]] | None,
+    part: int,
+    parts: int,
+) -> LoadResult:
+    journey = compile_journey(scenario, base_dir).part(part, parts)
+    model = scenario.model
+    assert isinstance(model, ClosedModel)  # the scenario's validation sees to it
+    target = scenario.transport.target(scenario.base_url + "/", tool="crisisctl load")
+    if on_ready is not None:
+        await on_ready()
+    seed = None if scenario.seed is None else scenario.seed + part
+    return await run_journeys(
+        journey, target, scenario.base_url, users=model.schedule(), think=model.think.think_time(),
+        timeout_s=scenario.timeout, seed=seed, on_tick=on_tick, stop=stop,
+        max_requests=scenario.max_requests,
     )  # fmt: skip

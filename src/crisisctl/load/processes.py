@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from crisisctl.load.abort import AbortRule, AbortWindow
 from crisisctl.load.plan import RunError, execute, share
 from crisisctl.load.recorder import Tick
 from crisisctl.load.recording import LoadResult, SecondStats
@@ -154,9 +155,11 @@ class _Watch:
         thresholds: Sequence[Threshold],
         on_update: Callable[[LiveStats], None] | None,
         stop: Callable[[], None],
+        abort_on: Sequence[AbortRule] = (),
     ) -> None:
         self.live = live
         self.abortable = [t for t in thresholds if t.abort_on_fail]
+        self.window = AbortWindow.of(abort_on)
         self.on_update = on_update
         self.stop = stop
         self.reason: str | None = None
@@ -165,6 +168,9 @@ class _Watch:
 
     def tick(self, tick: Tick) -> None:
         self.live.add(tick)
+        rule = self.window.add(tick)
+        if rule is not None:
+            self.abort(f"abort_on {rule.text!r} held")
         if self.reason is None:
             for t in self.abortable:
                 if abort_due(t, self.live.scope(t.operation), self.live.elapsed_s):
@@ -306,7 +312,7 @@ def run_scenario(
         # every process draws its share from the one schedule: one seed for all, reported
         scenario = scenario.model_copy(update={"seed": random.SystemRandom().randrange(2**31)})
     count = _processes_for(scenario, processes)
-    names = [op.label for op in scenario.operations]
+    names = [op.label for op in scenario.operations] + [step.label for step in scenario.steps]
     live = LiveStats(count, names, scenario.duration_s)
     limit = scenario.duration_s + scenario.timeout + GRACE_S
     if count == 1:
@@ -324,7 +330,7 @@ def _run_in_thread(
 ) -> RunOutcome:
     inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
     halt = threading.Event()
-    watch = _Watch(live, thresholds, on_update, halt.set)
+    watch = _Watch(live, thresholds, on_update, halt.set, scenario.abort_rules())
     worker = threading.Thread(
         target=_thread_main, args=(scenario, base_dir, inbox, halt), daemon=True
     )
@@ -377,7 +383,7 @@ def _run_in_processes(
         )
         for i in range(count)
     ]
-    watch = _Watch(live, thresholds, on_update, halt.set)
+    watch = _Watch(live, thresholds, on_update, halt.set, scenario.abort_rules())
     results: dict[int, LoadResult] = {}
     try:
         with _main_module_hidden(), _sigint_ignored():

@@ -120,6 +120,8 @@ def build_report(
             "name": scenario.name,
             "planned_duration_s": scenario.duration_s,
             "arrival": model.arrival if isinstance(model, OpenModel) else None,
+            # what `operations` holds: a journey's steps, or weighted operations
+            "grouping": "step" if scenario.steps else "operation",
             "started_at": utc_iso(started_at),
             "finished_at": utc_iso(finished_at),
             "config": {

@@ -4,12 +4,13 @@ A scenario holds ``base_url`` (any host, http:// or https://), ``transport`` (``
 and TLS options), default ``headers``, a ``timeout``, an optional ``login`` step, the load
 ``model`` (``open``: arrival rate and stages, ``arrival: constant`` (evenly spaced) or
 ``poisson`` (exponential gaps, seeded by ``seed``); ``closed``: users, ramp-up, think time and
-stages), ``variables`` (value sources for templates), weighted
-``operations`` and ``thresholds``. `load_scenario(path)` reads and validates a file; every
-problem is reported as ``file:line: field: what is wrong`` (the line comes from the YAML
-node the pydantic error location points at). The quick form of ``crisisctl load URL`` builds
-the same `Scenario` from its options. Compiling the templates (`crisisctl.load.plan`) is a
-second validation step whose errors carry locations too.
+stages), ``variables`` (value sources for templates), weighted ``operations`` — or a journey:
+ordered ``steps`` with ``feeders`` (closed model only, `crisisctl.load.journey_spec`) — and
+``thresholds``. `load_scenario(path)` reads and validates a file; every problem is reported as
+``file:line: field: what is wrong`` (the line comes from the YAML node the pydantic error
+location points at). The quick form of ``crisisctl load URL`` builds the same `Scenario` from
+its options. Compiling the templates (`crisisctl.load.plan`) is a second validation step whose
+errors carry locations too.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from crisisctl.load.abort import AbortRule, parse_abort_on
 from crisisctl.load.engine import RateSchedule, ThinkTime
+from crisisctl.load.journey_spec import FeederSpec, StepSpec
 from crisisctl.load.target import parse_url
 from crisisctl.load.thresholds import Threshold, parse_threshold
 from crisisctl.transport.settings import TransportSpec
@@ -324,11 +328,73 @@ class Scenario(_Model):
     login: Login | None = None
     model: Annotated[OpenModel | ClosedModel, Field(discriminator="type")]
     variables: dict[str, VariableSpec] = Field(default_factory=dict)
-    operations: list[OperationSpec] = Field(min_length=1)
+    operations: list[OperationSpec] = Field(default_factory=list)
+    #: a journey (`crisisctl.load.journey_spec`): ordered steps instead of operations
+    steps: list[StepSpec] = Field(default_factory=list)
+    feeders: list[FeederSpec] = Field(default_factory=list)
     thresholds: list[ThresholdSpec] = Field(default_factory=list)
     seed: int | None = None
     #: --resolve pins and TLS options (``transport:`` in YAML; the CLI's flags override)
     transport: TransportSpec = Field(default_factory=TransportSpec)
+    #: the run stops once this many requests have started (exact; ``--max-requests``)
+    max_requests: int | None = Field(None, ge=0)
+    #: rules that stop a run hurting its target, e.g. ``error_rate > 50% for 10s``
+    abort_on: list[str] = Field(default_factory=list)
+
+    @field_validator("abort_on")
+    @classmethod
+    def _abort_rules(cls, value: list[str]) -> list[str]:
+        for text in value:
+            parse_abort_on(text)
+        return value
+
+    def abort_rules(self) -> list[AbortRule]:
+        """The parsed ``abort_on`` rules."""
+        return [parse_abort_on(text) for text in self.abort_on]
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _some_work(cls, data: Any, handler: ModelWrapValidatorHandler[Scenario]) -> Scenario:
+        """Neither operations nor steps: reported at ``operations`` with the other problems."""
+        extra: list[Any] = []
+        if isinstance(data, dict) and not data.get("steps") and not data.get("operations"):
+            if "operations" not in data:
+                extra = [{"type": "missing", "loc": ("operations",), "input": data}]
+            else:
+                extra = [
+                    {
+                        "type": "too_short",
+                        "loc": ("operations",),
+                        "input": data["operations"],
+                        "ctx": {"field_type": "List", "min_length": 1, "actual_length": 0},
+                    }
+                ]
+        try:
+            scenario = handler(data)
+        except ValidationError as exc:
+            if not extra:
+                raise
+            errors: list[Any] = [*exc.errors(), *extra]
+            raise ValidationError.from_exception_data(exc.title, errors) from None
+        if extra:
+            raise ValidationError.from_exception_data(cls.__name__, extra)
+        return scenario
+
+    @model_validator(mode="after")
+    def _operations_or_steps(self) -> Scenario:
+        if self.operations and self.steps:
+            raise ValueError("give either operations (weighted requests) or steps (a journey)")
+        if self.steps:
+            if not isinstance(self.model, ClosedModel):
+                raise ValueError(
+                    "a journey (steps) runs in the closed model: each virtual user runs the "
+                    "steps in order, again and again; use model type closed"
+                )
+            if self.login is not None:
+                raise ValueError("with steps, make the login the journey's first step")
+        elif self.feeders:
+            raise ValueError("feeders feed a journey's steps; use variables with operations")
+        return self
 
     @field_validator("base_url")
     @classmethod

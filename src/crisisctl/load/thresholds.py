@@ -11,9 +11,10 @@ An expression is ``METRIC OPERATOR VALUE[UNIT]``:
 - ``rps`` (requests per second of the run) and ``requests`` (a count);
 - operators ``<  <=  >  >=  ==  !=``.
 
-A threshold applies to the whole run or to one operation. Values are kept in canonical units
-(ms, fractions, req/s, counts). `abort_due` says when a running test may stop early because a
-threshold with ``abort_on_fail`` has failed for good (see its docstring).
+A threshold applies to the whole run or to one operation or journey step: k6's tag syntax
+``p95{step:login} < 300ms`` (or ``{operation:NAME}``) scopes it to the one named. Values are
+kept in canonical units (ms, fractions, req/s, counts). `abort_due` says when a running test
+may stop early because a threshold with ``abort_on_fail`` has failed for good (see its docstring).
 
 An open-model run that sets no ``dropped_rate`` threshold of its own gets
 `DEFAULT_DROPPED_RATE` (``dropped_rate < 1%``, `with_defaults`): a run that could not send
@@ -63,6 +64,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 _LATENCY_UNITS = {"us": 0.001, "µs": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 _EXPR = re.compile(
     r"^\s*(?P<metric>p\(\s*[0-9.]+\s*\)|[a-z_][a-z0-9_.]*)\s*"
+    r"(?:\{(?P<tag>[^{}]*)\}\s*)?"
     r"(?P<op><=|>=|==|!=|<|>)\s*"
     r"(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*"
     r"(?P<unit>[a-zµ%/]*)\s*$",
@@ -167,6 +169,20 @@ def _parse_limit(metric: str, number: float, unit: str, text: str) -> float:
     return number * _LATENCY_UNITS.get(unit, 1.0)
 
 
+def _parse_tag(tag: str, text: str, operation: str | None) -> str:
+    key, sep, value = tag.partition(":")
+    key, value = key.strip().lower(), value.strip()
+    if not sep or key not in ("step", "operation") or not value:
+        raise ThresholdError(
+            f"in {text!r} the part in braces must name a step, e.g. 'p95{{step:login}} < 300ms'."
+        )
+    if operation is not None and operation != value:
+        raise ThresholdError(
+            f"{text!r} names the step {value!r} but belongs to the operation {operation!r}."
+        )
+    return value
+
+
 def parse_threshold(
     text: str,
     *,
@@ -184,6 +200,9 @@ def parse_threshold(
             "'error_rate < 1%' or 'rps > 200'."
         )
     metric = _parse_metric(match.group("metric"), text)
+    tag = match.group("tag")
+    if tag is not None:
+        operation = _parse_tag(tag, text, operation)
     if metric in _RUN_ONLY and operation is not None:
         raise ThresholdError(
             f"{text!r} applies to the whole run, not to the operation {operation!r}: arrivals "
