@@ -138,11 +138,8 @@ def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
 
 
 def _workers(lan: Lan, logs: Path) -> list[subprocess.Popen[bytes]]:
-    return [
-        lan.start(h, str(BIN / "crisisctl"), "load-worker", lan.redis_url, "--wait", "60s",
-                  log=logs / f"worker-{h}.log")  # fmt: skip
-        for h in "bc"
-    ]
+    argv = [str(BIN / "crisisctl"), "load-worker", lan.redis_url, "--wait", "60s"]
+    return [lan.start(h, *argv, log=logs / f"worker-{h}.log") for h in "bc"]
 
 
 def _coordinate(lan: Lan, logs: Path, rate: int, duration_s: int) -> subprocess.Popen[bytes]:
