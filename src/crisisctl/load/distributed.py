@@ -241,9 +241,13 @@ def _drive(
             if now >= next_check:
                 next_check = now + 0.25
                 client.set(Keys.alive(run), "1", px=3000)
-                gone = client.mget([Keys.worker(state.names[i]) for i in state.open_indexes()])
-                for index, raw in zip(state.open_indexes(), gone, strict=True):
-                    if raw is None:
+                open_now = state.open_indexes()
+                beats = client.mget([Keys.worker(state.names[i]) for i in open_now])
+                gone = [i for i, raw in zip(open_now, beats, strict=True) if raw is None]
+                if gone:  # its last words (a result) may be in the stream: read them first
+                    last_id = _read(client, events, last_id, 0, state, live, watch)
+                for index in gone:
+                    if index in state.open_indexes():
                         if started_at is None:
                             raise RunError(
                                 f"worker {state.names[index]} was lost before the start; "
@@ -268,14 +272,9 @@ def _drive(
                     state.lose(index, "it did not finish by duration + timeout + grace", live)
                 break
             try:
-                got: Any = client.xread({events: last_id}, count=200, block=200)
+                last_id = _read(client, events, last_id, 200, state, live, watch)
             except KeyboardInterrupt:
                 watch.abort("interrupted")  # the workers stop sending, then drain
-                continue
-            for _, entries in got or []:
-                for entry_id, fields in entries:
-                    last_id = entry_id.decode()
-                    _handle(state, live, watch, *decode(fields))
     finally:
         halt()
         names = state.names
@@ -295,6 +294,25 @@ def _drive(
     outcome = RunOutcome(merged, scenario, watch.aborted_by)
     outcome.distributed = summary
     return outcome
+
+
+def _read(
+    client: redis.Redis,
+    events: str,
+    last_id: str,
+    block_ms: int | None,
+    state: _Run,
+    live: LiveStats,
+    watch: Watch,
+) -> str:
+    """Handle the stream's new entries (waiting up to `block_ms`, 0: not at all); the id of
+    the last one read."""
+    got: Any = client.xread({events: last_id}, count=1000, block=block_ms or None)
+    for _, entries in got or []:
+        for entry_id, fields in entries:
+            last_id = entry_id.decode()
+            _handle(state, live, watch, *decode(fields))
+    return last_id
 
 
 def _handle(
