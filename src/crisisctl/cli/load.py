@@ -190,7 +190,10 @@ def render(data: dict[str, Any]) -> None:
         head += f", target {data['target_rate']:g} req/s on {data['connections']} connections"
     else:
         head += f", {data['users']} users"
-    if data.get("processes", 1) > 1:
+    dist = data.get("distributed")
+    if dist:
+        head += f", {len(dist['workers'])} workers via {dist['coordinator']}"
+    elif data.get("processes", 1) > 1:
         head += f", {data['processes']} processes"
     console.print(head, highlight=False)
     table = Table("metric", "value")
@@ -249,6 +252,17 @@ def render(data: dict[str, Any]) -> None:
         console.print(f"[bold red]dropped arrivals:[/] [red]{warning}[/]", highlight=False)
     if data.get("aborted"):
         console.print(f"[bold red]stopped early:[/] {data['aborted']}", highlight=False)
+    for entry in (dist or {}).get("lost", []):
+        console.print(
+            f"[bold red]lost worker:[/] {entry['worker']} ({entry['host']}), {entry['share']}: "
+            f"{entry['reason']}; {entry['sent_requests']} requests reported sent"
+            + (
+                f", {entry['unsent_arrivals']} arrivals unsent"
+                if "unsent_arrivals" in entry
+                else ""
+            ),
+            highlight=False,
+        )
 
 
 # -- the command ------------------------------------------------------------------------------
