@@ -20,7 +20,7 @@ clock says, and what a lost worker did not send.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,8 +172,3 @@ def estimate_offset(samples: Iterable[ClockSample]) -> tuple[float, float]:
 def local_instant(server_instant: float, offset: float) -> float:
     """The local monotonic instant of `server_instant` (Redis clock), given the offset."""
     return server_instant - offset
-
-
-def sent_by(ticks: Sequence[int]) -> int:
-    """Requests reported sent by a worker's ticks (each tick: requests of one second)."""
-    return sum(ticks)
