@@ -20,6 +20,7 @@ from crisisctl.load.distributed import run_distributed
 from crisisctl.load.distributed_worker import serve
 from crisisctl.load.plan import RunError
 from crisisctl.load.scenario import load_scenario
+from crisisctl.load.thresholds import parse_threshold
 
 REDIS_URL = os.environ.get("CRISISCTL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -112,3 +113,24 @@ def test_a_worker_error_fails_the_run_in_one_sentence(redis_url: str, tmp_path: 
         run_distributed(scenario, tmp_path, redis_url, workers=1, wait_s=10)
     worker.join(10)
     assert info.value.code == 3 and "could not connect" in str(info.value)
+
+
+def test_an_abort_halts_every_worker(redis_url: str, server: AppServer, tmp_path: Path) -> None:
+    text = "model: {type: open, rate: 100, duration: 30s}\noperations: [{path: /fail}]\n"
+    scenario, _ = load_scenario(scenario_file(tmp_path, server, text))
+    threshold = parse_threshold("error_rate < 5%", abort_on_fail=True, delay_abort_eval_s=1.0)
+    workers = [
+        threading.Thread(target=serve, args=(redis_url,), kwargs={"say": lambda _: None})
+        for _ in range(2)
+    ]
+    for w in workers:
+        w.start()
+    started = time.monotonic()
+    outcome = run_distributed(scenario, tmp_path, redis_url, workers=2, thresholds=[threshold])
+    for w in workers:
+        w.join(10)
+    assert time.monotonic() - started < 20  # 30 s planned
+    assert outcome.aborted_by is threshold
+    assert outcome.result.aborted == "threshold 'error_rate < 5%' failed"
+    assert outcome.result.requests < 1500 and outcome.result.processes == 2
+    assert not any(w.is_alive() for w in workers)
