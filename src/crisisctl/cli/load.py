@@ -3,7 +3,9 @@
 A scenario file (YAML, see `crisisctl.load.scenario`) or the quick form on a URL: ``--rate R``
 (open model, ``--arrival constant|poisson``), ``--users N`` (closed model), ``--stage
 10s:100`` ramps, ``-H``, ``--body``, ``--threshold "p95 < 300ms"``. ``--processes N`` runs N
-engine processes that split one schedule and whose histograms merge exactly. An open-model
+engine processes that split one schedule and whose histograms merge exactly; ``--coordinator
+redis://… --workers N`` hands the same shares to N ``crisisctl load-worker`` processes on other
+hosts (`crisisctl.load.distributed`) and merges what they stream back. An open-model
 run that dropped more than 1 % of its scheduled arrivals says so in red, and fails the
 default ``dropped_rate < 1%`` threshold unless it sets its own. A live view (elapsed, rps,
 p50/p95/p99, errors) shows on a terminal unless ``--json``. The result is a table, JSON
@@ -20,7 +22,7 @@ headers and override its ``transport:``); secrets are redacted from every report
 from __future__ import annotations
 
 import json
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,7 +41,13 @@ from crisisctl.load.abort import parse_abort_on
 from crisisctl.load.html_report import render_html
 from crisisctl.load.plan import RunError, check_scenario, compile_operations
 from crisisctl.load.preflight import describe_run
-from crisisctl.load.processes import LiveStats, default_processes, run_scenario, run_sync
+from crisisctl.load.processes import (
+    LiveStats,
+    RunOutcome,
+    default_processes,
+    run_scenario,
+    run_sync,
+)
 from crisisctl.load.report import build_report, dropped_warning
 from crisisctl.load.scenario import (
     OpenModel,
@@ -186,7 +194,10 @@ def render(data: dict[str, Any]) -> None:
         head += f", target {data['target_rate']:g} req/s on {data['connections']} connections"
     else:
         head += f", {data['users']} users"
-    if data.get("processes", 1) > 1:
+    dist = data.get("distributed")
+    if dist:
+        head += f", {len(dist['workers'])} workers via {dist['coordinator']}"
+    elif data.get("processes", 1) > 1:
         head += f", {data['processes']} processes"
     console.print(head, highlight=False)
     table = Table("metric", "value")
@@ -252,6 +263,17 @@ def render(data: dict[str, Any]) -> None:
         console.print(f"[bold red]dropped arrivals:[/] [red]{warning}[/]", highlight=False)
     if data.get("aborted"):
         console.print(f"[bold red]stopped early:[/] {data['aborted']}", highlight=False)
+    for entry in (dist or {}).get("lost", []):
+        console.print(
+            f"[bold red]lost worker:[/] {entry['worker']} ({entry['host']}), {entry['share']}: "
+            f"{entry['reason']}; {entry['sent_requests']} requests reported sent"
+            + (
+                f", {entry['unsent_arrivals']} arrivals unsent"
+                if "unsent_arrivals" in entry
+                else ""
+            ),
+            highlight=False,
+        )
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -310,6 +332,52 @@ def _write(path: Path, text: str, what: str) -> None:
         fail(f"could not write the {what} to {path} ({exc.strerror or exc}).")
 
 
+def _lost_text(lost: list[dict[str, Any]]) -> str:
+    parts = []
+    for entry in lost:
+        unsent = entry.get("unsent_arrivals")
+        what = (
+            f"{unsent} of {entry['planned_arrivals']} arrivals unsent"
+            if unsent is not None
+            else f"{entry['users_lost']} users stopped"
+        )
+        parts.append(f"{entry['worker']} ({entry['reason']}; {what})")
+    return "; ".join(parts)
+
+
+def _runner(
+    scenario: Scenario,
+    base_dir: Path,
+    thresholds: list[Threshold],
+    processes: int | None,
+    coordinator: str | None,
+    workers: int | None,
+    workers_timeout: str | None,
+) -> Callable[[Callable[[LiveStats], None] | None], RunOutcome]:
+    """How this run runs: local processes, or workers behind a coordinator's Redis."""
+    if coordinator is None:
+        if workers is not None or workers_timeout is not None:
+            fail("--workers and --workers-timeout apply to a distributed run (--coordinator).")
+        return lambda update: run_scenario(
+            scenario, base_dir, processes=processes or default_processes(),
+            thresholds=thresholds, on_update=update,
+        )  # fmt: skip
+    if processes is not None:
+        fail("--processes applies to a local run; with --coordinator each worker is one engine.")
+    if workers is None or workers < 1:
+        fail("give --workers N (at least 1) with --coordinator: how many workers to wait for.")
+    from crisisctl.load.distributed import run_distributed  # redis only for distributed runs
+
+    try:
+        wait_s = parse_duration(workers_timeout or "30s")
+    except ValueError:
+        fail(f"--workers-timeout {workers_timeout!r} is not a duration: write e.g. 30s or 2m.")
+    return lambda update: run_distributed(
+        scenario, base_dir, coordinator, workers=workers, wait_s=wait_s,
+        thresholds=thresholds, on_update=update,
+    )  # fmt: skip
+
+
 def load(
     target: str = typer.Argument(
         ..., help="A scenario file (YAML) or a URL, e.g. https://api.example/ (any host)"
@@ -350,6 +418,15 @@ def load(
         None,
         "--abort-on",
         help="Stop a run hurting the target, e.g. 'error_rate > 50% for 10s' (repeat).",
+    coordinator: str = typer.Option(
+        None,
+        "--coordinator",
+        help="Distributed: redis://[:PASSWORD@]HOST:PORT/DB where `crisisctl load-worker` "
+        "workers registered; they send the load, this process merges their figures.",
+    ),
+    workers: int = typer.Option(None, "--workers", help="Distributed: workers to wait for."),
+    workers_timeout: str = typer.Option(
+        None, "--workers-timeout", help="Distributed: how long to wait for them (30s)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
     out: Path = typer.Option(None, "--out", help="Write the JSON report to this file."),
@@ -395,21 +472,19 @@ def load(
     summary = describe_run(scenario.base_url, scenario.model, scenario.max_requests)
     if summary is not None:  # a host not on this machine: say what is about to be sent
         typer.echo(summary, err=True)
-    topt.Transport(scenario.transport, transport.auth).check(_checked_target(scenario, transport))
+    if coordinator is None:  # (distributed: the workers reach the target, not this host)
+        topt.Transport(scenario.transport, transport.auth).check(
+            _checked_target(scenario, transport)
+        )
+    run = _runner(scenario, base_dir, thresholds, processes, coordinator, workers, workers_timeout)
     started = datetime.now(UTC)
     show = not json_out and console.is_terminal
     try:
         if show:
             with Live(Text("starting…"), console=console, refresh_per_second=4) as view:
-                outcome = run_scenario(
-                    scenario, base_dir, processes=processes or default_processes(),
-                    thresholds=thresholds, on_update=lambda s: view.update(Group(live_view(s))),
-                )  # fmt: skip
+                outcome = run(lambda s: view.update(Group(live_view(s))))
         else:
-            outcome = run_scenario(
-                scenario, base_dir, processes=processes or default_processes(),
-                thresholds=thresholds,
-            )  # fmt: skip
+            outcome = run(None)
     except RunError as exc:
         fail(str(exc), exc.code)
     result = outcome.result
@@ -418,6 +493,8 @@ def load(
         result, scenario=outcome.scenario, source=source, thresholds=verdicts,
         started_at=started, finished_at=datetime.now(UTC),
     )  # fmt: skip
+    if outcome.distributed is not None:
+        report["distributed"] = outcome.distributed
     report = transport.redact(report)
     if out is not None:
         _write(out, json.dumps(report, indent=2) + "\n", "JSON report")
@@ -432,6 +509,11 @@ def load(
             f"{result.url} could not be reached: all {result.requests} requests were refused; "
             "is the service running?",
             EXIT_UNREACHABLE,
+        )
+    lost = (outcome.distributed or {}).get("lost") or []
+    if lost:
+        fail(
+            f"{len(lost)} worker(s) lost mid-run, their share partly unsent: {_lost_text(lost)}.", 1
         )
     failed = [v.threshold.label() for v in verdicts if not v.passed]
     if failed:

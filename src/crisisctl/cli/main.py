@@ -32,6 +32,9 @@ COMMANDS: dict[str, _Lazy] = {
     "baseline": _Lazy("baseline", "app", "Save, list, show and delete healthy baselines."),
     "guard": _Lazy("guard", "app", "Read a guarded service's status and switch its mode."),
     "load": _Lazy("load", "load", "Drive a service (any host, https) with real load and report."),
+    "load-worker": _Lazy(
+        "load_worker", "load_worker", "Send a distributed run's share for a coordinator."
+    ),
     "compare": _Lazy("compare", "compare", "Compare two load reports, before and after."),
     "validate": _Lazy("validate", "validate", "Run the validation suite against a service."),
     "incident": _Lazy("incident", "app", "Open, log, escalate and resolve incidents."),

@@ -50,9 +50,13 @@ from crisisctl.load.thresholds import ScopeStats, Threshold, abort_due
 __all__ = [
     "LiveStats",
     "RunOutcome",
+    "Watch",
     "default_processes",
+    "merge_results",
+    "parts_for",
     "run_scenario",
     "run_sync",
+    "seeded",
 ]
 
 #: How long children may take to start, import and log in.
@@ -107,6 +111,14 @@ class LiveStats:
         if reporters + 1 >= self.processes:
             self._close(tick.second, 1.0)
 
+    def lose_reporter(self) -> None:
+        """One process (or worker) stopped reporting for good: the seconds all the others have
+        reported close now."""
+        self.processes = max(1, self.processes - 1)
+        for second, (_, reporters) in sorted(self._pending.items()):
+            if reporters >= self.processes:
+                self._close(second, 1.0)
+
     def _close(self, second: int, width_s: float) -> None:
         stats, _ = self._pending.pop(second)
         self._series[second] = stats.as_dict(second, width_s)
@@ -138,16 +150,19 @@ class LiveStats:
 
 @dataclass(slots=True)
 class RunOutcome:
-    """The merged result, the scenario as run (with the seed it used) and the threshold that
-    stopped the run early, if one did."""
+    """The merged result, the scenario as run (with the seed it used), the threshold that
+    stopped the run early, if one did, and a distributed run's workers."""
 
     result: LoadResult
     scenario: Scenario
     aborted_by: Threshold | None = None
+    #: a distributed run's workers, their clocks and the lost ones (`crisisctl.load.distributed`)
+    distributed: dict[str, Any] | None = None
 
 
-class _Watch:
-    """The caller's side of a run: live figures, updates, abort decisions."""
+class Watch:
+    """The caller's side of a run: live figures, updates, abort decisions (local processes
+    and distributed workers alike)."""
 
     def __init__(
         self,
@@ -287,12 +302,33 @@ def _main_module_hidden() -> Iterator[None]:
             main.__dict__.pop("__spec__", None)
 
 
-def _processes_for(scenario: Scenario, wanted: int) -> int:
+def parts_for(scenario: Scenario, wanted: int) -> int:
+    """How many parts `scenario` splits into when `wanted` (a closed model has no part
+    without a user)."""
     model = scenario.model
     if isinstance(model, ClosedModel):
         peak = max(max(r0, r1) for _, r0, r1 in model.schedule().segments)
         wanted = min(wanted, max(1, math.floor(peak)))
     return max(1, wanted)
+
+
+def seeded(scenario: Scenario) -> Scenario:
+    """`scenario` with a seed when its arrivals are Poisson: every part draws its share from
+    the one schedule, so all need the same seed (and the report shows it)."""
+    model = scenario.model
+    if isinstance(model, OpenModel) and model.arrival == "poisson" and scenario.seed is None:
+        return scenario.model_copy(update={"seed": random.SystemRandom().randrange(2**31)})
+    return scenario
+
+
+def merge_results(results: Sequence[LoadResult], live: LiveStats) -> LoadResult:
+    """The parts' results merged exactly (counts and HDR histograms add), with the per-second
+    series rebuilt from the parts' ticks (percentiles per second do not add)."""
+    merged = results[0]
+    for other in results[1:]:
+        merged.merge(other)
+    merged.per_second = live.series(merged.elapsed_s)
+    return merged
 
 
 def run_scenario(
@@ -307,11 +343,8 @@ def run_scenario(
 
     Raises RunError (with an exit code) when the run cannot start or a process fails.
     """
-    model = scenario.model
-    if isinstance(model, OpenModel) and model.arrival == "poisson" and scenario.seed is None:
-        # every process draws its share from the one schedule: one seed for all, reported
-        scenario = scenario.model_copy(update={"seed": random.SystemRandom().randrange(2**31)})
-    count = _processes_for(scenario, processes)
+    scenario = seeded(scenario)
+    count = parts_for(scenario, processes)
     names = [op.label for op in scenario.operations] + [step.label for step in scenario.steps]
     live = LiveStats(count, names, scenario.duration_s)
     limit = scenario.duration_s + scenario.timeout + GRACE_S
@@ -330,7 +363,7 @@ def _run_in_thread(
 ) -> RunOutcome:
     inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
     halt = threading.Event()
-    watch = _Watch(live, thresholds, on_update, halt.set, scenario.abort_rules())
+    watch = Watch(live, thresholds, on_update, halt.set, scenario.abort_rules())
     worker = threading.Thread(
         target=_thread_main, args=(scenario, base_dir, inbox, halt), daemon=True
     )
@@ -383,7 +416,7 @@ def _run_in_processes(
         )
         for i in range(count)
     ]
-    watch = _Watch(live, thresholds, on_update, halt.set, scenario.abort_rules())
+    watch = Watch(live, thresholds, on_update, halt.set, scenario.abort_rules())
     results: dict[int, LoadResult] = {}
     try:
         with _main_module_hidden(), _sigint_ignored():
@@ -427,10 +460,7 @@ def _run_in_processes(
                 child.terminate()
                 child.join(5.0)
         outbox.close()
-    merged = results[0]
-    for index in range(1, count):
-        merged.merge(results[index])
-    merged.per_second = live.series(merged.elapsed_s)
+    merged = merge_results([results[index] for index in range(count)], live)
     watch.update(force=True)
     if watch.reason is not None:
         merged.aborted = watch.reason
