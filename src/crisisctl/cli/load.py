@@ -418,6 +418,7 @@ def load(
         None,
         "--abort-on",
         help="Stop a run hurting the target, e.g. 'error_rate > 50% for 10s' (repeat).",
+    ),
     coordinator: str = typer.Option(
         None,
         "--coordinator",

@@ -24,7 +24,6 @@ import random
 import time
 from collections.abc import Callable
 
-from crisisctl.transport.client import RequestError
 from crisisctl.load.journey import EXTRACT_ERROR, Journey
 from crisisctl.load.journey_client import JourneyClient
 from crisisctl.load.lanes import MAX_REQUESTS_REASON
@@ -32,6 +31,7 @@ from crisisctl.load.recorder import Recorder, Tick
 from crisisctl.load.recording import LoadResult, OperationStats
 from crisisctl.load.runbase import Control, finish_run, ticker
 from crisisctl.load.schedule import RateSchedule, ThinkTime
+from crisisctl.transport.client import RequestError
 from crisisctl.transport.target import Target
 
 __all__ = ["run_journeys"]
