@@ -279,8 +279,9 @@ def render(data: dict[str, Any]) -> None:
 # -- the command ------------------------------------------------------------------------------
 def _checked_target(scenario: Scenario, transport: topt.Transport) -> Target:
     """The target the preflight checks: the scenario's base URL with the first operation's
-    path (a name that does not resolve or a certificate problem exits 3 before the run)."""
-    first = scenario.operations[0].path
+    path, or the journey's first step's (a name that does not resolve or a certificate problem
+    exits 3 before the run)."""
+    first = scenario.operations[0].path if scenario.operations else scenario.steps[0].path
     path = first if "{" not in first else "/"
     return topt.Transport(scenario.transport, transport.auth).target(
         scenario.base_url + path, "crisisctl load"
