@@ -179,3 +179,24 @@ def test_journey_max_requests_is_exact(tmp_path: Path, server: JourneyServer) ->
     report = json.loads(result.output[: result.output.rindex("\n}") + 2])
     assert report["requests"] == 20
     assert report["aborted"] == "stopped at the --max-requests bound (20 requests)"
+
+
+def test_the_login_step_follows_resolve_pins(tmp_path: Path, server: JourneyServer) -> None:
+    reset()
+    name = f"shop.crisis.test:{server.port}"
+    path = tmp_path / "login.yaml"
+    path.write_text(
+        f"base_url: http://{name}\n"
+        "model: {type: closed, users: 2, duration: 1s}\n"
+        "login:\n"
+        "  path: /login\n"
+        "  json: {username: user1, password: pw1}\n"
+        "  token: {json_field: data.token}\n"
+        "operations:\n"
+        "  - path: /items\n"
+    )
+    args = ["load", str(path), "--json", "--processes", "1", "--resolve", f"{name}:127.0.0.1"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert SEEN["logins"] == ["user1", "user1"]
+    assert SEEN["lists"] > 0 and SEEN["bad_auth"] == 0

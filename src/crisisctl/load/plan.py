@@ -238,8 +238,19 @@ def _token(data: Any, path: str) -> str | None:
     return None if isinstance(data, dict | list) or data is None else str(data)
 
 
-async def _login_once(client: httpx.AsyncClient, spec: Login, url: str) -> dict[str, str]:
+async def _login_once(
+    client: httpx.AsyncClient, spec: Login, url: str, target: Target
+) -> dict[str, str]:
     kwargs: dict[str, Any] = {}
+    send_url, sent = url, dict(spec.headers)
+    if target.connect_host != target.host:
+        # a --resolve pin: connect to the pinned address, keep the name for Host, SNI and
+        # the certificate check (httpx resolves the URL's host otherwise)
+        parsed = httpx.URL(url)
+        send_url = str(parsed.copy_with(host=target.connect_host))
+        sent = {"Host": parsed.netloc.decode("ascii"), **spec.headers}
+        if target.ssl is not None:
+            kwargs["extensions"] = {"sni_hostname": target.server_hostname or target.host}
     if spec.json_body is not None:
         kwargs["json"] = spec.json_body
     elif spec.form is not None:
@@ -248,7 +259,7 @@ async def _login_once(client: httpx.AsyncClient, spec: Login, url: str) -> dict[
         kwargs["content"] = spec.body.encode()
     where = f"the login step ({spec.method.upper()} {url})"
     try:
-        response = await client.request(spec.method.upper(), url, headers=spec.headers, **kwargs)
+        response = await client.request(spec.method.upper(), send_url, headers=sent, **kwargs)
     except httpx.ConnectError:
         raise RunError(f"{where} could not connect; is the service running?", 3) from None
     except httpx.HTTPError as exc:
@@ -294,7 +305,7 @@ async def login(scenario: Scenario, count: int) -> list[dict[str, str]]:
 
         async def one() -> dict[str, str]:
             async with gate:
-                return await _login_once(client, spec, url)
+                return await _login_once(client, spec, url, target)
 
         return list(await asyncio.gather(*(one() for _ in range(count))))
 
