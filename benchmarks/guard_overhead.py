@@ -462,7 +462,7 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 
 def report_medians(stored: list[dict[str, Any]]) -> None:
     """The figures to report: medians over every stored full run (never the best run)."""
-    print("\nmedians over every stored full run (the figures the README reports):")
+    print("\nmedians over every stored full run (the figures docs/benchmarks.md reports):")
     for name, label in (
         ("realistic_guard", "realistic app, guard added µs"),
         ("realistic_slowapi", "realistic app, slowapi added µs"),

@@ -467,7 +467,7 @@ def print_truth_round(rnd: int, truth: TruthSettings, one: dict[str, Any]) -> No
 
 def report_medians(stored: list[dict[str, Any]]) -> None:
     """The figures to report: medians over every stored full run (never the best run)."""
-    print("\nmedians over every stored full run (the figures the README reports):")
+    print("\nmedians over every stored full run (the figures docs/benchmarks.md reports):")
     for gen in ("crisisctl_cli", "crisisctl", "wrk", "hey"):
         print_median(
             f"  {gen} CPU µs/request",

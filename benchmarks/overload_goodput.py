@@ -80,7 +80,7 @@ from benchmarks.apps.goodput_workloads import (  # noqa: E402
 )
 from benchmarks.apps.history import append_run, print_median  # noqa: E402
 
-#: the N each peer is tuned over (uvicorn counts open connections too: see the README)
+#: the N each peer is tuned over (uvicorn counts open connections too: see docs/benchmarks.md)
 TUNING_GRID = {"semaphore": (1, 2, 3, 4, 6, 8), "uvicorn_limit": (4, 64, 300)}
 QUICK_GRID = {"semaphore": (1, 2, 4), "uvicorn_limit": (16, 300)}
 #: unguarded is the collapse: shown on the workload the guard was tuned on only (it costs a
@@ -415,7 +415,7 @@ def print_summary(table: dict[str, Any]) -> None:
 
 
 def report_medians(stored: list[dict[str, Any]], workloads: list[str]) -> None:
-    print("\nmedians over every stored full run (the figures the README reports):")
+    print("\nmedians over every stored full run (the figures docs/benchmarks.md reports):")
     for wname in workloads:
         for name in ("guarded", "semaphore", "uvicorn_limit"):
             print_median(
