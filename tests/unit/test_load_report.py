@@ -321,3 +321,23 @@ def test_a_run_within_1_percent_of_drops_raises_no_alarm() -> None:
     text = plain(rendered(report))
     assert "dropped arrivals 5 of 995 (0.50%)" in text and "load generator dropped" not in text
     assert "banner fail dropped" not in render_html(report)
+
+
+def test_html_shows_the_connection_set_up_split_and_lost_workers() -> None:
+    report = make_report()
+    report.update(connect_ms_mean=0.41, tls_ms_mean=2.5)
+    report["distributed"] = {
+        "workers": [
+            {"worker": "w-a", "host": "10.9.0.2", "state": "done", "sent_requests": 250},
+            {"worker": "w-b", "host": "10.9.0.3", "state": "lost", "sent_requests": 100},
+        ],
+        "lost": [
+            {"worker": "w-b", "reason": "its heartbeat expired", "sent_requests": 100,
+             "planned_arrivals": 250, "unsent_arrivals": 150},
+        ],
+    }  # fmt: skip
+    text = plain(render_html(report))
+    assert "connect 0.41 ms + TLS handshake 2.50 ms" in text
+    assert "Distributed workers" in text and "10.9.0.3" in text
+    lost = "w-b was lost (its heartbeat expired): 150 of its 250 planned arrivals were not sent"
+    assert lost in text
