@@ -30,12 +30,11 @@ from crisisctl.load.journey_spec import ExtractSpec, StepSpec
 from crisisctl.load.scenario import ClosedModel, Scenario, ScenarioError, locate
 from crisisctl.load.templates import (
     JsonTemplate,
-    ListSource,
-    RangeSource,
     StringTemplate,
     TemplateError,
     ValueSource,
-    load_csv_column,
+    query_text,
+    variable_sources,
 )
 
 __all__ = ["Extractor", "Journey", "Step", "compile_extractor", "compile_journey"]
@@ -156,29 +155,6 @@ class Journey:
         return Journey(self.steps, self.sources, [f.part(index, count) for f in self.feeders])
 
 
-def _text(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def _sources(
-    scenario: Scenario, base_dir: Path, problems: list[tuple[tuple[str | int, ...], str]]
-) -> dict[str, ValueSource]:
-    sources: dict[str, ValueSource] = {}
-    for name, spec in scenario.variables.items():
-        sequential = spec.order == "sequential"
-        try:
-            if spec.range is not None:
-                sources[name] = RangeSource(spec.range[0], spec.range[1], sequential)
-            elif spec.values is not None:
-                sources[name] = ListSource(list(spec.values), sequential)
-            else:
-                assert spec.csv is not None and spec.column is not None
-                sources[name] = ListSource(load_csv_column(base_dir / spec.csv, spec.column))
-        except TemplateError as exc:
-            problems.append((("variables", name), str(exc)))
-    return sources
-
-
 def _step(
     index: int,
     spec: StepSpec,
@@ -190,7 +166,7 @@ def _step(
 ) -> Step | None:
     loc: tuple[str | int, ...] = ("steps", index)
     fields: list[tuple[str, Any]] = [("path", prefix.replace("{", "{{") + spec.path)]
-    fields += [("query", (k, _text(v))) for k, v in spec.query.items()]
+    fields += [("query", (k, query_text(v))) for k, v in spec.query.items()]
     headers = {**scenario.headers, **spec.headers}
     fields += [("headers", (k, v)) for k, v in headers.items()]
     fields += [("form", (k, v)) for k, v in (spec.form or {}).items()]
@@ -271,7 +247,8 @@ def compile_journey(
 ) -> Journey:
     """The scenario's journey; ScenarioError lists every problem at ``file:line: field``."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
-    sources = _sources(scenario, base_dir, problems)
+    sources, found = variable_sources(scenario.variables, base_dir, ("variables",))
+    problems += found
     known = set(sources)
     feeders = []
     for i, feed in enumerate(scenario.feeders):

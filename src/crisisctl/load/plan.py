@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
@@ -34,19 +34,16 @@ from crisisctl.load.scenario import (
     Scenario,
     ScenarioError,
     Stage,
-    VariableSpec,
     locate,
 )
 from crisisctl.load.target import Target
 from crisisctl.load.templates import (
     JsonTemplate,
-    ListSource,
-    RangeSource,
     RequestTemplate,
     StringTemplate,
     TemplateError,
-    ValueSource,
-    load_csv_column,
+    query_text,
+    variable_sources,
 )
 
 __all__ = ["RunError", "check_scenario", "compile_operations", "execute", "login", "share"]
@@ -63,37 +60,12 @@ class RunError(Exception):
         self.code = code
 
 
-def _sources(
-    specs: Mapping[str, VariableSpec], base_dir: Path, loc: tuple[str | int, ...]
-) -> tuple[dict[str, ValueSource], list[tuple[tuple[str | int, ...], str]]]:
-    sources: dict[str, ValueSource] = {}
-    problems = []
-    for name, spec in specs.items():
-        sequential = spec.order == "sequential"
-        try:
-            if spec.range is not None:
-                sources[name] = RangeSource(spec.range[0], spec.range[1], sequential)
-            elif spec.values is not None:
-                sources[name] = ListSource(list(spec.values), sequential)
-            else:
-                assert spec.csv is not None and spec.column is not None
-                values = load_csv_column(base_dir / spec.csv, spec.column)
-                sources[name] = ListSource(values, sequential)
-        except TemplateError as exc:
-            problems.append(((*loc, name, "csv" if spec.csv else "range"), str(exc)))
-    return sources, problems
-
-
-def _text(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def compile_operations(
     scenario: Scenario, base_dir: Path, source: str = "scenario", root: yaml.Node | None = None
 ) -> list[Operation]:
     """The engine's operations; ScenarioError lists every template or data problem."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
-    shared, found = _sources(scenario.variables, base_dir, ("variables",))
+    shared, found = variable_sources(scenario.variables, base_dir, ("variables",))
     problems += found
     base = scenario.transport.target(scenario.base_url + "/", tool="crisisctl load")
     prefix = base.path.rstrip("/")
@@ -101,7 +73,7 @@ def compile_operations(
     names: set[str] = set()
     for i, spec in enumerate(scenario.operations):
         loc: tuple[str | int, ...] = ("operations", i)
-        own, found = _sources(spec.variables, base_dir, (*loc, "variables"))
+        own, found = variable_sources(spec.variables, base_dir, (*loc, "variables"))
         problems += found
         sources = {**shared, **own}
         if spec.label in names:
@@ -109,7 +81,7 @@ def compile_operations(
         names.add(spec.label)
         parts: dict[str, Any] = {}
         fields: list[tuple[str, Any]] = [("path", prefix.replace("{", "{{") + spec.path)]
-        fields += [("query", (k, _text(v))) for k, v in spec.query.items()]
+        fields += [("query", (k, query_text(v))) for k, v in spec.query.items()]
         headers = {**scenario.headers, **spec.headers}
         fields += [("headers", (k, v)) for k, v in headers.items()]
         if spec.json_body is not None:

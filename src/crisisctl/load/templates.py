@@ -20,10 +20,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from crisisctl.load.target import Target
+
+if TYPE_CHECKING:
+    from crisisctl.load.scenario import VariableSpec
 
 __all__ = [
     "BoundRequest",
@@ -38,6 +41,8 @@ __all__ = [
     "draw_values",
     "header_block",
     "load_csv_column",
+    "query_text",
+    "variable_sources",
 ]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -364,3 +369,36 @@ class RequestTemplate:
         if not self.names:
             return _StaticBound(bound.render(random.Random(0)))
         return bound
+
+
+#: where in a scenario a problem lies (pydantic-style location) and what it is
+Problem = tuple[tuple[str | int, ...], str]
+
+
+def variable_sources(
+    specs: Mapping[str, VariableSpec], base_dir: Path, loc: tuple[str | int, ...]
+) -> tuple[dict[str, ValueSource], list[Problem]]:
+    """The value sources of a scenario's ``variables`` (or an operation's), and the problems
+    found building them (a CSV file or column that is missing, an empty range), located under
+    `loc`."""
+    sources: dict[str, ValueSource] = {}
+    problems: list[Problem] = []
+    for name, spec in specs.items():
+        sequential = spec.order == "sequential"
+        try:
+            if spec.range is not None:
+                sources[name] = RangeSource(spec.range[0], spec.range[1], sequential)
+            elif spec.values is not None:
+                sources[name] = ListSource(list(spec.values), sequential)
+            else:
+                assert spec.csv is not None and spec.column is not None
+                values = load_csv_column(base_dir / spec.csv, spec.column)
+                sources[name] = ListSource(values, sequential)
+        except TemplateError as exc:
+            problems.append(((*loc, name, "csv" if spec.csv else "range"), str(exc)))
+    return sources, problems
+
+
+def query_text(value: object) -> str:
+    """A query value as it goes in the URL (booleans lower-case, as YAML wrote them)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
