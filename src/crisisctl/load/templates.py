@@ -20,13 +20,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from crisisctl.load.target import Target
-
-if TYPE_CHECKING:
-    from crisisctl.load.scenario import VariableSpec
 
 __all__ = [
     "BoundRequest",
@@ -369,6 +366,22 @@ class RequestTemplate:
         if not self.names:
             return _StaticBound(bound.render(random.Random(0)))
         return bound
+
+
+class VariableSpec(Protocol):
+    """What `variable_sources` reads of a scenario's variable (`scenario.VariableSpec`; a
+    protocol, so the compiled request path's imports stay free of pydantic)."""
+
+    @property
+    def range(self) -> tuple[int, int] | None: ...
+    @property
+    def values(self) -> list[str | int | float | bool] | None: ...
+    @property
+    def csv(self) -> str | None: ...
+    @property
+    def column(self) -> str | None: ...
+    @property
+    def order(self) -> str: ...
 
 
 #: where in a scenario a problem lies (pydantic-style location) and what it is
