@@ -10,9 +10,9 @@ unchanged service raised an alarm.
 The 50 triages run in a fresh child process (`triage_spread_runs.py`), as ``crisisctl triage``
 runs: inside the test process, after a thousand tests, the client's own pauses (a large heap's
 full collection, a fixture's lingering thread) would move a 20-request p95 (CI once saw two
-such runs). The machine's own load is part of the service's latency: a baseline spanning 15 s knows how it
-varies; a machine that turns much busier between the baseline and the runs really does slow
-the service down, and triage says so (the test then fails with every alarm's reason).
+such runs). The machine's own load is part of the service's latency: a baseline spanning 15 s
+knows how it varies; a machine that turns much busier between the baseline and the runs really
+does slow the service down, and triage says so (the test then fails with every alarm's reason).
 """
 
 from __future__ import annotations
