@@ -199,7 +199,7 @@ async def test_deadlines_end_with_the_response_start_and_the_list_stays_bounded(
             await started.wait()
             live = [d for d in guard._deadlines if d.task is not None]
             assert len(live) == 1
-            guard._expire_deadlines(live[0].at - 1.0)  # the ticker: only the live one stays
+            guard._timeouts.expire(live[0].at - 1.0)  # the ticker: only the live one stays
             assert guard._deadlines == live
             assert not guard._timed_out
             guard._deadlines_compact_at = 4  # compact on the request path from 4 entries on
@@ -222,7 +222,7 @@ def test_housekeeping_closes_the_adaptive_window_of_a_quiet_service() -> None:
     assert conc is not None
     now = conc.window_start + 2.0
     conc.window_sum, conc.window_n = 0.03, 3
-    guard._housekeeping(now)
+    guard._chores.housekeeping(now)
     assert conc.window_n == 0
     assert conc.updates == 1
     assert conc.last_rtt == pytest.approx(0.01)

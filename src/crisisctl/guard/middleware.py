@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import os
 import sys
 import time
@@ -43,21 +42,15 @@ from crisisctl.guard.concurrency import ConcurrencyLimiter
 from crisisctl.guard.config import GuardConfig
 from crisisctl.guard.lifespan import lifespan_receive
 from crisisctl.guard.metrics import RouteStats, build_registry
-from crisisctl.guard.modes import EMERGENCY, NORMAL, RECOVERING, ModeState
+from crisisctl.guard.modes import ModeState
 from crisisctl.guard.outcomes import CLIENT_CLOSED_REQUEST, is_client_disconnect
 from crisisctl.guard.ratelimit import Decision, RateLimitPolicy, open_storage
 from crisisctl.guard.routebuild import RouteBuilder
 from crisisctl.guard.runtime import Deadline, RouteRuntime
 from crisisctl.guard.runtime import ResponseSend as _Send  # (the request path's short name)
 from crisisctl.guard.state import GuardState
-from crisisctl.guard.ticker import (
-    DEADLINES_COMPACT_AT,
-    HOUSEKEEPING_S,
-    SNAPSHOT_KEEP_S,
-    Ticker,
-    Timeouts,
-    housekeeping,
-)
+from crisisctl.guard.switching import ModeSwitch
+from crisisctl.guard.ticker import DEADLINES_COMPACT_AT, Chores, Ticker, Timeouts, tick_interval_s
 from crisisctl.guard.track import operation_metrics
 from crisisctl.guard.types import ASGIApp, Receive, Scope, Send
 from crisisctl.stats import MAX_TRACKABLE_US
@@ -122,8 +115,6 @@ class Guard:
             config.storage, timeout_s=config.storage_timeout_s, prefix=config.storage_prefix
         )
         self.storage_health: Any = self._storage.health
-        #: the fleet's mode sync (guard/fleet.py) with Redis storage; None: per-process mode
-        self.fleet: Any = self._storage.fleet(self.modes, self._apply_mode)
         self._routes = RouteBuilder(
             config, app, RouteRuntime, self._apply_mode, self._storage, self.concurrency
         )
@@ -131,8 +122,11 @@ class Guard:
         self.route_stats: dict[str, RouteStats] = self._routes.route_stats
         self.breakers: dict[str, CircuitBreaker] = self._routes.breakers
         self.policies: dict[int, RateLimitPolicy] = self._routes.policies
-        self._limiters: dict[int, Any] = self._routes.limiters
-        self._overrides: dict[int, Any] = self._routes.overrides
+        #: mode switching and the mode's factors on every policy (guard/switching.py)
+        self._switch = ModeSwitch(self.modes, self._routes, self._set_shed_priority)
+        #: the fleet's mode sync (guard/fleet.py) with Redis storage; None: per-process mode
+        self.fleet: Any = self._storage.fleet(self.modes, self._apply_mode)
+        self._switch.fleet = self.fleet
         self._route_cache: dict[str, dict[str, RouteRuntime]] = {}
         self._rate_headers = config.rate_limit_headers
         self._refusal_bodies: dict[tuple[str, str], bytes] = {}
@@ -143,18 +137,17 @@ class Guard:
         self._deadlines: list[Deadline] = self._timeouts.deadlines
         self._deadlines_compact_at = DEADLINES_COMPACT_AT
         self._timed_out: set[asyncio.Task[Any]] = self._timeouts.timed_out
-        tick_s = HOUSEKEEPING_S
-        timeouts = [r.timeout_s for r in config.routes if r.timeout_s] + (
-            [config.timeout_s] if config.timeout_s else []
-        )
-        if timeouts:
-            tick_s = min(HOUSEKEEPING_S, max(0.005, min(timeouts) / 20.0))
         self._ticking = False
-        self._ticker = Ticker(self._tick, tick_s, _clock, self._set_ticking, self._internal_error)
+        self._chores = Chores(self._timeouts, self._routes, self._switch.follow_ramp)
+        self._ticker = Ticker(
+            self._chores.tick,
+            tick_interval_s(config),
+            _clock,
+            self._set_ticking,
+            self._internal_error,
+        )
         #: the process's own figures (RSS, CPU, loop lag, GC), sampled by the ticker
         self.process = self._ticker.process
-        self._last_housekeeping = 0.0
-        self._last_snapshot = 0.0
         self.internal_errors = 0
         #: the public, read-only view the control surface and the metrics read
         self.state = GuardState(self)
@@ -176,36 +169,20 @@ class Guard:
         self, mode: str, *, actor: str = "python", reason: str = "", source: str = "python"
     ) -> None:
         """Switch mode at run time; with Redis storage the fleet follows in the background."""
-        base_id = self.modes.switch_id
-        change = self.modes.switch(mode, actor=actor, reason=reason, source=source)
-        self._apply_mode()
-        if self.fleet is not None:
-            # the ramp's end is reached by every instance: only the first one stores it
-            self.fleet.switch_soon(change, base_id, only_if_current=source == "ramp")
+        self._switch.set_mode(mode, actor=actor, reason=reason, source=source)
 
     async def switch_mode(
         self, mode: str, *, actor: str = "python", reason: str = "", source: str = "python"
     ) -> dict[str, object]:
         """Switch mode here at once; with Redis storage also store it for the fleet and wait
         (about a second at most) for the instances to confirm. Returns what happened."""
-        base_id = self.modes.switch_id
-        change = self.modes.switch(mode, actor=actor, reason=reason, source=source)
-        self._apply_mode()
-        if self.fleet is None:
-            return {"scope": "process", "pid": os.getpid()}
-        outcome: dict[str, object] = await self.fleet.switch(change, base_id)
-        outcome["pid"] = os.getpid()
-        return outcome
+        return await self._switch.switch_mode(mode, actor=actor, reason=reason, source=source)
 
     def _apply_mode(self) -> None:
-        mode = self.modes.mode
-        conc_factor, rate_factor = self.modes.factors()
-        self._shed_priority = int(self.config.emergency.shed_priority) if mode == EMERGENCY else -1
-        if self.concurrency is not None:
-            self.concurrency.set_factor(conc_factor)
-        for rule_id, policy in self.policies.items():
-            override = self._overrides.get(rule_id) if mode == EMERGENCY else None
-            policy.set_factor(rate_factor, override)
+        self._switch.apply()
+
+    def _set_shed_priority(self, priority: int) -> None:
+        self._shed_priority = priority
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -360,7 +337,7 @@ class Guard:
                 deadlines = self._deadlines
                 deadlines.append(deadline)
                 if len(deadlines) >= self._deadlines_compact_at:
-                    self._expire_deadlines(start)
+                    self._timeouts.expire(start)
 
         stats = route.stats
         stats.in_flight += 1
@@ -513,44 +490,9 @@ class Guard:
     def _set_compact_at(self, length: int) -> None:
         self._deadlines_compact_at = length
 
-    def _expire_deadlines(self, now: float) -> None:
-        self._timeouts.expire(now)
-
-    def _tick(self, now: float) -> None:
-        timeouts = self._timeouts
-        if timeouts.deadlines:
-            timeouts.expire(now)
-        if timeouts.overdue:
-            timeouts.check_overdue()
-        if now - self._last_housekeeping >= HOUSEKEEPING_S:
-            self._last_housekeeping = now
-            self._housekeeping(now)
-        if now - self._last_snapshot >= SNAPSHOT_KEEP_S / 2:
-            self._last_snapshot = now
-            for stats in list(self.route_stats.values()):
-                stats.snapshot(now, SNAPSHOT_KEEP_S)
-
-    def _housekeeping(self, now: float) -> None:
-        housekeeping(now, self.concurrency, self._limiters.values(), self.breakers.values())
-        if self.modes.mode == RECOVERING:
-            if self.modes.ramp_progress() >= 1.0:
-                self.set_mode(
-                    NORMAL, actor="crisisctl guard", reason="recovery ramp complete", source="ramp"
-                )
-            else:
-                self._apply_mode()
-
     async def aclose(self) -> None:
         """Stop the background ticker and close the Redis connection, if any."""
         await self._ticker.aclose()
         if self.fleet is not None:
             await self.fleet.aclose()
         await self._storage.aclose()
-
-    # -- status --------------------------------------------------------------------------
-    def retry_after_hint(self) -> int:
-        """A Retry-After for shed requests: about one no-load latency, at least 1 s."""
-        conc = self.concurrency
-        if conc is None or conc.rtt_noload is None:
-            return 1
-        return max(1, math.ceil(conc.rtt_noload))

@@ -48,7 +48,7 @@ class RouteBuilder:
     ) -> None:
         self.config = config
         #: the guard's concurrency limiter (scope "route": the guard-wide ceiling)
-        self._concurrency = concurrency
+        self.concurrency = concurrency
         self._app = app
         self._new_route = new_route
         #: called after a rate-limit policy is built (the guard applies its mode to it)
@@ -124,7 +124,7 @@ class RouteBuilder:
             route.limiter = self._limiter(0, self._default_rule, cfg.rate_limit)
         if isinstance(route.limiter, MemoryRateLimiter):
             route.mem_limiter = route.limiter
-        conc = self._concurrency
+        conc = self.concurrency
         if conc is not None and not route.critical:
             route.conc = conc.child(label) if conc.ceiling_only else conc
         self._runtimes[runtime_key] = route

@@ -33,9 +33,11 @@ from typing import TYPE_CHECKING, Any
 from crisisctl.guard import control
 from crisisctl.guard.breaker import CircuitBreaker
 from crisisctl.guard.concurrency import ConcurrencyLimiter
+from crisisctl.guard.config import GuardConfig
 from crisisctl.guard.metrics import RouteStats
 from crisisctl.guard.outcomes import blocked_in_thread
 from crisisctl.guard.process import ProcessFigures
+from crisisctl.guard.routebuild import RouteBuilder
 
 if TYPE_CHECKING:
     from crisisctl.guard.runtime import Deadline
@@ -157,6 +159,57 @@ def housekeeping(
         limiter.rotate(now)
     for breaker in list(breakers):
         breaker.tick(now)
+
+
+def tick_interval_s(config: GuardConfig) -> float:
+    """The ticker's period: a twentieth of the shortest configured timeout, 5 ms to 1 s."""
+    timeouts = [r.timeout_s for r in config.routes if r.timeout_s] + (
+        [config.timeout_s] if config.timeout_s else []
+    )
+    if not timeouts:
+        return HOUSEKEEPING_S
+    return min(HOUSEKEEPING_S, max(0.005, min(timeouts) / 20.0))
+
+
+class Chores:
+    """The guard's tick (what its `Ticker` runs): deadlines, housekeeping, latency snapshots."""
+
+    def __init__(
+        self,
+        timeouts: Timeouts,
+        routes: RouteBuilder,
+        after_housekeeping: Callable[[], None],
+    ) -> None:
+        self._timeouts = timeouts
+        #: the route builder's dicts (shared): every route, limiter and breaker built so far
+        self._route_stats = routes.route_stats
+        self._concurrency = routes.concurrency
+        self._limiters = routes.limiters
+        self._breakers = routes.breakers
+        #: the mode's part of housekeeping (the recovery ramp: guard/switching.py)
+        self._after_housekeeping = after_housekeeping
+        self._last_housekeeping = 0.0
+        self._last_snapshot = 0.0
+
+    def tick(self, now: float) -> None:
+        """One tick: expire deadlines, then the once-a-second and twice-a-minute chores."""
+        timeouts = self._timeouts
+        if timeouts.deadlines:
+            timeouts.expire(now)
+        if timeouts.overdue:
+            timeouts.check_overdue()
+        if now - self._last_housekeeping >= HOUSEKEEPING_S:
+            self._last_housekeeping = now
+            self.housekeeping(now)
+        if now - self._last_snapshot >= SNAPSHOT_KEEP_S / 2:
+            self._last_snapshot = now
+            for stats in list(self._route_stats.values()):
+                stats.snapshot(now, SNAPSHOT_KEEP_S)
+
+    def housekeeping(self, now: float) -> None:
+        """The once-a-second chores (see the module docstring)."""
+        housekeeping(now, self._concurrency, self._limiters.values(), self._breakers.values())
+        self._after_housekeeping()
 
 
 class Ticker:
