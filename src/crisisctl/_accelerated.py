@@ -35,6 +35,7 @@ MODULES: tuple[str, ...] = (
     "crisisctl.guard.refusals",
     "crisisctl.guard.routebuild",
     "crisisctl.guard.routes",
+    "crisisctl.guard.routetrie",
     "crisisctl.guard.runtime",
     "crisisctl.guard.ticker",
     "crisisctl.guard.websocket",

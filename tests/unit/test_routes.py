@@ -202,9 +202,11 @@ def test_lookup_is_cached_per_method_and_path() -> None:
     first = table.lookup("GET", "/items/1")
     assert table.lookup("GET", "/items/1") is first
     table.lookup("HEAD", "/items/1")
-    table.lookup("GET", "/items/2")
-    assert built == [("GET", "/items/{id}"), ("HEAD", "/items/{id}"), ("GET", "/items/{id}")]
+    # another path of the same route: resolved, but built once per method and route only
+    assert table.lookup("GET", "/items/2") is first
+    assert built == [("GET", "/items/{id}"), ("HEAD", "/items/{id}")]
     assert table.cache["GET"]["/items/1"] is first
+    assert table.cache["GET"]["/items/2"] is first
 
 
 def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -214,10 +216,11 @@ def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         table.lookup("GET", f"/items/{i}")
         table.lookup("POST", f"/items/{i}")
         assert sum(len(by_path) for by_path in table.cache.values()) <= 10
-    assert len(built) == 200
-    # after a clear, entries are rebuilt (and still resolve the same way)
+    # built once per method and route, however many paths (bounded: labels × rules × methods)
+    assert len(built) == 2
+    # after a clear, entries are resolved again (the same way), and not rebuilt
     assert table.lookup("GET", "/items/0").label == "/items/{id}"
-    assert len(built) == 201
+    assert len(built) == 2
     assert table.labels == {"/items/{id}"}
 
 

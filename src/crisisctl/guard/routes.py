@@ -24,11 +24,13 @@ client inventing a method per request cannot grow any table or metric.
 
 Resolution (and whatever the caller builds from it) is cached per (method, path) in a bounded
 dict, so the steady-state cost per request is two dict lookups; the cache is cleared when it
-fills (paths with ids can be unbounded). A miss resolves with `RouteTable.resolve_fast`: one
-combined regex per table (the templates, the rules allowed for the method, the critical paths),
-an alternation in priority order whose matching group (``lastindex``) names the winner, so a
-miss costs three ``match`` calls whatever the number of routes. `RouteTable.resolve` is the
-readable reference it must agree with (tests/unit/test_routes_fast.py pins the two).
+fills (paths with ids can be unbounded). A miss resolves with `RouteTable.resolve_fast`: the
+templates through a segment trie (guard/routetrie.py: a dict lookup per path segment), those
+the trie cannot express, the rules allowed for the method and the critical paths through one
+combined regex each, an alternation in priority order whose matching group (``lastindex``)
+names the winner, so a miss costs at most three ``match`` calls whatever the number of
+routes. `RouteTable.resolve` is the readable reference it must agree with
+(tests/unit/test_routes_fast.py and tests/unit/test_routetrie.py pin the two).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from crisisctl.guard.config import RouteRule
+from crisisctl.guard.routetrie import NO_MATCH, TemplateTrie
 
 T = TypeVar("T")
 
@@ -63,8 +66,6 @@ _LONG_SEGMENT = 64
 ID_LABEL = "{id}"
 #: a rule and the label it gives (None for a wildcard rule)
 _RuleEntry = tuple[RouteRule, str | None]
-#: a combined regex of some templates (None: no template) and their indices in the table
-_Bucket = tuple[re.Pattern[str] | None, list[int]]
 
 
 def compile_template(template: str) -> re.Pattern[str]:
@@ -197,27 +198,29 @@ class RouteTable(Generic[T]):
             (compile_template(t), normalise_template(t), t.endswith("*")) for t in templates
         ]
         self._critical = [compile_template(p) for p in critical_paths]
-        #: the fast path (`resolve_fast`): the same lists as one alternation each
+        #: the fast path (`resolve_fast`): the templates as one alternation (for paths the
+        #: trie does not take), and as a trie plus an alternation of those it cannot express
         self._templates_re = combine([regex for regex, _, _ in self._templates])
-        #: first path segment -> the templates that can match a path starting with it (those
-        #: whose first segment is that literal, and those whose first segment is not literal),
-        #: combined, with their indices in `_templates`; `_any_segment` for other segments
-        self._by_segment: dict[str, _Bucket] = {}
-        firsts = [literal_first_segment(t) for t in templates]
-        for first in firsts:
-            if first is not None and first not in self._by_segment:
-                self._by_segment[first] = self._bucket([f in (None, first) for f in firsts])
-        self._any_segment = self._bucket([f is None for f in firsts])
+        self._trie = TemplateTrie(templates)
+        self._fallback = self._trie.fallback
+        self._fallback_re = combine([self._templates[i][0] for i in self._fallback])
+        #: the smallest index the fallback regex can give: a trie winner below it is final
+        self._fallback_least = self._fallback[0] if self._fallback else NO_MATCH
         #: (label, id of the rule or -1, critical) -> the one Resolved of that value (bounded:
         #: labels by `max_labels`, rules by the configuration)
         self._resolved: dict[tuple[str, int, bool], Resolved] = {}
+        #: label -> the Resolved of that label with no rule, not critical (the common value:
+        #: found without building a tuple)
+        self._plain: dict[str, Resolved] = {}
+        #: method -> id of a Resolved (interned above: ids stay valid) -> what `build` made
+        #: of it: a path's route is built once per distinct value, not once per path
+        self._built: dict[str, dict[int, T]] = {}
         self._critical_re = combine(self._critical)
         #: a critical path can only match paths starting with one of these segments, unless
         #: one of them starts with something else than a fixed word (`_critical_any`)
         critical_firsts = [literal_first_segment(p) for p in critical_paths]
         self._critical_firsts = frozenset(f for f in critical_firsts if f is not None)
         self._critical_any = None in critical_firsts
-        self._all_indices = list(range(len(self._templates)))
         #: method -> (combined regex of the rules allowed for it, their (rule, label))
         self._rules_re: dict[str, tuple[re.Pattern[str] | None, list[_RuleEntry]]] = {}
         self._methods = STANDARD_METHODS.union(
@@ -248,7 +251,13 @@ class RouteTable(Generic[T]):
                 return hit
         else:
             by_path = self.cache[method] = {}
-        built = self._build(self.resolve_fast(method, path), method)
+        resolved = self.resolve_fast(method, path)
+        by_resolved = self._built.get(method)
+        if by_resolved is None:
+            by_resolved = self._built[method] = {}
+        built = by_resolved.get(id(resolved))
+        if built is None:
+            built = by_resolved[id(resolved)] = self._build(resolved, method)
         if self._cache_size >= _CACHE_LIMIT:
             for cached in self.cache.values():
                 cached.clear()
@@ -300,23 +309,26 @@ class RouteTable(Generic[T]):
             if found is not None:
                 rule, rule_label = rules[1][_winner(found)]
         label = None
-        first: str | None = None  # the first segment, when the index by segment may be used
-        if path[:1] == "/" and "\n" not in path:  # ("$" also matches before a final "\n")
-            end = path.find("/", 1)
-            first = path[1:] if end < 0 else path[1:end]
+        # the trie and the index of critical paths by first segment take paths starting with
+        # "/" and without "\n" ("$" also matches before a final "\n"): the regexes the others
+        plain = path[:1] == "/" and "\n" not in path
         if self._templates:
-            if first is not None:
-                bucket = self._by_segment.get(first)
-                if bucket is None:
-                    bucket = self._any_segment
-                templates_re, indices = bucket
+            index = NO_MATCH
+            if plain:
+                index = self._trie.match(path)
+                fallback_re = self._fallback_re
+                if index > self._fallback_least and fallback_re is not None:
+                    found = fallback_re.match(path)
+                    if found is not None:
+                        index = min(index, self._fallback[_winner(found)])
             else:
-                templates_re, indices = self._templates_re, self._all_indices
-            if templates_re is not None:
-                found = templates_re.match(path)
+                templates_re = self._templates_re
+                found = templates_re.match(path) if templates_re is not None else None
                 if found is not None:
-                    _, template, opaque = self._templates[indices[_winner(found)]]
-                    label = path_label(path) if opaque else template
+                    index = _winner(found)
+            if index != NO_MATCH:
+                _, template, opaque = self._templates[index]
+                label = path_label(path) if opaque else template
         if label is None:
             if rule_label is not None:
                 label = rule_label
@@ -329,22 +341,30 @@ class RouteTable(Generic[T]):
                 label = OTHER
             else:
                 self._labels.add(label)
+        critical = False
         critical_re = self._critical_re
-        critical = (
-            critical_re is not None
-            and (first is None or self._critical_any or first in self._critical_firsts)
-            and critical_re.match(path) is not None
-        )
+        if critical_re is not None:
+            if plain and not self._critical_any:
+                end = path.find("/", 1)
+                first = path[1:] if end < 0 else path[1:end]
+                critical = first in self._critical_firsts and critical_re.match(path) is not None
+            else:
+                critical = critical_re.match(path) is not None
+        if rule is None and not critical:
+            resolved = self._plain.get(label)
+            if resolved is None:
+                resolved = self._plain[label] = self._interned(label, rule, critical)
+            return resolved
+        return self._interned(label, rule, critical)
+
+    def _interned(self, label: str, rule: RouteRule | None, critical: bool) -> Resolved:
+        """The one Resolved of this value (bounded: labels by `max_labels`, rules by the
+        configuration)."""
         value = (label, -1 if rule is None else id(rule), critical)
         resolved = self._resolved.get(value)
         if resolved is None:
             resolved = self._resolved[value] = Resolved(label, rule, critical)
         return resolved
-
-    def _bucket(self, wanted: Sequence[bool]) -> _Bucket:
-        """The templates flagged in `wanted`, combined, and their indices in `_templates`."""
-        indices = [i for i, flag in enumerate(wanted) if flag]
-        return combine([self._templates[i][0] for i in indices]), indices
 
     def _rules_for(self, method: str) -> tuple[re.Pattern[str] | None, list[_RuleEntry]]:
         """The rules allowed for `method`, in order, and their combined regex (cached)."""
