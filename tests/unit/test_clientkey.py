@@ -14,6 +14,9 @@ from crisisctl.guard.clientkey import (
     ForwardedClientKey,
     client_key_function,
     forwarded_for,
+    ipv4_networks,
+    ipv4_value,
+    is_trusted,
     node_address,
 )
 from crisisctl.guard.types import Scope
@@ -230,3 +233,49 @@ def test_the_cache_is_bounded_whatever_the_clients_send() -> None:
     huge = ", ".join(["4.4.4.4"] * 1000)
     assert key(scope(PROXY, ("X-Forwarded-For", huge))) == "4.4.4.4"
     assert key.cache == {}
+
+
+# -- the IPv4 shortcut of a cache miss (issue 14, point 13) ------------------------------------
+
+dotted = st.lists(
+    st.one_of(st.integers(0, 300).map(str), st.sampled_from(["00", "01", "007", "", "1a", " 1"])),
+    min_size=1,
+    max_size=5,
+).map(".".join)
+address_text = st.one_of(dotted, ipv4, ipv6, st.text(alphabet="0123456789.: abcdef٣", max_size=16))
+networks = st.lists(
+    st.sampled_from(["10.0.0.0/8", "10.1.2.3", "0.0.0.0/0", "192.0.2.128/25", "2001:db8::/32"]),
+    min_size=1,
+    max_size=3,
+).map(lambda nets: [ipaddress.ip_network(n) for n in nets])
+
+
+def _reference_ipv4(text: str) -> int:
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return -1
+    return int(ip) if ip.version == 4 and str(ip) == text else -1
+
+
+@given(address_text)
+def test_ipv4_value_reads_exactly_the_canonical_ipv4_addresses(text: str) -> None:
+    assert ipv4_value(text) == _reference_ipv4(text)
+
+
+@given(st.one_of(address_text, address_text.map(lambda t: f" {t} ")), networks)
+def test_the_trust_shortcut_equals_ipaddress(text: str, nets: list[Any]) -> None:
+    try:
+        ip = ipaddress.ip_address(text.strip())
+        expected = any(ip in net for net in nets)
+    except ValueError:
+        expected = False
+    assert is_trusted(text, nets, ipv4_networks(nets)) is expected
+
+
+def test_ipv4_value_examples() -> None:
+    assert ipv4_value("10.20.0.1") == int(ipaddress.ip_address("10.20.0.1"))
+    assert ipv4_value("255.255.255.255") == 2**32 - 1
+    assert ipv4_value("0.0.0.0") == 0
+    for text in ("1.2.3.256", "1.2.3.01", "1.2.3", "1.2.3.4.5", "1..3.4", " 1.2.3.4", "1.2.3.٣"):
+        assert ipv4_value(text) == -1, text

@@ -20,14 +20,18 @@ The key depends only on the peer address and the header's values, so it is cache
 keyed by them (`cache_size` entries of at most `CACHEABLE_BYTES` of header each, cleared when
 full: a client sending a new header value per request costs a parse each, never memory); a
 request then costs a header scan and one lookup instead of parsing addresses.
-`forwarded_client_key` is the uncached computation.
+`forwarded_client_key` is the uncached computation. A miss (a new client, or more clients than
+the cache holds) reads IPv4 addresses in their canonical dotted-quad form with `ipv4_value`
+and checks them against the trusted IPv4 networks as integers; anything else (IPv6, odd forms)
+goes through `ipaddress`, whose verdicts those shortcuts must equal (tests/unit/
+test_clientkey.py pins them).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from crisisctl.guard.types import Scope
 
@@ -40,6 +44,66 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 CACHE_SIZE = 4096
 #: header values longer than this (in all) are parsed every time, never kept
 CACHEABLE_BYTES = 512
+#: (network address, netmask) of trusted IPv4 networks, as integers
+IPv4Nets = Sequence[tuple[int, int]]
+_ZERO: Final = 48  # ord("0")
+_NINE: Final = 57
+_DOT: Final = 46
+
+
+def ipv4_value(text: str) -> int:
+    """The 32-bit value of `text` when it is an IPv4 address written canonically (four
+    decimal octets 0-255 without leading zeros: what ``str(ipaddress.ip_address(text))``
+    gives back unchanged), else -1 (not IPv4, or a form left to `ipaddress`)."""
+    if len(text) < 7 or len(text) > 15:
+        return -1
+    value = 0
+    octet = 0
+    digits = 0
+    dots = 0
+    for char in text:
+        code = ord(char)
+        if code == _DOT:
+            if digits == 0 or dots == 3:
+                return -1
+            value = (value << 8) | octet
+            octet = 0
+            digits = 0
+            dots += 1
+        elif _ZERO <= code <= _NINE:
+            if digits and octet == 0:
+                return -1  # a leading zero
+            octet = octet * 10 + code - _ZERO
+            if octet > 255:
+                return -1
+            digits += 1
+        else:
+            return -1
+    if dots != 3 or digits == 0:
+        return -1
+    return (value << 8) | octet
+
+
+def ipv4_networks(networks: Sequence[IPNetwork]) -> list[tuple[int, int]]:
+    """The IPv4 networks among `networks`, as (network address, netmask) integers."""
+    return [
+        (int(net.network_address), int(net.netmask))
+        for net in networks
+        if isinstance(net, ipaddress.IPv4Network)
+    ]
+
+
+def is_trusted(address: str, networks: Sequence[IPNetwork], v4: IPv4Nets) -> bool:
+    """Whether `address` (surrounding spaces allowed) lies in one of the trusted `networks`
+    (`v4`: their IPv4 ones, from `ipv4_networks`); False when it is not an address."""
+    value = ipv4_value(address)
+    if value >= 0:
+        return any(value & mask == network for network, mask in v4)
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
 
 
 def peer_address(scope: Scope) -> str:
@@ -114,6 +178,8 @@ def node_address(node: str | None) -> str | None:
         host = node.partition(":")[0]  # IPv4 with a port
     else:
         host = node
+    if ipv4_value(host) >= 0:
+        return host  # already canonical
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
@@ -125,6 +191,8 @@ def _address(entry: str) -> str | None:
     entry = entry.strip()
     if not entry:
         return ""
+    if ipv4_value(entry) >= 0:
+        return entry  # already canonical
     try:
         return str(ipaddress.ip_address(entry))
     except ValueError:
@@ -157,6 +225,7 @@ class ForwardedClientKey:
         cache_size: int = CACHE_SIZE,
     ) -> None:
         self.networks = list(networks)
+        self.v4 = ipv4_networks(self.networks)
         self.header = proxy_header.encode("latin-1")
         self.rfc7239 = proxy_header == FORWARDED
         self.cache_size = cache_size
@@ -165,15 +234,25 @@ class ForwardedClientKey:
         self.cache: dict[tuple[str, Any], str] = {}
 
     def __call__(self, scope: Scope) -> str:
-        client = scope.get("client")
+        found: Any
+        if isinstance(scope, dict):  # (always, from ASGI servers: compiled dict access)
+            client = scope.get("client")
+            found = scope.get("headers", ())
+        else:
+            client = scope.get("client")
+            found = scope.get("headers", ())
         peer: str = client[0] if client else UNKNOWN
         header = self.header
         # the cache key: (peer, the one value) in the common case of one header line, else
         # (peer, tuple of the values): one tuple per request, no list
         first: Any = None
         many: list[Any] | None = None
-        for name, value in scope.get("headers", ()):
-            if name == header:
+        # a list of (name, value) tuples from the servers: compiled list and tuple access
+        headers: list[Any] = found if isinstance(found, list) else list(found)
+        for item in headers:
+            pair: tuple[Any, ...] = item if isinstance(item, tuple) else tuple(item)
+            if pair[0] == header:
+                value = pair[1]
                 if many is not None:
                     many.append(value)
                 elif first is None:
@@ -190,11 +269,13 @@ class ForwardedClientKey:
         try:
             hit = cache.get(entry)
         except TypeError:  # a header value that is not bytes (unhashable): compute, keep nothing
-            return forwarded_client_key(peer, _values(entry[1]), self.networks, self.rfc7239)
+            return forwarded_client_key(
+                peer, _values(entry[1]), self.networks, self.rfc7239, self.v4
+            )
         if hit is not None:
             return hit
         values = _values(entry[1])
-        key = forwarded_client_key(peer, values, self.networks, self.rfc7239)
+        key = forwarded_client_key(peer, values, self.networks, self.rfc7239, self.v4)
         if self.cache_size > 0 and sum(len(value) for value in values) <= CACHEABLE_BYTES:
             if len(cache) >= self.cache_size:
                 cache.clear()
@@ -214,17 +295,13 @@ def forwarded_client_key(
     values: Sequence[bytes],
     networks: Sequence[IPNetwork],
     rfc7239: bool,
+    v4: IPv4Nets | None = None,
 ) -> str:
-    """The key of a request from `peer` carrying the proxy header's `values` (uncached)."""
-
-    def trusted(address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return False
-        return any(ip in net for net in networks)
-
-    if not trusted(peer):
+    """The key of a request from `peer` carrying the proxy header's `values` (uncached);
+    `v4`: `ipv4_networks(networks)`, when the caller keeps it."""
+    if v4 is None:
+        v4 = ipv4_networks(networks)
+    if not is_trusted(peer, networks, v4):
         return peer
     chain: list[str | None] = []
     for value in values:
@@ -236,7 +313,7 @@ def forwarded_client_key(
     for hop in reversed(chain):
         if hop is None:
             return peer  # unparsable, unknown or obfuscated: the proxy's own bucket
-        if hop and not trusted(hop):
+        if hop and not is_trusted(hop, networks, v4):
             return hop
     first = chain[0] if chain else None
     return first if first else peer  # every hop trusted: the farthest one
