@@ -345,13 +345,15 @@ QUEUE_JUMP = [
 
 
 @SETTINGS
-@example(mode="adaptive", limit=1, queue_size=3, smoothing=1.0, events=QUEUE_JUMP)
+@example(mode="adaptive", limit=1, queue_size=3, smoothing=1.0, events=QUEUE_JUMP, scope="service")
+@example(mode="adaptive", limit=1, queue_size=3, smoothing=1.0, events=QUEUE_JUMP, scope="route")
 @given(
     mode=st.sampled_from(["adaptive", "static"]),
     limit=st.integers(min_value=1, max_value=6),
     queue_size=st.integers(min_value=0, max_value=3),
     smoothing=st.sampled_from([0.2, 1.0]),
     events=concurrency_events,
+    scope=st.sampled_from(["service", "route"]),
 )
 def test_inlined_slot_acquire_and_release_agree_with_the_limiter(
     guard_clock: GuardClock,
@@ -360,10 +362,12 @@ def test_inlined_slot_acquire_and_release_agree_with_the_limiter(
     queue_size: int,
     smoothing: float,
     events: list[tuple[str, float, int, str]],
+    scope: str,
 ) -> None:
     """With requests overlapping, the guard's inlined try_acquire and release leave its
     ConcurrencyLimiter exactly as a twin driven through acquire/release at the same instants:
-    admissions, queueing, refusals, in-flight count, window sums and the adaptive limit."""
+    admissions, queueing, refusals, in-flight count, window sums and the adaptive limit. With
+    the scope "route", the route's limiter and the guard-wide ceiling above it both."""
     config = ConcurrencyConfig(
         mode=mode,  # type: ignore[arg-type]
         limit=limit,
@@ -374,16 +378,29 @@ def test_inlined_slot_acquire_and_release_agree_with_the_limiter(
         queue_timeout_s=600.0,
         queue_target_s=300.0,
         smoothing=smoothing,
-        scope="service",  # the inlined fast path is the service-wide limiter's
+        scope=scope,  # type: ignore[arg-type]
     )
 
     async def scenario() -> None:
         app = ScriptedApp(guard_clock, hold=True)
         guard = Guard(app, GuardConfig(token="", concurrency=config, breaker=NO_BREAKER))
-        conc = guard.concurrency
-        assert conc is not None
-        twin = ConcurrencyLimiter(config, guard_clock)
+        ceiling = guard.concurrency
+        assert ceiling is not None
+        twin_ceiling = ConcurrencyLimiter(config, guard_clock, ceiling=scope == "route")
+        # (with the scope "route", the twin's route limiter is made at the first arrival, as
+        # the guard's is: their windows start together)
+        twin = twin_ceiling
         requests: list[_Request] = []
+
+        def limiter() -> ConcurrencyLimiter:
+            """The guard's limiter of the one route (built with the route, at its first
+            request, under the ceiling with the scope "route")."""
+            assert ceiling is not None
+            if scope == "service":
+                return ceiling
+            (route_limiter,) = ceiling.children.values()
+            return route_limiter
+
         queued = False
 
         async def admit() -> tuple[str | None, float]:
@@ -393,8 +410,14 @@ def test_inlined_slot_acquire_and_release_agree_with_the_limiter(
 
         def compare() -> None:
             nonlocal queued
+            if not requests:
+                return
+            conc = limiter()
             for name in CONCURRENCY_FIELDS:
                 assert getattr(conc, name) == getattr(twin, name), name
+            assert ceiling is not None
+            for name in ("in_flight", "window_peak", "shed_overloaded"):
+                assert getattr(ceiling, name) == getattr(twin_ceiling, name), name
             for i, request in enumerate(requests):
                 ref = request.reference
                 if not ref.done():
@@ -430,16 +453,18 @@ def test_inlined_slot_acquire_and_release_agree_with_the_limiter(
                 assert guard_clock.now is not None
                 guard_clock.now += gap
                 if action == "arrive":
+                    if scope == "route" and not requests:
+                        twin = twin_ceiling.child("route")
                     i = len(requests)
                     task = asyncio.create_task(call(guard, request_id=i))
                     requests.append(_Request(task, asyncio.create_task(admit())))
                     await _settle()
                 elif action == "tick":
-                    if config.mode == "adaptive":
-                        # what the guard's ticker does with an idle window (here also early:
-                        # maybe_close_window closes only windows long enough): a raised limit
-                        # leaves free slots while waiters queue, until the next release
-                        conc.maybe_close_window(guard_clock.now)
+                    # what the guard's ticker does with an idle window (here also early:
+                    # maybe_close_window closes only windows long enough): a raised limit
+                    # leaves free slots while waiters queue, until the next release
+                    if config.mode == "adaptive" and (requests or scope == "service"):
+                        limiter().maybe_close_window(guard_clock.now)
                         twin.maybe_close_window(guard_clock.now)
                 elif app.waiting:
                     running = sorted(app.waiting)
@@ -452,8 +477,8 @@ def test_inlined_slot_acquire_and_release_agree_with_the_limiter(
             assert all(r.task.done() for r in requests)
             # release's own time test (WINDOW_MAX_S) never fired: see the module docstring
             assert guard_clock.now - T0 < WINDOW_MAX_S
-            event(f"windows closed: {min(conc.updates, 3)}")
-            event(f"limit raised: {conc.effective > limit}")
+            event(f"windows closed: {min(twin.updates, 3)}")
+            event(f"limit raised: {twin.effective > limit}")
             event(f"queued: {queued}")
             event(f"shed: {twin.shed_queue_full + twin.shed_overloaded > 0}")
         finally:
@@ -573,6 +598,40 @@ def check_guard_agrees_with_limiter(
                     assert response.json()["retry_after_s"] == round(decision.retry_after_s, 3)
             assert app.calls == admitted
             event(f"refused: {admitted < len(events)}")
+        finally:
+            await guard.aclose()
+
+    run(guard_clock, scenario())
+
+
+def test_the_inlined_acquire_refuses_at_the_guard_wide_ceiling(guard_clock: GuardClock) -> None:
+    """With the scope "route", a route with free slots is still refused (503, overloaded, not
+    queued) while the guard-wide ceiling is full, and the ceiling counts every admission."""
+    config = ConcurrencyConfig(mode="static", limit=2, max_limit=2, queue_size=2, scope="route")
+
+    async def scenario() -> None:
+        app = ScriptedApp(guard_clock, hold=True)
+        guard = Guard(app, GuardConfig(token="", concurrency=config, breaker=NO_BREAKER))
+        ceiling = guard.concurrency
+        assert ceiling is not None and ceiling.effective == 2
+        try:
+            held = []
+            for i, path in enumerate(("/a", "/b")):
+                scope = {**_scope("10.0.0.1", i), "path": path, "raw_path": path.encode()}
+                held.append(asyncio.create_task(guard(scope, _receive, Response().send)))
+                await _settle()
+            assert sorted(app.waiting) == [0, 1] and ceiling.in_flight == 2
+            assert ceiling.window_peak == 2
+            refused = Response()
+            scope = {**_scope("10.0.0.1", 2), "path": "/c", "raw_path": b"/c"}
+            # (bounded: a request admitted past the ceiling would wait for the app for ever)
+            await asyncio.wait_for(guard(scope, _receive, refused.send), timeout=5.0)
+            assert (refused.status, refused.json()["reason"]) == (503, "overloaded")
+            assert ceiling.in_flight == 2 and ceiling.children["/c"].in_flight == 0
+            for future in app.waiting.values():
+                future.set_result(Outcome())
+            await asyncio.gather(*held)
+            assert ceiling.in_flight == 0
         finally:
             await guard.aclose()
 

@@ -189,9 +189,9 @@ class Guard:
         kind: str = scope["type"]
         if kind != "http":
             if kind == "lifespan":
-                await self.app(scope, self._lifespan_receive(receive), send)
+                await self.app(scope, lifespan_receive(self, receive), send)
             elif kind == "websocket":
-                await self._websocket(scope, receive, send)
+                await websocket.handle(self, scope, receive, send)
             else:
                 await self.app(scope, receive, send)
             return
@@ -307,13 +307,22 @@ class Guard:
                     extra_headers = limiter.policy.headers(decision)
         conc = route.conc
         if conc is not None:
-            # inlined ConcurrencyLimiter.try_acquire (the fast path; a route's limiter under
-            # the guard-wide ceiling takes the method)
-            if conc.in_flight < conc.effective and not conc.queued and conc.parent is None:
+            # inlined ConcurrencyLimiter.try_acquire, the guard-wide ceiling above a route's
+            # limiter included (tests/unit/test_guard_inlined.py pins the two)
+            ceiling = conc.parent
+            if (
+                conc.in_flight < conc.effective
+                and not conc.queued
+                and (ceiling is None or ceiling.in_flight < ceiling.effective)
+            ):
+                if ceiling is not None:
+                    ceiling.in_flight += 1
+                    if ceiling.in_flight > ceiling.window_peak:
+                        ceiling.window_peak = ceiling.in_flight
                 conc.in_flight += 1
                 if conc.in_flight > conc.window_peak:
                     conc.window_peak = conc.in_flight
-            elif not conc.try_acquire():
+            else:  # (try_acquire would refuse too: acquire queues, or sheds)
                 reason = await conc.acquire(route.priority)
                 if reason is not None:
                     self._release_probe(breaker)
@@ -435,13 +444,6 @@ class Guard:
                     breaker.success(end)
                 else:
                     breaker.calls += 1
-
-    # -- other scopes: WebSocket handshakes (guard/websocket.py), lifespan (guard/lifespan.py)
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await websocket.handle(self, scope, receive, send)
-
-    def _lifespan_receive(self, receive: Receive) -> Receive:
-        return lifespan_receive(self, receive)
 
     # -- refusals (guard/refusals.py) ------------------------------------------------------
     async def _refuse(
