@@ -229,8 +229,8 @@ async def test_restart_neither_reopens_nor_renotifies(db_url: str) -> None:
         finally:
             await first.aclose()
         again = build_responder(cfg, db_url=db_url, directory=Directory())
-        try:  # a restarted engine reports the alert as first seen again
-            t1 = T0 + timedelta(seconds=20)
+        try:  # a restarted engine reports the alert as first seen again, after the cooldown
+            t1 = T0 + timedelta(minutes=10)
             await step(again, [fire(a, t1)], [a], t1)
             await step(again, [], [a], t1 + timedelta(seconds=10))
         finally:
@@ -323,3 +323,27 @@ async def test_command_action_is_time_bounded_and_its_output_recorded(db_url: st
     assert actions[0].details["output_tail"].strip() == f"scaled {svc}"
     assert "killed after 0.3 s" in actions[1].text
     assert actions[1].details["duration_ms"] < 5000
+
+
+async def test_a_new_incident_gets_a_triage_of_its_probe_url(db_url: str) -> None:
+    svc = service_name()
+    with guard_servers({"token": "t"}) as (server,):
+        cfg = config([], incidents={"triage": True})
+        directory = Directory(probes={svc: f"{server.url}/ok"})
+        responder = build_responder(cfg, db_url=db_url, directory=directory, triage_budget_s=3.0)
+        try:
+            a = alert(svc, T0)
+            await step(responder, [fire(a, T0)], [a], T0)
+        finally:
+            await responder.aclose()
+    events = timeline(db_url, watch_incidents(db_url, svc)[0].id)
+    triage = [t for k, t in events if k == "triage"]
+    assert len(triage) == 1 and triage[0].startswith("watch triage: ")
+
+
+def test_an_unset_env_url_is_one_sentence_at_start(db_url: str, monkeypatch: Any) -> None:
+    monkeypatch.delenv("CRISISCTL_TEST_UNSET_HOOK", raising=False)
+    with pytest.raises(ValueError, match=r"env:CRISISCTL_TEST_UNSET_HOOK names an unset variable"):
+        build_responder(
+            config(["env:CRISISCTL_TEST_UNSET_HOOK"]), db_url=db_url, directory=Directory()
+        )
