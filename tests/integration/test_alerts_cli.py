@@ -39,7 +39,7 @@ async def test_lists_silences_and_unsilences(tmp_path: Path) -> None:
     assert [(x["rule"], x["state"], x["service"]) for x in listed] == [
         ("latency_p95", "firing", "checkout")
     ]
-    assert listed[0]["incident_id"] == 1
+    assert listed[0]["incident_id"] == 1 and listed[0]["escalation_level"] == 0
     code, out = run("alerts", "--db", db)
     assert code == 0 and "firing" in out
 

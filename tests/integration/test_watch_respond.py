@@ -347,3 +347,39 @@ def test_an_unset_env_url_is_one_sentence_at_start(db_url: str, monkeypatch: Any
         build_responder(
             config(["env:CRISISCTL_TEST_UNSET_HOOK"]), db_url=db_url, directory=Directory()
         )
+
+
+async def test_guard_mode_reaches_pinned_names_and_a_raise_runs_the_new_runbook(
+    db_url: str,
+) -> None:
+    svc = service_name()
+    runbooks = {
+        "P2": [{"level": 1, "actions": []}],
+        "P1": [{"level": 1, "actions": [{"guard_mode": "emergency", "reason": "watch: {rule}"}]}],
+    }
+    with Receiver() as hook, guard_servers({"token": "t"}) as (server,):
+        name = f"{svc}.guard.test"
+        guard = GuardEndpoint(
+            url=f"http://{name}:{server.port}",
+            token="t",
+            resolve=(f"{name}:{server.port}:127.0.0.1",),
+        )
+        directory = Directory({svc: [guard]})
+        responder = build_responder(
+            config([hook.url()], runbooks=runbooks), db_url=db_url, directory=directory
+        )
+        try:
+            low = alert(svc, T0, severity=Severity.P2)
+            await step(responder, [fire(low, T0)], [low], T0)
+            assert guard_mode(server.url) == "normal"
+            t1 = T0 + timedelta(seconds=10)
+            high = alert(svc, t1, severity=Severity.P1)  # same rule and labels: a raise
+            await step(responder, [fire(high, t1)], [high], t1)
+            assert guard_mode(server.url) == "emergency"
+        finally:
+            await responder.aclose()
+    incident = watch_incidents(db_url, svc)[0]
+    assert incident.severity is Severity.P1
+    events = timeline(db_url, incident.id)
+    assert any(k == "severity_change" and "P2 → P1" in t for k, t in events)
+    assert [t.split(":")[0] for t in hook.titles()] == ["FIRING", "ESCALATED"]

@@ -9,7 +9,7 @@ listed, but neither notify nor run actions. Every function is one transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,9 +45,14 @@ class AlertRecord:
     last_seen_at: datetime
     incident_id: int | None
     silenced_by: int | None
+    #: the runbook level its incident is at, and the last notification per kind (ISO times)
+    escalation_level: int | None = None
+    notified: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_model(cls, row: models.WatchAlert) -> AlertRecord:
+    def from_model(
+        cls, row: models.WatchAlert, state: models.WatchIncident | None = None
+    ) -> AlertRecord:
         return cls(
             fingerprint=row.fingerprint,
             rule=row.rule,
@@ -66,6 +71,8 @@ class AlertRecord:
             last_seen_at=row.last_seen_at,
             incident_id=row.incident_id,
             silenced_by=row.silenced_by,
+            escalation_level=state.level if state is not None else None,
+            notified=dict(state.notified) if state is not None else {},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +94,8 @@ class AlertRecord:
             "last_seen_at": iso(self.last_seen_at),
             "incident_id": self.incident_id,
             "silenced_by": self.silenced_by,
+            "escalation_level": self.escalation_level,
+            "notified": self.notified,
         }
 
 
@@ -143,14 +152,16 @@ def list_alerts(
     db: Database, *, state: str | None = None, since: datetime | None = None, limit: int = 100
 ) -> list[AlertRecord]:
     """Alerts, firing first then most recently seen; `state` filters, `since` drops older ones."""
-    query = select(models.WatchAlert)
+    query = select(models.WatchAlert, models.WatchIncident).outerjoin(
+        models.WatchIncident, models.WatchIncident.incident_id == models.WatchAlert.incident_id
+    )
     if state is not None:
         query = query.where(models.WatchAlert.state == state)
     if since is not None:
         query = query.where(models.WatchAlert.last_seen_at >= aware(since, "since"))
     query = query.order_by(models.WatchAlert.last_seen_at.desc()).limit(limit)
     with db.transaction() as session:
-        rows = [AlertRecord.from_model(row) for row in session.scalars(query)]
+        rows = [AlertRecord.from_model(alert, watch) for alert, watch in session.execute(query)]
     return sorted(rows, key=lambda r: r.state != "firing")
 
 

@@ -8,9 +8,12 @@ text is one sentence that never contains the token.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 import httpx
+
+from crisisctl.transport.resolve import parse_pins, pinned
 
 MODES: Final = ("normal", "emergency", "recovering")
 
@@ -55,6 +58,22 @@ def _json(response: httpx.Response, url: str) -> dict[str, Any]:
     return data
 
 
+def _pinned(url: str, resolve: Sequence[str]) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """(URL to connect to, httpx extensions, headers) honouring the pins in `resolve`."""
+    try:
+        pins = parse_pins(resolve)
+    except ValueError as exc:
+        raise GuardModeError(str(exc)) from None
+    parsed = httpx.URL(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    addr = pinned(pins, parsed.host, port) if pins else None
+    if addr is None:
+        return url, {}, {}
+    host_header = parsed.host if parsed.port is None else f"{parsed.host}:{parsed.port}"
+    extensions = {"sni_hostname": parsed.host} if parsed.scheme == "https" else {}
+    return str(parsed.copy_with(host=addr)), extensions, {"host": host_header}
+
+
 async def switch_mode(
     url: str,
     mode: str,
@@ -64,8 +83,13 @@ async def switch_mode(
     actor: str = "crisisctl",
     prefix: str = "/_crisis",
     timeout_s: float = 5.0,
+    resolve: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Switch the guard at `url` to `mode`; its JSON answer, or GuardModeError."""
+    """Switch the guard at `url` to `mode`; its JSON answer, or GuardModeError.
+
+    `resolve` holds curl-style ``HOST:PORT:ADDR`` pins: the request connects to ADDR while the
+    Host header, SNI and the certificate check keep HOST.
+    """
     if mode not in MODES:
         raise GuardModeError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     if not token:
@@ -73,12 +97,15 @@ async def switch_mode(
             "no token given: pass --token or set CRISISCTL_GUARD_TOKEN to the guard's token"
         )
     target = control_url(url, prefix, "mode")
+    connect_to, extensions, headers = _pinned(target, resolve)
+    headers["authorization"] = f"Bearer {token}"
     try:
-        async with httpx.AsyncClient(timeout=timeout_s) as client:
+        async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as client:
             response = await client.post(
-                target,
+                connect_to,
                 json={"mode": mode, "reason": reason, "actor": actor},
-                headers={"authorization": f"Bearer {token}"},
+                headers=headers,
+                extensions=extensions,
             )
     except httpx.TimeoutException:
         raise GuardModeError(

@@ -25,7 +25,7 @@ from crisisctl.incidents.db import ConflictError, Database, StoreError
 from crisisctl.incidents.lifecycle import EVENT_ALERT, EVENT_NOTE, Status
 from crisisctl.incidents.records import iso
 from crisisctl.severity import Severity
-from crisisctl.watch.escalation import due_escalation, first_level, may_run_unattended
+from crisisctl.watch.escalation import due_escalation, first_level, level_of, may_run_unattended
 from crisisctl.watch.model import Alert, AlertState, Transition
 from crisisctl.watch.respond_config import EscalationLevel, ResponseConfig
 
@@ -203,7 +203,9 @@ class Bookkeeper:
         if event not in self.config.notify.on or not (self.notify_enabled or extra):
             return
         level: int | None = kw.get("level")
+        severity: str | None = kw.get("severity")
         key = event if level is None else f"{event}-{level}"
+        key = key if severity is None else f"{event}-{severity}"
         if claim_notification(self.db, incident_id, key, self.config.notify.cooldown, now):
             out.jobs.append(NotifyJob(incident_id, event, level, extra))
         else:
@@ -230,7 +232,12 @@ class Bookkeeper:
                 if a.fingerprint not in seen and a.fingerprint not in recorded
             ]
         for change in changes:
-            self._on_change(out, change.alert, now, silences)
+            try:
+                self._on_change(out, change.alert, now, silences)
+            except ConflictError:
+                raise
+            except StoreError as exc:  # e.g. another watch process moved the incident first
+                log.info("alert %s: %s", change.alert.rule, exc)
         self._timers(out, now)
         return out
 
@@ -262,7 +269,7 @@ class Bookkeeper:
             if alert.severity < Severity[self.config.incidents.open_at]:
                 return
             if attached and incident_id is not None and self._is_open(incident_id):
-                self._maybe_raise_severity(incident_id, alert, now)
+                self._maybe_raise_severity(out, incident_id, alert, now)
                 return
             self._attach(out, alert, now)
         elif alert.state is AlertState.RESOLVED and incident_id is not None:
@@ -278,13 +285,26 @@ class Bookkeeper:
         except StoreError:
             return False
 
-    def _maybe_raise_severity(self, incident_id: int, alert: Alert, now: datetime) -> None:
+    def _maybe_raise_severity(
+        self, out: Pass, incident_id: int, alert: Alert, now: datetime
+    ) -> None:
+        """A more severe alert raises the incident's severity: record it, run the current
+        level's actions of the new severity's runbook (when they differ) and notify."""
         incident = store.get_incident(self.db, incident_id)
-        if alert.severity > incident.severity:
-            store.set_severity(
-                self.db, incident_id, alert.severity, source=SOURCE, author=AUTHOR, at=now,
-                reason=f"alert {alert.rule} is {alert.severity.name}",
-            )  # fmt: skip
+        if alert.severity <= incident.severity:
+            return
+        store.set_severity(
+            self.db, incident_id, alert.severity, source=SOURCE, author=AUTHOR, at=now,
+            reason=f"alert {alert.rule} is {alert.severity.name}",
+        )  # fmt: skip
+        with self.db.transaction() as session:
+            state = session.get(models.WatchIncident, incident_id)
+            number = state.level if state is not None else incident.escalation_level
+        before = level_of(self.runbook(incident.severity), number)
+        after = level_of(self.runbook(alert.severity), number)
+        if after is not None and after != before:
+            self._level_actions(out, incident_id, alert.service, after, alert_json(alert), now)
+        self._notify(out, incident_id, "escalate", now, severity=alert.severity.name)
 
     def _attach(self, out: Pass, alert: Alert, now: datetime) -> None:
         details = alert_json(alert)
@@ -323,7 +343,7 @@ class Bookkeeper:
             self._notify(out, incident.id, "fire", now)
             return
         if incident.reused:
-            self._maybe_raise_severity(incident.id, alert, now)
+            self._maybe_raise_severity(out, incident.id, alert, now)
         if incident.status is Status.MITIGATED:  # a relapse: back to work, health clock reset
             store.set_status(
                 self.db, incident.id, Status.INVESTIGATING, source=SOURCE, author=AUTHOR, at=now,

@@ -75,6 +75,9 @@ class WatchResponder:
         except StoreError as exc:
             log.error("watch response: the incident store failed this cycle: %s", exc)
             return
+        except Exception:  # a bug must not stop the watch: say so loudly, try next cycle
+            log.exception("watch response: this cycle's bookkeeping failed")
+            return
         per_incident: dict[int, list[Job]] = {}
         for job in result.jobs:
             if isinstance(job, TriageJob):
