@@ -383,3 +383,23 @@ async def test_guard_mode_reaches_pinned_names_and_a_raise_runs_the_new_runbook(
     events = timeline(db_url, incident.id)
     assert any(k == "severity_change" and "P2 → P1" in t for k, t in events)
     assert [t.split(":")[0] for t in hook.titles()] == ["FIRING", "ESCALATED"]
+
+
+async def test_a_person_mitigating_stops_the_escalation(db_url: str) -> None:
+    svc = service_name()
+    runbooks = {"P1": [{"level": 1, "escalate_after": "1m"}, {"level": 2}]}
+    responder = build_responder(config([], runbooks=runbooks), db_url=db_url, directory=Directory())
+    try:
+        a = alert(svc, T0)
+        await step(responder, [fire(a, T0)], [a], T0)
+        incident = watch_incidents(db_url, svc)[0]
+        db = open_database(db_url)
+        try:  # the alert still fires, but someone says the damage is contained
+            store.set_status(db, incident.id, Status.MITIGATED, at=T0 + timedelta(seconds=30))
+        finally:
+            db.close()
+        await step(responder, [], [a], T0 + timedelta(minutes=5))
+    finally:
+        await responder.aclose()
+    incident = watch_incidents(db_url, svc)[0]
+    assert incident.escalation_level == 1 and incident.status is Status.MITIGATED

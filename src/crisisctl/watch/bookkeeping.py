@@ -425,7 +425,11 @@ class Bookkeeper:
             else:
                 runbook = self.runbook(Severity[incident.severity])
                 target = due_escalation(
-                    runbook, state.level, state.level_since, now, mitigated=False
+                    runbook,
+                    state.level,
+                    state.level_since,
+                    now,
+                    mitigated=status is Status.MITIGATED,
                 )
                 if target is not None:
                     decision, state.level, state.level_since = "escalate", target.level, now
