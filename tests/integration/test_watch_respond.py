@@ -4,9 +4,13 @@ HTTP receiver on loopback, fed hand-made transitions at chosen instants (an inje
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -403,3 +407,30 @@ async def test_a_person_mitigating_stops_the_escalation(db_url: str) -> None:
         await responder.aclose()
     incident = watch_incidents(db_url, svc)[0]
     assert incident.escalation_level == 1 and incident.status is Status.MITIGATED
+
+
+def test_two_real_processes_open_one_incident_and_act_once(db_url: str) -> None:
+    svc = service_name()
+    worker = Path(__file__).with_name("watch_respond_worker.py")
+    with Receiver() as hook:
+        start = time.time() + 2.0
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(worker),
+                    db_url,
+                    svc,
+                    f"http://127.0.0.1:{hook.port}",
+                    str(start),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            for _ in range(2)
+        ]
+        for proc in procs:
+            out, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
+    assert len(watch_incidents(db_url, svc)) == 1
+    assert sorted(r["path"] for r in hook.received) == ["/act", "/hook"]
