@@ -23,11 +23,18 @@ from crisisctl.incidents import models, store
 from crisisctl.incidents.alerts import SilenceRecord, list_silences
 from crisisctl.incidents.db import ConflictError, Database, StoreError
 from crisisctl.incidents.lifecycle import EVENT_ALERT, EVENT_NOTE, Status
-from crisisctl.incidents.records import iso
 from crisisctl.severity import Severity
 from crisisctl.watch.escalation import due_escalation, first_level, level_of, may_run_unattended
 from crisisctl.watch.model import Alert, AlertState, Transition
 from crisisctl.watch.respond_config import EscalationLevel, ResponseConfig
+from crisisctl.watch.rows import (
+    alert_json,
+    claim_notification,
+    claim_state,
+    record_alert,
+    row_json,
+    set_alert_incident,
+)
 
 log = logging.getLogger("crisisctl.watch.respond")
 
@@ -38,26 +45,6 @@ AUTHOR = "crisisctl watch"
 def dedup_key(service: str) -> str:
     """The incident store's open dedup key of watch's incident for `service`."""
     return f"watch:{service}"
-
-
-def alert_json(alert: Alert) -> dict[str, Any]:
-    """The alert as JSON (timeline details, webhook payloads)."""
-    return {
-        "fingerprint": alert.fingerprint,
-        "rule": alert.rule,
-        "kind": alert.kind.value,
-        "labels": dict(alert.labels),
-        "service": alert.service,
-        "severity": alert.severity.name,
-        "state": alert.state.value,
-        "active_since": iso(alert.active_since),
-        "fired_at": iso(alert.fired_at),
-        "resolved_at": iso(alert.resolved_at),
-        "value": alert.value,
-        "threshold": alert.threshold,
-        "summary": alert.summary,
-        "evidence": dict(alert.evidence),
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,90 +88,6 @@ class Pass:
 def _silence_for(alert: Alert, silences: Sequence[SilenceRecord]) -> SilenceRecord | None:
     labels = {**dict(alert.labels), "service": alert.service}
     return next((s for s in silences if s.matches(alert.rule, labels)), None)
-
-
-def _record(
-    db: Database, alert: Alert, now: datetime, silenced_by: int | None
-) -> tuple[bool, int | None]:
-    """Upsert the alert's row; (was it already firing and attached, its incident id)."""
-    for _attempt in range(3):
-        try:
-            with db.transaction() as session:
-                row = session.get(models.WatchAlert, alert.fingerprint, with_for_update=True)
-                if row is None:
-                    row = models.WatchAlert(fingerprint=alert.fingerprint, incident_id=None)
-                    session.add(row)
-                    attached = False
-                else:
-                    attached = row.state == AlertState.FIRING.value and row.incident_id is not None
-                row.rule = alert.rule
-                row.kind = alert.kind.value
-                row.labels = dict(alert.labels)
-                row.service = alert.service
-                row.severity = alert.severity.name
-                row.state = alert.state.value
-                row.summary = alert.summary
-                row.value = alert.value
-                row.threshold = alert.threshold
-                row.evidence = dict(alert.evidence)
-                row.active_since = alert.active_since
-                row.fired_at = alert.fired_at or (now if alert.state is AlertState.FIRING else None)
-                row.resolved_at = alert.resolved_at or (
-                    now if alert.state is AlertState.RESOLVED else None
-                )
-                row.last_seen_at = now
-                row.silenced_by = silenced_by
-                session.flush()
-                return attached, row.incident_id
-        except ConflictError:
-            continue  # another watch process inserted it just now: update that row
-    raise StoreError(f"could not record alert {alert.rule} ({alert.fingerprint}); try again.")
-
-
-def _set_alert_incident(db: Database, fingerprint: str, incident_id: int) -> None:
-    with db.transaction() as session:
-        row = session.get(models.WatchAlert, fingerprint, with_for_update=True)
-        if row is not None:
-            row.incident_id = incident_id
-
-
-def _claim_state(db: Database, incident_id: int, service: str, level: int, now: datetime) -> bool:
-    """Insert the incident's watch state; True when this process did (it runs the first level)."""
-    try:
-        with db.transaction() as session:
-            if session.get(models.WatchIncident, incident_id) is not None:
-                return False
-            session.add(
-                models.WatchIncident(
-                    incident_id=incident_id,
-                    service=service,
-                    level=level,
-                    level_since=now,
-                    healthy_since=None,
-                    notified={},
-                )
-            )
-            session.flush()
-            return True
-    except ConflictError:
-        return False
-
-
-def claim_notification(
-    db: Database, incident_id: int, key: str, cooldown_s: float, now: datetime
-) -> bool:
-    """Record that notification `key` goes out now, unless one went out within the cooldown."""
-    with db.transaction() as session:
-        row = session.get(models.WatchIncident, incident_id, with_for_update=True)
-        if row is None:
-            return False
-        last = row.notified.get(key)
-        if last is not None:
-            sent = datetime.fromisoformat(last.replace("Z", "+00:00"))
-            if now - sent < timedelta(seconds=cooldown_s):
-                return False
-        row.notified = {**row.notified, key: iso(now) or ""}
-        return True
 
 
 class Bookkeeper:
@@ -261,7 +164,7 @@ class Bookkeeper:
         self, out: Pass, alert: Alert, now: datetime, silences: Sequence[SilenceRecord]
     ) -> None:
         silence = _silence_for(alert, silences)
-        attached, incident_id = _record(self.db, alert, now, silence.id if silence else None)
+        attached, incident_id = record_alert(self.db, alert, now, silence.id if silence else None)
         if alert.state is AlertState.FIRING:
             if silence is not None:
                 log.info("alert %s silenced by silence %d", alert.rule, silence.id)
@@ -320,7 +223,7 @@ class Bookkeeper:
             started_at=min(alert.active_since, now),
             detected_at=now,
         )
-        _set_alert_incident(self.db, alert.fingerprint, incident.id)
+        set_alert_incident(self.db, alert.fingerprint, incident.id)
         verb = "joins" if incident.reused else "opened"
         store.add_event(
             self.db, incident.id, kind=EVENT_ALERT, source=SOURCE, author=AUTHOR, at=now,
@@ -330,7 +233,7 @@ class Bookkeeper:
         )  # fmt: skip
         runbook = self.runbook(max(alert.severity, incident.severity))
         start = first_level(runbook)
-        if _claim_state(self.db, incident.id, alert.service, start.level if start else 0, now):
+        if claim_state(self.db, incident.id, alert.service, start.level if start else 0, now):
             if start is not None and start.level != incident.escalation_level:
                 store.escalate(
                     self.db, incident.id, level=start.level, source=SOURCE, author=AUTHOR, at=now,
@@ -410,7 +313,7 @@ class Bookkeeper:
                 )
             ).all()
             newest = max(firing, key=lambda r: r.last_seen_at, default=None)
-            alert = _row_json(newest) if newest is not None else {}
+            alert = row_json(newest) if newest is not None else {}
             decision: str | None = None
             target: EscalationLevel | None = None
             if not firing:
@@ -457,22 +360,6 @@ class Bookkeeper:
             )  # fmt: skip
 
 
-def _row_json(row: models.WatchAlert) -> dict[str, Any]:
-    return {
-        "fingerprint": row.fingerprint,
-        "rule": row.rule,
-        "kind": row.kind,
-        "labels": dict(row.labels),
-        "service": row.service,
-        "severity": row.severity,
-        "state": row.state,
-        "summary": row.summary,
-        "value": row.value,
-        "threshold": row.threshold,
-        "evidence": dict(row.evidence),
-    }
-
-
 def _action_name(action: Any) -> str:
     for name in ("guard_mode", "webhook"):
         if hasattr(action, name):
@@ -489,7 +376,5 @@ __all__ = [
     "NotifyJob",
     "Pass",
     "TriageJob",
-    "alert_json",
-    "claim_notification",
     "dedup_key",
 ]
