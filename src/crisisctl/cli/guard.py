@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -10,26 +11,19 @@ import typer
 from rich.table import Table
 
 from crisisctl.cli.output import EXIT_UNREACHABLE, console, fail, print_json
+from crisisctl.probe import guard_mode
 
 app = typer.Typer(help="Inspect and steer the guard of a running service.", no_args_is_help=True)
 
-MODES = ("normal", "emergency", "recovering")
+MODES = guard_mode.MODES
 
 
 def control_url(url: str, prefix: str, endpoint: str) -> str:
     """`URL` may be the service's base URL or already point at the control prefix."""
-    if not url.startswith(("http://", "https://")):
-        fail(
-            f"{url!r} is not an http(s) URL: give the service's base URL, e.g. http://127.0.0.1:8000"
-        )
-    base = url.rstrip("/")
-    for name in ("status", "metrics", "health", "mode"):
-        if base.endswith(f"{prefix}/{name}"):
-            base = base[: -len(name) - 1]
-            break
-    if not base.endswith(prefix):
-        base += prefix
-    return f"{base}/{endpoint}"
+    try:
+        return guard_mode.control_url(url, prefix, endpoint)
+    except guard_mode.GuardModeError as exc:
+        fail(str(exc))
 
 
 def _request(method: str, url: str, timeout: float, **kwargs: Any) -> httpx.Response:
@@ -148,23 +142,16 @@ def mode(
     json_out: bool = typer.Option(False, "--json", help="Print the new mode state as JSON."),
 ) -> None:
     """Switch the guard to normal, emergency or recovering at run time."""
-    if new_mode not in MODES:
-        fail(f"unknown mode {new_mode!r}: use one of {', '.join(MODES)}")
-    if not token:
-        fail("no token given: pass --token or set CRISISCTL_GUARD_TOKEN to the guard's token")
-    target = control_url(url, prefix, "mode")
     who = actor or os.environ.get("USER") or "crisisctl"
-    response = _request(
-        "POST", target, timeout,
-        json={"mode": new_mode, "reason": reason, "actor": who},
-        headers={"authorization": f"Bearer {token}"},
-    )  # fmt: skip
-    if response.status_code in (401, 403):
-        detail = _json(response, target).get("error", "")
-        fail(f"the guard refused the switch (HTTP {response.status_code}): {detail}")
-    if response.status_code != 200:
-        fail(f"{target} answered HTTP {response.status_code}: {response.text[:200]}")
-    data = _json(response, target)
+    try:
+        data = asyncio.run(
+            guard_mode.switch_mode(
+                url, new_mode, token=token or "", reason=reason, actor=who, prefix=prefix,
+                timeout_s=timeout,
+            )
+        )  # fmt: skip
+    except guard_mode.GuardModeError as exc:
+        fail(str(exc), EXIT_UNREACHABLE if exc.unreachable else 2)
     if json_out:
         print_json(data)
         return
