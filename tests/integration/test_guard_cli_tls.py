@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -69,13 +70,15 @@ def guarded_app() -> Recorder:
 class TlsGuard:
     """uvicorn serving a guarded app over TLS on a free loopback port, in a background thread."""
 
-    def __init__(self, cert: Path) -> None:
+    def __init__(self, cert: Path, ca: Path | None = None) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = int(sock.getsockname()[1])
+        extra = {"ssl_ca_certs": str(ca), "ssl_cert_reqs": ssl.CERT_REQUIRED} if ca else {}
         config = uvicorn.Config(
             guarded_app(), host="127.0.0.1", port=self.port, log_level="critical",
             access_log=False, lifespan="off", ssl_certfile=str(cert), ssl_keyfile=str(cert),
+            **extra,
         )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -105,6 +108,7 @@ class TlsGuard:
 class Pki:
     ca: Path
     leaf: Path
+    client: Path
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +117,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     ca = trustme.CA()
     ca.cert_pem.write_to_path(root / "ca.pem")
     ca.issue_cert(HOST).private_key_and_cert_chain_pem.write_to_path(root / "leaf.pem")
-    return Pki(root / "ca.pem", root / "leaf.pem")
+    client = ca.issue_cert("ops@test.local").private_key_and_cert_chain_pem
+    client.write_to_path(root / "client.pem")
+    return Pki(root / "ca.pem", root / "leaf.pem", root / "client.pem")
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +194,17 @@ def test_an_unknown_ca_is_one_sentence_and_exit_3(command: list[str], guard: Tls
     assert WRITE_TOKEN not in out + err
 
 
+def test_a_guard_requiring_a_client_certificate(pki: Pki) -> None:
+    with TlsGuard(pki.leaf, ca=pki.ca) as mtls:
+        flags = ["--resolve", mtls.pin, "--cacert", str(pki.ca), "--token", READ_TOKEN, "--json"]
+        code, _, err = invoke("status", mtls.url, *flags)
+        assert code == 3, err
+        assert "requires a client certificate" in one_sentence(err) and HOST in err
+        code, out, err = invoke("status", mtls.url, *flags, "--cert", str(pki.client))
+        assert code == 0, err
+        assert json.loads(out)["service"] == "crisisctl-guard"
+
+
 def test_insecure_reaches_the_guard_with_a_warning(guard: TlsGuard) -> None:
     code, out, err = invoke(
         "status", guard.url, "--resolve", guard.pin, "--insecure", "--token", READ_TOKEN, "--json"
@@ -209,6 +226,19 @@ def test_token_mistakes_are_one_sentence_and_never_echo_the_token(
     assert wrong not in out + err and "Traceback" not in err
     code, _, err = invoke("status", guard.url, *flags, "--token", "a", "--bearer", "b")
     assert code == 2 and "not both" in one_sentence(err)
+
+
+def test_bearer_is_the_token_and_wins_over_the_token_variable(guard: TlsGuard, pki: Pki) -> None:
+    flags = ["--resolve", guard.pin, "--cacert", str(pki.ca), "--bearer", "env:GUARDCLI_GW"]
+    env = {"GUARDCLI_GW": WRITE_TOKEN, "CRISISCTL_GUARD_TOKEN": "stale-token-from-env"}
+    SEEN.clear()
+    code, out, err = invoke("mode", guard.url, "emergency", *flags, env=env)
+    assert code == 0, err
+    posted = [headers for path, headers in SEEN if path == "/_crisis/mode"]
+    assert posted and posted[-1]["authorization"] == f"Bearer {WRITE_TOKEN}"
+    assert WRITE_TOKEN not in out + err
+    code, _, err = invoke("mode", guard.url, "normal", *flags, env=env)
+    assert code == 0, err
 
 
 def test_the_watch_call_uses_the_same_transport(guard: TlsGuard, pki: Pki) -> None:

@@ -35,6 +35,16 @@ def control_url(url: str, prefix: str, endpoint: str) -> str:
         fail(str(exc))
 
 
+def explicit_token(
+    ctx: typer.Context, token: str | None, bearer: str | None, basic: str | None
+) -> str | None:
+    """`token`, unless it came from its environment variable while --bearer or --basic was
+    given: the flag on the command line then sets the Authorization header."""
+    source = ctx.get_parameter_source("token")
+    from_env = source is not None and source.name == "ENVIRONMENT"
+    return None if from_env and (bearer is not None or basic is not None) else token
+
+
 def guard_transport(
     token: str | None,
     header: list[str] | None,
@@ -99,11 +109,12 @@ def reach(transport: topt.Transport, url: str, prefix: str, tool: str) -> Target
 
 @app.command()
 def status(
+    ctx: typer.Context,
     url: str = typer.Argument(..., help="Base URL of the service, e.g. http://127.0.0.1:8000"),
     prefix: str = typer.Option("/_crisis", help="The guard's control prefix."),
     timeout: float = typer.Option(5.0, help="Seconds to wait for the answer."),
     json_out: bool = typer.Option(False, "--json", help="Print the raw status JSON."),
-    token: str = typer.Option(
+    token: str | None = typer.Option(
         None,
         "--token",
         envvar="CRISISCTL_GUARD_READ_TOKEN",
@@ -120,6 +131,7 @@ def status(
     insecure: topt.InsecureOpt = False,
 ) -> None:
     """Show the guard's mode, limits, in-flight requests, shed counts and latency."""
+    token = explicit_token(ctx, token, bearer, basic)
     transport = guard_transport(token, header, bearer, basic, resolve, cacert, cert, key, insecure)
     target = reach(transport, url, prefix, "crisisctl guard status")
     try:
@@ -180,9 +192,10 @@ def render_status(data: dict[str, Any]) -> None:
 
 @app.command()
 def mode(
+    ctx: typer.Context,
     url: str = typer.Argument(..., help="Base URL of the service, e.g. http://127.0.0.1:8000"),
     new_mode: str = typer.Argument(..., metavar="MODE", help="normal, emergency or recovering"),
-    token: str = typer.Option(
+    token: str | None = typer.Option(
         None,
         "--token",
         envvar="CRISISCTL_GUARD_TOKEN",
@@ -204,6 +217,7 @@ def mode(
 ) -> None:
     """Switch the guard to normal, emergency or recovering at run time."""
     who = actor or os.environ.get("USER") or "crisisctl"
+    token = explicit_token(ctx, token, bearer, basic)
     transport = guard_transport(token, header, bearer, basic, resolve, cacert, cert, key, insecure)
     try:
         guard_mode.check_switch(new_mode, "given" if _has_token(transport) else "")
