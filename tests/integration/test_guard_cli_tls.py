@@ -34,6 +34,9 @@ from crisisctl.guard import Guard, GuardConfig
 from crisisctl.guard.types import Receive, Scope, Send
 from crisisctl.probe.guard_mode import GuardModeError, switch_mode
 from crisisctl.transport.settings import TransportSpec
+from crisisctl.watch.actions import ActionContext, run_action
+from crisisctl.watch.model import GuardEndpoint
+from crisisctl.watch.respond_config import GuardModeAction
 
 HOST = "guard.test.local"
 WRITE_TOKEN = "w-tok3n-Guard-4242"
@@ -260,3 +263,29 @@ def test_the_watch_call_uses_the_same_transport(guard: TlsGuard, pki: Pki) -> No
             transport=TransportSpec(cacert=str(pki.ca)),
         )
     )  # fmt: skip
+
+
+def test_the_watch_action_reaches_a_private_ca_guard_with_its_headers(
+    guard: TlsGuard, pki: Pki
+) -> None:
+    endpoint = GuardEndpoint(
+        guard.url, token=WRITE_TOKEN, resolve=(guard.pin,),
+        transport=TransportSpec(cacert=str(pki.ca)), headers=(("x-watch-tenant", "blue"),),
+    )  # fmt: skip
+    ctx = ActionContext(
+        incident_id=1, service="api", rule="slow", severity="P1", level=1, alert={},
+        guards=(endpoint,),
+    )  # fmt: skip
+    SEEN.clear()
+    outcome = asyncio.run(run_action(GuardModeAction(guard_mode="emergency"), ctx))
+    assert outcome.ok, outcome
+    posted = [headers for path, headers in SEEN if path == "/_crisis/mode"]
+    assert posted and posted[-1]["x-watch-tenant"] == "blue"
+    assert WRITE_TOKEN not in repr(endpoint) + repr(outcome)
+    untrusted = ActionContext(
+        incident_id=1, service="api", rule="slow", severity="P1", level=1, alert={},
+        guards=(GuardEndpoint(guard.url, token=WRITE_TOKEN, resolve=(guard.pin,)),),
+    )  # fmt: skip
+    failed = asyncio.run(run_action(GuardModeAction(guard_mode="normal"), untrusted))
+    assert not failed.ok and "certificate" in repr(failed)
+    asyncio.run(run_action(GuardModeAction(guard_mode="normal"), ctx))

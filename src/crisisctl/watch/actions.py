@@ -79,6 +79,7 @@ async def _guard_mode(
             data = await switch_mode(
                 guard.url, action.guard_mode, token=guard.token or "", reason=reason,
                 actor=ACTOR, prefix=guard.prefix, timeout_s=GUARD_TIMEOUT_S, resolve=guard.resolve,
+                transport=guard.transport, headers=dict(guard.headers),
             )  # fmt: skip
         except GuardModeError as exc:
             return {"url": guard.url, "ok": False, "error": str(exc)}

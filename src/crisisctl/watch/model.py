@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from crisisctl.severity import Severity
+from crisisctl.transport.settings import TransportSpec
 
 #: a label set: (name, value) pairs sorted by name, so equal sets compare and hash equal
 Labels = tuple[tuple[str, str], ...]
@@ -117,6 +118,11 @@ class GuardEndpoint:
     token: str | None = field(default=None, repr=False)
     #: curl-style ``HOST:PORT:ADDR`` pins used to reach `url` (see ``crisisctl.transport``)
     resolve: tuple[str, ...] = ()
+    #: TLS options (``cacert``, client certificate, ``insecure``) and pins, as the commands'
+    #: flags give them; None: the defaults (system trust store)
+    transport: TransportSpec | None = None
+    #: extra request headers (values already resolved from ``env:NAME``; never logged)
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 class ServiceDirectory(Protocol):
