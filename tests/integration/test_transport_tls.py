@@ -292,3 +292,32 @@ def test_a_missing_env_variable_is_a_usage_error(good: TlsServer) -> None:
 def test_a_bad_pin_is_a_usage_error(flag: list[str], good: TlsServer) -> None:
     code, _, err = invoke("triage", good.url(), *flag)
     assert code == 2 and "--resolve" in one_sentence(err)
+
+
+def test_a_tls_failure_mid_run_is_its_own_error_kind(good: TlsServer, pki: Pki) -> None:
+    """The preflight passed, then every handshake fails (here: a CA the server's certificate is
+    not from): the run's breakdown says ``tls``, in JSON, text and HTML, never ``other``."""
+    import asyncio
+
+    from crisisctl.cli.load import render
+    from crisisctl.load.engine import RateSchedule, run_closed_ops
+    from crisisctl.load.html_report import render_html
+    from crisisctl.load.journey_client import JourneyClient
+    from crisisctl.load.runbase import Operation
+    from crisisctl.load.templates import FixedRequest
+    from crisisctl.transport.client import RequestError, build_request
+    from crisisctl.transport.settings import TransportSpec
+
+    spec = TransportSpec(resolve=[f"{HOST}:{good.port}:127.0.0.1"], cacert=str(pki.other_ca))
+    target = spec.target(good.url())
+    op = Operation("GET /echo", FixedRequest(build_request(target, "GET", None, None)))
+    result = asyncio.run(
+        run_closed_ops(target, [op], users=RateSchedule.constant(2, 0.3), timeout_s=2.0)
+    )
+    data = result.to_dict()
+    assert data["errors"]["tls"] == result.requests > 0, data["errors"]
+    assert data["errors"]["other"] == 0 and data["errors"]["refused"] == 0
+    assert f"tls: {result.requests}" in render_html({**data, "thresholds": [], "name": "t"})
+    with pytest.raises(RequestError) as caught:
+        asyncio.run(JourneyClient(target, 2.0).request("GET", "/echo", {}, None))
+    assert caught.value.kind == "tls"
