@@ -497,7 +497,7 @@ def load(
     )  # fmt: skip
     if outcome.distributed is not None:
         report["distributed"] = outcome.distributed
-    report = transport.redact(report)
+    report = transport.redact(report, scenario.secrets)
     if out is not None:
         _write(out, json.dumps(report, indent=2) + "\n", "JSON report")
     if html is not None:
