@@ -218,6 +218,8 @@ def render(data: dict[str, Any]) -> None:
         share = f" ({data.get('dropped_rate', 0.0):.2%})" if scheduled else ""
         dropped = f"{data['dropped']} of {scheduled}{share}"
         table.add_row("dropped arrivals", f"[bold red]{dropped}[/]" if warning else dropped)
+        if data.get("journeys") is not None:
+            table.add_row("journeys started", str(data["journeys"]))
     table.add_row("bytes received", str(data["bytes_received"]))
     if data.get("connects"):
         setup = f"{data['connects']}, connect {_ms(data.get('connect_ms_mean'))} ms"

@@ -24,6 +24,7 @@ import yaml
 
 from crisisctl.load.engine import Operation, run_closed_ops, run_open_ops
 from crisisctl.load.journey import compile_journey
+from crisisctl.load.journey_open import run_journeys_open
 from crisisctl.load.journey_run import run_journeys
 from crisisctl.load.recorder import Tick
 from crisisctl.load.recording import LoadResult
@@ -345,11 +346,16 @@ async def _execute_journey(
 ) -> LoadResult:
     journey = compile_journey(scenario, base_dir).part(part, parts)
     model = scenario.model
-    assert isinstance(model, ClosedModel)  # the scenario's validation sees to it
     target = scenario.transport.target(scenario.base_url + "/", tool="crisisctl load")
-    if on_ready is not None:
-        await on_ready()
+    start_at = await on_ready() if on_ready is not None else None
     seed = None if scenario.seed is None else scenario.seed + part
+    if isinstance(model, OpenModel):
+        return await run_journeys_open(
+            journey, target, scenario.base_url, schedule=model.schedule(),
+            connections=model.connections, timeout_s=scenario.timeout, seed=seed,
+            arrival=model.arrival, arrival_seed=scenario.seed, part=part, parts=parts,
+            start_at=start_at, on_tick=on_tick, stop=stop, max_requests=scenario.max_requests,
+        )  # fmt: skip
     return await run_journeys(
         journey, target, scenario.base_url, users=model.schedule(), think=model.think.think_time(),
         timeout_s=scenario.timeout, seed=seed, on_tick=on_tick, stop=stop,

@@ -395,11 +395,6 @@ class Scenario(_Model):
         if self.operations and self.steps:
             raise ValueError("give either operations (weighted requests) or steps (a journey)")
         if self.steps:
-            if not isinstance(self.model, ClosedModel):
-                raise ValueError(
-                    "a journey (steps) runs in the closed model: each virtual user runs the "
-                    "steps in order, again and again; use model type closed"
-                )
             if self.login is not None:
                 raise ValueError("with steps, make the login the journey's first step")
         elif self.feeders:
