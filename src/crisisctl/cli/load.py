@@ -30,15 +30,11 @@ from urllib.parse import urlsplit
 
 import typer
 from pydantic import ValidationError
-from rich.console import Group
-from rich.live import Live
 from rich.table import Table
-from rich.text import Text
 
 from crisisctl.cli import transport_options as topt
 from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_UNREACHABLE, console, fail, print_json
 from crisisctl.load.abort import parse_abort_on
-from crisisctl.load.html_report import render_html
 from crisisctl.load.plan import RunError, check_scenario, compile_operations
 from crisisctl.load.preflight import describe_run
 from crisisctl.load.processes import (
@@ -485,6 +481,10 @@ def load(
     show = not json_out and console.is_terminal
     try:
         if show:
+            from rich.console import Group
+            from rich.live import Live
+            from rich.text import Text
+
             with Live(Text("starting…"), console=console, refresh_per_second=4) as view:
                 outcome = run(lambda s: view.update(Group(live_view(s))))
         else:
@@ -503,6 +503,8 @@ def load(
     if out is not None:
         _write(out, json.dumps(report, indent=2) + "\n", "JSON report")
     if html is not None:
+        from crisisctl.load.html_report import render_html  # jinja2: only for --html
+
         _write(html, render_html(report), "HTML report")
     if json_out:
         print_json(report)
