@@ -268,6 +268,7 @@ async def login(scenario: Scenario, count: int) -> list[dict[str, str]]:
     from http.cookiejar import CookieJar, DefaultCookiePolicy
 
     import httpx
+
     spec = scenario.login
     url = scenario.base_url + spec.path
     target = scenario.transport.target(url, tool="crisisctl load")
