@@ -362,7 +362,10 @@ def _runner(
             thresholds=thresholds, on_update=update,
         )  # fmt: skip
     if processes is not None:
-        fail("--processes applies to a local run; with --coordinator each worker is one engine.")
+        fail(
+            "--processes applies to a local run; with --coordinator give it to each worker "
+            "(crisisctl load-worker URL --processes N)."
+        )
     if workers is None or workers < 1:
         fail("give --workers N (at least 1) with --coordinator: how many workers to wait for.")
     from crisisctl.load.distributed import run_distributed  # redis only for distributed runs
