@@ -7,6 +7,7 @@ import errno
 import itertools
 import json
 import math
+import ssl
 
 import httptools
 import pytest
@@ -176,6 +177,8 @@ def test_build_request() -> None:
         (BadResponse("x"), "bad_response"),
         (httptools.HttpParserError("x"), "bad_response"),
         (RequestError("timeout"), "timeout"),
+        (ssl.SSLCertVerificationError(1, "certificate verify failed"), "tls"),
+        (ssl.SSLError(1, "tlsv13 alert certificate required"), "tls"),
         (OSError(errno.ENOSPC, "full"), "other"),
         (RuntimeError("boom"), "other"),
     ],
@@ -204,7 +207,14 @@ def test_to_dict_shape() -> None:
     ]
     data = json.loads(json.dumps(result.to_dict()))
     assert data["status_counts"] == {"200": 18, "503": 1}
-    assert data["errors"] == {"refused": 0, "reset": 0, "timeout": 1, "bad_response": 0, "other": 0}
+    assert data["errors"] == {
+        "refused": 0,
+        "reset": 0,
+        "timeout": 1,
+        "bad_response": 0,
+        "tls": 0,
+        "other": 0,
+    }
     assert data["requests_per_second"] == 10.0 and data["error_total"] == 1
     assert data["latency_ms"]["p50"] == pytest.approx(1.5, rel=1e-3)
     assert data["latency_ms"]["max"] == 2.5
