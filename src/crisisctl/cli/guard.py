@@ -83,14 +83,9 @@ def _has_token(transport: topt.Transport) -> bool:
     return any(name.lower() == "authorization" for name in transport.auth.headers)
 
 
-#: secrets shorter than this are not replaced in outputs: a one-letter test token would turn
-#: every "t" of a sentence into [REDACTED], and so short a token protects nothing anyway
-MIN_REDACTED = 4
-
-
 def redactor(transport: topt.Transport) -> Redactor:
     """Removes the run's secrets (the token, --bearer/--basic, secret -H values) from output."""
-    return Redactor(s for s in transport.auth.secrets if len(s) >= MIN_REDACTED)
+    return Redactor(transport.auth.secrets)
 
 
 def _failed(exc: guard_mode.GuardModeError, transport: topt.Transport) -> NoReturn:
