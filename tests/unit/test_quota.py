@@ -201,10 +201,12 @@ class HeldApp:
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.entered = 0
+        self.arrivals: asyncio.Queue[str] = asyncio.Queue()
         self.tiers: list[str] = []
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         self.entered += 1
+        self.arrivals.put_nowait(scope["path"])
         identity = scope.get(CLIENT_SCOPE_KEY)
         self.tiers.append(identity.tier if identity is not None else "-")
         await self.gate.wait()
@@ -236,8 +238,8 @@ async def test_layer_answers_429_with_retry_after_and_frees_slots_on_error_and_c
     async with asyncio.timeout(5):
         one = asyncio.create_task(call(layer, http(path="/api/scans")))
         two = asyncio.create_task(call(layer, http(path="/api/boom")))
-        while inner.entered < 2:
-            await asyncio.sleep(0.001)
+        for _ in range(2):
+            await inner.arrivals.get()
         status, headers, body = await call(layer, http(path="/api/scans"))
         assert status == 429 and headers[b"retry-after"] == b"1"
         assert json.loads(body)["reason"] == "quota"
@@ -248,8 +250,7 @@ async def test_layer_answers_429_with_retry_after_and_frees_slots_on_error_and_c
         assert store.held == {}  # the raising request gave its slot back
         inner.gate.clear()
         hung = asyncio.create_task(call(layer, http(path="/api/scans")))
-        while inner.entered < 3:
-            await asyncio.sleep(0.001)
+        await inner.arrivals.get()
         hung.cancel()  # the client went away
         with pytest.raises(asyncio.CancelledError):
             await hung
