@@ -321,9 +321,11 @@ class QuotaLayer:
             return
         try:
             await self.app(scope, receive, send)
-        finally:
+        except BaseException:
             # shielded: a cancelled request (client gone) still gives its slots back
             await asyncio.shield(policy.finish(decision))
+            raise
+        await policy.finish(decision)
 
     async def aclose(self) -> None:
         """Close the policy's store (stops lease renewal, closes a Redis client it owns)."""
