@@ -24,7 +24,7 @@ from crisisctl.guard.quota import (
     counter_name,
 )
 from crisisctl.guard.quota_store import Lease, MemoryQuotaStore, Refused
-from crisisctl.guard.tiers import ApiKeyTable, TierTable
+from crisisctl.guard.tiers import ApiKeyTable, ClientIdentity, TierTable
 from crisisctl.guard.types import Message, Scope
 
 SCANS = RouteRule("/api/scans", methods=("POST",), max_concurrent=2, max_concurrent_per_key=1)
@@ -147,6 +147,24 @@ async def test_route_quota_refuses_the_third_and_admits_after_one_finishes() -> 
     route = status["routes"]["POST /api/scans"]
     assert route["admitted_total"] == 3 and route["refused_total"]["quota"] == 2
     assert route["in_flight_here"] == 2
+
+
+async def test_a_caller_may_pass_the_identity_and_the_matched_rule() -> None:
+    calls: list[Scope] = []
+
+    def key_func(scope: Scope) -> str:
+        calls.append(scope)
+        return "from-key-func"
+
+    policy = QuotaPolicy([RouteRule("/health"), SCANS], MemoryQuotaStore(),
+                         tiers=TierTable(key_func=key_func))  # fmt: skip
+    assert list(policy.by_route) == [SCANS]
+    first = await policy.admit(http(), ClientIdentity("carol", "free"))
+    assert isinstance(first, Admission) and first.identity.key == "carol" and calls == []
+    again = await policy.admit_rule(policy.by_route[SCANS], ClientIdentity("carol", "free"))
+    assert isinstance(again, QuotaRefusal) and again.reason == "quota_per_key"
+    other = await policy.admit(http())
+    assert isinstance(other, Admission) and other.identity.key == "from-key-func"
 
 
 async def test_per_key_quota_and_tiers() -> None:

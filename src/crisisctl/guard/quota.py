@@ -177,6 +177,10 @@ class QuotaPolicy:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rules = quota_rules(routes)
+        #: the guard's own route rule -> its quota rule (rules without a quota are absent)
+        self.by_route: dict[RouteRule, QuotaRule] = {
+            route: rule for route, rule in zip(routes, self.rules, strict=True) if rule.has_quota
+        }
         self.store = store
         self.tiers = tiers if tiers is not None else TierTable()
         self.emergency = emergency
@@ -208,12 +212,25 @@ class QuotaPolicy:
         )
         return route, per_key
 
-    async def admit(self, scope: Scope) -> Admission | QuotaRefusal | None:
-        """Take the request's slots; None when no quota applies to it."""
+    async def admit(
+        self, scope: Scope, identity: ClientIdentity | None = None
+    ) -> Admission | QuotaRefusal | None:
+        """Take the request's slots; None when no quota applies to it.
+
+        `identity`: the request's key and tier when the caller has them already (the guard
+        computes them for its rate limits); else `tiers.identify(scope)`.
+        """
         rule = self.rule_for(scope.get("method", "GET"), scope.get("path", "/"))
         if rule is None:
             return None
-        identity = self.tiers.identify(scope)
+        if identity is None:
+            identity = self.tiers.identify(scope)
+        return await self.admit_rule(rule, identity)
+
+    async def admit_rule(
+        self, rule: QuotaRule, identity: ClientIdentity
+    ) -> Admission | QuotaRefusal | None:
+        """`admit` for a request whose rule the caller matched already (see `by_route`)."""
         route_limit, key_limit = self.limits(rule, identity.tier, self.emergency())
         slots: list[tuple[str, int]] = []
         if route_limit is not None:
