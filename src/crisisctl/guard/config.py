@@ -219,9 +219,27 @@ class RouteRule:
     priority: Priority | str = Priority.NORMAL
     timeout_s: float | None = None
     breaker: bool = True
+    #: at most this many requests of the route in flight at once, over every instance
+    #: sharing the storage (guard/quota.py); None = no route quota
+    max_concurrent: int | None = None
+    #: at most this many in flight per client key (a tier may set its own); None = none
+    max_concurrent_per_key: int | None = None
+    #: the quotas in emergency mode; None = the normal value times the emergency
+    #: concurrency_factor (at least 1)
+    emergency_max_concurrent: int | None = None
+    emergency_max_concurrent_per_key: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.pattern.startswith("/"), f"route pattern {self.pattern!r} must start with '/'")
+        for name in (
+            "max_concurrent", "max_concurrent_per_key",
+            "emergency_max_concurrent", "emergency_max_concurrent_per_key",
+        ):  # fmt: skip
+            value = getattr(self, name)
+            _check(
+                value is None or (isinstance(value, int) and value >= 1),
+                f"route {name} must be a whole number ≥ 1 (or unset), not {value!r}",
+            )
         if self.rate_limit is not None:
             parse_limits(self.rate_limit)
         if self.emergency_rate_limit is not None:
@@ -240,6 +258,41 @@ class RouteRule:
 
 
 KeyFunc = Callable[[Scope], str]
+
+#: a tier's name: lower-case letters, digits, '_' or '-' (e.g. free, pro, internal)
+_TIER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True, slots=True)
+class TierConfig:
+    """Limits of one client tier (``free``, ``pro``, ``internal``), looked up per request.
+
+    A tiered key function (guard/tiers.py) names each request's tier. Every field left None
+    keeps the route's (or guard-wide) value for requests of that tier.
+    """
+
+    name: str
+    #: replaces the route's (or guard-wide) rate limit for this tier, e.g. "1000/minute"
+    rate_limit: str | None = None
+    #: replaces the route's `max_concurrent_per_key` on routes that have a quota
+    max_concurrent_per_key: int | None = None
+    emergency_max_concurrent_per_key: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.name, str) and bool(_TIER_NAME.match(self.name)),
+            f"tier name {self.name!r} must be 1-32 lower-case letters, digits, '_' or '-', "
+            "e.g. 'free' or 'pro'",
+        )
+        if self.rate_limit is not None:
+            parse_limits(self.rate_limit)
+        for name in ("max_concurrent_per_key", "emergency_max_concurrent_per_key"):
+            value = getattr(self, name)
+            _check(
+                value is None or (isinstance(value, int) and value >= 1),
+                f"tier {self.name} {name} must be a whole number ≥ 1 (or unset), not {value!r}",
+            )
+
 
 DEFAULT_CRITICAL_PATHS: tuple[str, ...] = (
     "/health",
@@ -307,6 +360,13 @@ class GuardConfig:
     discover_routes: bool = True
     #: at most this many distinct route labels; further ones fold into "<other>"
     max_route_labels: int = 500
+    #: client tiers and their limits (guard/tiers.py); empty = everyone in `default_tier`
+    tiers: tuple[TierConfig, ...] = ()
+    #: the tier of a request whose key function names none, an unknown one, or raises
+    default_tier: str = "free"
+    #: how long a concurrency-quota slot outlives an instance that stopped renewing it
+    #: (a crashed one); live instances renew every third of it while the work runs
+    quota_lease_s: float = 10.0
 
     def __post_init__(self) -> None:
         _check(
@@ -362,6 +422,17 @@ class GuardConfig:
                 raise GuardConfigError(
                     f"trusted proxy {proxy!r} is not an IP address or CIDR network"
                 ) from None
+        _check(self.quota_lease_s >= 0.1, "quota_lease_s must be ≥ 0.1 seconds")
+        tier_names = [tier.name for tier in self.tiers]
+        _check(
+            len(set(tier_names)) == len(tier_names),
+            f"tier names must be unique, got {tier_names}",
+        )
+        _check(
+            bool(_TIER_NAME.match(self.default_tier)),
+            f"default_tier {self.default_tier!r} must be a tier name like 'free'",
+        )
+        object.__setattr__(self, "tiers", tuple(self.tiers))
         object.__setattr__(self, "routes", tuple(self.routes))
         object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
         object.__setattr__(self, "critical_paths", tuple(self.critical_paths))
@@ -381,6 +452,10 @@ class GuardConfig:
                 if "shed_priority" in emergency:
                     emergency["shed_priority"] = Priority.parse(emergency["shed_priority"])
                 data["emergency"] = EmergencyConfig(**emergency)
+            tiers: Any = data.get("tiers", ())
+            if isinstance(tiers, Mapping):  # {"pro": {"rate_limit": ...}, ...}
+                tiers = [{"name": name, **dict(spec or {})} for name, spec in tiers.items()]
+            data["tiers"] = tuple(TierConfig(**t) if isinstance(t, Mapping) else t for t in tiers)
             routes: Sequence[Any] = data.get("routes", ())
             data["routes"] = tuple(RouteRule(**r) if isinstance(r, Mapping) else r for r in routes)
             for key in ("trusted_proxies", "critical_paths", "control_networks"):
