@@ -39,6 +39,7 @@ COMMANDS: dict[str, _Lazy] = {
     "validate": _Lazy("validate", "validate", "Run the validation suite against a service."),
     "incident": _Lazy("incident", "app", "Open, log, escalate and resolve incidents."),
     "postmortem": _Lazy("postmortem", "postmortem", "Generate an incident's post-mortem."),
+    "watch": _Lazy("watch", "watch", "Watch services: scrape, alert on rules, respond at once."),
     "demo": _Lazy("demo", "demo", "Run a whole performance crisis end to end, on loopback."),
 }
 
