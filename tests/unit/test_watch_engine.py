@@ -230,3 +230,12 @@ def test_alert_dict_round_trip() -> None:
     store.add(SeriesKey("p95", API_A), T0, 500)
     (change,) = engine.evaluate(T0)
     assert alert_from_dict(json.loads(json.dumps(alert_to_dict(change.alert)))) == change.alert
+
+
+def test_for_zero_fires_at_once_whatever_the_microseconds() -> None:
+    slow = rule(name="slow", kind="threshold", metric="p95", above=100)
+    store = store_for(slow)
+    engine = Engine([slow], store)
+    now = T0 + 0.0000006  # a datetime rounds it up to the next microsecond
+    store.add(SeriesKey("p95", API_A), now, 500)
+    assert [c.alert.state for c in engine.evaluate(now)] == [AlertState.FIRING]

@@ -109,7 +109,8 @@ class Engine:
         alert = dataclasses.replace(old, **figures)
         change: Transition | None = None
         if alert.state is AlertState.PENDING:
-            if now - alert.active_since.timestamp() >= hold - 1e-9:
+            # datetimes keep microseconds: compare with a millisecond of slack
+            if now - alert.active_since.timestamp() >= hold - 1e-3:
                 alert = dataclasses.replace(alert, state=AlertState.FIRING, fired_at=at)
                 change = Transition(alert, AlertState.PENDING if key in self.active else None, at)
         elif alert.severity != old.severity:

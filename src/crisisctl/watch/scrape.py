@@ -150,7 +150,7 @@ def guard_samples(
             if value is not None:
                 out.append((inst.key(name), value))
         lag = process.get("loop_lag_ms")
-        lag_value = _num(lag.get("max") if isinstance(lag, dict) else lag)
+        lag_value = _num(lag.get("recent_max") if isinstance(lag, dict) else lag)
         if lag_value is not None:
             out.append((inst.key("guard_loop_lag_ms"), lag_value))
     return out
