@@ -170,3 +170,12 @@ def test_memory_of_raw_only_series_stops_growing() -> None:
     finally:
         tracemalloc.stop()
     assert marks[4] <= marks[1] * 1.05
+
+
+def test_only_the_bucket_a_latency_slo_reads_is_kept_long() -> None:
+    retention = Retention({}, by_le={("b", "0.25"): 3 * 86_400.0})
+    store = SeriesStore(retention, 10.0)
+    for le in ("0.1", "0.25"):
+        store.add(SeriesKey("b", (("le", le),)), T0, 1.0)
+    steps = {k.label("le"): [t.step for t in s.tiers] for k, s in store.series.items()}
+    assert steps == {"0.1": [0.0], "0.25": [0.0, 60.0, 300.0]}

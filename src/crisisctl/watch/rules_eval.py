@@ -365,7 +365,7 @@ def rule_reads(rule: RuleSpec) -> dict[str, float]:
     if isinstance(rule, BurnRateRule):
         longest = max(w.long for w in rule.windows)
         if rule.latency_below is not None:
-            return {rule.total_latency: longest, rule.buckets: longest}
+            return {rule.total_latency: longest}  # and one bucket: see retention_for
         return {rule.total: longest, rule.errors: longest}
     if isinstance(rule, AnomalyRule):
         span = rule.window + (rule.rate or 0.0)
@@ -378,7 +378,12 @@ def rule_reads(rule: RuleSpec) -> dict[str, float]:
 def retention_for(rules: Iterable[RuleSpec]) -> Retention:
     """How long each series name must be kept for these rules (plus a 10 % margin)."""
     spans: dict[str, float] = {}
+    buckets: dict[tuple[str, str], float] = {}
     for rule in rules:
         for name, span in rule_reads(rule).items():
             spans[name] = max(spans.get(name, 0.0), span * 1.1)
-    return Retention(spans)
+        if isinstance(rule, BurnRateRule) and rule.latency_below is not None:
+            key = (rule.buckets, go_float(rule.latency_below))
+            longest = max(w.long for w in rule.windows) * 1.1
+            buckets[key] = max(buckets.get(key, 0.0), longest)
+    return Retention(spans, by_le=buckets)

@@ -1,14 +1,15 @@
 """The series store: a bounded in-memory history per series, downsampled for long windows.
 
-Each series keeps up to three tiers, each a pair of contiguous ``array('d')`` columns plus a
-mean column for aggregates:
+Each series keeps up to three tiers, each held in contiguous arrays (raw: times and values as
+float64; buckets: start, last value (float64), mean (float32) and sample count (uint16)):
 
 * raw samples for ``min(retention, 1 h)``;
-* 1-minute buckets (last value and mean) when the retention is longer than an hour, up to 24 h;
+* 1-minute buckets (last value and mean) when the retention is longer than an hour, up to 6 h;
 * 5-minute buckets beyond that, up to the retention (burn-rate windows reach 3 days).
 
 How long a series is kept depends on its name (`Retention`: the longest window any rule reads
-it over), so the 3-day tiers exist only for the counters a burn-rate rule needs. The number of
+it over; for histogram buckets, its name and ``le``), so the 3-day tiers exist only for the
+counters a burn-rate rule needs. The number of
 series is bounded: a new series beyond `max_series` is dropped and counted in `dropped`.
 
 A read (`window`) picks the finest tier that reaches back to the window's start. Counters are
@@ -29,7 +30,7 @@ import os
 import tempfile
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,44 +39,49 @@ from crisisctl.watch.model import Labels, SeriesKey
 __all__ = ["Retention", "Series", "SeriesStore", "Tier", "save_atomic"]
 
 RAW_SPAN_S: Final = 3600.0
-MINUTE_SPAN_S: Final = 86_400.0
+MINUTE_SPAN_S: Final = 6 * 3600.0
 #: the shortest history kept for any series (enough for `for`, rates and target_down)
 MIN_RETENTION_S: Final = 900.0
 SNAPSHOT_VERSION: Final = 1
 
 
 class Tier:
-    """One resolution of a series: times, last values and means, oldest first."""
+    """One resolution of a series, oldest first: raw samples (times and values) or buckets
+    (start times, last values, means as float32 and sample counts as uint16)."""
 
     __slots__ = ("cap", "count", "last", "mean", "step", "times")
 
     def __init__(self, step: float, cap: int) -> None:
         self.step = step  #: bucket width (s); 0 for raw samples
         self.cap = cap
-        self.times = array("d")
-        self.last = array("d")
-        self.mean = array("d")
-        self.count = array("d")
+        self.times: array[float] = array("d")
+        self.last: array[float] = array("d")
+        #: a raw sample is its own mean (the same column); buckets keep a float32 mean
+        self.mean: array[float] = array("f") if step else self.last
+        self.count: array[int] = array("H")
 
     def add(self, t: float, value: float) -> None:
+        times = self.times
         if self.step:
             start = t - t % self.step
-            if self.times and self.times[-1] == start:
-                n = self.count[-1] + 1.0
-                self.mean[-1] += (value - self.mean[-1]) / n
-                self.count[-1] = n
+            if times and times[-1] == start:
+                n = self.count[-1]
+                if n < 65_535:
+                    self.count[-1] = n + 1
+                    self.mean[-1] += (value - self.mean[-1]) / (n + 1)
                 self.last[-1] = value
                 return
-            t = start
-        elif self.times and t <= self.times[-1]:
-            return  # not newer than what is kept: a repeated scrape
-        self.times.append(t)
+            times.append(start)
+            self.mean.append(value)
+            self.count.append(1)
+        else:
+            if times and t <= times[-1]:
+                return  # not newer than what is kept: a repeated scrape
+            times.append(t)
         self.last.append(value)
-        self.mean.append(value)
-        self.count.append(1.0)
-        extra = len(self.times) - self.cap
+        extra = len(times) - self.cap
         if extra > self.cap // 4:  # drop in batches: amortised O(1) and arrays stay contiguous
-            for column in (self.times, self.last, self.mean, self.count):
+            for column in self.columns():
                 del column[:extra]
 
     def oldest(self) -> float | None:
@@ -85,8 +91,11 @@ class Tier:
         """Indexes [lo, hi) of the points with start ≤ t ≤ end."""
         return bisect.bisect_left(self.times, start), bisect.bisect_right(self.times, end)
 
-    def columns(self) -> tuple[array[float], ...]:
-        return (self.times, self.last, self.mean, self.count)
+    def columns(self) -> tuple[array[Any], ...]:
+        """The arrays that hold this tier (what a snapshot saves)."""
+        if self.step:
+            return (self.times, self.last, self.mean, self.count)
+        return (self.times, self.last)
 
 
 class Series:
@@ -154,9 +163,16 @@ class Retention:
 
     by_name: Mapping[str, float]
     default: float = MIN_RETENTION_S
+    #: (name, le) → seconds: the one histogram bucket a latency SLO reads
+    by_le: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
-    def of(self, name: str) -> float:
-        return max(self.by_name.get(name, self.default), MIN_RETENTION_S)
+    def of(self, name: str, labels: Labels = ()) -> float:
+        span = self.by_name.get(name, self.default)
+        if self.by_le:
+            le = next((v for k, v in labels if k == "le"), None)
+            if le is not None:
+                span = max(span, self.by_le.get((name, le), 0.0))
+        return max(span, MIN_RETENTION_S)
 
 
 class SeriesStore:
@@ -184,7 +200,7 @@ class SeriesStore:
             if len(self.series) >= self.max_series:
                 self.dropped += 1
                 return
-            series = Series(self.retention.of(key.name), self.interval_s)
+            series = Series(self.retention.of(key.name, key.labels), self.interval_s)
             self.series[key] = series
             self.by_name.setdefault(key.name, []).append(key)
         series.add(t, value)
@@ -235,7 +251,7 @@ class SeriesStore:
             key = SeriesKey(str(name), tuple((str(k), str(v)) for k, v in labels))
             if key in self.series or len(self.series) >= self.max_series:
                 continue
-            series = Series(self.retention.of(key.name), self.interval_s)
+            series = Series(self.retention.of(key.name, key.labels), self.interval_s)
             by_step = {tier.step: tier for tier in series.tiers}
             for step, *columns in tiers:
                 tier = by_step.get(float(step))
