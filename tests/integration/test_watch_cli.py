@@ -61,8 +61,13 @@ rules:
 
 
 def _once(path: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    proc = subprocess.run([*CLI, str(path), "--once", "--json", *args], env=_env(),
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [*CLI, str(path), "--once", "--json", *args],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.stderr == "", proc.stderr
     return proc.returncode, json.loads(proc.stdout)
 
@@ -120,8 +125,9 @@ def test_once_reports_latency_errors_and_a_dead_target(server: GuardServer, tmp_
 def test_an_invalid_file_is_one_line_per_problem(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("interval: 5s\nrules:\n  - {name: x, kind: threshold, metric: m}\n")
-    proc = subprocess.run([*CLI, str(path), "--once"], env=_env(), capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [*CLI, str(path), "--once"], env=_env(), capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2
     one_line = " ".join(proc.stderr.split())  # the console wraps long lines
     assert f"{path}:3: rules[0]: give exactly one of above or below" in one_line
@@ -151,8 +157,13 @@ def test_the_long_running_watch_detects_stops_cleanly_and_remembers(
         httpx.get(f"{server.url}/slow", params={"s": "0.35"})
 
     def start() -> subprocess.Popen[str]:
-        return subprocess.Popen([*CLI, str(path), "--dry-run"], env=_env(), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        return subprocess.Popen(
+            [*CLI, str(path), "--dry-run"],
+            env=_env(),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
 
     proc = start()
     started = time.monotonic()

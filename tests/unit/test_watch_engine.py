@@ -31,8 +31,9 @@ def store_for(*rules: RuleSpec, interval: float = 10.0) -> SeriesStore:
 
 # -- threshold over time: for, keep_firing_for, severity changes -------------------------------
 def test_for_and_keep_firing_for() -> None:
-    slow = rule(name="slow", kind="threshold", metric="p95", above=100, **{"for": 20},
-                keep_firing_for=15)  # fmt: skip
+    slow = rule(
+        name="slow", kind="threshold", metric="p95", above=100, **{"for": 20}, keep_firing_for=15
+    )
     store = store_for(slow)
     engine = Engine([slow], store)
     key = SeriesKey("p95", API_A)
@@ -79,8 +80,9 @@ def test_stale_series_are_not_judged() -> None:
 
 
 def test_error_ratio_from_two_counters() -> None:
-    errors = rule(name="errors", kind="threshold", metric="err", ratio_to="req", above=0.05,
-                  window=60)  # fmt: skip
+    errors = rule(
+        name="errors", kind="threshold", metric="err", ratio_to="req", above=0.05, window=60
+    )
     store = store_for(errors)
     for i in range(7):
         store.add(SeriesKey("req", API_A), T0 + 10 * i, 100.0 * i)
@@ -100,8 +102,14 @@ def test_below_bound_and_fixed_severity() -> None:
 
 
 # -- burn rate through the store ---------------------------------------------------------------
-def _traffic(store: SeriesStore, seconds: float, per_s: float, error_share: float,
-             start: float = T0, labels: Any = API_A) -> float:  # fmt: skip
+def _traffic(
+    store: SeriesStore,
+    seconds: float,
+    per_s: float,
+    error_share: float,
+    start: float = T0,
+    labels: Any = API_A,
+) -> float:
     total = bad = 0.0
     t = start
     while t <= start + seconds:

@@ -75,8 +75,14 @@ def test_burn_rate_without_events_is_none() -> None:
     assert burn_rate(0.0, 0.0, 0.999) is None
 
 
-def _pair(long_bad: float, long_total: float, short_bad: float, short_total: float,
-          factor: float = 14.4, severity: Severity = P1) -> BurnPair:  # fmt: skip
+def _pair(
+    long_bad: float,
+    long_total: float,
+    short_bad: float,
+    short_total: float,
+    factor: float = 14.4,
+    severity: Severity = P1,
+) -> BurnPair:
     return BurnPair(HOUR, 300.0, factor, severity, long_bad, long_total, short_bad, short_total)
 
 
@@ -110,9 +116,11 @@ def test_the_worst_firing_pair_wins() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.integers(0, 10_000), st.integers(1, 10_000), st.integers(1, 50),
+    st.integers(0, 10_000),
+    st.integers(1, 10_000),
+    st.integers(1, 50),
     st.sampled_from([0.9, 0.99, 0.999]),
-)  # fmt: skip
+)
 def test_burn_judgement_depends_on_shares_only(
     bad: int, extra: int, scale: int, slo: float
 ) -> None:
@@ -144,8 +152,10 @@ def test_zscore_ignores_sparse_and_flat_history() -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.floats(-1e3, 1e3), min_size=5, max_size=40),
-    st.floats(-1e3, 1e3), st.floats(0.1, 100.0), st.floats(-1e3, 1e3),
-)  # fmt: skip
+    st.floats(-1e3, 1e3),
+    st.floats(0.1, 100.0),
+    st.floats(-1e3, 1e3),
+)
 def test_zscore_is_affine_invariant(history: list[float], value: float, a: float, b: float) -> None:
     base = zscore(history, value, min_samples=5, min_deviation=1e-3)
     moved = zscore([a * x + b for x in history], a * value + b, min_samples=5, min_deviation=1e-2)
@@ -176,11 +186,14 @@ def test_least_squares_needs_two_times() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.floats(-1e3, 1e3), st.floats(-1e6, 1e6), st.floats(1.7e9, 1.8e9),
+    st.floats(-1e3, 1e3),
+    st.floats(-1e6, 1e6),
+    st.floats(1.7e9, 1.8e9),
     st.lists(st.floats(1.0, 60.0), min_size=2, max_size=30),
-)  # fmt: skip
-def test_least_squares_recovers_any_line(slope: float, icpt: float, t0: float,
-                                         gaps: list[float]) -> None:  # fmt: skip
+)
+def test_least_squares_recovers_any_line(
+    slope: float, icpt: float, t0: float, gaps: list[float]
+) -> None:
     times = [t0]
     for gap in gaps:
         times.append(times[-1] + gap)
@@ -203,8 +216,15 @@ def test_oom_eta() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "~0 s"), (45, "~45 s"), (60, "~1 m"), (720, "~12 m"), (3600, "~1 h"),
-     (49 * HOUR, "~2 d 1 h"), (72 * HOUR, "~3 d")],
-)  # fmt: skip
+    [
+        (0, "~0 s"),
+        (45, "~45 s"),
+        (60, "~1 m"),
+        (720, "~12 m"),
+        (3600, "~1 h"),
+        (49 * HOUR, "~2 d 1 h"),
+        (72 * HOUR, "~3 d"),
+    ],
+)
 def test_format_eta(seconds: float, text: str) -> None:
     assert format_eta(seconds) == text

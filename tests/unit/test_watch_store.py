@@ -43,7 +43,7 @@ def test_three_day_retention_downsamples() -> None:
 
 
 def test_a_window_older_than_the_raw_tier_reads_aggregates() -> None:
-    series = Series(3 * 86_400.0, 10.0)
+    series = Series(3 * 86_400.0, 10.0, counter=True)
     for i in range(8640 * 2):  # two days at 10 s
         series.add(T0 + 10 * i, float(i))
     end = T0 + 10 * (8640 * 2 - 1)
@@ -56,8 +56,9 @@ def test_a_window_older_than_the_raw_tier_reads_aggregates() -> None:
     assert series.increase(end - 40 * 3600, end) == pytest.approx(40 * 360, abs=30)
 
 
-def test_increase_counts_across_a_reset() -> None:
-    series = Series(900.0, 10.0)
+@pytest.mark.parametrize("counter", [True, False])
+def test_increase_counts_across_a_reset(counter: bool) -> None:
+    series = Series(900.0, 10.0, counter=counter)
     for i, value in enumerate([10.0, 20.0, 30.0, 5.0, 15.0]):
         series.add(T0 + 10 * i, value)
     assert series.increase(T0, T0 + 40) == 20.0 + 5.0 + 10.0
@@ -67,7 +68,7 @@ def test_increase_counts_across_a_reset() -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.floats(0, 1000), min_size=2, max_size=50))
 def test_increase_of_a_monotone_counter_is_last_minus_first(steps: list[float]) -> None:
-    series = Series(3 * 86_400.0, 10.0)
+    series = Series(3 * 86_400.0, 10.0, counter=True)
     total = 0.0
     values = []
     for i, step in enumerate(steps):
@@ -179,3 +180,26 @@ def test_only_the_bucket_a_latency_slo_reads_is_kept_long() -> None:
         store.add(SeriesKey("b", (("le", le),)), T0, 1.0)
     steps = {k.label("le"): [t.step for t in s.tiers] for k, s in store.series.items()}
     assert steps == {"0.1": [0.0], "0.25": [0.0, 60.0, 300.0]}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0, 1e6), min_size=2, max_size=60), st.integers(0, 58))
+def test_a_corrected_counter_agrees_with_the_reset_walk(values: list[float], cut: int) -> None:
+    fast, walk = Series(900.0, 10.0, counter=True), Series(900.0, 10.0)
+    for i, value in enumerate(values):
+        fast.add(T0 + 10 * i, value)
+        walk.add(T0 + 10 * i, value)
+    start = T0 + 10 * min(cut, len(values) - 1)
+    end = T0 + 10 * len(values)
+    assert fast.increase(start, end) == pytest.approx(walk.increase(start, end), abs=1e-6)
+
+
+def test_a_restored_counter_keeps_counting_across_a_reset() -> None:
+    store = SeriesStore(Retention({}), 10.0)
+    store.add(KEY, T0, 100.0)
+    store.add(KEY, T0 + 10, 5.0)  # reset
+    again = SeriesStore(Retention({}), 10.0)
+    again.restore(json.loads(encode(store.snapshot())))
+    again.add(KEY, T0 + 20, 1.0)  # another reset after the restart
+    series = again.get(KEY)
+    assert series is not None and series.increase(T0, T0 + 20) == 5.0 + 1.0

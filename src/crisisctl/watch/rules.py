@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,8 +176,8 @@ def zscore(
     if n < min_samples or n < 2:
         return None
     mean = math.fsum(history) / n
-    variance = math.fsum((x - mean) ** 2 for x in history) / (n - 1)
-    deviation = math.sqrt(variance)
+    gaps = [x - mean for x in history]
+    deviation = math.sqrt(math.fsum(map(operator.mul, gaps, gaps)) / (n - 1))
     floor = max(min_deviation, relative_deviation * abs(mean), 1e-12)
     if deviation < floor:
         return None
@@ -190,13 +191,17 @@ def least_squares(points: Sequence[tuple[float, float]]) -> tuple[float, float, 
     if n < 2:
         return None
     t0 = points[0][0]
-    mean_t = math.fsum(t - t0 for t, _ in points) / n
-    mean_y = math.fsum(y for _, y in points) / n
-    sxx = math.fsum((t - t0 - mean_t) ** 2 for t, _ in points)
+    times = [t - t0 for t, _ in points]
+    values = [y for _, y in points]
+    mean_t = math.fsum(times) / n
+    mean_y = math.fsum(values) / n
+    dt = [t - mean_t for t in times]
+    dy = [y - mean_y for y in values]
+    sxx = math.fsum(map(operator.mul, dt, dt))
     if sxx <= 0:
         return None
-    sxy = math.fsum((t - t0 - mean_t) * (y - mean_y) for t, y in points)
-    syy = math.fsum((y - mean_y) ** 2 for _, y in points)
+    sxy = math.fsum(map(operator.mul, dt, dy))
+    syy = math.fsum(map(operator.mul, dy, dy))
     slope = sxy / sxx
     intercept = mean_y - slope * (mean_t + t0)
     r2 = 1.0 if syy <= 0 else min(1.0, max(0.0, (sxy * sxy) / (sxx * syy)))

@@ -13,7 +13,9 @@ counters a burn-rate rule needs. The number of
 series is bounded: a new series beyond `max_series` is dropped and counted in `dropped`.
 
 A read (`window`) picks the finest tier that reaches back to the window's start. Counters are
-read with `increase` (Prometheus' meaning: resets add the value after the reset).
+read with `increase` (Prometheus' meaning: resets add the value after the reset); a counter
+(a name ending in ``_total``) is stored reset-corrected, so its increase is one subtraction
+and its `latest` value is the corrected one.
 
 `snapshot`/`restore` turn the whole store into compact bytes (arrays as raw bytes in one JSON
 document) so a restarted watch keeps its last hours; `save_atomic` writes a file in one
@@ -43,6 +45,8 @@ MINUTE_SPAN_S: Final = 6 * 3600.0
 #: the shortest history kept for any series (enough for `for`, rates and target_down)
 MIN_RETENTION_S: Final = 900.0
 SNAPSHOT_VERSION: Final = 1
+#: series whose name ends so are counters (Prometheus' convention), stored reset-corrected
+COUNTER_SUFFIX: Final = "_total"
 
 
 class Tier:
@@ -101,9 +105,14 @@ class Tier:
 class Series:
     """One series' tiers (raw, then 1-minute, then 5-minute buckets as its retention needs)."""
 
-    __slots__ = ("tiers",)
+    __slots__ = ("counter", "offset", "raw_last", "tiers")
 
-    def __init__(self, retention_s: float, interval_s: float) -> None:
+    def __init__(self, retention_s: float, interval_s: float, counter: bool = False) -> None:
+        #: a counter is stored reset-corrected: `offset` (the values lost to resets so far) is
+        #: added to each sample, so its increase over a window is one subtraction
+        self.counter = counter
+        self.offset = 0.0
+        self.raw_last: float | None = None
         raw_span = min(retention_s, RAW_SPAN_S)
         tiers = [Tier(0.0, max(8, int(raw_span / max(interval_s, 0.001)) + 2))]
         if retention_s > RAW_SPAN_S:
@@ -113,6 +122,14 @@ class Series:
         self.tiers = tiers
 
     def add(self, t: float, value: float) -> None:
+        if self.counter:
+            raw = self.tiers[0].times
+            if raw and t <= raw[-1]:
+                return
+            if self.raw_last is not None and value < self.raw_last:
+                self.offset += self.raw_last  # a reset: the counter restarted from 0
+            self.raw_last = value
+            value += self.offset
         for tier in self.tiers:
             tier.add(t, value)
 
@@ -143,6 +160,8 @@ class Series:
         if hi - lo < 2:
             return None
         values = tier.last
+        if self.counter:
+            return values[hi - 1] - values[lo]
         total = 0.0
         previous = values[lo]
         for i in range(lo + 1, hi):
@@ -200,10 +219,14 @@ class SeriesStore:
             if len(self.series) >= self.max_series:
                 self.dropped += 1
                 return
-            series = Series(self.retention.of(key.name, key.labels), self.interval_s)
+            series = self._new(key)
             self.series[key] = series
             self.by_name.setdefault(key.name, []).append(key)
         series.add(t, value)
+
+    def _new(self, key: SeriesKey) -> Series:
+        retention = self.retention.of(key.name, key.labels)
+        return Series(retention, self.interval_s, counter=key.name.endswith(COUNTER_SUFFIX))
 
     def add_many(self, t: float, samples: Iterable[tuple[SeriesKey, float]]) -> None:
         for key, value in samples:
@@ -238,7 +261,9 @@ class SeriesStore:
                 [tier.step, *(base64.b64encode(c.tobytes()).decode() for c in tier.columns())]
                 for tier in series.tiers
             ]
-            rows.append([key.name, [list(p) for p in key.labels], tiers])
+            rows.append(
+                [key.name, [list(p) for p in key.labels], tiers, [series.offset, series.raw_last]]
+            )
         return {"version": SNAPSHOT_VERSION, "series": rows}
 
     def restore(self, document: Mapping[str, Any]) -> int:
@@ -247,11 +272,13 @@ class SeriesStore:
         if document.get("version") != SNAPSHOT_VERSION:
             return 0
         restored = 0
-        for name, labels, tiers in document.get("series", []):
+        for name, labels, tiers, *counter in document.get("series", []):
             key = SeriesKey(str(name), tuple((str(k), str(v)) for k, v in labels))
             if key in self.series or len(self.series) >= self.max_series:
                 continue
-            series = Series(self.retention.of(key.name, key.labels), self.interval_s)
+            series = self._new(key)
+            if counter and series.counter:
+                series.offset, series.raw_last = float(counter[0][0]), counter[0][1]
             by_step = {tier.step: tier for tier in series.tiers}
             for step, *columns in tiers:
                 tier = by_step.get(float(step))
