@@ -186,3 +186,30 @@ def test_the_long_running_watch_detects_stops_cleanly_and_remembers(
         _, err = proc.communicate(timeout=15)
     assert rows == [] and proc.returncode == 0, err
     assert "restored" in err and "1 alert(s) restored" in err
+
+
+def test_a_dns_name_with_several_records_is_several_instances(server: GuardServer) -> None:
+    import asyncio
+
+    from crisisctl.watch.config import parse_watch_text
+    from crisisctl.watch.scrape import Scraper
+
+    config = parse_watch_text(
+        f'services:\n  api:\n    guards: ["http://api.watch.test:{server.port}"]\n'
+        "    discover: dns\n",
+        "w.yaml",
+    )
+
+    async def two_records(host: str, port: int) -> list[str]:
+        assert (host, port) == ("api.watch.test", server.port)
+        return ["127.0.0.1", "127.0.0.2"]  # the second: nothing listens there
+
+    scraper = Scraper(config, resolver=two_records)
+    samples = asyncio.run(scraper.scrape())
+    up = {k.label("instance"): v for k, v in samples if k.name == "up"}
+    assert up == {f"127.0.0.1:{server.port}": 1.0, f"127.0.0.2:{server.port}": 0.0}
+    pins = [g.resolve for g in scraper.discovered["api"]]
+    assert pins == [
+        (f"api.watch.test:{server.port}:127.0.0.1",),
+        (f"api.watch.test:{server.port}:127.0.0.2",),
+    ]
