@@ -15,8 +15,8 @@ Three figures:
 2. memory over 24 h of simulated samples: a second store is fed a day of 10 s samples (no
    rules evaluated: evaluation keeps no per-sample memory) and the process's RSS growth is
    read every simulated hour; it must stop growing once the tiers are full (raw after 1¼ h, the
-   1-minute tier after 7½ h: a tier trims its oldest quarter at once; the 5-minute tier of the few 3-day series grows until 3 days by
-   design: its bound is printed);
+   1-minute tier after 7½ h: a tier trims its oldest quarter at once; the 5-minute tier of the
+   few 3-day series grows until 3 days by design: its bound is printed);
 3. time to detect an injected P1: one service's instances start failing 20 % of requests at a
    random instant within a cycle; the cycles until a P1 fires give the detection time.
 
