@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import pytest
@@ -247,3 +248,23 @@ def test_for_zero_fires_at_once_whatever_the_microseconds() -> None:
     now = T0 + 0.0000006  # a datetime rounds it up to the next microsecond
     store.add(SeriesKey("p95", API_A), now, 500)
     assert [c.alert.state for c in engine.evaluate(now)] == [AlertState.FIRING]
+
+
+def test_seasonal_anomaly_compares_with_the_same_hour_yesterday() -> None:
+    daily = rule(
+        name="daily", kind="anomaly", metric="rps", window=3600, seasonal="day", min_samples=30
+    )
+    store = SeriesStore(retention_for([daily]), 60.0)
+    key = SeriesKey("rps", API_A)
+    day = 86_400.0
+    rng = random.Random(7)
+    for i in range(int(1.1 * day / 60)):  # a daily cycle: busy around noon, quiet at night
+        t = T0 + 60 * i
+        hour = (t - T0) % day / 3600
+        store.add(key, t, (1000.0 if 11 <= hour < 13 else 100.0) + rng.gauss(0, 40))
+    noon_next_day = T0 + day + 12 * 3600 - 60
+    store.add(key, noon_next_day, 1001.0)  # busy at noon, as every day: no anomaly
+    assert evaluate_rule(daily, store, noon_next_day) == []
+    store.add(key, noon_next_day + 60, 100.0)  # quiet at noon: an anomaly (the level at night)
+    (finding,) = evaluate_rule(daily, store, noon_next_day + 60)
+    assert finding.evidence["z"] < -3 and finding.evidence["seasonal"] == "day"

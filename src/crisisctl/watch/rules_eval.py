@@ -234,10 +234,14 @@ def _anomaly(rule: AnomalyRule, store: SeriesStore, now: float) -> list[Finding]
             else:
                 start, end = now - rule.window, latest[0] - 1e-6
             history = [v for _, v in series.window(start, end, mean=True)]
+        # a history read from 1- or 5-minute buckets holds fewer points than raw samples: ask
+        # for at most 80 % of what its resolution can hold
+        step = series.tier_for(start).step or store.interval_s
+        needed = min(rule.min_samples, max(3, int(0.8 * (end - start) / step)))
         scored = zscore(
             history,
             value,
-            min_samples=rule.min_samples,
+            min_samples=needed,
             min_deviation=rule.min_deviation,
             relative_deviation=rule.relative_deviation,
         )

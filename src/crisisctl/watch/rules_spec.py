@@ -134,6 +134,8 @@ class AnomalyRule(_Rule):
     z: Annotated[float, Field(gt=0)] = 3.0
     #: compare with the same time one day or one week earlier instead of the last `window`
     seasonal: Literal["none", "day", "week"] = "none"
+    #: history points needed (at most 80 % of what the window holds at its resolution: a
+    #: seasonal history comes from 5-minute means, 12 an hour)
     min_samples: Annotated[int, Field(ge=3)] = 30
     #: a deviation under max(min_deviation, relative_deviation × |mean|) is too tiny to judge
     min_deviation: Annotated[float, Field(ge=0)] = 0.0
