@@ -130,7 +130,15 @@ async def _forever(watcher: Watch, config: WatchConfig, dry_run: bool) -> None:
         responder = _PrintResponder()
     else:
         # the response side (incidents, notifications, runbooks) is imported only here
-        respond: Any = importlib.import_module("crisisctl.watch.respond")
+        try:
+            respond: Any = importlib.import_module("crisisctl.watch.respond")
+        except ModuleNotFoundError as exc:
+            if exc.name != "crisisctl.watch.respond":
+                raise
+            fail(
+                "this build of crisisctl has no response side (crisisctl.watch.respond): "
+                "run with --dry-run to watch without acting, or --once"
+            )
         responder = respond.build_responder(
             config.response, db_url=config.db_url(), directory=watcher.directory
         )
