@@ -213,3 +213,28 @@ def test_a_dns_name_with_several_records_is_several_instances(server: GuardServe
         (f"api.watch.test:{server.port}:127.0.0.1",),
         (f"api.watch.test:{server.port}:127.0.0.2",),
     ]
+
+
+def test_prometheus_endpoints_probes_and_the_host(server: GuardServer) -> None:
+    import asyncio
+
+    from crisisctl.watch.config import parse_watch_text
+    from crisisctl.watch.scrape import Scraper
+
+    httpx.get(f"{server.url}/ok")
+    config = parse_watch_text(
+        f'services:\n  api:\n    metrics: ["{server.url}/_crisis/metrics"]\n'
+        f'    probes: [{{url: "{server.url}/ok", expect_status: 201}}]\n    host: true\n',
+        "w.yaml",
+    )
+    samples = asyncio.run(Scraper(config).scrape())
+    names = {k.name for k, _ in samples}
+    assert "crisisctl_http_requests_total" in names  # the exposition's own names
+    assert {"host_cpu_percent", "host_memory_percent", "host_disk_percent"} <= names
+    got = {k.name: v for k, v in samples if k.name.startswith("probe_")}
+    assert got["probe_success"] == 0.0 and got["probe_status"] == 200.0  # 200 is not 201
+    assert {k.label("target") for k, v in samples if k.name == "up" and v == 1.0} == {
+        "metrics",
+        "probe",
+        "host",
+    }
