@@ -203,3 +203,13 @@ def test_a_restored_counter_keeps_counting_across_a_reset() -> None:
     again.add(KEY, T0 + 20, 1.0)  # another reset after the restart
     series = again.get(KEY)
     assert series is not None and series.increase(T0, T0 + 20) == 5.0 + 1.0
+
+
+def test_series_without_samples_within_their_retention_expire() -> None:
+    store = SeriesStore(Retention({"long": 3 * 86_400.0}), 10.0)
+    gone, long_ = SeriesKey("gone", KEY.labels), SeriesKey("long", KEY.labels)
+    store.add(gone, T0, 1.0)
+    store.add(long_, T0, 1.0)
+    store.add(KEY, T0 + 2000, 1.0)
+    assert store.expire(T0 + 2000) == 1
+    assert set(store.series) == {long_, KEY} and list(store.select("gone")) == []

@@ -126,6 +126,7 @@ class Watch:
                 except Exception:  # one bad cycle (a responder bug) must not end the watch
                     log.exception("watch cycle failed")
                 if loop.time() - last_save >= self.save_every:
+                    self.store.expire(self.clock())
                     await self.save_state()
                     last_save = loop.time()
                 pause = max(0.0, self.config.interval - (loop.time() - started))

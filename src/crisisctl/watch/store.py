@@ -252,6 +252,16 @@ class SeriesStore:
             self.by_name[key.name].remove(key)
         return len(gone)
 
+    def expire(self, now: float) -> int:
+        """Drop the series with no sample within their retention (an instance gone from DNS,
+        a route gone from a guard): the series count stays bounded by what is alive."""
+
+        def alive(key: SeriesKey) -> bool:
+            latest = self.series[key].latest()
+            return latest is not None and now - latest[0] <= self.retention.of(key.name, key.labels)
+
+        return self.forget(alive)
+
     # -- persistence ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """The whole store as a JSON-able document (arrays as base64 of their bytes)."""
