@@ -2,7 +2,9 @@
 
 `Watch` owns one store, one engine and one scraper built from a watch file. `cycle` runs one
 interval's work; `run` repeats it until `stop` is set (SIGINT/SIGTERM in the CLI), saving the
-state (series and alerts) under ``state_dir`` every `save_every` seconds and on the way out.
+state (series and alerts) under ``state_dir`` every `save_every` seconds (5 minutes) and on the
+way out. The alerts are small and saved apart (``watch-alerts.json``) after every cycle that
+changed one, so a restart never fires again (nor opens a second incident for) what fired.
 The event loop is never blocked for long: psutil and file writes run in threads, and the
 evaluation yields to the loop between rules.
 """
@@ -29,6 +31,7 @@ from crisisctl.watch.store import SeriesStore, encode, save_atomic
 __all__ = ["STATE_FILE", "Watch"]
 
 STATE_FILE: Final = "watch-state.json"
+ALERTS_FILE: Final = "watch-alerts.json"
 log = logging.getLogger("crisisctl.watch")
 
 
@@ -42,7 +45,7 @@ class Watch:
         state_dir: Path | None = None,
         scraper: Scraper | None = None,
         clock: Callable[[], float] = time.time,
-        save_every: float = 60.0,
+        save_every: float = 300.0,
     ) -> None:
         self.config = config
         self.rules = config.effective_rules()
@@ -51,39 +54,44 @@ class Watch:
         self.scraper = scraper or Scraper(config)
         self.directory = Directory(config)
         self.state_path = (state_dir or Path(config.state_dir)) / STATE_FILE
+        self.alerts_path = self.state_path.with_name(ALERTS_FILE)
         self.clock = clock
         self.save_every = save_every
         self.cycles = 0
         self.last_cycle_s = 0.0
 
     # -- state ---------------------------------------------------------------------------------
-    def _read_state(self) -> dict[str, Any] | None:
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any]:
         try:
-            data = json.loads(self.state_path.read_bytes())
+            data = json.loads(path.read_bytes())
         except FileNotFoundError:
-            return None
+            return {}
         except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable state %s: %s", self.state_path, exc)
-            return None
-        return data if isinstance(data, dict) else None
+            log.warning("ignoring unreadable state %s: %s", path, exc)
+            return {}
+        return data if isinstance(data, dict) else {}
 
     async def load_state(self, *, alerts: bool = True) -> tuple[int, int]:
         """Restore the saved series (and alerts); (series, alerts) restored."""
-        data = await asyncio.to_thread(self._read_state)
-        if data is None:
-            return 0, 0
+        data = await asyncio.to_thread(self._read, self.state_path)
         series = self.store.restore(data.get("store") or {})
-        restored = self.engine.restore(data.get("engine") or {}) if alerts else 0
+        restored = 0
+        if alerts:
+            saved = await asyncio.to_thread(self._read, self.alerts_path)
+            restored = self.engine.restore(saved.get("engine") or {})
         return series, restored
 
+    async def save_alerts(self) -> None:
+        """Write the alerts atomically (small: after every cycle that changed one)."""
+        document = {"saved_at": self.clock(), "engine": self.engine.state()}
+        await asyncio.to_thread(lambda: save_atomic(self.alerts_path, encode(document)))
+
     async def save_state(self) -> None:
-        """Write the series and alerts atomically (encoded and written off the loop)."""
-        document = {
-            "saved_at": self.clock(),
-            "store": self.store.snapshot(),
-            "engine": self.engine.state(),
-        }
+        """Write the series and the alerts atomically (encoded and written off the loop)."""
+        document = {"saved_at": self.clock(), "store": self.store.snapshot()}
         await asyncio.to_thread(lambda: save_atomic(self.state_path, encode(document)))
+        await self.save_alerts()
 
     # -- one cycle -----------------------------------------------------------------------------
     async def observe(self) -> float:
@@ -122,7 +130,8 @@ class Watch:
             while not stop.is_set():
                 started = loop.time()
                 try:
-                    await self.cycle(responder)
+                    if await self.cycle(responder):
+                        await self.save_alerts()
                 except Exception:  # one bad cycle (a responder bug) must not end the watch
                     log.exception("watch cycle failed")
                 if loop.time() - last_save >= self.save_every:

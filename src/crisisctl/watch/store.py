@@ -264,13 +264,11 @@ class SeriesStore:
 
     # -- persistence ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        """The whole store as a JSON-able document (arrays as base64 of their bytes)."""
+        """The whole store as a document for `encode` (arrays as their bytes: a copy cheap
+        enough for the event loop; `encode`, which can run in a thread, makes them base64)."""
         rows = []
         for key, series in self.series.items():
-            tiers = [
-                [tier.step, *(base64.b64encode(c.tobytes()).decode() for c in tier.columns())]
-                for tier in series.tiers
-            ]
+            tiers = [[tier.step, *(c.tobytes() for c in tier.columns())] for tier in series.tiers]
             rows.append(
                 [key.name, [list(p) for p in key.labels], tiers, [series.offset, series.raw_last]]
             )
@@ -324,6 +322,12 @@ def save_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _base64(value: object) -> str:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def encode(document: Mapping[str, Any]) -> bytes:
-    """A snapshot document as compact JSON bytes."""
-    return json.dumps(document, separators=(",", ":")).encode()
+    """A snapshot document as compact JSON bytes (bytes values as base64)."""
+    return json.dumps(document, separators=(",", ":"), default=_base64).encode()
