@@ -300,11 +300,6 @@ class SeriesStore:
         return restored
 
 
-def labels_dict(labels: Labels) -> dict[str, str]:
-    """A label tuple as a dict."""
-    return dict(labels)
-
-
 def save_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically (a temporary file in the same directory, fsynced,
     then renamed over it): a crash leaves the old file or the new one, never half of one."""
