@@ -1,0 +1,155 @@
+"""`crisisctl watch FILE [--once]`: scrape, evaluate the rules, and respond (or report once).
+
+Exit codes: 0 nothing fires (``--once``) or a clean stop (SIGINT/SIGTERM); 1 something fires
+(``--once``); 2 the watch file is invalid or cannot be read (one line per problem, with its
+line number), or a secret it names is not set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import signal
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, console, err_console, fail
+from crisisctl.watch.config import WatchConfig, WatchFileError, load_watch_file
+from crisisctl.watch.engine import alert_to_dict
+from crisisctl.watch.loop import Watch
+from crisisctl.watch.model import Alert, AlertState, Responder, Transition
+
+
+def _load(path: Path) -> WatchConfig:
+    try:
+        return load_watch_file(path)
+    except WatchFileError as exc:
+        if len(exc.problems) == 1:
+            fail(str(exc))
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def watch(
+    file: Annotated[Path, typer.Argument(help="The watch file (YAML): targets, rules, response.")],
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once",
+            help="Scrape twice (--gap apart), evaluate once ignoring `for`, print what fires; "
+            "exit 1 if anything fires, 0 if nothing does.",
+        ),
+    ] = False,
+    gap: Annotated[
+        float,
+        typer.Option(help="--once: seconds between its two scrapes (rates need two samples)."),
+    ] = 1.0,
+    json_out: Annotated[bool, typer.Option("--json", help="--once: print JSON.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Run continuously but only print transitions as JSON lines (no incidents, "
+            "notifications or actions).",
+        ),
+    ] = False,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the series and alerts are saved (default: the file's state_dir)."),
+    ] = None,
+) -> None:
+    """Watch services continuously: scrape, evaluate rules, open incidents and act."""
+    config = _load(file)
+    try:
+        watcher = Watch(config, state_dir=state_dir)
+    except ValueError as exc:  # an env:NAME secret that is not set
+        fail(str(exc))
+    if once:
+        code = asyncio.run(_once(watcher, gap, json_out))
+        raise typer.Exit(code)
+    try:
+        asyncio.run(_forever(watcher, config, dry_run))
+    except ValueError as exc:
+        fail(str(exc))
+
+
+async def _once(watcher: Watch, gap: float, json_out: bool) -> int:
+    await watcher.load_state(alerts=False)
+    await watcher.observe()
+    if gap > 0:
+        await asyncio.sleep(gap)
+    now = await watcher.observe()
+    await watcher.evaluate(now, ignore_for=True)
+    alerts = watcher.engine.firing()
+    if json_out:
+        print(json.dumps({"firing": [alert_to_dict(a) for a in alerts]}, indent=2))
+    elif not alerts:
+        console.print("nothing fires", highlight=False)
+    else:
+        table = Table(title=f"{len(alerts)} alert(s) firing")
+        for column in ("severity", "rule", "service", "instance", "summary"):
+            table.add_column(column)
+        for alert in alerts:
+            labels = dict(alert.labels)
+            table.add_row(
+                alert.severity.name,
+                alert.rule,
+                alert.service,
+                labels.get("instance", ""),
+                alert.summary,
+            )
+        console.print(table)
+    return EXIT_CHECK_FAILED if alerts else EXIT_OK
+
+
+class _PrintResponder:
+    """--dry-run: each transition as one JSON line on stdout."""
+
+    async def handle(
+        self, transitions: Sequence[Transition], firing: Sequence[Alert], now: datetime
+    ) -> None:
+        for change in transitions:
+            previous: AlertState | None = change.previous
+            row = {
+                "at": change.at.isoformat(),
+                "previous": previous,
+                "alert": alert_to_dict(change.alert),
+            }
+            print(json.dumps(row, default=str), flush=True)
+
+
+async def _forever(watcher: Watch, config: WatchConfig, dry_run: bool) -> None:
+    responder: Responder
+    if dry_run:
+        responder = _PrintResponder()
+    else:
+        # the response side (incidents, notifications, runbooks) is imported only here
+        try:
+            respond: Any = importlib.import_module("crisisctl.watch.respond")
+        except ModuleNotFoundError as exc:
+            if exc.name != "crisisctl.watch.respond":
+                raise
+            fail(
+                "this build of crisisctl has no response side (crisisctl.watch.respond): "
+                "run with --dry-run to watch without acting, or --once"
+            )
+        responder = respond.build_responder(
+            config.response, db_url=config.db_url(), directory=watcher.directory
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    series, alerts = await watcher.load_state()
+    err_console.print(
+        f"watching {len(config.services)} service(s) every {config.interval:g} s "
+        f"({series} series and {alerts} alert(s) restored from {watcher.state_path})",
+        highlight=False,
+    )
+    await watcher.run(stop, responder)
