@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from crisisctl.guard.cache_policy import (
@@ -112,12 +112,14 @@ class _Capture:
         self,
         send: Send | None,
         rule: CacheRule,
-        storable: bool,
         swallow_5xx: bool,
+        save: Callable[[Entry], Awaitable[None]],
+        clock: Callable[[], float],
     ) -> None:
         self.client_send = send
+        self.save = save
+        self.clock = clock
         self.rule = rule
-        self.storable = storable
         self.swallow_5xx = swallow_5xx
         self.started = False
         self.swallowed = False
@@ -138,11 +140,8 @@ class _Capture:
             if self.swallow_5xx and self.status >= 500:
                 self.swallowed = True
                 return
-            if self.storable:
-                self.verdict = response_verdict(self.status, self.headers, self.rule)
-                self.buffering = self.verdict.store
-            else:
-                self.buffering = False
+            self.verdict = response_verdict(self.status, self.headers, self.rule)
+            self.buffering = self.verdict.store
             if self.client_send is not None:
                 out = dict(message)
                 out["headers"] = [*self.headers, (b"x-cache", b"miss")]
@@ -161,6 +160,11 @@ class _Capture:
                     self.chunks.append(bytes(body))
             if not message.get("more_body", False):
                 self.complete = True
+                entry = self.entry(self.clock())
+                if entry is not None:
+                    # stored before the last chunk leaves: whoever reads this answer and asks
+                    # again (here or on another instance sharing the store) finds the entry
+                    await self.save(entry)
             if self.client_send is not None:
                 await self.client_send(message)
             return
@@ -433,7 +437,11 @@ class CacheLayer:
         """One origin call for a miss: streamed to the client, stored when allowed; with a
         `stale` entry, an origin failure before the response starts is answered with it."""
         stats = route.stats
-        capture = _Capture(send, route.rule, storable=True, swallow_5xx=stale is not None)
+
+        async def save(entry: Entry) -> None:
+            await self._save(route, primary, scope, entry)
+
+        capture = _Capture(send, route.rule, stale is not None, save, self.clock)
         try:
             await self.app(scope, receive, capture)
         except Exception:
@@ -452,9 +460,6 @@ class CacheLayer:
             return
         stats.misses += 1
         stats.bytes_served += capture.size
-        entry = capture.entry(self.clock())
-        if entry is not None:
-            await self._save(route, primary, scope, entry)
 
     # -- background refresh ------------------------------------------------------------------
     def _refresh(self, scope: Scope, route: _Route, primary: str, flight_key: str) -> None:
@@ -488,12 +493,12 @@ class CacheLayer:
             await finished.wait()
             return {"type": "http.disconnect"}
 
-        capture = _Capture(None, route.rule, storable=True, swallow_5xx=False)
+        async def save(entry: Entry) -> None:
+            await self._save(route, primary, scope, entry)
+
+        capture = _Capture(None, route.rule, False, save, self.clock)
         try:
             await self.app(scope, receive, capture)
-            entry = capture.entry(self.clock())
-            if entry is not None:
-                await self._save(route, primary, scope, entry)
         except Exception:
             log.warning("background refresh of %s failed", route.label, exc_info=True)
         finally:

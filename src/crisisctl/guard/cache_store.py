@@ -14,8 +14,9 @@ Redis: one string per entry, ``SET key value PX retention``, so Redis expires it
 Keys are ``{PREFIX:PRIMARY}`` and ``{PREFIX:PRIMARY}#VARIANT``: the braces are a Redis
 Cluster hash tag, so an entry and its Vary variants share one slot. The value is a 4-byte
 big-endian length, a JSON head (status, headers, times) and the body, never pickle: a value
-read from a shared server is data, not code. Invalidation SCANs every node for
-``{PREFIX:<prefix>*`` (glob characters escaped) and UNLINKs what it finds.
+read from a shared server is data, not code. After a failure, calls skip Redis (a miss) but
+for one probe per `retry_interval_s`. Invalidation SCANs every node for ``{PREFIX:<prefix>*``
+(glob characters escaped) and UNLINKs what it finds.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import json
 import logging
 import re
 import struct
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -210,6 +212,7 @@ class RedisStore:
         url: str = "redis",
         prefix: str = "crisisctl:cache",
         timeout_s: float = 0.25,
+        retry_interval_s: float = 1.0,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
@@ -219,9 +222,12 @@ class RedisStore:
         self.url = mask_url(url)
         self.prefix = prefix
         self.timeout_s = timeout_s
+        self.retry_interval_s = retry_interval_s
         self.errors = 0
+        self.skipped = 0
         self.healthy = True
         self.last_error: str | None = None
+        self._next_attempt_at = 0.0
 
     @classmethod
     def from_url(
@@ -237,8 +243,21 @@ class RedisStore:
         primary, hashed, variant = key.partition("#")
         return f"{{{self.prefix}:{primary}}}{hashed}{variant}"
 
+    def _should_attempt(self) -> bool:
+        """Always while healthy; after a failure, one probe per `retry_interval_s` (the others
+        skip Redis at once instead of each waiting for the timeout)."""
+        if self.healthy:
+            return True
+        now = time.monotonic()
+        if now >= self._next_attempt_at:
+            self._next_attempt_at = now + self.retry_interval_s
+            return True
+        self.skipped += 1
+        return False
+
     def _failed(self, exc: BaseException, action: str) -> None:
         self.errors += 1
+        self._next_attempt_at = time.monotonic() + self.retry_interval_s
         self.last_error = f"{action}: {type(exc).__name__}: {exc}".strip()
         if self.healthy:
             self.healthy = False
@@ -254,6 +273,8 @@ class RedisStore:
             log.info("response cache storage %s answers again", self.url)
 
     async def get(self, key: str, now: float) -> Entry | None:
+        if not self._should_attempt():
+            return None
         try:
             async with asyncio.timeout(self.timeout_s):
                 data = await self.client.get(self.redis_key(key))
@@ -266,6 +287,8 @@ class RedisStore:
         return decode_entry(data)
 
     async def set(self, key: str, entry: Entry, retain_s: float, now: float) -> bool:
+        if not self._should_attempt():
+            return False
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self.client.set(
@@ -312,5 +335,6 @@ class RedisStore:
             "prefix": self.prefix,
             "healthy": self.healthy,
             "errors": self.errors,
+            "skipped_while_down": self.skipped,
             "last_error": self.last_error,
         }
