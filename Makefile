@@ -62,6 +62,7 @@ bench: $(BIN)/.installed-bench $(BIN)/.accel
 	$(BIN)/python benchmarks/overload_goodput.py
 	$(BIN)/python benchmarks/loadgen_throughput.py
 	$(BIN)/python benchmarks/control_cost.py
+	$(BIN)/python benchmarks/cache_cost.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build
