@@ -40,8 +40,8 @@ from crisisctl.guard.cache_policy import (
     StoreVerdict,
     freshness,
     primary_key,
+    read_request,
     request_bypasses,
-    request_wants_origin,
     response_verdict,
     retention_s,
     variant_key,
@@ -358,14 +358,14 @@ class CacheLayer:
         headers = scope["headers"]
         rule = route.rule
         stats = route.stats
-        if headers and request_bypasses(headers, rule) is not None:
+        bypass, force_origin = read_request(headers, rule)
+        if bypass is not None:
             stats.bypassed += 1
             await self.app(scope, receive, send)
             return
         head = scope["method"] == "HEAD"
         primary = primary_key(scope["path"], scope.get("query_string", b""), headers, rule)
         flight_key = route.store.name + "\x00" + primary
-        force_origin = bool(headers) and request_wants_origin(headers)
         stale: Entry | None = None
         if not force_origin:
             now = self.clock()

@@ -40,6 +40,7 @@ __all__ = [
     "header_values",
     "parse_cache_control",
     "primary_key",
+    "read_request",
     "request_bypasses",
     "response_verdict",
     "variant_key",
@@ -62,6 +63,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+#: a rule allowing credentials, to read a request's wishes whatever it carries
+_ANY_RULE = CacheRule(cache_authorized=True)
 _DELTA_DIRECTIVES = ("max-age", "s-maxage", "stale-while-revalidate", "stale-if-error")
 
 
@@ -157,6 +160,8 @@ def primary_key(
     path: str, query_string: bytes, headers: Sequence[tuple[bytes, bytes]], rule: CacheRule
 ) -> str:
     """The primary key of a request under `rule` (see the module docstring)."""
+    if not query_string and not rule.headers:
+        return path + "?"
     pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
     if rule.query_params is not None:
         wanted = set(rule.query_params)
@@ -192,29 +197,53 @@ def vary_names(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, ...] | None
     return tuple(sorted(names))
 
 
-def request_bypasses(headers: Sequence[tuple[bytes, bytes]], rule: CacheRule) -> str | None:
-    """Why a request must neither be served from nor stored in the cache; None if it may.
+_REQUEST_HEADERS = frozenset({b"cache-control", b"pragma", b"authorization", b"cookie"})
 
-    ``no-store`` (§5.2.1.5), and credentials (§3.5) unless the rule caches authorized requests.
+
+def read_request(
+    headers: Sequence[tuple[bytes, bytes]], rule: CacheRule
+) -> tuple[str | None, bool]:
+    """(why the request bypasses the cache or None, whether it asks for the origin), from one
+    pass over its headers.
+
+    Bypass: ``no-store`` (§5.2.1.5), and credentials (``Authorization``, ``Cookie``: §3.5)
+    unless the rule caches authorized requests; the request is then neither served from nor
+    stored in the cache. Origin: ``no-cache``, ``max-age=0`` or ``Pragma: no-cache``; the
+    answer comes from the origin but may still be stored (§5.2.1.4).
     """
-    control = parse_cache_control(header_values(headers, b"cache-control"))
+    controls: list[str] = []
+    credentials = False
+    pragma_no_cache = False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered not in _REQUEST_HEADERS:
+            continue
+        if lowered == b"cache-control":
+            controls.append(value.decode("latin-1"))
+        elif lowered == b"pragma":
+            pragma_no_cache = pragma_no_cache or b"no-cache" in value.lower()
+        else:
+            credentials = True
+    if not controls:
+        if credentials and not rule.cache_authorized:
+            return "request carries credentials", False
+        return None, pragma_no_cache
+    control = parse_cache_control(controls)
     if control.no_store:
-        return "request no-store"
-    if not rule.cache_authorized:
-        for name, _ in headers:
-            lowered = name.lower()
-            if lowered == b"authorization" or lowered == b"cookie":
-                return "request carries credentials"
-    return None
+        return "request no-store", False
+    if credentials and not rule.cache_authorized:
+        return "request carries credentials", False
+    return None, pragma_no_cache or control.no_cache or control.max_age == 0
+
+
+def request_bypasses(headers: Sequence[tuple[bytes, bytes]], rule: CacheRule) -> str | None:
+    """Why a request must neither be served from nor stored in the cache; None if it may."""
+    return read_request(headers, rule)[0]
 
 
 def request_wants_origin(headers: Sequence[tuple[bytes, bytes]]) -> bool:
-    """The request asks for a fresh answer (``no-cache``, ``max-age=0``, ``Pragma: no-cache``):
-    go to the origin, but the answer may still be stored (§5.2.1.4)."""
-    control = parse_cache_control(header_values(headers, b"cache-control"))
-    if control.no_cache or control.max_age == 0:
-        return True
-    return any("no-cache" in v.lower() for v in header_values(headers, b"pragma"))
+    """The request asks for a fresh answer (``no-cache``, ``max-age=0``, ``Pragma: no-cache``)."""
+    return read_request(headers, _ANY_RULE)[1]
 
 
 @dataclass(frozen=True, slots=True)
