@@ -27,6 +27,8 @@ class Origin:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     chunks: int = 1
     raise_error: bool = False
+    #: raise after sending the response start (a 5xx start, then a crash)
+    raise_after_start: bool = False
     delay_s: float = 0.0
     calls: int = 0
 
@@ -40,6 +42,8 @@ class Origin:
         echo = dict(scope["headers"]).get(b"accept-language", b"")
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"text/plain"), *self.headers]})  # fmt: skip
+        if self.raise_after_start:
+            raise RuntimeError("origin crashed mid-response")
         for i in range(self.chunks):
             body = f"body-{n}".encode() + echo + (b"." * 100 if self.chunks > 1 else b"")
             more = i < self.chunks - 1
@@ -191,10 +195,13 @@ async def test_stale_if_error_masks_origin_errors_and_exceptions() -> None:
     origin.status, origin.raise_error = 200, True
     masked = await call(app)
     assert (masked.status, masked.cache, masked.body) == (200, "stale", b"body-1")
-    assert app.stats["/items/{id}"].errors_masked == 2
-    origin.raise_error = False
+    origin.raise_error, origin.status, origin.raise_after_start = False, 502, True
+    masked = await call(app)  # a 5xx start, then a crash: still the stale answer
+    assert (masked.status, masked.cache, masked.body) == (200, "stale", b"body-1")
+    origin.status, origin.raise_after_start = 200, False
     recovered = await call(app)
-    assert (recovered.cache, recovered.body) == ("miss", b"body-4")
+    assert (recovered.cache, recovered.body) == ("miss", b"body-5")
+    assert app.stats["/items/{id}"].errors_masked == 3
     clock.now += 200
     origin.status = 503
     unmasked = await call(app)  # past the window: the error goes through

@@ -57,6 +57,8 @@ log = logging.getLogger("crisisctl.guard")
 _CACHEABLE_METHODS = ("GET", "HEAD")
 #: (method, path) -> resolved rule, cleared when it reaches this size
 _ROUTE_MEMO_LIMIT = 10_000
+#: a background refresh still running after this long is cancelled
+_REFRESH_TIMEOUT_S = 30.0
 
 
 @dataclass(slots=True)
@@ -354,7 +356,7 @@ class CacheLayer:
         try:
             await self.app(scope, receive, capture)
         except Exception:
-            if stale is None or capture.started:
+            if stale is None or (capture.started and not capture.swallowed):
                 stats.misses += 1
                 raise
             log.warning("origin failed on %s; serving a stale response", route.label, exc_info=True)
@@ -407,7 +409,9 @@ class CacheLayer:
 
         capture = ResponseCapture(None, route.rule, False, save, self.clock)
         try:
-            await self.app(scope, receive, capture)
+            # bounded: a hung refresh would otherwise keep every later refresh of the key away
+            async with asyncio.timeout(_REFRESH_TIMEOUT_S):
+                await self.app(scope, receive, capture)
         except Exception:
             log.warning("background refresh of %s failed", route.label, exc_info=True)
         finally:
