@@ -308,3 +308,15 @@ async def test_the_memory_bound_is_shared_by_every_route() -> None:
         await call(app, scope(f"/items/{i}"))
     assert memory.bytes <= 1200 and len(memory) < 10
     assert app.describe()["stores"] == [memory.describe()]
+
+
+async def test_the_origin_age_counts_against_its_max_age() -> None:
+    origin = Origin(headers=[(b"cache-control", b"max-age=10"), (b"age", b"4")])
+    clock = Clock()
+    app = layer(origin, clock, ttl_s=60)
+    await call(app)
+    clock.now += 3
+    hit = await call(app)
+    assert (hit.cache, hit.headers[b"age"]) == ("hit", b"7")
+    clock.now += 3.5  # age 10.5 > max-age 10
+    assert (await call(app)).cache == "miss"
