@@ -8,7 +8,9 @@ Built lazily (PEP 562 ``__getattr__``) so that a variant whose library is missin
 * ``crisisctl_app`` — the same app wrapped by crisisctl's `CacheLayer` (memory store, 1 h ttl);
 * ``fastapi_cache2_app`` — the route decorated with fastapi-cache2's ``@cache(expire=3600)``,
   ``InMemoryBackend``;
-* ``cashews_app`` — the route decorated with cashews' ``@cache(ttl="1h")``, ``mem://``.
+* ``cashews_app`` — the route decorated with cashews' ``@cache(ttl="1h")``, ``mem://``;
+* ``floor_app`` — a raw ASGI app answering the same bytes with no framework and no cache: what
+  uvicorn alone costs per request (a cache hit can cost no less).
 
 ``GET /ready`` (never cached) answers ``ok`` on every variant.
 """
@@ -97,7 +99,23 @@ def make_cashews() -> Any:
     return app
 
 
+def make_floor() -> Any:
+    import json
+
+    body = json.dumps(item(1), separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
 VARIANTS: dict[str, Callable[[], Any]] = {
+    "floor": make_floor,
     "bare": make_bare,
     "crisisctl": make_crisisctl,
     "fastapi_cache2": make_fastapi_cache2,
