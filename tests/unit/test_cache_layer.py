@@ -320,3 +320,16 @@ async def test_the_origin_age_counts_against_its_max_age() -> None:
     assert (hit.cache, hit.headers[b"age"]) == ("hit", b"7")
     clock.now += 3.5  # age 10.5 > max-age 10
     assert (await call(app)).cache == "miss"
+
+
+async def test_a_matching_if_none_match_gets_304_from_the_cache() -> None:
+    origin, clock = Origin(headers=[(b"etag", b'"v1"'), (b"cache-control", b"max-age=60")]), Clock()
+    app = layer(origin, clock)
+    await call(app)
+    for tag in (b'"v1"', b'W/"v1"', b'"x", "v1"', b"*"):
+        answer = await call(app, scope(headers=[(b"if-none-match", tag)]))
+        assert (answer.status, answer.body, answer.cache) == (304, b"", "hit")
+        assert answer.headers[b"etag"] == b'"v1"' and b"content-type" not in answer.headers
+    other = await call(app, scope(headers=[(b"if-none-match", b'"v0"')]))
+    assert (other.status, other.body) == (200, b"body-1")
+    assert origin.calls == 1

@@ -18,6 +18,7 @@ carries a `CacheRule` is looked up in that rule's store (cache_store) under its 
   origin failure is never handed to the waiters as a shared answer. Per instance: instances
   sharing a Redis store each make their own first call.
 - HEAD is served from the GET entry; a HEAD miss goes to the app and is not stored.
+- a request whose If-None-Match names the entry's ETag gets a 304 from the cache.
 
 For the guard: `serve_stale(scope, send)` answers from an entry inside its stale-if-error
 window (breaker open, request about to be shed) and says whether it did; `invalidate(prefix)`
@@ -36,9 +37,11 @@ from dataclasses import dataclass
 
 from crisisctl.guard.cache_capture import ResponseCapture
 from crisisctl.guard.cache_policy import (
+    NOT_MODIFIED_HEADERS,
     Freshness,
     StoreVerdict,
     freshness,
+    not_modified,
     primary_key,
     read_request,
     request_bypasses,
@@ -208,10 +211,25 @@ class CacheLayer:
             route.stats.bytes_stored += len(entry.body)
 
     # -- answers ----------------------------------------------------------------------------
-    async def _serve(self, entry: Entry, age_s: float, label: bytes, head: bool, send: Send) -> int:
-        headers = [*entry.headers, (b"age", str(int(age_s)).encode()), (b"x-cache", label)]
+    async def _serve(
+        self,
+        entry: Entry,
+        age_s: float,
+        label: bytes,
+        scope: Scope,
+        send: Send,
+    ) -> int:
+        """Send `entry` (no body for HEAD; a 304 when the request's If-None-Match names its
+        ETag); the body bytes sent."""
+        extra = [(b"age", str(int(age_s)).encode()), (b"x-cache", label)]
+        if not_modified(scope["headers"], entry.headers):
+            kept = [(k, v) for k, v in entry.headers if k.lower() in NOT_MODIFIED_HEADERS]
+            await send({"type": "http.response.start", "status": 304, "headers": kept + extra})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return 0
+        headers = [*entry.headers, *extra]
         await send({"type": "http.response.start", "status": entry.status, "headers": headers})
-        body = b"" if head else entry.body
+        body = b"" if scope["method"] == "HEAD" else entry.body
         await send({"type": "http.response.body", "body": body, "more_body": False})
         return len(body)
 
@@ -235,7 +253,6 @@ class CacheLayer:
         state = self._freshness(entry, route.rule, now)
         if not (state.fresh or state.error_stale):
             return False
-        head = scope["method"] == "HEAD"
         if state.fresh:
             route.stats.hits += 1
             label = b"hit"
@@ -243,7 +260,7 @@ class CacheLayer:
             route.stats.stale += 1
             route.stats.errors_masked += 1
             label = b"stale"
-        route.stats.bytes_served += await self._serve(entry, state.age_s, label, head, send)
+        route.stats.bytes_served += await self._serve(entry, state.age_s, label, scope, send)
         return True
 
     def _freshness(self, entry: Entry, rule: CacheRule, now: float) -> Freshness:
@@ -285,12 +302,12 @@ class CacheLayer:
                 state = self._freshness(entry, rule, now)
                 if state.fresh:
                     stats.hits += 1
-                    stats.bytes_served += await self._serve(entry, state.age_s, b"hit", head, send)
+                    stats.bytes_served += await self._serve(entry, state.age_s, b"hit", scope, send)
                     return
                 if state.revalidate_stale:
                     stats.stale += 1
                     stats.bytes_served += await self._serve(
-                        entry, state.age_s, b"stale", head, send
+                        entry, state.age_s, b"stale", scope, send
                     )
                     self._refresh(scope, route, primary, flight_key)
                     return
@@ -311,7 +328,7 @@ class CacheLayer:
                         stats.hits += 1
                         stats.coalesced += 1
                         stats.bytes_served += await self._serve(
-                            entry, state.age_s, b"hit", head, send
+                            entry, state.age_s, b"hit", scope, send
                         )
                         return
             # nothing stored by the call we waited for: ask the origin ourselves
@@ -366,8 +383,7 @@ class CacheLayer:
             stats.stale += 1
             stats.errors_masked += 1
             age = stale.initial_age_s + max(0.0, now - stale.stored_at)
-            head = scope["method"] == "HEAD"
-            stats.bytes_served += await self._serve(stale, age, b"stale", head, send)
+            stats.bytes_served += await self._serve(stale, age, b"stale", scope, send)
             return
         stats.misses += 1
         stats.bytes_served += capture.size

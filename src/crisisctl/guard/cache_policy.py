@@ -33,11 +33,13 @@ from crisisctl.guard.config import CacheRule
 
 __all__ = [
     "HOP_BY_HOP",
+    "NOT_MODIFIED_HEADERS",
     "CacheControl",
     "Freshness",
     "StoreVerdict",
     "freshness",
     "header_values",
+    "not_modified",
     "parse_cache_control",
     "primary_key",
     "read_request",
@@ -244,6 +246,29 @@ def request_bypasses(headers: Sequence[tuple[bytes, bytes]], rule: CacheRule) ->
 def request_wants_origin(headers: Sequence[tuple[bytes, bytes]]) -> bool:
     """The request asks for a fresh answer (``no-cache``, ``max-age=0``, ``Pragma: no-cache``)."""
     return read_request(headers, _ANY_RULE)[1]
+
+
+#: the headers a 304 answer carries (RFC 9110 §15.4.5), besides the cache's own
+NOT_MODIFIED_HEADERS = frozenset(
+    {b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary"}
+)
+
+
+def not_modified(
+    request_headers: Sequence[tuple[bytes, bytes]], stored_headers: Sequence[tuple[bytes, bytes]]
+) -> bool:
+    """The request's If-None-Match names the stored response's ETag (weak comparison, RFC 9110
+    §13.1.2: ``W/"x"`` matches ``"x"``; ``*`` matches any): answer 304 instead of the body."""
+    etags = header_values(stored_headers, b"etag")
+    if not etags:
+        return False
+    ours = etags[0].strip().removeprefix("W/")
+    for value in header_values(request_headers, b"if-none-match"):
+        for tag in value.split(","):
+            tag = tag.strip()
+            if tag == "*" or tag.removeprefix("W/") == ours:
+                return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
