@@ -4,6 +4,7 @@ unreachable server costing hits, never errors."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -45,8 +46,6 @@ async def test_entries_are_shared_and_expire_in_redis(url_and_prefix: tuple[str,
         ttl = await one.client.pttl(one.redis_key("/a?x=1"))
         assert 0 < ttl <= 30_000
         assert await one.set("/short?", entry(b"b"), 0.05, 0.0)
-        import asyncio
-
         await asyncio.sleep(0.2)
         assert await two.get("/short?", 0.0) is None
     finally:
@@ -80,3 +79,26 @@ async def test_an_unreachable_server_is_a_miss_never_an_error() -> None:
             await store.invalidate("/a")
     finally:
         await store.aclose()
+
+
+async def test_the_origin_call_lock_has_one_holder_and_expires(
+    url_and_prefix: tuple[str, str],
+) -> None:
+    url, prefix = url_and_prefix
+    one = RedisStore.from_url(url, prefix=prefix, timeout_s=1.0)
+    two = RedisStore.from_url(url, prefix=prefix, timeout_s=1.0)
+    try:
+        token = await one.lock("/k?#variant", 5.0)
+        assert token is not None
+        assert await two.lock("/k?", 5.0) is None  # variants share their primary key's lock
+        assert await two.locked("/k?")
+        await two.unlock("/k?", "not-the-token")
+        assert await two.locked("/k?")
+        await one.unlock("/k?", token)
+        assert not await two.locked("/k?")
+        assert await one.lock("/short?", 0.05) is not None
+        await asyncio.sleep(0.2)
+        assert await two.lock("/short?", 5.0) is not None  # the dead holder's lock expired
+    finally:
+        await one.aclose()
+        await two.aclose()

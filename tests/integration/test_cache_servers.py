@@ -165,3 +165,26 @@ def test_two_instances_share_one_redis_store() -> None:
             assert (same.text, same.headers["x-cache"]) == ("vary 1 fr", "hit")
     finally:
         delete_prefix(url, prefix)
+
+
+@pytest.mark.redis
+def test_concurrent_misses_on_two_instances_sharing_redis_cost_one_origin_call() -> None:
+    url = require_redis(REDIS_URL)
+    prefix = unique_prefix()
+    settings = {"store": "redis", "redis_url": url, "prefix": prefix}
+
+    async def burst(servers: list[CacheServer]) -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0, limits=limits) as http:
+            return await asyncio.gather(
+                *(http.get(f"{servers[i % 2].url}/slow/fleet") for i in range(60))
+            )
+
+    try:
+        with cache_servers(settings, dict(settings)) as servers:
+            answers = asyncio.run(burst(servers))
+            assert [a.status_code for a in answers] == [200] * 60
+            assert len({a.text for a in answers}) == 1
+            assert sum(s.calls("/slow/fleet") for s in servers) == 1
+    finally:
+        delete_prefix(url, prefix)

@@ -15,8 +15,11 @@ carries a `CacheRule` is looked up in that rule's store (cache_store) under its 
 - single-flight: while one miss of a key is at the origin, other misses of that key wait for
   it (at most the rule's `single_flight_wait_s`), then read the entry it stored. When it stored
   nothing (an error, ``no-store``, a body too big), each waiter goes to the origin itself: an
-  origin failure is never handed to the waiters as a shared answer. Per instance: instances
-  sharing a Redis store each make their own first call.
+  origin failure is never handed to the waiters as a shared answer. Across instances sharing a
+  Redis store, the first miss also takes a lock in Redis (``SET NX PX``, released after the
+  call, expiring after `single_flight_wait_s` if its holder dies); a miss on another instance
+  that finds the lock taken polls the store every 20 ms for the answer instead of calling
+  the origin, until the lock is gone or the wait is over.
 - HEAD is served from the GET entry; a HEAD miss goes to the app and is not stored.
 - a request whose If-None-Match names the entry's ETag gets a 304 from the cache.
 
@@ -60,6 +63,8 @@ log = logging.getLogger("crisisctl.guard")
 _CACHEABLE_METHODS = ("GET", "HEAD")
 #: (method, path) -> resolved rule, cleared when it reaches this size
 _ROUTE_MEMO_LIMIT = 10_000
+#: how often a miss waiting for another instance's origin call looks for its answer
+_POLL_S = 0.02
 #: a background refresh still running after this long is cancelled
 _REFRESH_TIMEOUT_S = 30.0
 
@@ -319,29 +324,61 @@ class CacheLayer:
             return
         flight = self._flights.get(flight_key)
         if flight is not None and not force_origin:
-            if await self._wait_for(flight, rule.single_flight_wait_s):
-                now = self.clock()
-                entry = await self._lookup(route.store, primary, headers, now)
-                if entry is not None:
-                    state = self._freshness(entry, rule, now)
-                    if state.fresh:
-                        stats.hits += 1
-                        stats.coalesced += 1
-                        stats.bytes_served += await self._serve(
-                            entry, state.age_s, b"hit", scope, send
-                        )
-                        return
+            if await self._wait_for(flight, rule.single_flight_wait_s) and await self._serve_fresh(
+                route, primary, scope, send
+            ):
+                return
             # nothing stored by the call we waited for: ask the origin ourselves
             await self._fetch(scope, receive, send, route, primary, stale)
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._flights[flight_key] = done
         try:
-            await self._fetch(scope, receive, send, route, primary, stale)
+            # across instances sharing the store: one holds the key's lock, the others poll
+            token = await route.store.lock(primary, rule.single_flight_wait_s)
+            if (
+                token is None
+                and not force_origin
+                and await self._await_other_instance(route, primary, scope, send)
+            ):
+                return
+            try:
+                await self._fetch(scope, receive, send, route, primary, stale)
+            finally:
+                if token is not None:
+                    await route.store.unlock(primary, token)
         finally:
             if self._flights.get(flight_key) is done:
                 del self._flights[flight_key]
             done.set_result(None)
+
+    async def _serve_fresh(self, route: _Route, primary: str, scope: Scope, send: Send) -> bool:
+        """Serve the key's entry if another call just stored it fresh (a coalesced miss)."""
+        now = self.clock()
+        entry = await self._lookup(route.store, primary, scope["headers"], now)
+        if entry is None:
+            return False
+        state = self._freshness(entry, route.rule, now)
+        if not state.fresh:
+            return False
+        route.stats.hits += 1
+        route.stats.coalesced += 1
+        route.stats.bytes_served += await self._serve(entry, state.age_s, b"hit", scope, send)
+        return True
+
+    async def _await_other_instance(
+        self, route: _Route, primary: str, scope: Scope, send: Send
+    ) -> bool:
+        """Another instance holds the key's lock: poll the store until its answer is there
+        (served, True), the lock is gone without one or `single_flight_wait_s` passed (False)."""
+        deadline = time.monotonic() + route.rule.single_flight_wait_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(_POLL_S)
+            if await self._serve_fresh(route, primary, scope, send):
+                return True
+            if not await route.store.locked(primary):
+                return await self._serve_fresh(route, primary, scope, send)
+        return False
 
     @staticmethod
     async def _wait_for(flight: asyncio.Future[None], timeout_s: float) -> bool:

@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import re
+import secrets
 import struct
 import time
 from collections import OrderedDict
@@ -128,6 +129,16 @@ class CacheStore(Protocol):
     async def invalidate(self, prefix: str) -> int:
         """Drop every key starting with `prefix`; how many were dropped."""
 
+    async def lock(self, key: str, ttl_s: float) -> str | None:
+        """Take the origin-call lock of `key` for at most `ttl_s`: a token to unlock with, or
+        None when another holder has it (a store that fails hands out a token: fail open)."""
+
+    async def unlock(self, key: str, token: str) -> None:
+        """Release the lock `lock` gave `token` (not another holder's)."""
+
+    async def locked(self, key: str) -> bool:
+        """Whether someone holds the lock of `key` (False when the store fails)."""
+
     def describe(self) -> dict[str, object]:
         """JSON-able figures for the status endpoint."""
 
@@ -183,6 +194,15 @@ class MemoryStore:
             self._drop(key)
         return len(doomed)
 
+    async def lock(self, key: str, ttl_s: float) -> str | None:
+        return "local"  # one process: the layer's in-process single-flight is the lock
+
+    async def unlock(self, key: str, token: str) -> None:
+        return None
+
+    async def locked(self, key: str) -> bool:
+        return False
+
     def _drop(self, key: str) -> None:
         entry, _ = self._entries.pop(key)
         self.bytes -= entry.size
@@ -197,6 +217,11 @@ class MemoryStore:
         }
 
 
+# delete the lock only if it still holds our token (it may have expired and been retaken)
+_UNLOCK_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
 
 
@@ -228,6 +253,7 @@ class RedisStore:
         self.healthy = True
         self.last_error: str | None = None
         self._next_attempt_at = 0.0
+        self._unlock_script = client.register_script(_UNLOCK_SCRIPT)
 
     @classmethod
     def from_url(
@@ -318,6 +344,40 @@ class RedisStore:
             raise
         self._ok()
         return dropped
+
+    def lock_key(self, key: str) -> str:
+        """``{PREFIX:PRIMARY}:lock``: in the slot of the entry it guards."""
+        return self.redis_key(key.partition("#")[0]) + ":lock"
+
+    async def lock(self, key: str, ttl_s: float) -> str | None:
+        token = secrets.token_hex(8)
+        if not self._should_attempt():
+            return token
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                taken = await self.client.set(
+                    self.lock_key(key), token, nx=True, px=max(1, round(ttl_s * 1000))
+                )
+        except Exception as exc:
+            self._failed(exc, "SET NX")
+            return token
+        self._ok()
+        return token if taken else None
+
+    async def unlock(self, key: str, token: str) -> None:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._unlock_script(keys=[self.lock_key(key)], args=[token])
+        except Exception as exc:
+            self._failed(exc, "unlock")
+
+    async def locked(self, key: str) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return bool(await self.client.exists(self.lock_key(key)))
+        except Exception as exc:
+            self._failed(exc, "EXISTS")
+            return False
 
     async def _unlink(self, names: Sequence[bytes]) -> int:
         total = 0
