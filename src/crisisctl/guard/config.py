@@ -202,6 +202,73 @@ class EmergencyConfig:
         _check(self.ramp_s >= 0, "emergency ramp_s must be ≥ 0")  # fmt: skip
 
 
+#: statuses RFC 9111 §15.1 lets a cache store without explicit freshness ("heuristically
+#: cacheable"); 206 is left out (the layer stores no partial content)
+CACHEABLE_STATUSES: frozenset[int] = frozenset(
+    {200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501}
+)
+CACHE_STORES: tuple[str, ...] = ("memory", "redis")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRule:
+    """Response caching for the GET/HEAD requests of one route (see guard/cache.py).
+
+    A response is fresh for `ttl_s` (bounded by the response's own ``s-maxage``/``max-age``),
+    then may be served stale for `stale_while_revalidate_s` while one background request
+    refreshes it, and for `stale_if_error_s` while the origin fails (5xx, exception) or the
+    guard cannot call it. The key holds the path, the query parameters named in
+    `query_params` (None: every parameter, sorted) and the request headers named in `headers`
+    (the response's ``Vary`` adds its own). Requests carrying ``Authorization`` or ``Cookie``
+    bypass the cache unless `cache_authorized` (then add those headers to `headers` if the
+    content depends on them). Only `statuses` are stored; bodies over `max_body_bytes` pass
+    through unstored. In emergency mode every window is multiplied by `emergency_ttl_factor`.
+    Concurrent misses of one key wait up to `single_flight_wait_s` for the first one's answer.
+    """
+
+    ttl_s: float = 60.0
+    stale_while_revalidate_s: float = 0.0
+    stale_if_error_s: float = 0.0
+    query_params: tuple[str, ...] | None = None
+    headers: tuple[str, ...] = ()
+    store: Literal["memory", "redis"] = "memory"
+    statuses: tuple[int, ...] = (200,)
+    cache_authorized: bool = False
+    max_body_bytes: int = 1_048_576
+    emergency_ttl_factor: float = 1.0
+    single_flight_wait_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check(self.ttl_s > 0, f"cache ttl_s must be > 0, not {self.ttl_s!r}")
+        _check(
+            self.stale_while_revalidate_s >= 0 and self.stale_if_error_s >= 0,
+            "cache stale_while_revalidate_s and stale_if_error_s must be ≥ 0",
+        )
+        _check(
+            self.store in CACHE_STORES, f"unknown cache store {self.store!r}: use memory or redis"
+        )
+        _check(self.max_body_bytes >= 0, "cache max_body_bytes must be ≥ 0")
+        _check(self.emergency_ttl_factor >= 1.0, "cache emergency_ttl_factor must be ≥ 1.0")
+        _check(self.single_flight_wait_s > 0, "cache single_flight_wait_s must be > 0")
+        statuses = tuple(int(s) for s in self.statuses)
+        wrong = sorted(set(statuses) - CACHEABLE_STATUSES)
+        _check(
+            not wrong,
+            f"cache statuses {wrong} are not cacheable without validation: "
+            f"use some of {sorted(CACHEABLE_STATUSES)}",
+        )
+        object.__setattr__(self, "statuses", statuses)
+        object.__setattr__(self, "headers", _names(self.headers))
+        if self.query_params is not None:
+            object.__setattr__(self, "query_params", _names(self.query_params, lower=False))
+
+
+def _names(values: Sequence[str] | str, *, lower: bool = True) -> tuple[str, ...]:
+    """A tuple of names from a sequence or a comma/space separated string (YAML/JSON)."""
+    items = re.split(r"[\s,]+", values) if isinstance(values, str) else list(values)
+    return tuple(sorted({(v.lower() if lower else v) for v in items if v}))
+
+
 @dataclass(frozen=True, slots=True)
 class RouteRule:
     """Policies for the paths matching `pattern` (and `methods`, if given).
@@ -228,8 +295,11 @@ class RouteRule:
     #: concurrency_factor (at least 1)
     emergency_max_concurrent: int | None = None
     emergency_max_concurrent_per_key: int | None = None
+    cache: CacheRule | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.cache, Mapping):  # from YAML/JSON
+            object.__setattr__(self, "cache", CacheRule(**self.cache))
         _check(self.pattern.startswith("/"), f"route pattern {self.pattern!r} must start with '/'")
         for name in (
             "max_concurrent", "max_concurrent_per_key",
