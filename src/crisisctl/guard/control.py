@@ -11,9 +11,10 @@
 These paths are critical: never queued, shed or limited by the app's limits. Health answers
 everyone; status, metrics and the mode history answer trusted networks or a read token, and
 status and metrics have a small rate limit of their own (`guard/access.py`). Status and
-metrics are kept current incrementally (`guard/digest.py`) and read the guard only through its
-public state view (`guard/state.py`). Responses are built here without any framework so the
-guard works around any ASGI app.
+metrics are kept current incrementally (`guard/digest.py`), mostly in the background while
+they are read (`guard/refresher.py`: a read serves figures at most 2 × `control_refresh_s`
+old), and read the guard only through its public state view (`guard/state.py`). Responses
+are built here without any framework so the guard works around any ASGI app.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from crisisctl.guard.access import ControlAccess
 from crisisctl.guard.access import bearer as _bearer
 from crisisctl.guard.digest import Digest
 from crisisctl.guard.modes import MODES
+from crisisctl.guard.refresher import Refresher
 from crisisctl.guard.track import operation_metrics, operations
 from crisisctl.guard.types import Receive, Scope, Send
 
@@ -67,6 +69,8 @@ class ControlSurface:
             clock=guard.clock,
         )
         self.digest = Digest(self.state, operation_metrics)
+        #: when the digest's documents are refreshed: in the background while they are read
+        self.refresher = Refresher(self.digest, config.control_refresh_s)
 
 
 def is_control_path(path: str, prefix: str) -> bool:
@@ -169,10 +173,10 @@ async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> No
         )
         return
     if name == "metrics":
-        await surface.digest.refresh("metrics")
+        await surface.refresher.read("metrics")
         await send_chunks(send, 200, surface.digest.metrics_body(), CONTENT_TYPE_LATEST.encode())
     elif name == "status":
-        await surface.digest.refresh("status")
+        await surface.refresher.read("status")
         body = surface.digest.status_body(status_head(surface.state, surface.digest))
         await send_body(send, 200, body, b"application/json")
     elif method == "POST":

@@ -70,6 +70,8 @@ if TYPE_CHECKING:
 
 #: the longest stretch of refresh work between two yields to the event loop (seconds)
 SLICE_S: Final = 0.001
+#: routes a refresh with a budget takes in before it looks at the budget
+MIN_INLINE: Final = 16
 #: routes per block of joined metrics lines: a changed route re-joins its block only
 BLOCK: Final = 32
 #: prometheus_client's number format (Go's float formatting), typed
@@ -256,26 +258,44 @@ class Digest:
         #: refresh slices run so far, and the longest one (seconds of event-loop time)
         self.slices = 0
         self.longest_slice_s = 0.0
+        #: the loop thread's CPU time spent in refreshes so far (seconds)
+        self.work_s = 0.0
 
     # -- refreshing ------------------------------------------------------------------------
-    async def refresh(self, document: str = "status") -> None:
+    async def refresh(self, document: str = "status", budget_s: float = 0.0) -> bool:
         """Bring every route's figures up to date for `document` ("status" or "metrics"),
-        in slices (see the module docstring)."""
+        in slices (see the module docstring); True once everything is current.
+
+        With a `budget_s` (> 0) the refresh runs in one stretch without yielding and stops
+        once that much of the loop thread's CPU time is spent (after at least `MIN_INLINE`
+        routes): False then, and the routes not reached keep their last rendered figures
+        until the next refresh."""
         async with self._lock:
             clock = self.state.clock
             breakers = self.state.breakers
             routes = list(self.state.routes.values())
             seen = self._seen
             todo_status = self._todo["status"]
+            todo = self._todo[document]
+            render = self._render_status if document == "status" else self._render_metrics
             started = time.thread_time()
+            done = 0
             now = clock()
             for i in stale_routes(routes, seen, now):
-                entry = self._update(routes[i], now, breakers.get(routes[i].label))
+                stats = routes[i]
+                breaker = breakers.get(stats.label)
+                entry = self._update(stats, now, breaker)
                 if i < len(seen):
                     seen[i] = entry.signature
                 else:  # (a new route: the stale indexes come in ascending order)
                     seen.append(entry.signature)
-                if time.thread_time() - started >= SLICE_S:
+                render(entry, stats, breaker, now)
+                todo.discard(entry.label)
+                done += 1
+                if budget_s > 0.0:
+                    if done >= MIN_INLINE and time.thread_time() - started >= budget_s:
+                        return self._stop(started, False, document)
+                elif time.thread_time() - started >= SLICE_S:
                     started = await self._yield(started)
                     now = clock()
             due = self._due  # (at most one item per route: its earliest possible due time)
@@ -288,20 +308,28 @@ class Digest:
                 else:  # called again since: due later
                     heapq.heappush(due, (entry.breaker_until, label))
             todo_status.update(self._watch)  # breakers not closed: their retry delay runs
-            todo = self._todo[document]
-            render = self._render_status if document == "status" else self._render_metrics
             for label in list(todo):
                 entry = self._entries[label]
                 render(entry, self.state.routes[label], breakers.get(label), now)
                 todo.discard(label)
-                if time.thread_time() - started >= SLICE_S:
+                done += 1
+                if budget_s > 0.0:
+                    if done >= MIN_INLINE and time.thread_time() - started >= budget_s:
+                        return self._stop(started, False, document)
+                elif time.thread_time() - started >= SLICE_S:
                     started = await self._yield(started)
                     now = clock()
-            if document == "status" and self._latency_stale:
-                self._latency_stale = False
-                extremes = windows_extremes(list(self.state.routes.values()))
-                self._latency = window_summary(self._total, *extremes)
-            self._end_slice(started)
+            return self._stop(started, True, document)
+
+    def _stop(self, started: float, complete: bool, document: str) -> bool:
+        """End a refresh's last slice (the guard-wide latency summary brought to what is
+        folded so far first); `complete` is what the refresh returns."""
+        if document == "status" and self._latency_stale:
+            self._latency_stale = False
+            extremes = windows_extremes(list(self.state.routes.values()))
+            self._latency = window_summary(self._total, *extremes)
+        self._end_slice(started)
+        return complete
 
     async def _yield(self, started: float) -> float:
         """End a slice: let the loop run other work, then start the next slice."""
@@ -312,6 +340,7 @@ class Digest:
     def _end_slice(self, started: float) -> None:
         spent = time.thread_time() - started
         self.slices += 1
+        self.work_s += spent
         if spent > self.longest_slice_s:
             self.longest_slice_s = spent
 
