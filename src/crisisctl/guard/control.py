@@ -32,6 +32,7 @@ from crisisctl._pure import compiled
 from crisisctl.guard.access import ControlAccess
 from crisisctl.guard.access import bearer as _bearer
 from crisisctl.guard.digest import Digest
+from crisisctl.guard.limits_json import LimitsJSON
 from crisisctl.guard.modes import MODES
 from crisisctl.guard.refresher import Refresher
 from crisisctl.guard.track import operation_metrics, operations
@@ -71,6 +72,8 @@ class ControlSurface:
         self.digest = Digest(self.state, operation_metrics)
         #: when the digest's documents are refreshed: in the background while they are read
         self.refresher = Refresher(self.digest, config.control_refresh_s)
+        #: the status document's "concurrency" member, re-encoded per route limiter as needed
+        self.limits = LimitsJSON()
 
 
 def is_control_path(path: str, prefix: str) -> bool:
@@ -177,7 +180,8 @@ async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> No
         await send_chunks(send, 200, surface.digest.metrics_body(), CONTENT_TYPE_LATEST.encode())
     elif name == "status":
         await surface.refresher.read("status")
-        body = surface.digest.status_body(status_head(surface.state, surface.digest))
+        head = status_head(surface.state, surface.digest, surface.limits)
+        body = surface.digest.status_body(head)
         await send_body(send, 200, body, b"application/json")
     elif method == "POST":
         await _switch_mode(guard, scope, receive, send)
@@ -240,25 +244,31 @@ async def _switch_mode(guard: Guard, scope: Scope, receive: Receive, send: Send)
     await send_json(send, 200, {**guard.modes.describe(), "switch": outcome})
 
 
-def status_head(state: GuardState, digest: Digest) -> dict[str, Any]:
+def status_head(
+    state: GuardState, digest: Digest, limits: LimitsJSON
+) -> list[dict[str, Any] | tuple[str, str]]:
     """The status document but its per-route parts ("breakers", "routes"), which `digest`
-    appends: everything an operator (or `crisisctl triage`) wants to know."""
-    conc = state.concurrency
-    return {
-        "service": "crisisctl-guard",
-        "pid": state.pid,
-        "started_at": state.started_wall,
-        "uptime_s": round(time.time() - state.started_wall, 3),
-        "compiled": compiled(),
-        "mode": state.modes.describe(),
-        "mode_scope": state.modes.scope,
-        "mode_endpoint": "enabled" if state.mode_endpoint_enabled else "disabled",
-        **digest.totals(),
-        "concurrency": conc.describe() if conc is not None else {"mode": "off"},
-        "running_after_timeout": state.running_after_timeout,
-        "rate_limits": [policy.describe() for policy in state.policies.values()],
-        "storage": state.storage,
-        "operations": [op.describe() for op in operations()],
-        "internal_errors": state.internal_errors,
-        "process": state.process.describe(state.clock()),
-    }
+    appends: everything an operator (or `crisisctl triage`) wants to know. In order; the
+    "concurrency" member comes encoded already (`limits`: one part per route limiter, kept)."""
+    return [
+        {
+            "service": "crisisctl-guard",
+            "pid": state.pid,
+            "started_at": state.started_wall,
+            "uptime_s": round(time.time() - state.started_wall, 3),
+            "compiled": compiled(),
+            "mode": state.modes.describe(),
+            "mode_scope": state.modes.scope,
+            "mode_endpoint": "enabled" if state.mode_endpoint_enabled else "disabled",
+            **digest.totals(),
+        },
+        ("concurrency", limits.text(state.concurrency)),
+        {
+            "running_after_timeout": state.running_after_timeout,
+            "rate_limits": [policy.describe() for policy in state.policies.values()],
+            "storage": state.storage,
+            "operations": [op.describe() for op in operations()],
+            "internal_errors": state.internal_errors,
+            "process": state.process.describe(state.clock()),
+        },
+    ]

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 #: the longest stretch of refresh work between two yields to the event loop (seconds)
 SLICE_S: Final = 0.001
 #: routes a refresh with a budget takes in before it looks at the budget
-MIN_INLINE: Final = 16
+MIN_INLINE: Final = 4
 #: routes per block of joined metrics lines: a changed route re-joins its block only
 BLOCK: Final = 32
 #: prometheus_client's number format (Go's float formatting), typed
@@ -502,13 +502,20 @@ class Digest:
             "latency_ms": dict(self._latency),
         }
 
-    def status_body(self, head: dict[str, Any]) -> bytes:
-        """The status document: `head` plus the per-route parts, as JSON bytes."""
+    def status_body(self, head: list[dict[str, Any] | tuple[str, str]]) -> bytes:
+        """The status document, as JSON bytes: `head`'s members in order (a dict: its items,
+        encoded; a (key, JSON text) pair: that member, already encoded), then the per-route
+        parts."""
         if self._status_dirty:
             self._assemble_status()
-        text = json.dumps(head, separators=(",", ":"), default=str)
-        text = f'{text[:-1]},"breakers":{self._breakers_json},"routes":{self._routes_json}}}'
-        return text.encode()
+        members: list[str] = []
+        for part in head:
+            if isinstance(part, tuple):
+                members.append(f"{_json_key(part[0])}:{part[1]}")
+            elif part:
+                members.append(json.dumps(part, separators=(",", ":"), default=str)[1:-1])
+        members.append(f'"breakers":{self._breakers_json},"routes":{self._routes_json}')
+        return ("{" + ",".join(members) + "}").encode()
 
     def metrics_body(self) -> list[bytes]:
         """The Prometheus text exposition (format 0.0.4), in chunks to send one after another

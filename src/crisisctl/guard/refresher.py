@@ -6,7 +6,7 @@ since the previous read. While a document is being read (a read within the last 
 background refresh brings it up to date every `refresh_s` seconds (`Digest.refresh`: in slices
 of about 1 ms of the loop's CPU, a yield between them). A read then:
 
-  * takes in, inline, what changed since that refresh for at most `READ_BUDGET_S` of CPU
+  * takes in, inline, what changed since that refresh for at most `READ_BUDGET_S` (0.5 ms) of CPU
     (after at least `digest.MIN_INLINE` routes): a quiet or lightly used service reads its
     own latest figures;
   * serves the other routes' figures as the last complete refresh left them: never older than
@@ -38,7 +38,7 @@ log = logging.getLogger("crisisctl.guard")
 #: how often a document being read is refreshed in the background (seconds)
 REFRESH_S: Final = 1.0
 #: the most loop-thread CPU a read spends taking in changes itself (seconds)
-READ_BUDGET_S: Final = 0.001
+READ_BUDGET_S: Final = 0.0005
 #: a document not read for this long is no longer refreshed in the background (seconds)
 IDLE_S: Final = 120.0
 DOCUMENTS: Final = ("status", "metrics")
