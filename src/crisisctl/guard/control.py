@@ -181,8 +181,7 @@ async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> No
     elif name == "status":
         await surface.refresher.read("status")
         head = status_head(surface.state, surface.digest, surface.limits)
-        body = surface.digest.status_body(head)
-        await send_body(send, 200, body, b"application/json")
+        await send_chunks(send, 200, surface.digest.status_body(head), b"application/json")
     elif method == "POST":
         await _switch_mode(guard, scope, receive, send)
     else:
@@ -246,7 +245,7 @@ async def _switch_mode(guard: Guard, scope: Scope, receive: Receive, send: Send)
 
 def status_head(
     state: GuardState, digest: Digest, limits: LimitsJSON
-) -> list[dict[str, Any] | tuple[str, str]]:
+) -> list[dict[str, Any] | tuple[str, list[bytes]]]:
     """The status document but its per-route parts ("breakers", "routes"), which `digest`
     appends: everything an operator (or `crisisctl triage`) wants to know. In order; the
     "concurrency" member comes encoded already (`limits`: one part per route limiter, kept)."""
@@ -262,7 +261,7 @@ def status_head(
             "mode_endpoint": "enabled" if state.mode_endpoint_enabled else "disabled",
             **digest.totals(),
         },
-        ("concurrency", limits.text(state.concurrency)),
+        ("concurrency", limits.chunks(state.concurrency)),
         {
             "running_after_timeout": state.running_after_timeout,
             "rate_limits": [policy.describe() for policy in state.policies.values()],

@@ -238,8 +238,8 @@ class Digest:
         self._latency: dict[str, float | int] = window_summary(self._total, 0, 0)
         self._latency_stale = False
         self._status_dirty = self._metrics_dirty = True
-        self._routes_json = "[]"
-        self._breakers_json = "{}"
+        #: the status document's end, encoded: its "breakers" and "routes" members
+        self._routes_tail = b'"breakers":{},"routes":[]}'
         self._route_families = b"".join(_HEADERS)
         #: signatures rendered, in the order of `state.routes`
         self._seen: list[tuple[int, int, int]] = []
@@ -468,9 +468,9 @@ class Digest:
         self._status_dirty = False
         entries = list(self._entries.values())
         ordered = sorted(entries, key=_REQUESTS, reverse=True)  # (stable: ties keep order)
-        self._routes_json = "[" + ",".join([e.status_json for e in ordered]) + "]"
-        items = [e.breaker_item for e in entries if e.breaker_item]
-        self._breakers_json = "{" + ",".join(items) + "}"
+        routes = ",".join([e.status_json for e in ordered])
+        breakers = ",".join([e.breaker_item for e in entries if e.breaker_item])
+        self._routes_tail = f'"breakers":{{{breakers}}},"routes":[{routes}]}}'.encode()
 
     def _assemble_metrics(self) -> None:
         self._metrics_dirty = False
@@ -502,20 +502,24 @@ class Digest:
             "latency_ms": dict(self._latency),
         }
 
-    def status_body(self, head: list[dict[str, Any] | tuple[str, str]]) -> bytes:
-        """The status document, as JSON bytes: `head`'s members in order (a dict: its items,
-        encoded; a (key, JSON text) pair: that member, already encoded), then the per-route
-        parts."""
+    def status_body(self, head: list[dict[str, Any] | tuple[str, list[bytes]]]) -> list[bytes]:
+        """The status document as JSON, in chunks to send one after another: `head`'s members
+        in order (a dict: its items, encoded here; a (key, chunks) pair: that member, encoded
+        already), then the per-route parts (kept encoded: large parts are never copied)."""
         if self._status_dirty:
             self._assemble_status()
-        members: list[str] = []
+        chunks: list[bytes] = []
+        text = "{"
         for part in head:
             if isinstance(part, tuple):
-                members.append(f"{_json_key(part[0])}:{part[1]}")
+                chunks.append(f"{text}{_json_key(part[0])}:".encode())
+                chunks.extend(part[1])
+                text = ","
             elif part:
-                members.append(json.dumps(part, separators=(",", ":"), default=str)[1:-1])
-        members.append(f'"breakers":{self._breakers_json},"routes":{self._routes_json}')
-        return ("{" + ",".join(members) + "}").encode()
+                text = f"{text}{json.dumps(part, separators=(',', ':'), default=str)[1:-1]},"
+        chunks.append(text.encode())
+        chunks.append(self._routes_tail)
+        return chunks
 
     def metrics_body(self) -> list[bytes]:
         """The Prometheus text exposition (format 0.0.4), in chunks to send one after another

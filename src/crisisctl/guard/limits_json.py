@@ -15,7 +15,7 @@ import json
 
 from crisisctl.guard.concurrency import ConcurrencyLimiter
 
-_OFF = '{"mode":"off"}'
+_OFF = b'{"mode":"off"}'
 
 
 def signature(limiter: ConcurrencyLimiter) -> tuple[object, ...]:
@@ -27,7 +27,7 @@ def signature(limiter: ConcurrencyLimiter) -> tuple[object, ...]:
         limiter.factor,
         limiter.in_flight,
         limiter.queued,
-        limiter._overloaded(limiter._clock()),
+        limiter.episode_start is not None and limiter._overloaded(limiter._clock()),
         limiter.rtt_noload,
         limiter.last_rtt,
         limiter._ceiling,
@@ -49,27 +49,31 @@ class LimitsJSON:
     def __init__(self) -> None:
         #: route label -> (signature, '"label":{description}')
         self._routes: dict[str, tuple[tuple[object, ...], str]] = {}
+        #: the route limiters' parts joined, and how many they were
+        self._joined = b""
+        self._joined_count = -1
         #: route limiters (re-)encoded so far (tests count them)
         self.encoded = 0
 
-    def text(self, conc: ConcurrencyLimiter | None) -> str:
-        """`json.dumps(conc.describe())` (compact), re-encoding only changed route limiters;
-        '{"mode":"off"}' without a limiter."""
+    def chunks(self, conc: ConcurrencyLimiter | None) -> list[bytes]:
+        """`json.dumps(conc.describe())` (compact) as UTF-8 chunks to send one after another,
+        re-encoding only the route limiters that changed; '{"mode":"off"}' without one."""
         if conc is None:
-            return _OFF
+            return [_OFF]
         if not conc.ceiling_only:
-            return _compact(conc.describe())
+            return [_compact(conc.describe()).encode()]
         summary = _compact(conc.describe(routes=False))
         cache = self._routes
-        items: list[str] = []
-        for label, limiter in list(conc.children.items()):
+        children = list(conc.children.items())
+        changed = len(children) != self._joined_count
+        for label, limiter in children:
             sig = signature(limiter)
             cached = cache.get(label)
             if cached is None or cached[0] != sig:
                 self.encoded += 1
-                item = f"{_compact(label)}:{_compact(limiter._describe())}"
-                cache[label] = (sig, item)
-                items.append(item)
-            else:
-                items.append(cached[1])
-        return f'{summary[:-1]},"routes":{{{",".join(items)}}}}}'
+                cache[label] = (sig, f"{_compact(label)}:{_compact(limiter._describe())}")
+                changed = True
+        if changed:
+            self._joined = ",".join([cache[label][1] for label, _ in children]).encode()
+            self._joined_count = len(children)
+        return [f'{summary[:-1]},"routes":{{'.encode(), self._joined, b"}}"]
