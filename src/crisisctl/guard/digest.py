@@ -356,7 +356,7 @@ class Digest:
         if stats.needs_fold(now):
             stats.fold_lifetime(now)
             segments = stats.segments
-            if segments and segments[0][0] < epoch_of(now) - WINDOW_SEGMENTS:
+            if segments and segments[0].epoch < epoch_of(now) - WINDOW_SEGMENTS:
                 # (a segment leaves the window: take it out now, or every read would find
                 # this route stale again until the next status read)
                 self._fold_window(entry, stats, now)

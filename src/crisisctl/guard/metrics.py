@@ -66,6 +66,8 @@ _GROUP_MASK: Final = _GROUP_SIZE - 1
 
 
 _PERCENTILES: Final = (50.0, 90.0, 95.0, 99.0, 99.9)
+#: the most histograms a window segment keeps apart (the background refresh adds one a second)
+SEGMENT_PARTS: Final = 32
 
 
 def epoch_of(now: float) -> int:
@@ -103,7 +105,9 @@ class WindowCounts:
         indexes = self.indexes
         below = self.below
         cursors = len(indexes)
-        for index, n in hist.index_counts():
+        # (the histogram's own dict, not its `index_counts` view: compiled code iterates a
+        # typed dict's items without a tuple per item)
+        for index, n in hist._counts.items():
             delta = n * sign
             left = counts.get(index, 0) + delta
             if left:
@@ -164,6 +168,35 @@ class WindowCounts:
         return out
 
 
+class WindowSegment:
+    """The histograms of one epoch taken into a route's window, kept as they came (merging
+    each into one histogram cost a dict update per bucket on every fold; they are taken out
+    again, one by one, when the epoch leaves the window; past `SEGMENT_PARTS` they are merged
+    into the last), with their extremes."""
+
+    __slots__ = ("count", "epoch", "max_us", "min_us", "parts")
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.parts: list[LatencyHistogram] = []
+        self.count = 0
+        self.min_us = MAX_TRACKABLE_US + 1
+        self.max_us = 0
+
+    def add(self, hist: LatencyHistogram) -> None:
+        parts = self.parts
+        if len(parts) < SEGMENT_PARTS:
+            parts.append(hist)
+        else:  # (reads many times a second: memory stays bounded, at a merge per bucket)
+            parts[-1].merge(hist)
+        self.count += hist.count
+        if hist.count:
+            if hist.min_us < self.min_us:
+                self.min_us = hist.min_us
+            if hist.max_us > self.max_us:
+                self.max_us = hist.max_us
+
+
 class RouteStats:
     """Counters of one route label, and its latency folded for reading."""
 
@@ -195,8 +228,8 @@ class RouteStats:
         self.pending: list[tuple[int, LatencyHistogram]] = []
         #: histograms in the lifetime counts, not yet in the window: (epoch, histogram)
         self.unwindowed: list[tuple[int, LatencyHistogram]] = []
-        #: folded histograms still inside the window: (epoch, histogram), oldest first
-        self.segments: deque[tuple[int, LatencyHistogram]] = deque()
+        #: folded histograms still inside the window, one segment per epoch, oldest first
+        self.segments: deque[WindowSegment] = deque()
         self.window = WindowCounts()
         #: folded samples of the route's lifetime per `le` slot (the last: above every bound)
         self.le_counts = [0] * (len(LE_INDEXES) + 1)
@@ -261,7 +294,7 @@ class RouteStats:
         if self.latency.count or self.pending or self.unwindowed:
             return True
         segments = self.segments
-        return bool(segments) and segments[0][0] < epoch_of(now) - WINDOW_SEGMENTS
+        return bool(segments) and segments[0].epoch < epoch_of(now) - WINDOW_SEGMENTS
 
     def fold(self, now: float, total: WindowCounts | None = None) -> None:
         """Fold new samples into the lifetime counts and the window (and `total`'s window)."""
@@ -276,7 +309,7 @@ class RouteStats:
         le_counts = self.le_counts
         unwindowed = self.unwindowed
         for epoch, hist in self.pending:
-            for index, n in hist.index_counts():
+            for index, n in hist._counts.items():
                 le_counts[bisect_left(LE_INDEXES, index)] += n
             self.lifetime_count += hist.count
             self.lifetime_sum_us += hist.sum_us
@@ -296,7 +329,7 @@ class RouteStats:
         if self.unwindowed:
             return True
         segments = self.segments
-        return bool(segments) and segments[0][0] < epoch_of(now) - WINDOW_SEGMENTS
+        return bool(segments) and segments[0].epoch < epoch_of(now) - WINDOW_SEGMENTS
 
     def fold_window(self, now: float, total: WindowCounts | None = None) -> None:
         """Take the lifetime-folded samples into the window (and `total`'s), and drop the
@@ -308,18 +341,17 @@ class RouteStats:
                 self.window.add(hist, 1)
                 if total is not None:
                     total.add(hist, 1)
-                if segments and segments[-1][0] == epoch:
-                    # one segment per epoch: reads every second must not grow the deque
-                    # (and `window_extremes`' walk over it) by one segment per read
-                    segments[-1][1].merge(hist)
-                else:
-                    segments.append((epoch, hist))
+                # one segment per epoch: reads every second must not grow the deque (and
+                # `window_extremes`' walk over it) by one segment per read
+                if not segments or segments[-1].epoch != epoch:
+                    segments.append(WindowSegment(epoch))
+                segments[-1].add(hist)
         self.unwindowed = []
-        while segments and segments[0][0] < oldest:
-            _, hist = segments.popleft()
-            self.window.add(hist, -1)
-            if total is not None:
-                total.add(hist, -1)
+        while segments and segments[0].epoch < oldest:
+            for hist in segments.popleft().parts:
+                self.window.add(hist, -1)
+                if total is not None:
+                    total.add(hist, -1)
 
     def lifetime(self) -> tuple[list[int], int, int]:
         """(counts per `le` slot, count, sum µs) of every sample ever recorded, folded or not,
@@ -338,12 +370,12 @@ class RouteStats:
         """(min, max) µs of the samples in the window; (0, 0) when it is empty."""
         low = MAX_TRACKABLE_US + 1
         high = 0
-        for _, hist in self.segments:
-            if hist.count:
-                if hist.min_us < low:
-                    low = hist.min_us
-                if hist.max_us > high:
-                    high = hist.max_us
+        for segment in self.segments:
+            if segment.count:
+                if segment.min_us < low:
+                    low = segment.min_us
+                if segment.max_us > high:
+                    high = segment.max_us
         return (low, high) if low <= MAX_TRACKABLE_US else (0, 0)
 
 
@@ -360,7 +392,7 @@ def stale_routes(
             out.append(i)
         else:
             segments = stats.segments
-            if segments and segments[0][0] < oldest:
+            if segments and segments[0].epoch < oldest:
                 out.append(i)
     return out
 
