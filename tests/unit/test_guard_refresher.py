@@ -194,3 +194,31 @@ async def test_the_concurrency_member_without_per_route_limits() -> None:
             assert conc is not None
             assert document["concurrency"] == json.loads(json.dumps(conc.describe()))
             assert "routes" not in document["concurrency"]
+
+
+async def test_a_read_re_encodes_a_few_changed_limiters_and_the_refresh_the_rest() -> None:
+    guard = build(30)
+    clock = Clock()
+    guard._clock = clock
+    conc = guard.state.concurrency
+    assert conc is not None
+    refresher = guard.control_surface.refresher
+    refresher.timer = False
+    refresher.read_budget_s = 1e-9
+    limits = guard.control_surface.limits
+    async with serve(guard) as http:
+        for i in range(30):
+            await http.get(f"/r{i}/1")
+        await status(http)
+        for limiter in conc.children.values():
+            limiter.shed_queue_timeout += 1  # every route limiter changed
+        encoded = limits.encoded
+        partial = (await status(http))["concurrency"]["routes"]
+        assert limits.encoded - encoded == MIN_INLINE
+        assert sorted(r["shed_queue_timeout"] for r in partial.values()) == (
+            [0] * (30 - MIN_INLINE) + [1] * MIN_INLINE
+        )
+        await refresher.refresh_now()  # the background refresh re-encodes the rest
+        assert limits.encoded - encoded == 30
+        document = await status(http)
+    assert document["concurrency"] == json.loads(json.dumps(conc.describe(), default=str))

@@ -70,10 +70,10 @@ class ControlSurface:
             clock=guard.clock,
         )
         self.digest = Digest(self.state, operation_metrics)
-        #: when the digest's documents are refreshed: in the background while they are read
-        self.refresher = Refresher(self.digest, config.control_refresh_s)
         #: the status document's "concurrency" member, re-encoded per route limiter as needed
         self.limits = LimitsJSON()
+        #: when the documents are refreshed: in the background while they are read
+        self.refresher = Refresher(self.digest, config.control_refresh_s, self.limits)
 
 
 def is_control_path(path: str, prefix: str) -> bool:

@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from crisisctl.guard.digest import Digest
+    from crisisctl.guard.limits_json import LimitsJSON
 
 log = logging.getLogger("crisisctl.guard")
 
@@ -47,8 +49,12 @@ DOCUMENTS: Final = ("status", "metrics")
 class Refresher:
     """Keeps one digest's documents current in the background while they are read."""
 
-    def __init__(self, digest: Digest, refresh_s: float = REFRESH_S) -> None:
+    def __init__(
+        self, digest: Digest, refresh_s: float = REFRESH_S, limits: LimitsJSON | None = None
+    ) -> None:
         self.digest = digest
+        #: the status document's concurrency member, refreshed with the status
+        self.limits = limits
         self.refresh_s = refresh_s
         #: the oldest figures a read may serve (seconds since the state they show)
         self.stale_s = 2.0 * refresh_s
@@ -77,11 +83,29 @@ class Refresher:
             return
         fresh = self._fresh_at.get(document)
         if fresh is None or not 0.0 <= now - fresh <= self.stale_s:
-            await digest.refresh(document)
+            await self._refresh(document)
             self._fresh_at[document] = now
-        elif await digest.refresh(document, self.read_budget_s):
+        elif await self._refresh(document, self.read_budget_s):
             self._fresh_at[document] = now
         self._arm(asyncio.get_running_loop())
+
+    async def _refresh(self, document: str, budget_s: float = 0.0) -> bool:
+        """Refresh `document` (with the status, its concurrency member); True when complete.
+        A budget is shared: the concurrency member gets what the routes left of it."""
+        digest = self.digest
+        started = time.thread_time()
+        complete = await digest.refresh(document, budget_s)
+        limits = self.limits
+        if limits is not None and document == "status":
+            if budget_s > 0.0:
+                budget_s = max(1e-9, budget_s - (time.thread_time() - started))
+            complete = await limits.refresh(digest.state.concurrency, budget_s) and complete
+        return complete
+
+    def work_s(self) -> float:
+        """The loop thread's CPU time spent refreshing so far (reads and background)."""
+        limits = self.limits
+        return self.digest.work_s + (limits.work_s if limits is not None else 0.0)
 
     def age_s(self, document: str) -> float | None:
         """Seconds since the state the last complete refresh of `document` took in."""
@@ -90,18 +114,17 @@ class Refresher:
 
     async def refresh_now(self) -> None:
         """One background refresh: every document read within `IDLE_S`, completely."""
-        digest = self.digest
-        clock = digest.state.clock
+        clock = self.digest.state.clock
         now = clock()
         for document in DOCUMENTS:
             read_at = self._read_at.get(document)
             if read_at is None or now - read_at > IDLE_S:
                 continue
             started = clock()
-            before = digest.work_s
-            await digest.refresh(document)
+            before = self.work_s()
+            await self._refresh(document)
             self._fresh_at[document] = started
-            self.background_s += digest.work_s - before
+            self.background_s += self.work_s() - before
         self.background_runs += 1
 
     def watched(self) -> bool:
