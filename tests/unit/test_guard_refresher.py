@@ -150,10 +150,12 @@ async def test_the_background_refresh_stops_when_nobody_reads() -> None:
         assert not refresher.watched()
 
 
-@pytest.mark.parametrize("value", [-1.0, math.nan, 61.0])
-def test_control_refresh_s_is_checked(value: float) -> None:
+@pytest.mark.parametrize("value", [-1.0, math.nan, 61.0, "1", True])
+def test_control_refresh_s_is_checked(value: Any) -> None:
     with pytest.raises(GuardConfigError, match="control_refresh_s"):
         GuardConfig(control_refresh_s=value)
+    with pytest.raises(GuardConfigError, match="control_refresh_s"):
+        GuardConfig.from_dict({"control_refresh_s": value})
 
 
 async def test_the_concurrency_member_equals_the_limiters_description() -> None:

@@ -326,7 +326,9 @@ class GuardConfig:
         if self.control_rate_limit is not None:
             parse_limits(self.control_rate_limit)
         _check(
-            0.0 <= self.control_refresh_s <= 60.0,
+            isinstance(self.control_refresh_s, int | float)
+            and not isinstance(self.control_refresh_s, bool)
+            and 0.0 <= self.control_refresh_s <= 60.0,
             f"control_refresh_s {self.control_refresh_s!r} must be between 0 (every read "
             "refreshes) and 60 seconds",
         )
