@@ -39,6 +39,7 @@ MODULES: tuple[str, ...] = (
     "crisisctl.guard.runtime",
     "crisisctl.guard.ticker",
     "crisisctl.guard.websocket",
+    "crisisctl.guard.window",
     "crisisctl.load.lanes",
     "crisisctl.load.recorder",
     "crisisctl.load.recording",

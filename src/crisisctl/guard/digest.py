@@ -19,11 +19,14 @@ Prometheus sample lines) with the signature they were rendered from. A read call
      status never pays for the windows;
   3. the document is joined from the cached fragments.
 
-So a read costs the pass plus the work of what changed since the previous read of that
+So a refresh costs the pass plus the work of what changed since the previous refresh of that
 document. Refresh work runs in slices of about `SLICE_S` of the loop thread's CPU time with a
-yield to the loop between them, so even a read after traffic on every route never blocks the
-loop for long (one route's fold is never split); reads arriving meanwhile wait for the same
-refresh (a lock) and then find nothing left to do.
+yield to the loop between them, so even a refresh after traffic on every route never blocks
+the loop for long (one route's fold is never split); refreshes arriving meanwhile wait for the
+same refresh (a lock) and then find nothing left to do. A refresh with a budget (what a read
+does while the background refresh of `guard/refresher.py` keeps the document current) runs
+in one stretch and stops once the budget is spent, after at least `MIN_INLINE` routes, each
+route taken in and rendered at once, so the document stays consistent with itself.
 
 The Prometheus text is written here (format 0.0.4, as `prometheus_client.generate_latest`
 writes it: labels sorted by name, values as Go floats); `metrics.GuardCollector` renders the
