@@ -29,6 +29,7 @@ MODULES: tuple[str, ...] = (
     "crisisctl.guard.clientkey",
     "crisisctl.guard.concurrency",
     "crisisctl.guard.digest",
+    "crisisctl.guard.exposition",
     "crisisctl.guard.limits_json",
     "crisisctl.guard.metrics",
     "crisisctl.guard.middleware",
