@@ -517,8 +517,9 @@ class ConcurrencyLimiter:
             self._regain = limit
         return max(used, 0.5 * (limit + used))
 
-    def describe(self) -> dict[str, object]:
-        """JSON-able state for the status endpoint (a ceiling adds its route limiters)."""
+    def describe(self, routes: bool = True) -> dict[str, object]:
+        """JSON-able state for the status endpoint (a ceiling adds its route limiters, unless
+        `routes` is False: guard/limits_json.py encodes those one by one)."""
         out = self._describe()
         if self.ceiling_only:
             # the guard-wide shed counts: the ceiling's own and every route's
@@ -528,9 +529,10 @@ class ConcurrencyLimiter:
                 lim.shed_overloaded - lim.ceiling_refusals for lim in list(self.children.values())
             )
             out["queued"] = sum(lim.queued for lim in list(self.children.values()))
-            out["routes"] = {
-                label: limiter._describe() for label, limiter in list(self.children.items())
-            }
+            if routes:
+                out["routes"] = {
+                    label: limiter._describe() for label, limiter in list(self.children.items())
+                }
         return out
 
     def _describe(self) -> dict[str, object]:

@@ -399,6 +399,9 @@ class GuardConfig:
     control_networks: tuple[str, ...] = DEFAULT_CONTROL_NETWORKS
     #: per-client rate limit of <prefix>/status and <prefix>/metrics; None = no limit
     control_rate_limit: str | None = "10/second"
+    #: how often status and metrics are refreshed in the background while they are read
+    #: (seconds; a read serves figures at most twice this old); 0 = every read refreshes
+    control_refresh_s: float = 1.0
     #: guard-wide rate limit for routes without their own, e.g. "100/second;3000/minute"
     rate_limit: str | None = None
     strategy: Strategy = "gcra"
@@ -452,6 +455,13 @@ class GuardConfig:
         )
         if self.control_rate_limit is not None:
             parse_limits(self.control_rate_limit)
+        _check(
+            isinstance(self.control_refresh_s, int | float)
+            and not isinstance(self.control_refresh_s, bool)
+            and 0.0 <= self.control_refresh_s <= 60.0,
+            f"control_refresh_s {self.control_refresh_s!r} must be between 0 (every read "
+            "refreshes) and 60 seconds",
+        )
         if isinstance(self.control_networks, str):  # "10.0.0.0/8, ::1" from an env var or YAML
             parts = [n for n in re.split(r"[\s,]+", self.control_networks) if n]
             object.__setattr__(self, "control_networks", tuple(parts))
