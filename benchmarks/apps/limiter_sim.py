@@ -71,7 +71,7 @@ HOUSEKEEPING_S = 1.0
 #: the static limits the semaphore peer is tuned over (on ``constant``)
 SEMAPHORE_GRID = (1, 2, 3, 4, 6, 8, 12, 16)
 #: the service time draws come in shuffled bags of this many (see `SimRoute.draw`)
-BAG = 20
+BAG = 100
 
 
 # -- a virtual clock for asyncio -----------------------------------------------------------
@@ -119,7 +119,7 @@ class SimRoute:
         return self.threads / self.mean_s(phase)
 
     def draw(self, rng: random.Random, phase: int, bag: list[float]) -> float:
-        """A service time: from shuffled bags of 20 holding the mix's exact shares (random
+        """A service time: from shuffled bags of 100 holding the mix's exact shares (random
         order, the mean exact over every bag, so a seed does not move the capacity)."""
         if phase and self.slow_s is not None:
             return self.slow_s

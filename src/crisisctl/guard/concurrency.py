@@ -2,14 +2,18 @@
 
 Adaptive limit — a gradient controller in the family of Netflix's Gradient/Gradient2, with a
 no-load latency reference and probe back-off. Service latency (admission to response start,
-queueing excluded) is averaged over windows of ≥ 10 samples and ≥ 50 ms (or 1 s). Per window:
+queueing excluded) is averaged over windows of ≥ 50 ms and ≥ max(10, 25 * cv²) samples (or
+1 s), cv² being the latency's squared coefficient of variation (variance / mean², from EWMAs
+of the windows' own variance and mean). Per window:
 
-    rtt_noload = min(window mean rtt over the last `noload_window_s`)     # the unqueued latency
+    rtt_noload = min(mean * (1 + cv / sqrt(n)) over the windows of the last `noload_window_s`
+                 holding n ≥ 6 * cv² samples)                             # the unqueued latency
     gradient   = clamp(tolerance * rtt_noload / rtt, 0.25, 1.0)
 
     gradient < 1 (latency beyond tolerance: requests are queueing inside the service)
         L <- L * gradient + allowance                      # fast, proportional decrease
-             allowance = 0 in standing overload, else QUEUE_ALLOWANCE
+             allowance = 0 in standing overload (unless the latency is dispersed: cv² ≥ 1),
+             else QUEUE_ALLOWANCE
         if floor(L) went down in two windows in a row, or once in standing overload:
             ceiling <- floor(L_before) ; hold <- min(2 * hold, hold_max)
         if it did not and L is at the ceiling: forget the ceiling, hold <- hold_base
@@ -24,6 +28,16 @@ queueing excluded) is averaged over windows of ≥ 10 samples and ≥ 50 ms (or 
     growth below `regain` doubles instead: L <- min(2 * L, regain); any cut forgets `regain`
 
     L is clamped to [min_limit, max_limit]; admission uses floor(L * mode factor).
+
+A dispersed latency (e.g. 90 % of requests at 1 ms, 10 % at 50 ms: cv ≈ 2.5) needs the
+dispersion terms. The minimum of small windows' means is then the luckiest window's — one that
+held only fast requests — far below the latency the service really has unqueued, so every
+window looked congested and the limit stayed pinned at one. So windows grow with cv² (their
+means within about a fifth of the truth), a window too small for the dispersion known now is
+left out of the reference, and each mean counts with one standard error added (the minimum of
+many noisy means is biased low). At a limit of one such a service also idles after each slow
+request (the arrivals during it were shed; the fast ones after it come one by one): the queue
+allowance is kept in standing overload, and waiters wait for the next slot longer (below).
 
 The app-limited decay is TCP's congestion window validation (RFC 7661): a limit far above the
 concurrency the traffic actually uses was never tested, and when overload arrives at a quiet
@@ -63,8 +77,9 @@ at least one): a newcomer evicts the oldest waiter of its priority or lower (rea
 evicted waiter would most likely have timed out anyway: its answer is the same, sooner, and the
 saturated service does not pay for a timer and a second wake-up per refused request. The waiters
 kept there wait at least until the next slot is expected (recent latency / limit, at most the
-interval): with arrivals in random bursts and gaps, a waiter that gave up just before its slot
-came free would leave that slot idle until the next arrival.
+interval; for a dispersed latency (1 + 2.33 cv) times that, a slow request holding its slot for
+several mean latencies): with arrivals in random bursts and gaps, a waiter that gave up just
+before its slot came free would leave that slot idle until the next arrival.
 Higher priorities are served first, and a full queue evicts its lowest-priority waiter for a
 more important arrival.
 
@@ -101,6 +116,18 @@ QUEUE_ALLOWANCE = 1.0
 HOLD_MAX_S = 120.0
 #: while app-limited the limit decays towards twice the used concurrency, never below this
 APP_LIMITED_FLOOR = 4.0
+#: how much of each window's mean and variance enters the latency's dispersion (EWMA)
+DISPERSION_SMOOTHING = 0.1
+#: a window holds at least this many samples per unit of the latency's squared coefficient of
+#: variation (cv²), so its mean is within about 1/5 of the true one (or WINDOW_MAX_S passed)
+DISPERSION_SAMPLES = 25.0
+#: cv² from which the latency counts as dispersed (a standard deviation at least the mean)
+DISPERSED_CV2 = 1.0
+#: a dispersed latency's next free slot is expected within mean + this many standard deviations
+#: (about the p99 of a normal latency)
+WAIT_SPREAD = 2.33
+#: the most windows the no-load reference remembers (50 ms windows over 30 s: 600)
+NOLOAD_WINDOWS = 1024
 
 #: reasons a request can be refused by this module (metric label values)
 SHED_QUEUE_FULL = "queue_full"
@@ -164,11 +191,24 @@ class ConcurrencyLimiter:
         # adaptive state
         self.rtt_noload: float | None = None
         self.last_rtt: float | None = None
-        self._noload_samples: deque[tuple[float, float]] = deque()
+        #: (time, mean latency, samples) of the runs of windows within `noload_window_s`
+        self._noload_samples: deque[tuple[float, float, int]] = deque(maxlen=NOLOAD_WINDOWS)
         self._last_fresh: float = clock()
         self.window_start: float = clock()
         self.window_sum = 0.0
+        #: the sum of the window's squared latencies (its dispersion)
+        self.window_sq = 0.0
         self.window_n = 0
+        #: the latency's squared coefficient of variation (None before the first window)
+        self.rtt_cv2: float | None = None
+        # EWMAs over windows of the latency's mean and of the windows' variance (for rtt_cv2)
+        self._mean = 0.0
+        self._variance = 0.0
+        # the run of windows being summed for the no-load reference (see _close_window)
+        self._run_sum = 0.0
+        self._run_n = 0
+        #: the samples a window needs before it may close (more for a dispersed latency)
+        self.window_min = WINDOW_MIN_SAMPLES
         #: window_n at which the request path next calls maybe_close_window
         self.window_next = WINDOW_MIN_SAMPLES
         self.window_peak = 0
@@ -280,7 +320,11 @@ class ConcurrencyLimiter:
                 rtt = self.last_rtt
                 if rtt is not None:
                     # the waiter kept for the next free slot waits until one is expected
-                    target = max(target, min(cfg.queue_timeout_s, rtt / self.effective))
+                    # (a dispersed latency frees its slots unevenly: a slow request holds
+                    # one for several mean latencies, so the next slot comes that much later)
+                    cv2 = self.rtt_cv2 or 0.0
+                    spread = 1.0 + WAIT_SPREAD * math.sqrt(cv2) if cv2 >= DISPERSED_CV2 else 1.0
+                    target = max(target, min(cfg.queue_timeout_s, spread * rtt / self.effective))
             return target
         if noload is not None:
             # a wait longer than a few no-load latencies already breaks the latency tolerance
@@ -346,6 +390,7 @@ class ConcurrencyLimiter:
             parent.in_flight -= 1
         if rtt >= 0.0 and self.adaptive:
             self.window_sum += rtt
+            self.window_sq += rtt * rtt
             self.window_n += 1
             if self.window_n >= self.window_next or now - self.window_start >= WINDOW_MAX_S:
                 self.maybe_close_window(now)
@@ -364,7 +409,7 @@ class ConcurrencyLimiter:
         elapsed = now - self.window_start
         n = self.window_n
         if n >= WINDOW_MIN_SAMPLES:
-            if elapsed >= WINDOW_MIN_S:
+            if elapsed >= WINDOW_MIN_S and n >= self.window_min:
                 self._close_window(now)
                 return
             noload = self.rtt_noload
@@ -422,9 +467,11 @@ class ConcurrencyLimiter:
     def _close_window(self, now: float) -> None:
         n = self.window_n
         rtt = self.window_sum / n if n else 0.0
+        square = self.window_sq / n if n else 0.0
         peak = self.window_peak
         self.window_start = now
         self.window_sum = 0.0
+        self.window_sq = 0.0
         self.window_n = 0
         self.window_next = WINDOW_MIN_SAMPLES
         self.window_peak = self.in_flight
@@ -436,19 +483,54 @@ class ConcurrencyLimiter:
         self.updates += 1
         self.last_rtt = rtt
         cfg = self.config
+        # the dispersion of the service's latency: the windows' own variance, pooled over recent
+        # windows (one window of fast requests only has next to none) against their mean (not
+        # the spread between windows: a limit that moves shifts whole windows), and the noise
+        # it puts in this window's mean
+        variance = max(0.0, square - rtt * rtt)
+        if self.rtt_cv2 is None:
+            self._mean, self._variance = rtt, variance
+        else:
+            self._mean += DISPERSION_SMOOTHING * (rtt - self._mean)
+            self._variance += DISPERSION_SMOOTHING * (variance - self._variance)
+        mean = self._mean
+        cv2 = self.rtt_cv2 = self._variance / (mean * mean) if mean > 0 else 0.0
+        cv = math.sqrt(cv2)
+        noise = cv / math.sqrt(n)
+        self.window_min = max(WINDOW_MIN_SAMPLES, math.ceil(DISPERSION_SAMPLES * cv2))
+        # the no-load reference: the least mean, over the last noload_window_s, of runs of
+        # windows holding ≥ window_min samples together, plus its standard error (the
+        # dispersion known now): the minimum of small, noisy means is the luckiest run — with
+        # a skewed latency (a few slow requests among many fast ones) a run of fast ones only
+        self._run_sum += rtt * n
+        self._run_n += n
         samples = self._noload_samples
-        # monotonic deque of (time, rtt): its head is the windowed minimum
-        while samples and samples[-1][1] >= rtt:
-            samples.pop()
-        samples.append((now, rtt))
+        if self._run_n >= self.window_min:
+            samples.append((now, self._run_sum / self._run_n, self._run_n))
+            self._run_sum = 0.0
+            self._run_n = 0
+        # a run summed while the dispersion was not yet known may be far too small: left out
+        fewest = 0.5 * self.window_min
+        noload = least = math.inf
+        oldest = now - self.noload_window_s
+        for at, run_mean, count in samples:
+            if count < fewest:
+                continue
+            candidate = run_mean * (1.0 + cv / math.sqrt(count))
+            if candidate < least:
+                least = candidate
+            if candidate < noload and at >= oldest:
+                noload = candidate
+        own = rtt * (1.0 + noise)
+        if noload == math.inf:
+            noload = own  # no run long enough yet
         # judged before old samples expire: otherwise, once the last unqueued sample leaves the
         # window, the queued latency becomes its own reference, counts as fresh and the probe
         # that would re-measure the no-load latency never comes (the limit then creeps upwards)
-        if rtt <= samples[0][1] * 1.1:
+        if own <= least * 1.1:
             self._last_fresh = now
-        while samples and now - samples[0][0] > self.noload_window_s:
+        while samples and samples[0][0] < oldest:
             samples.popleft()
-        noload = samples[0][1]
         self.rtt_noload = noload
 
         if self._probing_from is not None:
@@ -470,7 +552,8 @@ class ConcurrencyLimiter:
             self._regain = None
             # in standing overload the queue holds the next request: no allowance needed
             standing = self._overloaded(now)
-            cut = limit * gradient + (0.0 if standing else QUEUE_ALLOWANCE)
+            allowance = 0.0 if standing and cv2 < DISPERSED_CV2 else QUEUE_ALLOWANCE
+            cut = limit * gradient + allowance
             if math.floor(cut) < math.floor(limit):
                 self._cuts_in_row += 1
                 if peak >= self.effective and (self._cuts_in_row >= 2 or standing):
