@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from crisisctl.cli.output import EXIT_UNREACHABLE, console, fail, print_json
+from crisisctl.probe.guard import concurrency_limits, describe_limits
 
 app = typer.Typer(help="Inspect and steer the guard of a running service.", no_args_is_help=True)
 
@@ -107,7 +108,7 @@ def render_status(data: dict[str, Any]) -> None:
     )
     if conc.get("mode") != "off":
         console.print(
-            f"concurrency {conc.get('mode')} limit {conc.get('limit')} "
+            f"concurrency {describe_limits(concurrency_limits(conc))} "
             f"(queued {conc.get('queued')}/{conc.get('queue_size')}, "
             f"no-load {conc.get('rtt_noload_ms')} ms, recent {conc.get('rtt_recent_ms')} ms)"
         )

@@ -188,6 +188,8 @@ class ConcurrencyLimiter:
         self.shed_overloaded = 0
         #: refusals of this route's requests by the guard-wide ceiling (in shed_overloaded too)
         self.ceiling_refusals = 0
+        #: (the ceiling) a route's waiter found the ceiling full: wake it when a slot frees
+        self.blocked = False
         # adaptive state
         self.rtt_noload: float | None = None
         self.last_rtt: float | None = None
@@ -398,6 +400,8 @@ class ConcurrencyLimiter:
             self.hand_over()
         elif self.episode_start is not None and self.calm_since is None:
             self.calm_since = now  # nobody waits (a safety net: draining the queue sets it)
+        if parent is not None and parent.blocked:
+            parent.wake_routes()  # another route's waiters found the ceiling full
 
     def maybe_close_window(self, now: float) -> None:
         """Close the sample window if it is long enough: ≥ 10 samples and 50 ms, or 1 s — or
@@ -428,7 +432,8 @@ class ConcurrencyLimiter:
         parent = self.parent
         while self.queued and self.in_flight < self.effective:
             if parent is not None and parent.in_flight >= parent.effective:
-                break  # the guard-wide ceiling: the waiters wait (or time out)
+                parent.blocked = True  # the guard-wide ceiling: the waiters wait (or time out)
+                break
             waiter = None
             for queue in reversed(self._queues):
                 if queue:
@@ -449,6 +454,17 @@ class ConcurrencyLimiter:
             waiter.future.set_result(True)
         if not self.queued and self.episode_start is not None and self.calm_since is None:
             self.calm_since = now  # the queue is empty: calm starts
+
+    def wake_routes(self) -> None:
+        """(The ceiling) a slot came free: hand it to the routes whose waiters found the ceiling
+        full — whichever route released it — until the ceiling is full again."""
+        self.blocked = False
+        for limiter in list(self.children.values()):
+            if limiter.queued and limiter.in_flight < limiter.effective:
+                if self.in_flight >= self.effective:
+                    self.blocked = True  # full again: the next release goes on
+                    return
+                limiter.hand_over()
 
     # -- adaptive limit --------------------------------------------------------------------
     def set_factor(self, factor: float) -> None:
