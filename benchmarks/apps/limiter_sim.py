@@ -12,6 +12,11 @@ FIFO queue (the thread pool's queue); ``/b`` of the two-route workload waits on 
 its own (4 threads) that turns slow half-way. An admitted request reaches the worker after
 `HOP_S` (the event loop hands it over) and its response starts `HOP_S` after the worker is
 done: at a limit of one the worker idles for those hops between requests, as a real one does.
+Each refusal takes `REFUSAL_CPU_S` from the worker's core (the event loop shares it), and the
+overload follows `WARMUP_S` of unloaded traffic, as in the real benchmark. Service times come
+in shuffled bags holding the mix's exact shares (the capacity does not move with the seed).
+What it does not model: the host's jitter and stalls, the HTTP stack's cost of admitted
+requests, the load generator.
 
 Workloads (`WORKLOADS`, as in `benchmarks/apps/goodput_workloads.py`): ``constant`` (5 ms,
 evenly spaced arrivals), ``poisson`` (5 ms, exponential gaps), ``bimodal`` (1 ms for 90 %,

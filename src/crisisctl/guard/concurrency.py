@@ -6,8 +6,8 @@ queueing excluded) is averaged over windows of ≥ 50 ms and ≥ max(10, 25 * cv
 1 s), cv² being the latency's squared coefficient of variation (variance / mean², from EWMAs
 of the windows' own variance and mean). Per window:
 
-    rtt_noload = min(mean * (1 + cv / sqrt(n)) over the windows of the last `noload_window_s`
-                 holding n ≥ 6 * cv² samples)                             # the unqueued latency
+    rtt_noload = min(mean * (1 + cv / sqrt(n)) over the last `noload_window_s`'s runs of
+                 consecutive windows, n ≥ max(10, 25 * cv²) samples each)  # the unqueued latency
     gradient   = clamp(tolerance * rtt_noload / rtt, 0.25, 1.0)
 
     gradient < 1 (latency beyond tolerance: requests are queueing inside the service)
@@ -33,9 +33,11 @@ A dispersed latency (e.g. 90 % of requests at 1 ms, 10 % at 50 ms: cv ≈ 2.5) n
 dispersion terms. The minimum of small windows' means is then the luckiest window's — one that
 held only fast requests — far below the latency the service really has unqueued, so every
 window looked congested and the limit stayed pinned at one. So windows grow with cv² (their
-means within about a fifth of the truth), a window too small for the dispersion known now is
-left out of the reference, and each mean counts with one standard error added (the minimum of
-many noisy means is biased low). At a limit of one such a service also idles after each slow
+means within about a fifth of the truth), the reference is taken over runs of windows that
+hold as many samples together (at low traffic a 1 s window holds too few), a run summed while
+the dispersion was still underestimated (fewer than half the samples it asks now) is left
+out, and each mean counts with one standard error added (the minimum of many noisy means is
+biased low). At a limit of one such a service also idles after each slow
 request (the arrivals during it were shed; the fast ones after it come one by one): the queue
 allowance is kept in standing overload, and waiters wait for the next slot longer (below).
 
