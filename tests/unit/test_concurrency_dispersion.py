@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import random
 
-from crisisctl.guard.concurrency import WINDOW_MIN_SAMPLES, ConcurrencyLimiter
+from crisisctl.guard.concurrency import ConcurrencyLimiter
 from crisisctl.guard.config import ConcurrencyConfig
+from crisisctl.guard.latency_reference import WINDOW_MIN_SAMPLES
 
 FAST_S, SLOW_S = 0.001, 0.050  # 90 % / 10 %: mean 5.9 ms, cv ≈ 2.5
 

@@ -30,16 +30,17 @@ of the windows' own variance and mean). Per window:
     L is clamped to [min_limit, max_limit]; admission uses floor(L * mode factor).
 
 A dispersed latency (e.g. 90 % of requests at 1 ms, 10 % at 50 ms: cv ≈ 2.5) needs the
-dispersion terms. The minimum of small windows' means is then the luckiest window's — one that
-held only fast requests — far below the latency the service really has unqueued, so every
-window looked congested and the limit stayed pinned at one. So windows grow with cv² (their
-means within about a fifth of the truth), the reference is taken over runs of windows that
-hold as many samples together (at low traffic a 1 s window holds too few), a run summed while
-the dispersion was still underestimated (fewer than half the samples it asks now) is left
-out, and each mean counts with one standard error added (the minimum of many noisy means is
-biased low). At a limit of one such a service also idles after each slow
-request (the arrivals during it were shed; the fast ones after it come one by one): the queue
-allowance is kept in standing overload, and waiters wait for the next slot longer (below).
+dispersion terms (cv² and the reference live in guard/latency_reference.py). The minimum of
+small windows' means is then the luckiest window's — one that held only fast requests — far
+below the latency the service really has unqueued, so every window looked congested and the
+limit stayed pinned at one. So windows grow with cv² (their means within about a fifth of the
+truth), the reference is taken over runs of windows that hold as many samples together (at low
+traffic a 1 s window holds too few), a run summed while the dispersion was still underestimated
+(fewer than half the samples it asks now) is left out, and each mean counts with one standard
+error added (the minimum of many noisy means is biased low). At a limit of one such a service
+also idles after each slow request (the arrivals during it were shed; the fast ones after it
+come one by one): the queue allowance is kept in standing overload, and waiters wait for the
+next slot longer (below).
 
 The app-limited decay is TCP's congestion window validation (RFC 7661): a limit far above the
 concurrency the traffic actually uses was never tested, and when overload arrives at a quiet
@@ -105,8 +106,8 @@ from collections import deque
 from collections.abc import Callable
 
 from crisisctl.guard.config import ConcurrencyConfig, Priority
+from crisisctl.guard.latency_reference import WINDOW_MIN_SAMPLES, LatencyReference
 
-WINDOW_MIN_SAMPLES = 10
 WINDOW_MIN_S = 0.05
 WINDOW_MAX_S = 1.0
 HOLD_BASE_S = 10.0
@@ -118,18 +119,11 @@ QUEUE_ALLOWANCE = 1.0
 HOLD_MAX_S = 120.0
 #: while app-limited the limit decays towards twice the used concurrency, never below this
 APP_LIMITED_FLOOR = 4.0
-#: how much of each window's mean and variance enters the latency's dispersion (EWMA)
-DISPERSION_SMOOTHING = 0.1
-#: a window holds at least this many samples per unit of the latency's squared coefficient of
-#: variation (cv²), so its mean is within about 1/5 of the true one (or WINDOW_MAX_S passed)
-DISPERSION_SAMPLES = 25.0
 #: cv² from which the latency counts as dispersed (a standard deviation at least the mean)
 DISPERSED_CV2 = 1.0
 #: a dispersed latency's next free slot is expected within mean + this many standard deviations
 #: (about the p99 of a normal latency)
 WAIT_SPREAD = 2.33
-#: the most windows the no-load reference remembers (50 ms windows over 30 s: 600)
-NOLOAD_WINDOWS = 1024
 
 #: reasons a request can be refused by this module (metric label values)
 SHED_QUEUE_FULL = "queue_full"
@@ -195,8 +189,8 @@ class ConcurrencyLimiter:
         # adaptive state
         self.rtt_noload: float | None = None
         self.last_rtt: float | None = None
-        #: (time, mean latency, samples) of the runs of windows within `noload_window_s`
-        self._noload_samples: deque[tuple[float, float, int]] = deque(maxlen=NOLOAD_WINDOWS)
+        #: the latency's dispersion and no-load reference (guard/latency_reference.py)
+        self.reference = LatencyReference()
         self._last_fresh: float = clock()
         self.window_start: float = clock()
         self.window_sum = 0.0
@@ -205,12 +199,6 @@ class ConcurrencyLimiter:
         self.window_n = 0
         #: the latency's squared coefficient of variation (None before the first window)
         self.rtt_cv2: float | None = None
-        # EWMAs over windows of the latency's mean and of the windows' variance (for rtt_cv2)
-        self._mean = 0.0
-        self._variance = 0.0
-        # the run of windows being summed for the no-load reference (see _close_window)
-        self._run_sum = 0.0
-        self._run_n = 0
         #: the samples a window needs before it may close (more for a dispersed latency)
         self.window_min = WINDOW_MIN_SAMPLES
         #: window_n at which the request path next calls maybe_close_window
@@ -501,54 +489,12 @@ class ConcurrencyLimiter:
         self.updates += 1
         self.last_rtt = rtt
         cfg = self.config
-        # the dispersion of the service's latency: the windows' own variance, pooled over recent
-        # windows (one window of fast requests only has next to none) against their mean (not
-        # the spread between windows: a limit that moves shifts whole windows), and the noise
-        # it puts in this window's mean
-        variance = max(0.0, square - rtt * rtt)
-        if self.rtt_cv2 is None:
-            self._mean, self._variance = rtt, variance
-        else:
-            self._mean += DISPERSION_SMOOTHING * (rtt - self._mean)
-            self._variance += DISPERSION_SMOOTHING * (variance - self._variance)
-        mean = self._mean
-        cv2 = self.rtt_cv2 = self._variance / (mean * mean) if mean > 0 else 0.0
-        cv = math.sqrt(cv2)
-        noise = cv / math.sqrt(n)
-        self.window_min = max(WINDOW_MIN_SAMPLES, math.ceil(DISPERSION_SAMPLES * cv2))
-        # the no-load reference: the least mean, over the last noload_window_s, of runs of
-        # windows holding ≥ window_min samples together, plus its standard error (the
-        # dispersion known now): the minimum of small, noisy means is the luckiest run — with
-        # a skewed latency (a few slow requests among many fast ones) a run of fast ones only
-        self._run_sum += rtt * n
-        self._run_n += n
-        samples = self._noload_samples
-        if self._run_n >= self.window_min:
-            samples.append((now, self._run_sum / self._run_n, self._run_n))
-            self._run_sum = 0.0
-            self._run_n = 0
-        # a run summed while the dispersion was not yet known may be far too small: left out
-        fewest = 0.5 * self.window_min
-        noload = least = math.inf
-        oldest = now - self.noload_window_s
-        for at, run_mean, count in samples:
-            if count < fewest:
-                continue
-            candidate = run_mean * (1.0 + cv / math.sqrt(count))
-            if candidate < least:
-                least = candidate
-            if candidate < noload and at >= oldest:
-                noload = candidate
-        own = rtt * (1.0 + noise)
-        if noload == math.inf:
-            noload = own  # no run long enough yet
-        # judged before old samples expire: otherwise, once the last unqueued sample leaves the
-        # window, the queued latency becomes its own reference, counts as fresh and the probe
-        # that would re-measure the no-load latency never comes (the limit then creeps upwards)
-        if own <= least * 1.1:
+        reference = self.reference
+        noload, fresh = reference.add_window(now, rtt, square, n, self.noload_window_s)
+        cv2 = self.rtt_cv2 = reference.cv2 or 0.0
+        self.window_min = reference.window_min
+        if fresh:
             self._last_fresh = now
-        while samples and samples[0][0] < oldest:
-            samples.popleft()
         self.rtt_noload = noload
 
         if self._probing_from is not None:
