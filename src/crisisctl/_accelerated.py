@@ -28,6 +28,7 @@ MODULES: tuple[str, ...] = (
     "crisisctl.guard.breaker",
     "crisisctl.guard.clientkey",
     "crisisctl.guard.concurrency",
+    "crisisctl.guard.latency_reference",
     "crisisctl.guard.digest",
     "crisisctl.guard.exposition",
     "crisisctl.guard.limits_json",

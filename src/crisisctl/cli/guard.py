@@ -19,6 +19,7 @@ from rich.table import Table
 from crisisctl.cli import transport_options as topt
 from crisisctl.cli.output import EXIT_UNREACHABLE, EXIT_USAGE, console, fail, print_json
 from crisisctl.probe import guard_mode
+from crisisctl.probe.guard import concurrency_limits, describe_limits
 from crisisctl.transport.headers import Auth, Redactor, env_value
 from crisisctl.transport.target import Target
 
@@ -158,7 +159,7 @@ def render_status(data: dict[str, Any]) -> None:
     )
     if conc.get("mode") != "off":
         console.print(
-            f"concurrency {conc.get('mode')} limit {conc.get('limit')} "
+            f"concurrency {describe_limits(concurrency_limits(conc))} "
             f"(queued {conc.get('queued')}/{conc.get('queue_size')}, "
             f"no-load {conc.get('rtt_noload_ms')} ms, recent {conc.get('rtt_recent_ms')} ms)"
         )

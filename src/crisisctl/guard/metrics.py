@@ -385,11 +385,23 @@ def state_metrics(state: GuardState) -> Iterator[Metric]:
     inflight = GaugeMetricFamily(
         "crisisctl_guard_in_flight", "Non-critical requests holding a concurrency slot."
     )
+    # scope "route": each route's own limit (one per route label, so at most max_route_labels)
+    route_limit = GaugeMetricFamily(
+        "crisisctl_guard_route_concurrency_limit",
+        "Concurrency limit in force for one route (scope route; the guard-wide cap is "
+        "crisisctl_guard_concurrency_limit).",
+        labels=["route"],
+    )
     if conc is not None:
         limit.add_metric([], conc.effective)
-        queue.add_metric([], conc.queued)
+        queued = conc.queued
+        for label, child in list(conc.children.items()):
+            route_limit.add_metric([label], child.effective)
+            queued += child.queued  # scope "route": the waiters are in the route queues
+        queue.add_metric([], queued)
         inflight.add_metric([], conc.in_flight)
     yield limit
+    yield route_limit
     yield queue
     yield inflight
     after_timeout = GaugeMetricFamily(
