@@ -64,6 +64,22 @@ def test_a_good_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Directory(config).guards("nope") == ()
 
 
+def test_the_directory_gives_guards_their_tls_options_pins_and_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = (
+        "services:\n  api:\n    guards: [\"https://api.internal:8443\"]\n"
+        "    transport: {cacert: /etc/ca.pem, resolve: [\"api.internal:8443:127.0.0.1\"]}\n"
+        "    headers: {X-Watch: \"1\", X-Key: \"env:WATCH_TEST_KEY\"}\n"
+    )
+    monkeypatch.setenv("WATCH_TEST_KEY", "k3y")
+    (guard,) = Directory(parse_watch_text(text, "w.yaml")).guards("api")
+    assert guard.transport is not None and guard.transport.cacert == "/etc/ca.pem"
+    assert guard.transport.resolve == ["api.internal:8443:127.0.0.1"]
+    assert dict(guard.headers) == {"X-Watch": "1", "X-Key": "k3y"}
+    assert "k3y" not in repr(guard)
+
+
 def test_defaults() -> None:
     config = parse_watch_text("services: {}\n", "w.yaml")
     assert config.interval == 10.0 and config.rules == []

@@ -43,7 +43,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from crisisctl.probe.http import ProbeResult, probe, with_path
 from crisisctl.transport.settings import TransportSpec
 from crisisctl.transport.target import DEFAULT_PORTS
-from crisisctl.watch.config import ProbeSpec, ServiceSpec, WatchConfig, resolve_secret
+from crisisctl.watch.config import (
+    ProbeSpec,
+    ServiceSpec,
+    WatchConfig,
+    resolve_secret,
+    resolved_headers,
+)
 from crisisctl.watch.model import GuardEndpoint, SeriesKey, labels_of
 
 __all__ = ["Instance", "Sample", "Scraper", "guard_samples", "prometheus_samples"]
@@ -325,12 +331,16 @@ class Scraper:
         discovered: dict[str, list[GuardEndpoint]] = {}
         for inst in found:
             if inst.kind == "guard":
+                spec = self.config.services[inst.service]
+                added = inst.transport.resolve[len(spec.transport.resolve) :]  # the DNS pin
                 discovered.setdefault(inst.service, []).append(
                     GuardEndpoint(
                         inst.url,
                         inst.prefix,
                         self.tokens.get(inst.service),
-                        tuple(inst.transport.resolve),
+                        tuple(added),
+                        spec.transport,
+                        resolved_headers(spec),
                     )
                 )
         self.discovered = discovered
