@@ -261,3 +261,54 @@ def test_a_missing_database_is_one_sentence(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) <= 2 and "Traceback" not in proc.stderr
+
+
+LEAK_RULE = """\
+  - {name: leak, kind: leak, limit: 4e9, window: 6s, warmup: 0s, min_samples: 4, horizon: 10m,
+     min_r2: 0.8, severity: P2, urgent: 1s}
+"""
+
+
+def test_watch_sees_a_guard_leak_and_acts_on_it(tmp_path: Path, db_url: str) -> None:
+    """RSS grows ~20 MiB/s (memory the app holds): limit 4 GB within the 10 min horizon."""
+    incidents = Incidents(db_url)
+    log = tmp_path / "watch.log"
+    with Receiver() as hook, guard_servers({"token": TOKEN}) as servers:
+        (server,) = servers
+        path = _file(tmp_path, servers, hook, LEAK_RULE)
+        with _watch(path, _env(db_url), log) as proc:
+            time.sleep(4 * INTERVAL)  # a flat RSS: nothing fires
+            assert proc.poll() is None, log.read_text()
+            assert incidents.all() == []
+            stop = threading.Event()
+
+            def leak() -> None:
+                with httpx.Client(trust_env=False, timeout=5.0) as client:
+                    for _ in range(40):  # at most 400 MiB
+                        if stop.is_set():
+                            return
+                        client.post(f"{server.url}/hog", params={"mb": "10"})
+                        time.sleep(0.5)
+
+            leaking = threading.Thread(target=leak, daemon=True)
+            started = time.monotonic()
+            leaking.start()
+            try:
+                (incident,), took = _wait("a leak incident", incidents.all, 20)
+                _wait("the guard in emergency", lambda: _mode(server) == "emergency", 10)
+            finally:
+                stop.set()
+                leaking.join(timeout=10)
+            httpx.post(f"{server.url}/hog", params={"free": "1"}, trust_env=False)
+            _wait(
+                "the leak alert resolved (RSS flat again)",
+                lambda: incidents.all()[0].status.value == "mitigated" or None,
+                20,
+            )
+            proc.send_signal(15)
+            assert proc.wait(timeout=15) == 0
+    assert incident.severity.name == "P2"
+    events = "\n".join(t for _, t in incidents.events(incident.id))
+    assert "guard_rss_bytes grows" in events and "limit" in events, events
+    assert "Traceback" not in log.read_text(), log.read_text()
+    print(f"leak: incident {time.monotonic() - started:.1f} s after the leak began ({took:.1f})")
