@@ -241,6 +241,7 @@ def test_watch_detects_opens_one_incident_acts_escalates_and_resolves(
     text = "\n".join(f"{k}: {t}" for k, t in events)
     assert "guard mode → emergency on 2 of 2 instance(s)" in text, text
     assert "cooldown" in text  # the relapse's FIRING was suppressed, and said so
+    assert text.count("fires again") == 1, text  # the test's relapse; the restart made none
     assert TOKEN not in text and TOKEN not in log.read_text()
     assert "Traceback" not in log.read_text(), log.read_text()
     print("e2e timings (s):", {k: round(v, 2) for k, v in timings.items()})
