@@ -313,3 +313,54 @@ def test_watch_sees_a_guard_leak_and_acts_on_it(tmp_path: Path, db_url: str) -> 
     assert "guard_rss_bytes grows" in events and "limit" in events, events
     assert "Traceback" not in log.read_text(), log.read_text()
     print(f"leak: incident {time.monotonic() - started:.1f} s after the leak began ({took:.1f})")
+
+
+SLOW_RULE = """\
+  - {name: slow, kind: threshold, metric: guard_latency_p95_ms, above: 150, severity: P2}
+"""
+
+
+def test_watch_sees_latency_within_two_intervals(tmp_path: Path, db_url: str) -> None:
+    """The app turns slow (300 ms answers): the guards' p95 crosses 150 ms, one incident."""
+    incidents = Incidents(db_url)
+    log = tmp_path / "watch.log"
+    with (
+        Receiver() as hook,
+        guard_servers({"token": TOKEN}, {"token": TOKEN}) as servers,
+        Traffic(servers),
+    ):
+        path = _file(tmp_path, servers, hook, SLOW_RULE)
+        with _watch(path, _env(db_url), log) as proc:
+            time.sleep(3 * INTERVAL)
+            assert proc.poll() is None, log.read_text()
+            assert incidents.all() == []
+            stop = threading.Event()
+
+            def slow(server: GuardServer) -> None:
+                with httpx.Client(trust_env=False, timeout=5.0) as client:
+                    while not stop.is_set():
+                        client.get(f"{server.url}/slow", params={"s": "0.3"})
+
+            workers = [threading.Thread(target=slow, args=(s,), daemon=True) for s in servers * 4]
+            for worker in workers:
+                worker.start()
+            try:
+                (incident,), took = _wait("a latency incident", incidents.all, 15)
+                _wait(
+                    "both guards in emergency",
+                    lambda: all(_mode(s) == "emergency" for s in servers),
+                    10,
+                )
+            finally:
+                stop.set()
+                for worker in workers:
+                    worker.join(timeout=10)
+            time.sleep(2 * INTERVAL)
+            assert [i.id for i in incidents.all()] == [incident.id]  # one, whatever the scrapes
+            proc.send_signal(15)
+            assert proc.wait(timeout=15) == 0
+    assert incident.severity.name == "P2"
+    assert [t.split(":")[0] for t in hook.titles()] == ["FIRING"]
+    print(f"latency: incident {took:.2f} s after the slow traffic began")
+    # the slow answers need 0.3 s to count, then one interval to be scraped, one to be judged
+    assert took <= 2 * INTERVAL + 0.3 + 1.5
