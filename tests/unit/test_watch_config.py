@@ -137,3 +137,13 @@ def test_yaml_syntax_and_unreadable(tmp_path: Path) -> None:
 def test_a_non_http_url_is_refused() -> None:
     problems = _problems("services:\n  a:\n    guards: [ftp://x]\n")
     assert problems == ["w.yaml:3: services.a.guards: 'ftp://x' is not an http:// or https:// URL"]
+
+
+def test_burn_rate_windows_and_periods_in_days() -> None:
+    text = (
+        "rules:\n  - {name: slo, kind: burn_rate, objective: 0.999, period: 30d,\n"
+        "     windows: [{long: 3d, short: 6h, factor: 1, severity: P3}]}\n"
+    )
+    (slo,) = parse_watch_text(text, "w.yaml").rules
+    assert isinstance(slo, BurnRateRule)
+    assert slo.period == 30 * 86_400.0 and slo.windows[0].long == 3 * 86_400.0
