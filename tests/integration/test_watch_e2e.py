@@ -137,7 +137,7 @@ services:
     token: env:WATCH_E2E_TOKEN
 rules:
 {rules}
-incidents: {{open_at: P3, resolve_after: 4s, triage: false}}
+incidents: {{open_at: P3, resolve_after: 4s, triage: false, on_resolve: [{{guard_mode: normal}}]}}
 notify: {{urls: ["{hook.url("/hook")}"], cooldown: 1h, retries: 1}}
 runbooks:
   P1:
@@ -226,6 +226,7 @@ def test_watch_detects_opens_one_incident_acts_escalates_and_resolves(
                 20,
             )
             _wait("the RESOLVED notification", lambda: len(hook.received) >= 4 or None, 10)
+            assert [_mode(s) for s in servers] == ["normal", "normal"]  # on_resolve
             timings["resolved"] = time.monotonic() - healed
             proc.send_signal(15)
             assert proc.wait(timeout=15) == 0
@@ -240,6 +241,8 @@ def test_watch_detects_opens_one_incident_acts_escalates_and_resolves(
     events = incidents.events(only.id)
     text = "\n".join(f"{k}: {t}" for k, t in events)
     assert "guard mode → emergency on 2 of 2 instance(s)" in text, text
+    assert "on_resolve action: guard mode → normal on 2 of 2 instance(s) (ok" in text, text
+    assert "guard mode → normal" in str(hook.received[-1].get("message", ""))
     assert "cooldown" in text  # the relapse's FIRING was suppressed, and said so
     assert text.count("fires again") == 1, text  # the test's relapse; the restart made none
     assert TOKEN not in text and TOKEN not in log.read_text()

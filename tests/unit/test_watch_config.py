@@ -68,9 +68,9 @@ def test_the_directory_gives_guards_their_tls_options_pins_and_headers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     text = (
-        "services:\n  api:\n    guards: [\"https://api.internal:8443\"]\n"
-        "    transport: {cacert: /etc/ca.pem, resolve: [\"api.internal:8443:127.0.0.1\"]}\n"
-        "    headers: {X-Watch: \"1\", X-Key: \"env:WATCH_TEST_KEY\"}\n"
+        'services:\n  api:\n    guards: ["https://api.internal:8443"]\n'
+        '    transport: {cacert: /etc/ca.pem, resolve: ["api.internal:8443:127.0.0.1"]}\n'
+        '    headers: {X-Watch: "1", X-Key: "env:WATCH_TEST_KEY"}\n'
     )
     monkeypatch.setenv("WATCH_TEST_KEY", "k3y")
     (guard,) = Directory(parse_watch_text(text, "w.yaml")).guards("api")
