@@ -2,7 +2,7 @@
 
 Exit codes: 0 nothing fires (``--once``) or a clean stop (SIGINT/SIGTERM); 1 something fires
 (``--once``); 2 the watch file is invalid or cannot be read (one line per problem, with its
-line number), or a secret it names is not set.
+line number), a secret it names is not set, or the incident store cannot be opened.
 """
 
 from __future__ import annotations
