@@ -251,8 +251,18 @@ def test_watch_detects_opens_one_incident_acts_escalates_and_resolves(
     assert timings["open"] <= 2 * INTERVAL + 1.5  # two intervals, plus the store's write
 
 
-def test_a_missing_database_is_one_sentence(tmp_path: Path) -> None:
+def test_start_up_problems_are_one_sentence(tmp_path: Path) -> None:
     path = tmp_path / "watch.yaml"
+    path.write_text(
+        "services:\n  api:\n    guards: [http://127.0.0.1:9]\n"
+        "    headers: {X-Key: env:WATCH_E2E_UNSET}\n"
+    )
+    for args in ([], ["--once"]):
+        proc = subprocess.run(
+            [*CLI, str(path), *args], env=_env("unused"), capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert "WATCH_E2E_UNSET" in proc.stderr and "Traceback" not in proc.stderr
     path.write_text("interval: 1s\ndb: env:WATCH_E2E_NOPE\nservices: {}\n")
     proc = subprocess.run(
         [*CLI, str(path)], env=_env("unused"), capture_output=True, text=True, timeout=60

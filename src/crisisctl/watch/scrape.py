@@ -250,6 +250,8 @@ class Scraper:
             name: resolve_secret(spec.token) if spec.token else None
             for name, spec in config.services.items()
         }
+        for spec in config.services.values():
+            resolved_headers(spec)  # an unset env:NAME fails now (one sentence), not each scrape
         #: guards found by DNS, per service (the response side reads them as the directory)
         self.discovered: dict[str, list[GuardEndpoint]] = {}
 
