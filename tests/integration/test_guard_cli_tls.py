@@ -289,3 +289,36 @@ def test_the_watch_action_reaches_a_private_ca_guard_with_its_headers(
     failed = asyncio.run(run_action(GuardModeAction(guard_mode="normal"), untrusted))
     assert not failed.ok and "certificate" in repr(failed)
     asyncio.run(run_action(GuardModeAction(guard_mode="normal"), ctx))
+
+
+def test_a_watch_file_s_directory_reaches_a_private_ca_guard(
+    guard: TlsGuard, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory `crisisctl watch` builds from its file carries the service's TLS options,
+    pins and headers into the action (as scraped and as found by a scrape)."""
+    from crisisctl.watch.config import Directory, parse_watch_text
+    from crisisctl.watch.scrape import Scraper
+
+    monkeypatch.setenv("WATCH_TLS_TOKEN", WRITE_TOKEN)
+    monkeypatch.setenv("WATCH_TLS_TENANT", "green")
+    config = parse_watch_text(
+        f'services:\n  api:\n    guards: ["{guard.url}"]\n    token: env:WATCH_TLS_TOKEN\n'
+        f'    transport: {{cacert: "{pki.ca}", resolve: ["{guard.pin}"]}}\n'
+        '    headers: {x-watch-tenant: "env:WATCH_TLS_TENANT"}\n',
+        "w.yaml",
+    )
+    directory = Directory(config)
+    scraper = Scraper(config)
+    asyncio.run(scraper.instances())
+    for guards in (directory.guards("api"), scraper.discovered["api"]):
+        time.sleep(1.1)  # the control surface allows 10 calls a second per client
+        ctx = ActionContext(
+            incident_id=1, service="api", rule="slow", severity="P1", level=1, alert={},
+            guards=tuple(guards),
+        )  # fmt: skip
+        SEEN.clear()
+        outcome = asyncio.run(run_action(GuardModeAction(guard_mode="emergency"), ctx))
+        assert outcome.ok, outcome
+        posted = [headers for path, headers in SEEN if path == "/_crisis/mode"]
+        assert posted and posted[-1]["x-watch-tenant"] == "green"
+        asyncio.run(run_action(GuardModeAction(guard_mode="normal"), ctx))

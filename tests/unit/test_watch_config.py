@@ -64,6 +64,22 @@ def test_a_good_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Directory(config).guards("nope") == ()
 
 
+def test_the_directory_gives_guards_their_tls_options_pins_and_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = (
+        'services:\n  api:\n    guards: ["https://api.internal:8443"]\n'
+        '    transport: {cacert: /etc/ca.pem, resolve: ["api.internal:8443:127.0.0.1"]}\n'
+        '    headers: {X-Watch: "1", X-Key: "env:WATCH_TEST_KEY"}\n'
+    )
+    monkeypatch.setenv("WATCH_TEST_KEY", "k3y")
+    (guard,) = Directory(parse_watch_text(text, "w.yaml")).guards("api")
+    assert guard.transport is not None and guard.transport.cacert == "/etc/ca.pem"
+    assert guard.transport.resolve == ["api.internal:8443:127.0.0.1"]
+    assert dict(guard.headers) == {"X-Watch": "1", "X-Key": "k3y"}
+    assert "k3y" not in repr(guard)
+
+
 def test_defaults() -> None:
     config = parse_watch_text("services: {}\n", "w.yaml")
     assert config.interval == 10.0 and config.rules == []
@@ -121,3 +137,13 @@ def test_yaml_syntax_and_unreadable(tmp_path: Path) -> None:
 def test_a_non_http_url_is_refused() -> None:
     problems = _problems("services:\n  a:\n    guards: [ftp://x]\n")
     assert problems == ["w.yaml:3: services.a.guards: 'ftp://x' is not an http:// or https:// URL"]
+
+
+def test_burn_rate_windows_and_periods_in_days() -> None:
+    text = (
+        "rules:\n  - {name: slo, kind: burn_rate, objective: 0.999, period: 30d,\n"
+        "     windows: [{long: 3d, short: 6h, factor: 1, severity: P3}]}\n"
+    )
+    (slo,) = parse_watch_text(text, "w.yaml").rules
+    assert isinstance(slo, BurnRateRule)
+    assert slo.period == 30 * 86_400.0 and slo.windows[0].long == 3 * 86_400.0

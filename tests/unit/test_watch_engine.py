@@ -232,6 +232,34 @@ def test_a_restored_engine_does_not_fire_again() -> None:
     assert Engine([], store).restore(saved) == 0  # the rule left the file
 
 
+def test_a_restart_with_no_samples_does_not_resolve_what_fires() -> None:
+    errors = rule(
+        name="errors", kind="threshold", metric="err", ratio_to="req", above=0.05, window=30
+    )
+    store = store_for(errors)
+    for i in range(4):
+        store.add(SeriesKey("req", API_A), T0 + 10 * i, 100.0 * i)
+        store.add(SeriesKey("err", API_A), T0 + 10 * i, 20.0 * i)
+    engine = Engine([errors], store)
+    assert len(engine.evaluate(T0 + 30)) == 1
+    saved = json.loads(json.dumps(engine.state()))
+    empty = store_for(errors)  # killed: no series saved
+    again = Engine([errors], empty)
+    assert again.restore(saved) == 1
+    empty.add(SeriesKey("req", API_A), T0 + 100, 0.0)  # one sample: no rate yet
+    empty.add(SeriesKey("err", API_A), T0 + 100, 0.0)
+    assert again.evaluate(T0 + 100) == []  # no data is not health
+    assert [a.state for a in again.alerts()] == [AlertState.FIRING]
+    for i in range(1, 3):  # healthy samples, but the 30 s window is not refilled yet
+        empty.add(SeriesKey("req", API_A), T0 + 100 + 10 * i, 100.0 * i)
+        empty.add(SeriesKey("err", API_A), T0 + 100 + 10 * i, 0.0)
+        assert again.evaluate(T0 + 100 + 10 * i) == []
+    empty.add(SeriesKey("req", API_A), T0 + 130, 300.0)
+    empty.add(SeriesKey("err", API_A), T0 + 130, 0.0)
+    (resolved,) = again.evaluate(T0 + 130)
+    assert resolved.alert.state is AlertState.RESOLVED
+
+
 def test_alert_dict_round_trip() -> None:
     slow = rule(name="slow", kind="threshold", metric="p95", above=100)
     store = store_for(slow)

@@ -2,19 +2,18 @@
 
 Exit codes: 0 nothing fires (``--once``) or a clean stop (SIGINT/SIGTERM); 1 something fires
 (``--once``); 2 the watch file is invalid or cannot be read (one line per problem, with its
-line number), or a secret it names is not set.
+line number), a secret it names is not set, or the incident store cannot be opened.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import signal
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Protocol
 
 import typer
 from rich.table import Table
@@ -73,10 +72,8 @@ def watch(
     if once:
         code = asyncio.run(_once(watcher, gap, json_out))
         raise typer.Exit(code)
-    try:
-        asyncio.run(_forever(watcher, config, dry_run))
-    except ValueError as exc:
-        fail(str(exc))
+    responder: _ClosingResponder = _PrintResponder() if dry_run else _responder(watcher, config)
+    asyncio.run(_forever(watcher, config, responder))
 
 
 async def _once(watcher: Watch, gap: float, json_out: bool) -> int:
@@ -108,8 +105,17 @@ async def _once(watcher: Watch, gap: float, json_out: bool) -> int:
     return EXIT_CHECK_FAILED if alerts else EXIT_OK
 
 
+class _ClosingResponder(Responder, Protocol):
+    """A responder the command closes on the way out (its pending work drained)."""
+
+    async def aclose(self) -> None: ...
+
+
 class _PrintResponder:
     """--dry-run: each transition as one JSON line on stdout."""
+
+    async def aclose(self) -> None:
+        return None
 
     async def handle(
         self, transitions: Sequence[Transition], firing: Sequence[Alert], now: datetime
@@ -124,24 +130,7 @@ class _PrintResponder:
             print(json.dumps(row, default=str), flush=True)
 
 
-async def _forever(watcher: Watch, config: WatchConfig, dry_run: bool) -> None:
-    responder: Responder
-    if dry_run:
-        responder = _PrintResponder()
-    else:
-        # the response side (incidents, notifications, runbooks) is imported only here
-        try:
-            respond: Any = importlib.import_module("crisisctl.watch.respond")
-        except ModuleNotFoundError as exc:
-            if exc.name != "crisisctl.watch.respond":
-                raise
-            fail(
-                "this build of crisisctl has no response side (crisisctl.watch.respond): "
-                "run with --dry-run to watch without acting, or --once"
-            )
-        responder = respond.build_responder(
-            config.response, db_url=config.db_url(), directory=watcher.directory
-        )
+async def _forever(watcher: Watch, config: WatchConfig, responder: _ClosingResponder) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -152,4 +141,19 @@ async def _forever(watcher: Watch, config: WatchConfig, dry_run: bool) -> None:
         f"({series} series and {alerts} alert(s) restored from {watcher.state_path})",
         highlight=False,
     )
-    await watcher.run(stop, responder)
+    try:
+        await watcher.run(stop, responder)
+    finally:
+        await responder.aclose()
+
+
+def _responder(watcher: Watch, config: WatchConfig) -> _ClosingResponder:
+    """The response side (incidents, notifications, runbooks), imported only here: --once and
+    --dry-run never load it. An unusable store or an unset env:NAME is one sentence, exit 2."""
+    from crisisctl.incidents.db import StoreError
+    from crisisctl.watch.respond import build_responder
+
+    try:
+        return build_responder(config.response, db_url=config.db_url(), directory=watcher.directory)
+    except (StoreError, ValueError) as exc:  # NotifyConfigError is a ValueError
+        fail(str(exc))

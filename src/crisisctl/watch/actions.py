@@ -46,6 +46,8 @@ class ActionContext:
     #: the alert as JSON (what a webhook receives)
     alert: Mapping[str, Any]
     guards: Sequence[GuardEndpoint] = ()
+    #: how the timeline names the action (default: "level N")
+    label: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +167,8 @@ async def run_action(action: Action, ctx: ActionContext) -> ActionOutcome:
         ok, text, details = await _command(action, ctx)
     duration_ms = (time.perf_counter() - started) * 1000.0
     details = {**details, "ok": ok, "duration_ms": round(duration_ms, 1)}
-    text = f"level {ctx.level} action: {text} ({'ok' if ok else 'FAILED'}, {duration_ms:.0f} ms)"
+    label = ctx.label or f"level {ctx.level}"
+    text = f"{label} action: {text} ({'ok' if ok else 'FAILED'}, {duration_ms:.0f} ms)"
     json.dumps(details)  # outcomes go into a JSON column: fail here, not in the store
     return ActionOutcome(kind, ok, text, duration_ms, details)
 

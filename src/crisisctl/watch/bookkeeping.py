@@ -65,6 +65,8 @@ class ActionsJob:
     service: str
     level: EscalationLevel
     alert: dict[str, Any]
+    #: how the timeline names these actions (default: "level N")
+    label: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +338,7 @@ class Bookkeeper:
                 )
                 if target is not None:
                     decision, state.level, state.level_since = "escalate", target.level, now
-            service = state.service
+            service, state_level = state.service, state.level
         if decision == "mitigate":
             store.set_status(
                 self.db, incident_id, Status.MITIGATED, source=SOURCE, author=AUTHOR, at=now,
@@ -347,6 +349,10 @@ class Bookkeeper:
                 self.db, incident_id, source=SOURCE, author=AUTHOR, at=now,
                 note=f"healthy for {self.config.incidents.resolve_after:g} s",
             )  # fmt: skip
+            on_resolve = self.config.incidents.on_resolve
+            if on_resolve:
+                level = EscalationLevel(level=state_level or 1, actions=on_resolve)
+                out.jobs.append(ActionsJob(incident_id, service, level, alert, "on_resolve"))
             self._notify(out, incident_id, "resolve", now)
         elif decision == "escalate" and target is not None:
             store.escalate(

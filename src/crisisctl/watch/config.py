@@ -52,6 +52,7 @@ __all__ = [
     "load_watch_file",
     "parse_watch_text",
     "resolve_secret",
+    "resolved_headers",
 ]
 
 
@@ -187,6 +188,11 @@ def resolve_secret(text: str) -> str:
     return value
 
 
+def resolved_headers(spec: ServiceSpec) -> tuple[tuple[str, str], ...]:
+    """The service's extra request headers, ``env:NAME`` values resolved."""
+    return tuple((name, resolve_secret(value)) for name, value in spec.headers.items())
+
+
 def parse_watch_text(text: str, source: str) -> WatchConfig:
     """Validate a watch file's text; WatchFileError lists every problem with its line."""
     try:
@@ -259,8 +265,11 @@ class Directory:
         if spec is None:
             return ()
         token = resolve_secret(spec.token) if spec.token else None
-        pins = tuple(spec.transport.resolve)
-        return tuple(GuardEndpoint(url, spec.prefix, token, pins) for url in spec.guards)
+        headers = resolved_headers(spec)
+        return tuple(
+            GuardEndpoint(url, spec.prefix, token, (), spec.transport, headers)
+            for url in spec.guards
+        )
 
     def probe_url(self, service: str) -> str | None:
         spec = self.config.services.get(service)

@@ -12,7 +12,10 @@ the alert of the same rule and labels (one alert per rule and label set, `Alert.
 Transitions are reported when an alert starts firing, changes severity while firing, and
 resolves: the response side acts on those. Pending alerts are listed (`alerts`) but make no
 transition. `state`/`restore` carry the alerts across a restart, so a restarted watch does
-not fire (nor open an incident for) what was already firing.
+not fire (nor open an incident for) what was already firing. A restored alert no cycle has
+judged again yet is not resolved for lack of data: a restarted watch has few samples (a rate
+needs two, a window its span), so it lapses only after its rule's look-back has been refilled
+(`settle_s`: the rule's span, at least one interval, at most 10 minutes).
 """
 
 from __future__ import annotations
@@ -25,13 +28,25 @@ from typing import Any
 from crisisctl.severity import Severity
 from crisisctl.watch.model import Alert, AlertState, RuleKind, Transition
 from crisisctl.watch.rules import Finding
-from crisisctl.watch.rules_eval import evaluate_rule
-from crisisctl.watch.rules_spec import RuleSpec
+from crisisctl.watch.rules_eval import evaluate_rule, rule_reads
+from crisisctl.watch.rules_spec import RuleSpec, ThresholdRule
 from crisisctl.watch.store import SeriesStore
 
-__all__ = ["Engine", "alert_from_dict", "alert_to_dict"]
+__all__ = ["Engine", "alert_from_dict", "alert_to_dict", "settle_s"]
 
 _Key = tuple[str, tuple[tuple[str, str], ...]]
+#: a restored alert is held at most this long waiting for data to judge it again
+MAX_SETTLE_S = 600.0
+
+
+def settle_s(rule: RuleSpec, interval_s: float) -> float:
+    """How long after a restart `rule` needs before its silence means "healthy": the span it
+    reads (a gauge threshold reads only the last sample), at least one interval, at most
+    `MAX_SETTLE_S`."""
+    span = max(rule_reads(rule).values(), default=0.0)
+    if isinstance(rule, ThresholdRule) and rule.rate is None and rule.ratio_to is None:
+        span = 0.0
+    return min(max(span, interval_s), MAX_SETTLE_S)
 
 
 def _at(ts: float) -> datetime:
@@ -47,6 +62,9 @@ class Engine:
         self.active: dict[_Key, Alert] = {}
         #: when each alert's condition last held (epoch s), for keep_firing_for
         self.last_true: dict[_Key, float] = {}
+        #: restored alerts no cycle has judged again → when they may lapse (None: not yet
+        #: evaluated since the restore)
+        self.unconfirmed: dict[_Key, float | None] = {}
 
     def alerts(self) -> list[Alert]:
         """Every pending and firing alert, worst first."""
@@ -75,11 +93,19 @@ class Engine:
                 continue
             seen.add(key)
             self.last_true[key] = now
+            self.unconfirmed.pop(key, None)
             hold = 0.0 if ignore_for else rule.for_
             change = self._held(rule, key, finding, now, at, hold)
             if change is not None:
                 transitions.append(change)
         for key in [k for k in self.active if k[0] == rule.name and k not in seen]:
+            if key in self.unconfirmed:
+                deadline = self.unconfirmed[key]
+                if deadline is None:
+                    deadline = self.unconfirmed[key] = now + settle_s(rule, self.store.interval_s)
+                if now < deadline:
+                    continue  # too few samples since the restart to call it healthy
+                del self.unconfirmed[key]
             change = self._lapsed(rule, key, now, at)
             if change is not None:
                 transitions.append(change)
@@ -155,6 +181,7 @@ class Engine:
                 continue
             key = (alert.rule, alert.labels)
             self.active[key] = alert
+            self.unconfirmed[key] = None
             if isinstance(row.get("last_true"), int | float):
                 self.last_true[key] = float(row["last_true"])
             count += 1

@@ -132,6 +132,7 @@ class WatchResponder:
             level=job.level.level,
             alert=job.alert,
             guards=tuple(self.directory.guards(job.service)),
+            label=job.label,
         )
         for action in job.level.actions:
             outcome = await run_action(action, ctx)

@@ -43,7 +43,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from crisisctl.probe.http import ProbeResult, probe, with_path
 from crisisctl.transport.settings import TransportSpec
 from crisisctl.transport.target import DEFAULT_PORTS
-from crisisctl.watch.config import ProbeSpec, ServiceSpec, WatchConfig, resolve_secret
+from crisisctl.watch.config import (
+    ProbeSpec,
+    ServiceSpec,
+    WatchConfig,
+    resolve_secret,
+    resolved_headers,
+)
 from crisisctl.watch.model import GuardEndpoint, SeriesKey, labels_of
 
 __all__ = ["Instance", "Sample", "Scraper", "guard_samples", "prometheus_samples"]
@@ -244,6 +250,8 @@ class Scraper:
             name: resolve_secret(spec.token) if spec.token else None
             for name, spec in config.services.items()
         }
+        for spec in config.services.values():
+            resolved_headers(spec)  # an unset env:NAME fails now (one sentence), not each scrape
         #: guards found by DNS, per service (the response side reads them as the directory)
         self.discovered: dict[str, list[GuardEndpoint]] = {}
 
@@ -325,12 +333,16 @@ class Scraper:
         discovered: dict[str, list[GuardEndpoint]] = {}
         for inst in found:
             if inst.kind == "guard":
+                spec = self.config.services[inst.service]
+                added = inst.transport.resolve[len(spec.transport.resolve) :]  # the DNS pin
                 discovered.setdefault(inst.service, []).append(
                     GuardEndpoint(
                         inst.url,
                         inst.prefix,
                         self.tokens.get(inst.service),
-                        tuple(inst.transport.resolve),
+                        tuple(added),
+                        spec.transport,
+                        resolved_headers(spec),
                     )
                 )
         self.discovered = discovered
