@@ -62,6 +62,9 @@ bench: $(BIN)/.installed-bench $(BIN)/.accel
 	$(BIN)/python benchmarks/overload_goodput.py
 	$(BIN)/python benchmarks/loadgen_throughput.py
 	$(BIN)/python benchmarks/control_cost.py
+	$(BIN)/python benchmarks/quota_cost.py
+	$(BIN)/python benchmarks/watch_cost.py
+	$(BIN)/python benchmarks/cache_cost.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build

@@ -22,6 +22,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+#: property tests check behaviour, not speed (speed lives in benchmarks/): no per-example
+#: deadline, which on a busy 2-core machine failed examples that were merely slow to run
+settings.register_profile("crisisctl", deadline=None)
+settings.load_profile("crisisctl")
 
 ROOT = Path(__file__).resolve().parent.parent
 

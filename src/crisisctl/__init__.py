@@ -2,13 +2,33 @@
 
 Detect -> classify -> stabilize -> diagnose -> validate -> learn. The public Python API:
 `Guard` / `GuardConfig` (overload protection middleware) and `track` (time operations).
+They are imported on first use (PEP 562 ``__getattr__``): ``crisisctl load`` and the other
+commands that never build a guard do not pay for the guard's imports at start-up.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from crisisctl import _pure
 
 _pure.install()  # before the guard is imported: CRISISCTL_PURE_PYTHON=1 selects the sources
 
-from crisisctl.guard import Guard, GuardConfig, track  # noqa: E402
+if TYPE_CHECKING:
+    from crisisctl.guard import Guard, GuardConfig, track
 
 __all__ = ["Guard", "GuardConfig", "__version__", "track"]
 __version__ = "0.1.0"
+
+_LAZY = frozenset({"Guard", "GuardConfig", "track"})
+
+
+def __getattr__(name: str) -> Any:
+    """`Guard`, `GuardConfig` and `track`, imported from `crisisctl.guard` on first use."""
+    if name in _LAZY:
+        from crisisctl import guard
+
+        value = getattr(guard, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'crisisctl' has no attribute {name!r}")

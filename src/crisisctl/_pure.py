@@ -20,10 +20,8 @@ these modules (a fraction of a millisecond).
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.machinery
 import importlib.util
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -40,8 +38,6 @@ ENV_VAR = "CRISISCTL_PURE_PYTHON"
 #: the directory holding the ``crisisctl`` package (src/ in a checkout, site-packages installed)
 ROOT = Path(__file__).resolve().parent.parent
 RECOMPILE = "run `make accel` (or `.venv/bin/python hatch_build.py`) to recompile"
-
-log = logging.getLogger("crisisctl")
 
 
 def extension_for(source: Path) -> Path | None:
@@ -72,9 +68,12 @@ def stale_modules(root: Path) -> list[str]:
     return stale + missing
 
 
-class _SourceFirst(importlib.abc.MetaPathFinder):
+class _SourceFirst:
     """Finds the accelerated modules' ``.py`` sources, ahead of their extensions: always when
-    `pure`, else only once a stale compiled copy was found (checked at the first import)."""
+    `pure`, else only once a stale compiled copy was found (checked at the first import).
+
+    (A meta path finder needs only `find_spec`; not subclassing ``importlib.abc`` keeps that
+    module and ``importlib.resources`` out of every command's start-up.)"""
 
     def __init__(self, pure: bool, root: Path = ROOT) -> None:
         self.pure = pure
@@ -112,7 +111,9 @@ class _SourceFirst(importlib.abc.MetaPathFinder):
     def _check(self) -> bool:
         stale = stale_modules(self.root)
         if stale:
-            log.warning(
+            import logging  # only a stale build pays for it
+
+            logging.getLogger("crisisctl").warning(
                 "crisisctl: the compiled request path is out of date (%s changed since it was "
                 "compiled, or is not compiled): running it from source instead, slower; %s",
                 ", ".join(module.replace(".", "/") + ".py" for module in stale),

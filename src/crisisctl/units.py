@@ -11,16 +11,16 @@ import re
 
 __all__ = ["parse_duration"]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``30s``, ``2m``, ``500ms``, ``1h`` or a bare number of seconds."""
+    """Seconds in ``30s``, ``2m``, ``500ms``, ``1h``, ``3d`` or a bare number of seconds."""
     match = _DURATION.match(text)
     if match is None:
         raise ValueError(
-            f"{text!r} is not a duration: use e.g. 30s, 2m, 500ms or a number of seconds."
+            f"{text!r} is not a duration: use e.g. 30s, 2m, 500ms, 3d or a number of seconds."
         )
     value = float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
     if not math.isfinite(value):

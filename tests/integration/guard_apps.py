@@ -121,6 +121,19 @@ async def state(request: Request) -> Response:
     return JSONResponse(STATE)
 
 
+#: memory POST /hog holds (a leak the watch tests drive); ?mb=N adds N MiB, ?free=1 drops all
+HELD: list[bytes] = []
+
+
+async def hog(request: Request) -> Response:
+    if request.query_params.get("free") == "1":
+        HELD.clear()
+    else:
+        mb = min(int(request.query_params.get("mb", "1")), 64)
+        HELD.append(b"\x01" * (mb << 20))  # written, so resident
+    return JSONResponse({"held_mb": sum(len(b) for b in HELD) >> 20})
+
+
 @track("test.db_query", threshold_ms=5)
 async def db_query() -> int:
     await asyncio.sleep(0.03)  # 6x the threshold: a "critical" breach
@@ -148,6 +161,7 @@ routes = [
     Route("/flaky", flaky),
     Route("/toggle", toggle, methods=["POST"]),
     Route("/state", state),
+    Route("/hog", hog, methods=["POST"]),
     Route("/tracked", tracked),
     Route("/low", ok),
     Route("/limited", ok),

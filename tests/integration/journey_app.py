@@ -8,6 +8,7 @@ with uvicorn on a free loopback port in a background thread.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
 import threading
@@ -18,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI, Header, HTTPException, Request, Response
 
 APP = FastAPI()
-USERS = {f"user{i}": f"pw{i}" for i in range(1, 21)}
+USERS = {f"user{i}": f"pw{i}" for i in range(1, 41)}
 ITEMS = [101, 202, 303]
 TOKENS: dict[str, str] = {}
 SEEN: dict[str, Any] = {}
@@ -52,6 +53,13 @@ async def login(request: Request) -> dict[str, Any]:
     TOKENS[token] = user
     SEEN["logins"].append(user)
     return {"data": {"token": token}}
+
+
+@APP.get("/slow")
+async def slow() -> dict[str, bool]:
+    """50 ms per answer: a journey user can take at most 20 arrivals a second."""
+    await asyncio.sleep(0.05)
+    return {"ok": True}
 
 
 @APP.get("/items")

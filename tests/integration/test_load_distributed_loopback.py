@@ -134,3 +134,31 @@ def test_an_abort_halts_every_worker(redis_url: str, server: AppServer, tmp_path
     assert outcome.result.aborted == "threshold 'error_rate < 5%' failed"
     assert outcome.result.requests < 1500 and outcome.result.processes == 2
     assert not any(w.is_alive() for w in workers)
+
+
+def test_a_worker_runs_its_share_over_several_processes_exactly(
+    redis_url: str, server: AppServer, tmp_path: Path
+) -> None:
+    """Worker shares over engine processes: one worker on 2 processes, one on 1; the merged
+    totals are the schedule's, to the request, and each worker's share is its own."""
+    reset()
+    text = "model: {type: open, rate: 200, duration: 1s}\noperations: [{path: /api/clients/1}]\n"
+    scenario, _ = load_scenario(scenario_file(tmp_path, server, text))
+    workers = [
+        threading.Thread(
+            target=serve, args=(redis_url,), kwargs={"say": lambda _: None, "processes": n}
+        )
+        for n in (2, 1)
+    ]
+    for w in workers:
+        w.start()
+    outcome = run_distributed(scenario, tmp_path, redis_url, workers=2, wait_s=20)
+    for w in workers:
+        w.join(20)
+    result, dist = outcome.result, outcome.distributed
+    assert dist is not None and dist["lost"] == []
+    assert result.requests == SEEN["requests"] == 200 and result.dropped == 0
+    assert sorted(w["sent_requests"] for w in dist["workers"]) == [100, 100]
+    assert result.processes == 3  # the merged result counts every engine process
+    assert sum(p["requests"] for p in result.per_second) == 200
+    assert not any(w.is_alive() for w in workers)

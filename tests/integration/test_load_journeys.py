@@ -200,3 +200,65 @@ def test_the_login_step_follows_resolve_pins(tmp_path: Path, server: JourneyServ
     assert result.exit_code == 0, result.output
     assert SEEN["logins"] == ["user1", "user1"]
     assert SEEN["lists"] > 0 and SEEN["bad_auth"] == 0
+
+
+OPEN_JOURNEY = JOURNEY.replace(
+    "model: {{type: closed, users: 3, duration: 1.5s}}",
+    "model: {{type: open, rate: 20, duration: 1.5s, connections: 8}}",
+)
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_open_model_journeys_each_arrival_runs_the_steps_once(
+    tmp_path: Path, server: JourneyServer, processes: str
+) -> None:
+    reset()
+    path = _write(tmp_path, server, OPEN_JOURNEY.replace("{pick}", "1").format(extra=""), 30)
+    result = runner.invoke(cli, ["load", str(path), "--json", "--processes", processes])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["model"] == "open" and report["grouping"] == "step"
+    assert report["journeys"] == 30 and report["dropped"] == 0 and report["scheduled"] == 30
+    steps = report["operations"]
+    assert [steps[name]["requests"] for name in ("login", "list", "read")] == [30, 30, 30]
+    assert report["requests"] == 90 and report["latency_uncorrected_ms"]["count"] == 90
+    # unique: every arrival its own row, across processes too
+    assert sorted(SEEN["logins"]) == sorted(f"user{i}" for i in range(1, 31))
+    assert SEEN["bad_auth"] == 0 and {item for _, item in SEEN["reads"]} == {202}
+    text = runner.invoke(cli, ["load", str(path), "--processes", processes])
+    assert "journeys started" in text.output and "30" in text.output
+
+
+def test_open_model_journeys_count_arrivals_no_user_could_take_as_dropped(
+    tmp_path: Path, server: JourneyServer
+) -> None:
+    # one journey user, 50 ms a journey, 100 arrivals a second: about 80 of them find no
+    # user free within the 0.2 s timeout
+    text = """
+model: {type: open, rate: 100, duration: 1s, connections: 1}
+timeout: 200ms
+steps:
+  - {name: slow, path: /slow}
+"""
+    path = _write(tmp_path, server, text)
+    result = runner.invoke(cli, ["load", str(path), "--json", "--processes", "1"])
+    assert result.exit_code == 1  # the default dropped_rate < 1% threshold fails
+    report = json.loads(result.stdout)
+    assert report["journeys"] + report["dropped"] == report["scheduled"] == 100
+    assert (
+        10 <= report["journeys"] <= 30
+        and report["operations"]["slow"]["requests"] == (report["journeys"])
+    )
+    assert report["dropped_rate"] == report["dropped"] / 100
+    verdict = next(t for t in report["thresholds"] if t["metric"] == "dropped_rate")
+    assert verdict["value"] == report["dropped_rate"] and not verdict["passed"]
+
+
+def test_open_model_unique_feeder_needs_a_row_per_arrival(
+    tmp_path: Path, server: JourneyServer
+) -> None:
+    path = _write(tmp_path, server, OPEN_JOURNEY.replace("{pick}", "1").format(extra=""), 10)
+    result = runner.invoke(cli, ["load", str(path)])
+    assert result.exit_code == 2
+    out = " ".join(result.output.split())
+    assert "journey.yaml:7: feeders[0].mode" in out and "10 rows for 30 arrivals" in out

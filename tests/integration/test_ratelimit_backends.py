@@ -183,7 +183,9 @@ async def test_two_guards_on_a_redis_cluster_share_stacked_limits() -> None:
 
 
 @given(
-    prefix=st.text(st.characters(blacklist_characters="{} \t\n"), min_size=1, max_size=20),
+    prefix=st.text(
+        st.characters(codec="utf-8", blacklist_characters="{} \t\n"), min_size=1, max_size=20
+    ),
     name=st.text(max_size=30),
     key=st.text(max_size=40),
     n_limits=st.integers(1, 4),

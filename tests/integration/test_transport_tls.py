@@ -292,3 +292,90 @@ def test_a_missing_env_variable_is_a_usage_error(good: TlsServer) -> None:
 def test_a_bad_pin_is_a_usage_error(flag: list[str], good: TlsServer) -> None:
     code, _, err = invoke("triage", good.url(), *flag)
     assert code == 2 and "--resolve" in one_sentence(err)
+
+
+def test_a_tls_failure_mid_run_is_its_own_error_kind(good: TlsServer, pki: Pki) -> None:
+    """The preflight passed, then every handshake fails (here: a CA the server's certificate is
+    not from): the run's breakdown says ``tls``, in JSON, text and HTML, never ``other``."""
+    import asyncio
+
+    from crisisctl.load.engine import RateSchedule, run_closed_ops
+    from crisisctl.load.html_report import render_html
+    from crisisctl.load.journey_client import JourneyClient
+    from crisisctl.load.runbase import Operation
+    from crisisctl.load.templates import FixedRequest
+    from crisisctl.transport.client import RequestError, build_request
+    from crisisctl.transport.settings import TransportSpec
+
+    spec = TransportSpec(resolve=[f"{HOST}:{good.port}:127.0.0.1"], cacert=str(pki.other_ca))
+    target = spec.target(good.url())
+    op = Operation("GET /echo", FixedRequest(build_request(target, "GET", None, None)))
+    result = asyncio.run(
+        run_closed_ops(target, [op], users=RateSchedule.constant(2, 0.3), timeout_s=2.0)
+    )
+    data = result.to_dict()
+    assert data["errors"]["tls"] == result.requests > 0, data["errors"]
+    assert data["errors"]["other"] == 0 and data["errors"]["refused"] == 0
+    assert f"tls: {result.requests}" in render_html({**data, "thresholds": [], "name": "t"})
+    with pytest.raises(RequestError) as caught:
+        asyncio.run(JourneyClient(target, 2.0).request("GET", "/echo", {}, None))
+    assert caught.value.kind == "tls"
+
+
+SCENARIO_WITH_ENV = """
+base_url: {url}
+headers:
+  X-Tenant: env:CRISISCTL_TEST_TENANT
+transport:
+  resolve: ["{pin}"]
+  cacert: env:CRISISCTL_TEST_CA
+model: {{type: closed, users: 1, duration: 0.3s}}
+operations:
+  - path: /echo
+    headers: {{X-Api-Key: "env:CRISISCTL_TEST_KEY"}}
+"""
+
+
+def test_env_values_in_a_scenario_file_reach_the_server_and_are_redacted(
+    good: TlsServer, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = "tenant-{braces}-4711"  # sent as it is: not a template
+    monkeypatch.setenv("CRISISCTL_TEST_TENANT", tenant)
+    monkeypatch.setenv("CRISISCTL_TEST_KEY", API_KEY)
+    monkeypatch.setenv("CRISISCTL_TEST_CA", str(pki.ca))
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        SCENARIO_WITH_ENV.format(url=good.url(path=""), pin=f"{HOST}:{good.port}:127.0.0.1")
+    )
+    SEEN.clear()
+    out_file, html = tmp_path / "r.json", tmp_path / "r.html"
+    result = runner.invoke(
+        cli, ["load", str(path), "--processes", "1", "--json", "--out", str(out_file),
+              "--html", str(html)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    sent = [s for s in SEEN if "x-api-key" in s]  # (the preflight sends no scenario header)
+    assert len(sent) == json.loads(result.stdout)["requests"] > 0
+    assert all(s["x-tenant"] == tenant and s["x-api-key"] == API_KEY for s in sent)
+    for text in (result.stdout, result.stderr, out_file.read_text(), html.read_text()):
+        assert tenant not in text and tenant.replace("{", "{{") not in text
+        assert API_KEY not in text and str(pki.ca) not in text
+    scenario = json.loads(result.stdout)["config"]["scenario"]
+    assert scenario["headers"]["X-Tenant"] == "[REDACTED]"
+
+
+def test_a_missing_env_variable_in_a_scenario_file_is_one_error_at_its_line(
+    good: TlsServer, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRISISCTL_TEST_TENANT", "t")
+    monkeypatch.setenv("CRISISCTL_TEST_CA", str(pki.ca))
+    monkeypatch.delenv("CRISISCTL_TEST_KEY", raising=False)
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        SCENARIO_WITH_ENV.format(url=good.url(path=""), pin=f"{HOST}:{good.port}:127.0.0.1")
+    )
+    result = runner.invoke(cli, ["load", str(path), "--processes", "1", "--json"])
+    assert result.exit_code == 2
+    text = one_sentence(result.stderr)
+    assert f"{path}:11: operations[0].headers.X-Api-Key" in text
+    assert "'CRISISCTL_TEST_KEY' is not set" in text

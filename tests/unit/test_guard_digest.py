@@ -17,6 +17,7 @@ from prometheus_client import generate_latest
 from crisisctl.guard import Guard, GuardConfig, RouteRule
 from crisisctl.guard.metrics import (
     DURATION_BUCKETS_S,
+    SEGMENT_PARTS,
     SEGMENT_S,
     WINDOW_SEGMENTS,
     RouteStats,
@@ -126,6 +127,29 @@ def test_folding_keeps_the_last_minute_and_the_whole_lifetime(
     cumulative = [sum(stats.le_counts[: i + 1]) for i in range(len(bounds))]
     assert cumulative == lifetime.cumulative_counts(bounds)
     assert (stats.lifetime_count, stats.lifetime_sum_us) == (lifetime.count, lifetime.sum_us)
+
+
+def test_a_window_segment_keeps_at_most_segment_parts_histograms() -> None:
+    """Folds many times within one epoch (reads many times a second): the segment keeps its
+    histograms apart up to SEGMENT_PARTS, then merges; the window stays exact, and so does
+    taking the segment out once it has left the window."""
+    stats = RouteStats("/r")
+    now = 1000.0 * SEGMENT_S  # (the start of an epoch)
+    values: list[int] = []
+    for i in range(SEGMENT_PARTS + 9):
+        value = 1000 + 37 * i
+        stats.latency.record_us(value)
+        values.append(value)
+        stats.fold(now + i * 0.01)
+    (segment,) = stats.segments
+    assert len(segment.parts) == SEGMENT_PARTS
+    assert segment.count == len(values)
+    low, high = stats.window_extremes()
+    assert (low, high) == (min(values), max(values))
+    assert window_summary(stats.window, low, high) == histogram(values).summary().as_dict()
+    stats.fold(now + SEGMENT_S * (WINDOW_SEGMENTS + 1))
+    assert not stats.segments
+    assert stats.window.count == 0 and not stats.window.counts and not stats.window.groups
 
 
 # -- through the guard ------------------------------------------------------------------------

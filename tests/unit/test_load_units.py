@@ -7,6 +7,7 @@ import errno
 import itertools
 import json
 import math
+import ssl
 
 import httptools
 import pytest
@@ -25,7 +26,7 @@ from crisisctl.stats import LatencyHistogram
 from crisisctl.units import parse_duration
 
 # -- durations -------------------------------------------------------------------------------
-UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
 
 
 @given(
@@ -41,7 +42,10 @@ def test_parse_duration_property(whole: int, frac: int, unit: str, spaced: bool)
     assert math.isclose(parse_duration(text.upper()), expected, rel_tol=1e-12, abs_tol=1e-12)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("2m", 120), ("500ms", 0.5), ("7", 7)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("2m", 120), ("500ms", 0.5), ("7", 7), ("3d", 259200), ("1.5 D", 129600)],
+)
 def test_parse_duration_examples(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -52,7 +56,7 @@ def test_parse_duration_rejects_non_durations(text: str) -> None:
         parse_duration(text)
 
 
-@pytest.mark.parametrize("text", ["-1s", "1 d", "1e3", "s", "1..2s", "2m30s"])
+@pytest.mark.parametrize("text", ["-1s", "1 w", "1dd", "1e3", "s", "1..2s", "2m30s"])
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -176,6 +180,8 @@ def test_build_request() -> None:
         (BadResponse("x"), "bad_response"),
         (httptools.HttpParserError("x"), "bad_response"),
         (RequestError("timeout"), "timeout"),
+        (ssl.SSLCertVerificationError(1, "certificate verify failed"), "tls"),
+        (ssl.SSLError(1, "tlsv13 alert certificate required"), "tls"),
         (OSError(errno.ENOSPC, "full"), "other"),
         (RuntimeError("boom"), "other"),
     ],
@@ -204,7 +210,14 @@ def test_to_dict_shape() -> None:
     ]
     data = json.loads(json.dumps(result.to_dict()))
     assert data["status_counts"] == {"200": 18, "503": 1}
-    assert data["errors"] == {"refused": 0, "reset": 0, "timeout": 1, "bad_response": 0, "other": 0}
+    assert data["errors"] == {
+        "refused": 0,
+        "reset": 0,
+        "timeout": 1,
+        "bad_response": 0,
+        "tls": 0,
+        "other": 0,
+    }
     assert data["requests_per_second"] == 10.0 and data["error_total"] == 1
     assert data["latency_ms"]["p50"] == pytest.approx(1.5, rel=1e-3)
     assert data["latency_ms"]["max"] == 2.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import string
 from typing import Any
 
@@ -126,3 +127,17 @@ def test_secret_header_values_are_redacted_by_name(value: str) -> None:
 )
 def test_header_text_round_trips(name: str, value: str) -> None:
     assert parse_header(f"{name}: {value}") == (name, value.strip())
+
+
+def test_a_short_secret_is_redacted_where_it_stands_alone_not_inside_words() -> None:
+    redactor = Redactor(["t", "s3cr3t-token"])
+    text = "could not reach https://api.test: Bearer t (token t); s3cr3t-tokens"
+    assert redactor.text(text) == (
+        "could not reach https://api.test: Bearer [REDACTED] (token [REDACTED]); [REDACTED]s"
+    )
+
+
+@given(st.text(alphabet="abc t:;/", max_size=40))
+def test_a_short_secret_never_survives_as_a_word(text: str) -> None:
+    out = Redactor(["t"]).text(text)
+    assert "t" not in re.split(r"[^\w-]+", out)

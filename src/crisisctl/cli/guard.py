@@ -1,88 +1,140 @@
-"""`crisisctl guard status URL` and `crisisctl guard mode URL MODE`: talk to a running guard."""
+"""`crisisctl guard status URL` and `crisisctl guard mode URL MODE`: talk to a running guard.
+
+Both take the transport flags every command that sends traffic shares
+(`crisisctl.cli.transport_options`: ``-H``, ``--bearer``/``--basic``, ``--resolve``,
+``--cacert``, ``--cert/--key``, ``--insecure``) and ``--token`` (the guard's token, or
+``env:NAME``), a secret that is redacted from every output. The calls themselves live in
+`crisisctl.probe.guard_mode` (shared with watch's ``guard_mode`` action).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from typing import Any
+from typing import Any, NoReturn
 
-import httpx
 import typer
 from rich.table import Table
 
-from crisisctl.cli.output import EXIT_UNREACHABLE, console, fail, print_json
+from crisisctl.cli import transport_options as topt
+from crisisctl.cli.output import EXIT_UNREACHABLE, EXIT_USAGE, console, fail, print_json
+from crisisctl.probe import guard_mode
+from crisisctl.probe.guard import concurrency_limits, describe_limits
+from crisisctl.transport.headers import Auth, Redactor, env_value
+from crisisctl.transport.target import Target
 
 app = typer.Typer(help="Inspect and steer the guard of a running service.", no_args_is_help=True)
 
-MODES = ("normal", "emergency", "recovering")
+MODES = guard_mode.MODES
 
 
 def control_url(url: str, prefix: str, endpoint: str) -> str:
     """`URL` may be the service's base URL or already point at the control prefix."""
-    if not url.startswith(("http://", "https://")):
-        fail(
-            f"{url!r} is not an http(s) URL: give the service's base URL, e.g. http://127.0.0.1:8000"
-        )
-    base = url.rstrip("/")
-    for name in ("status", "metrics", "health", "mode"):
-        if base.endswith(f"{prefix}/{name}"):
-            base = base[: -len(name) - 1]
-            break
-    if not base.endswith(prefix):
-        base += prefix
-    return f"{base}/{endpoint}"
-
-
-def _request(method: str, url: str, timeout: float, **kwargs: Any) -> httpx.Response:
     try:
-        return httpx.request(method, url, timeout=timeout, **kwargs)
-    except httpx.TimeoutException:
-        fail(
-            f"{url} did not answer within {timeout:g} s; is the service overloaded or down?",
-            EXIT_UNREACHABLE,
-        )
-    except httpx.HTTPError as exc:
-        fail(
-            f"could not reach {url} ({exc.__class__.__name__}: {exc}); is the service running?",
-            EXIT_UNREACHABLE,
-        )
+        return guard_mode.control_url(url, prefix, endpoint)
+    except guard_mode.GuardModeError as exc:
+        fail(str(exc))
 
 
-def _json(response: httpx.Response, url: str) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        fail(
-            f"{url} answered HTTP {response.status_code} without JSON; "
-            "is the guard installed at this prefix?"
-        )
-    if not isinstance(data, dict):
-        fail(f"{url} answered unexpected JSON; is the guard installed at this prefix?")
-    return data
+def explicit_token(
+    ctx: typer.Context, token: str | None, bearer: str | None, basic: str | None
+) -> str | None:
+    """`token`, unless it came from its environment variable while --bearer or --basic was
+    given: the flag on the command line then sets the Authorization header."""
+    source = ctx.get_parameter_source("token")
+    from_env = source is not None and source.name == "ENVIRONMENT"
+    return None if from_env and (bearer is not None or basic is not None) else token
+
+
+def guard_transport(
+    token: str | None,
+    header: list[str] | None,
+    bearer: str | None,
+    basic: str | None,
+    resolve: list[str] | None,
+    cacert: str | None,
+    cert: str | None,
+    key: str | None,
+    insecure: bool,
+) -> topt.Transport:
+    """The shared flags plus ``--token`` (or ``env:NAME``) as ``Authorization: Bearer``, the
+    token counted among the run's secrets; exit 2 with one sentence when something is wrong."""
+    secret = ""
+    if token:
+        try:
+            secret, _ = env_value(token, "--token")
+        except ValueError as exc:
+            fail(str(exc))
+        if not secret or any(c.isspace() for c in secret):
+            fail("--token needs a token without spaces or line breaks.")
+        if bearer is not None or basic is not None:
+            fail(
+                "give the guard's token with --token or --bearer/--basic, not both: "
+                "each sets the Authorization header."
+            )
+    transport = topt.build(header, bearer, basic, resolve, cacert, cert, key, insecure)
+    if not secret:
+        return transport
+    headers = {k: v for k, v in transport.auth.headers.items() if k.lower() != "authorization"}
+    headers["Authorization"] = f"Bearer {secret}"
+    return topt.Transport(transport.spec, Auth(headers, (*transport.auth.secrets, secret)))
+
+
+def _has_token(transport: topt.Transport) -> bool:
+    return any(name.lower() == "authorization" for name in transport.auth.headers)
+
+
+def redactor(transport: topt.Transport) -> Redactor:
+    """Removes the run's secrets (the token, --bearer/--basic, secret -H values) from output."""
+    return Redactor(transport.auth.secrets)
+
+
+def _failed(exc: guard_mode.GuardModeError, transport: topt.Transport) -> NoReturn:
+    """One sentence (secrets redacted), exit 3 when the guard never answered, else 2."""
+    message = redactor(transport).text(str(exc))
+    fail(message, EXIT_UNREACHABLE if exc.unreachable else EXIT_USAGE)
+
+
+def reach(transport: topt.Transport, url: str, prefix: str, tool: str) -> Target:
+    """The control target of the guard at `url` (an --insecure warning on stderr), after the
+    shared preflight on its health endpoint: a name or certificate problem exits 3."""
+    target = transport.target(control_url(url, prefix, "health"), tool)
+    transport.check(guard_mode.endpoint(target, prefix, "health"))
+    return target
 
 
 @app.command()
 def status(
+    ctx: typer.Context,
     url: str = typer.Argument(..., help="Base URL of the service, e.g. http://127.0.0.1:8000"),
     prefix: str = typer.Option("/_crisis", help="The guard's control prefix."),
     timeout: float = typer.Option(5.0, help="Seconds to wait for the answer."),
     json_out: bool = typer.Option(False, "--json", help="Print the raw status JSON."),
-    token: str = typer.Option(
+    token: str | None = typer.Option(
         None,
         "--token",
         envvar="CRISISCTL_GUARD_READ_TOKEN",
-        help="The guard's read (or write) token, needed from outside its trusted networks.",
+        help="The guard's read (or write) token, needed from outside its trusted networks "
+        "(or env:NAME).",
     ),
+    header: topt.HeaderOpt = None,
+    bearer: topt.BearerOpt = None,
+    basic: topt.BasicOpt = None,
+    resolve: topt.ResolveOpt = None,
+    cacert: topt.CacertOpt = None,
+    cert: topt.CertOpt = None,
+    key: topt.KeyOpt = None,
+    insecure: topt.InsecureOpt = False,
 ) -> None:
     """Show the guard's mode, limits, in-flight requests, shed counts and latency."""
-    target = control_url(url, prefix, "status")
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    response = _request("GET", target, timeout, headers=headers)
-    if response.status_code in (401, 403, 429):
-        detail = _json(response, target).get("error", "")
-        fail(f"the guard refused to show its status (HTTP {response.status_code}): {detail}")
-    if response.status_code != 200:
-        fail(f"{target} answered HTTP {response.status_code}; is the guard installed at {prefix}?")
-    data = _json(response, target)
+    token = explicit_token(ctx, token, bearer, basic)
+    transport = guard_transport(token, header, bearer, basic, resolve, cacert, cert, key, insecure)
+    target = reach(transport, url, prefix, "crisisctl guard status")
+    try:
+        data = asyncio.run(guard_mode.read_status(target, prefix=prefix, timeout_s=timeout))
+    except guard_mode.GuardModeError as exc:
+        _failed(exc, transport)
+    data = redactor(transport).tree(data)
     if json_out:
         print_json(data)
         return
@@ -107,7 +159,7 @@ def render_status(data: dict[str, Any]) -> None:
     )
     if conc.get("mode") != "off":
         console.print(
-            f"concurrency {conc.get('mode')} limit {conc.get('limit')} "
+            f"concurrency {describe_limits(concurrency_limits(conc))} "
             f"(queued {conc.get('queued')}/{conc.get('queue_size')}, "
             f"no-load {conc.get('rtt_noload_ms')} ms, recent {conc.get('rtt_recent_ms')} ms)"
         )
@@ -136,35 +188,47 @@ def render_status(data: dict[str, Any]) -> None:
 
 @app.command()
 def mode(
+    ctx: typer.Context,
     url: str = typer.Argument(..., help="Base URL of the service, e.g. http://127.0.0.1:8000"),
     new_mode: str = typer.Argument(..., metavar="MODE", help="normal, emergency or recovering"),
-    token: str = typer.Option(
-        None, "--token", envvar="CRISISCTL_GUARD_TOKEN", help="The guard's bearer token."
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="CRISISCTL_GUARD_TOKEN",
+        help="The guard's bearer token (or env:NAME).",
     ),
     reason: str = typer.Option("", help="Why (recorded in the mode history)."),
     actor: str = typer.Option(None, help="Who (default: your user name)."),
     prefix: str = typer.Option("/_crisis", help="The guard's control prefix."),
     timeout: float = typer.Option(5.0, help="Seconds to wait for the answer."),
     json_out: bool = typer.Option(False, "--json", help="Print the new mode state as JSON."),
+    header: topt.HeaderOpt = None,
+    bearer: topt.BearerOpt = None,
+    basic: topt.BasicOpt = None,
+    resolve: topt.ResolveOpt = None,
+    cacert: topt.CacertOpt = None,
+    cert: topt.CertOpt = None,
+    key: topt.KeyOpt = None,
+    insecure: topt.InsecureOpt = False,
 ) -> None:
     """Switch the guard to normal, emergency or recovering at run time."""
-    if new_mode not in MODES:
-        fail(f"unknown mode {new_mode!r}: use one of {', '.join(MODES)}")
-    if not token:
-        fail("no token given: pass --token or set CRISISCTL_GUARD_TOKEN to the guard's token")
-    target = control_url(url, prefix, "mode")
     who = actor or os.environ.get("USER") or "crisisctl"
-    response = _request(
-        "POST", target, timeout,
-        json={"mode": new_mode, "reason": reason, "actor": who},
-        headers={"authorization": f"Bearer {token}"},
-    )  # fmt: skip
-    if response.status_code in (401, 403):
-        detail = _json(response, target).get("error", "")
-        fail(f"the guard refused the switch (HTTP {response.status_code}): {detail}")
-    if response.status_code != 200:
-        fail(f"{target} answered HTTP {response.status_code}: {response.text[:200]}")
-    data = _json(response, target)
+    token = explicit_token(ctx, token, bearer, basic)
+    transport = guard_transport(token, header, bearer, basic, resolve, cacert, cert, key, insecure)
+    try:
+        guard_mode.check_switch(new_mode, "given" if _has_token(transport) else "")
+    except guard_mode.GuardModeError as exc:
+        _failed(exc, transport)
+    target = reach(transport, url, prefix, "crisisctl guard mode")
+    try:
+        data = asyncio.run(
+            guard_mode.post_mode(
+                target, new_mode, prefix=prefix, reason=reason, actor=who, timeout_s=timeout
+            )
+        )
+    except guard_mode.GuardModeError as exc:
+        _failed(exc, transport)
+    data = redactor(transport).tree(data)
     if json_out:
         print_json(data)
         return

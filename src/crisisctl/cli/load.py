@@ -30,15 +30,11 @@ from urllib.parse import urlsplit
 
 import typer
 from pydantic import ValidationError
-from rich.console import Group
-from rich.live import Live
 from rich.table import Table
-from rich.text import Text
 
 from crisisctl.cli import transport_options as topt
 from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_UNREACHABLE, console, fail, print_json
 from crisisctl.load.abort import parse_abort_on
-from crisisctl.load.html_report import render_html
 from crisisctl.load.plan import RunError, check_scenario, compile_operations
 from crisisctl.load.preflight import describe_run
 from crisisctl.load.processes import (
@@ -218,6 +214,8 @@ def render(data: dict[str, Any]) -> None:
         share = f" ({data.get('dropped_rate', 0.0):.2%})" if scheduled else ""
         dropped = f"{data['dropped']} of {scheduled}{share}"
         table.add_row("dropped arrivals", f"[bold red]{dropped}[/]" if warning else dropped)
+        if data.get("journeys") is not None:
+            table.add_row("journeys started", str(data["journeys"]))
     table.add_row("bytes received", str(data["bytes_received"]))
     if data.get("connects"):
         setup = f"{data['connects']}, connect {_ms(data.get('connect_ms_mean'))} ms"
@@ -364,7 +362,10 @@ def _runner(
             thresholds=thresholds, on_update=update,
         )  # fmt: skip
     if processes is not None:
-        fail("--processes applies to a local run; with --coordinator each worker is one engine.")
+        fail(
+            "--processes applies to a local run; with --coordinator give it to each worker "
+            "(crisisctl load-worker URL --processes N)."
+        )
     if workers is None or workers < 1:
         fail("give --workers N (at least 1) with --coordinator: how many workers to wait for.")
     from crisisctl.load.distributed import run_distributed  # redis only for distributed runs
@@ -483,6 +484,10 @@ def load(
     show = not json_out and console.is_terminal
     try:
         if show:
+            from rich.console import Group
+            from rich.live import Live
+            from rich.text import Text
+
             with Live(Text("starting…"), console=console, refresh_per_second=4) as view:
                 outcome = run(lambda s: view.update(Group(live_view(s))))
         else:
@@ -497,10 +502,12 @@ def load(
     )  # fmt: skip
     if outcome.distributed is not None:
         report["distributed"] = outcome.distributed
-    report = transport.redact(report)
+    report = transport.redact(report, scenario.secrets)
     if out is not None:
         _write(out, json.dumps(report, indent=2) + "\n", "JSON report")
     if html is not None:
+        from crisisctl.load.html_report import render_html  # jinja2: only for --html
+
         _write(html, render_html(report), "HTML report")
     if json_out:
         print_json(report)

@@ -3,9 +3,11 @@
 The worker registers in the coordinator's Redis (a heartbeat that expires when it is gone),
 waits for a run started with ``crisisctl load … --coordinator URL --workers N``, sends its
 share of it and streams its figures back (`crisisctl.load.distributed_worker`). It exits after
-one run unless ``--forever``. The URL may carry a password (``redis://:PASSWORD@HOST:PORT/DB``,
-or ``env:NAME`` to read the URL from an environment variable); it is never printed. Exit
-codes: 0 a run was served, 1 no run came within ``--wait``, 3 Redis could not be reached.
+one run unless ``--forever``; ``--processes N`` runs its share on N engine processes (all the
+host's cores; the share splits exactly, as a local ``--processes`` run's load does). The URL
+may carry a password (``redis://:PASSWORD@HOST:PORT/DB``, or ``env:NAME`` to read the URL from
+an environment variable); it is never printed. Exit codes: 0 a run was served, 1 no run came
+within ``--wait``, 3 Redis could not be reached.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ def load_worker(
     wait: str = typer.Option(
         None, "--wait", help="Give up when no run comes within this long (default: wait on)."
     ),
+    processes: int = typer.Option(
+        1,
+        "--processes",
+        help="Engine processes for this worker's share (e.g. the host's cores); the share "
+        "splits between them exactly, as a local --processes run's load does.",
+    ),
 ) -> None:
     """Send a distributed run's share for the coordinator at URL, then exit (or --forever)."""
     from crisisctl.load.distributed_worker import serve
@@ -38,6 +46,8 @@ def load_worker(
         if not value:
             fail(f"the environment variable {name} is not set; export the Redis URL in it.")
         url = value
+    if processes < 1:
+        fail(f"--processes must be at least 1, not {processes}.")
     wait_s = None
     if wait is not None:
         try:
@@ -49,7 +59,7 @@ def load_worker(
         console.print(text, highlight=False, soft_wrap=True)
 
     try:
-        serve(url, forever=forever, say=say, wait_s=wait_s)
+        serve(url, forever=forever, say=say, wait_s=wait_s, processes=processes)
     except ValueError as exc:
         code = EXIT_UNREACHABLE if str(exc).startswith("could not reach") else 1
         fail(str(exc), code)

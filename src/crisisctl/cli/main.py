@@ -38,7 +38,9 @@ COMMANDS: dict[str, _Lazy] = {
     "compare": _Lazy("compare", "compare", "Compare two load reports, before and after."),
     "validate": _Lazy("validate", "validate", "Run the validation suite against a service."),
     "incident": _Lazy("incident", "app", "Open, log, escalate and resolve incidents."),
+    "alerts": _Lazy("alerts", "app", "List watch's firing and recent alerts; silence them."),
     "postmortem": _Lazy("postmortem", "postmortem", "Generate an incident's post-mortem."),
+    "watch": _Lazy("watch", "watch", "Watch services: scrape, alert on rules, respond at once."),
     "demo": _Lazy("demo", "demo", "Run a whole performance crisis end to end, on loopback."),
 }
 

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from crisisctl.cli.output import err_console, fail
-from crisisctl.transport.headers import Auth, build_auth
+from crisisctl.transport.headers import Auth, Redactor, build_auth
 from crisisctl.transport.preflight import run_preflight
 from crisisctl.transport.settings import TransportSpec
 from crisisctl.transport.target import Target
@@ -83,9 +83,10 @@ class Transport:
         except TransportError as exc:
             fail(exc.message, exc.code)
 
-    def redact(self, data: Any) -> Any:
-        """`data` (a report, a record) without this run's secrets."""
-        return self.auth.redactor().tree(data)
+    def redact(self, data: Any, more: tuple[str, ...] = ()) -> Any:
+        """`data` (a report, a record) without this run's secrets (and the `more` a scenario
+        file read from the environment)."""
+        return Redactor((*self.auth.secrets, *more)).tree(data)
 
 
 def build(

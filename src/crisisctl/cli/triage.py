@@ -33,6 +33,7 @@ from crisisctl.cli.output import (
     fail,
     print_json,
 )
+from crisisctl.probe.guard import describe_limits
 from crisisctl.probe.host import is_unavailable
 from crisisctl.probe.plan import BaselineRef, TriagePlan, plan_triage
 from crisisctl.probe.profile import ProfileError
@@ -219,7 +220,7 @@ def _guard_line(guard: dict[str, Any]) -> str:
     limits = guard.get("limits") or {}
     line = (
         f"mode {guard.get('mode')}, in flight {guard.get('in_flight')}, "
-        f"concurrency {limits.get('concurrency_mode')} limit {limits.get('concurrency_limit')}, "
+        f"concurrency {describe_limits(limits)}, "
         f"shed {guard.get('shed_total')}, server p95 {_ms(lat.get('p95'))} ms "
         f"(last {guard.get('latency_window_s')} s, n={lat.get('count')})"
     )

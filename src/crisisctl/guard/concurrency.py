@@ -2,14 +2,18 @@
 
 Adaptive limit — a gradient controller in the family of Netflix's Gradient/Gradient2, with a
 no-load latency reference and probe back-off. Service latency (admission to response start,
-queueing excluded) is averaged over windows of ≥ 10 samples and ≥ 50 ms (or 1 s). Per window:
+queueing excluded) is averaged over windows of ≥ 50 ms and ≥ max(10, 25 * cv²) samples (or
+1 s), cv² being the latency's squared coefficient of variation (variance / mean², from EWMAs
+of the windows' own variance and mean). Per window:
 
-    rtt_noload = min(window mean rtt over the last `noload_window_s`)     # the unqueued latency
+    rtt_noload = min(mean * (1 + cv / sqrt(n)) over the last `noload_window_s`'s runs of
+                 consecutive windows, n ≥ max(10, 25 * cv²) samples each)  # the unqueued latency
     gradient   = clamp(tolerance * rtt_noload / rtt, 0.25, 1.0)
 
     gradient < 1 (latency beyond tolerance: requests are queueing inside the service)
         L <- L * gradient + allowance                      # fast, proportional decrease
-             allowance = 0 in standing overload, else QUEUE_ALLOWANCE
+             allowance = 0 in standing overload (unless the latency is dispersed: cv² ≥ 1),
+             else QUEUE_ALLOWANCE
         if floor(L) went down in two windows in a row, or once in standing overload:
             ceiling <- floor(L_before) ; hold <- min(2 * hold, hold_max)
         if it did not and L is at the ceiling: forget the ceiling, hold <- hold_base
@@ -24,6 +28,19 @@ queueing excluded) is averaged over windows of ≥ 10 samples and ≥ 50 ms (or 
     growth below `regain` doubles instead: L <- min(2 * L, regain); any cut forgets `regain`
 
     L is clamped to [min_limit, max_limit]; admission uses floor(L * mode factor).
+
+A dispersed latency (e.g. 90 % of requests at 1 ms, 10 % at 50 ms: cv ≈ 2.5) needs the
+dispersion terms (cv² and the reference live in guard/latency_reference.py). The minimum of
+small windows' means is then the luckiest window's — one that held only fast requests — far
+below the latency the service really has unqueued, so every window looked congested and the
+limit stayed pinned at one. So windows grow with cv² (their means within about a fifth of the
+truth), the reference is taken over runs of windows that hold as many samples together (at low
+traffic a 1 s window holds too few), a run summed while the dispersion was still underestimated
+(fewer than half the samples it asks now) is left out, and each mean counts with one standard
+error added (the minimum of many noisy means is biased low). At a limit of one such a service
+also idles after each slow request (the arrivals during it were shed; the fast ones after it
+come one by one): the queue allowance is kept in standing overload, and waiters wait for the
+next slot longer (below).
 
 The app-limited decay is TCP's congestion window validation (RFC 7661): a limit far above the
 concurrency the traffic actually uses was never tested, and when overload arrives at a quiet
@@ -63,8 +80,9 @@ at least one): a newcomer evicts the oldest waiter of its priority or lower (rea
 evicted waiter would most likely have timed out anyway: its answer is the same, sooner, and the
 saturated service does not pay for a timer and a second wake-up per refused request. The waiters
 kept there wait at least until the next slot is expected (recent latency / limit, at most the
-interval): with arrivals in random bursts and gaps, a waiter that gave up just before its slot
-came free would leave that slot idle until the next arrival.
+interval; for a dispersed latency (1 + 2.33 cv) times that, a slow request holding its slot for
+several mean latencies): with arrivals in random bursts and gaps, a waiter that gave up just
+before its slot came free would leave that slot idle until the next arrival.
 Higher priorities are served first, and a full queue evicts its lowest-priority waiter for a
 more important arrival.
 
@@ -88,8 +106,8 @@ from collections import deque
 from collections.abc import Callable
 
 from crisisctl.guard.config import ConcurrencyConfig, Priority
+from crisisctl.guard.latency_reference import WINDOW_MIN_SAMPLES, LatencyReference
 
-WINDOW_MIN_SAMPLES = 10
 WINDOW_MIN_S = 0.05
 WINDOW_MAX_S = 1.0
 HOLD_BASE_S = 10.0
@@ -101,6 +119,11 @@ QUEUE_ALLOWANCE = 1.0
 HOLD_MAX_S = 120.0
 #: while app-limited the limit decays towards twice the used concurrency, never below this
 APP_LIMITED_FLOOR = 4.0
+#: cv² from which the latency counts as dispersed (a standard deviation at least the mean)
+DISPERSED_CV2 = 1.0
+#: a dispersed latency's next free slot is expected within mean + this many standard deviations
+#: (about the p99 of a normal latency)
+WAIT_SPREAD = 2.33
 
 #: reasons a request can be refused by this module (metric label values)
 SHED_QUEUE_FULL = "queue_full"
@@ -161,14 +184,23 @@ class ConcurrencyLimiter:
         self.shed_overloaded = 0
         #: refusals of this route's requests by the guard-wide ceiling (in shed_overloaded too)
         self.ceiling_refusals = 0
+        #: (the ceiling) a route's waiter found the ceiling full: wake it when a slot frees
+        self.blocked = False
         # adaptive state
         self.rtt_noload: float | None = None
         self.last_rtt: float | None = None
-        self._noload_samples: deque[tuple[float, float]] = deque()
+        #: the latency's dispersion and no-load reference (guard/latency_reference.py)
+        self.reference = LatencyReference()
         self._last_fresh: float = clock()
         self.window_start: float = clock()
         self.window_sum = 0.0
+        #: the sum of the window's squared latencies (its dispersion)
+        self.window_sq = 0.0
         self.window_n = 0
+        #: the latency's squared coefficient of variation (None before the first window)
+        self.rtt_cv2: float | None = None
+        #: the samples a window needs before it may close (more for a dispersed latency)
+        self.window_min = WINDOW_MIN_SAMPLES
         #: window_n at which the request path next calls maybe_close_window
         self.window_next = WINDOW_MIN_SAMPLES
         self.window_peak = 0
@@ -280,7 +312,11 @@ class ConcurrencyLimiter:
                 rtt = self.last_rtt
                 if rtt is not None:
                     # the waiter kept for the next free slot waits until one is expected
-                    target = max(target, min(cfg.queue_timeout_s, rtt / self.effective))
+                    # (a dispersed latency frees its slots unevenly: a slow request holds
+                    # one for several mean latencies, so the next slot comes that much later)
+                    cv2 = self.rtt_cv2 or 0.0
+                    spread = 1.0 + WAIT_SPREAD * math.sqrt(cv2) if cv2 >= DISPERSED_CV2 else 1.0
+                    target = max(target, min(cfg.queue_timeout_s, spread * rtt / self.effective))
             return target
         if noload is not None:
             # a wait longer than a few no-load latencies already breaks the latency tolerance
@@ -346,6 +382,7 @@ class ConcurrencyLimiter:
             parent.in_flight -= 1
         if rtt >= 0.0 and self.adaptive:
             self.window_sum += rtt
+            self.window_sq += rtt * rtt
             self.window_n += 1
             if self.window_n >= self.window_next or now - self.window_start >= WINDOW_MAX_S:
                 self.maybe_close_window(now)
@@ -353,6 +390,8 @@ class ConcurrencyLimiter:
             self.hand_over()
         elif self.episode_start is not None and self.calm_since is None:
             self.calm_since = now  # nobody waits (a safety net: draining the queue sets it)
+        if parent is not None and parent.blocked:
+            parent.wake_routes()  # another route's waiters found the ceiling full
 
     def maybe_close_window(self, now: float) -> None:
         """Close the sample window if it is long enough: ≥ 10 samples and 50 ms, or 1 s — or
@@ -364,7 +403,7 @@ class ConcurrencyLimiter:
         elapsed = now - self.window_start
         n = self.window_n
         if n >= WINDOW_MIN_SAMPLES:
-            if elapsed >= WINDOW_MIN_S:
+            if elapsed >= WINDOW_MIN_S and n >= self.window_min:
                 self._close_window(now)
                 return
             noload = self.rtt_noload
@@ -383,7 +422,8 @@ class ConcurrencyLimiter:
         parent = self.parent
         while self.queued and self.in_flight < self.effective:
             if parent is not None and parent.in_flight >= parent.effective:
-                break  # the guard-wide ceiling: the waiters wait (or time out)
+                parent.blocked = True  # the guard-wide ceiling: the waiters wait (or time out)
+                break
             waiter = None
             for queue in reversed(self._queues):
                 if queue:
@@ -405,6 +445,17 @@ class ConcurrencyLimiter:
         if not self.queued and self.episode_start is not None and self.calm_since is None:
             self.calm_since = now  # the queue is empty: calm starts
 
+    def wake_routes(self) -> None:
+        """(The ceiling) a slot came free: hand it to the routes whose waiters found the ceiling
+        full — whichever route released it — until the ceiling is full again."""
+        self.blocked = False
+        for limiter in list(self.children.values()):
+            if limiter.queued and limiter.in_flight < limiter.effective:
+                if self.in_flight >= self.effective:
+                    self.blocked = True  # full again: the next release goes on
+                    return
+                limiter.hand_over()
+
     # -- adaptive limit --------------------------------------------------------------------
     def set_factor(self, factor: float) -> None:
         """Scale the admitted limit (emergency / recovering modes); a ceiling scales its route
@@ -422,9 +473,11 @@ class ConcurrencyLimiter:
     def _close_window(self, now: float) -> None:
         n = self.window_n
         rtt = self.window_sum / n if n else 0.0
+        square = self.window_sq / n if n else 0.0
         peak = self.window_peak
         self.window_start = now
         self.window_sum = 0.0
+        self.window_sq = 0.0
         self.window_n = 0
         self.window_next = WINDOW_MIN_SAMPLES
         self.window_peak = self.in_flight
@@ -436,19 +489,12 @@ class ConcurrencyLimiter:
         self.updates += 1
         self.last_rtt = rtt
         cfg = self.config
-        samples = self._noload_samples
-        # monotonic deque of (time, rtt): its head is the windowed minimum
-        while samples and samples[-1][1] >= rtt:
-            samples.pop()
-        samples.append((now, rtt))
-        # judged before old samples expire: otherwise, once the last unqueued sample leaves the
-        # window, the queued latency becomes its own reference, counts as fresh and the probe
-        # that would re-measure the no-load latency never comes (the limit then creeps upwards)
-        if rtt <= samples[0][1] * 1.1:
+        reference = self.reference
+        noload, fresh = reference.add_window(now, rtt, square, n, self.noload_window_s)
+        cv2 = self.rtt_cv2 = reference.cv2 or 0.0
+        self.window_min = reference.window_min
+        if fresh:
             self._last_fresh = now
-        while samples and now - samples[0][0] > self.noload_window_s:
-            samples.popleft()
-        noload = samples[0][1]
         self.rtt_noload = noload
 
         if self._probing_from is not None:
@@ -470,7 +516,8 @@ class ConcurrencyLimiter:
             self._regain = None
             # in standing overload the queue holds the next request: no allowance needed
             standing = self._overloaded(now)
-            cut = limit * gradient + (0.0 if standing else QUEUE_ALLOWANCE)
+            allowance = 0.0 if standing and cv2 < DISPERSED_CV2 else QUEUE_ALLOWANCE
+            cut = limit * gradient + allowance
             if math.floor(cut) < math.floor(limit):
                 self._cuts_in_row += 1
                 if peak >= self.effective and (self._cuts_in_row >= 2 or standing):
@@ -517,8 +564,9 @@ class ConcurrencyLimiter:
             self._regain = limit
         return max(used, 0.5 * (limit + used))
 
-    def describe(self) -> dict[str, object]:
-        """JSON-able state for the status endpoint (a ceiling adds its route limiters)."""
+    def describe(self, routes: bool = True) -> dict[str, object]:
+        """JSON-able state for the status endpoint (a ceiling adds its route limiters, unless
+        `routes` is False: guard/limits_json.py encodes those one by one)."""
         out = self._describe()
         if self.ceiling_only:
             # the guard-wide shed counts: the ceiling's own and every route's
@@ -528,9 +576,10 @@ class ConcurrencyLimiter:
                 lim.shed_overloaded - lim.ceiling_refusals for lim in list(self.children.values())
             )
             out["queued"] = sum(lim.queued for lim in list(self.children.values()))
-            out["routes"] = {
-                label: limiter._describe() for label, limiter in list(self.children.items())
-            }
+            if routes:
+                out["routes"] = {
+                    label: limiter._describe() for label, limiter in list(self.children.items())
+                }
         return out
 
     def _describe(self) -> dict[str, object]:

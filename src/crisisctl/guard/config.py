@@ -202,6 +202,73 @@ class EmergencyConfig:
         _check(self.ramp_s >= 0, "emergency ramp_s must be ≥ 0")  # fmt: skip
 
 
+#: statuses RFC 9111 §15.1 lets a cache store without explicit freshness ("heuristically
+#: cacheable"); 206 is left out (the layer stores no partial content)
+CACHEABLE_STATUSES: frozenset[int] = frozenset(
+    {200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501}
+)
+CACHE_STORES: tuple[str, ...] = ("memory", "redis")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRule:
+    """Response caching for the GET/HEAD requests of one route (see guard/cache.py).
+
+    A response is fresh for `ttl_s` (bounded by the response's own ``s-maxage``/``max-age``),
+    then may be served stale for `stale_while_revalidate_s` while one background request
+    refreshes it, and for `stale_if_error_s` while the origin fails (5xx, exception) or the
+    guard cannot call it. The key holds the path, the query parameters named in
+    `query_params` (None: every parameter, sorted) and the request headers named in `headers`
+    (the response's ``Vary`` adds its own). Requests carrying ``Authorization`` or ``Cookie``
+    bypass the cache unless `cache_authorized` (then add those headers to `headers` if the
+    content depends on them). Only `statuses` are stored; bodies over `max_body_bytes` pass
+    through unstored. In emergency mode every window is multiplied by `emergency_ttl_factor`.
+    Concurrent misses of one key wait up to `single_flight_wait_s` for the first one's answer.
+    """
+
+    ttl_s: float = 60.0
+    stale_while_revalidate_s: float = 0.0
+    stale_if_error_s: float = 0.0
+    query_params: tuple[str, ...] | None = None
+    headers: tuple[str, ...] = ()
+    store: Literal["memory", "redis"] = "memory"
+    statuses: tuple[int, ...] = (200,)
+    cache_authorized: bool = False
+    max_body_bytes: int = 1_048_576
+    emergency_ttl_factor: float = 1.0
+    single_flight_wait_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check(self.ttl_s > 0, f"cache ttl_s must be > 0, not {self.ttl_s!r}")
+        _check(
+            self.stale_while_revalidate_s >= 0 and self.stale_if_error_s >= 0,
+            "cache stale_while_revalidate_s and stale_if_error_s must be ≥ 0",
+        )
+        _check(
+            self.store in CACHE_STORES, f"unknown cache store {self.store!r}: use memory or redis"
+        )
+        _check(self.max_body_bytes >= 0, "cache max_body_bytes must be ≥ 0")
+        _check(self.emergency_ttl_factor >= 1.0, "cache emergency_ttl_factor must be ≥ 1.0")
+        _check(self.single_flight_wait_s > 0, "cache single_flight_wait_s must be > 0")
+        statuses = tuple(int(s) for s in self.statuses)
+        wrong = sorted(set(statuses) - CACHEABLE_STATUSES)
+        _check(
+            not wrong,
+            f"cache statuses {wrong} are not cacheable without validation: "
+            f"use some of {sorted(CACHEABLE_STATUSES)}",
+        )
+        object.__setattr__(self, "statuses", statuses)
+        object.__setattr__(self, "headers", _names(self.headers))
+        if self.query_params is not None:
+            object.__setattr__(self, "query_params", _names(self.query_params, lower=False))
+
+
+def _names(values: Sequence[str] | str, *, lower: bool = True) -> tuple[str, ...]:
+    """A tuple of names from a sequence or a comma/space separated string (YAML/JSON)."""
+    items = re.split(r"[\s,]+", values) if isinstance(values, str) else list(values)
+    return tuple(sorted({(v.lower() if lower else v) for v in items if v}))
+
+
 @dataclass(frozen=True, slots=True)
 class RouteRule:
     """Policies for the paths matching `pattern` (and `methods`, if given).
@@ -219,9 +286,30 @@ class RouteRule:
     priority: Priority | str = Priority.NORMAL
     timeout_s: float | None = None
     breaker: bool = True
+    #: at most this many requests of the route in flight at once, over every instance
+    #: sharing the storage (guard/quota.py); None = no route quota
+    max_concurrent: int | None = None
+    #: at most this many in flight per client key (a tier may set its own); None = none
+    max_concurrent_per_key: int | None = None
+    #: the quotas in emergency mode; None = the normal value times the emergency
+    #: concurrency_factor (at least 1)
+    emergency_max_concurrent: int | None = None
+    emergency_max_concurrent_per_key: int | None = None
+    cache: CacheRule | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.cache, Mapping):  # from YAML/JSON
+            object.__setattr__(self, "cache", CacheRule(**self.cache))
         _check(self.pattern.startswith("/"), f"route pattern {self.pattern!r} must start with '/'")
+        for name in (
+            "max_concurrent", "max_concurrent_per_key",
+            "emergency_max_concurrent", "emergency_max_concurrent_per_key",
+        ):  # fmt: skip
+            value = getattr(self, name)
+            _check(
+                value is None or (isinstance(value, int) and value >= 1),
+                f"route {name} must be a whole number ≥ 1 (or unset), not {value!r}",
+            )
         if self.rate_limit is not None:
             parse_limits(self.rate_limit)
         if self.emergency_rate_limit is not None:
@@ -240,6 +328,41 @@ class RouteRule:
 
 
 KeyFunc = Callable[[Scope], str]
+
+#: a tier's name: lower-case letters, digits, '_' or '-' (e.g. free, pro, internal)
+_TIER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True, slots=True)
+class TierConfig:
+    """Limits of one client tier (``free``, ``pro``, ``internal``), looked up per request.
+
+    A tiered key function (guard/tiers.py) names each request's tier. Every field left None
+    keeps the route's (or guard-wide) value for requests of that tier.
+    """
+
+    name: str
+    #: replaces the route's (or guard-wide) rate limit for this tier, e.g. "1000/minute"
+    rate_limit: str | None = None
+    #: replaces the route's `max_concurrent_per_key` on routes that have a quota
+    max_concurrent_per_key: int | None = None
+    emergency_max_concurrent_per_key: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.name, str) and bool(_TIER_NAME.match(self.name)),
+            f"tier name {self.name!r} must be 1-32 lower-case letters, digits, '_' or '-', "
+            "e.g. 'free' or 'pro'",
+        )
+        if self.rate_limit is not None:
+            parse_limits(self.rate_limit)
+        for name in ("max_concurrent_per_key", "emergency_max_concurrent_per_key"):
+            value = getattr(self, name)
+            _check(
+                value is None or (isinstance(value, int) and value >= 1),
+                f"tier {self.name} {name} must be a whole number ≥ 1 (or unset), not {value!r}",
+            )
+
 
 DEFAULT_CRITICAL_PATHS: tuple[str, ...] = (
     "/health",
@@ -276,6 +399,9 @@ class GuardConfig:
     control_networks: tuple[str, ...] = DEFAULT_CONTROL_NETWORKS
     #: per-client rate limit of <prefix>/status and <prefix>/metrics; None = no limit
     control_rate_limit: str | None = "10/second"
+    #: how often status and metrics are refreshed in the background while they are read
+    #: (seconds; a read serves figures at most twice this old); 0 = every read refreshes
+    control_refresh_s: float = 1.0
     #: guard-wide rate limit for routes without their own, e.g. "100/second;3000/minute"
     rate_limit: str | None = None
     strategy: Strategy = "gcra"
@@ -307,6 +433,13 @@ class GuardConfig:
     discover_routes: bool = True
     #: at most this many distinct route labels; further ones fold into "<other>"
     max_route_labels: int = 500
+    #: client tiers and their limits (guard/tiers.py); empty = everyone in `default_tier`
+    tiers: tuple[TierConfig, ...] = ()
+    #: the tier of a request whose key function names none, an unknown one, or raises
+    default_tier: str = "free"
+    #: how long a concurrency-quota slot outlives an instance that stopped renewing it
+    #: (a crashed one); live instances renew every third of it while the work runs
+    quota_lease_s: float = 10.0
 
     def __post_init__(self) -> None:
         _check(
@@ -322,6 +455,13 @@ class GuardConfig:
         )
         if self.control_rate_limit is not None:
             parse_limits(self.control_rate_limit)
+        _check(
+            isinstance(self.control_refresh_s, int | float)
+            and not isinstance(self.control_refresh_s, bool)
+            and 0.0 <= self.control_refresh_s <= 60.0,
+            f"control_refresh_s {self.control_refresh_s!r} must be between 0 (every read "
+            "refreshes) and 60 seconds",
+        )
         if isinstance(self.control_networks, str):  # "10.0.0.0/8, ::1" from an env var or YAML
             parts = [n for n in re.split(r"[\s,]+", self.control_networks) if n]
             object.__setattr__(self, "control_networks", tuple(parts))
@@ -362,6 +502,17 @@ class GuardConfig:
                 raise GuardConfigError(
                     f"trusted proxy {proxy!r} is not an IP address or CIDR network"
                 ) from None
+        _check(self.quota_lease_s >= 0.1, "quota_lease_s must be ≥ 0.1 seconds")
+        tier_names = [tier.name for tier in self.tiers]
+        _check(
+            len(set(tier_names)) == len(tier_names),
+            f"tier names must be unique, got {tier_names}",
+        )
+        _check(
+            bool(_TIER_NAME.match(self.default_tier)),
+            f"default_tier {self.default_tier!r} must be a tier name like 'free'",
+        )
+        object.__setattr__(self, "tiers", tuple(self.tiers))
         object.__setattr__(self, "routes", tuple(self.routes))
         object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
         object.__setattr__(self, "critical_paths", tuple(self.critical_paths))
@@ -381,6 +532,10 @@ class GuardConfig:
                 if "shed_priority" in emergency:
                     emergency["shed_priority"] = Priority.parse(emergency["shed_priority"])
                 data["emergency"] = EmergencyConfig(**emergency)
+            tiers: Any = data.get("tiers", ())
+            if isinstance(tiers, Mapping):  # {"pro": {"rate_limit": ...}, ...}
+                tiers = [{"name": name, **dict(spec or {})} for name, spec in tiers.items()]
+            data["tiers"] = tuple(TierConfig(**t) if isinstance(t, Mapping) else t for t in tiers)
             routes: Sequence[Any] = data.get("routes", ())
             data["routes"] = tuple(RouteRule(**r) if isinstance(r, Mapping) else r for r in routes)
             for key in ("trusted_proxies", "critical_paths", "control_networks"):

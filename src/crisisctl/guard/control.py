@@ -11,9 +11,10 @@
 These paths are critical: never queued, shed or limited by the app's limits. Health answers
 everyone; status, metrics and the mode history answer trusted networks or a read token, and
 status and metrics have a small rate limit of their own (`guard/access.py`). Status and
-metrics are kept current incrementally (`guard/digest.py`) and read the guard only through its
-public state view (`guard/state.py`). Responses are built here without any framework so the
-guard works around any ASGI app.
+metrics are kept current incrementally (`guard/digest.py`), mostly in the background while
+they are read (`guard/refresher.py`: a read serves figures at most 2 × `control_refresh_s`
+old), and read the guard only through its public state view (`guard/state.py`). Responses
+are built here without any framework so the guard works around any ASGI app.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from crisisctl._pure import compiled
 from crisisctl.guard.access import ControlAccess
 from crisisctl.guard.access import bearer as _bearer
 from crisisctl.guard.digest import Digest
+from crisisctl.guard.limits_json import LimitsJSON
 from crisisctl.guard.modes import MODES
+from crisisctl.guard.refresher import Refresher
 from crisisctl.guard.track import operation_metrics, operations
 from crisisctl.guard.types import Receive, Scope, Send
 
@@ -67,6 +70,10 @@ class ControlSurface:
             clock=guard.clock,
         )
         self.digest = Digest(self.state, operation_metrics)
+        #: the status document's "concurrency" member, re-encoded per route limiter as needed
+        self.limits = LimitsJSON()
+        #: when the documents are refreshed: in the background while they are read
+        self.refresher = Refresher(self.digest, config.control_refresh_s, self.limits)
 
 
 def is_control_path(path: str, prefix: str) -> bool:
@@ -169,12 +176,12 @@ async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> No
         )
         return
     if name == "metrics":
-        await surface.digest.refresh("metrics")
+        await surface.refresher.read("metrics")
         await send_chunks(send, 200, surface.digest.metrics_body(), CONTENT_TYPE_LATEST.encode())
     elif name == "status":
-        await surface.digest.refresh("status")
-        body = surface.digest.status_body(status_head(surface.state, surface.digest))
-        await send_body(send, 200, body, b"application/json")
+        await surface.refresher.read("status")
+        head = status_head(surface.state, surface.digest, surface.limits)
+        await send_chunks(send, 200, surface.digest.status_body(head), b"application/json")
     elif method == "POST":
         await _switch_mode(guard, scope, receive, send)
     else:
@@ -236,25 +243,31 @@ async def _switch_mode(guard: Guard, scope: Scope, receive: Receive, send: Send)
     await send_json(send, 200, {**guard.modes.describe(), "switch": outcome})
 
 
-def status_head(state: GuardState, digest: Digest) -> dict[str, Any]:
+def status_head(
+    state: GuardState, digest: Digest, limits: LimitsJSON
+) -> list[dict[str, Any] | tuple[str, list[bytes]]]:
     """The status document but its per-route parts ("breakers", "routes"), which `digest`
-    appends: everything an operator (or `crisisctl triage`) wants to know."""
-    conc = state.concurrency
-    return {
-        "service": "crisisctl-guard",
-        "pid": state.pid,
-        "started_at": state.started_wall,
-        "uptime_s": round(time.time() - state.started_wall, 3),
-        "compiled": compiled(),
-        "mode": state.modes.describe(),
-        "mode_scope": state.modes.scope,
-        "mode_endpoint": "enabled" if state.mode_endpoint_enabled else "disabled",
-        **digest.totals(),
-        "concurrency": conc.describe() if conc is not None else {"mode": "off"},
-        "running_after_timeout": state.running_after_timeout,
-        "rate_limits": [policy.describe() for policy in state.policies.values()],
-        "storage": state.storage,
-        "operations": [op.describe() for op in operations()],
-        "internal_errors": state.internal_errors,
-        "process": state.process.describe(state.clock()),
-    }
+    appends: everything an operator (or `crisisctl triage`) wants to know. In order; the
+    "concurrency" member comes encoded already (`limits`: one part per route limiter, kept)."""
+    return [
+        {
+            "service": "crisisctl-guard",
+            "pid": state.pid,
+            "started_at": state.started_wall,
+            "uptime_s": round(time.time() - state.started_wall, 3),
+            "compiled": compiled(),
+            "mode": state.modes.describe(),
+            "mode_scope": state.modes.scope,
+            "mode_endpoint": "enabled" if state.mode_endpoint_enabled else "disabled",
+            **digest.totals(),
+        },
+        ("concurrency", limits.chunks(state.concurrency)),
+        {
+            "running_after_timeout": state.running_after_timeout,
+            "rate_limits": [policy.describe() for policy in state.policies.values()],
+            "storage": state.storage,
+            "operations": [op.describe() for op in operations()],
+            "internal_errors": state.internal_errors,
+            "process": state.process.describe(state.clock()),
+        },
+    ]

@@ -19,15 +19,19 @@ Prometheus sample lines) with the signature they were rendered from. A read call
      status never pays for the windows;
   3. the document is joined from the cached fragments.
 
-So a read costs the pass plus the work of what changed since the previous read of that
+So a refresh costs the pass plus the work of what changed since the previous refresh of that
 document. Refresh work runs in slices of about `SLICE_S` of the loop thread's CPU time with a
-yield to the loop between them, so even a read after traffic on every route never blocks the
-loop for long (one route's fold is never split); reads arriving meanwhile wait for the same
-refresh (a lock) and then find nothing left to do.
+yield to the loop between them, so even a refresh after traffic on every route never blocks
+the loop for long (one route's fold is never split); refreshes arriving meanwhile wait for the
+same refresh (a lock) and then find nothing left to do. A refresh with a budget (what a read
+does while the background refresh of `guard/refresher.py` keeps the document current) runs
+in one stretch and stops once the budget is spent, after at least `MIN_INLINE` routes, each
+route taken in and rendered at once, so the document stays consistent with itself.
 
-The Prometheus text is written here (format 0.0.4, as `prometheus_client.generate_latest`
-writes it: labels sorted by name, values as Go floats); `metrics.GuardCollector` renders the
-same families with prometheus_client and the two are tested equal.
+The Prometheus text is written here, with guard/exposition.py (format 0.0.4, as
+`prometheus_client.generate_latest` writes it: labels sorted by name, values as Go floats);
+`metrics.GuardCollector` renders the same families with prometheus_client and the two are
+tested equal.
 """
 
 from __future__ import annotations
@@ -42,13 +46,23 @@ from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import generate_latest
 from prometheus_client.core import Metric
-from prometheus_client.utils import floatToGoString as _float_to_go
 
 from crisisctl.guard.breaker import CLOSED
+from crisisctl.guard.exposition import (
+    HEADERS,
+    LE_LABELS,
+    classes,
+    classes_json,
+    counts_json,
+    escape,
+    go_float,
+    json_key,
+    num,
+    summary_json,
+)
 from crisisctl.guard.metrics import (
     CIRCUIT,
     DURATION,
-    DURATION_BUCKETS_S,
     IN_FLIGHT,
     REJECTED,
     REQUESTS,
@@ -70,79 +84,11 @@ if TYPE_CHECKING:
 
 #: the longest stretch of refresh work between two yields to the event loop (seconds)
 SLICE_S: Final = 0.001
+#: routes a refresh with a budget takes in before it looks at the budget
+MIN_INLINE: Final = 4
 #: routes per block of joined metrics lines: a changed route re-joins its block only
 BLOCK: Final = 32
-#: prometheus_client's number format (Go's float formatting), typed
-go_float: Final[Callable[[float], str]] = _float_to_go
-_LE_LABELS: Final = [f'le="{go_float(b)}",route=' for b in DURATION_BUCKETS_S]
-
-
-def escape(value: str) -> str:
-    """A label value escaped as the Prometheus text format wants it."""
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-def _header(name: str, doc: str, kind: str) -> str:
-    doc = doc.replace("\\", r"\\").replace("\n", r"\n")
-    return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
-
-
-_HEADERS: Final = (
-    _header(REQUESTS[0] + "_total", REQUESTS[1], "counter").encode(),
-    _header(DURATION[0], DURATION[1], "histogram").encode(),
-    _header(IN_FLIGHT[0], IN_FLIGHT[1], "gauge").encode(),
-    _header(REJECTED[0] + "_total", REJECTED[1], "counter").encode(),
-    _header(CIRCUIT[0], CIRCUIT[1], "gauge").encode(),
-)
-
-
-def _num(n: int) -> str:
-    """`go_float(n)` for a count, without its float round trip when n is small."""
-    return f"{n}.0" if 0 <= n < 1_000_000 else go_float(n)
-
-
 _REQUESTS: Final = operator.attrgetter("requests")
-
-
-def _classes(counts: list[int]) -> dict[str, int]:
-    out = {cls: counts[i + 1] for i, cls in enumerate(STATUS_CLASSES)}
-    if counts[0]:
-        out["unknown"] = counts[0]
-    return out
-
-
-def _classes_json(counts: list[int]) -> str:
-    """`json.dumps(_classes(counts))` (compact), without the encoder."""
-    text = (
-        f'{{"1xx":{counts[1]},"2xx":{counts[2]},"3xx":{counts[3]},"4xx":{counts[4]},'
-        f'"5xx":{counts[5]}'
-    )
-    return f'{text},"unknown":{counts[0]}}}' if counts[0] else text + "}"
-
-
-def _summary_json(summary: dict[str, float | int]) -> str:
-    """`json.dumps(summary)` (compact) of a `window_summary`: its keys are plain names and its
-    values finite numbers, written as json writes them (`repr`)."""
-    return "{" + ",".join([f'"{key}":{value!r}' for key, value in summary.items()]) + "}"
-
-
-def _counts_json(counts: dict[str, int]) -> str:
-    """`json.dumps(counts)` (compact) of a {reason: count} dict."""
-    if not counts:
-        return "{}"
-    return "{" + ",".join([f"{_json_key(k)}:{n}" for k, n in counts.items()]) + "}"
-
-
-_JSON_KEYS: dict[str, str] = {}
-
-
-def _json_key(key: str) -> str:
-    text = _JSON_KEYS.get(key)
-    if text is None:
-        text = json.dumps(key)
-        if len(_JSON_KEYS) < 1024:  # (refusal reasons: a handful)
-            _JSON_KEYS[key] = text
-    return text
 
 
 class _Entry:
@@ -185,13 +131,13 @@ class _Entry:
         self.in_flight = 0
         self.rejected: dict[str, int] = {}
         self.summary: dict[str, float | int] = window_summary(WindowCounts(), 0, 0)
-        self.summary_json = _summary_json(self.summary)
+        self.summary_json = summary_json(self.summary)
         self.summary_stale = False
         self.extremes = (0, 0)
         #: the fixed start of each of the route's Prometheus lines, rendered once
         name = DURATION[0]
         prom_label = self.prom_label
-        self.le_prefixes = [f"{name}_bucket{{{le}{prom_label}}} " for le in _LE_LABELS]
+        self.le_prefixes = [f"{name}_bucket{{{le}{prom_label}}} " for le in LE_LABELS]
         self.tail_prefixes = (
             f'{name}_bucket{{le="+Inf",route={prom_label}}} ',
             f"{name}_count{{route={prom_label}}} ",
@@ -201,7 +147,7 @@ class _Entry:
         #: (method, status class index) -> the start of its request counter line
         self.request_prefixes: dict[tuple[str, int], str] = {}
         self.status_json = ""
-        #: Prometheus lines per per-route family, in `_HEADERS` order
+        #: Prometheus lines per per-route family, in `HEADERS` order
         self.prom = [b"", b"", b"", b"", b""]
         self.breaker_sig: tuple[int, int, int] | None = None
         #: monotonic time until which the breaker's window may still change without a call
@@ -236,9 +182,9 @@ class Digest:
         self._latency: dict[str, float | int] = window_summary(self._total, 0, 0)
         self._latency_stale = False
         self._status_dirty = self._metrics_dirty = True
-        self._routes_json = "[]"
-        self._breakers_json = "{}"
-        self._route_families = b"".join(_HEADERS)
+        #: the status document's end, encoded: its "breakers" and "routes" members
+        self._routes_tail = b'"breakers":{},"routes":[]}'
+        self._route_families = b"".join(HEADERS)
         #: signatures rendered, in the order of `state.routes`
         self._seen: list[tuple[int, int, int]] = []
         #: per block of BLOCK routes, their metrics lines joined per family; blocks to re-join
@@ -256,26 +202,44 @@ class Digest:
         #: refresh slices run so far, and the longest one (seconds of event-loop time)
         self.slices = 0
         self.longest_slice_s = 0.0
+        #: the loop thread's CPU time spent in refreshes so far (seconds)
+        self.work_s = 0.0
 
     # -- refreshing ------------------------------------------------------------------------
-    async def refresh(self, document: str = "status") -> None:
+    async def refresh(self, document: str = "status", budget_s: float = 0.0) -> bool:
         """Bring every route's figures up to date for `document` ("status" or "metrics"),
-        in slices (see the module docstring)."""
+        in slices (see the module docstring); True once everything is current.
+
+        With a `budget_s` (> 0) the refresh runs in one stretch without yielding and stops
+        once that much of the loop thread's CPU time is spent (after at least `MIN_INLINE`
+        routes): False then, and the routes not reached keep their last rendered figures
+        until the next refresh."""
         async with self._lock:
             clock = self.state.clock
             breakers = self.state.breakers
             routes = list(self.state.routes.values())
             seen = self._seen
             todo_status = self._todo["status"]
+            todo = self._todo[document]
+            render = self._render_status if document == "status" else self._render_metrics
             started = time.thread_time()
+            done = 0
             now = clock()
             for i in stale_routes(routes, seen, now):
-                entry = self._update(routes[i], now, breakers.get(routes[i].label))
+                stats = routes[i]
+                breaker = breakers.get(stats.label)
+                entry = self._update(stats, now, breaker)
                 if i < len(seen):
                     seen[i] = entry.signature
                 else:  # (a new route: the stale indexes come in ascending order)
                     seen.append(entry.signature)
-                if time.thread_time() - started >= SLICE_S:
+                render(entry, stats, breaker, now)
+                todo.discard(entry.label)
+                done += 1
+                if budget_s > 0.0:
+                    if done >= MIN_INLINE and time.thread_time() - started >= budget_s:
+                        return self._stop(started, False, document)
+                elif time.thread_time() - started >= SLICE_S:
                     started = await self._yield(started)
                     now = clock()
             due = self._due  # (at most one item per route: its earliest possible due time)
@@ -288,20 +252,28 @@ class Digest:
                 else:  # called again since: due later
                     heapq.heappush(due, (entry.breaker_until, label))
             todo_status.update(self._watch)  # breakers not closed: their retry delay runs
-            todo = self._todo[document]
-            render = self._render_status if document == "status" else self._render_metrics
             for label in list(todo):
                 entry = self._entries[label]
                 render(entry, self.state.routes[label], breakers.get(label), now)
                 todo.discard(label)
-                if time.thread_time() - started >= SLICE_S:
+                done += 1
+                if budget_s > 0.0:
+                    if done >= MIN_INLINE and time.thread_time() - started >= budget_s:
+                        return self._stop(started, False, document)
+                elif time.thread_time() - started >= SLICE_S:
                     started = await self._yield(started)
                     now = clock()
-            if document == "status" and self._latency_stale:
-                self._latency_stale = False
-                extremes = windows_extremes(list(self.state.routes.values()))
-                self._latency = window_summary(self._total, *extremes)
-            self._end_slice(started)
+            return self._stop(started, True, document)
+
+    def _stop(self, started: float, complete: bool, document: str) -> bool:
+        """End a refresh's last slice (the guard-wide latency summary brought to what is
+        folded so far first); `complete` is what the refresh returns."""
+        if document == "status" and self._latency_stale:
+            self._latency_stale = False
+            extremes = windows_extremes(list(self.state.routes.values()))
+            self._latency = window_summary(self._total, *extremes)
+        self._end_slice(started)
+        return complete
 
     async def _yield(self, started: float) -> float:
         """End a slice: let the loop run other work, then start the next slice."""
@@ -312,6 +284,7 @@ class Digest:
     def _end_slice(self, started: float) -> None:
         spent = time.thread_time() - started
         self.slices += 1
+        self.work_s += spent
         if spent > self.longest_slice_s:
             self.longest_slice_s = spent
 
@@ -327,7 +300,7 @@ class Digest:
         if stats.needs_fold(now):
             stats.fold_lifetime(now)
             segments = stats.segments
-            if segments and segments[0][0] < epoch_of(now) - WINDOW_SEGMENTS:
+            if segments and segments[0].epoch < epoch_of(now) - WINDOW_SEGMENTS:
                 # (a segment leaves the window: take it out now, or every read would find
                 # this route stale again until the next status read)
                 self._fold_window(entry, stats, now)
@@ -370,11 +343,11 @@ class Digest:
         if entry.summary_stale:
             entry.summary_stale = False
             entry.summary = window_summary(stats.window, *entry.extremes)
-            entry.summary_json = _summary_json(entry.summary)
+            entry.summary_json = summary_json(entry.summary)
         entry.status_json = (
             f'{{"route":{entry.label_json},"requests":{entry.requests},'
-            f'"status_classes":{_classes_json(entry.totals)},'
-            f'"rejected":{_counts_json(entry.rejected)},"in_flight":{entry.in_flight},'
+            f'"status_classes":{classes_json(entry.totals)},'
+            f'"rejected":{counts_json(entry.rejected)},"in_flight":{entry.in_flight},'
             f'"latency_ms":{entry.summary_json}}}'
         )
         if breaker is not None:
@@ -412,7 +385,7 @@ class Digest:
                             f'{REQUESTS[0]}_total{{method="{escape(method)}",route={label},'
                             f'status_class="{cls}"}} '
                         )
-                    lines.append(prefix + _num(n) + "\n")
+                    lines.append(prefix + num(n) + "\n")
         entry.prom[0] = "".join(lines).encode()
         tail = entry.tail_prefixes
         if stats.lifetime_count:
@@ -420,15 +393,15 @@ class Digest:
             lines = []
             for prefix, n in zip(entry.le_prefixes, stats.le_counts, strict=False):
                 seen += n
-                lines.append(prefix + _num(seen) + "\n")
-            count = _num(stats.lifetime_count)
+                lines.append(prefix + num(seen) + "\n")
+            count = num(stats.lifetime_count)
             lines.append(tail[0] + count + "\n")
             lines.append(tail[1] + count + "\n")
             lines.append(tail[2] + go_float(stats.lifetime_sum_us / 1e6) + "\n")
             entry.prom[1] = "".join(lines).encode()
-        entry.prom[2] = (tail[3] + _num(stats.in_flight) + "\n").encode()
+        entry.prom[2] = (tail[3] + num(stats.in_flight) + "\n").encode()
         entry.prom[3] = "".join(
-            f'{REJECTED[0]}_total{{reason="{escape(reason)}",route={label}}} {_num(n)}\n'
+            f'{REJECTED[0]}_total{{reason="{escape(reason)}",route={label}}} {num(n)}\n'
             for reason, n in stats.rejected.items()
         ).encode()
         if breaker is not None:
@@ -439,23 +412,23 @@ class Digest:
         self._status_dirty = False
         entries = list(self._entries.values())
         ordered = sorted(entries, key=_REQUESTS, reverse=True)  # (stable: ties keep order)
-        self._routes_json = "[" + ",".join([e.status_json for e in ordered]) + "]"
-        items = [e.breaker_item for e in entries if e.breaker_item]
-        self._breakers_json = "{" + ",".join(items) + "}"
+        routes = ",".join([e.status_json for e in ordered])
+        breakers = ",".join([e.breaker_item for e in entries if e.breaker_item])
+        self._routes_tail = f'"breakers":{{{breakers}}},"routes":[{routes}]}}'.encode()
 
     def _assemble_metrics(self) -> None:
         self._metrics_dirty = False
         entries = list(self._entries.values())
         blocks = self._blocks
         while len(blocks) * BLOCK < len(entries):
-            blocks.append([b""] * len(_HEADERS))
+            blocks.append([b""] * len(HEADERS))
             self._dirty_blocks.add(len(blocks) - 1)
         for b in self._dirty_blocks:
             members = entries[b * BLOCK : (b + 1) * BLOCK]
-            blocks[b] = [b"".join([e.prom[i] for e in members]) for i in range(len(_HEADERS))]
+            blocks[b] = [b"".join([e.prom[i] for e in members]) for i in range(len(HEADERS))]
         self._dirty_blocks.clear()
         parts: list[bytes] = []
-        for i, header in enumerate(_HEADERS):
+        for i, header in enumerate(HEADERS):
             parts.append(header)
             parts.extend([block[i] for block in blocks])
         self._route_families = b"".join(parts)
@@ -466,20 +439,31 @@ class Digest:
         shed = dict(self._shed)
         return {
             "in_flight": self._in_flight,
-            "requests": {"total": sum(self._totals), "status_classes": _classes(self._totals)},
+            "requests": {"total": sum(self._totals), "status_classes": classes(self._totals)},
             "shed": shed,
             "shed_total": sum(shed.values()),
             "latency_window_s": int(WINDOW_S),
             "latency_ms": dict(self._latency),
         }
 
-    def status_body(self, head: dict[str, Any]) -> bytes:
-        """The status document: `head` plus the per-route parts, as JSON bytes."""
+    def status_body(self, head: list[dict[str, Any] | tuple[str, list[bytes]]]) -> list[bytes]:
+        """The status document as JSON, in chunks to send one after another: `head`'s members
+        in order (a dict: its items, encoded here; a (key, chunks) pair: that member, encoded
+        already), then the per-route parts (kept encoded: large parts are never copied)."""
         if self._status_dirty:
             self._assemble_status()
-        text = json.dumps(head, separators=(",", ":"), default=str)
-        text = f'{text[:-1]},"breakers":{self._breakers_json},"routes":{self._routes_json}}}'
-        return text.encode()
+        chunks: list[bytes] = []
+        text = "{"
+        for part in head:
+            if isinstance(part, tuple):
+                chunks.append(f"{text}{json_key(part[0])}:".encode())
+                chunks.extend(part[1])
+                text = ","
+            elif part:
+                text = f"{text}{json.dumps(part, separators=(',', ':'), default=str)[1:-1]},"
+        chunks.append(text.encode())
+        chunks.append(self._routes_tail)
+        return chunks
 
     def metrics_body(self) -> list[bytes]:
         """The Prometheus text exposition (format 0.0.4), in chunks to send one after another

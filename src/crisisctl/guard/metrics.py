@@ -10,11 +10,10 @@ status and metrics) never walk a whole histogram. Instead:
   * `RouteStats.fold` adds each new segment once, in time proportional to its distinct
     buckets, to the route's lifetime Prometheus `le` counts and to a `WindowCounts` of the
     last minute (epochs older than 60 s are subtracted again);
-  * a `WindowCounts` keeps the window's counts per bucket and per group of 32 neighbouring
-    buckets, and one cursor per percentile: adding a bucket costs two dict updates and a
-    comparison per cursor, and a percentile steps its cursor from where the last read left it
-    (a few buckets, or whole empty groups at once), instead of sorting or walking every
-    bucket.
+  * a `WindowCounts` (guard/window.py, with the window's segments and summary) keeps the
+    window's counts per bucket and per group of 32 neighbouring buckets, and one cursor per
+    percentile: a percentile steps its cursor from where the last read left it instead of
+    sorting or walking every bucket.
 
 `GuardCollector` (`guard.registry`) is the plain, readable reference: it renders the same
 families with prometheus_client from a guard's state view, walking every route (folded or
@@ -25,7 +24,6 @@ state (mode, concurrency limit, breakers, storage, internal errors).
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -40,7 +38,17 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from crisisctl.guard.modes import EMERGENCY, NORMAL, RECOVERING
-from crisisctl.stats import MAX_TRACKABLE_US, LatencyHistogram, bucket_bounds, bucket_index
+
+# the window's names, re-exported: readers import everything about route figures from here
+from crisisctl.guard.window import SEGMENT_PARTS as SEGMENT_PARTS
+from crisisctl.guard.window import SEGMENT_S as SEGMENT_S
+from crisisctl.guard.window import WINDOW_S as WINDOW_S
+from crisisctl.guard.window import WINDOW_SEGMENTS as WINDOW_SEGMENTS
+from crisisctl.guard.window import WindowCounts as WindowCounts
+from crisisctl.guard.window import WindowSegment as WindowSegment
+from crisisctl.guard.window import epoch_of as epoch_of
+from crisisctl.guard.window import window_summary as window_summary
+from crisisctl.stats import MAX_TRACKABLE_US, LatencyHistogram, bucket_index
 
 if TYPE_CHECKING:
     from crisisctl.guard.state import GuardState
@@ -53,115 +61,6 @@ _BUCKETS_US = [round(b * 1_000_000) for b in DURATION_BUCKETS_S]
 #: the last histogram bucket index counted under each `le` bound
 LE_INDEXES: Final = [bucket_index(b) for b in _BUCKETS_US]
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
-
-#: the recent-latency window: segments of SEGMENT_S seconds, the last WINDOW_SEGMENTS whole
-#: ones and the current one (so 60 to 75 s of samples)
-SEGMENT_S: Final = 15.0
-WINDOW_SEGMENTS: Final = 4
-WINDOW_S: Final = SEGMENT_S * WINDOW_SEGMENTS
-#: a WindowCounts group holds 2**_GROUP_BITS neighbouring bucket indexes
-_GROUP_BITS: Final = 5
-_GROUP_SIZE: Final = 1 << _GROUP_BITS
-_GROUP_MASK: Final = _GROUP_SIZE - 1
-
-
-_PERCENTILES: Final = (50.0, 90.0, 95.0, 99.0, 99.9)
-
-
-def epoch_of(now: float) -> int:
-    """The window segment a monotonic time falls in."""
-    return int(now // SEGMENT_S)
-
-
-class WindowCounts:
-    """Counts per bucket index, and per group of 32 neighbouring indexes, with one cursor per
-    percentile asked, so a percentile moves from where it was instead of being searched anew.
-
-    A cursor is (index, samples below it): adding or removing a histogram moves every cursor's
-    count of samples below (two dict updates and a comparison per cursor per bucket), and a
-    read steps each cursor from its last index to the bucket holding the rank it wants, one
-    index at a time or a whole group of 32 at a time where the group lies entirely on one side.
-    New samples move a percentile by a few buckets: a read costs about that, never a walk
-    over the whole histogram."""
-
-    __slots__ = ("below", "count", "counts", "groups", "indexes", "sum_us")
-
-    def __init__(self) -> None:
-        self.counts: dict[int, int] = {}
-        self.groups: dict[int, int] = {}
-        self.count = 0
-        self.sum_us = 0
-        #: one cursor per percentile rank asked (in `indexes_at`'s order): its bucket index
-        #: and the number of samples in the buckets below that index
-        self.indexes: list[int] = []
-        self.below: list[int] = []
-
-    def add(self, hist: LatencyHistogram, sign: int) -> None:
-        """Add (`sign` 1) or remove (-1) every sample of `hist`."""
-        counts = self.counts
-        groups = self.groups
-        indexes = self.indexes
-        below = self.below
-        cursors = len(indexes)
-        for index, n in hist.index_counts():
-            delta = n * sign
-            left = counts.get(index, 0) + delta
-            if left:
-                counts[index] = left
-            else:
-                del counts[index]
-            group = index >> _GROUP_BITS
-            left = groups.get(group, 0) + delta
-            if left:
-                groups[group] = left
-            else:
-                del groups[group]
-            for c in range(cursors):
-                if index < indexes[c]:
-                    below[c] += delta
-        self.count += hist.count * sign
-        self.sum_us += hist.sum_us * sign
-
-    def indexes_at(self, ranks: list[int]) -> list[int]:
-        """The bucket index holding each `rank`-th smallest sample (1 ≤ rank ≤ count)."""
-        counts = self.counts
-        groups = self.groups
-        indexes = self.indexes
-        below = self.below
-        while len(indexes) < len(ranks):
-            indexes.append(0)
-            below.append(0)
-        out: list[int] = []
-        for c, rank in enumerate(ranks):
-            index = indexes[c]
-            seen = below[c]
-            # backwards while the rank lies below this index
-            while seen >= rank:
-                if index & _GROUP_MASK == 0:
-                    in_group = groups.get((index >> _GROUP_BITS) - 1, 0)
-                    if seen - in_group >= rank:
-                        seen -= in_group
-                        index -= _GROUP_SIZE
-                        continue
-                index -= 1
-                seen -= counts.get(index, 0)
-            # forwards while this index's bucket ends below the rank
-            while True:
-                if index & _GROUP_MASK == 0:
-                    in_group = groups.get(index >> _GROUP_BITS, 0)
-                    if seen + in_group < rank:
-                        seen += in_group
-                        index += _GROUP_SIZE
-                        continue
-                here = counts.get(index, 0)
-                if seen + here >= rank:
-                    break
-                seen += here
-                index += 1
-            indexes[c] = index
-            below[c] = seen
-            out.append(index)
-        return out
 
 
 class RouteStats:
@@ -195,8 +94,8 @@ class RouteStats:
         self.pending: list[tuple[int, LatencyHistogram]] = []
         #: histograms in the lifetime counts, not yet in the window: (epoch, histogram)
         self.unwindowed: list[tuple[int, LatencyHistogram]] = []
-        #: folded histograms still inside the window: (epoch, histogram), oldest first
-        self.segments: deque[tuple[int, LatencyHistogram]] = deque()
+        #: folded histograms still inside the window, one segment per epoch, oldest first
+        self.segments: deque[WindowSegment] = deque()
         self.window = WindowCounts()
         #: folded samples of the route's lifetime per `le` slot (the last: above every bound)
         self.le_counts = [0] * (len(LE_INDEXES) + 1)
@@ -261,7 +160,7 @@ class RouteStats:
         if self.latency.count or self.pending or self.unwindowed:
             return True
         segments = self.segments
-        return bool(segments) and segments[0][0] < epoch_of(now) - WINDOW_SEGMENTS
+        return bool(segments) and segments[0].epoch < epoch_of(now) - WINDOW_SEGMENTS
 
     def fold(self, now: float, total: WindowCounts | None = None) -> None:
         """Fold new samples into the lifetime counts and the window (and `total`'s window)."""
@@ -276,7 +175,7 @@ class RouteStats:
         le_counts = self.le_counts
         unwindowed = self.unwindowed
         for epoch, hist in self.pending:
-            for index, n in hist.index_counts():
+            for index, n in hist._counts.items():
                 le_counts[bisect_left(LE_INDEXES, index)] += n
             self.lifetime_count += hist.count
             self.lifetime_sum_us += hist.sum_us
@@ -296,7 +195,7 @@ class RouteStats:
         if self.unwindowed:
             return True
         segments = self.segments
-        return bool(segments) and segments[0][0] < epoch_of(now) - WINDOW_SEGMENTS
+        return bool(segments) and segments[0].epoch < epoch_of(now) - WINDOW_SEGMENTS
 
     def fold_window(self, now: float, total: WindowCounts | None = None) -> None:
         """Take the lifetime-folded samples into the window (and `total`'s), and drop the
@@ -308,18 +207,17 @@ class RouteStats:
                 self.window.add(hist, 1)
                 if total is not None:
                     total.add(hist, 1)
-                if segments and segments[-1][0] == epoch:
-                    # one segment per epoch: reads every second must not grow the deque
-                    # (and `window_extremes`' walk over it) by one segment per read
-                    segments[-1][1].merge(hist)
-                else:
-                    segments.append((epoch, hist))
+                # one segment per epoch: reads every second must not grow the deque (and
+                # `window_extremes`' walk over it) by one segment per read
+                if not segments or segments[-1].epoch != epoch:
+                    segments.append(WindowSegment(epoch))
+                segments[-1].add(hist)
         self.unwindowed = []
-        while segments and segments[0][0] < oldest:
-            _, hist = segments.popleft()
-            self.window.add(hist, -1)
-            if total is not None:
-                total.add(hist, -1)
+        while segments and segments[0].epoch < oldest:
+            for hist in segments.popleft().parts:
+                self.window.add(hist, -1)
+                if total is not None:
+                    total.add(hist, -1)
 
     def lifetime(self) -> tuple[list[int], int, int]:
         """(counts per `le` slot, count, sum µs) of every sample ever recorded, folded or not,
@@ -338,12 +236,12 @@ class RouteStats:
         """(min, max) µs of the samples in the window; (0, 0) when it is empty."""
         low = MAX_TRACKABLE_US + 1
         high = 0
-        for _, hist in self.segments:
-            if hist.count:
-                if hist.min_us < low:
-                    low = hist.min_us
-                if hist.max_us > high:
-                    high = hist.max_us
+        for segment in self.segments:
+            if segment.count:
+                if segment.min_us < low:
+                    low = segment.min_us
+                if segment.max_us > high:
+                    high = segment.max_us
         return (low, high) if low <= MAX_TRACKABLE_US else (0, 0)
 
 
@@ -360,7 +258,7 @@ def stale_routes(
             out.append(i)
         else:
             segments = stats.segments
-            if segments and segments[0][0] < oldest:
+            if segments and segments[0].epoch < oldest:
                 out.append(i)
     return out
 
@@ -377,38 +275,6 @@ def windows_extremes(routes: list[RouteStats]) -> tuple[int, int]:
             if r_high > high:
                 high = r_high
     return (low, high) if low <= MAX_TRACKABLE_US else (0, 0)
-
-
-def window_summary(window: WindowCounts, low_us: int, high_us: int) -> dict[str, float | int]:
-    """`LatencyHistogram.summary().as_dict()` of the window, from its Fenwick tree.
-
-    Equal to the summary of the merged window histogram: percentile p is the bucket holding
-    rank ceil(count × p / 100), reported as its highest value clamped to the true maximum.
-    """
-    count = window.count
-    if count <= 0:
-        return {"count": 0, "min": 0.0, "mean": 0.0, "p50": 0.0, "p90": 0.0, "p95": 0.0,
-                "p99": 0.0, "p999": 0.0, "max": 0.0}  # fmt: skip
-    values: list[float] = []
-    for index in window.indexes_at([_rank(count, pct) for pct in _PERCENTILES]):
-        top = bucket_bounds(index)[1]
-        values.append((top if top < high_us else high_us) / 1000.0)
-    return {
-        "count": count,
-        "min": low_us / 1000.0,
-        "mean": round(window.sum_us / count / 1000.0, 3),
-        "p50": values[0],
-        "p90": values[1],
-        "p95": values[2],
-        "p99": values[3],
-        "p999": values[4],
-        "max": high_us / 1000.0,
-    }
-
-
-def _rank(count: int, pct: float) -> int:
-    """The rank `LatencyHistogram.percentiles` looks for (same formula, same rounding)."""
-    return max(1, math.ceil(count * pct / 100.0 - 1e-9))
 
 
 def histogram_family(
@@ -519,11 +385,23 @@ def state_metrics(state: GuardState) -> Iterator[Metric]:
     inflight = GaugeMetricFamily(
         "crisisctl_guard_in_flight", "Non-critical requests holding a concurrency slot."
     )
+    # scope "route": each route's own limit (one per route label, so at most max_route_labels)
+    route_limit = GaugeMetricFamily(
+        "crisisctl_guard_route_concurrency_limit",
+        "Concurrency limit in force for one route (scope route; the guard-wide cap is "
+        "crisisctl_guard_concurrency_limit).",
+        labels=["route"],
+    )
     if conc is not None:
         limit.add_metric([], conc.effective)
-        queue.add_metric([], conc.queued)
+        queued = conc.queued
+        for label, child in list(conc.children.items()):
+            route_limit.add_metric([label], child.effective)
+            queued += child.queued  # scope "route": the waiters are in the route queues
+        queue.add_metric([], queued)
         inflight.add_metric([], conc.in_flight)
     yield limit
+    yield route_limit
     yield queue
     yield inflight
     after_timeout = GaugeMetricFamily(

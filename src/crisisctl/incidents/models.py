@@ -1,8 +1,10 @@
 """SQLAlchemy 2 models of the incident store (the Alembic migrations create the same schema).
 
 Tables: ``incidents`` (one row per incident with its milestones, roles and impact),
-``incident_events`` (the append-only timeline), ``action_items``, ``root_causes``, ``lessons``
-and ``baselines`` (triage's saved healthy profiles). Every timestamp is stored as UTC and read
+``incident_events`` (the append-only timeline), ``action_items``, ``root_causes``, ``lessons``,
+``baselines`` (triage's saved healthy profiles), and the watch response's state:
+``watch_alerts`` (alerts by fingerprint), ``watch_incidents`` (runbook level, cooldowns) and
+``watch_silences``. Every timestamp is stored as UTC and read
 back timezone-aware (`UTCDateTime`), on SQLite as on PostgreSQL. Nothing outside the
 ``incidents`` package sees these classes: the store hands out frozen records instead.
 """
@@ -169,3 +171,62 @@ class BaselineRow(Base):
     profile: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WatchAlert(Base):
+    """One alert of `crisisctl watch` by fingerprint (rule + labels): its latest state, the
+    incident it belongs to and the silence muting it, so a restarted watch resumes where it was."""
+
+    __tablename__ = "watch_alerts"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    labels: Mapped[dict[str, str]] = mapped_column(JSON)
+    service: Mapped[str] = mapped_column(String(200), index=True)
+    severity: Mapped[str] = mapped_column(String(2))
+    state: Mapped[str] = mapped_column(String(10), index=True)
+    summary: Mapped[str] = mapped_column(Text)
+    value: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    active_since: Mapped[datetime] = mapped_column(UTCDateTime)
+    fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    incident_id: Mapped[int | None] = mapped_column(
+        ForeignKey("incidents.id", ondelete="SET NULL"), index=True
+    )
+    silenced_by: Mapped[int | None] = mapped_column(Integer)
+
+
+class WatchIncident(Base):
+    """The response's state of one incident watch opened: runbook level and since when, when
+    the service became healthy, and the last notification sent per kind (for the cooldown)."""
+
+    __tablename__ = "watch_incidents"
+
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True
+    )
+    service: Mapped[str] = mapped_column(String(200), index=True)
+    level: Mapped[int] = mapped_column(Integer)
+    level_since: Mapped[datetime] = mapped_column(UTCDateTime)
+    healthy_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    notified: Mapped[dict[str, str]] = mapped_column(JSON)
+
+
+class WatchSilence(Base):
+    """A silence: alerts matching `rule` (if set) and every label in `matchers` neither notify
+    nor run actions between `starts_at` and `ends_at`."""
+
+    __tablename__ = "watch_silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule: Mapped[str | None] = mapped_column(String(200))
+    matchers: Mapped[dict[str, str]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    author: Mapped[str | None] = mapped_column(String(200))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -2,7 +2,8 @@
 
 `serve(url)` registers this process (a heartbeat every `HEARTBEAT_S`, expiring after
 `HEARTBEAT_TTL_MS`), waits for an assignment, and runs it with the same engine as
-``--processes`` (`crisisctl.load.plan.execute` on its `share`): it logs in, says it is ready,
+``--processes`` (`crisisctl.load.plan.execute` on its `share`; with ``processes`` > 1 on that
+many engine processes, `crisisctl.load.worker_processes`): it logs in, says it is ready,
 waits for the start instant (on the Redis clock, turned into its own monotonic clock with
 the offset it measured), sends its part, streams a tick per second (with that second's
 histogram) and at the end its result with histograms. A background thread keeps the
@@ -42,6 +43,7 @@ from crisisctl.load.plan import RunError, execute, share
 from crisisctl.load.processes import READY_TIMEOUT_S, run_sync
 from crisisctl.load.recorder import Tick
 from crisisctl.load.scenario import ClosedModel, Scenario, ScenarioError
+from crisisctl.load.worker_processes import run_worker_share
 
 __all__ = ["serve"]
 
@@ -128,7 +130,9 @@ def _wait_go(session: _Session, key: str) -> float:
     raise RunError("the coordinator never gave the start signal.", 1)
 
 
-def _run_one(session: _Session, assignment: dict[str, Any], say: Callable[[str], None]) -> None:
+def _run_one(
+    session: _Session, assignment: dict[str, Any], say: Callable[[str], None], processes: int = 1
+) -> None:
     run, index, count = str(assignment["run"]), int(assignment["index"]), int(assignment["count"])
     session.halt.clear()
     session.run = run
@@ -160,12 +164,25 @@ def _run_one(session: _Session, assignment: dict[str, Any], say: Callable[[str],
         def stop() -> str | None:
             return session.halt_reason if session.halt.is_set() else None
 
-        result = run_sync(
-            execute(
-                part, Path.cwd(), on_tick=on_tick, stop=stop, on_ready=ready, part=index,
-                parts=count,
-            )
-        )  # fmt: skip
+        if processes > 1:
+
+            def ready_now() -> float:
+                session.send("ready", index)
+                start = local_instant(_wait_go(session, Keys.go(run, index)), offset)
+                start_late.append(max(0.0, time.monotonic() - start))
+                return start
+
+            result = run_worker_share(
+                scenario, Path.cwd(), worker=index, workers=count, processes=processes,
+                on_ready=ready_now, on_tick=on_tick, stop=stop,
+            )  # fmt: skip
+        else:
+            result = run_sync(
+                execute(
+                    part, Path.cwd(), on_tick=on_tick, stop=stop, on_ready=ready, part=index,
+                    parts=count,
+                )
+            )  # fmt: skip
         session.send(
             "done", index, result=result.to_dict(histograms=True),
             start_late_s=start_late[0] if start_late else None,
@@ -189,15 +206,17 @@ def serve(
     forever: bool = False,
     say: Callable[[str], None] = print,
     wait_s: float | None = None,
+    processes: int = 1,
 ) -> int:
-    """Serve runs from the Redis at `url`: one, or every one with `forever`. Returns the
-    number of runs served; ValueError (one sentence) when Redis cannot be reached or, with
-    `wait_s`, no run came within it."""
+    """Serve runs from the Redis at `url`: one, or every one with `forever`; each run's share
+    on `processes` engine processes (`crisisctl.load.worker_processes`). Returns the number of
+    runs served; ValueError (one sentence) when Redis cannot be reached or, with `wait_s`, no
+    run came within it."""
     client = connect(url, "the worker's Redis URL")
     host = socket.gethostname()
     worker = f"{host}-{os.getpid()}-{secrets.token_hex(2)}"
     info: dict[str, Any] = {"worker": worker, "host": host, "pid": os.getpid(),
-                            "version": __version__}  # fmt: skip
+                            "version": __version__, "processes": processes}  # fmt: skip
     session = _Session(client, worker, info)
     session.beat("idle")
     session.thread.start()
@@ -211,7 +230,7 @@ def serve(
             got: Any = client.blpop([Keys.inbox(worker)], 1)
             if got is None:
                 continue
-            _run_one(session, decode_assignment(got[1]), say)
+            _run_one(session, decode_assignment(got[1]), say, processes)
             served += 1
             if not forever:
                 return served

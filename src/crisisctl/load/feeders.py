@@ -3,8 +3,9 @@
 `load_rows(path, kind)` reads every row once, before the run (a CSV's header names the
 columns; a JSONL line is one JSON object); `Feeder` hands rows to virtual users by mode:
 ``sequential`` (each journey takes the next row, wrapping), ``random`` (a row drawn per
-journey) or ``unique`` (user *i* keeps row *i* for the whole run; `check_unique` makes more
-users than rows an error before anything is sent). `part`/`parts` give a process of a
+journey) or ``unique`` (user *i* keeps row *i* for the whole run — in the open model, arrival
+*i* gets row *i*; `check_unique` makes more users or arrivals than rows an error before
+anything is sent). `part`/`parts` give a process of a
 multi-process run its own slice of a unique feeder's rows, so no two users share one.
 """
 
@@ -92,18 +93,24 @@ class Feeder:
             return self
         return Feeder(self.rows[index::count], self.mode, self.name)
 
-    def check_unique(self, users: int) -> None:
-        """FeederError when a unique feeder has fewer rows than the run has users."""
-        if self.mode == "unique" and users > len(self.rows):
+    def check_unique(self, needed: int, what: str = "users") -> None:
+        """FeederError when a unique feeder has fewer rows than the run has users (or
+        open-model arrivals: `what`)."""
+        if self.mode == "unique" and needed > len(self.rows):
+            each, fewer = (
+                ("user", "add rows or run fewer users")
+                if what == "users"
+                else ("arrival", "add rows, lower the rate or shorten the run")
+            )
             raise FeederError(
-                f"the {self.name} gives each user its own row (mode unique) but has "
-                f"{len(self.rows)} rows for {users} users; add rows or run fewer users."
+                f"the {self.name} gives each {each} its own row (mode unique) but has "
+                f"{len(self.rows)} rows for {needed} {what}; {fewer}."
             )
 
     def row(self, user: int, rng: random.Random) -> Row:
         """The row of user `user` for its next journey."""
         if self.mode == "unique":
-            return self.rows[user]
+            return self.rows[user % len(self.rows)]
         if self.mode == "random":
             return self.rows[rng.randrange(len(self.rows))]
         row = self.rows[self._next]

@@ -1,5 +1,6 @@
 """Journeys compiled: steps with templates, extraction rules, feeders; errors at file:line.
 
+A journey runs in either model (`crisisctl.load.journey_run`, `crisisctl.load.journey_open`).
 `compile_journey(scenario, base_dir, source, root)` checks everything a journey needs before
 the run: every ``{name}`` of a step is a scenario variable, a feeder column or a value an
 EARLIER step extracts (one used before the step that extracts it, or never extracted, is an
@@ -13,6 +14,7 @@ response (None when it is not there: the run counts that request as failed, erro
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -242,6 +244,20 @@ def _step(
     )
 
 
+def _unique_rows_needed(scenario: Scenario) -> tuple[int, str]:
+    """How many rows a unique feeder needs: one per closed-model user, or one per open-model
+    arrival (counted from the schedule; an unseeded Poisson count gets a 4-sigma margin)."""
+    model = scenario.model
+    if isinstance(model, ClosedModel):
+        users = max([model.users] + [s.target for s in model.stages])
+        return int(users + 0.999999), "users"
+    schedule = model.schedule()
+    if model.arrival == "poisson" and scenario.seed is None:
+        expected = schedule.expected()
+        return math.ceil(expected + 4 * math.sqrt(expected)), "arrivals"
+    return sum(1 for _ in schedule.arrivals(model.arrival, scenario.seed)), "arrivals"
+
+
 def compile_journey(
     scenario: Scenario, base_dir: Path, source: str = "scenario", root: yaml.Node | None = None
 ) -> Journey:
@@ -260,11 +276,11 @@ def compile_journey(
             continue
         feeders.append(Feeder(rows, feed.mode, f"feeder {feed.file}"))
         known |= columns_of(rows)
-    if isinstance(scenario.model, ClosedModel):
-        users = max([scenario.model.users] + [s.target for s in scenario.model.stages])
+    if any(feeder.mode == "unique" for feeder in feeders):
+        needed, what = _unique_rows_needed(scenario)
         for i, feeder in enumerate(feeders):
             try:
-                feeder.check_unique(int(users + 0.999999))
+                feeder.check_unique(needed, what)
             except FeederError as exc:
                 problems.append((("feeders", i, "mode"), str(exc)))
     later: dict[str, int] = {}

@@ -7,7 +7,7 @@ headers (names lower-cased; repeated ones joined with ``, ``) and the whole body
 each ``Set-Cookie`` sets (or, with ``Max-Age=0``, removes) a cookie the client sends back on
 its later requests — one host per run, so domain and path attributes are not applied.
 Errors are raised as `RequestError` with the engine's kinds (refused, reset, timeout,
-bad_response, other).
+bad_response, tls, other).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import httptools
 
-from crisisctl.transport.client import RequestError
+from crisisctl.transport.client import RequestError, classify_error
 from crisisctl.transport.target import Target
 
 __all__ = ["JourneyClient", "Reply"]
@@ -139,10 +139,8 @@ class JourneyClient:
                 ssl=target.ssl,
                 server_hostname=(target.server_hostname or target.host) if target.ssl else None,
             )
-        except ConnectionRefusedError:
-            raise RequestError("refused", "connection refused") from None
         except OSError as exc:
-            raise RequestError("other", str(exc)) from None
+            raise RequestError(classify_error(exc), str(exc)) from None
         return conn
 
     def _bytes(

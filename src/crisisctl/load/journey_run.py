@@ -1,5 +1,8 @@
 """Running a journey: each closed-model virtual user runs the steps in order, again and again.
 
+(The open model — each arrival runs the steps once — is `crisisctl.load.journey_open`, on the
+same `JourneyRun`.)
+
 A user is one task with its own `JourneyClient` (one keep-alive connection, its own cookie
 jar — Set-Cookie answers become the Cookie header of its next requests; the jar is emptied
 when the user starts the journey again, as k6 does per iteration). At the start of each
@@ -34,11 +37,11 @@ from crisisctl.load.schedule import RateSchedule, ThinkTime
 from crisisctl.transport.client import RequestError
 from crisisctl.transport.target import Target
 
-__all__ = ["run_journeys"]
+__all__ = ["JourneyRun", "run_journeys"]
 
 
-class _Run:
-    """What the users of one run share."""
+class JourneyRun:
+    """What the users of one run share (`crisisctl.load.journey_open` runs arrivals on it)."""
 
     def __init__(
         self,
@@ -62,6 +65,8 @@ class _Run:
             OperationStats(s.name, s.method, s.spec_path, 1.0, s.expect) for s in journey.steps
         ]
         self.no_think = think.value_s == 0 and think.kind == "constant"
+        #: open model: latencies also go to the uncorrected histogram (see `journey_once`)
+        self.open_model = False
 
     async def pause(self, ctl: Control, seconds: float) -> bool:
         """Sleep `seconds` (or until the stop time); False when the run is over."""
@@ -95,9 +100,20 @@ class _Run:
             client.close()
 
     async def journey_once(
-        self, index: int, client: JourneyClient, rec: Recorder, ctl: Control
+        self,
+        index: int,
+        client: JourneyClient,
+        rec: Recorder,
+        ctl: Control,
+        intended: float | None = None,
     ) -> bool:
-        """One pass over the steps; False when the run is over."""
+        """One pass over the steps; False when the run is over.
+
+        `index` picks the feeder rows (a user's, or an open-model arrival's). `intended` (open
+        model) is the arrival's time: the first step's latency is measured from it (corrected
+        for coordinated omission) and from its actual send (uncorrected); a later step is sent
+        when the one before it ends, so both of its figures start at its send.
+        """
         values: dict[str, object] = {}
         for feeder in self.journey.feeders:
             values.update(feeder.row(index, self.rng))
@@ -138,13 +154,18 @@ class _Run:
                     values[extractor.name] = value
                 if ok:
                     us = int((done - sent) * 1_000_000)
-                    rec.response(op, response.status, len(response.body), us, None, done)
+                    corrected = us
+                    if intended is not None:
+                        corrected = int((done - min(intended, sent)) * 1_000_000)
+                    raw = us if self.open_model else None
+                    rec.response(op, response.status, len(response.body), corrected, raw, done)
                 else:
                     rec.error(op, EXTRACT_ERROR, done)
             for name in step.names:  # drawn again at the next step that uses them
                 if name in sources:
                     values.pop(name, None)
             pause = 0.0 if self.no_think else self.think.draw(self.rng)
+            intended = None  # only the first step's send can be late
             if not await self.pause(ctl, pause):
                 return False
             if not ok:
@@ -167,7 +188,7 @@ async def run_journeys(
 ) -> LoadResult:
     """Run `journey` against `target` (`url` for the report) with the `users` schedule."""
     count = max(1, int(max(max(r0, r1) for _, r0, r1 in users.segments) + 0.999999))
-    run = _Run(journey, target, users, think or ThinkTime(), timeout_s, seed, max_requests)
+    run = JourneyRun(journey, target, users, think or ThinkTime(), timeout_s, seed, max_requests)
     result = LoadResult(
         model="closed", url=url, duration_s=users.duration_s, timeout_s=timeout_s,
         users=count,

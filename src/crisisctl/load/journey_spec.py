@@ -1,6 +1,7 @@
 """The scenario fields of journeys: ordered ``steps``, ``feeders`` and ``extract`` rules.
 
-A journey is what each closed-model virtual user does, in order, again and again: a step is a
+A journey is what each closed-model virtual user does, in order, again and again (or, in the
+open model, what each arrival does once): a step is a
 request (method, path, query, headers, body with ``{name}`` placeholders) with an optional
 ``name`` (its figures and thresholds are grouped under it) and ``extract`` rules that take a
 value out of its response for later steps (``json`` — a JMESPath expression —, ``header`` or
@@ -25,8 +26,9 @@ class _Model(BaseModel):
 class FeederSpec(_Model):
     """Rows of per-user data: ``csv: file`` or ``jsonl: file``; each column (CSV header, JSON
     key) becomes a variable. ``mode``: ``sequential`` (each journey takes the next row,
-    wrapping), ``random`` (a row at random per journey) or ``unique`` (each user keeps its
-    own row; more users than rows is an error before the run)."""
+    wrapping), ``random`` (a row at random per journey) or ``unique`` (each closed-model user
+    keeps its own row, each open-model arrival gets its own; more users or arrivals than rows
+    is an error before the run)."""
 
     csv: str | None = None
     jsonl: str | None = None

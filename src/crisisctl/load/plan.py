@@ -15,16 +15,12 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import yaml
 
 from crisisctl.load.engine import Operation, run_closed_ops, run_open_ops
-from crisisctl.load.journey import compile_journey
-from crisisctl.load.journey_run import run_journeys
 from crisisctl.load.recorder import Tick
 from crisisctl.load.recording import LoadResult
 from crisisctl.load.scenario import (
@@ -45,6 +41,9 @@ from crisisctl.load.templates import (
     query_text,
     variable_sources,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["RunError", "check_scenario", "compile_operations", "execute", "login", "share"]
 
@@ -152,6 +151,8 @@ def check_scenario(
     """Everything checked before a run (operations' templates, or a journey's steps, feeders
     and extraction rules); ScenarioError lists every problem at ``file:line``."""
     if scenario.steps:
+        from crisisctl.load.journey import compile_journey  # (a run of operations never needs it)
+
         compile_journey(scenario, base_dir, source, root)
         names = {step.label for step in scenario.steps}
     else:
@@ -213,6 +214,8 @@ def _token(data: Any, path: str) -> str | None:
 async def _login_once(
     client: httpx.AsyncClient, spec: Login, url: str, target: Target
 ) -> dict[str, str]:
+    import httpx
+
     kwargs: dict[str, Any] = {}
     send_url, sent = url, dict(spec.headers)
     if target.connect_host != target.host:
@@ -261,6 +264,11 @@ async def login(scenario: Scenario, count: int) -> list[dict[str, str]]:
     """`count` sessions: the extra headers (cookie, token) each login yields."""
     if scenario.login is None or count < 1:
         return []
+    # only a run with a login step pays for httpx (and http.cookiejar's urllib) at start-up
+    from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+    import httpx
+
     spec = scenario.login
     url = scenario.base_url + spec.path
     target = scenario.transport.target(url, tool="crisisctl load")
@@ -343,13 +351,23 @@ async def _execute_journey(
     part: int,
     parts: int,
 ) -> LoadResult:
+    # journeys only: their modules (jmespath, http.cookies) stay out of other runs' start-up
+    from crisisctl.load.journey import compile_journey
+    from crisisctl.load.journey_open import run_journeys_open
+    from crisisctl.load.journey_run import run_journeys
+
     journey = compile_journey(scenario, base_dir).part(part, parts)
     model = scenario.model
-    assert isinstance(model, ClosedModel)  # the scenario's validation sees to it
     target = scenario.transport.target(scenario.base_url + "/", tool="crisisctl load")
-    if on_ready is not None:
-        await on_ready()
+    start_at = await on_ready() if on_ready is not None else None
     seed = None if scenario.seed is None else scenario.seed + part
+    if isinstance(model, OpenModel):
+        return await run_journeys_open(
+            journey, target, scenario.base_url, schedule=model.schedule(),
+            connections=model.connections, timeout_s=scenario.timeout, seed=seed,
+            arrival=model.arrival, arrival_seed=scenario.seed, part=part, parts=parts,
+            start_at=start_at, on_tick=on_tick, stop=stop, max_requests=scenario.max_requests,
+        )  # fmt: skip
     return await run_journeys(
         journey, target, scenario.base_url, users=model.schedule(), think=model.think.think_time(),
         timeout_s=scenario.timeout, seed=seed, on_tick=on_tick, stop=stop,

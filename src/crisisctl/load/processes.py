@@ -232,19 +232,29 @@ def _child_main(
     go: Any,
     halt: Any,
     start: Any,
+    outer: tuple[int, int] = (0, 1),
 ) -> None:
-    """A child engine process: its share of the load, ticks and result through `outbox`."""
+    """A child engine process: its share of the load, ticks and result through `outbox`.
+
+    `outer` (w, W): this process's parent is worker w of a distributed run's W, so the child
+    runs its part of the worker's share — part ``w + index·W`` of ``W·count`` of the one
+    schedule (`crisisctl.load.worker_processes`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
+    worker, workers = outer
     try:
-        part = share(Scenario.model_validate(data), index, count)
+        part = share(share(Scenario.model_validate(data), worker, workers), index, count)
 
         async def ready() -> float | None:
             outbox.put(("ready", index))
             if not await asyncio.to_thread(go.wait, READY_TIMEOUT_S):
                 raise RunError("the engine processes did not all get ready in time.", 1)
             start_at = float(start.value)
-            # a clock not shared between processes (never on Linux/macOS): start now
-            return start_at if abs(start_at - time.monotonic()) < 1.0 else None
+            if abs(start_at - time.monotonic()) >= 60.0:
+                return None  # a clock not shared between processes (never on Linux/macOS)
+            if isinstance(part.model, ClosedModel):  # users start at the common instant
+                await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+                return None
+            return start_at
 
         def on_tick(tick: Tick) -> None:
             tick.process = index
@@ -255,8 +265,8 @@ def _child_main(
 
         result = run_sync(
             execute(
-                part, Path(base_dir), on_tick=on_tick, stop=stop, on_ready=ready, part=index,
-                parts=count,
+                part, Path(base_dir), on_tick=on_tick, stop=stop, on_ready=ready,
+                part=worker + index * workers, parts=workers * count,
             )
         )  # fmt: skip
         outbox.put(("done", index, result.to_dict(histograms=True)))

@@ -211,6 +211,9 @@ class LoadResult:
     #: why the run stopped early, if it did
     aborted: str | None = None
     processes: int = 1
+    #: open-model journeys: arrivals that started a journey (each sends several requests);
+    #: None for runs of single requests
+    journeys: int | None = None
 
     @property
     def error_total(self) -> int:
@@ -230,8 +233,10 @@ class LoadResult:
     @property
     def scheduled(self) -> int:
         """Open model: arrivals the schedule asked for up to the end (or the abort) of the run,
-        each either started (`requests`) or dropped; closed model: the requests started."""
-        return self.requests + self.dropped
+        each either started (`requests`, or `journeys` for a journey) or dropped; closed model:
+        the requests started."""
+        started = self.requests if self.journeys is None else self.journeys
+        return started + self.dropped
 
     @property
     def dropped_rate(self) -> float:
@@ -249,7 +254,7 @@ class LoadResult:
         if operation is None:
             return ScopeStats(
                 self.requests, self.completed, self.error_total, self.unexpected, self.latency,
-                self.duration_s, self.dropped,
+                self.duration_s, self.dropped, self.journeys,
             )  # fmt: skip
         op = self.operations.get(operation)
         return None if op is None else op.scope(self.duration_s)
@@ -284,6 +289,7 @@ class LoadResult:
             "tls_s_total": round(self.tls_s, 6),
             "late_starts": self.late_starts,
             "dropped": self.dropped,
+            "journeys": self.journeys,
             "scheduled": self.scheduled,
             "dropped_rate": round(self.dropped_rate, 6),
             "elapsed_s": round(self.elapsed_s, 6),
@@ -345,6 +351,7 @@ class LoadResult:
                 },
                 aborted=data.get("aborted"),
                 processes=int(data.get("processes", 1)),
+                journeys=None if data.get("journeys") is None else int(data["journeys"]),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a load result with histograms ({exc!r}).") from None
@@ -370,6 +377,8 @@ class LoadResult:
         self.tls_s += other.tls_s
         self.late_starts += other.late_starts
         self.dropped += other.dropped
+        if other.journeys is not None:
+            self.journeys = (self.journeys or 0) + other.journeys
         self.latency.merge(other.latency)
         if self.latency_uncorrected is not None and other.latency_uncorrected is not None:
             self.latency_uncorrected.merge(other.latency_uncorrected)

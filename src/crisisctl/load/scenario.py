@@ -5,12 +5,13 @@ and TLS options), default ``headers``, a ``timeout``, an optional ``login`` step
 ``model`` (``open``: arrival rate and stages, ``arrival: constant`` (evenly spaced) or
 ``poisson`` (exponential gaps, seeded by ``seed``); ``closed``: users, ramp-up, think time and
 stages), ``variables`` (value sources for templates), weighted ``operations`` — or a journey:
-ordered ``steps`` with ``feeders`` (closed model only, `crisisctl.load.journey_spec`) — and
-``thresholds``. `load_scenario(path)` reads and validates a file; every problem is reported as
-``file:line: field: what is wrong`` (the line comes from the YAML node the pydantic error
-location points at). The quick form of ``crisisctl load URL`` builds the same `Scenario` from
-its options. Compiling the templates (`crisisctl.load.plan`) is a second validation step whose
-errors carry locations too.
+ordered ``steps`` with ``feeders`` (`crisisctl.load.journey_spec`) — and ``thresholds``.
+Header values and the transport's credential paths may be ``env:NAME``
+(`crisisctl.load.scenario_env`). `load_scenario(path)` reads and validates a file; every
+problem is reported as ``file:line: field: what is wrong`` (the line comes from the YAML node
+the pydantic error location points at). The quick form of ``crisisctl load URL`` builds the
+same `Scenario` from its options. Compiling the templates (`crisisctl.load.plan`) is a second
+validation step whose errors carry locations too.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -36,6 +38,7 @@ from pydantic import (
 from crisisctl.load.abort import AbortRule, parse_abort_on
 from crisisctl.load.engine import RateSchedule, ThinkTime
 from crisisctl.load.journey_spec import FeederSpec, StepSpec
+from crisisctl.load.scenario_env import resolve_env
 from crisisctl.load.target import parse_url
 from crisisctl.load.thresholds import Threshold, parse_threshold
 from crisisctl.transport.settings import TransportSpec
@@ -340,6 +343,13 @@ class Scenario(_Model):
     max_requests: int | None = Field(None, ge=0)
     #: rules that stop a run hurting its target, e.g. ``error_rate > 50% for 10s``
     abort_on: list[str] = Field(default_factory=list)
+    #: the values read from ``env:NAME`` (`crisisctl.load.scenario_env`): redacted in reports
+    _secrets: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values the file read from the environment (for the run's redactor)."""
+        return self._secrets
 
     @field_validator("abort_on")
     @classmethod
@@ -385,11 +395,6 @@ class Scenario(_Model):
         if self.operations and self.steps:
             raise ValueError("give either operations (weighted requests) or steps (a journey)")
         if self.steps:
-            if not isinstance(self.model, ClosedModel):
-                raise ValueError(
-                    "a journey (steps) runs in the closed model: each virtual user runs the "
-                    "steps in order, again and again; use model type closed"
-                )
             if self.login is not None:
                 raise ValueError("with steps, make the login the journey's first step")
         elif self.feeders:
@@ -485,8 +490,16 @@ def load_scenario(path: Path) -> tuple[Scenario, yaml.Node]:
         raise ScenarioError(source, [f"{where}: YAML syntax error: {problem}"]) from None
     if root is None or not isinstance(data, dict):
         raise ScenarioError(source, [f"{source}:1: scenario: must be a YAML mapping of fields"])
+    data, secrets, missing = resolve_env(data)
+    if missing:
+        problems = []
+        for loc, message in missing:
+            line, name = locate(root, loc)
+            problems.append(f"{source}:{line}: {name}: {message}")
+        raise ScenarioError(source, problems)
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(source, scenario_problems(exc, source, root)) from None
+    scenario._secrets = tuple(secrets)
     return scenario, root

@@ -237,6 +237,8 @@ class ScopeStats:
     duration_s: float
     #: open model, whole run: arrivals the engine could not send (every connection busy)
     dropped: int = 0
+    #: open-model journeys: the arrivals that started one (None: an arrival is a request)
+    started: int | None = None
 
     def value(self, metric: str) -> float | None:
         """The metric in canonical units, or None when there is nothing to measure it on."""
@@ -247,7 +249,8 @@ class ScopeStats:
         if metric == "error_rate":
             return (self.errors + self.unexpected) / self.requests if self.requests else None
         if metric == "dropped_rate":
-            scheduled = self.requests + self.dropped
+            started = self.requests if self.started is None else self.started
+            scheduled = started + self.dropped
             return self.dropped / scheduled if scheduled else None
         if metric == "checks":
             return (self.completed - self.unexpected) / self.completed if self.completed else None

@@ -26,6 +26,10 @@ GUARD_SERVICE: Final = "crisisctl-guard"
 GUARD_SOURCE: Final = "guard status"
 
 
+#: the route limits a summary lists: the lowest (the routes the guard holds back most)
+ROUTE_LIMITS_SHOWN: Final = 5
+
+
 def local_source(pid: int) -> str:
     """Where resource figures read with psutil on this machine came from."""
     return f"local process (psutil pid {pid})"
@@ -107,6 +111,42 @@ def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def concurrency_limits(conc: dict[str, Any]) -> dict[str, Any]:
+    """The limits in force, from a status document's ``concurrency`` section: one service-wide
+    limit, or (scope ``"route"``) the guard-wide cap and the lowest route limits — the cap is
+    not the limit any route runs at."""
+    scope = conc.get("scope") or "service"
+    out: dict[str, Any] = {"concurrency_mode": conc.get("mode"), "concurrency_scope": scope}
+    if scope != "route":
+        out["concurrency_limit"] = conc.get("limit")
+        return out
+    routes = _section(conc, "routes")
+    limits = sorted(
+        (limit, label)
+        for label, route in routes.items()
+        if isinstance(route, dict) and isinstance(limit := route.get("limit"), int)
+    )
+    out["concurrency_limit"] = None
+    out["concurrency_cap"] = conc.get("limit")
+    out["route_limits"] = {label: limit for limit, label in limits[:ROUTE_LIMITS_SHOWN]}
+    out["route_limit_count"] = len(limits)
+    return out
+
+
+def describe_limits(limits: dict[str, Any]) -> str:
+    """One line for `concurrency_limits`: ``adaptive limit 12`` or ``adaptive per route: /b 1,
+    /a 2 (+3 more) under a cap of 1000``."""
+    mode = limits.get("concurrency_mode")
+    if limits.get("concurrency_scope") != "route":
+        return f"{mode} limit {limits.get('concurrency_limit')}"
+    shown = limits.get("route_limits") or {}
+    routes = ", ".join(f"{label} {limit}" for label, limit in shown.items()) or "no route yet"
+    more = (limits.get("route_limit_count") or 0) - len(shown)
+    if more > 0:
+        routes += f" (+{more} more)"
+    return f"{mode} per route: {routes} under a cap of {limits.get('concurrency_cap')}"
+
+
 def summarize_status(data: dict[str, Any]) -> dict[str, Any]:
     """The triage's view of a guard status document (missing parts become None)."""
     mode = _section(data, "mode")
@@ -130,8 +170,7 @@ def summarize_status(data: dict[str, Any]) -> dict[str, Any]:
         "shed": data.get("shed") or {},
         "shed_total": data.get("shed_total"),
         "limits": {
-            "concurrency_mode": conc.get("mode"),
-            "concurrency_limit": conc.get("limit"),
+            **concurrency_limits(conc),
             "queued": conc.get("queued"),
             "queue_size": conc.get("queue_size"),
             "rate_limits": data.get("rate_limits") or [],

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 #: Every error kind, in report order.
-ERROR_KINDS: tuple[str, ...] = ("refused", "reset", "timeout", "bad_response", "other")
+ERROR_KINDS: tuple[str, ...] = ("refused", "reset", "timeout", "bad_response", "tls", "other")
 #: Body bytes kept per response by default (the rest is only counted).
 BODY_CAP = 1024
 #: Event-loop timers tick in milliseconds: a deadline this close counts as reached.
@@ -106,6 +106,8 @@ def classify_error(exc: BaseException) -> str:
         return "reset"
     if isinstance(exc, BadResponse | httptools.HttpParserError):
         return "bad_response"
+    if isinstance(exc, ssl.SSLError):
+        return "tls"  # a failed handshake or certificate check, or a TLS alert mid-stream
     if isinstance(exc, OSError):
         if exc.errno in _REFUSED_ERRNOS:
             return "refused"

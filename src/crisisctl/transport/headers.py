@@ -104,18 +104,30 @@ def build_auth(
     return Auth(headers, tuple(dict.fromkeys(s for s in secrets if s)))
 
 
+#: secrets at least this long are replaced wherever they occur, shorter ones only as whole words
+MIN_SUBSTRING_SECRET = 4
+
+
 class Redactor:
     """Replaces known secret values (and secret headers' values) with ``[REDACTED]``."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # longest first: a token inside a longer "Bearer token" string goes whole
         self.secrets = sorted({s for s in secrets if len(s) >= 1}, key=len, reverse=True)
+        # a short secret ("t", "abc") is replaced only where it stands alone: replacing every
+        # occurrence would garble each sentence that contains those letters
+        self._short = {
+            s: re.compile(rf"(?<![\w-]){re.escape(s)}(?![\w-])")
+            for s in self.secrets
+            if len(s) < MIN_SUBSTRING_SECRET
+        }
 
     def text(self, value: str) -> str:
         """`value` with every known secret replaced."""
         for secret in self.secrets:
             if secret in value:
-                value = value.replace(secret, REDACTED)
+                short = self._short.get(secret)
+                value = short.sub(REDACTED, value) if short else value.replace(secret, REDACTED)
         return value
 
     def headers(self, headers: Mapping[str, Any]) -> dict[str, Any]:

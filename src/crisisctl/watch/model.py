@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from crisisctl.severity import Severity
+from crisisctl.transport.settings import TransportSpec
 
 #: a label set: (name, value) pairs sorted by name, so equal sets compare and hash equal
 Labels = tuple[tuple[str, str], ...]
@@ -104,6 +105,38 @@ class Transition:
     at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class GuardEndpoint:
+    """One guarded instance's control surface, as the response side reaches it.
+
+    `token` is the guard's control token (already resolved from ``env:NAME``): it authorises
+    mode changes and must never appear in a log, a timeline or a notification.
+    """
+
+    url: str
+    prefix: str = "/_crisis"
+    token: str | None = field(default=None, repr=False)
+    #: curl-style ``HOST:PORT:ADDR`` pins used to reach `url` (see ``crisisctl.transport``)
+    resolve: tuple[str, ...] = ()
+    #: TLS options (``cacert``, client certificate, ``insecure``) and pins, as the commands'
+    #: flags give them; None: the defaults (system trust store)
+    transport: TransportSpec | None = None
+    #: extra request headers (values already resolved from ``env:NAME``; never logged)
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+
+class ServiceDirectory(Protocol):
+    """What the response side knows of the watched services (built from the watch file)."""
+
+    def guards(self, service: str) -> Sequence[GuardEndpoint]:
+        """Every guarded instance of `service` (empty when it has none)."""
+        ...
+
+    def probe_url(self, service: str) -> str | None:
+        """The URL a triage of `service` probes, or None when the file names none."""
+        ...
+
+
 class Responder(Protocol):
     """What the watch loop calls after each evaluation cycle (the response side implements it)."""
 
@@ -117,10 +150,12 @@ class Responder(Protocol):
 __all__ = [
     "Alert",
     "AlertState",
+    "GuardEndpoint",
     "Labels",
     "Responder",
     "RuleKind",
     "SeriesKey",
+    "ServiceDirectory",
     "Transition",
     "labels_of",
 ]

@@ -6,6 +6,7 @@ targets and rules, say what it watches; see ``config``)::
     incidents:
       open_at: P3            # the least severe alert that opens (or joins) an incident
       resolve_after: 10m     # all alerts of the service resolved and healthy this long
+      on_resolve: [{guard_mode: normal}]   # run when it resolves (default: nothing)
     notify:
       urls: ["json://127.0.0.1:9000/hook", "env:SLACK_URL"]   # apprise URLs; env:NAME allowed
       cooldown: 5m           # one notification per incident and kind within this
@@ -40,15 +41,6 @@ from crisisctl.severity import Severity
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class IncidentPolicy(_Strict):
-    """When a firing alert opens an incident and when sustained health resolves it."""
-
-    open_at: Literal["P0", "P1", "P2", "P3"] = "P3"
-    resolve_after: Duration = 600.0
-    #: run a triage of the service's probe URL and put its verdict on the new incident's timeline
-    triage: bool = True
 
 
 NotifyOn = Literal["fire", "escalate", "resolve"]
@@ -86,6 +78,18 @@ class CommandAction(_Strict):
 
 
 Action = GuardModeAction | WebhookAction | CommandAction
+
+
+class IncidentPolicy(_Strict):
+    """When a firing alert opens an incident and when sustained health resolves it."""
+
+    open_at: Literal["P0", "P1", "P2", "P3"] = "P3"
+    resolve_after: Duration = 600.0
+    #: run a triage of the service's probe URL and put its verdict on the new incident's timeline
+    triage: bool = True
+    #: actions run when the incident resolves (e.g. ``{guard_mode: normal}``); none by default:
+    #: a guard switched to emergency stays there until a person or this list switches it back
+    on_resolve: list[Action] = Field(default_factory=list)
 
 
 class EscalationLevel(_Strict):
