@@ -14,8 +14,10 @@ from crisisctl import _pure
 
 _pure.install()  # before the guard is imported: CRISISCTL_PURE_PYTHON=1 selects the sources
 
-if TYPE_CHECKING:
-    from crisisctl.guard import Guard, GuardConfig, track
+if TYPE_CHECKING:  # from the defining modules: `crisisctl.guard.track` is also a module name
+    from crisisctl.guard.config import GuardConfig
+    from crisisctl.guard.middleware import Guard
+    from crisisctl.guard.track import track
 
 __all__ = ["Guard", "GuardConfig", "__version__", "track"]
 __version__ = "0.1.0"
