@@ -19,6 +19,7 @@ from crisisctl.guard.metrics import (
     IN_FLIGHT,
     REJECTED,
     REQUESTS,
+    ROUTE_LIMIT,
     STATUS_CLASSES,
 )
 
@@ -44,6 +45,9 @@ HEADERS: Final = (
     header(REJECTED[0] + "_total", REJECTED[1], "counter").encode(),
     header(CIRCUIT[0], CIRCUIT[1], "gauge").encode(),
 )
+
+#: the per-route limit gauge's header (its lines are written by `digest.Digest`)
+ROUTE_LIMIT_HEADER: Final = header(ROUTE_LIMIT[0], ROUTE_LIMIT[1], "gauge")
 
 
 def num(n: int) -> str:

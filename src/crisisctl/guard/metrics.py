@@ -370,8 +370,17 @@ class GuardCollector(Collector):
         yield from self._operations()
 
 
-def state_metrics(state: GuardState) -> Iterator[Metric]:
-    """Gauges and counters of the guard's own state: a fixed number of samples."""
+#: scope "route": each route's own limit (one sample per route label: at most max_route_labels)
+ROUTE_LIMIT = (
+    "crisisctl_guard_route_concurrency_limit",
+    "Concurrency limit in force for one route (scope route; the guard-wide cap is "
+    "crisisctl_guard_concurrency_limit).",
+)
+
+
+def state_metrics(state: GuardState, *, route_limits: bool = True) -> Iterator[Metric]:
+    """Gauges and counters of the guard's own state: a fixed number of samples, and (unless
+    `route_limits` is False: the digest writes that family itself) one limit per route."""
     mode = GaugeMetricFamily(
         "crisisctl_guard_mode", "1 for the guard's current mode.", labels=["mode"]
     )
@@ -385,23 +394,19 @@ def state_metrics(state: GuardState) -> Iterator[Metric]:
     inflight = GaugeMetricFamily(
         "crisisctl_guard_in_flight", "Non-critical requests holding a concurrency slot."
     )
-    # scope "route": each route's own limit (one per route label, so at most max_route_labels)
-    route_limit = GaugeMetricFamily(
-        "crisisctl_guard_route_concurrency_limit",
-        "Concurrency limit in force for one route (scope route; the guard-wide cap is "
-        "crisisctl_guard_concurrency_limit).",
-        labels=["route"],
-    )
+    route_limit = GaugeMetricFamily(*ROUTE_LIMIT, labels=["route"])
     if conc is not None:
         limit.add_metric([], conc.effective)
         queued = conc.queued
         for label, child in list(conc.children.items()):
-            route_limit.add_metric([label], child.effective)
+            if route_limits:
+                route_limit.add_metric([label], child.effective)
             queued += child.queued  # scope "route": the waiters are in the route queues
         queue.add_metric([], queued)
         inflight.add_metric([], conc.in_flight)
     yield limit
-    yield route_limit
+    if route_limits:
+        yield route_limit
     yield queue
     yield inflight
     after_timeout = GaugeMetricFamily(
