@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -56,6 +56,7 @@ __all__ = [
     "load_scenario",
     "locate",
     "parse_duration",
+    "read_yaml",
     "scenario_problems",
 ]
 
@@ -421,6 +422,20 @@ class Scenario(_Model):
 
 
 # -- locations -------------------------------------------------------------------------------
+def read_yaml(
+    text: str, source: str, error: Callable[[str, list[str]], Exception]
+) -> tuple[yaml.Node | None, Any]:
+    """(the node tree for `locate`, the data) of a YAML text; a syntax error raises
+    ``error(source, ["source:line: YAML syntax error: …"])``."""
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise error(source, [f"{where}: YAML syntax error: {problem}"]) from None
+
+
 def locate(root: yaml.Node | None, loc: Sequence[int | str]) -> tuple[int | None, str]:
     """The 1-based line of the YAML node at `loc` (or of its nearest existing parent) and the
     dotted field name (``operations[2].weight``); location parts that name no node (pydantic's
@@ -480,14 +495,7 @@ def load_scenario(path: Path) -> tuple[Scenario, yaml.Node]:
         raise ScenarioError(source, [f"cannot be read ({exc.strerror or exc})"]) from None
     except UnicodeDecodeError:
         raise ScenarioError(source, ["is not UTF-8 text"]) from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ScenarioError(source, [f"{where}: YAML syntax error: {problem}"]) from None
+    root, data = read_yaml(text, source, ScenarioError)
     if root is None or not isinstance(data, dict):
         raise ScenarioError(source, [f"{source}:1: scenario: must be a YAML mapping of fields"])
     data, secrets, missing = resolve_env(data)

@@ -29,10 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from crisisctl.load.scenario import Duration, ScenarioError, locate
+from crisisctl.load.scenario import Duration, ScenarioError, locate, read_yaml
 from crisisctl.transport.settings import TransportSpec
 from crisisctl.watch.model import GuardEndpoint
 from crisisctl.watch.respond_config import (
@@ -195,14 +194,7 @@ def resolved_headers(spec: ServiceSpec) -> tuple[tuple[str, str], ...]:
 
 def parse_watch_text(text: str, source: str) -> WatchConfig:
     """Validate a watch file's text; WatchFileError lists every problem with its line."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise WatchFileError(source, [f"{where}: YAML syntax error: {problem}"]) from None
+    root, data = read_yaml(text, source, WatchFileError)
     if root is None or not isinstance(data, dict):
         raise WatchFileError(source, [f"{source}:1: watch: must be a YAML mapping of fields"])
     try:
