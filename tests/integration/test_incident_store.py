@@ -3,6 +3,9 @@ baselines, timezones and migrations from an empty database."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from importlib import resources
 
@@ -218,6 +221,29 @@ def test_migrations_from_empty_sqlite(tmp_path) -> None:  # type: ignore[no-unty
     finally:
         database.close()
     open_database(f"sqlite:///{tmp_path / 'fresh.db'}").close()  # idempotent
+
+
+def test_a_new_sqlite_file_opened_while_another_connection_writes_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two watchers opening one new store at once: switching the file to WAL while another
+    connection holds it answers "database is locked" at once (SQLite calls no busy handler
+    there); the open waits for the other connection instead of failing (a CI failure)."""
+    path = tmp_path / "shared.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # a writer on a file still in rollback-journal mode
+    other.execute("CREATE TABLE held (x INTEGER)")
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        started = time.monotonic()
+        database = open_database(f"sqlite:///{path}")
+        waited = time.monotonic() - started
+        database.close()
+    finally:
+        release.join()
+        other.close()
+    assert waited >= 0.3  # it waited for the writer rather than failing at once
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_migrations_from_empty_postgresql() -> None:

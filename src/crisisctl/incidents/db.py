@@ -10,6 +10,8 @@ failing; on PostgreSQL row locks (``SELECT … FOR UPDATE``) do the same job.
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -108,6 +110,28 @@ def resolve_db_url(explicit: str | None = None) -> str:
     return _normalise(chosen).render_as_string(hide_password=False)
 
 
+def _use_wal(cursor: Any) -> None:
+    """Switch the file to WAL, waiting out another process that is switching it at once.
+
+    SQLite answers the switch with "database is locked" at once, without calling the busy
+    handler, while a second connection holds the file (two watchers opening a new store
+    together); the mode is kept in the file, so once it is WAL nothing is left to do.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+
 def _sqlite_engine(url: URL) -> Engine:
     folder = Path(url.database or "").parent
     if not folder.is_dir():
@@ -122,7 +146,7 @@ def _sqlite_engine(url: URL) -> Engine:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (below)
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _use_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
