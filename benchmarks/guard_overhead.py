@@ -74,7 +74,7 @@ RETRY_PAUSE_S = 5.0
 HOST = "127.0.0.1"  # the only address this benchmark ever talks to
 
 sys.path.insert(0, str(ROOT))
-from benchmarks.apps.history import append_run, print_median  # noqa: E402
+from benchmarks.apps.history import append_run, code_fingerprint, print_median  # noqa: E402
 from benchmarks.apps.overhead_apps import REALISTIC, VARIANT_ENV, VARIANTS  # noqa: E402
 from benchmarks.apps.realistic_app import wrk_script  # noqa: E402
 
@@ -460,16 +460,27 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def report_medians(stored: list[dict[str, Any]]) -> None:
-    """The figures to report: medians over every stored full run (never the best run)."""
-    print("\nmedians over every stored full run (the figures docs/benchmarks.md reports):")
-    for name, label in (
-        ("realistic_guard", "realistic app, guard added µs"),
-        ("realistic_slowapi", "realistic app, slowapi added µs"),
-        ("guard", "best case, guard added µs"),
-        ("slowapi", "best case, slowapi added µs"),
+#: what a run measured: the guard's sources, the benchmark and its apps (a run of other code
+#: is history, not part of today's median)
+CODE = ("src/crisisctl/guard/*.py", "benchmarks/guard_overhead.py", "benchmarks/apps/*.py")
+
+
+def report_medians(stored: list[dict[str, Any]], code: str) -> None:
+    """The figures to report: medians over every stored full run of this code (never the best
+    run), then over every stored full run whatever code it measured."""
+    same = [run for run in stored if run.get("code") == code]
+    for title, runs in (
+        (f"of this code ({code}; the figures docs/benchmarks.md reports)", same),
+        ("of any code (history: the guard changed between them)", stored),
     ):
-        print_median(f"  {label}", stored, lambda run, n=name: run["medians"][n]["added_us"])
+        print(f"\nmedians over every stored full run {title}:")
+        for name, label in (
+            ("realistic_guard", "realistic app, guard added µs"),
+            ("realistic_slowapi", "realistic app, slowapi added µs"),
+            ("guard", "best case, guard added µs"),
+            ("slowapi", "best case, slowapi added µs"),
+        ):
+            print_median(f"  {label}", runs, lambda run, n=name: run["medians"][n]["added_us"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -611,10 +622,11 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": [asdict(r) for r in runs],
         "medians": med,
         "target": target,
+        "code": code_fingerprint(*CODE),
     }
     stored = append_run(args.output, doc, quick=args.quick)
     print(f"appended this run to {args.output} ({len(stored)} stored)")
-    report_medians(stored)
+    report_medians(stored, doc["code"])
     scripts.cleanup()
     broken = [r for r in runs if r.used and not r.valid]
     return 1 if broken else 0

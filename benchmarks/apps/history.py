@@ -13,13 +13,29 @@ lacks the figure, e.g. from before a benchmark measured it, is skipped).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_run", "load_runs", "median_across", "print_median"]
+__all__ = ["append_run", "code_fingerprint", "load_runs", "median_across", "print_median"]
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def code_fingerprint(*patterns: str) -> str:
+    """A short hash of the files matching `patterns` (globs under the repository root): runs
+    with the same fingerprint measured the same code, so their median is one figure; a run of
+    earlier code stays in the history but is not mixed into today's median."""
+    digest = hashlib.sha256()
+    for pattern in patterns:
+        for path in sorted(ROOT.glob(pattern)):
+            if path.is_file():
+                digest.update(str(path.relative_to(ROOT)).encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def load_runs(path: Path) -> list[dict[str, Any]]:

@@ -560,7 +560,9 @@ def check_guard_agrees_with_limiter(
 ) -> None:
     """Drive a Guard limited by `spec` and a MemoryRateLimiter side by side through `events`:
     every admission, refusal and RateLimit header must agree."""
-    reference = RateLimitPolicy("default", parse_limits(spec), "gcra")
+    reference = RateLimitPolicy(
+        "default", parse_limits(spec), "gcra", policy_on_every_response=False
+    )
     limiter = MemoryRateLimiter(reference)
     interval = reference.single[1]
     factor = EmergencyConfig().rate_factor
@@ -585,12 +587,16 @@ def check_guard_agrees_with_limiter(
                 guard_clock.now += intervals * interval + seconds
                 key = f"10.0.0.{client}"
                 response = await call(guard, key)
+                first = key not in limiter._current  # a new client: the policy is announced
                 decision = limiter.hit(key, guard_clock.now)
                 expected = reference.headers(decision)
                 if decision.allowed:
                     admitted += 1
                     assert response.status == 200
+                    if not first:
+                        expected = reference.steady_lines_for(*decision[1:4])
                     assert response.headers(*RATE_HEADERS) == expected
+                    event(f"announced: {first}")
                 else:
                     assert response.status == 429
                     retry = response.headers(b"retry-after")

@@ -429,6 +429,10 @@ class GuardConfig:
     critical_paths: tuple[str, ...] = DEFAULT_CRITICAL_PATHS
     #: send RateLimit / RateLimit-Policy headers on rate-limited routes
     rate_limit_headers: bool = True
+    #: when RateLimit-Policy (the static policy) goes with an admitted response: "first" — a
+    #: client's first response and its return after an idle spell (RateLimit, the live
+    #: figures, is on every response; refusals carry both) — or "always"
+    rate_limit_policy_header: Literal["first", "always"] = "first"
     #: read route templates from the wrapped app (Starlette/FastAPI) for metric labels
     discover_routes: bool = True
     #: at most this many distinct route labels; further ones fold into "<other>"
@@ -494,6 +498,11 @@ class GuardConfig:
         _check(
             self.proxy_header in ("x-forwarded-for", "forwarded"),
             f"unknown proxy_header {self.proxy_header!r}: use x-forwarded-for or forwarded",
+        )
+        _check(
+            self.rate_limit_policy_header in ("first", "always"),
+            f"unknown rate_limit_policy_header {self.rate_limit_policy_header!r}: "
+            "use first or always",
         )
         for proxy in self.trusted_proxies:
             try:

@@ -210,7 +210,7 @@ class Guard:
         route = by_path.get(path) if by_path is not None else None
         if route is None:
             try:
-                route = self._route_for(method, path)
+                route = self._route_for(method, path, True)
             except Exception:
                 self._internal_error("route resolution")
                 await self.app(scope, receive, send)
@@ -273,6 +273,8 @@ class Guard:
                         extra_headers = policy.last_header_lines
                     else:
                         extra_headers = policy.headers_for_ahead(ahead)
+                    if state is None:  # a new (or returning) client: announce the policy
+                        extra_headers = policy.announced(extra_headers)
         elif mem is not None and mem.policy.stacked:
             # memory storage, stacked GCRA limits: `hit` without a Decision when admitted
             try:
@@ -465,8 +467,8 @@ class Guard:
             breaker.probes_in_flight -= 1
 
     # -- building routes (guard/routebuild.py) ---------------------------------------------
-    def _route_for(self, method: str, path: str) -> RouteRuntime:
-        route = self._routes.route_for(method, path)
+    def _route_for(self, method: str, path: str, probed: bool = False) -> RouteRuntime:
+        route = self._routes.route_for(method, path, probed=probed)
         self._route_cache = self._routes.cache
         return route
 

@@ -68,8 +68,19 @@ def decision(
 class RateLimitPolicy:
     """The stacked limits of one rule, their mode scaling and their header values."""
 
-    def __init__(self, name: str, limits: Sequence[RateLimit], strategy: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        limits: Sequence[RateLimit],
+        strategy: str,
+        *,
+        policy_on_every_response: bool = True,
+    ) -> None:
         self.name = name
+        #: False: admitted responses carry RateLimit alone, and RateLimit-Policy (static, the
+        #: longer line) goes with a client's first response, its return after an idle spell,
+        #: and every refusal (`announced`); True: both on every response
+        self.policy_on_every_response = policy_on_every_response
         self.base_limits = tuple(limits)
         self.strategy = strategy
         self.factor = 1.0
@@ -113,6 +124,7 @@ class RateLimitPolicy:
         self._policy_line = (b"ratelimit-policy", self.policy_header)
         self._header_cache: dict[int, list[tuple[bytes, bytes]]] = {}
         self._lines_cache: dict[tuple[int, int, int], list[tuple[bytes, bytes]]] = {}
+        self._steady_cache: dict[tuple[int, int, int], list[tuple[bytes, bytes]]] = {}
         #: (period, emission interval, period + ε) of each limit, for `_hit_gcra`
         self.gcra_consts = [
             (limit.period, limit.period / limit.amount, limit.period + _EPS)
@@ -146,8 +158,34 @@ class RateLimitPolicy:
                 self._lines_cache[key] = lines
         return lines
 
+    def steady_lines_for(
+        self, index: int, remaining: int, reset: float
+    ) -> list[tuple[bytes, bytes]]:
+        """`lines_for` for an admitted request of a known client: RateLimit alone unless
+        `policy_on_every_response` (cached; callers must not mutate the returned list)."""
+        if self.policy_on_every_response:
+            return self.lines_for(index, remaining, reset)
+        whole = int(reset)
+        if whole < reset - _EPS:
+            whole += 1
+        key = (index, remaining, whole)
+        lines = self._steady_cache.get(key)
+        if lines is None:
+            lines = self.lines_for(index, remaining, reset)[1:]
+            if len(self._steady_cache) < 4096:
+                self._steady_cache[key] = lines
+        return lines
+
+    def announced(self, lines: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """`lines` (steady header lines) with RateLimit-Policy in front, for a client's first
+        response (a new list; `lines` as it is when they already hold the policy)."""
+        if self.policy_on_every_response:
+            return lines
+        return [self._policy_line, *lines]
+
     def headers_for_ahead(self, ahead: float) -> list[tuple[bytes, bytes]]:
-        """Header lines after `MemoryRateLimiter.hit_one` admitted a request (fast path).
+        """Steady header lines after `MemoryRateLimiter.hit_one` admitted a request (fast
+        path; `announced` adds the policy for a client's first response).
 
         The (remaining, reset) pairs of a busy service repeat a lot, and formatting the header
         costs more than the rate limiting itself, so finished header lines are cached (bounded,
@@ -163,7 +201,10 @@ class RateLimitPolicy:
         lines = self._header_cache.get(key)
         if lines is None:
             value = self._item_prefixes[0] + b"%d;t=%d" % (remaining, whole)
-            lines = [self._policy_line, (b"ratelimit", value)]
+            if self.policy_on_every_response:
+                lines = [self._policy_line, (b"ratelimit", value)]
+            else:
+                lines = [(b"ratelimit", value)]
             if len(self._header_cache) < 4096:
                 self._header_cache[key] = lines
         self.last_header_key = key
@@ -397,7 +438,10 @@ class MemoryRateLimiter:
         Keep in step with `_hit_gcra` (tests/unit/test_ratelimit.py pins the two)."""
         consts = self.policy.gcra_consts
         count = len(consts)
-        state = self._state(key, count)
+        state = self._current.get(key)
+        first = state is None  # not seen since the last rotation: announce the policy
+        if first:
+            state = self._state(key, count)
         best_index = 0
         best_remaining = -1
         best_reset = 0.0
@@ -424,7 +468,9 @@ class MemoryRateLimiter:
                 state[i] = tat + consts[i][1]
             if len(state) > count:  # (limits overridden to fewer: as `_hit_gcra` leaves it)
                 del state[count:]
-        return self.policy.lines_for(best_index, best_remaining, best_reset)
+        if first:
+            return self.policy.lines_for(best_index, best_remaining, best_reset)
+        return self.policy.steady_lines_for(best_index, best_remaining, best_reset)
 
     def _hit_window(self, key: str, now: float) -> Decision:
         # state layout per limit: [window index, previous count, current count]

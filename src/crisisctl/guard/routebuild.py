@@ -66,8 +66,9 @@ class RouteBuilder:
         self._table: RouteTable[RouteRuntime] | None = None
         self._default_rule = RouteRule(pattern="/", rate_limit=config.rate_limit)
 
-    def route_for(self, method: str, path: str) -> RouteRuntime:
-        """The route of one request (discovering the app's routes on the first call)."""
+    def route_for(self, method: str, path: str, *, probed: bool = False) -> RouteRuntime:
+        """The route of one request (discovering the app's routes on the first call); `probed`:
+        the caller found nothing in `cache` under `method` (see `RouteTable.lookup`)."""
         if self._table is None:
             cfg = self.config
             templates = discover_templates(self._app) if cfg.discover_routes else []
@@ -78,7 +79,7 @@ class RouteBuilder:
                 max_labels=cfg.max_route_labels,
                 critical_paths=cfg.critical_paths,
             )
-        route = self._table.lookup(method, path)
+        route = self._table.lookup(method, path, probed=probed)
         self.cache = self._table.cache
         return route
 
@@ -138,7 +139,12 @@ class RouteBuilder:
         # this instance met its routes, only on the configuration all instances share
         index = next((i for i, r in enumerate(self.config.routes) if r is rule), -1)
         name = "default" if rule_key == 0 else f"rule{index}:{rule.pattern}"
-        policy = RateLimitPolicy(name, parse_limits(text), rule.strategy or self.config.strategy)
+        policy = RateLimitPolicy(
+            name,
+            parse_limits(text),
+            rule.strategy or self.config.strategy,
+            policy_on_every_response=self.config.rate_limit_policy_header == "always",
+        )
         if rule.emergency_rate_limit:
             self.overrides[rule_key] = parse_limits(rule.emergency_rate_limit)
         self.policies[rule_key] = policy

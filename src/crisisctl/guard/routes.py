@@ -240,15 +240,19 @@ class RouteTable(Generic[T]):
         """`method`, or ``OTHER`` when it is neither standard nor named by a rule."""
         return method if method in self._methods else OTHER_METHOD
 
-    def lookup(self, method: str, path: str) -> T:
-        """The built object for one request; cached. (The guard inlines the cache hit.)"""
+    def lookup(self, method: str, path: str, *, probed: bool = False) -> T:
+        """The built object for one request; cached. (The guard inlines the cache hit, and
+        says `probed` when it found nothing under a method the table knows: not probed again.)
+        """
         if method not in self._methods:
             method = OTHER_METHOD
+            probed = False  # the caller looked under the method, not under OTHER
         by_path = self.cache.get(method)
         if by_path is not None:
-            hit = by_path.get(path)
-            if hit is not None:
-                return hit
+            if not probed:
+                hit = by_path.get(path)
+                if hit is not None:
+                    return hit
         else:
             by_path = self.cache[method] = {}
         resolved = self.resolve_fast(method, path)
