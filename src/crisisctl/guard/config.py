@@ -430,7 +430,7 @@ class GuardConfig:
     #: send RateLimit / RateLimit-Policy headers on rate-limited routes
     rate_limit_headers: bool = True
     #: when RateLimit-Policy (the static policy) goes with an admitted response: "first" — a
-    #: client's first response and its return after an idle spell (RateLimit, the live
+    #: client's first response, then about once per longest limit period (RateLimit, the live
     #: figures, is on every response; refusals carry both) — or "always"
     rate_limit_policy_header: Literal["first", "always"] = "first"
     #: read route templates from the wrapped app (Starlette/FastAPI) for metric labels

@@ -78,8 +78,9 @@ class RateLimitPolicy:
     ) -> None:
         self.name = name
         #: False: admitted responses carry RateLimit alone, and RateLimit-Policy (static, the
-        #: longer line) goes with a client's first response, its return after an idle spell,
-        #: and every refusal (`announced`); True: both on every response
+        #: longer line) goes with a client's first response, its first after each rotation of
+        #: the client table (about once per longest period) and every refusal (`announced`);
+        #: True: both on every response
         self.policy_on_every_response = policy_on_every_response
         self.base_limits = tuple(limits)
         self.strategy = strategy
