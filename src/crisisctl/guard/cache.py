@@ -37,6 +37,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from crisisctl.guard.cache_capture import ResponseCapture
 from crisisctl.guard.cache_policy import (
@@ -56,7 +57,7 @@ from crisisctl.guard.config import CacheRule, GuardConfigError, RouteRule
 from crisisctl.guard.routes import compile_template
 from crisisctl.guard.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CacheLayer", "RouteCacheStats"]
+__all__ = ["CacheLayer", "Miss", "RouteCacheStats"]
 
 log = logging.getLogger("crisisctl.guard")
 
@@ -112,6 +113,24 @@ class _Route:
     rule: CacheRule
     store: CacheStore
     stats: RouteCacheStats
+
+
+@dataclass(slots=True)
+class Miss:
+    """A request the cache could not answer (`CacheLayer.begin`): `route` None when the cache
+    lets it through untouched, else the key, the stale-if-error entry, and the flight and
+    Redis lock it leads (None when it follows a call that stored nothing)."""
+
+    route: _Route | None
+    primary: str = ""
+    flight_key: str = ""
+    stale: Entry | None = None
+    done: asyncio.Future[None] | None = None
+    token: str | None = None
+
+
+#: the cache lets the request through (not cacheable, bypassed, a HEAD miss)
+_PASS: Final = Miss(None)
 
 
 class CacheLayer:
@@ -281,22 +300,30 @@ class CacheLayer:
 
     # -- request path -----------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _CACHEABLE_METHODS:
-            await self.app(scope, receive, send)
+        miss = await self.begin(scope, send)
+        if miss is None:
             return
+        try:
+            await self.fetch(miss, self.app, scope, receive, send)
+        finally:
+            await self.end(miss)
+
+    async def begin(self, scope: Scope, send: Send) -> Miss | None:
+        """The cache's part before the origin: None when the cache answered (hit, stale,
+        coalesced), else the `Miss` to pass to `fetch` and then `end` (always, even when the
+        origin is never called: `end` resolves the key's flight and lock)."""
+        if scope["type"] != "http" or scope["method"] not in _CACHEABLE_METHODS:
+            return _PASS
         route = self.route(scope["method"], scope["path"])
         if route is None:
-            await self.app(scope, receive, send)
-            return
+            return _PASS
         headers = scope["headers"]
         rule = route.rule
         stats = route.stats
         bypass, force_origin = read_request(headers, rule)
         if bypass is not None:
             stats.bypassed += 1
-            await self.app(scope, receive, send)
-            return
-        head = scope["method"] == "HEAD"
+            return _PASS
         primary = primary_key(scope["path"], scope.get("query_string", b""), headers, rule)
         flight_key = route.store.name + "\x00" + primary
         stale: Entry | None = None
@@ -305,52 +332,61 @@ class CacheLayer:
             entry = await self._lookup(route.store, primary, headers, now)
             if entry is not None:
                 state = self._freshness(entry, rule, now)
-                if state.fresh:
-                    stats.hits += 1
-                    stats.bytes_served += await self._serve(entry, state.age_s, b"hit", scope, send)
-                    return
-                if state.revalidate_stale:
-                    stats.stale += 1
-                    stats.bytes_served += await self._serve(
-                        entry, state.age_s, b"stale", scope, send
-                    )
-                    self._refresh(scope, route, primary, flight_key)
-                    return
+                if state.fresh or state.revalidate_stale:
+                    label = b"hit" if state.fresh else b"stale"
+                    if state.fresh:
+                        stats.hits += 1
+                    else:
+                        stats.stale += 1
+                    stats.bytes_served += await self._serve(entry, state.age_s, label, scope, send)
+                    if not state.fresh:
+                        self._refresh(scope, route, primary, flight_key)
+                    return None
                 if state.error_stale:
                     stale = entry
-        if head:
+        if scope["method"] == "HEAD":
             stats.misses += 1
-            await self.app(scope, receive, send)
-            return
+            return _PASS
         flight = self._flights.get(flight_key)
         if flight is not None and not force_origin:
             if await self._wait_for(flight, rule.single_flight_wait_s) and await self._serve_fresh(
                 route, primary, scope, send
             ):
-                return
+                return None
             # nothing stored by the call we waited for: ask the origin ourselves
-            await self._fetch(scope, receive, send, route, primary, stale)
-            return
+            return Miss(route, primary, flight_key, stale)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._flights[flight_key] = done
+        miss = Miss(route, primary, flight_key, stale, done)
         try:
             # across instances sharing the store: one holds the key's lock, the others poll
-            token = await route.store.lock(primary, rule.single_flight_wait_s)
+            miss.token = await route.store.lock(primary, rule.single_flight_wait_s)
             if (
-                token is None
+                miss.token is None
                 and not force_origin
                 and await self._await_other_instance(route, primary, scope, send)
             ):
-                return
-            try:
-                await self._fetch(scope, receive, send, route, primary, stale)
-            finally:
-                if token is not None:
-                    await route.store.unlock(primary, token)
+                await self.end(miss)
+                return None
+        except BaseException:
+            await self.end(miss)
+            raise
+        return miss
+
+    async def end(self, miss: Miss) -> None:
+        """Release what `begin` took for a miss: the key's Redis lock and its flight."""
+        if miss.route is None:
+            return
+        token, miss.token = miss.token, None
+        done, miss.done = miss.done, None
+        try:
+            if token is not None:
+                await miss.route.store.unlock(miss.primary, token)
         finally:
-            if self._flights.get(flight_key) is done:
-                del self._flights[flight_key]
-            done.set_result(None)
+            if done is not None:
+                if self._flights.get(miss.flight_key) is done:
+                    del self._flights[miss.flight_key]
+                done.set_result(None)
 
     async def _serve_fresh(self, route: _Route, primary: str, scope: Scope, send: Send) -> bool:
         """Serve the key's entry if another call just stored it fresh (a coalesced miss)."""
@@ -390,17 +426,17 @@ class CacheLayer:
             return False
         return True
 
-    async def _fetch(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        route: _Route,
-        primary: str,
-        stale: Entry | None,
+    async def fetch(
+        self, miss: Miss, app: ASGIApp, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """One origin call for a miss: streamed to the client, stored when allowed; with a
-        `stale` entry, an origin failure before the response starts is answered with it."""
+        """One origin call (`app`) for a miss: streamed to the client, stored when allowed;
+        with a stale-if-error entry, an origin failure before the response starts is answered
+        with it. A request the cache lets through (`miss.route` None) just calls `app`."""
+        route = miss.route
+        if route is None:
+            await app(scope, receive, send)
+            return
+        primary, stale = miss.primary, miss.stale
         stats = route.stats
 
         async def save(entry: Entry) -> None:
@@ -408,7 +444,7 @@ class CacheLayer:
 
         capture = ResponseCapture(send, route.rule, stale is not None, save, self.clock)
         try:
-            await self.app(scope, receive, capture)
+            await app(scope, receive, capture)
         except Exception:
             if stale is None or (capture.started and not capture.swallowed):
                 stats.misses += 1

@@ -4,8 +4,9 @@ Order for each HTTP request (control paths under the prefix are answered first):
   1. emergency shedding of low-priority routes          -> 503 + Retry-After
   2. circuit breaker of the route                        -> 503 + Retry-After (instant)
   3. rate limit per key (memory or Redis)                -> 429 + Retry-After + RateLimit headers
-  4. concurrency limit; over it a short queue            -> 503 + Retry-After when shed
-  5. the app, under the route's timeout                  -> 504 and the work cancelled
+  4. request policies of the route (guard/policies.py)   -> a cache hit, or 429 over a quota
+  5. concurrency limit; over it a short queue            -> 503 + Retry-After when shed
+  6. the app, under the route's timeout                  -> 504 and the work cancelled
 Critical paths (health checks, `critical_paths`) are recognised on the raw path and skip 1-4.
 
 At response start the service latency (admission to response start) feeds the adaptive limit
@@ -34,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from crisisctl.guard import control, refusals, websocket
+from crisisctl.guard import control, policies, refusals, websocket
 from crisisctl.guard.breaker import CLOSED, HALF_OPEN, CircuitBreaker
 from crisisctl.guard.clientkey import UNKNOWN as UNKNOWN_CLIENT
 from crisisctl.guard.clientkey import client_key_function, peer_address
@@ -109,7 +110,6 @@ class Guard:
         self._key = config.key_func or client_key_function(
             config.trusted_proxies, config.proxy_header
         )
-        self._key_is_peer = self._key is peer_address
         #: where rate-limit state (and, with Redis, the fleet's mode) lives: one factory
         self._storage = open_storage(
             config.storage, timeout_s=config.storage_timeout_s, prefix=config.storage_prefix
@@ -118,6 +118,11 @@ class Guard:
         self._routes = RouteBuilder(
             config, app, RouteRuntime, self._apply_mode, self._storage, self.concurrency
         )
+        #: the cache and quotas (None: none configured); with tiers, keys come with a tier
+        self.policy_set, self._key = policies.attach(
+            self._routes, config, app, self.modes, self._key
+        )
+        self._key_is_peer = self._key is peer_address
         # the builder's own dicts, shared: modes, housekeeping and the control surface read them
         self.route_stats: dict[str, RouteStats] = self._routes.route_stats
         self.breakers: dict[str, CircuitBreaker] = self._routes.breakers
@@ -218,11 +223,12 @@ class Guard:
 
         start = _clock()
         if route.priority <= self._shed_priority:
-            await self._refuse(route, send, 503, "emergency", 5.0)
+            await self._refuse(route, send, 503, "emergency", 5.0, scope)
             return
         breaker = route.breaker
         if breaker is not None and breaker.state and not breaker.allow(start):
-            await self._refuse(route, send, 503, "circuit_open", breaker.retry_after(start))
+            retry_s = breaker.retry_after(start)
+            await self._refuse(route, send, 503, "circuit_open", retry_s, scope)
             return
         extra_headers: list[tuple[bytes, bytes]] | None = None
         mem = route.mem_limiter
@@ -305,6 +311,10 @@ class Guard:
                     return
                 if self._rate_headers:
                     extra_headers = limiter.policy.headers(decision)
+        app = self.app
+        if route.policy is not None and (app := await route.policy.enter(scope, send)) is None:
+            self._release_probe(breaker)  # answered by the cache, or over a quota
+            return
         conc = route.conc
         if conc is not None:
             # inlined ConcurrencyLimiter.try_acquire, the guard-wide ceiling above a route's
@@ -326,7 +336,7 @@ class Guard:
                 reason = await conc.acquire(route.priority)
                 if reason is not None:
                     self._release_probe(breaker)
-                    await self._refuse(route, send, 503, reason, 1.0)
+                    await self._refuse(route, send, 503, reason, 1.0, scope, app)
                     return
                 start = _clock()
         else:
@@ -353,7 +363,7 @@ class Guard:
         failed = False
         disconnected = False
         try:
-            work = self.app(scope, receive, sender)
+            work = app(scope, receive, sender)
             if deadline is not None:
                 deadline.work = work
             await work
@@ -447,8 +457,11 @@ class Guard:
 
     # -- refusals (guard/refusals.py) ------------------------------------------------------
     async def _refuse(
-        self, route: RouteRuntime, send: Send, status: int, reason: str, retry_s: float
-    ) -> None:
+        self, route: RouteRuntime, send: Send, status: int, reason: str, retry_s: float,
+        scope: Scope | None = None, app: Any = None,
+    ) -> None:  # fmt: skip
+        if route.policy is not None and await route.policy.refused(scope, send, app):
+            return  # answered from the cache instead (stale-if-error)
         await refusals.refuse(route, send, status, reason, retry_s, self._refusal_bodies)
 
     def _refusal_body(self, reason: str, label: str) -> bytes:
@@ -495,6 +508,8 @@ class Guard:
     async def aclose(self) -> None:
         """Stop the background ticker and close the Redis connection, if any."""
         await self._ticker.aclose()
+        if self.policy_set is not None:
+            await self.policy_set.aclose()
         if self.fleet is not None:
             await self.fleet.aclose()
         await self._storage.aclose()
