@@ -60,8 +60,8 @@ async def service(scope: Scope, receive: Receive, send: Send) -> None:
     if path == "/api/scans":
         await asyncio.sleep(float(query.get("hold", ["0"])[0]))
         identity = scope.get("crisisctl.client")
-        await respond(send, 200, json.dumps({"key": getattr(identity, "key", None),
-                                             "tier": getattr(identity, "tier", None)}).encode())  # fmt: skip
+        who = {"key": getattr(identity, "key", None), "tier": getattr(identity, "tier", None)}
+        await respond(send, 200, json.dumps(who).encode())
     elif path.startswith("/api/items/"):
         calls[path] = calls.get(path, 0) + 1
         await asyncio.sleep(float(query.get("delay", ["0"])[0]))
