@@ -36,8 +36,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Final
 
 from crisisctl.guard.cache_capture import ResponseCapture
 from crisisctl.guard.cache_policy import (
@@ -53,6 +51,7 @@ from crisisctl.guard.cache_policy import (
     variant_key,
 )
 from crisisctl.guard.cache_store import CacheStore, Entry, MemoryStore, RedisStore
+from crisisctl.guard.cache_types import PASS_THROUGH, CacheRoute, Miss, RouteCacheStats
 from crisisctl.guard.config import CacheRule, GuardConfigError, RouteRule
 from crisisctl.guard.routes import compile_template
 from crisisctl.guard.types import ASGIApp, Message, Receive, Scope, Send
@@ -68,69 +67,6 @@ _ROUTE_MEMO_LIMIT = 10_000
 _POLL_S = 0.02
 #: a background refresh still running after this long is cancelled
 _REFRESH_TIMEOUT_S = 30.0
-
-
-@dataclass(slots=True)
-class RouteCacheStats:
-    """What the cache did for one route (its rule's pattern)."""
-
-    hits: int = 0
-    misses: int = 0
-    stale: int = 0
-    #: requests the cache had to let through (credentials, ``no-store``)
-    bypassed: int = 0
-    #: misses that waited for another miss of the same key instead of calling the origin
-    coalesced: int = 0
-    stored: int = 0
-    #: origin failures answered with a stale entry instead
-    errors_masked: int = 0
-    bytes_served: int = 0
-    bytes_stored: int = 0
-
-    @property
-    def hit_ratio(self) -> float | None:
-        served = self.hits + self.stale + self.misses
-        return (self.hits + self.stale) / served if served else None
-
-    def describe(self) -> dict[str, object]:
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "stale": self.stale,
-            "bypassed": self.bypassed,
-            "coalesced": self.coalesced,
-            "stored": self.stored,
-            "errors_masked": self.errors_masked,
-            "bytes_served": self.bytes_served,
-            "bytes_stored": self.bytes_stored,
-            "hit_ratio": self.hit_ratio,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class _Route:
-    label: str
-    rule: CacheRule
-    store: CacheStore
-    stats: RouteCacheStats
-
-
-@dataclass(slots=True)
-class Miss:
-    """A request the cache could not answer (`CacheLayer.begin`): `route` None when the cache
-    lets it through untouched, else the key, the stale-if-error entry, and the flight and
-    Redis lock it leads (None when it follows a call that stored nothing)."""
-
-    route: _Route | None
-    primary: str = ""
-    flight_key: str = ""
-    stale: Entry | None = None
-    done: asyncio.Future[None] | None = None
-    token: str | None = None
-
-
-#: the cache lets the request through (not cacheable, bypassed, a HEAD miss)
-_PASS: Final = Miss(None)
 
 
 class CacheLayer:
@@ -160,7 +96,7 @@ class CacheLayer:
         self._rules = [
             (compile_template(rule.pattern), rule, self._stats_for(rule)) for rule in routes
         ]
-        self._memo: dict[tuple[str, str], _Route | None] = {}
+        self._memo: dict[tuple[str, str], CacheRoute | None] = {}
         #: store name + primary key -> resolved when the origin call in flight for it ends
         self._flights: dict[str, asyncio.Future[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -171,14 +107,14 @@ class CacheLayer:
         return self.stats.setdefault(rule.pattern, RouteCacheStats())
 
     # -- routing ----------------------------------------------------------------------------
-    def route(self, method: str, path: str) -> _Route | None:
+    def route(self, method: str, path: str) -> CacheRoute | None:
         """The cache route of a request (the first rule matching it decides), or None."""
         memo_key = (method, path)
         try:
             return self._memo[memo_key]
         except KeyError:
             pass
-        found: _Route | None = None
+        found: CacheRoute | None = None
         for regex, rule, stats in self._rules:
             methods = rule.methods
             if (
@@ -192,7 +128,7 @@ class CacheLayer:
                     store: CacheStore = self.memory
                     if rule.cache.store == "redis" and self.redis is not None:
                         store = self.redis
-                    found = _Route(rule.pattern, rule.cache, store, stats)
+                    found = CacheRoute(rule.pattern, rule.cache, store, stats)
                 break
         if len(self._memo) >= _ROUTE_MEMO_LIMIT:
             self._memo.clear()
@@ -213,7 +149,7 @@ class CacheLayer:
                 return None
         return entry
 
-    async def _save(self, route: _Route, primary: str, scope: Scope, entry: Entry) -> None:
+    async def _save(self, route: CacheRoute, primary: str, scope: Scope, entry: Entry) -> None:
         rule = route.rule
         verdict = StoreVerdict(
             True,
@@ -313,17 +249,17 @@ class CacheLayer:
         coalesced), else the `Miss` to pass to `fetch` and then `end` (always, even when the
         origin is never called: `end` resolves the key's flight and lock)."""
         if scope["type"] != "http" or scope["method"] not in _CACHEABLE_METHODS:
-            return _PASS
+            return PASS_THROUGH
         route = self.route(scope["method"], scope["path"])
         if route is None:
-            return _PASS
+            return PASS_THROUGH
         headers = scope["headers"]
         rule = route.rule
         stats = route.stats
         bypass, force_origin = read_request(headers, rule)
         if bypass is not None:
             stats.bypassed += 1
-            return _PASS
+            return PASS_THROUGH
         primary = primary_key(scope["path"], scope.get("query_string", b""), headers, rule)
         flight_key = route.store.name + "\x00" + primary
         stale: Entry | None = None
@@ -346,7 +282,7 @@ class CacheLayer:
                     stale = entry
         if scope["method"] == "HEAD":
             stats.misses += 1
-            return _PASS
+            return PASS_THROUGH
         flight = self._flights.get(flight_key)
         if flight is not None and not force_origin:
             if await self._wait_for(flight, rule.single_flight_wait_s) and await self._serve_fresh(
@@ -388,7 +324,7 @@ class CacheLayer:
                     del self._flights[miss.flight_key]
                 done.set_result(None)
 
-    async def _serve_fresh(self, route: _Route, primary: str, scope: Scope, send: Send) -> bool:
+    async def _serve_fresh(self, route: CacheRoute, primary: str, scope: Scope, send: Send) -> bool:
         """Serve the key's entry if another call just stored it fresh (a coalesced miss)."""
         now = self.clock()
         entry = await self._lookup(route.store, primary, scope["headers"], now)
@@ -403,7 +339,7 @@ class CacheLayer:
         return True
 
     async def _await_other_instance(
-        self, route: _Route, primary: str, scope: Scope, send: Send
+        self, route: CacheRoute, primary: str, scope: Scope, send: Send
     ) -> bool:
         """Another instance holds the key's lock: poll the store until its answer is there
         (served, True), the lock is gone without one or `single_flight_wait_s` passed (False)."""
@@ -462,7 +398,7 @@ class CacheLayer:
         stats.bytes_served += capture.size
 
     # -- background refresh ------------------------------------------------------------------
-    def _refresh(self, scope: Scope, route: _Route, primary: str, flight_key: str) -> None:
+    def _refresh(self, scope: Scope, route: CacheRoute, primary: str, flight_key: str) -> None:
         """Start one background origin call refreshing `primary` (none if one is running)."""
         if flight_key in self._flights:
             return
@@ -477,7 +413,7 @@ class CacheLayer:
     async def _refresh_call(
         self,
         scope: Scope,
-        route: _Route,
+        route: CacheRoute,
         primary: str,
         flight_key: str,
         done: asyncio.Future[None],

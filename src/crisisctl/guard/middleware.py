@@ -118,10 +118,8 @@ class Guard:
         self._routes = RouteBuilder(
             config, app, RouteRuntime, self._apply_mode, self._storage, self.concurrency
         )
-        #: the cache and quotas (None: none configured); with tiers, keys come with a tier
-        self.policy_set, self._key = policies.attach(
-            self._routes, config, app, self.modes, self._key
-        )
+        #: the cache and quotas (None: none); with tiers, keys come with a tier
+        self.policy_set, self._key = policies.attach(self._routes, app, self.modes, self._key)
         self._key_is_peer = self._key is peer_address
         # the builder's own dicts, shared: modes, housekeeping and the control surface read them
         self.route_stats: dict[str, RouteStats] = self._routes.route_stats
@@ -227,8 +225,7 @@ class Guard:
             return
         breaker = route.breaker
         if breaker is not None and breaker.state and not breaker.allow(start):
-            retry_s = breaker.retry_after(start)
-            await self._refuse(route, send, 503, "circuit_open", retry_s, scope)
+            await self._refuse(route, send, 503, "circuit_open", breaker.retry_after(start), scope)
             return
         extra_headers: list[tuple[bytes, bytes]] | None = None
         mem = route.mem_limiter
@@ -456,13 +453,10 @@ class Guard:
                     breaker.calls += 1
 
     # -- refusals (guard/refusals.py) ------------------------------------------------------
-    async def _refuse(
-        self, route: RouteRuntime, send: Send, status: int, reason: str, retry_s: float,
-        scope: Scope | None = None, app: Any = None,
-    ) -> None:  # fmt: skip
-        if route.policy is not None and await route.policy.refused(scope, send, app):
-            return  # answered from the cache instead (stale-if-error)
-        await refusals.refuse(route, send, status, reason, retry_s, self._refusal_bodies)
+    async def _refuse(self, route: RouteRuntime, send: Send, status: int, reason: str,
+                      retry_s: float, scope: Any = None, app: Any = None) -> None:  # fmt: skip
+        if route.policy is None or not await route.policy.refused(scope, send, app):
+            await refusals.refuse(route, send, status, reason, retry_s, self._refusal_bodies)
 
     def _refusal_body(self, reason: str, label: str) -> bytes:
         return refusals.refusal_body(self._refusal_bodies, reason, label)

@@ -1,6 +1,6 @@
 """Where the guard's request policies (cache, quotas, tiers) plug into it; imports stay light.
 
-`attach(routes, config, app, modes, key_func)` reads the configuration once, when the guard
+`attach(routes, app, modes, key_func)` reads the configuration once, when the guard
 is built. With client `tiers` it hands the route builder the `TierTable` (rate limits become
 per tier, guard/tier_limits.py) and returns the key function the guard should use instead
 (`TierTable.identify`: a key and a tier per request, never an exception). When a route rule
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from crisisctl.guard.config import GuardConfig, RouteRule
+from crisisctl.guard.config import RouteRule
 from crisisctl.guard.modes import ModeState
 from crisisctl.guard.tiers import TierTable
 from crisisctl.guard.types import ASGIApp, Scope
@@ -38,13 +38,13 @@ def wants_policies(rule: RouteRule) -> bool:
 
 def attach(
     routes: RouteBuilder,
-    config: GuardConfig,
     app: ASGIApp,
     modes: ModeState,
     key_func: Callable[[Scope], Any],
 ) -> tuple[PolicySet | None, Callable[[Scope], Any]]:
     """Wire the configured policies into `routes`; (the policy set or None, the key function
     the guard's rate limits use)."""
+    config = routes.config
     tiers = TierTable(config.tiers, config.default_tier, key_func=key_func)
     if config.tiers:
         routes.tiers = tiers
