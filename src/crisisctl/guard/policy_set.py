@@ -281,9 +281,11 @@ class PolicyCall:
                 await cache.fetch(self.miss, cache.app, scope, receive, send)
             else:
                 await cache.app(scope, receive, send)
-        finally:
+        except BaseException:
             # shielded: a cancelled request (client gone, timeout) still gives its slots back
             await asyncio.shield(self.release())
+            raise
+        await self.release()  # (not shielded here: a shield costs a task per request)
 
     async def release(self) -> None:
         """Give the quota slots and the cache's flight back (once)."""
