@@ -7,7 +7,8 @@ Order for each HTTP request (control paths under the prefix are answered first):
   4. request policies of the route (guard/policies.py)   -> a cache hit, or 429 over a quota
   5. concurrency limit; over it a short queue            -> 503 + Retry-After when shed
   6. the app, under the route's timeout                  -> 504 and the work cancelled
-Critical paths (health checks, `critical_paths`) are recognised on the raw path and skip 1-4.
+Critical paths (health checks, `critical_paths`) are recognised on the raw path and skip 1-5.
+WebSocket handshakes (guard/websocket.py) pass 1-3 and 5; their slot is held until answered.
 
 At response start the service latency (admission to response start) feeds the adaptive limit
 and the concurrency slot is released: a stream (SSE, a long download, a slow reader) neither
@@ -15,8 +16,6 @@ reads as congestion nor holds a slot for its lifetime. At the end of the respons
 and duration feed the metrics and the breaker (slow calls judged on the service latency); a
 client that disconnected feeds no breaker. A sync handler past its timeout cannot be cancelled
 (its worker thread runs on): it gets its 504 at once but keeps its slot until the thread ends.
-WebSocket handshakes (guard/websocket.py) pass 1-4 too; their slot is held until the handshake
-is answered.
 
 The hot path only touches dicts, ints and floats; everything slow (route discovery, building a
 route's policies, Prometheus rendering, key expiry) happens once, at scrape time, or in the
@@ -90,9 +89,7 @@ class Guard:
             config = GuardConfig.from_dict(merged)
         self.app = app
         self.config = config
-        token = config.token
-        if token is None:
-            token = os.environ.get("CRISISCTL_GUARD_TOKEN", "")
+        token = os.environ.get("CRISISCTL_GUARD_TOKEN") if config.token is None else config.token
         self.token: bytes | None = token.encode() if token else None
         self._prefix = config.prefix
         self._prefix_c1 = config.prefix[1:2]
@@ -118,7 +115,6 @@ class Guard:
         self._routes = RouteBuilder(
             config, app, RouteRuntime, self._apply_mode, self._storage, self.concurrency
         )
-        #: the cache and quotas (None: none); with tiers, keys come with a tier
         self.policy_set, self._key = policies.attach(self._routes, app, self.modes, self._key)
         self._key_is_peer = self._key is peer_address
         # the builder's own dicts, shared: modes, housekeeping and the control surface read them
@@ -458,12 +454,8 @@ class Guard:
         if route.policy is None or not await route.policy.refused(scope, send, app):
             await refusals.refuse(route, send, status, reason, retry_s, self._refusal_bodies)
 
-    def _refusal_body(self, reason: str, label: str) -> bytes:
-        return refusals.refusal_body(self._refusal_bodies, reason, label)
-
-    async def _refuse_rate(
-        self, route: RouteRuntime, send: Send, policy: RateLimitPolicy, decision: Decision
-    ) -> None:
+    async def _refuse_rate(self, route: RouteRuntime, send: Send, policy: RateLimitPolicy,
+                           decision: Decision) -> None:  # fmt: skip
         await refusals.refuse_rate(route, send, policy, decision, self.config.rate_limit_headers)
 
     @staticmethod
@@ -502,8 +494,6 @@ class Guard:
     async def aclose(self) -> None:
         """Stop the background ticker and close the Redis connection, if any."""
         await self._ticker.aclose()
-        if self.policy_set is not None:
-            await self.policy_set.aclose()
-        if self.fleet is not None:
-            await self.fleet.aclose()
-        await self._storage.aclose()
+        for closing in (self.policy_set, self.fleet, self._storage):
+            if closing is not None:
+                await closing.aclose()
