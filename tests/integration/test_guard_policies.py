@@ -276,3 +276,30 @@ async def test_cache_invalidation_through_the_control_endpoint_needs_the_token()
             }
             again = await http.get(f"{locked.url}/api/items/1")
             assert again.headers["x-cache"] == "miss" and again.json()["call"] == 2
+
+
+def test_guard_cache_invalidate_cli_drops_entries_and_redacts_the_token() -> None:
+    from typer.testing import CliRunner
+
+    from crisisctl.cli.main import app as cli
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(
+            cli, ["guard", "cache-invalidate", *args], env={"CRISISCTL_GUARD_TOKEN": ""}
+        )
+        return result.exit_code, result.output
+
+    code, out = run("http://127.0.0.1:1", "/api")
+    assert code == 2 and "no token given" in out
+    code, out = run("http://127.0.0.1:1", "api", "--token", "t")
+    assert code == 2 and "must be a path starting with '/'" in out
+    with servers({"routes": [ITEMS], "token": TOKEN}) as (server,):
+        with httpx.Client(trust_env=False) as http:
+            for n in (1, 2, 3):
+                assert http.get(f"{server.url}/api/items/{n}").status_code == 200
+        code, out = run(server.url, "/api/items/", "--token", "wrong-token")
+        assert code == 2 and "refused the invalidation (HTTP 401)" in out
+        assert "wrong-token" not in out
+        code, out = run(server.url, "/api/items/", "--token", TOKEN)
+        assert code == 0 and "dropped 3 cached responses under /api/items/" in out
+    assert "Traceback" not in out
