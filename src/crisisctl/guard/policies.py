@@ -3,7 +3,7 @@
 `attach(routes, app, modes, key_func)` reads the configuration once, when the guard
 is built. With client `tiers` it hands the route builder the `TierTable` (rate limits become
 per tier, guard/tier_limits.py) and returns the key function the guard should use instead
-(`TierTable.identify`: a key and a tier per request, never an exception). When a route rule
+(`tier_limits.tiered_key`: a key and a tier per request, never an exception). When a route rule
 has a `cache` section or a quota it builds the `PolicySet` (guard/policy_set.py, imported
 only then: it pulls in the cache and the Redis client) and gives the route builder its
 `for_rule`, so each route's `policy` is resolved once, when the route is built. A guard with
@@ -47,8 +47,10 @@ def attach(
     config = routes.config
     tiers = TierTable(config.tiers, config.default_tier, key_func=key_func)
     if config.tiers:
+        from crisisctl.guard.tier_limits import tiered_key
+
         routes.tiers = tiers
-        key_func = tiers.identify
+        key_func = tiered_key(tiers)
     if not any(wants_policies(rule) for rule in config.routes):
         return None, key_func
     from crisisctl.guard.policy_set import PolicySet

@@ -1,12 +1,14 @@
 """Rate limits per client tier: one route's limiter that picks the request's tier's limit.
 
-When the guard has `tiers`, its key function is `TierTable.identify` (guard/tiers.py): each
-request gets a `ClientIdentity(key, tier)`, never an exception (a key function that raises
-puts the request under its peer address in the default tier and logs why, at most once a
-minute per reason). Every rate-limited route then gets a `TieredLimiter`: one inner limiter
-per tier (memory or Redis, like any other policy, named ``<policy>:tier:<tier>`` so instances
-sharing Redis share each tier's counters), whose limit is the tier's `rate_limit` when set,
-else the route's (or the guard-wide one); a tier with neither is not limited on the route.
+When the guard has `tiers`, its key function is `tiered_key(tiers)`: `TierTable.identify`
+(guard/tiers.py) gives each request a key and a tier, never an exception (a key function that
+raises puts the request under its peer address in the default tier and logs why, at most once
+a minute per reason), passed on as one string: the tier, U+001F, the key (the guard's request
+path types its keys as strings; a tier name never holds U+001F). Every rate-limited route then
+gets a `TieredLimiter`: one inner limiter per tier (memory or Redis, like any other policy,
+named ``<policy>:tier:<tier>`` so instances sharing Redis share each tier's counters), whose
+limit is the tier's `rate_limit` when set, else the route's (or the guard-wide one); a tier
+with neither is not limited on the route.
 
 The guard's request path calls limiters through the generic `RateLimiter` interface (`hit`,
 then `policy` for the refusal and the RateLimit headers). `policy` is the policy of the
@@ -18,12 +20,28 @@ coroutine per request).
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 from typing import Any
 
 from crisisctl.guard.ratelimit import Decision, RateLimiter, RateLimitPolicy
-from crisisctl.guard.tiers import ClientIdentity
+from crisisctl.guard.tiers import ClientIdentity, TierTable
+from crisisctl.guard.types import Scope
 
-__all__ = ["UNLIMITED", "TieredLimiter"]
+__all__ = ["UNLIMITED", "TieredLimiter", "tiered_key"]
+
+#: between the tier and the key in a tiered key string
+SEP = "\x1f"
+
+
+def tiered_key(tiers: TierTable) -> Callable[[Scope], str]:
+    """The guard's key function with tiers: ``TIER + SEP + KEY`` for each request."""
+    identify = tiers.identify
+
+    def key(scope: Scope) -> str:
+        identity = identify(scope)
+        return identity.tier + SEP + identity.key
+
+    return key
 
 
 class _Unlimited:
@@ -66,12 +84,14 @@ class TieredLimiter:
         return self.by_tier.get(tier, self._default)
 
     async def hit(self, identity: Any, now: float) -> Decision:
-        """Count one request of `identity` (a `ClientIdentity`; a plain key is the default
-        tier) against its tier's limit."""
+        """Count one request of `identity` (a `tiered_key` string or a `ClientIdentity`; a key
+        without a tier is the default tier's) against its tier's limit."""
         if isinstance(identity, ClientIdentity):
             key, tier = identity.key, identity.tier
         else:
-            key, tier = str(identity), self.default_tier
+            tier, sep, key = str(identity).partition(SEP)
+            if not sep:
+                key, tier = tier, self.default_tier
         limiter = self.by_tier.get(tier, self._default)
         if limiter is None:
             _current.set(UNLIMITED)
