@@ -5,7 +5,7 @@ Every variant serves ``GET /items/{item_id}``, whose handler builds the same JSO
 Built lazily (PEP 562 ``__getattr__``) so that a variant whose library is missing fails alone.
 
 * ``bare_app`` — FastAPI, no cache: every request runs the handler;
-* ``crisisctl_app`` — the same app wrapped by crisisctl's `CacheLayer` (memory store, 1 h ttl);
+* ``crisisctl_app`` — the same app behind `Guard()` whose route rule caches (memory, 1 h ttl);
 * ``fastapi_cache2_app`` — the route decorated with fastapi-cache2's ``@cache(expire=3600)``,
   ``InMemoryBackend``;
 * ``cashews_app`` — the route decorated with cashews' ``@cache(ttl="1h")``, ``mem://``;
@@ -59,10 +59,12 @@ def make_bare() -> Any:
 
 
 def make_crisisctl() -> Any:
-    from crisisctl.guard.cache import CacheLayer
+    from crisisctl.guard import Guard, GuardConfig
     from crisisctl.guard.config import CacheRule, RouteRule
 
-    return CacheLayer(make_bare(), [RouteRule(PATH, cache=CacheRule(ttl_s=3600))])
+    # how a user enables the cache: a `cache` section on the guard's route rule
+    rule = RouteRule(PATH, cache=CacheRule(ttl_s=3600))
+    return Guard(make_bare(), GuardConfig(routes=(rule,)))
 
 
 def make_fastapi_cache2() -> Any:

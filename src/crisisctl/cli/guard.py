@@ -1,6 +1,7 @@
-"""`crisisctl guard status URL` and `crisisctl guard mode URL MODE`: talk to a running guard.
+"""`crisisctl guard status URL`, `crisisctl guard mode URL MODE` and
+`crisisctl guard cache-invalidate URL PREFIX`: talk to a running guard.
 
-Both take the transport flags every command that sends traffic shares
+All take the transport flags every command that sends traffic shares
 (`crisisctl.cli.transport_options`: ``-H``, ``--bearer``/``--basic``, ``--resolve``,
 ``--cacert``, ``--cert/--key``, ``--insecure``) and ``--token`` (the guard's token, or
 ``env:NAME``), a secret that is redacted from every output. The calls themselves live in
@@ -234,6 +235,52 @@ def mode(
         return
     console.print(f"guard mode is now [bold]{data.get('mode')}[/] (since {data.get('since')})")
     console.print(describe_reach(data))
+
+
+@app.command("cache-invalidate")
+def cache_invalidate(
+    ctx: typer.Context,
+    url: str = typer.Argument(..., help="Base URL of the service, e.g. http://127.0.0.1:8000"),
+    key_prefix: str = typer.Argument(
+        ..., metavar="PREFIX", help="Drop cached responses whose path starts with it."
+    ),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="CRISISCTL_GUARD_TOKEN",
+        help="The guard's bearer token (or env:NAME).",
+    ),
+    prefix: str = typer.Option("/_crisis", help="The guard's control prefix."),
+    timeout: float = typer.Option(5.0, help="Seconds to wait for the answer."),
+    json_out: bool = typer.Option(False, "--json", help="Print the guard's answer as JSON."),
+    header: topt.HeaderOpt = None,
+    bearer: topt.BearerOpt = None,
+    basic: topt.BasicOpt = None,
+    resolve: topt.ResolveOpt = None,
+    cacert: topt.CacertOpt = None,
+    cert: topt.CertOpt = None,
+    key: topt.KeyOpt = None,
+    insecure: topt.InsecureOpt = False,
+) -> None:
+    """Drop the guard's cached responses whose key (the path) starts with PREFIX."""
+    token = explicit_token(ctx, token, bearer, basic)
+    transport = guard_transport(token, header, bearer, basic, resolve, cacert, cert, key, insecure)
+    if not _has_token(transport):
+        fail("no token given: pass --token or set CRISISCTL_GUARD_TOKEN to the guard's token")
+    if not key_prefix.startswith("/"):
+        fail(f"the prefix {key_prefix!r} must be a path starting with '/', e.g. /api/items")
+    target = reach(transport, url, prefix, "crisisctl guard cache-invalidate")
+    try:
+        data = asyncio.run(
+            guard_mode.post_invalidate(target, key_prefix, prefix=prefix, timeout_s=timeout)
+        )
+    except guard_mode.GuardModeError as exc:
+        _failed(exc, transport)
+    data = redactor(transport).tree(data)
+    if json_out:
+        print_json(data)
+        return
+    console.print(f"dropped {data.get('dropped')} cached responses under {data.get('prefix')}")
 
 
 def describe_reach(data: dict[str, Any]) -> str:

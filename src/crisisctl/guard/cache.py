@@ -36,7 +36,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from crisisctl.guard.cache_capture import ResponseCapture
 from crisisctl.guard.cache_policy import (
@@ -52,11 +51,12 @@ from crisisctl.guard.cache_policy import (
     variant_key,
 )
 from crisisctl.guard.cache_store import CacheStore, Entry, MemoryStore, RedisStore
+from crisisctl.guard.cache_types import PASS_THROUGH, CacheRoute, Miss, RouteCacheStats
 from crisisctl.guard.config import CacheRule, GuardConfigError, RouteRule
 from crisisctl.guard.routes import compile_template
 from crisisctl.guard.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CacheLayer", "RouteCacheStats"]
+__all__ = ["CacheLayer", "Miss", "RouteCacheStats"]
 
 log = logging.getLogger("crisisctl.guard")
 
@@ -67,51 +67,6 @@ _ROUTE_MEMO_LIMIT = 10_000
 _POLL_S = 0.02
 #: a background refresh still running after this long is cancelled
 _REFRESH_TIMEOUT_S = 30.0
-
-
-@dataclass(slots=True)
-class RouteCacheStats:
-    """What the cache did for one route (its rule's pattern)."""
-
-    hits: int = 0
-    misses: int = 0
-    stale: int = 0
-    #: requests the cache had to let through (credentials, ``no-store``)
-    bypassed: int = 0
-    #: misses that waited for another miss of the same key instead of calling the origin
-    coalesced: int = 0
-    stored: int = 0
-    #: origin failures answered with a stale entry instead
-    errors_masked: int = 0
-    bytes_served: int = 0
-    bytes_stored: int = 0
-
-    @property
-    def hit_ratio(self) -> float | None:
-        served = self.hits + self.stale + self.misses
-        return (self.hits + self.stale) / served if served else None
-
-    def describe(self) -> dict[str, object]:
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "stale": self.stale,
-            "bypassed": self.bypassed,
-            "coalesced": self.coalesced,
-            "stored": self.stored,
-            "errors_masked": self.errors_masked,
-            "bytes_served": self.bytes_served,
-            "bytes_stored": self.bytes_stored,
-            "hit_ratio": self.hit_ratio,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class _Route:
-    label: str
-    rule: CacheRule
-    store: CacheStore
-    stats: RouteCacheStats
 
 
 class CacheLayer:
@@ -141,7 +96,7 @@ class CacheLayer:
         self._rules = [
             (compile_template(rule.pattern), rule, self._stats_for(rule)) for rule in routes
         ]
-        self._memo: dict[tuple[str, str], _Route | None] = {}
+        self._memo: dict[tuple[str, str], CacheRoute | None] = {}
         #: store name + primary key -> resolved when the origin call in flight for it ends
         self._flights: dict[str, asyncio.Future[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -152,14 +107,14 @@ class CacheLayer:
         return self.stats.setdefault(rule.pattern, RouteCacheStats())
 
     # -- routing ----------------------------------------------------------------------------
-    def route(self, method: str, path: str) -> _Route | None:
+    def route(self, method: str, path: str) -> CacheRoute | None:
         """The cache route of a request (the first rule matching it decides), or None."""
         memo_key = (method, path)
         try:
             return self._memo[memo_key]
         except KeyError:
             pass
-        found: _Route | None = None
+        found: CacheRoute | None = None
         for regex, rule, stats in self._rules:
             methods = rule.methods
             if (
@@ -173,7 +128,7 @@ class CacheLayer:
                     store: CacheStore = self.memory
                     if rule.cache.store == "redis" and self.redis is not None:
                         store = self.redis
-                    found = _Route(rule.pattern, rule.cache, store, stats)
+                    found = CacheRoute(rule.pattern, rule.cache, store, stats)
                 break
         if len(self._memo) >= _ROUTE_MEMO_LIMIT:
             self._memo.clear()
@@ -194,7 +149,7 @@ class CacheLayer:
                 return None
         return entry
 
-    async def _save(self, route: _Route, primary: str, scope: Scope, entry: Entry) -> None:
+    async def _save(self, route: CacheRoute, primary: str, scope: Scope, entry: Entry) -> None:
         rule = route.rule
         verdict = StoreVerdict(
             True,
@@ -281,22 +236,30 @@ class CacheLayer:
 
     # -- request path -----------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _CACHEABLE_METHODS:
-            await self.app(scope, receive, send)
+        miss = await self.begin(scope, send)
+        if miss is None:
             return
+        try:
+            await self.fetch(miss, self.app, scope, receive, send)
+        finally:
+            await self.end(miss)
+
+    async def begin(self, scope: Scope, send: Send) -> Miss | None:
+        """The cache's part before the origin: None when the cache answered (hit, stale,
+        coalesced), else the `Miss` to pass to `fetch` and then `end` (always, even when the
+        origin is never called: `end` resolves the key's flight and lock)."""
+        if scope["type"] != "http" or scope["method"] not in _CACHEABLE_METHODS:
+            return PASS_THROUGH
         route = self.route(scope["method"], scope["path"])
         if route is None:
-            await self.app(scope, receive, send)
-            return
+            return PASS_THROUGH
         headers = scope["headers"]
         rule = route.rule
         stats = route.stats
         bypass, force_origin = read_request(headers, rule)
         if bypass is not None:
             stats.bypassed += 1
-            await self.app(scope, receive, send)
-            return
-        head = scope["method"] == "HEAD"
+            return PASS_THROUGH
         primary = primary_key(scope["path"], scope.get("query_string", b""), headers, rule)
         flight_key = route.store.name + "\x00" + primary
         stale: Entry | None = None
@@ -305,54 +268,63 @@ class CacheLayer:
             entry = await self._lookup(route.store, primary, headers, now)
             if entry is not None:
                 state = self._freshness(entry, rule, now)
-                if state.fresh:
-                    stats.hits += 1
-                    stats.bytes_served += await self._serve(entry, state.age_s, b"hit", scope, send)
-                    return
-                if state.revalidate_stale:
-                    stats.stale += 1
-                    stats.bytes_served += await self._serve(
-                        entry, state.age_s, b"stale", scope, send
-                    )
-                    self._refresh(scope, route, primary, flight_key)
-                    return
+                if state.fresh or state.revalidate_stale:
+                    label = b"hit" if state.fresh else b"stale"
+                    if state.fresh:
+                        stats.hits += 1
+                    else:
+                        stats.stale += 1
+                    stats.bytes_served += await self._serve(entry, state.age_s, label, scope, send)
+                    if not state.fresh:
+                        self._refresh(scope, route, primary, flight_key)
+                    return None
                 if state.error_stale:
                     stale = entry
-        if head:
+        if scope["method"] == "HEAD":
             stats.misses += 1
-            await self.app(scope, receive, send)
-            return
+            return PASS_THROUGH
         flight = self._flights.get(flight_key)
         if flight is not None and not force_origin:
             if await self._wait_for(flight, rule.single_flight_wait_s) and await self._serve_fresh(
                 route, primary, scope, send
             ):
-                return
+                return None
             # nothing stored by the call we waited for: ask the origin ourselves
-            await self._fetch(scope, receive, send, route, primary, stale)
-            return
+            return Miss(route, primary, flight_key, stale)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._flights[flight_key] = done
+        miss = Miss(route, primary, flight_key, stale, done)
         try:
             # across instances sharing the store: one holds the key's lock, the others poll
-            token = await route.store.lock(primary, rule.single_flight_wait_s)
+            miss.token = await route.store.lock(primary, rule.single_flight_wait_s)
             if (
-                token is None
+                miss.token is None
                 and not force_origin
                 and await self._await_other_instance(route, primary, scope, send)
             ):
-                return
-            try:
-                await self._fetch(scope, receive, send, route, primary, stale)
-            finally:
-                if token is not None:
-                    await route.store.unlock(primary, token)
-        finally:
-            if self._flights.get(flight_key) is done:
-                del self._flights[flight_key]
-            done.set_result(None)
+                await self.end(miss)
+                return None
+        except BaseException:
+            await self.end(miss)
+            raise
+        return miss
 
-    async def _serve_fresh(self, route: _Route, primary: str, scope: Scope, send: Send) -> bool:
+    async def end(self, miss: Miss) -> None:
+        """Release what `begin` took for a miss: the key's Redis lock and its flight."""
+        if miss.route is None:
+            return
+        token, miss.token = miss.token, None
+        done, miss.done = miss.done, None
+        try:
+            if token is not None:
+                await miss.route.store.unlock(miss.primary, token)
+        finally:
+            if done is not None:
+                if self._flights.get(miss.flight_key) is done:
+                    del self._flights[miss.flight_key]
+                done.set_result(None)
+
+    async def _serve_fresh(self, route: CacheRoute, primary: str, scope: Scope, send: Send) -> bool:
         """Serve the key's entry if another call just stored it fresh (a coalesced miss)."""
         now = self.clock()
         entry = await self._lookup(route.store, primary, scope["headers"], now)
@@ -367,7 +339,7 @@ class CacheLayer:
         return True
 
     async def _await_other_instance(
-        self, route: _Route, primary: str, scope: Scope, send: Send
+        self, route: CacheRoute, primary: str, scope: Scope, send: Send
     ) -> bool:
         """Another instance holds the key's lock: poll the store until its answer is there
         (served, True), the lock is gone without one or `single_flight_wait_s` passed (False)."""
@@ -390,17 +362,17 @@ class CacheLayer:
             return False
         return True
 
-    async def _fetch(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        route: _Route,
-        primary: str,
-        stale: Entry | None,
+    async def fetch(
+        self, miss: Miss, app: ASGIApp, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """One origin call for a miss: streamed to the client, stored when allowed; with a
-        `stale` entry, an origin failure before the response starts is answered with it."""
+        """One origin call (`app`) for a miss: streamed to the client, stored when allowed;
+        with a stale-if-error entry, an origin failure before the response starts is answered
+        with it. A request the cache lets through (`miss.route` None) just calls `app`."""
+        route = miss.route
+        if route is None:
+            await app(scope, receive, send)
+            return
+        primary, stale = miss.primary, miss.stale
         stats = route.stats
 
         async def save(entry: Entry) -> None:
@@ -408,7 +380,7 @@ class CacheLayer:
 
         capture = ResponseCapture(send, route.rule, stale is not None, save, self.clock)
         try:
-            await self.app(scope, receive, capture)
+            await app(scope, receive, capture)
         except Exception:
             if stale is None or (capture.started and not capture.swallowed):
                 stats.misses += 1
@@ -426,7 +398,7 @@ class CacheLayer:
         stats.bytes_served += capture.size
 
     # -- background refresh ------------------------------------------------------------------
-    def _refresh(self, scope: Scope, route: _Route, primary: str, flight_key: str) -> None:
+    def _refresh(self, scope: Scope, route: CacheRoute, primary: str, flight_key: str) -> None:
         """Start one background origin call refreshing `primary` (none if one is running)."""
         if flight_key in self._flights:
             return
@@ -441,7 +413,7 @@ class CacheLayer:
     async def _refresh_call(
         self,
         scope: Scope,
-        route: _Route,
+        route: CacheRoute,
         primary: str,
         flight_key: str,
         done: asyncio.Future[None],

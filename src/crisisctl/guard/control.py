@@ -7,6 +7,9 @@
                             (these three: trusted networks or a read token, see access.py)
     POST <prefix>/mode      {"mode": "emergency", "reason": "…", "actor": "…"}
                             needs ``Authorization: Bearer <token>``; disabled without a token
+    POST <prefix>/cache/invalidate  {"prefix": "/api/items"} or {"route": "/api/items/{id}"}:
+                            drops the cached responses whose key starts with it (the route's
+                            template up to its first parameter); the token, like POST mode
 
 These paths are critical: never queued, shed or limited by the app's limits. Health answers
 everyone; status, metrics and the mode history answer trusted networks or a read token, and
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
     from crisisctl.guard.middleware import Guard
     from crisisctl.guard.state import GuardState
 
-ENDPOINTS = ("health", "status", "metrics", "mode")
+ENDPOINTS = ("health", "status", "metrics", "mode", "cache/invalidate")
 MAX_BODY = 16 * 1024
 
 REFUSAL_MESSAGES = {
@@ -146,7 +149,9 @@ async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> No
              "endpoints": [f"{prefix}/{e}" for e in ENDPOINTS]},
         )  # fmt: skip
         return
-    allowed = ("GET", "HEAD", "POST") if name == "mode" else ("GET", "HEAD")
+    allowed: tuple[str, ...] = ("GET", "HEAD", "POST") if name == "mode" else ("GET", "HEAD")
+    if name == "cache/invalidate":
+        allowed = ("POST",)
     if method not in allowed:
         await send_json(
             send,
@@ -182,6 +187,8 @@ async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> No
         await surface.refresher.read("status")
         head = status_head(surface.state, surface.digest, surface.limits)
         await send_chunks(send, 200, surface.digest.status_body(head), b"application/json")
+    elif name == "cache/invalidate":
+        await _invalidate(guard, scope, receive, send)
     elif method == "POST":
         await _switch_mode(guard, scope, receive, send)
     else:
@@ -202,15 +209,16 @@ async def _read_body(receive: Receive) -> bytes | None:
             return body
 
 
-async def _switch_mode(guard: Guard, scope: Scope, receive: Receive, send: Send) -> None:
+async def _authorized(guard: Guard, scope: Scope, send: Send, what: str) -> bool:
+    """Whether the request carries the write token; if not, the refusal is sent."""
     if guard.token is None:
         await send_json(
             send,
             403,
-            {"error": "mode switching over HTTP is disabled: configure a token "
+            {"error": f"{what} over HTTP is disabled: configure a token "
                       "(GuardConfig(token=…) or CRISISCTL_GUARD_TOKEN) to enable it"},
         )  # fmt: skip
-        return
+        return False
     given = _bearer(scope)
     if given is None or not hmac.compare_digest(given, guard.token):
         await send_json(
@@ -219,6 +227,44 @@ async def _switch_mode(guard: Guard, scope: Scope, receive: Receive, send: Send)
             {"error": "missing or wrong bearer token: send 'Authorization: Bearer <token>'"},
             headers=[(b"www-authenticate", b'Bearer realm="crisisctl"')],
         )
+        return False
+    return True
+
+
+async def _invalidate(guard: Guard, scope: Scope, receive: Receive, send: Send) -> None:
+    if not await _authorized(guard, scope, send, "cache invalidation"):
+        return
+    policies = guard.state.request_policies
+    if policies is None:
+        await send_json(
+            send, 409, {"error": "this guard caches nothing: no route rule has a cache section"}
+        )
+        return
+    try:
+        data = json.loads(await _read_body(receive) or b"{}")
+        prefix = data.get("prefix")
+        if prefix is None and isinstance(data.get("route"), str):
+            prefix = data["route"].split("{", 1)[0]  # keys start with the path
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise ValueError
+    except (ValueError, AttributeError):
+        await send_json(send, 400, {"error": 'the body must be JSON like {"prefix": "/api/items"}'})
+        return
+    try:
+        dropped = await policies.invalidate(prefix)
+    except Exception as exc:
+        await send_json(
+            send,
+            503,
+            {"error": f"the shared cache could not be reached ({type(exc).__name__}); "
+                      "retry when the storage is back"},
+        )  # fmt: skip
+        return
+    await send_json(send, 200, {"prefix": prefix, "dropped": dropped})
+
+
+async def _switch_mode(guard: Guard, scope: Scope, receive: Receive, send: Send) -> None:
+    if not await _authorized(guard, scope, send, "mode switching"):
         return
     body = await _read_body(receive)
     try:
@@ -267,6 +313,9 @@ def status_head(
             "rate_limits": [policy.describe() for policy in state.policies.values()],
             "storage": state.storage,
             "operations": [op.describe() for op in operations()],
+            "policies": (
+                state.request_policies.describe() if state.request_policies is not None else None
+            ),
             "internal_errors": state.internal_errors,
             "process": state.process.describe(state.clock()),
         },

@@ -445,6 +445,9 @@ def state_metrics(state: GuardState, *, route_limits: bool = True) -> Iterator[M
             family = families[name] = GaugeMetricFamily(name, doc, labels=sorted(labels))
         family.add_metric([labels[k] for k in sorted(labels)], value)
     yield from families.values()
+    policies = state.request_policies
+    if policies is not None:  # the cache and quotas (guard/policy_set.py)
+        yield from policies.metrics()
 
 
 def build_registry(

@@ -4,9 +4,11 @@ Order for each HTTP request (control paths under the prefix are answered first):
   1. emergency shedding of low-priority routes          -> 503 + Retry-After
   2. circuit breaker of the route                        -> 503 + Retry-After (instant)
   3. rate limit per key (memory or Redis)                -> 429 + Retry-After + RateLimit headers
-  4. concurrency limit; over it a short queue            -> 503 + Retry-After when shed
-  5. the app, under the route's timeout                  -> 504 and the work cancelled
-Critical paths (health checks, `critical_paths`) are recognised on the raw path and skip 1-4.
+  4. request policies of the route (guard/policies.py)   -> a cache hit, or 429 over a quota
+  5. concurrency limit; over it a short queue            -> 503 + Retry-After when shed
+  6. the app, under the route's timeout                  -> 504 and the work cancelled
+Critical paths (health checks, `critical_paths`) are recognised on the raw path and skip 1-5.
+WebSocket handshakes (guard/websocket.py) pass 1-3 and 5; their slot is held until answered.
 
 At response start the service latency (admission to response start) feeds the adaptive limit
 and the concurrency slot is released: a stream (SSE, a long download, a slow reader) neither
@@ -14,8 +16,6 @@ reads as congestion nor holds a slot for its lifetime. At the end of the respons
 and duration feed the metrics and the breaker (slow calls judged on the service latency); a
 client that disconnected feeds no breaker. A sync handler past its timeout cannot be cancelled
 (its worker thread runs on): it gets its 504 at once but keeps its slot until the thread ends.
-WebSocket handshakes (guard/websocket.py) pass 1-4 too; their slot is held until the handshake
-is answered.
 
 The hot path only touches dicts, ints and floats; everything slow (route discovery, building a
 route's policies, Prometheus rendering, key expiry) happens once, at scrape time, or in the
@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from crisisctl.guard import control, refusals, websocket
+from crisisctl.guard import control, policies, refusals, websocket
 from crisisctl.guard.breaker import CLOSED, HALF_OPEN, CircuitBreaker
 from crisisctl.guard.clientkey import UNKNOWN as UNKNOWN_CLIENT
 from crisisctl.guard.clientkey import client_key_function, peer_address
@@ -89,9 +89,7 @@ class Guard:
             config = GuardConfig.from_dict(merged)
         self.app = app
         self.config = config
-        token = config.token
-        if token is None:
-            token = os.environ.get("CRISISCTL_GUARD_TOKEN", "")
+        token = os.environ.get("CRISISCTL_GUARD_TOKEN") if config.token is None else config.token
         self.token: bytes | None = token.encode() if token else None
         self._prefix = config.prefix
         self._prefix_c1 = config.prefix[1:2]
@@ -109,7 +107,6 @@ class Guard:
         self._key = config.key_func or client_key_function(
             config.trusted_proxies, config.proxy_header
         )
-        self._key_is_peer = self._key is peer_address
         #: where rate-limit state (and, with Redis, the fleet's mode) lives: one factory
         self._storage = open_storage(
             config.storage, timeout_s=config.storage_timeout_s, prefix=config.storage_prefix
@@ -118,6 +115,8 @@ class Guard:
         self._routes = RouteBuilder(
             config, app, RouteRuntime, self._apply_mode, self._storage, self.concurrency
         )
+        self.policy_set, self._key = policies.attach(self._routes, app, self.modes, self._key)
+        self._key_is_peer = self._key is peer_address
         # the builder's own dicts, shared: modes, housekeeping and the control surface read them
         self.route_stats: dict[str, RouteStats] = self._routes.route_stats
         self.breakers: dict[str, CircuitBreaker] = self._routes.breakers
@@ -218,11 +217,11 @@ class Guard:
 
         start = _clock()
         if route.priority <= self._shed_priority:
-            await self._refuse(route, send, 503, "emergency", 5.0)
+            await self._refuse(route, send, 503, "emergency", 5.0, scope)
             return
         breaker = route.breaker
         if breaker is not None and breaker.state and not breaker.allow(start):
-            await self._refuse(route, send, 503, "circuit_open", breaker.retry_after(start))
+            await self._refuse(route, send, 503, "circuit_open", breaker.retry_after(start), scope)
             return
         extra_headers: list[tuple[bytes, bytes]] | None = None
         mem = route.mem_limiter
@@ -307,6 +306,10 @@ class Guard:
                     return
                 if self._rate_headers:
                     extra_headers = limiter.policy.headers(decision)
+        app = self.app
+        if route.policy is not None and (app := await route.policy.enter(scope, send)) is None:
+            self._release_probe(breaker)  # answered by the cache, or over a quota
+            return
         conc = route.conc
         if conc is not None:
             # inlined ConcurrencyLimiter.try_acquire, the guard-wide ceiling above a route's
@@ -328,7 +331,7 @@ class Guard:
                 reason = await conc.acquire(route.priority)
                 if reason is not None:
                     self._release_probe(breaker)
-                    await self._refuse(route, send, 503, reason, 1.0)
+                    await self._refuse(route, send, 503, reason, 1.0, scope, app)
                     return
                 start = _clock()
         else:
@@ -355,7 +358,7 @@ class Guard:
         failed = False
         disconnected = False
         try:
-            work = self.app(scope, receive, sender)
+            work = app(scope, receive, sender)
             if deadline is not None:
                 deadline.work = work
             await work
@@ -389,8 +392,7 @@ class Guard:
             status = sender.status
             conc = sender.conc
             if conc is not None:
-                # the response never started (a failure, a timeout): the slot comes back
-                # without a latency sample
+                # no response started (a failure, a timeout): the slot back, no latency sample
                 sender.conc = None
                 conc.release(end, -1.0)
             if task is not None:
@@ -448,17 +450,13 @@ class Guard:
                     breaker.calls += 1
 
     # -- refusals (guard/refusals.py) ------------------------------------------------------
-    async def _refuse(
-        self, route: RouteRuntime, send: Send, status: int, reason: str, retry_s: float
-    ) -> None:
-        await refusals.refuse(route, send, status, reason, retry_s, self._refusal_bodies)
+    async def _refuse(self, route: RouteRuntime, send: Send, status: int, reason: str,
+                      retry_s: float, scope: Any = None, app: Any = None) -> None:  # fmt: skip
+        if route.policy is None or not await route.policy.refused(scope, send, app):
+            await refusals.refuse(route, send, status, reason, retry_s, self._refusal_bodies)
 
-    def _refusal_body(self, reason: str, label: str) -> bytes:
-        return refusals.refusal_body(self._refusal_bodies, reason, label)
-
-    async def _refuse_rate(
-        self, route: RouteRuntime, send: Send, policy: RateLimitPolicy, decision: Decision
-    ) -> None:
+    async def _refuse_rate(self, route: RouteRuntime, send: Send, policy: RateLimitPolicy,
+                           decision: Decision) -> None:  # fmt: skip
         await refusals.refuse_rate(route, send, policy, decision, self.config.rate_limit_headers)
 
     @staticmethod
@@ -497,6 +495,6 @@ class Guard:
     async def aclose(self) -> None:
         """Stop the background ticker and close the Redis connection, if any."""
         await self._ticker.aclose()
-        if self.fleet is not None:
-            await self.fleet.aclose()
-        await self._storage.aclose()
+        for closing in (self.policy_set, self.fleet, self._storage):
+            if closing is not None:
+                await closing.aclose()

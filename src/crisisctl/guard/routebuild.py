@@ -11,6 +11,9 @@ rule, whether the raw path is critical) and builds, or reuses, the route's runti
   ``<unmatched>`` and ``<other>`` (one failing path would break every path folded into them);
 * its rate limiter, one per rule (and one for the guard-wide default) — none for a critical
   path, whatever rule matches it;
+* with client tiers, a `TieredLimiter` (guard/tier_limits.py) instead: one limiter per tier,
+  the tier's `rate_limit` or the route's;
+* its request policies (guard/policies.py: cache, quotas), one per rule, when it has any;
 * its concurrency limiter — none for a critical route; the guard's own with the concurrency
   scope ``"service"``, the label's own (under the guard-wide ceiling) with ``"route"``.
 
@@ -65,6 +68,10 @@ class RouteBuilder:
         self._runtimes: dict[tuple[str, int, str, bool], RouteRuntime] = {}
         self._table: RouteTable[RouteRuntime] | None = None
         self._default_rule = RouteRule(pattern="/", rate_limit=config.rate_limit)
+        #: the guard's tiers (guard/tiers.py) when it has any: rate limits become per tier
+        self.tiers: Any = None
+        #: rule -> its request policies (guard/policies.py), when the guard has any
+        self.policy_for: Callable[[RouteRule | None], Any] | None = None
 
     def route_for(self, method: str, path: str, *, probed: bool = False) -> RouteRuntime:
         """The route of one request (discovering the app's routes on the first call); `probed`:
@@ -123,6 +130,10 @@ class RouteBuilder:
             route.limiter = self._limiter(rule_key, rule, rule.rate_limit)
         elif not route.critical and cfg.rate_limit:
             route.limiter = self._limiter(0, self._default_rule, cfg.rate_limit)
+        elif not route.critical and any(tier.rate_limit for tier in cfg.tiers):
+            route.limiter = self._limiter(0, self._default_rule, "")
+        if self.policy_for is not None and not critical_path:
+            route.policy = self.policy_for(rule)
         if isinstance(route.limiter, MemoryRateLimiter):
             route.mem_limiter = route.limiter
         conc = self.concurrency
@@ -139,16 +150,36 @@ class RouteBuilder:
         # this instance met its routes, only on the configuration all instances share
         index = next((i for i, r in enumerate(self.config.routes) if r is rule), -1)
         name = "default" if rule_key == 0 else f"rule{index}:{rule.pattern}"
+        tiers = self.tiers
+        if tiers is None:
+            limiter = self._policy_limiter(rule_key, name, rule, text)
+        else:
+            from crisisctl.guard.tier_limits import TieredLimiter
+
+            by_tier: dict[str, Any] = {}
+            for tier in (tiers.default_tier, *tiers.tiers):
+                tier_text = tiers.rate_limit(tier, text or None)
+                by_tier[tier] = None
+                if tier_text:
+                    key, tier_name = hash((rule_key, tier)), f"{name}:tier:{tier}"
+                    own = tier_text == text
+                    by_tier[tier] = self._policy_limiter(key, tier_name, rule, tier_text, own)
+            limiter = TieredLimiter(by_tier, tiers.default_tier)
+        self.limiters[rule_key] = limiter
+        return limiter
+
+    def _policy_limiter(
+        self, key: int, name: str, rule: RouteRule, text: str, own: bool = True
+    ) -> Any:
         policy = RateLimitPolicy(
             name,
             parse_limits(text),
             rule.strategy or self.config.strategy,
             policy_on_every_response=self.config.rate_limit_policy_header == "always",
         )
-        if rule.emergency_rate_limit:
-            self.overrides[rule_key] = parse_limits(rule.emergency_rate_limit)
-        self.policies[rule_key] = policy
+        if rule.emergency_rate_limit and own:
+            self.overrides[key] = parse_limits(rule.emergency_rate_limit)
+        self.policies[key] = policy
         limiter = self._storage.limiter(policy)
-        self.limiters[rule_key] = limiter
         self._on_new_policy()
         return limiter

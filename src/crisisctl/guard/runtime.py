@@ -37,6 +37,7 @@ class RouteRuntime:
         "label",
         "limiter",
         "mem_limiter",
+        "policy",
         "priority",
         "slow_s",
         "stats",
@@ -59,6 +60,8 @@ class RouteRuntime:
         self.conc: ConcurrencyLimiter | None = None
         self.slow_s: float | None = None
         self.timeout_s: float | None = None
+        #: the route's request policies (guard/policies.py: cache, quotas); None: none
+        self.policy: Any = None
 
 
 class Deadline:

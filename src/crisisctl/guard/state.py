@@ -55,6 +55,11 @@ class GuardState:
         return self._guard.token is not None
 
     @property
+    def request_policies(self) -> Any:
+        """The guard's cache and quotas (guard/policy_set.py `PolicySet`); None: none."""
+        return self._guard.policy_set
+
+    @property
     def process(self) -> ProcessFigures:
         """The process's own figures, sampled by the guard's ticker (`describe(now)`)."""
         return self._guard.process

@@ -99,6 +99,8 @@ class TierTable:
         self.default_tier = default_tier
         self.key_func: TieredKeyFunc = key_func if key_func is not None else peer_address
         self.warnings = warnings if warnings is not None else RateLimitedLog()
+        #: requests identified per tier (bounded: configured tiers and the default one)
+        self.seen: dict[str, int] = {}
 
     def tier_of(self, name: str | None) -> str:
         """`name` if it is a configured tier (or the default one), else the default tier."""
@@ -117,6 +119,12 @@ class TierTable:
 
     def identify(self, scope: Scope) -> ClientIdentity:
         """The request's key and tier; never raises (see the module docstring)."""
+        identity = self._identify(scope)
+        seen = self.seen
+        seen[identity.tier] = seen.get(identity.tier, 0) + 1
+        return identity
+
+    def _identify(self, scope: Scope) -> ClientIdentity:
         try:
             found = self.key_func(scope)
         except Exception as exc:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Final
 
+from crisisctl.guard import refusals
 from crisisctl.guard.breaker import CLOSED
 from crisisctl.guard.concurrency import ConcurrencyLimiter
 from crisisctl.guard.outcomes import CLIENT_CLOSED_REQUEST, is_client_disconnect
@@ -134,7 +135,7 @@ async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> No
                 headers = limiter.policy.headers(decision) if guard._rate_headers else []
                 await deny(
                     scope, receive, send, 429,
-                    guard._refusal_body("rate_limited", route.label),
+                    refusals.refusal_body(guard._refusal_bodies, "rate_limited", route.label),
                     decision.retry_after_s, headers,
                 )  # fmt: skip
                 return
@@ -200,5 +201,5 @@ async def refuse(
     """Refuse a handshake for `reason` (counted on the route), with a JSON body."""
     route.stats.reject(reason)
     route.counts[status // 100] += 1
-    body = guard._refusal_body(reason, route.label)
+    body = refusals.refusal_body(guard._refusal_bodies, reason, route.label)
     await deny(scope, receive, send, status, body, retry_s, [])

@@ -8,6 +8,8 @@ headers (``-H``, the guard's bearer token), and `probe.http.probe` sends the one
 * `read_status` GETs ``PREFIX/status`` and returns the guard's status document;
 * `post_mode` POSTs ``{"mode", "reason", "actor"}`` to ``PREFIX/mode`` and returns the guard's
   answer (its new mode state);
+* `post_invalidate` POSTs ``{"prefix"}`` to ``PREFIX/cache/invalidate`` and returns the
+  guard's answer (how many cached responses were dropped);
 * `switch_mode` builds the target from a URL, a token and transport options, then `post_mode`
   (what watch calls with a `GuardEndpoint`'s pins).
 
@@ -30,7 +32,7 @@ MODES: Final = ("normal", "emergency", "recovering")
 DEFAULT_PREFIX: Final = "/_crisis"
 #: the status document lists every route; keep all of it (probe's default keeps 256 KiB)
 STATUS_BODY_CAP: Final = 8 * 1024 * 1024
-ENDPOINTS: Final = ("status", "metrics", "health", "mode")
+ENDPOINTS: Final = ("status", "metrics", "health", "mode", "cache/invalidate")
 
 
 class GuardModeError(Exception):
@@ -161,6 +163,30 @@ async def post_mode(
         text = result.body[:200].decode("utf-8", "replace")
         raise GuardModeError(f"{switch.url} answered HTTP {result.status}: {text}")
     return _json(result, switch.url)
+
+
+async def post_invalidate(
+    target: Target, key_prefix: str, *, prefix: str, timeout_s: float = 5.0
+) -> dict[str, Any]:
+    """Drop the cached responses whose key starts with `key_prefix` (a path, e.g.
+    ``/api/items``) in the guard of `target`'s service; the guard's JSON answer
+    (``{"prefix", "dropped"}``), or GuardModeError."""
+    if not key_prefix.startswith("/"):
+        raise GuardModeError(f"the prefix {key_prefix!r} must be a path starting with '/'")
+    call = endpoint(target, prefix, "cache/invalidate")
+    body = json.dumps({"prefix": key_prefix}).encode()
+    result = await probe(call, method="POST", body=body, timeout_s=timeout_s)
+    if not result.answered:
+        raise _unreachable(result, call, timeout_s)
+    if result.status in (401, 403, 409, 429, 503):
+        raise GuardModeError(
+            f"the guard refused the invalidation (HTTP {result.status}): "
+            f"{_refusal(result, call.url)}"
+        )
+    if result.status != 200:
+        text = result.body[:200].decode("utf-8", "replace")
+        raise GuardModeError(f"{call.url} answered HTTP {result.status}: {text}")
+    return _json(result, call.url)
 
 
 def guard_target(
