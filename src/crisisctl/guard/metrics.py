@@ -305,7 +305,7 @@ IN_FLIGHT = ("crisisctl_http_requests_in_flight", "Requests being served now, by
 REJECTED = (
     "crisisctl_guard_rejected",
     "Requests the guard refused, by route and reason (rate_limited, queue_full, "
-    "queue_timeout, overloaded, emergency, circuit_open, timeout).",
+    "queue_timeout, overloaded, emergency, memory, circuit_open, timeout).",
 )
 CIRCUIT = (
     "crisisctl_guard_circuit_state",
@@ -445,6 +445,8 @@ def state_metrics(state: GuardState, *, route_limits: bool = True) -> Iterator[M
             family = families[name] = GaugeMetricFamily(name, doc, labels=sorted(labels))
         family.add_metric([labels[k] for k in sorted(labels)], value)
     yield from families.values()
+    yield from state.memory.metrics()
+    yield from state.event_loop.metrics()
 
 
 def build_registry(

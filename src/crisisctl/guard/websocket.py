@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 from crisisctl.guard.breaker import CLOSED
 from crisisctl.guard.concurrency import ConcurrencyLimiter
 from crisisctl.guard.outcomes import CLIENT_CLOSED_REQUEST, is_client_disconnect
+from crisisctl.guard.refusals import refusal_body
 from crisisctl.guard.routes import WEBSOCKET_METHOD
 from crisisctl.guard.runtime import RouteRuntime
 from crisisctl.guard.types import Message, Receive, Scope, Send
@@ -109,7 +110,7 @@ async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> No
         return
     start = _clock()
     if route.priority <= guard._shed_priority:
-        await refuse(guard, route, scope, receive, send, 503, "emergency", 5.0)
+        await refuse(guard, route, scope, receive, send, 503, guard._shed_reason, 5.0)
         return
     breaker = route.breaker
     if breaker is not None and breaker.state and not breaker.allow(start):
@@ -134,7 +135,7 @@ async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> No
                 headers = limiter.policy.headers(decision) if guard._rate_headers else []
                 await deny(
                     scope, receive, send, 429,
-                    guard._refusal_body("rate_limited", route.label),
+                    refusal_body(guard._refusal_bodies, "rate_limited", route.label),
                     decision.retry_after_s, headers,
                 )  # fmt: skip
                 return
@@ -200,5 +201,5 @@ async def refuse(
     """Refuse a handshake for `reason` (counted on the route), with a JSON body."""
     route.stats.reject(reason)
     route.counts[status // 100] += 1
-    body = guard._refusal_body(reason, route.label)
+    body = refusal_body(guard._refusal_bodies, reason, route.label)
     await deny(scope, receive, send, status, body, retry_s, [])
