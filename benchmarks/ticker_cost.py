@@ -15,7 +15,9 @@ Two measurements, both in-process (no network):
   idle          the guard's real ticker running on a uvloop loop for `--seconds` with nothing
                 else to do: process CPU seconds per second (`time.process_time`), with the
                 ticker as in each configuration above, and for the same loop without a guard
-                (`bare_loop`); `added_us_per_s` = the configuration's minus the bare loop's.
+                (`bare_loop`) and for a loop running only a task that sleeps the same 50 ms in a
+                loop (`sleeper`: what the wake-ups themselves cost, kernel and event loop);
+                `added_us_per_s` = the configuration's minus the bare loop's.
 
 On a busy shared machine `idle` is noisy (it counts whatever the process does in the
 background); `per_tick` is the steadier figure. Every run is appended to
@@ -85,8 +87,16 @@ async def per_tick_us(config: dict[str, Any], ticks: int) -> float:
     return (time.thread_time() - started) / ticks * 1e6
 
 
-async def idle_cpu_per_s(config: dict[str, Any] | None, seconds: float) -> float:
+async def _sleeper(interval: float) -> None:
+    while True:  # noqa: ASYNC110 (the wake-ups are what is measured)
+        await asyncio.sleep(interval)
+
+
+async def idle_cpu_per_s(
+    config: dict[str, Any] | None, seconds: float, sleeper_s: float | None = None
+) -> float:
     guard = None
+    sleeper = None if sleeper_s is None else asyncio.create_task(_sleeper(sleeper_s))
     if config is not None:
         guard = Guard(app, GuardConfig.from_dict(config))
         await one_request(guard)  # starts the ticker
@@ -97,6 +107,8 @@ async def idle_cpu_per_s(config: dict[str, Any] | None, seconds: float) -> float
     elapsed = time.monotonic() - started
     if guard is not None:
         await guard.aclose()
+    if sleeper is not None:
+        sleeper.cancel()
     return cpu / elapsed
 
 
@@ -120,7 +132,12 @@ def main() -> None:
             per_tick[name] = {"us_per_tick": round(us, 3), "us_per_s": round(us / period, 1),
                               "rounds": [round(r, 3) for r in rounds]}  # fmt: skip
         bare = await idle_cpu_per_s(None, args.seconds)
-        idle: dict[str, Any] = {"bare_loop_us_per_s": round(bare * 1e6, 1)}
+        sleeper = await idle_cpu_per_s(None, args.seconds, interval)
+        idle: dict[str, Any] = {
+            "bare_loop_us_per_s": round(bare * 1e6, 1),
+            # a task doing nothing but asyncio.sleep(interval): the wake-ups' own price
+            "sleeper_added_us_per_s": round((sleeper - bare) * 1e6, 1),
+        }
         for name, config in CONFIGS.items():
             value = await idle_cpu_per_s(config, args.seconds)
             idle[name] = {"us_per_s": round(value * 1e6, 1),
@@ -142,6 +159,7 @@ def main() -> None:
         "minus the bare loop's (noisy on a shared machine)",
     }
     print(f"ticker_cost ({'compiled' if compiled() else 'pure Python'}), {args.ticks} ticks:")
+    print(f"  (a bare 50 ms sleeper task: +{figures['idle']['sleeper_added_us_per_s']:.1f} µs/s)")
     for name, fig in figures["per_tick"].items():
         idle = figures["idle"][name]
         print(f"  {name:<9} {fig['us_per_tick']:7.2f} µs/tick  {fig['us_per_s']:7.1f} µs/s  "
