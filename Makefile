@@ -65,6 +65,8 @@ bench: $(BIN)/.installed-bench $(BIN)/.accel
 	$(BIN)/python benchmarks/quota_cost.py
 	$(BIN)/python benchmarks/watch_cost.py
 	$(BIN)/python benchmarks/cache_cost.py
+	$(BIN)/python benchmarks/ticker_cost.py
+	$(BIN)/python benchmarks/track_memory_cost.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build

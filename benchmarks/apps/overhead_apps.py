@@ -27,6 +27,8 @@ Variants:
   the guard configured as ``guard_app`` plus those limits and the trusted proxy, and behind
   slowapi with the same limits, key (the client behind the proxy) and headers. Their load is
   the cycle of `realistic_app.requests()` (`REALISTIC` names them);
+* ``guard_no_loop_health_app``, ``realistic_guard_no_loop_health_app`` — those guards with
+  event-loop health off (the ticker at one tick a second instead of twenty);
 * ``realistic_guard_no_routes_app``, ``…_no_proxy_app``, ``…_one_limit_app``,
   ``…_no_headers_app`` — the realistic guard with one part removed (route discovery, the
   trusted proxy, the second limit, RateLimit headers): what each part costs.
@@ -80,6 +82,22 @@ def make_guard() -> ASGIApp:
         rate_limit=NEVER_REACHED,
         timeout_s=30.0,
         concurrency=ConcurrencyConfig(mode="adaptive", limit=512, min_limit=256, max_limit=4096),
+    )
+    return Guard(_starlette(), config)
+
+
+def make_guard_no_loop_health() -> ASGIApp:
+    """`guard_app` with event-loop health off: its ticker back at one tick a second. Under
+    callgrind the server runs ~50x slower, so a ticker's wake-ups during the N2 - N1 extra
+    requests land in the per-request difference: this variant tells them from the request
+    path."""
+    from crisisctl.guard import ConcurrencyConfig, Guard, GuardConfig, LoopHealthConfig
+
+    config = GuardConfig(
+        rate_limit=NEVER_REACHED,
+        timeout_s=30.0,
+        concurrency=ConcurrencyConfig(mode="adaptive", limit=512, min_limit=256, max_limit=4096),
+        event_loop=LoopHealthConfig(enabled=False),
     )
     return Guard(_starlette(), config)
 
@@ -223,6 +241,13 @@ def make_realistic_guard_one_limit() -> ASGIApp:
     return _realistic_guard(rate_limit=LIMITS.split(";")[0])
 
 
+def make_realistic_guard_no_loop_health() -> ASGIApp:
+    """The realistic guard with event-loop health off (its ticker at one tick a second)."""
+    from crisisctl.guard import LoopHealthConfig
+
+    return _realistic_guard(event_loop=LoopHealthConfig(enabled=False))
+
+
 def make_realistic_guard_no_headers() -> ASGIApp:
     """The realistic guard without RateLimit headers on successful responses."""
     return _realistic_guard(rate_limit_headers=False)
@@ -258,6 +283,7 @@ VARIANTS: dict[str, tuple[str, Callable[[], ASGIApp], str]] = {
     "guard": ("guard_app", make_guard, "bare"),
     "guard_pure": ("guard_app", make_guard, "bare"),
     "guard_no_rate_headers": ("guard_no_rate_headers_app", make_guard_no_rate_headers, "bare"),
+    "guard_no_loop_health": ("guard_no_loop_health_app", make_guard_no_loop_health, "bare"),
     "guard_metrics_only": ("guard_metrics_only_app", make_guard_metrics_only, "bare"),
     "guard_plus_ratelimit": ("guard_plus_ratelimit_app", make_guard_plus_ratelimit, "bare"),
     "guard_plus_concurrency": (
@@ -292,6 +318,11 @@ VARIANTS: dict[str, tuple[str, Callable[[], ASGIApp], str]] = {
     "realistic_guard_no_headers": (
         "realistic_guard_no_headers_app",
         make_realistic_guard_no_headers,
+        "realistic_bare",
+    ),
+    "realistic_guard_no_loop_health": (
+        "realistic_guard_no_loop_health_app",
+        make_realistic_guard_no_loop_health,
         "realistic_bare",
     ),
 }

@@ -46,6 +46,8 @@ class GuardServer:
     args: list[str] = field(default_factory=list)
     #: uvicorn --workers (processes sharing the port)
     workers: int = 1
+    #: the ASGI app uvicorn serves (a module of this folder)
+    app: str = "guard_apps:app"
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
@@ -64,7 +66,7 @@ class GuardServer:
         self.port = free_port()
         self.log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in stop())
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "guard_apps:app", "--app-dir", str(APP_DIR),
+            [sys.executable, "-m", "uvicorn", self.app, "--app-dir", str(APP_DIR),
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
              "--no-proxy-headers", "--no-access-log", "--workers", str(self.workers),
              *self.args],

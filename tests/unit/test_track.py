@@ -237,3 +237,61 @@ def test_one_instance_shared_by_threads_times_each_correctly() -> None:
     assert shared.stats.calls == 2
     assert shared.stats.latency.min_us >= 95_000
     assert shared.stats.latency.max_us < 200_000
+
+
+# -- memory delta (tracemalloc, sampled) -------------------------------------------------------
+KEPT: list[bytes] = []
+
+
+def test_memory_sampling_is_off_by_default_and_never_starts_tracemalloc() -> None:
+    import tracemalloc
+
+    @track("mem.off")
+    def work() -> None:
+        KEPT.append(b"x" * 100_000)
+
+    work()
+    KEPT.clear()
+    assert not tracemalloc.is_tracing()
+    assert by_name()["mem.off"].describe()["memory"] is None
+
+
+def test_one_call_in_n_measures_what_it_kept_and_tracing_stops_after() -> None:
+    import tracemalloc
+
+    @track("mem.kept", memory_every=2)
+    def keep(n: int) -> None:
+        KEPT.append(b"x" * n)
+
+    for _ in range(4):
+        keep(1_000_000)
+    KEPT.clear()
+    assert not tracemalloc.is_tracing()
+    memory = by_name()["mem.kept"].describe()["memory"]
+    assert isinstance(memory, dict) and memory["samples"] == 2  # calls 1 and 3
+    assert 1_000_000 <= memory["max_delta_bytes"] < 1_100_000
+    assert samples("crisisctl_operation_memory_delta_bytes_count") == {
+        (("operation", "mem.kept"),): 2.0
+    }
+
+
+async def test_an_async_block_is_sampled_and_tracing_left_on_if_it_was_on_before() -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        async with track("mem.async", memory_every=1):
+            KEPT.append(b"y" * 500_000)
+            await asyncio.sleep(0)
+        assert tracemalloc.is_tracing()
+    finally:
+        tracemalloc.stop()
+        KEPT.clear()
+    memory = by_name()["mem.async"].describe()["memory"]
+    assert isinstance(memory, dict) and memory["samples"] == 1
+    assert memory["max_delta_bytes"] >= 500_000
+
+
+def test_memory_every_must_be_a_whole_number() -> None:
+    with pytest.raises(ValueError, match="memory_every must be a whole number"):
+        track("mem.bad", memory_every=-1)

@@ -42,6 +42,7 @@ def ex(sent: float, done: float, status: int | None = 200, **kw: object) -> Exch
      (ex(0, 0, 503, reason="queue_timeout"), CONCURRENCY),
      (ex(0, 0, 429, reason="rate_limited"), RATE_LIMIT),
      (ex(0, 0, 503, reason="emergency"), "emergency"),
+     (ex(0, 0, 503, reason="memory"), "memory"),
      (ex(0, 0, 503, reason="circuit_open"), "circuit_open"),
      (ex(0, 0, 503, reason="maintenance"), "other"),
      (ex(0, 0, 503, rate_headers=True), RATE_LIMIT),
@@ -56,7 +57,7 @@ def test_refusal_cause(exchange: Exchange, cause: str) -> None:
 
 def test_every_guard_refusal_reason_is_understood() -> None:
     known = {"queue_full", "queue_timeout", "overloaded", "rate_limited", "emergency",
-             "circuit_open"}  # fmt: skip
+             "memory", "circuit_open"}  # fmt: skip
     assert set(REFUSAL_MESSAGES) | {"rate_limited"} == known
     for reason in known:
         assert refusal_cause(ex(0, 0, 503, reason=reason), LONG) != "other"

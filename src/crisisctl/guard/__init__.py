@@ -15,6 +15,7 @@ from crisisctl.guard.config import (
     RouteRule,
     parse_limits,
 )
+from crisisctl.guard.health_config import LoopHealthConfig, MemoryBudgetConfig
 from crisisctl.guard.middleware import Guard
 from crisisctl.guard.track import track
 
@@ -25,6 +26,8 @@ __all__ = [
     "Guard",
     "GuardConfig",
     "GuardConfigError",
+    "LoopHealthConfig",
+    "MemoryBudgetConfig",
     "Priority",
     "RateLimit",
     "RouteRule",

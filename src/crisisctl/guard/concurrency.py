@@ -470,6 +470,24 @@ class ConcurrencyLimiter:
     def _apply(self) -> None:
         self.effective = max(1, math.floor(self.limit * self.factor + 1e-9))
 
+    def overload(self, now: float, factor: float) -> None:
+        """An overload signal from outside the latency samples (the event loop's lag, see
+        guard/loop_health.py): cut the adaptive limit to `factor` (≥ MIN_GRADIENT) of itself,
+        the level it came from becoming the ceiling for the hold, as a cut in standing
+        overload would. A ceiling passes the signal to its route limiters; a static limit
+        ignores it."""
+        for limiter in list(self.children.values()):
+            limiter.overload(now, factor)
+        if not self.adaptive:
+            return
+        self._regain = None
+        self._ceiling = max(1, math.floor(self.limit))
+        self._ceiling_until = now + self._hold
+        self._hold = min(self._hold * 2.0, HOLD_MAX_S)
+        cut = self.limit * max(MIN_GRADIENT, factor)
+        self.limit = min(float(self.config.max_limit), max(float(self.config.min_limit), cut))
+        self._apply()
+
     def _close_window(self, now: float) -> None:
         n = self.window_n
         rtt = self.window_sum / n if n else 0.0

@@ -12,38 +12,13 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any, Literal
 
+from crisisctl.guard.config_base import GuardConfigError as GuardConfigError
+from crisisctl.guard.config_base import Priority as Priority
+from crisisctl.guard.config_base import check as _check
+from crisisctl.guard.health_config import LoopHealthConfig, MemoryBudgetConfig
 from crisisctl.guard.types import Scope
-
-
-class GuardConfigError(ValueError):
-    """A guard setting is invalid; the message says which and how to fix it."""
-
-
-class Priority(IntEnum):
-    """How important a route is when the guard must choose what to shed (higher = kept longer)."""
-
-    LOW = 0
-    NORMAL = 1
-    HIGH = 2
-    #: never shed, never queued, never rate limited unless a rule says so: health, control.
-    CRITICAL = 3
-
-    @classmethod
-    def parse(cls, value: Priority | str | int) -> Priority:
-        """Accept a Priority, its name ("low", "critical") or its number."""
-        if isinstance(value, Priority):
-            return value
-        if isinstance(value, int):
-            return cls(value)
-        try:
-            return cls[str(value).strip().upper()]
-        except KeyError:
-            names = ", ".join(p.name.lower() for p in cls)
-            raise GuardConfigError(f"unknown priority {value!r}: use one of {names}") from None
-
 
 Strategy = Literal["gcra", "sliding-window"]
 STRATEGIES: tuple[str, ...] = ("gcra", "sliding-window")
@@ -444,6 +419,10 @@ class GuardConfig:
     #: how long a concurrency-quota slot outlives an instance that stopped renewing it
     #: (a crashed one); live instances renew every third of it while the work runs
     quota_lease_s: float = 10.0
+    #: the memory budget (guard/memory_budget.py); off until soft_mb is set
+    memory: MemoryBudgetConfig = field(default_factory=MemoryBudgetConfig)
+    #: event-loop lag and thread-pool depth (guard/loop_health.py)
+    event_loop: LoopHealthConfig = field(default_factory=LoopHealthConfig)
 
     def __post_init__(self) -> None:
         _check(
@@ -541,6 +520,10 @@ class GuardConfig:
                 if "shed_priority" in emergency:
                     emergency["shed_priority"] = Priority.parse(emergency["shed_priority"])
                 data["emergency"] = EmergencyConfig(**emergency)
+            if isinstance(data.get("memory"), Mapping):
+                data["memory"] = MemoryBudgetConfig(**data["memory"])
+            if isinstance(data.get("event_loop"), Mapping):
+                data["event_loop"] = LoopHealthConfig(**data["event_loop"])
             tiers: Any = data.get("tiers", ())
             if isinstance(tiers, Mapping):  # {"pro": {"rate_limit": ...}, ...}
                 tiers = [{"name": name, **dict(spec or {})} for name, spec in tiers.items()]
@@ -553,8 +536,3 @@ class GuardConfig:
             return cls(**data)
         except TypeError as exc:
             raise GuardConfigError(f"invalid guard configuration: {exc}") from None
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise GuardConfigError(message)

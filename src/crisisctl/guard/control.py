@@ -50,6 +50,8 @@ MAX_BODY = 16 * 1024
 
 REFUSAL_MESSAGES = {
     "emergency": "the service is in emergency mode and sheds this low-priority route; retry later",
+    "memory": "the service is over its memory budget and sheds this low-priority route; "
+    "retry later",
     "circuit_open": "this route is failing and its circuit breaker is open; retry later",
     "queue_full": "the service is at its concurrency limit and its queue is full; retry later",
     "queue_timeout": "the service is at its concurrency limit and the request waited too long",
@@ -318,5 +320,7 @@ def status_head(
             ),
             "internal_errors": state.internal_errors,
             "process": state.process.describe(state.clock()),
+            "memory": state.memory.describe(state.clock()),
+            "event_loop": state.event_loop.describe(state.clock()),
         },
     ]

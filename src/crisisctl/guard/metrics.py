@@ -305,7 +305,7 @@ IN_FLIGHT = ("crisisctl_http_requests_in_flight", "Requests being served now, by
 REJECTED = (
     "crisisctl_guard_rejected",
     "Requests the guard refused, by route and reason (rate_limited, queue_full, "
-    "queue_timeout, overloaded, emergency, circuit_open, timeout).",
+    "queue_timeout, overloaded, emergency, memory, circuit_open, timeout).",
 )
 CIRCUIT = (
     "crisisctl_guard_circuit_state",
@@ -448,6 +448,8 @@ def state_metrics(state: GuardState, *, route_limits: bool = True) -> Iterator[M
     policies = state.request_policies
     if policies is not None:  # the cache and quotas (guard/policy_set.py)
         yield from policies.metrics()
+    yield from state.memory.metrics()
+    yield from state.event_loop.metrics()
 
 
 def build_registry(

@@ -1,7 +1,7 @@
 """The guard: a pure-ASGI middleware that composes the policies in the request path.
 
 Order for each HTTP request (control paths under the prefix are answered first):
-  1. emergency shedding of low-priority routes          -> 503 + Retry-After
+  1. shedding low-priority routes (emergency, memory)    -> 503 + Retry-After
   2. circuit breaker of the route                        -> 503 + Retry-After (instant)
   3. rate limit per key (memory or Redis)                -> 429 + Retry-After + RateLimit headers
   4. request policies of the route (guard/policies.py)   -> a cache hit, or 429 over a quota
@@ -96,7 +96,7 @@ class Guard:
         self._clock = _clock
         self.started_wall = time.time()
         self.modes = ModeState(config.emergency)
-        self._shed_priority = -1
+        self._shed_priority, self._shed_reason = -1, "emergency"  # or "memory": switching.py
         self.concurrency: ConcurrencyLimiter | None = (
             ConcurrencyLimiter(
                 config.concurrency, self._clock, ceiling=config.concurrency.scope == "route"
@@ -137,7 +137,7 @@ class Guard:
         self._deadlines_compact_at = DEADLINES_COMPACT_AT
         self._timed_out: set[asyncio.Task[Any]] = self._timeouts.timed_out
         self._ticking = False
-        self._chores = Chores(self._timeouts, self._routes, self._switch.follow_ramp)
+        self._chores = Chores(self._timeouts, self._routes, self._switch)
         self._ticker = Ticker(
             self._chores.tick,
             tick_interval_s(config),
@@ -145,8 +145,9 @@ class Guard:
             self._set_ticking,
             self._internal_error,
         )
-        #: the process's own figures (RSS, CPU, loop lag, GC), sampled by the ticker
-        self.process = self._ticker.process
+        #: the process's figures, memory budget (`.on_pressure(fn)`), loop health: ticker.py
+        self.process, self.memory = self._ticker.process, self._chores.memory
+        self.event_loop = self._chores.event_loop
         self.internal_errors = 0
         #: the public, read-only view the control surface and the metrics read
         self.state = GuardState(self)
@@ -180,8 +181,8 @@ class Guard:
     def _apply_mode(self) -> None:
         self._switch.apply()
 
-    def _set_shed_priority(self, priority: int) -> None:
-        self._shed_priority = priority
+    def _set_shed_priority(self, priority: int, reason: str) -> None:
+        self._shed_priority, self._shed_reason = priority, reason
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -217,7 +218,7 @@ class Guard:
 
         start = _clock()
         if route.priority <= self._shed_priority:
-            await self._refuse(route, send, 503, "emergency", 5.0, scope)
+            await self._refuse(route, send, 503, self._shed_reason, 5.0, scope)
             return
         breaker = route.breaker
         if breaker is not None and breaker.state and not breaker.allow(start):
@@ -437,8 +438,7 @@ class Guard:
                 # slow is judged on service latency (to response start) when there was one
                 service_s = sender.service_s
                 slow = slow_s is not None and (service_s if service_s >= 0.0 else elapsed) >= slow_s
-                if disconnected:
-                    # the client left (or the server cancelled us): no verdict on the route
+                if disconnected:  # the client left (or the server cancelled us): no verdict
                     self._release_probe(breaker)
                 elif failed or status >= 500 or slow:
                     if breaker.state == CLOSED:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from crisisctl.guard.breaker import CircuitBreaker
     from crisisctl.guard.concurrency import ConcurrencyLimiter
+    from crisisctl.guard.loop_health import LoopHealth
+    from crisisctl.guard.memory_budget import MemoryBudget
     from crisisctl.guard.metrics import RouteStats
     from crisisctl.guard.middleware import Guard
     from crisisctl.guard.modes import ModeState
@@ -63,6 +65,16 @@ class GuardState:
     def process(self) -> ProcessFigures:
         """The process's own figures, sampled by the guard's ticker (`describe(now)`)."""
         return self._guard.process
+
+    @property
+    def memory(self) -> MemoryBudget:
+        """The memory budget (`describe(now)`, `metrics()`)."""
+        return self._guard.memory
+
+    @property
+    def event_loop(self) -> LoopHealth:
+        """Event-loop lag and thread-pool depths (`describe(now)`, `metrics()`)."""
+        return self._guard.event_loop
 
     # -- mode ------------------------------------------------------------------------------
     @property

@@ -5,7 +5,8 @@ here: `ModeSwitch.switch` records the switch (guard/modes.py) and applies it, an
 storage hands it to the fleet's sync (guard/fleet.py), in the background (`set_mode`) or waiting
 for the instances to confirm (`switch_mode`). `ModeSwitch.apply` sets the factors of the mode in
 force on the concurrency limit and on every rate-limit policy (emergency overrides included)
-and tells the request path the priority it sheds at (emergency only); it also runs when a
+and tells the request path the priority it sheds at (emergency, and the memory budget's
+shedding: `set_memory_shedding`); it also runs when a
 policy is built, when the fleet adopts a switch made elsewhere and on every housekeeping tick
 while recovering (the ramp).
 """
@@ -27,7 +28,7 @@ class ModeSwitch:
         self,
         modes: ModeState,
         routes: RouteBuilder,
-        set_shed_priority: Callable[[int], None],
+        set_shed_priority: Callable[[int, str], None],
     ) -> None:
         self.modes = modes
         self._emergency = routes.config.emergency
@@ -36,6 +37,8 @@ class ModeSwitch:
         self._policies = routes.policies
         self._overrides = routes.overrides
         self._set_shed_priority = set_shed_priority
+        #: the memory budget's shedding (guard/memory_budget.py): priority shed at, -1 none
+        self.memory_shed_priority = -1
         #: the fleet's mode sync (guard/fleet.py); None: the mode is this process's own
         self.fleet: Any = None
 
@@ -43,12 +46,27 @@ class ModeSwitch:
         """Apply the mode in force (and, recovering, the ramp's factors now) to every policy."""
         mode = self.modes.mode
         conc_factor, rate_factor = self.modes.factors()
-        self._set_shed_priority(int(self._emergency.shed_priority) if mode == EMERGENCY else -1)
+        self._shed()
         if self._concurrency is not None:
             self._concurrency.set_factor(conc_factor)
         for rule_id, policy in self._policies.items():
             override = self._overrides.get(rule_id) if mode == EMERGENCY else None
             policy.set_factor(rate_factor, override)
+
+    def set_memory_shedding(self, priority: int) -> None:
+        """Shed the routes of priority ≤ `priority` for memory (-1: stop), on top of the mode's."""
+        self.memory_shed_priority = priority
+        self._shed()
+
+    def _shed(self) -> None:
+        """Tell the request path the priority it sheds at, and why: the mode's (emergency) or
+        the memory budget's, whichever sheds more."""
+        mode = int(self._emergency.shed_priority) if self.modes.mode == EMERGENCY else -1
+        memory = self.memory_shed_priority
+        if memory > mode:
+            self._set_shed_priority(memory, "memory")
+        else:
+            self._set_shed_priority(mode, "emergency")
 
     def set_mode(
         self, mode: str, *, actor: str = "python", reason: str = "", source: str = "python"

@@ -17,6 +17,11 @@ tick:
 * every 30 s, a snapshot of each route's latency histogram (the status's recent latency).
 * the guard's own process figures (`guard/process.py`): each tick's lateness is the
   event-loop lag; about once a second, a sample of RSS, CPU, threads, fds and GC counts.
+* event-loop health (`guard/loop_health.py`): each tick's lateness into the lag window (the
+  ticker then runs at least every `LoopHealthConfig.interval_s`, 50 ms by default), lag past
+  its threshold signalled to the adaptive limit as overload, the thread pools' queues.
+* the memory budget (`guard/memory_budget.py`): RSS on every tick, cleanup hooks past the
+  soft budget, shedding past the hard one.
 
 The request path itself appends deadlines to `Timeouts.deadlines` (the same list) and, when it
 grows past the compaction threshold, expires them without waiting for the tick.
@@ -34,10 +39,13 @@ from crisisctl.guard import control
 from crisisctl.guard.breaker import CircuitBreaker
 from crisisctl.guard.concurrency import ConcurrencyLimiter
 from crisisctl.guard.config import GuardConfig
+from crisisctl.guard.loop_health import LoopHealth
+from crisisctl.guard.memory_budget import MemoryBudget
 from crisisctl.guard.metrics import RouteStats
 from crisisctl.guard.outcomes import blocked_in_thread
 from crisisctl.guard.process import ProcessFigures
 from crisisctl.guard.routebuild import RouteBuilder
+from crisisctl.guard.switching import ModeSwitch
 
 if TYPE_CHECKING:
     from crisisctl.guard.runtime import Deadline
@@ -162,24 +170,22 @@ def housekeeping(
 
 
 def tick_interval_s(config: GuardConfig) -> float:
-    """The ticker's period: a twentieth of the shortest configured timeout, 5 ms to 1 s."""
+    """The ticker's period: a twentieth of the shortest configured timeout, 5 ms to 1 s, and
+    at most the event-loop health's interval (when it is enabled)."""
     timeouts = [r.timeout_s for r in config.routes if r.timeout_s] + (
         [config.timeout_s] if config.timeout_s else []
     )
-    if not timeouts:
-        return HOUSEKEEPING_S
-    return min(HOUSEKEEPING_S, max(0.005, min(timeouts) / 20.0))
+    period = min(HOUSEKEEPING_S, max(0.005, min(timeouts) / 20.0)) if timeouts else HOUSEKEEPING_S
+    if config.event_loop.enabled:
+        period = min(period, config.event_loop.interval_s)
+    return period
 
 
 class Chores:
-    """The guard's tick (what its `Ticker` runs): deadlines, housekeeping, latency snapshots."""
+    """The guard's tick (what its `Ticker` runs): deadlines, housekeeping, latency snapshots,
+    event-loop health and the memory budget."""
 
-    def __init__(
-        self,
-        timeouts: Timeouts,
-        routes: RouteBuilder,
-        after_housekeeping: Callable[[], None],
-    ) -> None:
+    def __init__(self, timeouts: Timeouts, routes: RouteBuilder, switch: ModeSwitch) -> None:
         self._timeouts = timeouts
         #: the route builder's dicts (shared): every route, limiter and breaker built so far
         self._route_stats = routes.route_stats
@@ -187,12 +193,19 @@ class Chores:
         self._limiters = routes.limiters
         self._breakers = routes.breakers
         #: the mode's part of housekeeping (the recovery ramp: guard/switching.py)
-        self._after_housekeeping = after_housekeeping
+        self._after_housekeeping = switch.follow_ramp
+        config = routes.config
+        self.event_loop = LoopHealth(config.event_loop, routes.concurrency)
+        self._loop_enabled = config.event_loop.enabled
+        modes = switch.modes
+        self.memory = MemoryBudget(config.memory, lambda: modes.mode, switch.set_memory_shedding)
+        self._memory_enabled = config.memory.enabled
         self._last_housekeeping = 0.0
         self._last_snapshot = 0.0
 
-    def tick(self, now: float) -> None:
-        """One tick: expire deadlines, then the once-a-second and twice-a-minute chores."""
+    def tick(self, now: float, late_s: float = 0.0) -> None:
+        """One tick, `late_s` after it was due: expire deadlines, the once-a-second and
+        twice-a-minute chores, then the event loop's lag and the memory budget."""
         timeouts = self._timeouts
         if timeouts.deadlines:
             timeouts.expire(now)
@@ -205,6 +218,10 @@ class Chores:
             self._last_snapshot = now
             for stats in list(self._route_stats.values()):
                 stats.snapshot(now, SNAPSHOT_KEEP_S)
+        if self._loop_enabled:
+            self.event_loop.tick(now, late_s)
+        if self._memory_enabled:
+            self.memory.tick(now)
 
     def housekeeping(self, now: float) -> None:
         """The once-a-second chores (see the module docstring)."""
@@ -213,11 +230,12 @@ class Chores:
 
 
 class Ticker:
-    """Runs `tick(now)` every `interval_s` seconds in one task on the running event loop."""
+    """Runs `tick(now, late_s)` every `interval_s` seconds in one task on the running event
+    loop (`late_s`: how late that tick woke)."""
 
     def __init__(
         self,
-        tick: Callable[[float], None],
+        tick: Callable[[float, float], None],
         interval_s: float,
         clock: Callable[[], float],
         on_running: Callable[[bool], None],
@@ -259,7 +277,7 @@ class Ticker:
             await asyncio.sleep(self.interval_s)
             now = clock()
             try:
-                self._tick(now)
+                self._tick(now, now - due)
             except Exception:
                 self._on_error("housekeeping")
             try:

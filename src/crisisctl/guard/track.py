@@ -11,6 +11,13 @@ Durations go into a per-operation latency histogram exposed by every guard's `/m
 ratio = duration / threshold, > 5 critical, > 3 high, > 2 medium, otherwise low. Breaches are
 counted per grade and logged at most once per operation and grade every 5 minutes (the seeds'
 alert cooldown). Operation names are bounded: past 1000 names, new ones fold into "<other>".
+
+Memory delta (off by default): ``track("cache.fill", memory_every=100)`` measures one call in
+100 with tracemalloc — the bytes allocated during the call and still alive at its end (what
+the call retained). tracemalloc is started for the sampled call only (unless it was already
+on), so the other calls pay nothing but one counter; while it runs, every allocation of the
+process is traced (several times slower), and other tasks and threads allocating meanwhile
+count too: a sample is evidence, not an exact attribution. docs/policies.md gives the cost.
 """
 
 from __future__ import annotations
@@ -21,11 +28,17 @@ import inspect
 import logging
 import threading
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 
 from crisisctl.guard.metrics import histogram_family
 from crisisctl.severity import breach_severity
@@ -44,7 +57,10 @@ R = TypeVar("R")
 class OperationStats:
     """What is known about one tracked operation."""
 
-    __slots__ = ("breaches", "calls", "errors", "last_alert", "latency", "name", "threshold_ms")
+    __slots__ = (
+        "breaches", "calls", "errors", "last_alert", "latency", "mem_calls", "mem_max",
+        "mem_samples", "mem_sum", "name", "threshold_ms",
+    )  # fmt: skip
 
     def __init__(self, name: str, threshold_ms: float | None) -> None:
         self.name = name
@@ -54,6 +70,18 @@ class OperationStats:
         self.errors = 0
         self.breaches: dict[str, int] = {}
         self.last_alert: dict[str, float] = {}
+        #: calls seen by memory sampling, samples taken, their deltas' sum and max (bytes)
+        self.mem_calls = 0
+        self.mem_samples = 0
+        self.mem_sum = 0
+        self.mem_max: int | None = None
+
+    def record_memory(self, delta: int) -> None:
+        """One sampled call retained `delta` bytes (negative: it freed more than it kept)."""
+        self.mem_samples += 1
+        self.mem_sum += delta
+        if self.mem_max is None or delta > self.mem_max:
+            self.mem_max = delta
 
     def record(self, seconds: float, failed: bool) -> None:
         self.calls += 1
@@ -88,6 +116,13 @@ class OperationStats:
             "errors": self.errors,
             "breaches": dict(self.breaches),
             "latency_ms": summary,
+            "memory": None
+            if not self.mem_samples
+            else {
+                "samples": self.mem_samples,
+                "mean_delta_bytes": round(self.mem_sum / self.mem_samples),
+                "max_delta_bytes": self.mem_max,
+            },
         }
 
 
@@ -154,25 +189,69 @@ def operation_metrics() -> Iterator[Metric]:
             breaches.add_metric([op.name, grade], n)
         if op.threshold_ms is not None:
             thresholds.add_metric([op.name], op.threshold_ms / 1000.0)
+    memory = SummaryMetricFamily(
+        "crisisctl_operation_memory_delta_bytes",
+        "Bytes a sampled call of a tracked operation allocated and kept (track(memory_every=N)).",
+        labels=["operation"],
+    )
+    for op in ops:
+        if op.mem_samples:
+            memory.add_metric([op.name], op.mem_samples, op.mem_sum)
     yield errors
     yield breaches
     yield thresholds
+    yield memory
+
+
+_tracing_lock = threading.Lock()
+#: sampled calls measuring now, and whether tracemalloc was started here (then stopped here)
+_tracing = {"users": 0, "ours": 0}
+
+
+def _memory_begin() -> int:
+    """Start measuring (tracemalloc on, unless it already was); the traced bytes now."""
+    with _tracing_lock:
+        if not tracemalloc.is_tracing():
+            tracemalloc.start()
+            _tracing["ours"] = 1
+        _tracing["users"] += 1
+    return tracemalloc.get_traced_memory()[0]
+
+
+def _memory_end(started: int) -> int:
+    """Stop measuring; the bytes allocated since `started` and still alive."""
+    delta = tracemalloc.get_traced_memory()[0] - started
+    with _tracing_lock:
+        _tracing["users"] -= 1
+        if not _tracing["users"] and _tracing["ours"]:
+            _tracing["ours"] = 0
+            tracemalloc.stop()
+    return delta
 
 
 class track:
     """Decorator and (async) context manager that times an operation."""
 
-    __slots__ = ("_starts", "_stats")
+    __slots__ = ("_memory_every", "_starts", "_stats")
 
-    def __init__(self, operation: str, threshold_ms: float | None = None) -> None:
+    def __init__(
+        self, operation: str, threshold_ms: float | None = None, *, memory_every: int = 0
+    ) -> None:
         if not operation:
             raise ValueError("track() needs an operation name, e.g. track('db.query')")
         if threshold_ms is not None and threshold_ms <= 0:
             raise ValueError("track() threshold_ms must be a positive number of milliseconds")
+        if isinstance(memory_every, bool) or not isinstance(memory_every, int) or memory_every < 0:
+            raise ValueError(
+                "track() memory_every must be a whole number ≥ 0 (0: off; N: one call in N "
+                f"measured), not {memory_every!r}"
+            )
         self._stats = operation_stats(operation, threshold_ms)
-        #: entry times per asyncio task or thread: one instance may be entered by overlapping
-        #: requests (``DB = track("db")`` … ``async with DB:``), each timed from its own entry
-        self._starts: dict[object, list[float]] = {}
+        self._memory_every = memory_every
+        #: entry times (and traced bytes at entry, -1: not sampled) per asyncio task or
+        #: thread: one instance may be entered by overlapping requests (``DB = track("db")``
+        #: … ``async with DB:``), each timed from its own entry
+        self._starts: dict[object, list[tuple[float, int]]] = {}
 
     @property
     def stats(self) -> OperationStats:
@@ -188,6 +267,7 @@ class track:
 
             @functools.wraps(func)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                traced = self._memory_start()
                 start = time.perf_counter()
                 failed = True
                 try:
@@ -196,11 +276,14 @@ class track:
                     return result
                 finally:
                     stats.record(time.perf_counter() - start, failed)
+                    if traced >= 0:
+                        stats.record_memory(_memory_end(traced))
 
             return async_wrapper
 
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            traced = self._memory_start()
             start = time.perf_counter()
             failed = True
             try:
@@ -209,11 +292,25 @@ class track:
                 return result
             finally:
                 stats.record(time.perf_counter() - start, failed)
+                if traced >= 0:
+                    stats.record_memory(_memory_end(traced))
 
         return cast(Callable[P, Any], wrapper)
 
+    def _memory_start(self) -> int:
+        """The traced bytes now if this call is sampled for memory (tracing started), else -1."""
+        every = self._memory_every
+        if not every:
+            return -1
+        stats = self._stats
+        stats.mem_calls += 1
+        if (stats.mem_calls - 1) % every:
+            return -1
+        return _memory_begin()
+
     def __enter__(self) -> track:
-        self._starts.setdefault(_owner(), []).append(time.perf_counter())
+        traced = self._memory_start()
+        self._starts.setdefault(_owner(), []).append((time.perf_counter(), traced))
         return self
 
     def __exit__(
@@ -224,10 +321,12 @@ class track:
     ) -> None:
         owner = _owner()
         starts = self._starts[owner]
-        start = starts.pop()
+        start, traced = starts.pop()
         if not starts:
             del self._starts[owner]
         self._stats.record(time.perf_counter() - start, exc_type is not None)
+        if traced >= 0:
+            self._stats.record_memory(_memory_end(traced))
 
     async def __aenter__(self) -> track:
         return self.__enter__()

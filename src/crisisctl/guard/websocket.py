@@ -110,7 +110,7 @@ async def handle(guard: Guard, scope: Scope, receive: Receive, send: Send) -> No
         return
     start = _clock()
     if route.priority <= guard._shed_priority:
-        await refuse(guard, route, scope, receive, send, 503, "emergency", 5.0)
+        await refuse(guard, route, scope, receive, send, 503, guard._shed_reason, 5.0)
         return
     breaker = route.breaker
     if breaker is not None and breaker.state and not breaker.allow(start):

@@ -6,7 +6,8 @@ from the strongest evidence it carries:
 
 1. its reason (a ``X-Crisis-Reason`` header, or a JSON body's ``"reason"``, as the guard sends):
    queue_full, queue_timeout, overloaded → ``concurrency``; rate_limited → ``rate_limit``;
-   emergency, circuit_open → those names (a mode or a breaker, not concurrency control);
+   emergency, memory, circuit_open → those names (a mode, the memory budget or a breaker,
+   not concurrency control);
    anything else → ``other``;
 2. ``RateLimit*`` / ``X-RateLimit*`` headers → ``rate_limit`` (a rate policy speaking);
 3. a ``Retry-After`` longer than max(2 s, the burst's span) → ``rate_limit``: a shedder asks
@@ -50,8 +51,8 @@ from crisisctl.validate.report import CheckResult, Tally
 CONCURRENCY_REASONS = frozenset({"queue_full", "queue_timeout", "overloaded"})
 #: refusal reasons that mean "too many requests for the rate allowed"
 RATE_REASONS = frozenset({"rate_limited"})
-#: refusals that are neither: a mode or a breaker turning requests away
-NAMED_REASONS = frozenset({"emergency", "circuit_open"})
+#: refusals that are neither: a mode, the memory budget or a breaker turning requests away
+NAMED_REASONS = frozenset({"emergency", "memory", "circuit_open"})
 #: a Retry-After at least this long (and longer than the burst) speaks of a rate window
 LONG_RETRY_FLOOR_S = 2.0
 #: share of unexplained refusals that must come at the limit for them to count as shedding
