@@ -185,7 +185,7 @@ def test_the_long_running_watch_detects_stops_cleanly_and_remembers(
         _, err = proc.communicate(timeout=15)
     assert rows == [] and proc.returncode == 0, err  # SIGTERM: a clean stop
     assert "Traceback" not in err and "1 alert(s) restored" in err
-    assert (tmp_path / "state" / "watch-state.json").stat().st_size > 1000  # the series
+    assert (tmp_path / "state" / "watch-state.bin").stat().st_size > 1000  # the series
 
 
 def test_a_dns_name_with_several_records_is_several_instances(server: GuardServer) -> None:
