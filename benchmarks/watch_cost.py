@@ -356,7 +356,8 @@ def memory_day(args: argparse.Namespace) -> dict[str, Any]:
             store.add_many(t, fleet.samples(t, args.memory_step, False))
             t += args.memory_step
         gc.collect()
-        hours.append({"hour": hour, "mb": (process.memory_info().rss - base) / 1e6})
+        rss = process.memory_info().rss
+        hours.append({"hour": hour, "mb": (rss - base) / 1e6, "rss_mb": rss / 1e6})
     long_series = sum(1 for s in store.series.values() if len(s.tiers) == 3)
     first, end = hours[0]["mb"], hours[-1]["mb"]
     return {
@@ -366,6 +367,8 @@ def memory_day(args: argparse.Namespace) -> dict[str, Any]:
         "hours": hours,
         "rss_1h_mb": first,
         "rss_end_mb": end,
+        "process_rss_1h_mb": hours[0]["rss_mb"],
+        "process_rss_end_mb": hours[-1]["rss_mb"],
         "growth_1h_to_end_mb": end - first,
         "growth_1h_to_end_pct": (end - first) / first * 100 if first > 0 else 0.0,
         "store_capacity_mb": sum(s.nbytes() for s in store.series.values()) / 1e6,
@@ -411,11 +414,36 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="100 targets, 24 h of memory; stored as quick"
     )
+    parser.add_argument(
+        "--state-only",
+        action="store_true",
+        help="only fill a store for --fill-s and measure its state file (not stored)",
+    )
     args = parser.parse_args()
+    if args.state_only:
+        fleet = Fleet(args.targets, args.per_service, args.seed)
+        specs = rules()
+        store = SeriesStore(retention_for(specs), INTERVAL, max_series=1_000_000)
+        t = T0
+        for _ in range(int(args.fill_s / INTERVAL)):
+            store.add_many(t, fleet.samples(t, INTERVAL, False))
+            t += INTERVAL
+        state = state_file(store, specs, t)
+        print(
+            f"state file ({args.targets} targets, {len(store)} series, {args.fill_s / 3600:g} h "
+            f"of history): {state['bytes'] / 1e6:.1f} MB binary (version-1 JSON would be "
+            f"{state['v1_json_bytes'] / 1e6:.1f} MB); snapshot {state['snapshot_ms']:.0f} ms, "
+            f"pack {state['pack_ms']:.0f} ms, unpack + restore {state['restore_ms']:.0f} ms; "
+            f"tiers allocated {state['store_capacity_bytes'] / 1e6:.1f} MB"
+        )
+        return
     if args.quick:
         args.targets, args.fill_s = 100, 1800.0
         args.cycles, args.detections, args.real = 5, 2, 50
     started = time.perf_counter()
+    # memory first, in a process that has built no other store (freed memory kept by the
+    # allocator would hide the new store's growth)
+    memory = memory_day(args)
     cost = cycle_cost(args)
     print(
         f"{args.targets} targets × {len(RULES)} rules, {cost['series']} series: cycle "
@@ -437,7 +465,6 @@ def main() -> None:
             f"injected P1 detected after {found['seconds']:.1f} s ({found['cycles']} cycle(s),"
             f" rule {found['rule']}); interval {INTERVAL:g} s"
         )
-    memory = memory_day(args)
     marks = ", ".join(
         f"{h['hour']}h {h['mb']:.0f}" for h in memory["hours"][:: max(1, len(memory["hours"]) // 8)]
     )
@@ -447,7 +474,8 @@ def main() -> None:
         f"allocated whole: {memory['store_capacity_mb']:.1f} MB): RSS growth {marks} MB; "
         f"1 h {memory['rss_1h_mb']:.1f} MB → {args.memory_hours} h {memory['rss_end_mb']:.1f} "
         f"MB: {memory['growth_1h_to_end_mb']:+.1f} MB ({memory['growth_1h_to_end_pct']:+.1f} %, "
-        "target ≤ 5 %)"
+        f"target ≤ 5 %); process RSS {memory['process_rss_1h_mb']:.0f} → "
+        f"{memory['process_rss_end_mb']:.0f} MB"
     )
     real = asyncio.run(real_scrape(args)) if args.real else None
     if real:

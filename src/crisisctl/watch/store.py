@@ -66,12 +66,12 @@ class Tier:
     """One resolution of a series: a buffer of fixed capacity, allocated whole when the series
     is created, holding its newest `cap` points oldest first.
 
-    Columns (all `array`s of one length, ``cap + cap // 4``): ``times`` (uint32: for raw
+    Columns (all `array`s of one length, ``cap + cap // 16``): ``times`` (uint32: for raw
     samples milliseconds since `base`, for buckets the bucket's number, start ÷ step), ``last``
     (float64: the sample, or the bucket's last value), and for buckets of a gauge ``mean``
     (float32) and ``count`` (uint16). The live points are ``[lo, hi)``: a new point is written
     at ``hi``; beyond `cap` points the oldest is dropped (``lo`` moves on); when ``hi`` reaches
-    the end, the live points slide to the front in one copy (every ``cap // 4`` points:
+    the end, the live points slide to the front in one copy (every ``cap // 16`` points:
     amortised O(1), and the live points stay contiguous for `bisect`)."""
 
     __slots__ = ("base", "cap", "count", "hi", "last", "lo", "mean", "step", "times")
@@ -79,7 +79,7 @@ class Tier:
     def __init__(self, step: float, cap: int, *, means: bool = True) -> None:
         self.step = step  #: bucket width (s); 0 for raw samples
         self.cap = cap
-        size = cap + max(1, cap // 4)
+        size = cap + max(1, cap // 16)
         self.lo = 0
         self.hi = 0
         #: raw tiers: the time (epoch s) that ``times`` count milliseconds from
@@ -182,10 +182,12 @@ class Tier:
 
     def span(self, start: float, end: float) -> tuple[int, int]:
         """Physical indexes [lo, hi) of the points with start ≤ t ≤ end (bucket starts)."""
-        if self.step:
-            first, final = start / self.step, end / self.step
+        step = self.step
+        if step:
+            first, final = start / step, end / step
         else:
-            first, final = self.stamp(start), self.stamp(end)
+            base = self.base
+            first, final = round((start - base) * 1000.0), round((end - base) * 1000.0)
         return (
             bisect.bisect_left(self.times, first, self.lo, self.hi),
             bisect.bisect_right(self.times, final, self.lo, self.hi),
@@ -263,11 +265,15 @@ class Series:
 
     def tier_for(self, start: float) -> Tier:
         """The finest tier whose oldest point is at or before `start` (else the coarsest)."""
-        for tier in self.tiers:
-            oldest = tier.oldest()
-            if oldest is not None and oldest <= start:
-                return tier
-        return self.tiers[-1] if len(self.tiers[-1]) else self.tiers[0]
+        tiers = self.tiers
+        for tier in tiers:  # (`Tier.oldest`, inlined: this runs for every read)
+            if tier.hi > tier.lo:
+                first = tier.times[tier.lo]
+                step = tier.step
+                if (first * step if step else tier.base + first / 1000.0) <= start:
+                    return tier
+        last = tiers[-1]
+        return last if last.hi > last.lo else tiers[0]
 
     def window(self, start: float, end: float, *, mean: bool = False) -> list[tuple[float, float]]:
         """(time, value) points in [start, end]; aggregates give their last (or mean) value."""
