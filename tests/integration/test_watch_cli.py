@@ -185,7 +185,10 @@ def test_the_long_running_watch_detects_stops_cleanly_and_remembers(
         _, err = proc.communicate(timeout=15)
     assert rows == [] and proc.returncode == 0, err  # SIGTERM: a clean stop
     assert "Traceback" not in err and "1 alert(s) restored" in err
-    assert (tmp_path / "state" / "watch-state.json").stat().st_size > 1000  # the series
+    from crisisctl.watch.store_file import unpack
+
+    saved, _ = unpack((tmp_path / "state" / "watch-state.bin").read_bytes())  # the series
+    assert len(saved) > 10 and {s.key.name for s in saved} >= {"guard_latency_p95_ms", "up"}
 
 
 def test_a_dns_name_with_several_records_is_several_instances(server: GuardServer) -> None:

@@ -278,9 +278,15 @@ def test_start_up_problems_are_one_sentence(tmp_path: Path) -> None:
 
 
 LEAK_RULE = """\
-  - {name: leak, kind: leak, limit: 4e9, window: 6s, warmup: 0s, min_samples: 4, horizon: 10m,
+  - {name: leak, kind: leak, limit: 4e9, window: 30s, warmup: 0s, min_samples: 3, horizon: 10m,
      min_r2: 0.8, severity: P2, urgent: 1s}
 """
+#: two intervals is when a trend has its three points (the last flat one and two rising ones:
+#: watch/trend.py), plus 1 s because the guard samples its RSS at most once a second
+#: (guard/process.py SAMPLE_EVERY_S: a scrape reads a value up to 1 s old), 1 s because with a
+#: 1 s interval two scrapes can read the same guard sample (the two 1 s clocks alias), and
+#: 1.5 s for the incident's write and our polling, as for the error test
+LEAK_BOUND_S = 2 * INTERVAL + 1.0 + 1.0 + 1.5
 
 
 def test_watch_sees_a_guard_leak_and_acts_on_it(tmp_path: Path, db_url: str) -> None:
@@ -291,7 +297,7 @@ def test_watch_sees_a_guard_leak_and_acts_on_it(tmp_path: Path, db_url: str) -> 
         (server,) = servers
         path = _file(tmp_path, servers, hook, LEAK_RULE)
         with _watch(path, _env(db_url), log) as proc:
-            time.sleep(4 * INTERVAL)  # a flat RSS: nothing fires
+            time.sleep(6 * INTERVAL)  # a flat RSS: nothing fires
             assert proc.poll() is None, log.read_text()
             assert incidents.all() == []
             stop = threading.Event()
@@ -305,7 +311,6 @@ def test_watch_sees_a_guard_leak_and_acts_on_it(tmp_path: Path, db_url: str) -> 
                         time.sleep(0.5)
 
             leaking = threading.Thread(target=leak, daemon=True)
-            started = time.monotonic()
             leaking.start()
             try:
                 (incident,), took = _wait("a leak incident", incidents.all, 20)
@@ -325,7 +330,8 @@ def test_watch_sees_a_guard_leak_and_acts_on_it(tmp_path: Path, db_url: str) -> 
     events = "\n".join(t for _, t in incidents.events(incident.id))
     assert "guard_rss_bytes grows" in events and "limit" in events, events
     assert "Traceback" not in log.read_text(), log.read_text()
-    print(f"leak: incident {time.monotonic() - started:.1f} s after the leak began ({took:.1f})")
+    print(f"leak: incident {took:.2f} s after the leak began (bound {LEAK_BOUND_S:g} s)")
+    assert took <= LEAK_BOUND_S, took
 
 
 SLOW_RULE = """\

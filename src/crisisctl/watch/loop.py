@@ -3,10 +3,12 @@
 `Watch` owns one store, one engine and one scraper built from a watch file. `cycle` runs one
 interval's work; `run` repeats it until `stop` is set (SIGINT/SIGTERM in the CLI), saving the
 state (series and alerts) under ``state_dir`` every `save_every` seconds (5 minutes) and on the
-way out. The alerts are small and saved apart (``watch-alerts.json``) after every cycle that
-changed one, so a restart never fires again (nor opens a second incident for) what fired.
-The event loop is never blocked for long: psutil and file writes run in threads, and the
-evaluation yields to the loop between rules.
+way out. The series go to ``watch-state.bin`` (binary: ``store_file``; a ``watch-state.json``
+of earlier versions is read once and removed after the first save). The alerts are small and
+saved apart (``watch-alerts.json``) after every cycle that changed one, so a restart never
+fires again (nor opens a second incident for) what fired. The event loop is never blocked for
+long: psutil, packing and file writes run in threads, the series are copied a few hundred at
+a time with a yield between, and the evaluation yields to the loop between rules.
 """
 
 from __future__ import annotations
@@ -26,12 +28,17 @@ from crisisctl.watch.engine import Engine
 from crisisctl.watch.model import Responder, Transition
 from crisisctl.watch.rules_eval import retention_for
 from crisisctl.watch.scrape import Scraper
-from crisisctl.watch.store import SeriesStore, encode, save_atomic
+from crisisctl.watch.store import SavedSeries, SeriesStore, save_atomic
+from crisisctl.watch.store_file import StateFileError, encode_json, pack, unpack
 
-__all__ = ["STATE_FILE", "Watch"]
+__all__ = ["LEGACY_STATE_FILE", "STATE_FILE", "Watch"]
 
-STATE_FILE: Final = "watch-state.json"
+STATE_FILE: Final = "watch-state.bin"
+#: where versions before the binary state file kept the series (read once, then removed)
+LEGACY_STATE_FILE: Final = "watch-state.json"
 ALERTS_FILE: Final = "watch-alerts.json"
+#: series copied per turn of the event loop when the state is saved (~10 ms)
+SNAPSHOT_CHUNK: Final = 300
 log = logging.getLogger("crisisctl.watch")
 
 
@@ -55,6 +62,7 @@ class Watch:
         self.directory = Directory(config)
         self.state_path = (state_dir or Path(config.state_dir)) / STATE_FILE
         self.alerts_path = self.state_path.with_name(ALERTS_FILE)
+        self.legacy_path = self.state_path.with_name(LEGACY_STATE_FILE)
         self.clock = clock
         self.save_every = save_every
         self.cycles = 0
@@ -72,25 +80,49 @@ class Watch:
             return {}
         return data if isinstance(data, dict) else {}
 
+    def _read_series(self) -> list[SavedSeries]:
+        for path in (self.state_path, self.legacy_path):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("ignoring the saved series in %s: %s", path, exc)
+                return []
+            try:
+                return unpack(data)[0]
+            except StateFileError as exc:
+                log.warning("ignoring the saved series in %s: %s; starting without them", path, exc)
+                return []
+        return []
+
     async def load_state(self, *, alerts: bool = True) -> tuple[int, int]:
         """Restore the saved series (and alerts); (series, alerts) restored."""
-        data = await asyncio.to_thread(self._read, self.state_path)
-        series = self.store.restore(data.get("store") or {})
+        saved = await asyncio.to_thread(self._read_series)
+        series = self.store.restore(saved)
         restored = 0
         if alerts:
-            saved = await asyncio.to_thread(self._read, self.alerts_path)
-            restored = self.engine.restore(saved.get("engine") or {})
+            document = await asyncio.to_thread(self._read, self.alerts_path)
+            restored = self.engine.restore(document.get("engine") or {})
         return series, restored
 
     async def save_alerts(self) -> None:
         """Write the alerts atomically (small: after every cycle that changed one)."""
         document = {"saved_at": self.clock(), "engine": self.engine.state()}
-        await asyncio.to_thread(lambda: save_atomic(self.alerts_path, encode(document)))
+        await asyncio.to_thread(lambda: save_atomic(self.alerts_path, encode_json(document)))
 
     async def save_state(self) -> None:
         """Write the series and the alerts atomically (encoded and written off the loop)."""
-        document = {"saved_at": self.clock(), "store": self.store.snapshot()}
-        await asyncio.to_thread(lambda: save_atomic(self.state_path, encode(document)))
+        keys, saved, at = list(self.store.series), [], self.clock()
+        for first in range(0, len(keys), SNAPSHOT_CHUNK):  # yield to the loop between chunks
+            saved += self.store.snapshot(keys[first : first + SNAPSHOT_CHUNK])
+            await asyncio.sleep(0)
+
+        def write() -> None:
+            save_atomic(self.state_path, pack(saved, at))
+            self.legacy_path.unlink(missing_ok=True)  # the binary file replaces it
+
+        await asyncio.to_thread(write)
         await self.save_alerts()
 
     # -- one cycle -----------------------------------------------------------------------------

@@ -7,7 +7,8 @@
   period's budget a window at that rate consumes: 14.4× over 1 h of a 30-day SLO is 2 %) and
   `judge_burn` (the multiwindow rule: both windows above the factor, a minimum of events);
 * anomaly: `zscore` against a history, None while the deviation is tiny or samples sparse;
-* leak: `least_squares` (slope, intercept, r²) and `time_to_limit`, `format_eta` ("~3 h 10 m").
+* leak: `least_squares` (slope, intercept, r²) and `time_to_limit`, `format_eta` ("~3 h 10 m");
+  which recent stretch of the window is a trend is ``trend``'s job.
 """
 
 from __future__ import annotations

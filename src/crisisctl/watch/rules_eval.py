@@ -22,7 +22,6 @@ from crisisctl.watch.rules import (
     breach_severity_of,
     format_eta,
     judge_burn,
-    least_squares,
     step_worse,
     time_to_limit,
     zscore,
@@ -36,6 +35,7 @@ from crisisctl.watch.rules_spec import (
     ThresholdRule,
 )
 from crisisctl.watch.store import Retention, Series, SeriesStore
+from crisisctl.watch.trend import recent_trend
 
 __all__ = ["STALE_INTERVALS", "evaluate_rule", "retention_for", "rule_reads"]
 
@@ -284,14 +284,10 @@ def _leak(rule: LeakRule, store: SeriesStore, now: float) -> list[Finding]:
         first_seen = now - series.covered_s(now)
         start = max(now - rule.window, first_seen + rule.warmup)
         points = series.window(start, now, mean=True)
-        if len(points) < rule.min_samples:
+        trend = recent_trend(points, min_samples=rule.min_samples, min_r2=rule.min_r2)
+        if trend is None:
             continue
-        fit = least_squares(points)
-        if fit is None:
-            continue
-        slope, _, r2 = fit
-        if slope <= 0 or r2 < rule.min_r2:
-            continue
+        slope, r2 = trend.slope, trend.r2
         current = points[-1][1]
         eta = time_to_limit(current, slope, rule.limit)
         if eta is None or eta > rule.horizon:
@@ -310,7 +306,9 @@ def _leak(rule: LeakRule, store: SeriesStore, now: float) -> list[Finding]:
             "limit": rule.limit,
             "eta_s": eta,
             "eta": format_eta(eta),
-            "samples": len(points),
+            "samples": trend.samples,
+            "trend_since": trend.since,
+            "noise": trend.noise,
         }
         out.append(
             Finding(

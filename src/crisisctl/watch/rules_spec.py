@@ -147,7 +147,9 @@ class AnomalyRule(_Rule):
 
 
 class LeakRule(_Rule):
-    """A gauge (RSS) growing steadily: least-squares slope, its r², and time until `limit`."""
+    """A gauge (RSS) growing steadily: the least-squares slope and r² of the longest recent
+    stretch of the window that rises in a line above the noise (``trend``), and the time until
+    `limit`."""
 
     kind: Literal["leak"]
     metric: str = "guard_rss_bytes"
@@ -157,6 +159,7 @@ class LeakRule(_Rule):
     min_r2: Annotated[float, Field(ge=0, le=1)] = 0.8
     #: fire when the limit is reached within this
     horizon: Annotated[Duration, Field(gt=0)] = 6 * 3600.0
+    #: the fewest points a trend is judged on (3: a leak two intervals old; see ``trend``)
     min_samples: Annotated[int, Field(ge=3)] = 10
     severity: SeverityName = "P2"
     #: an ETA under this is one step worse

@@ -20,6 +20,13 @@ With ``discover: dns`` a URL's host name is resolved every cycle and each A/AAAA
 one instance (reached through a ``--resolve``-style pin, so TLS and Host stay the name's).
 HTTP goes through ``crisisctl.probe.http.probe`` over the shared transport (pins, TLS,
 headers). Scrapes run at most `concurrency` at a time, each bounded by its timeout.
+
+Parsing stays off the event loop when it is long: a body over `PARSE_IN_THREAD_BYTES` (64 KiB,
+about a thousand samples: a few milliseconds of parsing) is decoded and parsed in a worker
+thread (`asyncio.to_thread`), so one large exposition does not stall the other scrapes, the
+rules or the responder. Smaller bodies are parsed in place (a thread hand-off costs more than
+they do). The thread still shares the GIL, but the interpreter switches away from it every few
+milliseconds (``sys.getswitchinterval``), so the loop keeps running.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import re
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import psutil
@@ -57,6 +64,9 @@ __all__ = ["Instance", "Sample", "Scraper", "guard_samples", "prometheus_samples
 Sample = tuple[SeriesKey, float]
 #: body bytes read from a metrics endpoint (a guard with many routes writes a lot)
 METRICS_CAP: Final = 8 * 1024 * 1024
+#: bodies larger than this are parsed in a worker thread
+PARSE_IN_THREAD_BYTES: Final = 64 * 1024
+T = TypeVar("T")
 _REQUESTS: Final = "crisisctl_http_requests_total"
 _DURATION: Final = "crisisctl_http_request_duration_seconds"
 _REJECTED: Final = "crisisctl_guard_rejected_total"
@@ -111,6 +121,26 @@ def prometheus_samples(text: str, instance: Instance) -> list[Sample]:
             if math.isfinite(value):
                 out.append((SeriesKey(sample.name, labels_of({**labels, **base})), value))
     return out
+
+
+def _prometheus_body(body: bytes, instance: Instance) -> list[Sample]:
+    return prometheus_samples(body.decode("utf-8", "replace"), instance)
+
+
+def _guard_bodies(
+    metrics: bytes | None, status: bytes | None, instance: Instance
+) -> tuple[list[Sample], bool]:
+    """The guard's samples, and whether it answered (its metrics, or a JSON status)."""
+    text = metrics.decode("utf-8", "replace") if metrics is not None else None
+    document = _json(status) if status is not None else None
+    return guard_samples(text, document, instance), text is not None or document is not None
+
+
+async def _parse(size: int, parse: Callable[..., T], *args: Any) -> T:
+    """`parse(*args)`, in a worker thread when the body is over `PARSE_IN_THREAD_BYTES`."""
+    if size > PARSE_IN_THREAD_BYTES:
+        return await asyncio.to_thread(parse, *args)
+    return parse(*args)
 
 
 def guard_lines(text: str) -> Iterator[tuple[str, str, float]]:
@@ -402,14 +432,15 @@ class Scraper:
             result = await self._get(inst, None, METRICS_CAP)
             if result.status != 200:
                 return [], False
-            return prometheus_samples(result.body.decode("utf-8", "replace"), inst), True
+            return await _parse(len(result.body), _prometheus_body, result.body, inst), True
         metrics_r, status_r = await asyncio.gather(
             self._get(inst, f"{inst.prefix}/metrics", METRICS_CAP),
             self._get(inst, f"{inst.prefix}/status", METRICS_CAP),
         )
-        metrics = metrics_r.body.decode("utf-8", "replace") if metrics_r.status == 200 else None
-        status = _json(status_r.body) if status_r.status == 200 else None
-        return guard_samples(metrics, status, inst), metrics is not None or status is not None
+        metrics = metrics_r.body if metrics_r.status == 200 else None
+        status = status_r.body if status_r.status == 200 else None
+        size = len(metrics or b"") + len(status or b"")
+        return await _parse(size, _guard_bodies, metrics, status, inst)
 
 
 def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
