@@ -462,7 +462,12 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 
 #: what a run measured: the guard's sources, the benchmark and its apps (a run of other code
 #: is history, not part of today's median)
-CODE = ("src/crisisctl/guard/*.py", "benchmarks/guard_overhead.py", "benchmarks/apps/*.py")
+CODE = (
+    "src/crisisctl/guard/*.py",
+    "benchmarks/guard_overhead.py",
+    "benchmarks/apps/overhead_apps.py",
+    "benchmarks/apps/realistic_app.py",
+)
 
 
 def report_medians(stored: list[dict[str, Any]], code: str) -> None:
