@@ -60,3 +60,17 @@ def test_a_route_turning_slow_costs_only_its_own_goodput() -> None:
     assert service.goodput_pct < 60.0  # one limit for both: the slow route starves /a
     slow_route_p99, threshold = per_route.p99_by_key[(1, 1)]
     assert slow_route_p99 <= threshold
+
+
+def test_the_poisson_p99_miss_is_the_overload_onset_not_the_steady_state() -> None:
+    # docs/benchmarks.md ("Poisson: p99"): in a 12 s run (the real benchmark's length) the
+    # few dozen requests admitted while the limit falls from its warm-up level are over 1 %
+    # of the run, so they set its p99; after the first second the p99 keeps the target.
+    # If a change to the limiter ends the miss, the explanation there needs updating too.
+    from benchmarks.apps.limiter_diagnosis import run
+
+    result = run(seed=1, duration_s=12.0)
+    over, at_onset = result.over(), result.over(steady=False)
+    assert result.p99_ratio > 1.0, result.p99_ratio
+    assert len(at_onset) >= 0.75 * len(over), (len(at_onset), len(over))
+    assert result.steady_p99_ratio() <= 1.0, result.steady_p99_ratio()
