@@ -74,7 +74,12 @@ RETRY_PAUSE_S = 5.0
 HOST = "127.0.0.1"  # the only address this benchmark ever talks to
 
 sys.path.insert(0, str(ROOT))
-from benchmarks.apps.history import append_run, code_fingerprint, print_median  # noqa: E402
+from benchmarks.apps.history import (  # noqa: E402
+    append_run,
+    code_fingerprint,
+    load_runs,
+    print_median,
+)
 from benchmarks.apps.overhead_apps import REALISTIC, VARIANT_ENV, VARIANTS  # noqa: E402
 from benchmarks.apps.realistic_app import wrk_script  # noqa: E402
 
@@ -464,19 +469,19 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 #: is history, not part of today's median)
 CODE = (
     "src/crisisctl/guard/*.py",
-    "benchmarks/guard_overhead.py",
     "benchmarks/apps/overhead_apps.py",
     "benchmarks/apps/realistic_app.py",
 )
 
 
-def report_medians(stored: list[dict[str, Any]], code: str) -> None:
-    """The figures to report: medians over every stored full run of this code (never the best
-    run), then over every stored full run whatever code it measured."""
-    same = [run for run in stored if run.get("code") == code]
+def report_medians(stored: list[dict[str, Any]], code: str, cpu: str) -> None:
+    """The figures to report: medians over every stored full run of this code on this kind of
+    machine (never the best run), then over every stored full run, whatever code and machine
+    (µs per request differ ~2.5× between the machines this project has run on)."""
+    same = [run for run in stored if run.get("code") == code and run["machine"]["cpu_model"] == cpu]
     for title, runs in (
-        (f"of this code ({code}; the figures docs/benchmarks.md reports)", same),
-        ("of any code (history: the guard changed between them)", stored),
+        (f"of this code ({code}) on this CPU ({cpu}), the figures to report", same),
+        ("of any code on any machine (history)", stored),
     ):
         print(f"\nmedians over every stored full run {title}:")
         for name, label in (
@@ -502,7 +507,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 round of 3 s")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON result file")
+    parser.add_argument(
+        "--report", action="store_true", help="print the medians of the stored runs, run nothing"
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        runs = load_runs(args.output)
+        if not runs:
+            parser.error(f"no stored run in {args.output}: run the benchmark first")
+        report_medians(runs, code_fingerprint(*CODE), cpu_model())
+        return 0
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 3.0, 1.0
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -631,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     stored = append_run(args.output, doc, quick=args.quick)
     print(f"appended this run to {args.output} ({len(stored)} stored)")
-    report_medians(stored, doc["code"])
+    report_medians(stored, doc["code"], doc["machine"]["cpu_model"])
     scripts.cleanup()
     broken = [r for r in runs if r.used and not r.valid]
     return 1 if broken else 0
