@@ -2,8 +2,8 @@
 
 A real HTTP server on loopback (a thread) serves an exposition of tens of thousands of
 samples; while `Scraper.scrape` reads it, a coroutine ticks every 5 ms and records its longest
-gap. Parsing that body in place takes far longer than the bound the gap must stay under, so the
-test fails if the parse runs on the loop.
+gap. Parsing that body in place takes twice the bound the gap must stay under, so the test
+fails if the parse runs on the loop.
 """
 
 from __future__ import annotations
@@ -65,8 +65,11 @@ async def test_a_large_exposition_does_not_stall_the_loop(big_endpoint: tuple[st
     started = time.perf_counter()
     assert len(prometheus_samples(body.decode(), inst)) == SAMPLES
     in_place = time.perf_counter() - started
-    bound = max(0.1, in_place / 4)
-    assert in_place > 2 * bound  # else the test could not tell a stall from a scheduling gap
+    # half the in-place parse: a parse on the loop stalls it for all of it; off the loop, the
+    # parsing thread still holds the GIL in turns, and on a busy 2-core host the loop's thread
+    # can wait a few of them (a quarter was too tight there: 0.23 s of 0.61 s)
+    bound = max(0.1, in_place / 2)
+    assert in_place > 1.5 * bound  # else the test could not tell a stall from a scheduling gap
 
     config = parse_watch_text(
         f'services:\n  big:\n    metrics: ["{url}"]\n    timeout: 30s\n', "w.yaml"
