@@ -124,8 +124,11 @@ class RateLimitPolicy:
         ).encode("latin-1")
         self._policy_line = (b"ratelimit-policy", self.policy_header)
         self._header_cache: dict[int, list[tuple[bytes, bytes]]] = {}
-        self._lines_cache: dict[tuple[int, int, int], list[tuple[bytes, bytes]]] = {}
-        self._steady_cache: dict[tuple[int, int, int], list[tuple[bytes, bytes]]] = {}
+        #: (limit index, remaining, whole seconds) -> (both lines, the steady lines)
+        self._lines_cache: dict[
+            tuple[int, int, int],
+            tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]],
+        ] = {}
         #: (period, emission interval, period + ε) of each limit, for `_hit_gcra`
         self.gcra_consts = [
             (limit.period, limit.period / limit.amount, limit.period + _EPS)
@@ -147,35 +150,31 @@ class RateLimitPolicy:
 
     def lines_for(self, index: int, remaining: int, reset: float) -> list[tuple[bytes, bytes]]:
         """`headers` of a decision naming limit `index`, `remaining` and `reset` seconds."""
-        whole = int(reset)
-        if whole < reset - _EPS:
-            whole += 1
-        key = (index, remaining, whole)
-        lines = self._lines_cache.get(key)
-        if lines is None:
-            value = self._item_prefixes[index] + b"%d;t=%d" % (remaining, whole)
-            lines = [self._policy_line, (b"ratelimit", value)]
-            if len(self._lines_cache) < 4096:
-                self._lines_cache[key] = lines
-        return lines
+        return self._line_pair(index, remaining, reset)[0]
 
     def steady_lines_for(
         self, index: int, remaining: int, reset: float
     ) -> list[tuple[bytes, bytes]]:
         """`lines_for` for an admitted request of a known client: RateLimit alone unless
         `policy_on_every_response` (cached; callers must not mutate the returned list)."""
-        if self.policy_on_every_response:
-            return self.lines_for(index, remaining, reset)
+        return self._line_pair(index, remaining, reset)[1]
+
+    def _line_pair(
+        self, index: int, remaining: int, reset: float
+    ) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+        """(both lines, the steady lines) of one decision, cached together (bounded)."""
         whole = int(reset)
         if whole < reset - _EPS:
             whole += 1
         key = (index, remaining, whole)
-        lines = self._steady_cache.get(key)
-        if lines is None:
-            lines = self.lines_for(index, remaining, reset)[1:]
-            if len(self._steady_cache) < 4096:
-                self._steady_cache[key] = lines
-        return lines
+        pair = self._lines_cache.get(key)
+        if pair is None:
+            value = self._item_prefixes[index] + b"%d;t=%d" % (remaining, whole)
+            lines = [self._policy_line, (b"ratelimit", value)]
+            pair = (lines, lines if self.policy_on_every_response else lines[1:])
+            if len(self._lines_cache) < 4096:
+                self._lines_cache[key] = pair
+        return pair
 
     def announced(self, lines: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """`lines` (steady header lines) with RateLimit-Policy in front, for a client's first
