@@ -65,8 +65,13 @@ def test_verdicts_before_and_after(demo: tuple[dict[str, Any], Path, float]) -> 
     summary, out, _ = demo
     before, after = read(out, "triage-before.json"), read(out, "triage-after.json")
     assert before["severity"] in ("P0", "P1")
-    assert before["degradation_factor"] >= 3.0  # latency alone makes it P1 or worse
-    assert any("target" in r["message"] for r in before["reasons"])
+    if before["available"]:
+        assert before["degradation_factor"] >= 3.0  # latency alone makes it P1 or worse
+        assert any("target" in r["message"] for r in before["reasons"])
+    else:
+        # on a loaded host the sick service can hang past the probe's timeout: P0, unavailable
+        assert before["severity"] == "P0" and before["degradation_factor"] is None
+        assert before["errors"].get("timeout", 0) > 0
     assert before["host"]["process"]["pid"] == summary["service"]["sick_pid"]
     assert after["severity"] in ("OK", "P3")
     assert after["guard"]["present"] is True
