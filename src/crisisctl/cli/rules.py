@@ -57,6 +57,7 @@ def generate(
                     for a in rules.alerts
                 ],
                 "skipped": rules.skipped,
+                "unproven": written.unproven,
             }
         )
         return
@@ -67,3 +68,5 @@ def generate(
     )
     for sentence in rules.skipped:
         err_console.print(f"[yellow]left out:[/] {sentence}", highlight=False)
+    for sentence in written.unproven:
+        err_console.print(f"[yellow]not proven by the tests:[/] {sentence}", highlight=False)

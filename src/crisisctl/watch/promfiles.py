@@ -17,25 +17,30 @@ from typing import Final
 
 from crisisctl.watch.config import WatchConfig
 from crisisctl.watch.promrules import GeneratedRules, generate
+from crisisctl.watch.promtests import test_file
 
-__all__ = ["FILES", "Written", "render_files", "write_files"]
+__all__ = ["FILES", "RULES", "TESTS", "Written", "render_files", "write_files"]
 
 RULES: Final = "crisisctl-rules.yaml"
-FILES: Final = (RULES,)
+TESTS: Final = "crisisctl-rules.test.yaml"
+FILES: Final = (RULES, TESTS)
 
 
 @dataclass(frozen=True)
 class Written:
-    """What `write_files` wrote: the paths, and the rules (alerts, skipped watch rules)."""
+    """What `write_files` wrote: the paths, the rules (alerts, skipped watch rules) and the
+    alerts the promtool test file cannot prove."""
 
     paths: list[Path]
     rules: GeneratedRules
+    unproven: list[str]
 
 
-def render_files(config: WatchConfig) -> tuple[dict[str, str], GeneratedRules]:
-    """Every file's text by name, and the generated rules."""
+def render_files(config: WatchConfig) -> tuple[dict[str, str], GeneratedRules, list[str]]:
+    """Every file's text by name, the generated rules, and what the tests cannot prove."""
     rules = generate(config)
-    return {RULES: rules.to_yaml()}, rules
+    tests = test_file(config, rules, RULES)
+    return {RULES: rules.to_yaml(), TESTS: tests.to_yaml()}, rules, tests.unproven
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -51,11 +56,11 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def write_files(config: WatchConfig, directory: Path) -> Written:
     """Write every file into `directory` (created if missing); OSError when it cannot be."""
-    texts, rules = render_files(config)
+    texts, rules, unproven = render_files(config)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, text in texts.items():
         path = directory / name
         _write_atomic(path, text)
         paths.append(path)
-    return Written(paths, rules)
+    return Written(paths, rules, unproven)
