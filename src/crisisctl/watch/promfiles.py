@@ -16,14 +16,31 @@ from pathlib import Path
 from typing import Final
 
 from crisisctl.watch.config import WatchConfig
+from crisisctl.watch.promconfig import (
+    SECRETS_DIR,
+    IntakeTarget,
+    alertmanager_config,
+    prometheus_config,
+)
 from crisisctl.watch.promrules import GeneratedRules, generate
 from crisisctl.watch.promtests import test_file
 
-__all__ = ["FILES", "RULES", "TESTS", "Written", "render_files", "write_files"]
+__all__ = [
+    "ALERTMANAGER",
+    "FILES",
+    "RULES",
+    "SCRAPE",
+    "TESTS",
+    "Written",
+    "render_files",
+    "write_files",
+]
 
 RULES: Final = "crisisctl-rules.yaml"
 TESTS: Final = "crisisctl-rules.test.yaml"
-FILES: Final = (RULES, TESTS)
+ALERTMANAGER: Final = "alertmanager.yml"
+SCRAPE: Final = "prometheus-scrape.yml"
+FILES: Final = (RULES, TESTS, ALERTMANAGER, SCRAPE)
 
 
 @dataclass(frozen=True)
@@ -36,11 +53,19 @@ class Written:
     unproven: list[str]
 
 
-def render_files(config: WatchConfig) -> tuple[dict[str, str], GeneratedRules, list[str]]:
+def render_files(
+    config: WatchConfig, intake: IntakeTarget | None = None, secrets_dir: str = SECRETS_DIR
+) -> tuple[dict[str, str], GeneratedRules, list[str]]:
     """Every file's text by name, the generated rules, and what the tests cannot prove."""
     rules = generate(config)
     tests = test_file(config, rules, RULES)
-    return {RULES: rules.to_yaml(), TESTS: tests.to_yaml()}, rules, tests.unproven
+    texts = {
+        RULES: rules.to_yaml(),
+        TESTS: tests.to_yaml(),
+        ALERTMANAGER: alertmanager_config(rules, intake or IntakeTarget()),
+        SCRAPE: prometheus_config(config, RULES, secrets_dir=secrets_dir),
+    }
+    return texts, rules, tests.unproven
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -54,9 +79,14 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_files(config: WatchConfig, directory: Path) -> Written:
+def write_files(
+    config: WatchConfig,
+    directory: Path,
+    intake: IntakeTarget | None = None,
+    secrets_dir: str = SECRETS_DIR,
+) -> Written:
     """Write every file into `directory` (created if missing); OSError when it cannot be."""
-    texts, rules, unproven = render_files(config)
+    texts, rules, unproven = render_files(config, intake, secrets_dir)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, text in texts.items():
