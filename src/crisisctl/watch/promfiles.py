@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from crisisctl.watch.config import WatchConfig
+from crisisctl.watch.grafana import dashboard_json
 from crisisctl.watch.promconfig import (
     SECRETS_DIR,
     IntakeTarget,
@@ -27,6 +28,7 @@ from crisisctl.watch.promtests import test_file
 
 __all__ = [
     "ALERTMANAGER",
+    "DASHBOARD",
     "FILES",
     "RULES",
     "SCRAPE",
@@ -40,7 +42,8 @@ RULES: Final = "crisisctl-rules.yaml"
 TESTS: Final = "crisisctl-rules.test.yaml"
 ALERTMANAGER: Final = "alertmanager.yml"
 SCRAPE: Final = "prometheus-scrape.yml"
-FILES: Final = (RULES, TESTS, ALERTMANAGER, SCRAPE)
+DASHBOARD: Final = "grafana-dashboard.json"
+FILES: Final = (RULES, TESTS, ALERTMANAGER, SCRAPE, DASHBOARD)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ def render_files(
         TESTS: tests.to_yaml(),
         ALERTMANAGER: alertmanager_config(rules, intake or IntakeTarget()),
         SCRAPE: prometheus_config(config, RULES, secrets_dir=secrets_dir),
+        DASHBOARD: dashboard_json(),
     }
     return texts, rules, tests.unproven
 
