@@ -48,7 +48,14 @@ import yaml
 
 from crisisctl.severity import BREACH_RATIO_THRESHOLDS, Severity
 from crisisctl.watch.config import WatchConfig
-from crisisctl.watch.promql import duration, metric_name, number, selector, source_of
+from crisisctl.watch.promql import (
+    duration,
+    label_name,
+    metric_name,
+    number,
+    selector,
+    source_of,
+)
 from crisisctl.watch.rules import step_worse
 from crisisctl.watch.rules_eval import go_float
 from crisisctl.watch.rules_spec import (
@@ -220,7 +227,7 @@ def _threshold(rule: ThresholdRule) -> tuple[list[dict[str, Any]], list[Generate
 
 # -- burn rate ---------------------------------------------------------------------------------
 def _burn(rule: BurnRateRule) -> tuple[list[dict[str, Any]], list[GeneratedAlert]]:
-    by = ", ".join(metric_name(label) for label in rule.by)
+    by = ", ".join(label_name(label) for label in rule.by)
     budget = 1.0 - rule.objective
     spans = sorted({w.long for w in rule.windows} | {w.short for w in rule.windows})
     records = []

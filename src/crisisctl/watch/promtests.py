@@ -17,7 +17,7 @@ from typing import Any
 
 from crisisctl.watch.config import WatchConfig
 from crisisctl.watch.promjudge import burn_breach, conditions, firing
-from crisisctl.watch.promql import duration, metric_name
+from crisisctl.watch.promql import duration, label_name
 from crisisctl.watch.promrules import GeneratedAlert, GeneratedRules, dump_yaml
 from crisisctl.watch.promsynth import (
     CannotSynthesize,
@@ -60,7 +60,7 @@ def expected_labels(syn: Synthetic, alert: GeneratedAlert) -> dict[str, str]:
         base = {**syn.labels, **source.extra}
         for label in source.folded:
             base.pop(label, None)
-    base = {metric_name(k): v for k, v in base.items()}
+    base = {label_name(k): v for k, v in base.items()}
     return {**base, "crisisctl_rule": rule.name, **alert.labels}
 
 
