@@ -17,6 +17,7 @@ from crisisctl.watch.grafana import concrete_queries, dashboard
 from crisisctl.watch.promconfig import IntakeTarget, alertmanager_config, prometheus_config
 from crisisctl.watch.promfiles import FILES
 from crisisctl.watch.promrules import generate
+from crisisctl.watch.promtests import promtool_tests
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "watch-prometheus.yaml"
 runner = CliRunner()
@@ -133,7 +134,7 @@ def test_the_dashboard_has_the_required_fields_and_every_figure() -> None:
     model = dashboard()
     assert model["uid"] and model["title"] and model["schemaVersion"] >= 36
     names = [v["name"] for v in model["templating"]["list"]]
-    assert names == ["datasource", "service", "instance"]
+    assert names == ["datasource", "job", "service", "instance"]
     ids = [p["id"] for p in model["panels"]]
     assert len(set(ids)) == len(ids)
     for panel in model["panels"]:
@@ -177,3 +178,44 @@ def test_bad_input_is_one_sentence_and_exit_code_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["rules", "generate", str(EXAMPLE), "--out", str(blocked)])
     assert result.exit_code == 2 and "writable --out directory" in result.output
     assert "Traceback" not in result.output
+
+
+def test_alerts_the_synthetic_series_cannot_make_fire_are_named_not_hidden() -> None:
+    config = parse_watch_text(
+        "rules:\n"
+        "  - {name: loose, kind: burn_rate, objective: 0.9}\n"  # tier 1 needs > 144 % bad
+        "  - {name: daily, kind: anomaly, metric: guard_requests_total, rate: 1m, "
+        "seasonal: day}\n",
+        "w.yaml",
+    )
+    tests = promtool_tests(config, generate(config), "crisisctl-rules.yaml")
+    assert tests.unproven == [
+        "loose (P1, tier 1) never fires on its synthetic series",
+        "rule 'daily' is seasonal (it needs days of history)",
+    ]
+    assert "# not proven here: loose (P1, tier 1)" in tests.to_yaml()
+    loose = next(g for g in tests.document["tests"] if g["name"] == "crisisctl.loose")
+    tiers = {e["exp_labels"]["tier"] for c in loose["alert_rule_test"] for e in c["exp_alerts"]}
+    assert tiers == {"2", "3", "4"}
+
+
+def test_https_guards_found_by_dns_are_scraped_through_dns_sd_with_their_tls_files() -> None:
+    config = parse_watch_text(
+        "services:\n"
+        "  shop:\n"
+        "    guards: ['https://shop.internal:8443/app']\n"
+        "    discover: dns\n"
+        "    prefix: /ops\n"
+        "    transport: {cacert: /etc/ca.pem}\n"
+        "    metrics: ['http://10.0.0.7:9100/metrics']\n",
+        "w.yaml",
+    )
+    jobs = yaml.safe_load(prometheus_config(config, "r.yaml"))["scrape_configs"]
+    guard, exporter = jobs
+    assert guard["scheme"] == "https" and guard["metrics_path"] == "/app/ops/metrics"
+    assert guard["dns_sd_configs"] == [{"names": ["shop.internal"], "type": "A", "port": 8443}]
+    assert guard["relabel_configs"] == [{"target_label": "service", "replacement": "shop"}]
+    assert guard["tls_config"] == {"ca_file": "/etc/ca.pem"}
+    assert "authorization" not in guard
+    assert exporter["job_name"] == "crisisctl-shop-2"
+    assert exporter["metrics_path"] == "/metrics" and exporter["scheme"] == "http"

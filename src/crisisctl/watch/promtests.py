@@ -6,7 +6,7 @@ during the breach, at the fewest instants that show every alert that fires at al
 alerts whose condition clearly holds (``promjudge``) fire, with their labels and annotations;
 at the end of the recovery nothing fires. Only instants where every expectation is clear are
 checked. An alert the breach cannot make fire (a tier whose threshold is beyond
-every event being bad) is listed in `TestFile.unproven` and in a comment.
+every event being bad) is listed in `PromtoolTests.unproven` and in a comment.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from crisisctl.watch.promsynth import (
 )
 from crisisctl.watch.rules_spec import BurnRateRule, RuleSpec, TargetDownRule
 
-__all__ = ["TestFile", "alert_states", "expected_labels", "rule_synthetic", "test_file"]
+__all__ = ["PromtoolTests", "alert_states", "expected_labels", "promtool_tests", "rule_synthetic"]
 
 
 @dataclass
-class TestFile:
+class PromtoolTests:
     """The test document, and the alerts (alertname, severity, labels) it cannot prove."""
 
     document: dict[str, Any]
@@ -149,7 +149,7 @@ def _group(
     return group, unproven
 
 
-def test_file(config: WatchConfig, rules: GeneratedRules, rules_file: str) -> TestFile:
+def promtool_tests(config: WatchConfig, rules: GeneratedRules, rules_file: str) -> PromtoolTests:
     """The promtool test document for `rules` (read from `rules_file`, a relative path)."""
     service = next(iter(config.services), "api")
     tests, unproven = [], []
@@ -169,4 +169,4 @@ def test_file(config: WatchConfig, rules: GeneratedRules, rules_file: str) -> Te
         "evaluation_interval": duration(config.interval),
         "tests": tests,
     }
-    return TestFile(document, unproven)
+    return PromtoolTests(document, unproven)
