@@ -174,7 +174,7 @@ def _threshold(syn: Synthetic, rule: ThresholdRule, interval: float) -> None:
     assert bound is not None
     source = source_of(rule.metric)
     quantile = source is not None and source.quantile is not None
-    span = rule.window if rule.ratio_to else (rule.rate or (60.0 if quantile else 0.0))
+    span = rule.window if rule.ratio_to or quantile else (rule.rate or 0.0)
     n = _steps(span + rule.for_ + rule.keep_firing_for, interval) + 6
     syn.phases = [n, 2 * n, 3 * n]
     normal, breach = _levels(bound, below)
