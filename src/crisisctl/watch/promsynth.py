@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from crisisctl.watch.model import SeriesKey
-from crisisctl.watch.promql import Source, number, source_of
+from crisisctl.watch.promql import Source, escape, number, source_of
 from crisisctl.watch.rules_eval import go_float
 from crisisctl.watch.rules_spec import (
     AnomalyRule,
@@ -81,7 +81,7 @@ class PromSeries:
     values: list[float]
 
     def selector(self) -> str:
-        inner = ",".join(f'{k}="{v}"' for k, v in sorted(self.labels.items()))
+        inner = ",".join(f'{k}="{escape(v)}"' for k, v in sorted(self.labels.items()))
         return f"{self.family}{{{inner}}}"
 
 
