@@ -188,7 +188,8 @@ def conditions(syn: Synthetic, alerts: Sequence[GeneratedAlert]) -> list[list[Ve
             value = _threshold(syn, rule, k)
             row: list[Verdict] = []
             for alert in alerts:
-                limit = float(alert.expr.rsplit(" ", 1)[1])
+                assert alert.bound is not None
+                limit = alert.bound
                 if value is not None and math.isnan(value):
                     row.append(None)
                 elif rule.below is not None:
