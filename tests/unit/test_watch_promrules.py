@@ -219,3 +219,17 @@ def test_https_guards_found_by_dns_are_scraped_through_dns_sd_with_their_tls_fil
     assert "authorization" not in guard
     assert exporter["job_name"] == "crisisctl-shop-2"
     assert exporter["metrics_path"] == "/metrics" and exporter["scheme"] == "http"
+
+
+def test_a_rate_window_shorter_than_the_interval_is_warned_about() -> None:
+    config = parse_watch_text(
+        "interval: 1m\nrules:\n"
+        "  - {name: shed, kind: threshold, metric: guard_rejected_total, rate: 45s, above: 3}\n",
+        "w.yaml",
+    )
+    rules = generate(config)
+    assert rules.warnings == [
+        "rule 'shed': its rate 45s is shorter than the interval 1m, so it never holds two "
+        "samples and never fires: make it at least two intervals long."
+    ]
+    assert not generate(load_watch_file(EXAMPLE)).warnings

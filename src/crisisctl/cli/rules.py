@@ -88,6 +88,7 @@ def generate(
                     for a in rules.alerts
                 ],
                 "skipped": rules.skipped,
+                "warnings": rules.warnings,
                 "unproven": written.unproven,
             }
         )
@@ -99,5 +100,7 @@ def generate(
     )
     for sentence in rules.skipped:
         err_console.print(f"[yellow]left out:[/] {sentence}", highlight=False)
+    for sentence in rules.warnings:
+        err_console.print(f"[yellow]warning:[/] {sentence}", highlight=False)
     for sentence in written.unproven:
         err_console.print(f"[yellow]not proven by the tests:[/] {sentence}", highlight=False)

@@ -129,6 +129,8 @@ class GeneratedRules:
     alerts: list[GeneratedAlert]
     #: one sentence per watch rule left out (why)
     skipped: list[str] = field(default_factory=list)
+    #: one sentence per rule that is written but can never fire as configured
+    warnings: list[str] = field(default_factory=list)
 
     def document(self) -> dict[str, Any]:
         return {"groups": self.groups}
@@ -454,9 +456,32 @@ def rule_group(rule: RuleSpec, interval_s: float) -> tuple[dict[str, Any], list[
     return group, alerts
 
 
+def _too_short(rule: RuleSpec, interval: float) -> str | None:
+    """A sentence when a window of `rule` is shorter than the interval: it never holds two
+    samples, so neither Prometheus nor watch can ever compute its rate."""
+    spans: list[tuple[str, float]] = []
+    if isinstance(rule, ThresholdRule):
+        if rule.rate is not None:
+            spans.append(("rate", rule.rate))
+        if rule.ratio_to is not None:
+            spans.append(("window", rule.window))
+    elif isinstance(rule, AnomalyRule) and rule.rate is not None:
+        spans.append(("rate", rule.rate))
+    elif isinstance(rule, BurnRateRule):
+        spans += [("short window", w.short) for w in rule.windows]
+    for what, span in spans:
+        if span < interval:
+            return (
+                f"rule {rule.name!r}: its {what} {duration(span)} is shorter than the interval "
+                f"{duration(interval)}, so it never holds two samples and never fires: make it "
+                "at least two intervals long."
+            )
+    return None
+
+
 def generate(config: WatchConfig) -> GeneratedRules:
     """Every rule of `config` (its built-in target_down included) as Prometheus rules."""
-    groups, alerts, skipped = [], [], []
+    groups, alerts, skipped, warnings = [], [], [], []
     for rule in config.effective_rules():
         try:
             group, made = rule_group(rule, config.interval)
@@ -465,4 +490,7 @@ def generate(config: WatchConfig) -> GeneratedRules:
             continue
         groups.append(group)
         alerts += made
-    return GeneratedRules(config.interval, groups, alerts, skipped)
+        warning = _too_short(rule, config.interval)
+        if warning is not None:
+            warnings.append(warning)
+    return GeneratedRules(config.interval, groups, alerts, skipped, warnings)
