@@ -33,9 +33,12 @@ def _example_rules() -> dict[str, list[dict[str, object]]]:
 def test_every_rule_of_the_watch_file_becomes_one_group_evaluated_every_interval() -> None:
     config = load_watch_file(EXAMPLE)
     rules = generate(config)
-    names = [g["name"] for g in rules.groups]
-    assert names == [f"crisisctl.{r.name}" for r in config.effective_rules()]
-    assert {g["interval"] for g in rules.groups} == {"15s"}
+    every = {g["name"]: g["interval"] for g in rules.groups}
+    names = [f"crisisctl.{r.name}" for r in config.effective_rules()]
+    budgets = [f"crisisctl.{r.name}.budget" for r in config.rules if r.kind == "burn_rate"]
+    assert sorted(every) == sorted(names + budgets)
+    assert {every[n] for n in names} == {"15s"}
+    assert {every[n] for n in budgets} == {"5m"}
     assert not rules.skipped
     for alert in rules.alerts:
         assert {"severity", "crisisctl_rule", "crisisctl_kind"} <= set(alert.labels)

@@ -1,10 +1,11 @@
 """Prometheus recording and alerting rules from a watch file: the same rules, run by Prometheus.
 
-`generate(config)` turns every rule of a watch file (``WatchConfig.effective_rules``) into one
-rule group evaluated every ``interval``, its records labelled ``crisisctl_rule`` and its
-alerts labelled ``severity``, ``crisisctl_rule`` and ``crisisctl_kind`` (so Alertmanager routes
-them and crisisctl's intake knows the rule). The sources are the guard's own families
-(``promql.source_of``). Per kind (``watch/rules_eval.py`` is the in-process twin):
+`generate(config)` turns every rule of a watch file (``WatchConfig.effective_rules``) into a
+rule group ``crisisctl.<rule>`` evaluated every ``interval``, its records labelled
+``crisisctl_rule`` and its alerts labelled ``severity``, ``crisisctl_rule`` and
+``crisisctl_kind`` (so Alertmanager routes them and crisisctl's intake knows the rule). The
+sources are the guard's own families (``promql.source_of``). Per kind (``watch/rules_eval.py``
+is the in-process twin):
 
 * **threshold** — ``crisisctl:threshold_value`` is the latest value (a latency percentile
   over ``window``: 1 m by default, the guard's own window), ``rate(m[rate])``, or
@@ -14,7 +15,8 @@ them and crisisctl's intake knows the rule). The sources are the guard's own fam
   named after the rule, so Alertmanager's severity inhibition keeps the worst.
 * **burn_rate** — per window span: ``crisisctl:slo_error_ratio{window}`` (bad ÷ all events,
   grouped ``by``), ``crisisctl:slo_events{window}`` and ``crisisctl:slo_burn_rate{window}``
-  (ratio ÷ (1 − objective)); ``crisisctl:slo_error_budget_remaining`` over the period. One
+  (ratio ÷ (1 − objective)); ``crisisctl:slo_error_budget_remaining`` over the period (in
+  a group of its own, ``crisisctl.<rule>.budget``, evaluated every 5 minutes). One
   alert per window pair: both ratios above factor × (1 − objective) and at least
   ``min_events`` events in the long window, labelled ``tier`` (1 = the fastest pair),
   ``short_window`` (and ``window``, the long one) so faster tiers inhibit slower ones.
@@ -75,7 +77,7 @@ __all__ = [
     "dump_yaml",
     "generate",
     "needed_samples",
-    "rule_group",
+    "rule_groups",
 ]
 
 #: a graded threshold's alerts: (severity, breach ratio) as `rules.breach_severity_of` grades
@@ -87,6 +89,9 @@ _GRADES = (
     ),
 )
 _SEASON_S = {"none": 0.0, "day": 86_400.0, "week": 604_800.0}
+BUDGET_RECORD = "crisisctl:slo_error_budget_remaining"
+#: how often an SLO's remaining budget (a range over the whole period) is evaluated
+BUDGET_INTERVAL_S = 300.0
 
 
 class UnsupportedRule(ValueError):
@@ -270,7 +275,7 @@ def _burn(rule: BurnRateRule) -> tuple[list[dict[str, Any]], list[GeneratedAlert
         records.append(_record("crisisctl:slo_burn_rate", burn, rule, window=window))
     total = events(rule.period)
     remaining = f"1 - {bad_and_total(rule.period, total)}\n/ {on} ({total} > 0) / {number(budget)}"
-    records.append(_record("crisisctl:slo_error_budget_remaining", remaining, rule))
+    records.append(_record(BUDGET_RECORD, remaining, rule))
     kind = "latency" if rule.latency_below is not None else "availability"
     alerts = []
     for tier, pair in enumerate(rule.windows, start=1):
@@ -436,8 +441,13 @@ def _target_down(rule: TargetDownRule) -> tuple[list[dict[str, Any]], list[Gener
     return [], [_alert(rule, rule.severity, expr, "a scraped target does not answer")]
 
 
-def rule_group(rule: RuleSpec, interval_s: float) -> tuple[dict[str, Any], list[GeneratedAlert]]:
-    """One watch rule as a Prometheus rule group (UnsupportedRule when it cannot be)."""
+def rule_groups(
+    rule: RuleSpec, interval_s: float
+) -> tuple[list[dict[str, Any]], list[GeneratedAlert]]:
+    """One watch rule as Prometheus rule groups (UnsupportedRule when it cannot be): one
+    evaluated every interval and, for an SLO, its budget over the whole period in a second
+    group evaluated every `BUDGET_INTERVAL_S` (a 30-day range is costly to read every few
+    seconds, and the budget moves slowly)."""
     if isinstance(rule, ThresholdRule):
         records, alerts = _threshold(rule)
     elif isinstance(rule, BurnRateRule):
@@ -448,12 +458,17 @@ def rule_group(rule: RuleSpec, interval_s: float) -> tuple[dict[str, Any], list[
         records, alerts = _leak(rule, interval_s)
     else:
         records, alerts = _target_down(rule)
+    slow = [r for r in records if r["record"] == BUDGET_RECORD]
     group = {
         "name": f"crisisctl.{rule.name}",
         "interval": duration(interval_s),
-        "rules": records + [a.document() for a in alerts],
+        "rules": [r for r in records if r not in slow] + [a.document() for a in alerts],
     }
-    return group, alerts
+    groups = [group]
+    if slow:
+        every = duration(max(interval_s, BUDGET_INTERVAL_S))
+        groups.append({"name": f"crisisctl.{rule.name}.budget", "interval": every, "rules": slow})
+    return groups, alerts
 
 
 def _too_short(rule: RuleSpec, interval: float) -> str | None:
@@ -484,11 +499,11 @@ def generate(config: WatchConfig) -> GeneratedRules:
     groups, alerts, skipped, warnings = [], [], [], []
     for rule in config.effective_rules():
         try:
-            group, made = rule_group(rule, config.interval)
+            made_groups, made = rule_groups(rule, config.interval)
         except UnsupportedRule as exc:
             skipped.append(str(exc))
             continue
-        groups.append(group)
+        groups += made_groups
         alerts += made
         warning = _too_short(rule, config.interval)
         if warning is not None:
