@@ -85,10 +85,24 @@ def test_the_generated_promtool_tests_fail_when_a_rule_is_wrong(
     assert "alertname: errors" in done.stdout + done.stderr
 
 
-def test_the_alertmanager_config_passes_amtool(generated: Path) -> None:
+def test_the_alertmanager_config_passes_amtool_and_routes_to_the_intake(generated: Path) -> None:
     done = run("amtool", "check-config", "alertmanager.yml", cwd=generated)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "inhibit rules" in done.stdout
+    routed = run(
+        "amtool",
+        "config",
+        "routes",
+        "test",
+        "--config.file=alertmanager.yml",
+        "--verify.receivers=crisisctl",
+        "alertname=slow",
+        "crisisctl_rule=slow",
+        "severity=P1",
+        cwd=generated,
+    )
+    assert routed.returncode == 0, routed.stdout + routed.stderr
+    assert routed.stdout.strip() == "crisisctl"
 
 
 def test_the_scrape_config_passes_promtool_check_config(generated: Path) -> None:
