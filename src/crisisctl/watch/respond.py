@@ -71,13 +71,19 @@ class WatchResponder:
     ) -> None:
         """Record this cycle and start what it calls for (see the module's docstring)."""
         try:
-            result = await asyncio.to_thread(self.books.book, transitions, firing, now)
+            await self.accept(transitions, now, firing)
         except StoreError as exc:
             log.error("watch response: the incident store failed this cycle: %s", exc)
-            return
         except Exception:  # a bug must not stop the watch: say so loudly, try next cycle
             log.exception("watch response: this cycle's bookkeeping failed")
-            return
+
+    async def accept(
+        self, transitions: Sequence[Transition], now: datetime, firing: Sequence[Alert] = ()
+    ) -> None:
+        """Record `transitions` (from the rules or the Alertmanager intake) exactly as a cycle
+        does, then start what they call for; StoreError when the store failed (nothing
+        started: the caller may retry)."""
+        result = await asyncio.to_thread(self.books.book, transitions, firing, now)
         per_incident: dict[int, list[Job]] = {}
         for job in result.jobs:
             if isinstance(job, TriageJob):
