@@ -38,7 +38,7 @@ demo: $(BIN)/.installed-base $(BIN)/.accel
 services:
 	bash scripts/ensure-services.sh
 	bash scripts/ensure-redis-cluster.sh
-	bash scripts/ensure-system-packages.sh nginx
+	bash scripts/ensure-system-packages.sh nginx prometheus prometheus-alertmanager
 
 lint: $(BIN)/.installed-test
 	$(BIN)/ruff check src tests benchmarks hatch_build.py

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages the benchmarks and tests need (wrk, nginx, hey, chromium…), idempotently.
+# Install the Debian packages the benchmarks and tests need (wrk, nginx, hey, chromium,
+# prometheus, prometheus-alertmanager…), idempotently.
 # Usage: scripts/ensure-system-packages.sh PACKAGE [PACKAGE…]
 # A package whose command is already present (on PATH or in /usr/sbin) is skipped; apt-get
 # update runs at most once.
@@ -7,8 +8,9 @@
 # Packages with a service (nginx) must not start it: Debian's nginx would otherwise serve the
 # default site on port 80. During the install a temporary /usr/sbin/policy-rc.d refuses every
 # service start (exit 101), unless one already exists, which is left exactly as it was. Any
-# nginx the install started anyway is stopped and its boot start disabled; the tests run their
-# own nginx processes with their own configuration, pid file and logs.
+# nginx, prometheus or alertmanager the install started anyway is stopped and its boot start
+# disabled; the tests run their own processes with their own configuration, files and logs.
+# prometheus/prometheus-alertmanager are checked by their tools (promtool, amtool).
 set -euo pipefail
 
 has_command() {
@@ -22,6 +24,8 @@ for pkg in "$@"; do
         hey) cmd=hey ;;
         chromium) cmd=chromium ;;
         nginx | nginx-light | nginx-core | nginx-full) cmd=nginx ;;
+        prometheus) cmd=promtool ;;
+        prometheus-alertmanager) cmd=amtool ;;
     esac
     if ! has_command "$cmd"; then
         need+=("$pkg")
@@ -71,6 +75,22 @@ for pkg in "${need[@]}"; do
             elif command -v update-rc.d >/dev/null 2>&1; then
                 $SUDO update-rc.d nginx disable >/dev/null 2>&1 || true
             fi
+            ;;
+        prometheus | prometheus-alertmanager)
+            # the tests start their own prometheus/alertmanager on loopback ports
+            for svc in "$pkg" prometheus-node-exporter; do
+                if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+                    $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+                elif command -v update-rc.d >/dev/null 2>&1; then
+                    $SUDO update-rc.d "$svc" disable >/dev/null 2>&1 || true
+                fi
+            done
+            # a service the install started runs as the package's own user "prometheus"
+            # (the tests' processes run as the caller): stop only those
+            for pid in $(pgrep -u prometheus 2>/dev/null || true); do
+                echo "stopping a process the $pkg install started (pid $pid)"
+                $SUDO kill "$pid" 2>/dev/null || true
+            done
             ;;
     esac
 done

@@ -41,6 +41,9 @@ COMMANDS: dict[str, _Lazy] = {
     "alerts": _Lazy("alerts", "app", "List watch's firing and recent alerts; silence them."),
     "postmortem": _Lazy("postmortem", "postmortem", "Generate an incident's post-mortem."),
     "watch": _Lazy("watch", "watch", "Watch services: scrape, alert on rules, respond at once."),
+    "rules": _Lazy(
+        "rules", "app", "Generate Prometheus rules, promtool tests, configs and a dashboard."
+    ),
     "demo": _Lazy("demo", "demo", "Run a whole performance crisis end to end, on loopback."),
 }
 
