@@ -9,7 +9,7 @@
       max_alerts: 1000               # alerts per notification; more is refused (413)
     source:                          # evaluate the rules on a Prometheus server's data
       prometheus: "http://prometheus.internal:9090"
-      service_label: job             # the label naming the watch's service
+      service_label: service         # the label naming the watch's service (else: job)
       selector: '{job=~"api|web"}'   # which series (default: every one)
       bearer: env:PROM_TOKEN         # or basic: {user, password: env:NAME}
       transport: {cacert: ca.pem}    # pins and TLS like every other target
@@ -82,7 +82,7 @@ class PrometheusSource(_Strict):
     """Read the rules' series from a Prometheus server's HTTP API instead of scraping."""
 
     prometheus: str
-    service_label: Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")] = "job"
+    service_label: Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")] = "service"
     selector: str = ""
     bearer: str | None = None
     basic: BasicSpec | None = None

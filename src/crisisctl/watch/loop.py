@@ -1,5 +1,8 @@
 """The watch loop: every interval scrape → store → evaluate → transitions → the responder.
 
+The samples come from the targets (`scrape.Scraper`) or, when the watch file has
+``source: {prometheus: URL}``, from that server's HTTP API (`promsource.PrometheusScraper`).
+
 `Watch` owns one store, one engine and one scraper built from a watch file. `cycle` runs one
 interval's work; `run` repeats it until `stop` is set (SIGINT/SIGTERM in the CLI), saving the
 state (series and alerts) under ``state_dir`` every `save_every` seconds (5 minutes) and on the
@@ -26,6 +29,7 @@ from typing import Any, Final
 from crisisctl.watch.config import Directory, WatchConfig
 from crisisctl.watch.engine import Engine
 from crisisctl.watch.model import Responder, Transition
+from crisisctl.watch.promsource import PrometheusScraper
 from crisisctl.watch.rules_eval import retention_for
 from crisisctl.watch.scrape import Scraper
 from crisisctl.watch.store import SavedSeries, SeriesStore, save_atomic
@@ -50,7 +54,7 @@ class Watch:
         config: WatchConfig,
         *,
         state_dir: Path | None = None,
-        scraper: Scraper | None = None,
+        scraper: Scraper | PrometheusScraper | None = None,
         clock: Callable[[], float] = time.time,
         save_every: float = 300.0,
     ) -> None:
@@ -58,7 +62,9 @@ class Watch:
         self.rules = config.effective_rules()
         self.store = SeriesStore(retention_for(self.rules), config.interval, config.max_series)
         self.engine = Engine(self.rules, self.store)
-        self.scraper = scraper or Scraper(config)
+        if scraper is None:
+            scraper = PrometheusScraper(config) if config.source else Scraper(config)
+        self.scraper = scraper
         self.directory = Directory(config)
         self.state_path = (state_dir or Path(config.state_dir)) / STATE_FILE
         self.alerts_path = self.state_path.with_name(ALERTS_FILE)
