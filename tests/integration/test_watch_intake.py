@@ -4,6 +4,7 @@ through the watch's own logic, 503 while the store fails and nothing lost after.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import uuid
@@ -136,6 +137,20 @@ async def test_repeats_and_ha_copies_make_exactly_one_incident_with_the_generato
     assert len(opened) == 1
     assert opened[0].details["evidence"]["generator_url"].endswith("g0.expr=checkout")
     assert [a.state for a in alerts] == ["firing"]
+
+
+async def test_an_ha_pairs_simultaneous_copies_are_booked_once(db_url: str) -> None:
+    async with intake_client(db_url, Clock()) as (client, responder):
+        answers = await asyncio.gather(
+            *(
+                client.post(INTAKE_PATH, json=notification(group_key=f"peer-{n}"), headers=AUTH)
+                for n in range(4)
+            )
+        )
+        await responder.drain()
+    assert sorted(a.json()["booked"] for a in answers) == [0, 0, 0, 1]
+    _incidents, events, _alerts = snapshot(db_url, "checkout")
+    assert len([e for e in events if "firing" in e.text]) == 1
 
 
 async def test_a_resolution_resolves_the_alert_and_the_incident_follows_the_watch_logic(

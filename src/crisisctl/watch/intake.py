@@ -79,9 +79,16 @@ class Intake:
         self.sink = sink
         self.default_severity = default_severity
         self.clock = clock
+        # one notification at a time: the copies an HA pair sends at once are then booked
+        # once (the second finds the first's rows done), not raced into two timeline entries
+        self._lock = asyncio.Lock()
 
     async def receive(self, payload: WebhookPayload) -> IntakeResult:
         """Store, book and mark every alert of `payload`; StoreError when the store failed."""
+        async with self._lock:
+            return await self._receive(payload)
+
+    async def _receive(self, payload: WebhookPayload) -> IntakeResult:
         items = received_alerts(payload)
         now = self.clock()
         todo = await asyncio.to_thread(store_batch, self.db, items, now)
