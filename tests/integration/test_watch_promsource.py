@@ -4,6 +4,7 @@ unreachable server) is one sentence per problem and missing data, never a crashe
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,3 +87,17 @@ async def test_an_unreachable_prometheus_is_missing_data_not_a_crash(tmp_path: P
     source = scraper(f"http://127.0.0.1:{free_port()}", tmp_path, ", timeout: 1s")
     assert await source.scrape() == []
     assert source.last_errors and "could not be reached" in source.last_errors[0]
+
+
+async def test_a_starting_watch_reads_the_rules_windows_back_from_prometheus(
+    prom: Process, tmp_path: Path
+) -> None:
+    await asyncio.sleep(3)  # a few scrapes of history
+    watch = Watch(config(prom.url, tmp_path))
+    assert await watch.backfill() > 0
+    [key] = list(watch.store.select("guard_requests_total"))
+    series = watch.store.get(key)
+    assert series is not None
+    assert series.covered_s(time.time()) >= 2.0  # history, not a single look
+    none = Watch(config(prom.url, tmp_path, ", backfill: 0s"))
+    assert await none.backfill() == 0 and len(none.store) == 0

@@ -95,6 +95,7 @@ def watch(
 
 async def _once(watcher: Watch, gap: float, json_out: bool) -> int:
     await watcher.load_state(alerts=False)
+    await watcher.backfill()
     await watcher.observe()
     if gap > 0:
         await asyncio.sleep(gap)
@@ -195,6 +196,13 @@ async def _forever(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     series, alerts = await watcher.load_state()
+    if config.source is not None:
+        points = await watcher.backfill()
+        err_console.print(
+            f"reading the series from Prometheus at {config.source.prometheus} "
+            f"({points} points of history read back)",
+            highlight=False,
+        )
     err_console.print(
         f"watching {len(config.services)} service(s) every {config.interval:g} s "
         f"({series} series and {alerts} alert(s) restored from {watcher.state_path})",

@@ -89,6 +89,8 @@ class PrometheusSource(_Strict):
     transport: TransportSpec = TransportSpec()
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: Annotated[Duration, Field(gt=0)] = 5.0
+    #: at start, each series' history is read back this far (capped by what the rules read)
+    backfill: Annotated[Duration, Field(ge=0)] = 6 * 3600.0
 
     @field_validator("prometheus")
     @classmethod

@@ -112,6 +112,29 @@ class Watch:
             restored = self.engine.restore(document.get("engine") or {})
         return series, restored
 
+    async def backfill(self) -> int:
+        """With a Prometheus source: fill each series' window from the server's history (at
+        most the source's ``backfill`` span, the rules' retention of the name, one point per
+        interval); the number of points added (0 without a Prometheus source)."""
+        source = self.scraper
+        if not isinstance(source, PrometheusScraper) or source.source.backfill <= 0:
+            return 0
+        retention = self.store.retention
+        spans = {}
+        for name in source.queries:
+            longest = max(
+                [retention.of(name)] + [s for (n, _le), s in retention.by_le.items() if n == name]
+            )
+            spans[name] = min(source.source.backfill, longest)
+        series = await source.history(spans, self.clock(), self.config.interval)
+        added = 0
+        for key, points in series:
+            for t, value in points:
+                self.store.add(key, t, value)
+            added += len(points)
+            await asyncio.sleep(0)  # a long history must not hold the loop
+        return added
+
     async def save_alerts(self) -> None:
         """Write the alerts atomically (small: after every cycle that changed one)."""
         document = {"saved_at": self.clock(), "engine": self.engine.state()}

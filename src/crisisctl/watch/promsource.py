@@ -22,6 +22,10 @@ the server's raw sums, so rates, increases, ratios and burn rates come out as wh
 only the latency percentiles differ in kind (the guard's status reports its own recent window,
 here they come from the histogram over one minute).
 
+`history` reads the same queries back over a span (``/api/v1/query_range``, at most
+`MAX_POINTS` steps per request), so a watch that starts (``Watch.backfill``) judges its windows
+on Prometheus' history at once instead of waiting for them to fill.
+
 A failing query (unreachable server, 4xx/5xx, bad PromQL, a non-JSON answer) is logged as one
 sentence and leaves that query's series out of the cycle: the rules then see missing data
 (stale after three intervals), never a crash of the loop. `last_errors` keeps the cycle's
@@ -58,6 +62,9 @@ __all__ = ["PrometheusScraper", "SourceError", "derived_queries"]
 log = logging.getLogger("crisisctl.watch.promsource")
 #: the answer of one query read at most (a fleet's worth of series)
 BODY_CAP: Final = 32 * 1024 * 1024
+#: steps per query_range request (Prometheus refuses more than 11,000)
+MAX_POINTS: Final = 10_000
+Points = list[tuple[float, float]]
 _DURATION: Final = "crisisctl_http_request_duration_seconds"
 
 
@@ -139,9 +146,8 @@ class PrometheusScraper:
         self.discovered: dict[str, list[GuardEndpoint]] = {}
         self.last_errors: list[str] = []
 
-    async def query(self, promql: str) -> list[dict[str, Any]]:
-        """The instant vector of `promql` now; SourceError (one sentence) when it failed."""
-        path = f"{self.base_path}/api/v1/query?query={quote(promql, safe='')}"
+    async def _get(self, endpoint: str, params: str, promql: str, kind: str) -> list[Any]:
+        path = f"{self.base_path}/api/v1/{endpoint}?query={quote(promql, safe='')}{params}"
         where = self.source.prometheus
         result = await probe(
             with_path(self.target, path),
@@ -164,31 +170,50 @@ class PrometheusScraper:
                 + "."
             )
         data = document.get("data") or {}
-        if document.get("status") != "success" or data.get("resultType") != "vector":
-            raise SourceError(f"Prometheus at {where} gave no instant vector for {promql!r}.")
+        if document.get("status") != "success" or data.get("resultType") != kind:
+            raise SourceError(f"Prometheus at {where} gave no {kind} for {promql!r}.")
         rows = data.get("result")
         return rows if isinstance(rows, list) else []
 
+    async def query(self, promql: str) -> list[dict[str, Any]]:
+        """The instant vector of `promql` now; SourceError (one sentence) when it failed."""
+        return await self._get("query", "", promql, "vector")
+
+    async def query_range(
+        self, promql: str, start: float, end: float, step: float
+    ) -> list[dict[str, Any]]:
+        """The range vector of `promql` over [start, end] every `step` seconds (chunked)."""
+        rows: list[dict[str, Any]] = []
+        chunk = step * MAX_POINTS
+        first = start
+        while first <= end:
+            last = min(end, first + chunk)
+            params = f"&start={first:.3f}&end={last:.3f}&step={step:g}"
+            rows += await self._get("query_range", params, promql, "matrix")
+            first = last + step
+        return rows
+
+    def _key(self, name: str, metric: dict[str, Any]) -> SeriesKey:
+        label = self.source.service_label
+        service = str(metric.get(label) or metric.get("job") or "")
+        dropped = ("__name__", label, "job")
+        labels = {k: str(v) for k, v in metric.items() if k not in dropped}
+        if "service" in labels:
+            labels["exported_service"] = labels.pop("service")
+        labels["service"] = service
+        if name == "up":
+            labels["target"] = "prometheus"
+        return SeriesKey(name, labels_of(labels))
+
     def _samples(self, name: str, rows: list[dict[str, Any]]) -> list[Sample]:
         out: list[Sample] = []
-        label = self.source.service_label
         for row in rows:
-            metric = row.get("metric") or {}
             try:
                 value = float(row["value"][1])
             except (KeyError, IndexError, TypeError, ValueError):
                 continue
-            if not math.isfinite(value):
-                continue
-            service = str(metric.get(label) or metric.get("job") or "")
-            dropped = ("__name__", label, "job")
-            labels = {k: str(v) for k, v in metric.items() if k not in dropped}
-            if "service" in labels:
-                labels["exported_service"] = labels.pop("service")
-            labels["service"] = service
-            if name == "up":
-                labels["target"] = "prometheus"
-            out.append((SeriesKey(name, labels_of(labels)), value))
+            if math.isfinite(value):
+                out.append((self._key(name, row.get("metric") or {}), value))
         return out
 
     async def _one(self, name: str, promql: str) -> tuple[list[Sample], str | None]:
@@ -205,3 +230,32 @@ class PrometheusScraper:
         for error in dict.fromkeys(self.last_errors):
             log.warning("watch source: %s", error)
         return [sample for samples, _error in results for sample in samples]
+
+    async def history(
+        self, spans: dict[str, float], end: float, step: float
+    ) -> list[tuple[SeriesKey, Points]]:
+        """Each query's series over its span before `end` (name → seconds), points in time
+        order; a failing query is logged and left out (like `scrape`)."""
+
+        async def one(name: str) -> list[tuple[SeriesKey, Points]]:
+            try:
+                rows = await self.query_range(self.queries[name], end - spans[name], end, step)
+            except SourceError as exc:
+                log.warning("watch source (history): %s", exc)
+                return []
+            out = []
+            for row in rows:
+                points: Points = []
+                for pair in row.get("values") or []:
+                    try:
+                        t, value = float(pair[0]), float(pair[1])
+                    except (IndexError, TypeError, ValueError):
+                        continue
+                    if math.isfinite(value):
+                        points.append((t, value))
+                out.append((self._key(name, row.get("metric") or {}), points))
+            return out
+
+        names = [n for n in self.queries if spans.get(n, 0.0) > 0]
+        groups = await asyncio.gather(*(one(n) for n in names))
+        return [series for group in groups for series in group]
