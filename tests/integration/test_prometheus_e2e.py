@@ -52,11 +52,17 @@ rules:
 """
 
 
+#: seconds each wait took (printed with -s: docs/watch.md's figures)
+TIMES: dict[str, float] = {}
+
+
 def wait(what: str, check: Callable[[], T | None], timeout: float, proc: Any = None) -> T:
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     while True:
         value = check()
         if value:
+            TIMES[what] = time.monotonic() - started
             return value
         if time.monotonic() > deadline:
             extra = f"\n{proc.output()}" if proc is not None else ""
@@ -263,7 +269,7 @@ def test_a_generated_alert_goes_through_alertmanager_to_exactly_one_incident(
             30,
             prom,
         )
-        failed = "alertmanager_notifications_failed_total"
+        failed = "alertmanager_notification_requests_failed_total"  # each refused request
         wait("the intake refuses while its store fails", lambda: webhook_calls(am, failed), 20, am)
         assert db.read()[0] == []
 
@@ -302,3 +308,4 @@ def test_a_generated_alert_goes_through_alertmanager_to_exactly_one_incident(
         assert any(e.text == "alert shop_latency resolved" for e in events)
         assert watch_once(s["source_file"], s["env"]) == set()
         assert watch_once(s["scrape_file"], s["env"]) == set()
+    print("\n".join(f"{seconds:6.2f} s  {what}" for what, seconds in TIMES.items()))
