@@ -224,27 +224,31 @@ def _burn(rule: BurnRateRule) -> tuple[list[dict[str, Any]], list[GeneratedAlert
     spans = sorted({w.long for w in rule.windows} | {w.short for w in rule.windows})
     records = []
 
-    def bad_and_total(span: float) -> tuple[str, str]:
+    on = f"on ({by})"
+
+    def bad_and_total(span: float, total: str) -> str:
+        """The bad events over `span`, beside `total` (an expression of the events)."""
         if rule.latency_below is not None:
-            total = _source(rule.total_latency, rule).grouped("increase", span, rule.match, by)
             fast = {**rule.match, "le": go_float(rule.latency_below)}
             good = _source(rule.buckets, rule).grouped("increase", span, fast, by)
-            return f"clamp_min({total} - ({good} or {total}), 0)", total
-        total = _source(rule.total, rule).grouped("increase", span, rule.match, by)
+            return f"clamp_min({total} - {on} ({good} or {on} {total}), 0)"
         bad = _source(rule.errors, rule).grouped("increase", span, rule.match, by)
-        return f"({bad} or 0 * {total})", total
+        return f"({bad} or {on} 0 * {total})"
+
+    def events(span: float) -> str:
+        name = rule.total_latency if rule.latency_below is not None else rule.total
+        return str(_source(name, rule).grouped("increase", span, rule.match, by))
 
     for span in spans:
-        bad, total = bad_and_total(span)
         window = duration(span)
-        records.append(
-            _record("crisisctl:slo_error_ratio", f"{bad} / ({total} > 0)", rule, window=window)
-        )
-        records.append(_record("crisisctl:slo_events", total, rule, window=window))
+        records.append(_record("crisisctl:slo_events", events(span), rule, window=window))
+        total = _rec("crisisctl:slo_events", rule, window=window)
+        ratio = f"{bad_and_total(span, total)}\n/ {on} ({total} > 0)"
+        records.append(_record("crisisctl:slo_error_ratio", ratio, rule, window=window))
         burn = f"{_rec('crisisctl:slo_error_ratio', rule, window=window)} / {number(budget)}"
         records.append(_record("crisisctl:slo_burn_rate", burn, rule, window=window))
-    bad, total = bad_and_total(rule.period)
-    remaining = f"1 - {bad} / ({total} > 0) / {number(budget)}"
+    total = events(rule.period)
+    remaining = f"1 - {bad_and_total(rule.period, total)}\n/ {on} ({total} > 0) / {number(budget)}"
     records.append(_record("crisisctl:slo_error_budget_remaining", remaining, rule))
     kind = "latency" if rule.latency_below is not None else "availability"
     alerts = []

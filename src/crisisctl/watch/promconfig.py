@@ -1,0 +1,228 @@
+"""Alertmanager and Prometheus configuration for a watch file's services and generated rules.
+
+* `alertmanager_config`: a whole ``alertmanager.yml`` (``amtool check-config`` accepts it
+  alone) whose parts are meant to be copied into an existing one: the ``crisisctl`` receiver
+  (a webhook to crisisctl's intake, ``POST /api/v1/alertmanager`` on ``crisisctl watch
+  --listen``, resolved alerts included, the credential read from a file: a bearer token via
+  ``http_config.authorization.credentials_file``, or basic auth with a ``password_file``), a
+  route sending every alert with a ``crisisctl_rule`` label there, and the inhibit rules: a
+  worse severity silences the lesser ones of the same rule and target (``P0`` > ``P1`` >
+  ``P2`` > ``P3``), and a faster burn-rate tier the slower ones of the same SLO.
+* `prometheus_config`: a whole ``prometheus.yml`` (``promtool check config``) scraping every
+  guard (``<prefix>/metrics``, labelled ``service``) and ``metrics:`` endpoint of the watch
+  file every ``interval``, loading the generated rules and sending alerts to Alertmanager.
+  A guard token is never written: the watch file names it ``env:NAME``, and the scrape reads
+  it from ``credentials_file`` ``<secrets_dir>/NAME`` (a comment says so). TLS options become
+  ``tls_config``; ``discover: dns`` becomes ``dns_sd_configs`` (A records).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from crisisctl.watch.config import ServiceSpec, WatchConfig
+from crisisctl.watch.promql import duration, metric_name
+from crisisctl.watch.promrules import GeneratedRules, dump_yaml
+
+__all__ = [
+    "INTAKE_PATH",
+    "SECRETS_DIR",
+    "IntakeTarget",
+    "alertmanager_config",
+    "prometheus_config",
+]
+
+INTAKE_PATH: Final = "/api/v1/alertmanager"
+_SEVERITIES: Final = ("P0", "P1", "P2", "P3")
+#: where the scrape reads a guard's token from (one file per env:NAME, named NAME)
+SECRETS_DIR: Final = "/etc/prometheus/secrets"
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class IntakeTarget:
+    """Where Alertmanager sends notifications, and how it proves who it is."""
+
+    url: str = "http://127.0.0.1:9464"
+    #: "bearer" (a token file) or "basic" (a user and a password file)
+    auth: str = "bearer"
+    credentials_file: str = "/etc/alertmanager/secrets/crisisctl-intake"
+    user: str = "alertmanager"
+
+    def webhook_url(self) -> str:
+        """`url` with the intake's path (kept when it already ends with it)."""
+        base = self.url.rstrip("/")
+        return base if base.endswith(INTAKE_PATH) else base + INTAKE_PATH
+
+
+def _inhibitions(rules: GeneratedRules) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i, worse in enumerate(_SEVERITIES[:-1]):
+        lesser = "|".join(_SEVERITIES[i + 1 :])
+        out.append(
+            {
+                "source_matchers": [f'severity="{worse}"', 'crisisctl_rule=~".+"'],
+                "target_matchers": [f'severity=~"{lesser}"'],
+                "equal": ["crisisctl_rule", "service", "instance"],
+            }
+        )
+    tiers = max((int(a.labels["tier"]) for a in rules.alerts if "tier" in a.labels), default=0)
+    for tier in range(1, tiers):
+        slower = "|".join(str(t) for t in range(tier + 1, tiers + 1))
+        out.append(
+            {
+                "source_matchers": [f'tier="{tier}"', 'crisisctl_kind="burn_rate"'],
+                "target_matchers": [f'tier=~"{slower}"', 'crisisctl_kind="burn_rate"'],
+                "equal": ["crisisctl_rule", "service"],
+            }
+        )
+    return out
+
+
+def alertmanager_config(rules: GeneratedRules, intake: IntakeTarget) -> str:
+    """A whole alertmanager.yml routing the generated alerts to crisisctl's intake."""
+    http: dict[str, Any]
+    if intake.auth == "basic":
+        http = {"basic_auth": {"username": intake.user, "password_file": intake.credentials_file}}
+    else:
+        http = {"authorization": {"type": "Bearer", "credentials_file": intake.credentials_file}}
+    receiver = {
+        "name": "crisisctl",
+        "webhook_configs": [
+            {"url": intake.webhook_url(), "send_resolved": True, "http_config": http}
+        ],
+    }
+    document = {
+        "route": {
+            "receiver": "crisisctl",
+            "group_by": ["alertname", "crisisctl_rule", "service"],
+            "group_wait": "10s",
+            "group_interval": "1m",
+            "repeat_interval": "4h",
+            "routes": [
+                {
+                    "receiver": "crisisctl",
+                    "matchers": ['crisisctl_rule=~".+"'],
+                    "continue": False,
+                }
+            ],
+        },
+        "receivers": [receiver],
+        "inhibit_rules": _inhibitions(rules),
+    }
+    header = (
+        "# generated by `crisisctl rules generate`: a whole Alertmanager configuration; to add\n"
+        "# crisisctl to your own, copy the `crisisctl` receiver, the route under `routes:` and\n"
+        f"# the inhibit rules. Put the intake's {intake.auth} credential in "
+        f"{intake.credentials_file}\n"
+        "# (the watch file's `intake:` names it; never write it here).\n"
+    )
+    return header + dump_yaml(document)
+
+
+def _host_port(url: str) -> tuple[str, str, str]:
+    """(scheme, host:port, path) of a URL."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port or _DEFAULT_PORTS.get(scheme, 80)
+    return scheme, f"{host}:{port}", parts.path.rstrip("/")
+
+
+def _tls(spec: ServiceSpec) -> dict[str, Any] | None:
+    transport = spec.transport
+    tls: dict[str, Any] = {}
+    if transport.cacert:
+        tls["ca_file"] = transport.cacert
+    if transport.cert:
+        tls["cert_file"] = transport.cert
+    if transport.key:
+        tls["key_file"] = transport.key
+    if transport.insecure:
+        tls["insecure_skip_verify"] = True
+    return tls or None
+
+
+def _jobs(
+    service: str, spec: ServiceSpec, interval: float, secrets_dir: str
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The scrape jobs of one service (guards, then metrics: endpoints), and comment lines."""
+    groups: dict[tuple[str, str, bool], list[str]] = {}
+    for url in spec.guards:
+        scheme, address, path = _host_port(url)
+        groups.setdefault((scheme, f"{path}{spec.prefix}/metrics", True), []).append(address)
+    for url in spec.metrics:
+        scheme, address, path = _host_port(url)
+        groups.setdefault((scheme, path or "/metrics", False), []).append(address)
+    jobs, notes = [], []
+    for index, ((scheme, path, guard), targets) in enumerate(groups.items()):
+        name = f"crisisctl-{metric_name(service)}" + (f"-{index + 1}" if index else "")
+        job: dict[str, Any] = {
+            "job_name": name,
+            "scrape_interval": duration(interval),
+            "scheme": scheme,
+            "metrics_path": path,
+        }
+        labels = {"service": service}
+        if spec.discover == "dns":
+            hosts: dict[str, list[str]] = {}
+            for target in targets:
+                host, _, port = target.rpartition(":")
+                hosts.setdefault(port, []).append(host.strip("[]"))
+            job["dns_sd_configs"] = [
+                {"names": sorted(set(names)), "type": "A", "port": int(port)}
+                for port, names in hosts.items()
+            ]
+            job["relabel_configs"] = [{"target_label": "service", "replacement": service}]
+        else:
+            job["static_configs"] = [{"targets": targets, "labels": labels}]
+        if guard and spec.token:
+            secret = spec.token.removeprefix("env:")
+            path_file = f"{secrets_dir.rstrip('/')}/{secret}"
+            job["authorization"] = {"type": "Bearer", "credentials_file": path_file}
+            notes.append(
+                f"{name}: the guard token is ${secret} (watch reads it from the environment): "
+                f"write its value into {path_file}"
+            )
+        tls = _tls(spec)
+        if tls is not None and scheme == "https":
+            job["tls_config"] = tls
+        jobs.append(job)
+    return jobs, notes
+
+
+def prometheus_config(
+    config: WatchConfig,
+    rules_file: str,
+    *,
+    alertmanager: str = "127.0.0.1:9093",
+    secrets_dir: str = SECRETS_DIR,
+) -> str:
+    """A whole prometheus.yml scraping the watch file's services with the generated rules."""
+    jobs: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for service, spec in config.services.items():
+        made, said = _jobs(service, spec, config.interval, secrets_dir)
+        jobs += made
+        notes += said
+    document: Mapping[str, Any] = {
+        "global": {
+            "scrape_interval": duration(config.interval),
+            "evaluation_interval": duration(config.interval),
+        },
+        "rule_files": [rules_file],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
+        "scrape_configs": jobs,
+    }
+    header = (
+        "# generated by `crisisctl rules generate`: Prometheus scraping the watch file's guards\n"
+        "# (their metrics path, labelled `service` as the generated rules expect). To add them\n"
+        "# to your own prometheus.yml, copy the scrape_configs and the rule file.\n"
+    )
+    header += "".join(f"# {note}\n" for note in notes)
+    return header + dump_yaml(dict(document))
