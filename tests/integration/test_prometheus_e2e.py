@@ -5,8 +5,11 @@ verdict as the scraping watch.
 
 One test walks the whole story (each step needs the previous one's state), every wait bounded:
 the store fails first (the intake answers 503, Alertmanager retries), recovers (one incident,
-the generator URL on its timeline), Alertmanager's repeats change nothing, the app recovers and
-the resolved notification resolves the alert and then the incident.
+the generator URL on its timeline), every query of the generated Grafana dashboard returns data
+from the live Prometheus, Alertmanager's repeats change nothing, the app recovers and the
+resolved notification resolves the alert and then the incident. Prometheus and Alertmanager run
+the generated configurations (prometheus-scrape.yml, alertmanager.yml), changed only for the
+test's ports and faster group timings.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+import yaml
 from guard_servers import GuardServer, free_port, guard_servers
 from prom_stack import Process, alertmanager, prometheus
 
@@ -32,6 +36,7 @@ from crisisctl.incidents import store
 from crisisctl.incidents.alerts import list_alerts
 from crisisctl.incidents.db import open_database
 from crisisctl.incidents.lifecycle import Status
+from crisisctl.watch.grafana import concrete_queries
 
 pytestmark = pytest.mark.slow
 
@@ -174,6 +179,14 @@ class Store:
             return list(conn.execute("SELECT status, dedup_key FROM intake_alerts"))
 
 
+def make_an_error_and_a_shed_request(app: GuardServer) -> None:
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        client.post(f"{app.url}/toggle", params={"fail": "1"})
+        assert client.get(f"{app.url}/flaky").status_code == 500
+        client.post(f"{app.url}/toggle", params={"fail": "0"})
+        assert client.get(f"{app.url}/slow", params={"s": 3}).status_code >= 500  # timeout_s 1
+
+
 def webhook_calls(am: Process, metric: str) -> float:
     return am.metric(metric, integration="webhook")
 
@@ -185,46 +198,32 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
     db_path = tmp_path / "incidents.db"
     db_url = f"sqlite:///{db_path}"
     env = env_for(db_url)
-    with guard_servers({}) as (app,):
-        target = app.url.removeprefix("http://")
+    with guard_servers({"timeout_s": 1.0}) as (app,):
         scrape = tmp_path / "scrape.yaml"
         scrape.write_text(
             f"interval: 1s\nstate_dir: {tmp_path / 'scrape-state'}\n"
             f'services:\n  shop:\n    guards: ["{app.url}"]\n' + RULES
         )
+        token_file = tmp_path / "intake.token"
+        token_file.write_text(TOKEN + "\n")
+        gen = tmp_path / "gen"
         generated = subprocess.run(
-            [*CLI, "rules", "generate", str(scrape), "--out", str(tmp_path / "gen")],
+            [*CLI, "rules", "generate", str(scrape), "--out", str(gen),
+             "--intake", f"http://127.0.0.1:{intake_port}",
+             "--intake-credentials-file", str(token_file)],
             env=env, capture_output=True, timeout=60, check=False,
         )  # fmt: skip
         assert generated.returncode == 0, generated.stderr.decode()
-        rules_file = tmp_path / "gen" / "crisisctl-rules.yaml"
-        token_file = tmp_path / "intake.token"
-        token_file.write_text(TOKEN + "\n")
         am_port = free_port()
-        prom_config = f"""\
-global: {{scrape_interval: 1s, evaluation_interval: 1s}}
-rule_files: ["{rules_file}"]
-alerting:
-  alertmanagers: [{{static_configs: [{{targets: ["127.0.0.1:{am_port}"]}}]}}]
-scrape_configs:
-  - job_name: shop
-    metrics_path: /_crisis/metrics
-    static_configs: [{{targets: ["{target}"], labels: {{service: shop}}}}]
-"""
-        am_config = f"""\
-route:
-  receiver: crisisctl
-  group_by: [alertname, service]
-  group_wait: 1s
-  group_interval: 2s
-  repeat_interval: 3s
-receivers:
-  - name: crisisctl
-    webhook_configs:
-      - url: http://127.0.0.1:{intake_port}/api/v1/alertmanager
-        send_resolved: true
-        http_config: {{authorization: {{credentials_file: {token_file}}}}}
-"""
+        # the generated configurations, as generated, but for the test's ports and timings
+        prom_doc = yaml.safe_load((gen / "prometheus-scrape.yml").read_text())
+        prom_doc["rule_files"] = [str(gen / name) for name in prom_doc["rule_files"]]
+        prom_doc["alerting"]["alertmanagers"] = [
+            {"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}
+        ]
+        am_doc = yaml.safe_load((gen / "alertmanager.yml").read_text())
+        am_doc["route"].update(group_wait="1s", group_interval="2s", repeat_interval="3s")
+        prom_config, am_config = yaml.safe_dump(prom_doc), yaml.safe_dump(am_doc)
         intake_file = tmp_path / "intake.yaml"
         intake_file.write_text(
             f"interval: 1s\nstate_dir: {tmp_path / 'intake-state'}\ndb: env:E2E_DB\n"
@@ -247,7 +246,7 @@ receivers:
                 yield {
                     "app": app, "prom": prom, "am": am, "traffic": traffic, "watcher": watcher,
                     "store": Store(db_url), "db_path": db_path, "env": env,
-                    "scrape_file": scrape, "source_file": source_file,
+                    "scrape_file": scrape, "source_file": source_file, "gen": gen,
                 }  # fmt: skip
         finally:
             watcher.close()
@@ -258,7 +257,9 @@ def test_a_generated_alert_goes_through_alertmanager_to_exactly_one_incident(
 ) -> None:
     with stack(tmp_path) as s:
         prom, am, traffic, watcher, db = s["prom"], s["am"], s["traffic"], s["watcher"], s["store"]
-        wait("Prometheus scrapes the guard", lambda: prom.query('up{job="shop"} == 1'), 15, prom)
+        wait(
+            "Prometheus scrapes the guard", lambda: prom.query('up{service="shop"} == 1'), 15, prom
+        )
 
         # the store fails before the alert fires: the intake answers 503, Alertmanager retries
         rename_intake_table(s["db_path"], broken=True)
@@ -280,6 +281,18 @@ def test_a_generated_alert_goes_through_alertmanager_to_exactly_one_incident(
         rename_intake_table(s["db_path"], broken=False)
         incidents = wait("one incident after the retry", lambda: db.read()[0], 20, watcher)
         sent = webhook_calls(am, "alertmanager_notifications_total")
+
+        # the generated Grafana dashboard: every panel's query returns data from this Prometheus
+        # (a 5xx and a shed request first, so the error-ratio and shed panels have some)
+        make_an_error_and_a_shed_request(s["app"])
+        queries = concrete_queries(json.loads((s["gen"] / "grafana-dashboard.json").read_text()))
+        assert len({panel for panel, _q in queries}) >= 9
+        wait(
+            "every dashboard query returns data",
+            lambda: all(prom.query(promql) for _panel, promql in queries),
+            30,
+            prom,
+        )
         wait(
             "Alertmanager repeats the notification",
             lambda: webhook_calls(am, "alertmanager_notifications_total") >= sent + 2,
