@@ -21,7 +21,7 @@ from test_incident_support import BACKENDS, throwaway_pg_database
 
 from crisisctl.incidents import store
 from crisisctl.incidents.alerts import list_alerts
-from crisisctl.incidents.db import StoreError, open_database
+from crisisctl.incidents.db import open_database
 from crisisctl.incidents.lifecycle import Status
 from crisisctl.severity import Severity
 from crisisctl.watch.intake import INTAKE_PATH, Intake, intake_app
@@ -174,9 +174,9 @@ async def test_a_resolution_resolves_the_alert_and_the_incident_follows_the_watc
     assert len(incidents) == 1 and incidents[0].status is Status.RESOLVED
 
 
-def break_store(db_url: str, *, broken: bool) -> None:
-    """Rename the intake's table away (or back) from another connection: the store fails."""
-    old, new = ("intake_alerts", "intake_alerts_off")
+def break_store(db_url: str, *, broken: bool, table: str = "intake_alerts") -> None:
+    """Rename a table away (or back) from another connection: the store fails on it."""
+    old, new = (table, f"{table}_off")
     if not broken:
         old, new = new, old
     sql = f"ALTER TABLE {old} RENAME TO {new}"
@@ -210,35 +210,22 @@ async def test_the_intake_answers_503_while_the_store_fails_and_loses_nothing(
     assert [a.state for a in alerts] == ["firing"]
 
 
-async def test_a_stored_but_unbooked_alert_is_booked_on_the_retry(db_url: str) -> None:
-    """The store took the alerts, then booking failed: Alertmanager's retry books them."""
-
-    class FailingOnce:
-        def __init__(self, real: WatchResponder) -> None:
-            self.real, self.calls = real, 0
-
-        async def accept(self, transitions: Any, now: datetime) -> None:
-            self.calls += 1
-            if self.calls == 1:
-                raise StoreError("the database failed (test).")
-            await self.real.accept(transitions, now)
-
-    clock = Clock()
-    config = ResponseConfig.model_validate({"incidents": {"triage": False}})
-    responder = build_responder(config, db_url=db_url, directory=NoGuards())
-    try:
-        intake = Intake(responder.db, FailingOnce(responder), clock=clock)
-        app = intake_app(intake, IntakeAuth(bearer=TOKEN))
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
-            first = await client.post(INTAKE_PATH, json=notification(), headers=AUTH)
-            second = await client.post(INTAKE_PATH, json=notification(), headers=AUTH)
+async def test_a_booking_that_fails_after_storing_answers_503_and_the_retry_books_it(
+    db_url: str,
+) -> None:
+    """The notification is stored, then the incident cannot be written: 503, and Alertmanager's
+    retry (the same notification, already stored) opens the incident."""
+    async with intake_client(db_url, Clock()) as (client, responder):
+        break_store(db_url, broken=True, table="incident_events")
+        first = await client.post(INTAKE_PATH, json=notification(), headers=AUTH)
+        break_store(db_url, broken=False, table="incident_events")
+        second = await client.post(INTAKE_PATH, json=notification(), headers=AUTH)
         await responder.drain()
-    finally:
-        await responder.aclose()
     assert (first.status_code, second.status_code) == (503, 200)
     assert second.json()["booked"] == 1
-    assert len(snapshot(db_url, "checkout")[0]) == 1
+    incidents, events, _alerts = snapshot(db_url, "checkout")
+    assert len(incidents) == 1
+    assert len([e for e in events if "firing" in e.text]) == 1
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -122,9 +122,17 @@ class Bookkeeper:
             )  # fmt: skip
 
     def book(
-        self, transitions: Sequence[Transition], firing: Sequence[Alert], now: datetime
+        self,
+        transitions: Sequence[Transition],
+        firing: Sequence[Alert],
+        now: datetime,
+        *,
+        strict: bool = False,
     ) -> Pass:
-        """Record this cycle and decide what to do; the jobs in the order they must run."""
+        """Record this cycle and decide what to do; the jobs in the order they must run.
+
+        A store failure on one alert is logged and the next cycle tries again; `strict` (the
+        Alertmanager intake, whose sender retries) raises it instead."""
         out = Pass()
         silences = list_silences(self.db, now=now)
         seen = {t.alert.fingerprint for t in transitions}
@@ -142,6 +150,8 @@ class Bookkeeper:
             except ConflictError:
                 raise
             except StoreError as exc:  # e.g. another watch process moved the incident first
+                if strict:
+                    raise
                 log.info("alert %s: %s", change.alert.rule, exc)
         self._timers(out, now)
         return out
