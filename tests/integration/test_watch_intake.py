@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from test_incident_support import BACKENDS, throwaway_pg_database
 
 from crisisctl.incidents import store
-from crisisctl.incidents.alerts import list_alerts
+from crisisctl.incidents.alerts import add_silence, end_silence, list_alerts
 from crisisctl.incidents.db import open_database
 from crisisctl.incidents.lifecycle import Status
 from crisisctl.severity import Severity
@@ -151,6 +151,33 @@ async def test_an_ha_pairs_simultaneous_copies_are_booked_once(db_url: str) -> N
     assert sorted(a.json()["booked"] for a in answers) == [0, 0, 0, 1]
     _incidents, events, _alerts = snapshot(db_url, "checkout")
     assert len([e for e in events if "firing" in e.text]) == 1
+
+
+async def test_a_silenced_alert_opens_its_incident_at_the_first_repeat_after_the_silence(
+    db_url: str,
+) -> None:
+    clock = Clock()
+    db = open_database(db_url)
+    try:
+        silence = add_silence(
+            db, rule=None, matchers={"service": "checkout"}, duration=timedelta(hours=1),
+            reason="deploy", now=T0 - timedelta(minutes=1),
+        )  # fmt: skip
+        async with intake_client(db_url, clock) as (client, responder):
+            for _repeat in range(2):
+                clock.now += timedelta(minutes=1)
+                muted = await client.post(INTAKE_PATH, json=notification(), headers=AUTH)
+                assert muted.json()["booked"] == 1  # looked at again: still silenced
+            assert snapshot(db_url, "checkout")[0] == []
+            end_silence(db, silence.id, now=clock.now)
+            clock.now += timedelta(minutes=1)
+            await client.post(INTAKE_PATH, json=notification(), headers=AUTH)
+            after = await client.post(INTAKE_PATH, json=notification(), headers=AUTH)
+            assert after.json()["booked"] == 0  # booked for good once it has its incident
+            await responder.drain()
+    finally:
+        db.close()
+    assert len(snapshot(db_url, "checkout")[0]) == 1
 
 
 async def test_a_resolution_resolves_the_alert_and_the_incident_follows_the_watch_logic(

@@ -12,7 +12,9 @@ sentence; at most ``max_alerts`` alerts, 413 beyond), then `Intake.receive`:
    joins its service's incident with its generator URL in the timeline's details, a resolved
    one resolves its alert, and the incident follows the watch's resolution logic (mitigated when
    no alert of it fires, resolved after ``resolve_after`` of health);
-3. they are marked booked, and only then the answer is 200.
+3. they are marked booked, and only then the answer is 200 (a firing alert a crisisctl silence
+   keeps from its incident stays to book: each repeat of it looks again, so it opens its
+   incident at the first repeat after the silence ends).
 
 Any storage failure answers 503 (Alertmanager retries; nothing stored is lost, an unfinished
 booking is redone on the retry). `intake_routes` gives the routes (plus ``GET /healthz``) for
@@ -39,7 +41,7 @@ from crisisctl.severity import Severity
 from crisisctl.watch.amwebhook import PayloadError, WebhookPayload, parse_payload, received_alerts
 from crisisctl.watch.amwebhook import to_alert as alert_of
 from crisisctl.watch.intake_auth import IntakeAuth
-from crisisctl.watch.intake_rows import mark_processed, store_batch
+from crisisctl.watch.intake_rows import mark_processed, silenced, store_batch
 from crisisctl.watch.model import AlertState, Transition
 
 __all__ = ["INTAKE_PATH", "AlertSink", "Intake", "IntakeResult", "intake_app", "intake_routes"]
@@ -99,7 +101,14 @@ class Intake:
             transitions.append(Transition(alert, previous, now))
         if transitions:
             await self.sink.accept(transitions, now)
-        await asyncio.to_thread(mark_processed, self.db, [item.dedup_key for item in todo], now)
+        prints = [t.alert.fingerprint for t in transitions if t.alert.state is AlertState.FIRING]
+        muted = await asyncio.to_thread(silenced, self.db, prints)
+        done = [
+            item.dedup_key
+            for item, change in zip(todo, transitions, strict=True)
+            if change.alert.fingerprint not in muted
+        ]
+        await asyncio.to_thread(mark_processed, self.db, done, now)
         return IntakeResult(received=len(payload.alerts), booked=len(todo))
 
 

@@ -5,7 +5,9 @@ dedup key, so a repeat or an HA peer's copy adds nothing) and returns those stil
 ones, and stored ones whose booking never finished (``processed_at`` None: the intake failed
 after storing them, and Alertmanager retried). A stale copy is marked done unbooked: a firing
 notification whose resolution (same Alertmanager fingerprint and startsAt) is already stored,
-or a resolution older than a later firing of the same alert. `mark_processed` ends a booking.
+or a resolution older than a later firing of the same alert. `mark_processed` ends a booking;
+`silenced` names the firing alerts a crisisctl silence kept from their incident, whose
+notifications stay to book (each repeat looks again: the silence may have ended).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from crisisctl.incidents import models
 from crisisctl.incidents.db import ConflictError, Database, StoreError
 from crisisctl.watch.amwebhook import Received
 
-__all__ = ["mark_processed", "store_batch"]
+__all__ = ["mark_processed", "silenced", "store_batch"]
 
 
 def _insert(db: Database, items: Sequence[Received], now: datetime) -> set[str]:
@@ -109,3 +111,19 @@ def mark_processed(db: Database, keys: Sequence[str], now: datetime) -> None:
             .where(models.IntakeAlert.dedup_key.in_(list(keys)))
             .values(processed_at=now)
         )
+
+
+def silenced(db: Database, fingerprints: Sequence[str]) -> set[str]:
+    """Of these watch alert fingerprints, the firing ones a silence keeps from an incident."""
+    if not fingerprints:
+        return set()
+    with db.transaction() as session:
+        rows = session.scalars(
+            select(models.WatchAlert.fingerprint).where(
+                models.WatchAlert.fingerprint.in_(list(fingerprints)),
+                models.WatchAlert.state == "firing",
+                models.WatchAlert.incident_id.is_(None),
+                models.WatchAlert.silenced_by.is_not(None),
+            )
+        )
+        return set(rows)
