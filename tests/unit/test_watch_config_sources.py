@@ -56,3 +56,14 @@ def test_a_selector_is_added_to_every_query_and_the_service_label_groups_them() 
     ).source
     assert by_job is not None
     assert "sum by (job, instance, le)" in derived_queries(by_job)["guard_duration_le_total"]
+
+
+def test_the_alertmanager_example_is_a_valid_watch_file() -> None:
+    from pathlib import Path
+
+    from crisisctl.watch.config import load_watch_file
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_watch_file(root / "examples" / "watch-alertmanager.yaml")
+    assert config.intake is not None and config.intake.bearer == "env:AM_INTAKE_TOKEN"
+    assert config.source is not None and config.source.service_label == "service"
