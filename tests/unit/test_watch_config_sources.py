@@ -3,9 +3,11 @@ the PromQL a Prometheus source runs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from crisisctl.watch.config import WatchFileError, parse_watch_text
+from crisisctl.watch.config import WatchFileError, load_watch_file, parse_watch_text
 from crisisctl.watch.promsource import derived_queries
 
 
@@ -59,10 +61,6 @@ def test_a_selector_is_added_to_every_query_and_the_service_label_groups_them() 
 
 
 def test_the_alertmanager_example_is_a_valid_watch_file() -> None:
-    from pathlib import Path
-
-    from crisisctl.watch.config import load_watch_file
-
     root = Path(__file__).resolve().parents[2]
     config = load_watch_file(root / "examples" / "watch-alertmanager.yaml")
     assert config.intake is not None and config.intake.bearer == "env:AM_INTAKE_TOKEN"
