@@ -2,8 +2,9 @@
 generated SLO records.
 
 `dashboard()` is the JSON model (schemaVersion 39, importable as is, or provisioned): a
-``datasource`` variable (any Prometheus), ``service`` and ``instance`` variables (from
-``crisisctl_http_requests_total``), and one panel per figure: request rate, error ratio (5xx),
+``datasource`` variable (any Prometheus), ``job``, ``service`` and ``instance`` variables
+(from ``crisisctl_http_requests_total``; the SLO panels, grouped by service, ignore ``job``
+and ``instance``), and one panel per figure: request rate, error ratio (5xx),
 latency p50/p95/p99 (``histogram_quantile`` over ``crisisctl_http_request_duration_seconds_
 bucket``), concurrency limit, in flight and queued, requests shed by reason, the guard's mode,
 the SLOs' burn rates (``crisisctl:slo_burn_rate``) and error budget left
@@ -21,9 +22,14 @@ __all__ = ["SUBSTITUTIONS", "UID", "concrete_queries", "dashboard", "dashboard_j
 
 UID: Final = "crisisctl-guards"
 _DS: Final = {"type": "prometheus", "uid": "${datasource}"}
-_SEL: Final = 'service=~"$service",instance=~"$instance"'
+_SEL: Final = 'job=~"$job",service=~"$service",instance=~"$instance"'
 #: the dashboard variables as a plain query reads them (every service, every instance)
-SUBSTITUTIONS: Final = {"$__rate_interval": "1m", "$service": ".*", "$instance": ".*"}
+SUBSTITUTIONS: Final = {
+    "$__rate_interval": "1m",
+    "$job": ".*",
+    "$service": ".*",
+    "$instance": ".*",
+}
 
 
 def _rate(family: str, extra: str = "", by: str = "service, instance") -> str:
@@ -179,10 +185,14 @@ def dashboard() -> dict[str, Any]:
                     "current": {},
                     "refresh": 1,
                 },
-                _variable("service", "label_values(crisisctl_http_requests_total, service)"),
+                _variable("job", "label_values(crisisctl_http_requests_total, job)"),
+                _variable(
+                    "service", 'label_values(crisisctl_http_requests_total{job=~"$job"}, service)'
+                ),
                 _variable(
                     "instance",
-                    'label_values(crisisctl_http_requests_total{service=~"$service"}, instance)',
+                    'label_values(crisisctl_http_requests_total{job=~"$job",service=~"$service"}, '
+                    "instance)",
                 ),
             ]
         },

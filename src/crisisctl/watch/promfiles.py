@@ -24,7 +24,7 @@ from crisisctl.watch.promconfig import (
     prometheus_config,
 )
 from crisisctl.watch.promrules import GeneratedRules, generate
-from crisisctl.watch.promtests import test_file
+from crisisctl.watch.promtests import promtool_tests
 
 __all__ = [
     "ALERTMANAGER",
@@ -61,7 +61,7 @@ def render_files(
 ) -> tuple[dict[str, str], GeneratedRules, list[str]]:
     """Every file's text by name, the generated rules, and what the tests cannot prove."""
     rules = generate(config)
-    tests = test_file(config, rules, RULES)
+    tests = promtool_tests(config, rules, RULES)
     texts = {
         RULES: rules.to_yaml(),
         TESTS: tests.to_yaml(),

@@ -19,7 +19,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from crisisctl.watch.promrules import GeneratedAlert
+from crisisctl.watch.promrules import GeneratedAlert, needed_samples
 from crisisctl.watch.promsynth import Synthetic, primary_source, synthesize
 from crisisctl.watch.rules import least_squares
 from crisisctl.watch.rules_eval import go_float
@@ -30,7 +30,7 @@ from crisisctl.watch.rules_spec import (
     ThresholdRule,
 )
 
-__all__ = ["MARGIN", "burn_breach", "conditions", "firing", "needed_samples"]
+__all__ = ["MARGIN", "burn_breach", "conditions", "firing"]
 
 #: a figure within this relative distance of its threshold is not judged
 MARGIN = 0.05
@@ -55,11 +55,6 @@ def _all(*verdicts: Verdict) -> Verdict:
 def _start(k: int, seconds: float, interval: float) -> int:
     """The first sample of a ``[seconds]`` range ending at sample k."""
     return max(0, k - math.floor(seconds / interval + 1e-9))
-
-
-def needed_samples(rule: AnomalyRule, interval: float, span: float) -> int:
-    """watch's minimum history for an anomaly rule whose history spans `span` seconds."""
-    return min(rule.min_samples, max(3, int(0.8 * span / interval)))
 
 
 def _series(syn: Synthetic, name: str, **extra: str) -> list[float]:
@@ -135,7 +130,7 @@ def _anomaly_z(syn: Synthetic, rule: AnomalyRule, k: int) -> Verdict | float:
         w = math.floor(rule.window / interval + 1e-9)
         value = values[k]
         points = values[max(0, k - w) : k]
-        span = rule.window - 1e-6
+        span = rule.window - 1e-3
     n = len(points)
     if n < max(2, needed_samples(rule, interval, span)):
         return False

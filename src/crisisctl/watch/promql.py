@@ -7,7 +7,8 @@
   rounded value (``1.44``, ``0.006``, ``14.0`` → ``14``, ``2e9`` → ``2000000000``), so
   ``number(float(number(x))) == number(x)``;
 * `duration`: seconds as a Prometheus duration (``5400`` → ``1h30m``, ``1.5`` → ``1s500ms``);
-* `metric_name`: any watch rule name as a valid Prometheus metric (and alert) name;
+* `metric_name`, `label_name`: any text (a watch rule's name) as a valid Prometheus metric (and
+  alert) name, or label name;
 * `Source` / `source_of`: what a series name of the watch store is in Prometheus. Watch folds
   the guard's families into per-instance series (``scrape``); Prometheus scrapes the guard's
   own families, so each watch name maps to the real family, a label filter and the labels
@@ -31,6 +32,7 @@ __all__ = [
     "Source",
     "duration",
     "escape",
+    "label_name",
     "metric_name",
     "number",
     "selector",
@@ -54,9 +56,9 @@ def number(value: float) -> str:
     rounded = float(f"{value:.{DIGITS}g}")
     if rounded == 0:
         return "0"
-    if rounded.is_integer() and abs(rounded) < 10.0**DIGITS:
+    if rounded.is_integer() and abs(rounded) < 1e15:
         return str(int(rounded))
-    text = repr(rounded)
+    text = repr(rounded).removesuffix(".0")
     mantissa, _, exponent = text.partition("e")
     if exponent:
         return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
@@ -83,6 +85,11 @@ def metric_name(text: str) -> str:
     return f"_{name}" if name[0].isdigit() else name
 
 
+def label_name(text: str) -> str:
+    """`text` as a valid Prometheus label name (a metric name without colons)."""
+    return metric_name(text).replace(":", "_")
+
+
 def escape(value: str) -> str:
     """A label value as a PromQL string literal's inside."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -92,7 +99,7 @@ def selector(name: str, matchers: Mapping[str, str]) -> str:
     """``name{a="x",b="y"}`` (labels sorted), or ``name`` without matchers."""
     if not matchers:
         return name
-    inner = ",".join(f'{metric_name(k)}="{escape(v)}"' for k, v in sorted(matchers.items()))
+    inner = ",".join(f'{label_name(k)}="{escape(v)}"' for k, v in sorted(matchers.items()))
     return f"{name}{{{inner}}}"
 
 

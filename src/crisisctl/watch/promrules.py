@@ -48,7 +48,14 @@ import yaml
 
 from crisisctl.severity import BREACH_RATIO_THRESHOLDS, Severity
 from crisisctl.watch.config import WatchConfig
-from crisisctl.watch.promql import duration, metric_name, number, selector, source_of
+from crisisctl.watch.promql import (
+    duration,
+    label_name,
+    metric_name,
+    number,
+    selector,
+    source_of,
+)
 from crisisctl.watch.rules import step_worse
 from crisisctl.watch.rules_eval import go_float
 from crisisctl.watch.rules_spec import (
@@ -66,6 +73,7 @@ __all__ = [
     "UnsupportedRule",
     "dump_yaml",
     "generate",
+    "needed_samples",
     "rule_group",
 ]
 
@@ -219,7 +227,7 @@ def _threshold(rule: ThresholdRule) -> tuple[list[dict[str, Any]], list[Generate
 
 # -- burn rate ---------------------------------------------------------------------------------
 def _burn(rule: BurnRateRule) -> tuple[list[dict[str, Any]], list[GeneratedAlert]]:
-    by = ", ".join(metric_name(label) for label in rule.by)
+    by = ", ".join(label_name(label) for label in rule.by)
     budget = 1.0 - rule.objective
     spans = sorted({w.long for w in rule.windows} | {w.short for w in rule.windows})
     records = []
@@ -273,11 +281,11 @@ def _burn(rule: BurnRateRule) -> tuple[list[dict[str, Any]], list[GeneratedAlert
 
 
 # -- anomaly -----------------------------------------------------------------------------------
-def _needed(rule: AnomalyRule, interval: float, reach: float) -> int:
-    """watch's minimum history: at most 80 % of what the window holds at the resolution its
-    start is kept in (raw up to 1 h back, 1-minute buckets up to 6 h, then 5-minute)."""
-    step = interval if reach <= 3600.0 else 60.0 if reach <= 21_600.0 else 300.0
-    return min(rule.min_samples, max(3, int(0.8 * rule.window / max(step, interval))))
+def needed_samples(rule: AnomalyRule, interval: float, span: float) -> int:
+    """watch's minimum history for an anomaly rule whose history spans `span` seconds: at
+    most 80 % of what the window holds at the resolution its start is kept in (``rules_eval``;
+    raw samples up to an hour back)."""
+    return min(rule.min_samples, max(3, int(0.8 * span / interval)))
 
 
 def _anomaly(
@@ -301,7 +309,9 @@ def _anomaly(
         span, offset = rule.window, season - rule.window / 2
     else:  # the points after the window's first one, up to the value's own start
         span, offset = rule.window - interval, lag
-    reach = offset + span
+    # watch reads a gauge's history up to just before its latest sample; a seasonal one from
+    # 5-minute buckets
+    watch_span = rule.window if rule.rate is not None else rule.window - 1e-3
     ranged = f"{history}[{duration(span)}] offset {duration(offset)}"
     records += [
         _record("crisisctl:anomaly_mean", f"avg_over_time({ranged})", rule),
@@ -321,7 +331,7 @@ def _anomaly(
         f"({_rec('crisisctl:anomaly_value', rule)} - {mean})\n"
         f"/ ({deviation} >= {floor} and {deviation} >= {number(rule.relative_deviation)}"
         f" * abs({mean}))\n"
-        f"and {n} >= {_needed(rule, interval, reach)}"
+        f"and {n} >= {needed_samples(rule, 300.0 if season else interval, watch_span)}"
     )
     records.append(_record("crisisctl:anomaly_z", z, rule))
     zr = _rec("crisisctl:anomaly_z", rule)

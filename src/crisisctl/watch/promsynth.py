@@ -31,7 +31,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from crisisctl.guard.metrics import DURATION_BUCKETS_S
 from crisisctl.watch.model import SeriesKey
 from crisisctl.watch.promql import Source, number, source_of
 from crisisctl.watch.rules_eval import go_float
@@ -64,6 +63,9 @@ _PLACEHOLDER: Final = {
     "reason": "overloaded",
 }
 _PER_STEP: Final = 100.0
+#: the synthetic histogram's bounds (s): every fast request under the first, every slow one
+#: over the last, so its quantile is q × 1 ms, then the last bound (60 s: the guard's top one)
+_BOUNDS: Final = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0)
 
 
 class CannotSynthesize(ValueError):
@@ -131,10 +133,10 @@ class Synthetic:
 
     def _histogram(self, values: list[float]) -> None:
         """The guard's duration histogram whose quantile is `values` (fast or 60 s slow)."""
-        counts = {go_float(b): START for b in DURATION_BUCKETS_S} | {"+Inf": START}
+        counts = {go_float(b): START for b in _BOUNDS} | {"+Inf": START}
         series: dict[str, list[float]] = {le: [] for le in counts}
         for value in values:
-            slow = value >= 1000.0 * DURATION_BUCKETS_S[-1]
+            slow = value >= 1000.0 * _BOUNDS[-1]
             for le in counts:
                 if le == "+Inf" or not slow:
                     counts[le] += _PER_STEP
@@ -178,7 +180,7 @@ def _threshold(syn: Synthetic, rule: ThresholdRule, interval: float) -> None:
     normal, breach = _levels(bound, below)
     if quantile:
         assert source is not None and source.quantile is not None
-        fast, slow = 1000.0 * DURATION_BUCKETS_S[0] * source.quantile, 60_000.0
+        fast, slow = 1000.0 * _BOUNDS[0] * source.quantile, 1000.0 * _BOUNDS[-1]
         normal, breach = (slow, fast) if below else (fast, slow)
     levels = [normal] * n + [breach] * n + [normal] * n
     if rule.ratio_to is not None:

@@ -1,11 +1,12 @@
 """The ``promtool test rules`` file proving each generated alert fires and resolves.
 
 For every watch rule with synthetic series (``promsynth``) one test group feeds them as
-``input_series`` and checks the rule's alert at the end of each phase — normal: nothing fires;
-breach: the alerts whose condition clearly holds (``promjudge``) fire, with their exact
-labels and annotations; recovery: nothing fires — at the last sample of the phase where every
-expectation is clear. An alert the breach cannot make fire (a tier whose threshold is beyond
-every event being bad) is listed in `TestFile.unproven` and in a comment.
+``input_series`` and checks the rule's alerts: at the end of the normal phase nothing fires;
+during the breach, at the fewest instants that show every alert that fires at all, exactly the
+alerts whose condition clearly holds (``promjudge``) fire, with their labels and annotations;
+at the end of the recovery nothing fires. Only instants where every expectation is clear are
+checked. An alert the breach cannot make fire (a tier whose threshold is beyond
+every event being bad) is listed in `PromtoolTests.unproven` and in a comment.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from crisisctl.watch.config import WatchConfig
 from crisisctl.watch.promjudge import burn_breach, conditions, firing
-from crisisctl.watch.promql import duration, metric_name
+from crisisctl.watch.promql import duration, label_name
 from crisisctl.watch.promrules import GeneratedAlert, GeneratedRules, dump_yaml
 from crisisctl.watch.promsynth import (
     CannotSynthesize,
@@ -28,11 +29,11 @@ from crisisctl.watch.promsynth import (
 )
 from crisisctl.watch.rules_spec import BurnRateRule, RuleSpec, TargetDownRule
 
-__all__ = ["TestFile", "alert_states", "expected_labels", "rule_synthetic", "test_file"]
+__all__ = ["PromtoolTests", "alert_states", "expected_labels", "promtool_tests", "rule_synthetic"]
 
 
 @dataclass
-class TestFile:
+class PromtoolTests:
     """The test document, and the alerts (alertname, severity, labels) it cannot prove."""
 
     document: dict[str, Any]
@@ -60,7 +61,7 @@ def expected_labels(syn: Synthetic, alert: GeneratedAlert) -> dict[str, str]:
         base = {**syn.labels, **source.extra}
         for label in source.folded:
             base.pop(label, None)
-    base = {metric_name(k): v for k, v in base.items()}
+    base = {label_name(k): v for k, v in base.items()}
     return {**base, "crisisctl_rule": rule.name, **alert.labels}
 
 
@@ -94,17 +95,29 @@ def _group(
 ) -> tuple[dict[str, Any], list[str]]:
     syn = rule_synthetic(rule, interval, service, alerts)
     states = alert_states(syn, alerts)
-    checks = []
+    starts = [0, *syn.phases[:-1]]
+    clear = [
+        [k for k in range(a, b) if all(s is not None for s in states[k])]
+        for a, b in zip(starts, syn.phases, strict=True)
+    ]
+    steps = {c[-1] for c in (clear[0], clear[-1]) if c}  # the quiet ends of the series
+    # in the breach, the fewest instants that show every alert that fires at all
     proven: set[int] = set()
-    start = 0
-    for end in syn.phases:
-        clear = [k for k in range(start, end) if all(s is not None for s in states[k])]
-        start = end
-        if not clear:
-            continue
-        k = clear[-1]
-        firing_now = [i for i, s in enumerate(states[k]) if s]
-        proven |= set(firing_now)
+    while True:
+        best = max(
+            clear[1],
+            key=lambda k: (len({i for i, s in enumerate(states[k]) if s} - proven), k),
+            default=None,
+        )
+        gained = (
+            {i for i, s in enumerate(states[best]) if s} - proven if best is not None else set()
+        )
+        if best is None or not gained:
+            break
+        steps.add(best)
+        proven |= gained
+    checks = []
+    for k in sorted(steps):
         checks.append(
             {
                 "eval_time": duration(k * interval),
@@ -114,7 +127,8 @@ def _group(
                         "exp_labels": expected_labels(syn, alerts[i]),
                         "exp_annotations": dict(alerts[i].annotations),
                     }
-                    for i in firing_now
+                    for i, firing_now in enumerate(states[k])
+                    if firing_now
                 ],
             }
         )
@@ -135,7 +149,7 @@ def _group(
     return group, unproven
 
 
-def test_file(config: WatchConfig, rules: GeneratedRules, rules_file: str) -> TestFile:
+def promtool_tests(config: WatchConfig, rules: GeneratedRules, rules_file: str) -> PromtoolTests:
     """The promtool test document for `rules` (read from `rules_file`, a relative path)."""
     service = next(iter(config.services), "api")
     tests, unproven = [], []
@@ -155,4 +169,4 @@ def test_file(config: WatchConfig, rules: GeneratedRules, rules_file: str) -> Te
         "evaluation_interval": duration(config.interval),
         "tests": tests,
     }
-    return TestFile(document, unproven)
+    return PromtoolTests(document, unproven)

@@ -232,7 +232,9 @@ def _anomaly(rule: AnomalyRule, store: SeriesStore, now: float) -> list[Finding]
             if season:
                 start, end = now - season - rule.window / 2, now - season + rule.window / 2
             else:
-                start, end = now - rule.window, latest[0] - 1e-6
+                # one millisecond before the latest sample (the raw tier's resolution: a
+                # smaller step rounds back onto it), so the value is not its own history
+                start, end = now - rule.window, latest[0] - 1e-3
             history = [v for _, v in series.window(start, end, mean=True)]
         # a history read from 1- or 5-minute buckets holds fewer points than raw samples: ask
         # for at most 80 % of what its resolution can hold
