@@ -114,3 +114,34 @@ def test_every_dashboard_query_is_valid_promql(generated: Path, tmp_path: Path) 
         yaml.safe_dump({"groups": [{"name": "b", "rules": broken}]}), encoding="utf-8"
     )
     assert run("promtool", "check", "rules", "broken.yaml", cwd=tmp_path).returncode != 0
+
+
+EDGES = """
+interval: 20s
+rules:
+  - {name: b0, kind: burn_rate, objective: 0.995, by: [],
+     windows: [{long: 10m, short: 1m, factor: 10, severity: P0}]}
+  - {name: b2, kind: burn_rate, objective: 0.99, by: [service, instance], match: {service: web},
+     windows: [{long: 5m, short: 1m, factor: 5, severity: P2}]}
+  - {name: custom-slo, kind: burn_rate, objective: 0.9, errors: app_failures_total,
+     total: app_calls_total, windows: [{long: 5m, short: 1m, factor: 2, severity: P1}]}
+  - {name: neg, kind: threshold, metric: temp_celsius, above: -5, severity: P2}
+  - {name: negbelow, kind: threshold, metric: temp_celsius, below: -10, severity: P1,
+     match: {room: "a\\"b"}}
+  - {name: zero, kind: threshold, metric: queue, above: 0, severity: P3, for: 40s}
+  - {name: 9lives, kind: target_down, match: {service: web}, keep_firing_for: 1m}
+"""
+
+
+def test_edge_cases_still_fire_and_resolve_under_promtool(tmp_path: Path) -> None:
+    """No grouping, two labels, custom counters, bounds ≤ 0, a quote in a label value, a
+    name starting with a digit: every alert is proven and promtool agrees."""
+    (tmp_path / "watch.yaml").write_text(EDGES, encoding="utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["rules", "generate", str(tmp_path / "watch.yaml"), "--out", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["unproven"] == []
+    done = run("promtool", "test", "rules", "crisisctl-rules.test.yaml", cwd=out)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]

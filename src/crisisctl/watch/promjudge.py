@@ -76,7 +76,7 @@ def _threshold(syn: Synthetic, rule: ThresholdRule, k: int) -> float | None:
         return None if k == j else (values[k] - values[j]) / ((k - j) * interval)
     source = primary_source(rule)
     if source is not None and source.quantile is not None:
-        j = _start(k, 60.0, interval)
+        j = _start(k, rule.window, interval)
         if k - j < 1 or len(set(values[j : k + 1])) > 1:
             return math.nan  # the histogram's rate window mixes two phases: not judged
     return values[k]

@@ -113,7 +113,8 @@ class Source:
     extra: Mapping[str, str] = field(default_factory=dict)
     folded: tuple[str, ...] = ()
     scale: float = 1.0
-    #: a latency percentile from the histogram's buckets (their rate over `QUANTILE_WINDOW`)
+    #: a latency percentile from the histogram's buckets (their rate over a window: by
+    #: default `QUANTILE_WINDOW`)
     quantile: float | None = None
 
     def _sum(self, inner: str) -> str:
@@ -124,10 +125,10 @@ class Source:
     def _scaled(self, expr: str) -> str:
         return expr if self.scale == 1.0 else f"{number(self.scale)} * {expr}"
 
-    def value(self, match: Mapping[str, str]) -> str:
-        """The latest value (a gauge), per instance."""
+    def value(self, match: Mapping[str, str], window: float = QUANTILE_WINDOW) -> str:
+        """The latest value (a gauge), per instance; a percentile over `window`."""
         if self.quantile is not None:
-            rate = self.over("rate", QUANTILE_WINDOW, match)
+            rate = self.over("rate", window, match)
             return self._scaled(f"histogram_quantile({number(self.quantile)}, {rate})")
         return self._scaled(self._sum(selector(self.family, {**match, **self.extra})))
 

@@ -6,7 +6,8 @@ alerts labelled ``severity``, ``crisisctl_rule`` and ``crisisctl_kind`` (so Aler
 them and crisisctl's intake knows the rule). The sources are the guard's own families
 (``promql.source_of``). Per kind (``watch/rules_eval.py`` is the in-process twin):
 
-* **threshold** — ``crisisctl:threshold_value`` is the latest value, ``rate(m[rate])``, or
+* **threshold** — ``crisisctl:threshold_value`` is the latest value (a latency percentile
+  over ``window``: 1 m by default, the guard's own window), ``rate(m[rate])``, or
   ``(increase(m[window]) or 0·increase(ratio_to[window])) / (increase(ratio_to[window]) > 0)``.
   A fixed severity is one alert; a graded one is four (P3 over the bound, P2 over 2×, P1 over
   3×, P0 over 5×: ``severity.BREACH_RATIO_THRESHOLDS``; under bound/2… for ``below``), all
@@ -203,8 +204,8 @@ def _threshold(rule: ThresholdRule) -> tuple[list[dict[str, Any]], list[Generate
     elif rule.rate is not None:
         value = source.over("rate", rule.rate, rule.match)
         what = f"rate of {rule.metric} over {duration(rule.rate)}"
-    else:
-        value = source.value(rule.match)
+    else:  # a percentile is read over `window` (default 1 m: the guard's own window)
+        value = source.value(rule.match, rule.window)
         what = rule.metric
     records = [_record("crisisctl:threshold_value", value, rule)]
     below = rule.below is not None

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from crisisctl.watch.model import SeriesKey
-from crisisctl.watch.promql import Source, number, source_of
+from crisisctl.watch.promql import Source, escape, number, source_of
 from crisisctl.watch.rules_eval import go_float
 from crisisctl.watch.rules_spec import (
     AnomalyRule,
@@ -81,7 +81,7 @@ class PromSeries:
     values: list[float]
 
     def selector(self) -> str:
-        inner = ",".join(f'{k}="{v}"' for k, v in sorted(self.labels.items()))
+        inner = ",".join(f'{k}="{escape(v)}"' for k, v in sorted(self.labels.items()))
         return f"{self.family}{{{inner}}}"
 
 
@@ -174,7 +174,7 @@ def _threshold(syn: Synthetic, rule: ThresholdRule, interval: float) -> None:
     assert bound is not None
     source = source_of(rule.metric)
     quantile = source is not None and source.quantile is not None
-    span = rule.window if rule.ratio_to else (rule.rate or (60.0 if quantile else 0.0))
+    span = rule.window if rule.ratio_to or quantile else (rule.rate or 0.0)
     n = _steps(span + rule.for_ + rule.keep_firing_for, interval) + 6
     syn.phases = [n, 2 * n, 3 * n]
     normal, breach = _levels(bound, below)
