@@ -304,6 +304,7 @@ def test_a_generated_alert_goes_through_alertmanager_to_exactly_one_incident(
         firing = [e for e in events if e.kind == "alert" and "firing" in e.text]
         assert len(firing) == len(db.intake_rows()) >= 1  # one booking per stored notification
         assert firing[0].details["evidence"]["generator_url"].startswith(prom.url)
+        assert f"— {prom.url}/graph?g0.expr=" in firing[0].text  # visible on the timeline
         assert [a.state for a in alerts] == ["firing"]
         assert webhook_calls(am, "alertmanager_notifications_total") > len(db.intake_rows())
 

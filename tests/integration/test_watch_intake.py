@@ -136,6 +136,7 @@ async def test_repeats_and_ha_copies_make_exactly_one_incident_with_the_generato
     opened = [e for e in events if "firing" in e.text]
     assert len(opened) == 1
     assert opened[0].details["evidence"]["generator_url"].endswith("g0.expr=checkout")
+    assert opened[0].text.endswith("— http://127.0.0.1:9090/graph?g0.expr=checkout")
     assert [a.state for a in alerts] == ["firing"]
 
 

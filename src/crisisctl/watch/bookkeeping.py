@@ -237,10 +237,12 @@ class Bookkeeper:
         )
         set_alert_incident(self.db, alert.fingerprint, incident.id)
         verb = "joins" if incident.reused else "opened"
+        # an alert from Alertmanager links back to the graph that fired it (generatorURL)
+        link = alert.evidence.get("generator_url")
         store.add_event(
             self.db, incident.id, kind=EVENT_ALERT, source=SOURCE, author=AUTHOR, at=now,
             text=f"alert {alert.rule} firing ({alert.severity.name}, {verb} the incident): "
-            f"{alert.summary or alert.rule}",
+            f"{alert.summary or alert.rule}" + (f" — {link}" if link else ""),
             details=details,
         )  # fmt: skip
         runbook = self.runbook(max(alert.severity, incident.severity))
