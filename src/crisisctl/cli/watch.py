@@ -1,8 +1,10 @@
-"""`crisisctl watch FILE [--once]`: scrape, evaluate the rules, and respond (or report once).
+"""`crisisctl watch FILE [--once] [--listen HOST:PORT]`: scrape, evaluate the rules, and respond
+(or report once); with ``--listen`` it also serves the Alertmanager intake in the same loop.
 
 Exit codes: 0 nothing fires (``--once``) or a clean stop (SIGINT/SIGTERM); 1 something fires
 (``--once``); 2 the watch file is invalid or cannot be read (one line per problem, with its
-line number), a secret it names is not set, or the incident store cannot be opened.
+line number), a secret it names is not set, the incident store cannot be opened, or the
+intake cannot listen (no credential, a taken port).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -62,6 +65,15 @@ def watch(
         Path | None,
         typer.Option(help="Where the series and alerts are saved (default: the file's state_dir)."),
     ] = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            metavar="HOST:PORT",
+            help="Also serve the Alertmanager intake (POST /api/v1/alertmanager) and GET "
+            "/healthz here, in the same process; credentials from the file's intake: section.",
+        ),
+    ] = None,
 ) -> None:
     """Watch services continuously: scrape, evaluate rules, open incidents and act."""
     config = _load(file)
@@ -70,14 +82,20 @@ def watch(
     except ValueError as exc:  # an env:NAME secret that is not set
         fail(str(exc))
     if once:
+        if listen is not None:
+            fail("--listen serves the Alertmanager intake continuously: drop --once.")
         code = asyncio.run(_once(watcher, gap, json_out))
         raise typer.Exit(code)
+    if listen is not None and dry_run:
+        fail("--listen books Alertmanager's alerts in the incident store: drop --dry-run.")
+    sock = _listen(listen, config) if listen is not None else None
     responder: _ClosingResponder = _PrintResponder() if dry_run else _responder(watcher, config)
-    asyncio.run(_forever(watcher, config, responder))
+    asyncio.run(_forever(watcher, config, responder, sock))
 
 
 async def _once(watcher: Watch, gap: float, json_out: bool) -> int:
     await watcher.load_state(alerts=False)
+    await watcher.backfill()
     await watcher.observe()
     if gap > 0:
         await asyncio.sleep(gap)
@@ -130,19 +148,73 @@ class _PrintResponder:
             print(json.dumps(row, default=str), flush=True)
 
 
-async def _forever(watcher: Watch, config: WatchConfig, responder: _ClosingResponder) -> None:
+def _listen(listen: str, config: WatchConfig) -> socket.socket:
+    """The intake's listening socket (checked before anything starts: one sentence, exit 2)."""
+    from crisisctl.watch.intake_auth import intake_auth
+    from crisisctl.watch.intake_server import bind, parse_listen
+
+    try:
+        host, port = parse_listen(listen)
+        intake_auth(config.intake, host)  # no credential on a public listener: refuse now
+        return bind(host, port)
+    except ValueError as exc:  # ListenError, IntakeConfigError, an unset env:NAME
+        fail(str(exc))
+
+
+async def _serve_intake(
+    sock: socket.socket, config: WatchConfig, responder: _ClosingResponder, stop: asyncio.Event
+) -> None:
+    from crisisctl.severity import Severity
+    from crisisctl.watch.config_sources import IntakeSpec
+    from crisisctl.watch.intake import INTAKE_PATH, Intake, intake_app
+    from crisisctl.watch.intake_auth import intake_auth
+    from crisisctl.watch.intake_server import serve
+    from crisisctl.watch.respond import WatchResponder
+
+    assert isinstance(responder, WatchResponder)
+    spec = config.intake or IntakeSpec()
+    host, port = sock.getsockname()[:2]
+    intake = Intake(responder.db, responder, default_severity=Severity[spec.default_severity])
+    app = intake_app(
+        intake, intake_auth(spec, host), max_body=spec.max_body, max_alerts=spec.max_alerts
+    )
+    shown = f"[{host}]" if ":" in host else host
+    err_console.print(
+        f"Alertmanager intake listening on http://{shown}:{port}{INTAKE_PATH}", highlight=False
+    )
+    await serve(app, sock, stop)
+
+
+async def _forever(
+    watcher: Watch,
+    config: WatchConfig,
+    responder: _ClosingResponder,
+    sock: socket.socket | None = None,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     series, alerts = await watcher.load_state()
+    if config.source is not None:
+        points = await watcher.backfill()
+        err_console.print(
+            f"reading the series from Prometheus at {config.source.prometheus} "
+            f"({points} points of history read back)",
+            highlight=False,
+        )
     err_console.print(
         f"watching {len(config.services)} service(s) every {config.interval:g} s "
         f"({series} series and {alerts} alert(s) restored from {watcher.state_path})",
         highlight=False,
     )
     try:
-        await watcher.run(stop, responder)
+        if sock is None:
+            await watcher.run(stop, responder)
+        else:
+            await asyncio.gather(
+                watcher.run(stop, responder), _serve_intake(sock, config, responder, stop)
+            )
     finally:
         await responder.aclose()
 

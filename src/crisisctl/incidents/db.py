@@ -31,7 +31,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, sessionmaker
 
 #: the newest migration in ``migrations/versions`` (a test checks they agree)
-HEAD_REVISION: Final = "0002"
+HEAD_REVISION: Final = "0003"
 #: seconds a SQLite writer waits for another one before giving up
 SQLITE_BUSY_TIMEOUT_S: Final = 30.0
 #: PostgreSQL advisory lock serialising concurrent schema upgrades ("crisisctl" in ASCII)

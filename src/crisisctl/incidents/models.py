@@ -3,10 +3,11 @@
 Tables: ``incidents`` (one row per incident with its milestones, roles and impact),
 ``incident_events`` (the append-only timeline), ``action_items``, ``root_causes``, ``lessons``,
 ``baselines`` (triage's saved healthy profiles), and the watch response's state:
-``watch_alerts`` (alerts by fingerprint), ``watch_incidents`` (runbook level, cooldowns) and
-``watch_silences``. Every timestamp is stored as UTC and read
-back timezone-aware (`UTCDateTime`), on SQLite as on PostgreSQL. Nothing outside the
-``incidents`` package sees these classes: the store hands out frozen records instead.
+``watch_alerts`` (alerts by fingerprint), ``watch_incidents`` (runbook level, cooldowns),
+``watch_silences`` and ``intake_alerts`` (Alertmanager notifications by dedup key). Every
+timestamp is stored as UTC and read back timezone-aware (`UTCDateTime`), on SQLite as on
+PostgreSQL. Nothing outside the ``incidents`` package sees these classes: the store hands out
+frozen records instead.
 """
 
 from __future__ import annotations
@@ -230,3 +231,26 @@ class WatchSilence(Base):
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class IntakeAlert(Base):
+    """One alert notification the Alertmanager intake received, unique on `dedup_key`
+    (Alertmanager fingerprint + startsAt + status): a repeat or an HA peer's copy is stored
+    once. `processed_at` is set once the response side has booked it (None: book it again)."""
+
+    __tablename__ = "intake_alerts"
+    __table_args__ = (UniqueConstraint("dedup_key", name="uq_intake_alerts_dedup_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dedup_key: Mapped[str] = mapped_column(String(64))
+    am_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(10))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    alertname: Mapped[str] = mapped_column(String(200))
+    labels: Mapped[dict[str, str]] = mapped_column(JSON)
+    annotations: Mapped[dict[str, str]] = mapped_column(JSON)
+    generator_url: Mapped[str] = mapped_column(Text)
+    receiver: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

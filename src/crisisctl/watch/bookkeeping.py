@@ -122,9 +122,17 @@ class Bookkeeper:
             )  # fmt: skip
 
     def book(
-        self, transitions: Sequence[Transition], firing: Sequence[Alert], now: datetime
+        self,
+        transitions: Sequence[Transition],
+        firing: Sequence[Alert],
+        now: datetime,
+        *,
+        strict: bool = False,
     ) -> Pass:
-        """Record this cycle and decide what to do; the jobs in the order they must run."""
+        """Record this cycle and decide what to do; the jobs in the order they must run.
+
+        A store failure on one alert is logged and the next cycle tries again; `strict` (the
+        Alertmanager intake, whose sender retries) raises it instead."""
         out = Pass()
         silences = list_silences(self.db, now=now)
         seen = {t.alert.fingerprint for t in transitions}
@@ -142,6 +150,8 @@ class Bookkeeper:
             except ConflictError:
                 raise
             except StoreError as exc:  # e.g. another watch process moved the incident first
+                if strict:
+                    raise
                 log.info("alert %s: %s", change.alert.rule, exc)
         self._timers(out, now)
         return out
@@ -227,10 +237,12 @@ class Bookkeeper:
         )
         set_alert_incident(self.db, alert.fingerprint, incident.id)
         verb = "joins" if incident.reused else "opened"
+        # an alert from Alertmanager links back to the graph that fired it (generatorURL)
+        link = alert.evidence.get("generator_url")
         store.add_event(
             self.db, incident.id, kind=EVENT_ALERT, source=SOURCE, author=AUTHOR, at=now,
             text=f"alert {alert.rule} firing ({alert.severity.name}, {verb} the incident): "
-            f"{alert.summary or alert.rule}",
+            f"{alert.summary or alert.rule}" + (f" — {link}" if link else ""),
             details=details,
         )  # fmt: skip
         runbook = self.runbook(max(alert.severity, incident.severity))

@@ -16,6 +16,7 @@
     rules:
       - {name: slow, kind: threshold, metric: guard_latency_p95_ms, above: 250, for: 30s}
     incidents: {...}  notify: {...}  runbooks: {...}     # see respond_config
+    intake: {...}  source: {...}     # Alertmanager intake, Prometheus as source: config_sources
 
 Every model refuses unknown fields; `load_watch_file` reports every problem as
 ``file:line: field: message`` (lines found with ``load.scenario.locate``). `Directory` is the
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from crisisctl.load.scenario import Duration, ScenarioError, locate, read_yaml
 from crisisctl.transport.settings import TransportSpec
+from crisisctl.watch.config_sources import IntakeSpec, PrometheusSource
 from crisisctl.watch.model import GuardEndpoint
 from crisisctl.watch.respond_config import (
     EscalationLevel,
@@ -144,6 +146,10 @@ class WatchConfig(_Strict):
     runbooks: dict[Literal["P0", "P1", "P2", "P3"], list[EscalationLevel]] = Field(
         default_factory=dict
     )
+    #: the Alertmanager intake served by ``crisisctl watch --listen``
+    intake: IntakeSpec | None = None
+    #: read the series from a Prometheus server instead of scraping the targets
+    source: PrometheusSource | None = None
 
     @field_validator("rules")
     @classmethod

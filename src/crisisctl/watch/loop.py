@@ -1,5 +1,8 @@
 """The watch loop: every interval scrape → store → evaluate → transitions → the responder.
 
+The samples come from the targets (`scrape.Scraper`) or, when the watch file has
+``source: {prometheus: URL}``, from that server's HTTP API (`promsource.PrometheusScraper`).
+
 `Watch` owns one store, one engine and one scraper built from a watch file. `cycle` runs one
 interval's work; `run` repeats it until `stop` is set (SIGINT/SIGTERM in the CLI), saving the
 state (series and alerts) under ``state_dir`` every `save_every` seconds (5 minutes) and on the
@@ -26,6 +29,7 @@ from typing import Any, Final
 from crisisctl.watch.config import Directory, WatchConfig
 from crisisctl.watch.engine import Engine
 from crisisctl.watch.model import Responder, Transition
+from crisisctl.watch.promsource import PrometheusScraper
 from crisisctl.watch.rules_eval import retention_for
 from crisisctl.watch.scrape import Scraper
 from crisisctl.watch.store import SavedSeries, SeriesStore, save_atomic
@@ -50,7 +54,7 @@ class Watch:
         config: WatchConfig,
         *,
         state_dir: Path | None = None,
-        scraper: Scraper | None = None,
+        scraper: Scraper | PrometheusScraper | None = None,
         clock: Callable[[], float] = time.time,
         save_every: float = 300.0,
     ) -> None:
@@ -58,7 +62,9 @@ class Watch:
         self.rules = config.effective_rules()
         self.store = SeriesStore(retention_for(self.rules), config.interval, config.max_series)
         self.engine = Engine(self.rules, self.store)
-        self.scraper = scraper or Scraper(config)
+        if scraper is None:
+            scraper = PrometheusScraper(config) if config.source else Scraper(config)
+        self.scraper = scraper
         self.directory = Directory(config)
         self.state_path = (state_dir or Path(config.state_dir)) / STATE_FILE
         self.alerts_path = self.state_path.with_name(ALERTS_FILE)
@@ -105,6 +111,29 @@ class Watch:
             document = await asyncio.to_thread(self._read, self.alerts_path)
             restored = self.engine.restore(document.get("engine") or {})
         return series, restored
+
+    async def backfill(self) -> int:
+        """With a Prometheus source: fill each series' window from the server's history (at
+        most the source's ``backfill`` span, the rules' retention of the name, one point per
+        interval); the number of points added (0 without a Prometheus source)."""
+        source = self.scraper
+        if not isinstance(source, PrometheusScraper) or source.source.backfill <= 0:
+            return 0
+        retention = self.store.retention
+        spans = {}
+        for name in source.queries:
+            longest = max(
+                [retention.of(name)] + [s for (n, _le), s in retention.by_le.items() if n == name]
+            )
+            spans[name] = min(source.source.backfill, longest)
+        series = await source.history(spans, self.clock(), self.config.interval)
+        added = 0
+        for key, points in series:
+            for t, value in points:
+                self.store.add(key, t, value)
+            added += len(points)
+            await asyncio.sleep(0)  # a long history must not hold the loop
+        return added
 
     async def save_alerts(self) -> None:
         """Write the alerts atomically (small: after every cycle that changed one)."""

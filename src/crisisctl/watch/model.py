@@ -53,13 +53,15 @@ class AlertState(StrEnum):
 
 class RuleKind(StrEnum):
     """The kinds of rule a watch file may hold (``target_down`` is built in: a target that
-    stops answering is itself a signal)."""
+    stops answering is itself a signal), and ``alertmanager``: an alert the Alertmanager
+    intake received (its rule is the ``alertname``)."""
 
     THRESHOLD = "threshold"
     BURN_RATE = "burn_rate"
     ANOMALY = "anomaly"
     LEAK = "leak"
     TARGET_DOWN = "target_down"
+    ALERTMANAGER = "alertmanager"
 
 
 @dataclass(frozen=True, slots=True)

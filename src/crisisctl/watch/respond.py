@@ -12,6 +12,7 @@ background tasks, so a slow command or a retried notification never delays the n
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Coroutine, Sequence
 from datetime import datetime
@@ -71,13 +72,27 @@ class WatchResponder:
     ) -> None:
         """Record this cycle and start what it calls for (see the module's docstring)."""
         try:
-            result = await asyncio.to_thread(self.books.book, transitions, firing, now)
+            await self.accept(transitions, now, firing, strict=False)
         except StoreError as exc:
             log.error("watch response: the incident store failed this cycle: %s", exc)
-            return
         except Exception:  # a bug must not stop the watch: say so loudly, try next cycle
             log.exception("watch response: this cycle's bookkeeping failed")
-            return
+
+    async def accept(
+        self,
+        transitions: Sequence[Transition],
+        now: datetime,
+        firing: Sequence[Alert] = (),
+        *,
+        strict: bool = True,
+    ) -> None:
+        """Record `transitions` (from the rules or the Alertmanager intake) exactly as a cycle
+        does, then start what they call for; StoreError when the store failed on any of them
+        (`strict`, the default: the caller retries; nothing started) or when it failed
+        altogether (else an alert's failure is logged and left to the next cycle)."""
+        result = await asyncio.to_thread(
+            functools.partial(self.books.book, transitions, firing, now, strict=strict)
+        )
         per_incident: dict[int, list[Job]] = {}
         for job in result.jobs:
             if isinstance(job, TriageJob):
