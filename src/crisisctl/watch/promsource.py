@@ -13,7 +13,7 @@ such label — written ``service``; ``S`` is the source's ``selector``)::
     guard_duration_le_total{le}     sum by (L, instance, le) (…_duration_seconds_bucket{S})
     guard_in_flight                 sum by (L, instance) (crisisctl_http_requests_in_flight{S})
     guard_emergency                 max by (L, instance) (crisisctl_guard_mode{mode="emergency"})
-    guard_rss_bytes                 max by (L, instance) (crisisctl_guard_memory_rss_bytes{S})
+    guard_rss_bytes                 max by (L, instance) (crisisctl_guard_process_rss_bytes{S})
     guard_latency_pNN_ms            1000 × histogram_quantile(0.NN, rate(…_bucket{S}[1m]))
     up                              up{S}  (labelled target="prometheus")
 
@@ -95,7 +95,7 @@ def derived_queries(source: PrometheusSource) -> dict[str, str]:
         "guard_duration_le_total": f"sum by ({by}, le) ({_DURATION}_bucket{_sel(s)})",
         "guard_in_flight": f"sum by ({by}) (crisisctl_http_requests_in_flight{_sel(s)})",
         "guard_emergency": f"max by ({by}) (crisisctl_guard_mode{emergency})",
-        "guard_rss_bytes": f"max by ({by}) (crisisctl_guard_memory_rss_bytes{_sel(s)})",
+        "guard_rss_bytes": f"max by ({by}) (crisisctl_guard_process_rss_bytes{_sel(s)})",
         "up": f"up{_sel(s)}",
     }
     for pct in ("50", "95", "99"):
