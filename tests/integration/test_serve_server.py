@@ -12,7 +12,6 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -253,7 +252,7 @@ def test_an_event_stream_resumes_after_a_restart_without_losing_an_event(
     seqs = [int(e["id"].split("-")[1]) for e in events]
     assert seqs == list(range(int(seq) + 1, int(seq) + 1 + len(seqs)))
     stale = read_events(serve.url, {**headers, "Last-Event-ID": "1-1"}, seconds=5, until=1)
-    assert [e["type"] for e in stale if e["type"] != ":"][0] == "reset"
+    assert next(e["type"] for e in stale if e["type"] != ":") == "reset"
 
 
 def test_serve_stops_within_two_seconds_with_streams_open(serve: ServeProcess) -> None:
