@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
@@ -27,12 +29,14 @@ from crisisctl.server import api_act, api_fleet, api_incidents, api_session, pag
 from crisisctl.server.auth import Authenticator, load_or_create_key
 from crisisctl.server.deps import ApiError
 from crisisctl.server.runtime import ServeRuntime
+from crisisctl.server.schemas import Error
 from crisisctl.server.settings import ServeSettings
 from crisisctl.server.sse import EventStream
 
 __all__ = ["create_app"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
 def _first_error(exc: RequestValidationError) -> str:
@@ -88,6 +92,25 @@ def create_app(settings: ServeSettings, *, runtime: ServeRuntime | None = None) 
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, with every refusal (4xx, 5xx) as it is: JSON ``{"error"}``
+        (FastAPI would give 422 its own shape, and an HTML route's refusals its media type)."""
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            for path in document.get("paths", {}).values():
+                for operation in path.values():
+                    for code, answer in operation.get("responses", {}).items():
+                        if code[:1] in ("4", "5"):
+                            answer["content"] = {"application/json": {"schema": _ERROR_REF}}
+                            if code == "422":
+                                answer["description"] = "the body or query is not valid"
+            document.setdefault("components", {}).setdefault("schemas", {})["Error"] = (
+                Error.model_json_schema()
+            )
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(api_session.router)
     app.include_router(api_fleet.router)
     app.include_router(api_incidents.router)
