@@ -1,6 +1,6 @@
 """The app factory: `create_app(settings)` → the FastAPI app of ``crisisctl serve``.
 
-Routes: the JSON API under ``/api`` (OpenAPI at ``/api/openapi.json``, docs at ``/api/docs``),
+Routes: the JSON API under ``/api`` (OpenAPI at ``/api/openapi.json``; no Swagger page: CDN),
 the SSE stream ``/api/events`` (a plain ASGI app, outside the OpenAPI document), the console's
 pages (`crisisctl.server.pages`) and its static files at ``/static``. The lifespan starts and
 stops the `ServeRuntime` (the watch loop, the responder, the store, the event history).
@@ -66,7 +66,7 @@ def create_app(settings: ServeSettings, *, runtime: ServeRuntime | None = None) 
         title="crisisctl serve",
         version="1",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # the Swagger page loads its scripts from a CDN: never at run time
         redoc_url=None,
         lifespan=lifespan,
     )

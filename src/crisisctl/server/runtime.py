@@ -4,8 +4,10 @@
 starts the watch loop as a task on the server's event loop; the watch's responder is the same
 one ``crisisctl watch`` builds (`watch.respond.build_responder`), wrapped so that after every
 cycle the fleet's figures, the alert transitions and the incident changes are published as
-events. `stop` ends the loop (the watch saves its state), drains the responder, closes the
-store and saves the event history (a clean save: resuming clients keep their place).
+events. `stop` ends the event streams, then the loop (a cycle still running after `STOP_WAIT_S` is
+cancelled; the watch saves its state either way), drains the responder (as ``crisisctl watch``
+does on its way out), closes the store and saves the event history (a clean save: resuming
+clients keep their place).
 
 Incident changes — whether the watch's responder or an API call made them — are found by
 `sync_incidents` (incidents whose ``updated_at`` moved, then their new timeline rows) and
@@ -39,6 +41,8 @@ __all__ = ["ServeRuntime", "incident_summary"]
 
 #: the console's charts reach back an hour: the fleet's series are kept at least that long
 CHART_RETENTION_S: Final = 3600.0
+#: how long a stop waits for the watch's cycle in flight before cancelling it
+STOP_WAIT_S: Final = 1.0
 #: incidents read per sync (the newest changed ones)
 SYNC_LIMIT: Final = 50
 log = logging.getLogger("crisisctl.server")
@@ -130,8 +134,12 @@ class ServeRuntime:
         """End the watch (its state saved), drain the responder, save the events, close."""
         self._stop.set()
         self.hub.close()
+        if self._tasks:  # a cycle in flight may wait on slow scrapes: cut it short
+            _, late = await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
+            for task in late:
+                task.cancel()  # Watch.run saves its state in its `finally`
         for task in self._tasks:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
         if self.responder is not None:
             await self.responder.aclose()
