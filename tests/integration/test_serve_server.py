@@ -342,3 +342,17 @@ def test_a_triage_from_the_api_gives_a_verdict_on_the_timeline(serve: ServeProce
     (entry,) = [e for e in timeline if e["kind"] == "triage"]
     assert entry["author"] == "alice" and entry["text"].startswith("triage by alice:")
     assert missing.status_code == 404
+
+
+def test_repeated_failed_sign_ins_are_refused_for_a_while(serve: ServeProcess) -> None:
+    # (last in the module: it blocks sign-ins from 127.0.0.1 for a minute)
+    with _client(serve, None) as browser:
+        codes = [
+            browser.post("/api/session", json={"token": f"wrong-{n}"}).status_code
+            for n in range(10)
+        ]
+        blocked = browser.post("/api/session", json={"token": OPERATOR_TOKEN})
+        bearer_still_works = browser.get("/api/fleet", headers=bearer(OPERATOR_TOKEN))
+    assert codes == [401] * 10
+    assert blocked.status_code == 429 and "too many failed sign-ins" in blocked.json()["error"]
+    assert bearer_still_works.status_code == 200

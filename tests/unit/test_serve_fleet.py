@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from crisisctl.server.fleet import fleet_snapshot, redact_url, service_series, window_label
+from crisisctl.server.fleet import (
+    fleet_snapshot,
+    fleet_snapshot_async,
+    redact_url,
+    service_series,
+    window_label,
+)
 from crisisctl.watch.config import parse_watch_text
 from crisisctl.watch.loop import Watch
 from crisisctl.watch.model import SeriesKey, labels_of
@@ -119,3 +125,9 @@ def test_small_helpers() -> None:
     assert [window_label(s) for s in (3600, 300, 86400, 45, 90)] == ["1h", "5m", "1d", "45s", "90s"]
     assert redact_url("https://u:p@[::1]:8443/x?token=1#f") == "https://[::1]:8443/x"
     assert fleet_snapshot(None, T0)["services"] == []
+
+
+async def test_the_async_snapshot_equals_the_plain_one(tmp_path: object) -> None:
+    watch = _watch(tmp_path)
+    now = _feed(watch)
+    assert await fleet_snapshot_async(watch, now) == fleet_snapshot(watch, now)

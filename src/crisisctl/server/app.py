@@ -32,6 +32,7 @@ from crisisctl.server.runtime import ServeRuntime
 from crisisctl.server.schemas import Error
 from crisisctl.server.settings import ServeSettings
 from crisisctl.server.sse import EventStream
+from crisisctl.server.throttle import SignInThrottle
 
 __all__ = ["create_app"]
 
@@ -73,6 +74,7 @@ def create_app(settings: ServeSettings, *, runtime: ServeRuntime | None = None) 
     app.state.settings = settings
     app.state.runtime = live
     app.state.auth = auth
+    app.state.throttle = SignInThrottle()
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

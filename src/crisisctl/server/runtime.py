@@ -29,7 +29,7 @@ from crisisctl.incidents import store
 from crisisctl.incidents.db import Database, open_database
 from crisisctl.incidents.records import EventRecord, IncidentRecord
 from crisisctl.server.events import EVENTS_FILE, EventHub
-from crisisctl.server.fleet import FLEET_SERIES, fleet_snapshot
+from crisisctl.server.fleet import FLEET_SERIES, fleet_snapshot, fleet_snapshot_async
 from crisisctl.server.settings import ServeSettings
 from crisisctl.watch.config import load_watch_file
 from crisisctl.watch.engine import alert_to_dict
@@ -74,7 +74,7 @@ class _Publishing:
             await self.inner.handle(transitions, firing, now)
         for change in transitions:
             runtime.hub.publish("alert", alert_to_dict(change.alert))
-        runtime.publish_fleet(now.timestamp())
+        await runtime.publish_fleet(now.timestamp())
         await runtime.sync_incidents()
 
 
@@ -164,8 +164,8 @@ class ServeRuntime:
                     log.warning("could not save the event history to %s: %s", path, exc)
 
     # -- publication ---------------------------------------------------------------------------
-    def publish_fleet(self, now: float) -> None:
-        self.fleet = fleet_snapshot(self.watch, now)
+    async def publish_fleet(self, now: float) -> None:
+        self.fleet = await fleet_snapshot_async(self.watch, now)
         self.hub.publish("fleet", self.fleet)
 
     def _changes(self) -> list[tuple[IncidentRecord, list[EventRecord]]]:
