@@ -201,6 +201,9 @@ async def resolve(
     """Resolve (with an optional summary for the post-mortem)."""
     db = _db(runtime)
     summary = (body.summary or "").strip() if body else ""
+    current = await asyncio.to_thread(store.get_incident, db, incident_id)
+    if not current.is_open:  # checked first: a refused resolve must not change the summary
+        raise ApiError(409, f"incident {incident_id} is already {current.status}.")
     if summary:
         await asyncio.to_thread(
             store.update_incident, db, incident_id, {"summary": summary}, source=SOURCE,

@@ -84,7 +84,12 @@ class ServeRuntime:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         events = settings.config.events
-        self.hub = EventHub(events.buffer, events.client_queue)
+        self.hub = EventHub(
+            events.buffer,
+            events.client_queue,
+            max_bytes=int(events.buffer_mb * 1024 * 1024),
+            client_bytes=int(events.client_mb * 1024 * 1024),
+        )
         self.watch: Watch | None = None
         self.responder: WatchResponder | None = None
         self.db: Database | None = None
