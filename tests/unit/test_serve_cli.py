@@ -75,3 +75,22 @@ def test_a_bad_watch_file_or_a_busy_port_is_one_sentence(
         taken = runner.invoke(app, ["serve", str(path)])
     assert taken.exit_code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in _one_sentence(taken.output)
+
+
+def test_flags_override_the_file_and_users_files_add_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crisisctl.cli.serve import _settings
+
+    monkeypatch.setenv("SERVE_CLI_TOKEN", "serve-cli-token-0123456789")
+    path = tmp_path / "conf" / "serve.yaml"
+    path.parent.mkdir()
+    path.write_text("listen: 127.0.0.1:9000\nwatch: w.yaml\nstate_dir: st\n")
+    users = tmp_path / "users.yaml"
+    users.write_text("tokens: [{name: ops, token: env:SERVE_CLI_TOKEN, role: operator}]\n")
+    settings = _settings(str(path), "127.0.0.1:9100", None, users, None, None, False)
+    assert settings.port == 9100
+    assert settings.watch_path == path.parent / "w.yaml"
+    assert settings.state_dir == path.parent / "st"
+    assert settings.tokens == {"serve-cli-token-0123456789": ("ops", "operator")}
+    assert settings.problem() is None
