@@ -12,7 +12,8 @@ clients keep their place).
 Incident changes — whether the watch's responder, an API call or the CLI made them — are found
 by `sync_incidents` (among the 50 newest and the open incidents, those whose ``updated_at``
 moved, then their new timeline rows) and published as ``incident`` and ``timeline`` events: one
-path for every writer of the store. It runs after every watch cycle and every API change.
+path for every writer of the store. It runs after every watch cycle and every API change
+(without a watch file: every `persist_every` too).
 """
 
 from __future__ import annotations
@@ -164,6 +165,8 @@ class ServeRuntime:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=every)
+            if self.watch is None and not self._stop.is_set():
+                await self.sync_incidents()  # no watch cycle to do it: the CLI's changes
             if not self._stop.is_set() and self.hub.needs_save():
                 try:
                     await asyncio.to_thread(self.hub.save, path, clean=False)
