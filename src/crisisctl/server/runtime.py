@@ -130,6 +130,9 @@ class ServeRuntime:
         path = self.settings.state_dir / EVENTS_FILE
         restored = await asyncio.to_thread(self.hub.load, path)
         log.info("event history: %d event(s) restored, last id %s", restored, self.hub.last_id)
+        # mark the history as in use at once: should this run crash before its clean save, the
+        # next start must not trust a file that says "clean" while later events were lost
+        await asyncio.to_thread(self.hub.save, path, clean=False)
         await self.sync_incidents(publish=False)
         if self.watch is not None:
             await self.watch.load_state()
