@@ -45,6 +45,7 @@ COMMANDS: dict[str, _Lazy] = {
         "rules", "app", "Generate Prometheus rules, promtool tests, configs and a dashboard."
     ),
     "demo": _Lazy("demo", "demo", "Run a whole performance crisis end to end, on loopback."),
+    "serve": _Lazy("serve", "serve", "Serve the live crisis console: API, events, pages."),
 }
 
 
