@@ -42,6 +42,7 @@ COMMANDS: dict[str, _Lazy] = {
     "postmortem": _Lazy("postmortem", "postmortem", "Generate an incident's post-mortem."),
     "watch": _Lazy("watch", "watch", "Watch services: scrape, alert on rules, respond at once."),
     "demo": _Lazy("demo", "demo", "Run a whole performance crisis end to end, on loopback."),
+    "serve": _Lazy("serve", "serve", "Serve the live crisis console: API, events, pages."),
 }
 
 

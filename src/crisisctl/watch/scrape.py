@@ -8,8 +8,10 @@ labelled ``service`` and ``instance``:
   ``guard_requests_total``, ``guard_errors_total`` (5xx), ``guard_rejected_total``,
   ``guard_duration_count_total``, ``guard_duration_le_total{le}``, ``guard_in_flight``; from
   the status: ``guard_latency_p50_ms``/``p95``/``p99`` (the guard's recent window),
-  ``guard_emergency`` (1 in emergency mode), ``guard_rss_bytes``, ``guard_cpu_percent``,
-  ``guard_loop_lag_ms``;
+  ``guard_emergency`` (1 in emergency mode), ``guard_mode_code`` (0 normal, 1 emergency,
+  2 recovering), ``guard_limit`` (the concurrency limit now), ``guard_rss_bytes``,
+  ``guard_cpu_percent``, ``guard_loop_lag_ms``; and ``guard_shed_total{reason}`` (the
+  refusals by reason, summed over routes: a handful of fixed reasons);
 * a Prometheus endpoint (``metrics:``): every sample under its own name and labels;
 * a probe (``probes:``): ``probe_success`` (status expected), ``probe_duration_ms``,
   ``probe_status``;
@@ -59,7 +61,15 @@ from crisisctl.watch.config import (
 )
 from crisisctl.watch.model import GuardEndpoint, SeriesKey, labels_of
 
-__all__ = ["Instance", "Sample", "Scraper", "guard_samples", "prometheus_samples"]
+__all__ = [
+    "MODE_CODES",
+    "Instance",
+    "Sample",
+    "Scraper",
+    "guard_samples",
+    "instance_name",
+    "prometheus_samples",
+]
 
 Sample = tuple[SeriesKey, float]
 #: body bytes read from a metrics endpoint (a guard with many routes writes a lot)
@@ -76,6 +86,9 @@ _COUNT: Final = _DURATION + "_count"
 _WANTED: Final = (_REQUESTS, _BUCKET, _COUNT, _REJECTED, _IN_FLIGHT)
 #: the ``le`` label of a bucket line (the guard writes labels sorted: ``le`` comes first)
 _LE: Final = re.compile(r'(?:^|,)le="([^"]*)"')
+_REASON: Final = re.compile(r'(?:^|,)reason="([^"]*)"')
+#: ``guard_mode_code`` of each guard mode
+MODE_CODES: Final = {"normal": 0.0, "emergency": 1.0, "recovering": 2.0}
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,7 @@ def guard_samples(
     if metrics is not None:
         requests = errors = rejected = count = in_flight = 0.0
         buckets: dict[str, float] = {}
+        reasons: dict[str, float] = {}
         for name, labels, amount in guard_lines(metrics):
             if name == _REQUESTS:
                 requests += amount
@@ -189,6 +203,9 @@ def guard_samples(
                 count += amount
             elif name == _REJECTED:
                 rejected += amount
+                found = _REASON.search(labels)
+                reason = found.group(1) if found else ""
+                reasons[reason] = reasons.get(reason, 0.0) + amount
             elif name == _IN_FLIGHT:
                 in_flight += amount
         out += [
@@ -199,6 +216,7 @@ def guard_samples(
             (inst.key("guard_in_flight"), in_flight),
         ]
         out += [(inst.key("guard_duration_le_total", le=le), n) for le, n in buckets.items()]
+        out += [(inst.key("guard_shed_total", reason=r), n) for r, n in reasons.items()]
     if status is not None:
         latency = _section(status, "latency_ms")
         if latency and (_num(latency.get("count")) or 0) > 0:
@@ -208,6 +226,12 @@ def guard_samples(
                     out.append((inst.key(f"guard_latency_{pct}_ms"), value))
         mode = _section(status, "mode")
         out.append((inst.key("guard_emergency"), 1.0 if mode.get("mode") == "emergency" else 0.0))
+        code = MODE_CODES.get(str(mode.get("mode")))
+        if code is not None:
+            out.append((inst.key("guard_mode_code"), code))
+        limit = _num(_section(status, "concurrency").get("limit"))
+        if limit is not None:
+            out.append((inst.key("guard_limit"), limit))
         process = _section(status, "process")
         for name, field_name in (
             ("guard_rss_bytes", "rss_bytes"),
@@ -238,7 +262,8 @@ def host_samples(inst: Instance) -> list[Sample]:
     return out
 
 
-def _instance_name(url: str) -> str:
+def instance_name(url: str) -> str:
+    """The ``instance`` label of a target URL: ``host:port`` (``[v6]:port``)."""
     parts = urlsplit(url)
     port = parts.port or DEFAULT_PORTS.get(parts.scheme, 80)
     host = parts.hostname or ""
@@ -290,7 +315,7 @@ class Scraper:
             kind,
             service,
             url,
-            _instance_name(url),
+            instance_name(url),
             spec.transport,
             tuple(spec.headers.items()),
             spec.prefix,

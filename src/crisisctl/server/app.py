@@ -1,0 +1,100 @@
+"""The app factory: `create_app(settings)` → the FastAPI app of ``crisisctl serve``.
+
+Routes: the JSON API under ``/api`` (OpenAPI at ``/api/openapi.json``, docs at ``/api/docs``),
+the SSE stream ``/api/events`` (a plain ASGI app, outside the OpenAPI document), the console's
+pages (`crisisctl.server.pages`) and its static files at ``/static``. The lifespan starts and
+stops the `ServeRuntime` (the watch loop, the responder, the store, the event history).
+
+Refusals are JSON ``{"error": "one sentence"}``: 401 unauthenticated, 403 not allowed, 404 no
+such thing, 409 a change the incident's state refuses, 422 a malformed body or query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
+from starlette.staticfiles import StaticFiles
+
+from crisisctl.incidents.db import StoreError
+from crisisctl.server import api_act, api_fleet, api_incidents, api_session, pages
+from crisisctl.server.auth import Authenticator, load_or_create_key
+from crisisctl.server.deps import ApiError
+from crisisctl.server.runtime import ServeRuntime
+from crisisctl.server.settings import ServeSettings
+from crisisctl.server.sse import EventStream
+
+__all__ = ["create_app"]
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def _first_error(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    if not errors:
+        return "the request is not valid."
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    return f"{where}: {first.get('msg', 'invalid')}"
+
+
+def create_app(settings: ServeSettings, *, runtime: ServeRuntime | None = None) -> FastAPI:
+    """The serve app; `runtime` (default: built from `settings`) is started by its lifespan."""
+    live = runtime or ServeRuntime(settings)
+    key = load_or_create_key(settings.state_dir)
+    auth = Authenticator(settings, key)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await live.start()
+        try:
+            yield
+        finally:
+            await live.stop()
+
+    app = FastAPI(
+        title="crisisctl serve",
+        version="1",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.runtime = live
+    app.state.auth = auth
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        text = str(exc)
+        status = 404 if text.startswith("there is no incident") else 409
+        return JSONResponse({"error": text}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": _first_error(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    app.include_router(api_session.router)
+    app.include_router(api_fleet.router)
+    app.include_router(api_incidents.router)
+    app.include_router(api_act.router)
+    stream = EventStream(live.hub, auth, ping_s=settings.config.events.ping)
+    app.router.routes.append(Route("/api/events", stream, methods=["GET"]))
+    app.router.routes.extend(pages.routes())
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
