@@ -5,8 +5,8 @@ for operators only, renders the buttons that change state; its ES module
 (``server/static/js/``) fetches the JSON API and follows the live feed. Nothing here reads the
 incident store or the watch: pages hold no figures the API would not give the same person.
 
-Who is signed in comes from the server's authentication (``request.state.user``: an object or
-mapping with ``name`` and ``role``); a page asked without it redirects to
+Who is signed in comes from the server's authentication (`signed_in`: an object or mapping
+with ``name`` and ``role``); a page asked without it redirects to
 ``/login?next=PATH``. Pages carry a strict Content-Security-Policy (scripts, styles and
 connections from this origin only, no inline code), are never cached, and load the chart
 library from ``/static/vendor/`` (vendored at build time, never a CDN).
@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 from crisisctl import __version__
 from crisisctl.guard.modes import EMERGENCY, NORMAL, RECOVERING
 from crisisctl.incidents.lifecycle import Status
+from crisisctl.server.auth import header_map
 
 __all__ = ["CONTENT_SECURITY_POLICY", "STATIC_DIR", "SignedIn", "routes", "signed_in"]
 
@@ -108,8 +109,14 @@ def _field(user: Any, name: str) -> Any:
 
 
 def signed_in(request: Request) -> SignedIn | None:
-    """The signed-in person the server's authentication put on the request, or None."""
+    """The signed-in person: ``request.state.user``, else the serve app's authenticator
+    (``app.state.auth.identify``: bearer token, session cookie, or an allowed anonymous
+    viewer), else None."""
     user = getattr(request.state, "user", None)
+    if user is None and "app" in request.scope:
+        auth = getattr(request.app.state, "auth", None)
+        if auth is not None:
+            user = auth.identify(header_map(request.scope["headers"]))
     if user is None:
         return None
     name, role = _field(user, "name"), _field(user, "role")

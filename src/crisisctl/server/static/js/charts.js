@@ -16,7 +16,14 @@ function available(container) {
 }
 
 function width(container, fallback) {
-  return Math.max(120, Math.floor(container.clientWidth || fallback));
+  const style = window.getComputedStyle(container);
+  const padding = parseFloat(style.paddingLeft || "0") + parseFloat(style.paddingRight || "0");
+  return Math.max(120, Math.floor((container.clientWidth || fallback) - padding));
+}
+
+/** y from 0 (every figure charted here is ≥ 0) to at least `floor`, so a flat zero reads as zero. */
+function fromZero(floor) {
+  return (u, min, max) => [0, Math.max(max == null ? floor : max * 1.05, floor)];
 }
 
 /** A small line with no axes, legend or cursor; `chart.setData([t, y])` updates it. */
@@ -32,7 +39,7 @@ export function sparkline(container, label, data) {
       cursor: { show: false },
       select: { show: false },
       legend: { show: false },
-      scales: { x: { time: true } },
+      scales: { x: { time: true }, y: { range: fromZero(1e-9) } },
       axes: [{ show: false }, { show: false }],
       series: [{}, { stroke: COLOURS[0], width: 1.25, spanGaps: false }],
     },
@@ -54,7 +61,7 @@ export function timeChart(container, title, series, data, options = {}) {
       title,
       width: width(container, 560),
       height: options.height || 220,
-      scales: { x: { time: options.time !== false } },
+      scales: { x: { time: options.time !== false }, y: { range: fromZero(options.floor ?? 1) } },
       axes: [{}, { size: 70, values: options.axisFormat ? (u, ticks) => ticks.map(options.axisFormat) : undefined }],
       series: [
         { label: options.time === false ? "s" : "time" },

@@ -15,7 +15,7 @@ const CHARTS = [
   { id: "chart-requests", title: "Requests", keys: ["rate_rps", "shed_rps"], labels: ["req/s", "shed/s"], format: rps },
   { id: "chart-latency", title: "Latency percentiles", keys: ["p50_ms", "p95_ms", "p99_ms"], labels: ["p50", "p95", "p99"], format: ms },
   { id: "chart-concurrency", title: "Concurrency limit vs in flight", keys: ["limit", "in_flight"], labels: ["limit", "in flight"], format: (v) => num(v, 0) },
-  { id: "chart-errors", title: "Error ratio", keys: ["error_ratio"], labels: ["errors"], format: (v) => pct(v) },
+  { id: "chart-errors", title: "Error ratio", keys: ["error_ratio"], labels: ["errors"], format: (v) => pct(v), floor: 0.01 },
   { id: "chart-rss", title: "Memory (RSS)", keys: ["rss_bytes"], labels: ["RSS"], format: bytes },
 ];
 
@@ -83,6 +83,7 @@ export function init(context, feed) {
       spec.data = data;
       spec.chart = timeChart(box, spec.title, spec.labels.map((label) => ({ label, format: spec.format })), data, {
         axisFormat: spec.format,
+        floor: spec.floor ?? 1,
       });
       charts.push(spec);
     }
