@@ -5,9 +5,10 @@ Per service, from the series the scraper writes (``watch/scrape.py``):
 
 * per instance: ``up``, ``guard_mode_code`` (else ``guard_emergency``), ``guard_limit``,
   ``guard_in_flight`` — the latest sample;
-* ``rate_rps`` = Σ increase(``guard_requests_total``) ÷ window, ``error_ratio`` = Σ increase
-  (``guard_errors_total``) ÷ Σ increase(requests), ``shed`` = per reason Σ increase
-  (``guard_shed_total``) ÷ window, over the last `rate_window` (≥ 3 intervals, ≥ 60 s);
+* ``rate_rps`` = Σ per instance of its counter's increase ÷ the span its points cover, over the
+  last window (≥ 3 intervals, ≥ 60 s; a young store is not diluted); ``shed`` likewise per
+  reason (``guard_shed_total``); ``error_ratio`` = Σ increase(``guard_errors_total``) ÷
+  Σ increase(``guard_requests_total``) over that window;
 * ``p50_ms``/``p95_ms``/``p99_ms``: the worst instance's latest guard window; ``rss_bytes``:
   the sum over instances;
 * ``burn_rates``: for each burn-rate rule of the watch file, per window: (bad ÷ total) ÷
@@ -83,6 +84,13 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _per_second(points: list[tuple[float, float]]) -> float | None:
+    """The mean per-second increase of a (reset-corrected) counter's points."""
+    if len(points) < 2 or points[-1][0] <= points[0][0]:
+        return None
+    return max(0.0, points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
+
+
 class _View:
     """One service's series in a store, read at `now`."""
 
@@ -103,6 +111,16 @@ class _View:
         if point is None or self.now - point[0] > self.fresh_s:
             return None
         return _finite(point[1])
+
+    def rate(self, name: str, window: float, **match: str) -> float | None:
+        """Σ per-second increase of counter `name` over the points of the last `window` (each
+        series over the span its points cover: a young store is not diluted by the window)."""
+        total: float | None = None
+        for _, series in self.each(name, **match):
+            grown = _per_second(series.window(self.now - window, self.now))
+            if grown is not None:
+                total = grown if total is None else total + grown
+        return total
 
     def increase(self, name: str, window: float, **match: str) -> float | None:
         total: float | None = None
@@ -177,10 +195,10 @@ def service_figures(watch: Watch, service: str, now: float) -> dict[str, Any]:
     errors = view.increase("guard_errors_total", window)
     shed: dict[str, float] = {}
     for labels, series in view.each("guard_shed_total"):
-        grown = series.increase(now - window, now)
+        grown = _per_second(series.window(now - window, now))
         if grown is not None:
             reason = labels.get("reason", "")
-            shed[reason] = shed.get(reason, 0.0) + grown / window
+            shed[reason] = shed.get(reason, 0.0) + grown
     latency: dict[str, float | None] = {}
     for pct in ("p50", "p95", "p99"):
         values = [
@@ -200,7 +218,7 @@ def service_figures(watch: Watch, service: str, now: float) -> dict[str, Any]:
         "name": service,
         "severity": severity.name if severity is not None else "OK",
         "instances": _instances(watch, view),
-        "rate_rps": None if requests is None else requests / window,
+        "rate_rps": view.rate("guard_requests_total", window),
         "error_ratio": (errors or 0.0) / requests if requests else None,
         **latency,
         "shed": shed,
