@@ -51,6 +51,8 @@ SERVICE = "api"
 #: the traffic thread stops by itself after this long, whatever happens to the test
 TRAFFIC_MAX_S = 180.0
 T = TypeVar("T")
+#: ~45 s for the module (one guarded app, one serve, one browser)
+pytestmark = pytest.mark.slow
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float, step: float = 0.1) -> T:
@@ -493,4 +495,41 @@ def test_after_a_server_restart_the_page_shows_the_events_it_missed(
     expect_that(page.locator("#activity")).to_contain_text("missed while away")
     assert live(page)["mode"] == "sse"
     screenshot(page, "incident.png")
+    context.close()
+
+
+# -- reports ------------------------------------------------------------------------------------
+def test_a_load_report_stored_on_an_incident_is_shown_with_its_charts(
+    browser: Browser, serve: ServeProcess
+) -> None:
+    incident = open_incident(serve, "api capacity (report)")
+    report = {
+        "report": "load",
+        "model": "open",
+        "url": "http://127.0.0.1:9/checkout",
+        "duration_s": 30.0,
+        "requests": 3000,
+        "requests_per_second": 100.0,
+        "latency_ms": {"p50": 12.0, "p95": 48.5, "p99": 90.0},
+        "per_second": [
+            {"second": i, "requests": 100, "errors": i % 3, "p50_ms": 12.0, "p95_ms": 40.0 + i}
+            for i in range(30)
+        ],
+    }
+    db = open_database(serve.db_url)
+    try:
+        event = store.attach_report(db, incident, report, label="after")
+    finally:
+        db.close()
+    context = context_for(browser, serve, VIEWER_TOKEN)  # reading needs no operator
+    page = context.new_page()
+    page.goto(f"/incidents/{incident}")
+    link = page.locator(f'#reports a[href="/incidents/{incident}/reports/{event.id}"]')
+    expect_that(link).to_be_visible()
+    link.click()
+    page.wait_for_url(f"{serve.url}/incidents/{incident}/reports/{event.id}")
+    expect_that(page.locator("#report-title")).to_contain_text("load report (after)")
+    expect_that(page.locator("#report-facts")).to_contain_text("48.5 ms")
+    expect_that(page.locator("#report-charts canvas")).to_have_count(2)
+    screenshot(page, "report.png")
     context.close()

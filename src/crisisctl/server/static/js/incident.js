@@ -27,6 +27,7 @@ export function init(context, feed) {
   const timeline = document.getElementById("timeline");
   const seen = new Set();
   let timer = null;
+  let shownStatus = null;
 
   function entry(e) {
     if (e.id != null) {
@@ -60,6 +61,11 @@ export function init(context, feed) {
       ...MTTX.map(([key, label]) => [label, duration(mttxValue(incident, key))]),
     ];
     facts.replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+    const select = document.getElementById("status");
+    if (select && incident.status !== shownStatus) {
+      shownStatus = incident.status; // follow a change, never undo the person's own choice
+      if ([...select.options].some((o) => o.value === incident.status)) select.value = incident.status;
+    }
     const actions = incident.action_items || [];
     document.getElementById("action-items").replaceChildren(
       ...(actions.length

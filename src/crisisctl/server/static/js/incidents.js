@@ -15,7 +15,7 @@ export function init(context, feed) {
   async function load() {
     const status = filter.value;
     try {
-      const answer = await getJSON(status === "all" ? "/api/incidents" : `/api/incidents?status=${encodeURIComponent(status)}`);
+      const answer = await getJSON(`/api/incidents?status=${encodeURIComponent(status)}`);
       const list = Array.isArray(answer) ? answer : answer.incidents || [];
       tbody.replaceChildren(
         ...list.map((i) =>

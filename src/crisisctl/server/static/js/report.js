@@ -1,15 +1,15 @@
 /**
  * report.js — a load or validation report stored on an incident, with its charts.
  *
- * Reads /api/incidents/{id}/reports/{report_id}: the stored report event, whose `details` are
- * incidents.reports' summary (load: latency_ms, series [{t_s, p50_ms, p95_ms, p99_ms, rps,
- * errors}]; validate: checks, success and required rates). A bare report (details at the top
- * level) is read the same way.
+ * Reads /api/incidents/{id}/reports/{report_id}: `{id, kind, title, at, author, report}` where
+ * `report` is incidents.reports' summary of what was attached (load: latency_ms, series
+ * [{t_s, p50_ms, p95_ms, p99_ms, rps, errors}]; validate: checks, success and required rates;
+ * triage: severity, reasons, latency).
  */
 
 import { getJSON } from "./api.js";
 import { timeChart } from "./charts.js";
-import { el, ms, num, pct, rps, say, when } from "./format.js";
+import { el, ms, num, pct, rps, say, severityBadge, when } from "./format.js";
 
 function facts(pairs) {
   return pairs.filter(([, v]) => v != null).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]);
@@ -49,6 +49,24 @@ function load(details, box) {
   ], [t, col("rps"), col("errors")], opts);
 }
 
+function triage(details, box) {
+  const latency = details.latency_ms || {};
+  box.facts.replaceChildren(
+    ...facts([
+      ["URL", details.url],
+      ["Measured at", when(details.measured_at)],
+      ["Severity", severityBadge(details.severity)],
+      ["Degradation", details.degradation_factor == null ? null : `${num(details.degradation_factor, 3)}× the reference`],
+      ["Available", details.available == null ? null : details.available ? "yes" : "no"],
+      ["Errors", pct(details.error_rate)],
+      ["p50 / p95 / p99", `${ms(latency.p50)} / ${ms(latency.p95)} / ${ms(latency.p99)}`],
+      ["Samples", details.samples == null ? null : String(details.samples)],
+    ]),
+  );
+  const reasons = Array.isArray(details.reasons) ? details.reasons : [];
+  box.charts.append(el("h2", {}, "Reasons"), el("ul", {}, reasons.map((r) => el("li", {}, String(r)))));
+}
+
 function validation(details, box) {
   box.facts.replaceChildren(
     ...facts([
@@ -84,10 +102,11 @@ export async function init(context) {
   const box = { facts: document.getElementById("report-facts"), charts: document.getElementById("report-charts") };
   try {
     const report = await getJSON(`/api/incidents/${encodeURIComponent(id)}/reports/${encodeURIComponent(reportId)}`);
-    const details = report.details || report;
-    document.getElementById("report-title").textContent = report.text || report.title || `report ${reportId}`;
-    const kind = details.report || report.kind || "";
-    if (kind === "validate" || kind.includes("validat")) validation(details, box);
+    const details = report.report || report.details || {};
+    document.getElementById("report-title").textContent = report.title || `report ${reportId}`;
+    const kind = report.kind || details.report || "";
+    if (kind === "validate") validation(details, box);
+    else if (kind === "triage") triage(details, box);
     else load(details, box);
   } catch (error) {
     say(message, `The report could not be loaded: ${error.message}`, "error");
