@@ -3,12 +3,13 @@
  *
  * Each figure cell carries its raw value in `data-value` (the browser tests compare them with
  * /api/fleet) and a readable form as text. Sparklines show the last hour of request rate and
- * p95, seeded from /api/services/{name}/series and extended by each fleet event.
+ * p95, seeded from /api/services/{name}/series and extended by the fleet events (a burst of
+ * them, as a replay brings, renders once: the latest).
  */
 
 import { getJSON } from "./api.js";
 import { appendPoint, sparkline } from "./charts.js";
-import { bytes, el, ms, modeBadge, num, pct, rps, say, severityBadge, when } from "./format.js";
+import { bytes, coalesce, el, ms, modeBadge, num, pct, rps, say, severityBadge, when } from "./format.js";
 
 const FIELDS = ["severity", "instances", "rate_rps", "error_ratio", "latency", "shed", "burn", "sparks"];
 
@@ -156,7 +157,7 @@ export function init(context, feed) {
     }
   }
 
-  feed.on("fleet", (event) => render(event.data));
+  feed.on("fleet", coalesce((event) => render(event.data)));
   feed.on("reset", load);
   load();
 }

@@ -93,3 +93,21 @@ export function say(region, message, kind = "info") {
   region.textContent = message;
   region.dataset.kind = kind;
 }
+
+/**
+ * `fn(latest)` at most once per `ms`, with the latest value given in between: a burst of
+ * events (a replay after a reconnect brings up to the server's whole buffer) renders once.
+ */
+export function coalesce(fn, ms = 100) {
+  let timer = null;
+  let latest;
+  return (value) => {
+    latest = value;
+    if (timer === null) {
+      timer = setTimeout(() => {
+        timer = null;
+        fn(latest);
+      }, ms);
+    }
+  };
+}

@@ -82,7 +82,7 @@ export class LiveFeed {
     this.stallTimer = null;
     this.pollTimer = null;
     this.leaseTimer = null;
-    this.release = null;
+    this.useLocks = false;
     this.otherVisibleAt = 0;
   }
 
@@ -102,11 +102,10 @@ export class LiveFeed {
     setInterval(() => this.#announceVisible(), VISIBLE_EVERY_MS);
     this.channel.postMessage({ kind: "hello-leader" }); // the leader answers with its status
     this.#status();
-    if (navigator.locks && typeof navigator.locks.request === "function") {
-      navigator.locks.request(LOCK, () => new Promise((resolve) => {
-        this.release = resolve;
-        this.#lead();
-      }));
+    this.useLocks = Boolean(navigator.locks && typeof navigator.locks.request === "function");
+    if (this.useLocks) {
+      // held until the page goes away: the promise never settles
+      navigator.locks.request(LOCK, () => new Promise(() => this.#lead()));
     } else {
       this.#leaseTick();
       this.leaseTimer = setInterval(() => this.#leaseTick(), RENEW_MS);
@@ -154,7 +153,7 @@ export class LiveFeed {
   #goodbye() {
     if (this.role !== "leader") return;
     this.#closeStream();
-    if (!this.release) {
+    if (!this.useLocks) {
       const lease = readLease();
       if (lease && lease.owner === this.id) localStorage.removeItem(LEASE_KEY);
     }
@@ -335,7 +334,8 @@ export class LiveFeed {
     } else if (message.kind === "visible") {
       this.otherVisibleAt = Date.now();
       if (this.role === "leader" && this.mode === "poll" && this.paused) this.#poll();
-    } else if (message.kind === "leader-gone" && !this.release && this.role !== "leader") {
+    } else if (message.kind === "leader-gone" && !this.useLocks && this.role !== "leader") {
+      // (with Web Locks the browser hands the lock over by itself)
       setTimeout(() => this.#leaseTick(), Math.random() * 100);
     } else if (message.kind === "hello-leader" && this.role === "leader") {
       this.#status();

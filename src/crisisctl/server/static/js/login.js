@@ -36,3 +36,4 @@ form.addEventListener("submit", async (event) => {
     button.disabled = false;
   }
 });
+form.querySelector("button").disabled = false; // enabled once the handler above exists

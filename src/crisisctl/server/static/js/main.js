@@ -100,6 +100,8 @@ async function main() {
     const module = await load();
     module.init(context, feed); // registers its listeners, then loads its snapshot
   }
+  // buttons are rendered disabled: a click before their handlers exist would submit natively
+  for (const button of document.querySelectorAll("[data-needs-js]")) button.disabled = false;
   feed.start();
 }
 

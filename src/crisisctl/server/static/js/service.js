@@ -9,7 +9,7 @@
 
 import { getJSON, post } from "./api.js";
 import { appendPoint, timeChart } from "./charts.js";
-import { bytes, el, ms, modeBadge, num, pct, rps, say, severityBadge, when } from "./format.js";
+import { bytes, coalesce, el, ms, modeBadge, num, pct, rps, say, severityBadge, when } from "./format.js";
 
 const CHARTS = [
   { id: "chart-requests", title: "Requests", keys: ["rate_rps", "shed_rps"], labels: ["req/s", "shed/s"], format: rps },
@@ -89,16 +89,20 @@ export function init(context, feed) {
     }
   }
 
+  let latest = null;
+  const redraw = coalesce(() => {
+    if (latest) renderNow(latest);
+    for (const spec of charts) spec.chart?.setData(spec.data);
+  });
+
   function onFleet(fleet) {
     const service = (fleet.services || []).find((s) => s.name === name);
     if (!service) return;
-    renderNow(service);
+    latest = service;
     const t = fleet.generated_at ? Date.parse(fleet.generated_at) / 1000 : Date.now() / 1000;
     const point = fromFleet(service);
-    for (const spec of charts) {
-      appendPoint(spec.data, t, spec.keys.map((k) => point[k]));
-      spec.chart?.setData(spec.data);
-    }
+    for (const spec of charts) appendPoint(spec.data, t, spec.keys.map((k) => point[k]));
+    redraw(); // a burst of events (a replay) draws once
   }
 
   async function load() {
