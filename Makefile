@@ -74,6 +74,7 @@ bench: $(BIN)/.installed-bench $(BIN)/.accel
 	$(BIN)/python benchmarks/cache_cost.py
 	$(BIN)/python benchmarks/ticker_cost.py
 	$(BIN)/python benchmarks/track_memory_cost.py
+	$(BIN)/python benchmarks/serve_sse.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build frontend/node_modules

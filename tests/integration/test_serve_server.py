@@ -233,6 +233,7 @@ def test_a_viewer_and_a_session_without_csrf_can_change_nothing(
     assert kinds == ["opened", "note"] and record.status == "detected"
 
 
+@pytest.mark.slow
 def test_an_event_stream_resumes_after_a_restart_without_losing_an_event(
     serve: ServeProcess,
 ) -> None:
@@ -255,7 +256,8 @@ def test_an_event_stream_resumes_after_a_restart_without_losing_an_event(
     assert next(e["type"] for e in stale if e["type"] != ":") == "reset"
 
 
-def test_serve_stops_within_two_seconds_with_streams_open(serve: ServeProcess) -> None:
+@pytest.mark.slow
+def test_serve_stops_within_three_seconds_with_streams_open(serve: ServeProcess) -> None:
     headers = bearer(OPERATOR_TOKEN)
     streams: list[threading.Thread] = []
     for _ in range(5):
@@ -270,8 +272,91 @@ def test_serve_stops_within_two_seconds_with_streams_open(serve: ServeProcess) -
             lambda: client.get("/api/debug/connections").json()["sse_connections"] >= 5,
             10,
         )
-    assert serve.stop() < 2.5, serve.log()
+    # open streams would hold uvicorn's shutdown for ever: they end at the signal (~1 s in all
+    # on this host; 3 s leaves room for a busy machine)
+    assert serve.stop() < 3.0, serve.log()
     for thread in streams:
         thread.join(timeout=5)
         assert not thread.is_alive()
     serve.start()  # the module's other tests may still use it
+
+
+LOAD_REPORT = {
+    "report": "load",
+    "url": "http://127.0.0.1:1/",
+    "model": "open",
+    "requests": 300,
+    "requests_per_second": 100.0,
+    "latency_ms": {"p50": 5.0, "p95": 9.0, "p99": 12.0},
+    "per_second": [
+        {"second": s, "requests": 100, "errors": 0, "p50_ms": 5.0, "p95_ms": 9.0, "p99_ms": 12.0}
+        for s in range(3)
+    ],
+}
+
+
+def test_changes_reach_the_event_stream_and_reports_are_served(serve: ServeProcess) -> None:
+    incident_id = _open_incident(serve)
+    db = open_database(serve.db_url)
+    try:
+        report = store.attach_report(db, incident_id, LOAD_REPORT, label="before")
+    finally:
+        db.close()
+    with _client(serve) as client:
+        head = client.get("/api/events/poll").json()
+        assert head["events"] == []
+        client.post(f"/api/incidents/{incident_id}/ack").raise_for_status()
+        client.post(f"/api/incidents/{incident_id}/escalate", json={"reason": "slow"})
+        polled = client.get("/api/events/poll", params={"last_event_id": head["last_event_id"]})
+        detail = client.get(f"/api/incidents/{incident_id}").json()
+        stored = client.get(f"/api/incidents/{incident_id}/reports/{report.id}").json()
+        postmortem = client.get(f"/api/incidents/{incident_id}/postmortem")
+        again = client.post(f"/api/incidents/{incident_id}/ack")
+    timeline = [
+        e["data"]["entry"]
+        for e in polled.json()["events"]
+        if e["type"] == "timeline" and e["data"]["incident_id"] == incident_id
+    ]
+    assert [(e["kind"], e["author"]) for e in timeline][-2:] == [
+        ("status_change", "alice"),
+        ("escalation", "alice"),
+    ]
+    assert any(e["type"] == "incident" for e in polled.json()["events"])
+    assert detail["status"] == "investigating" and detail["escalation_level"] == 2
+    assert detail["mttx"]["time_to_acknowledge_ms"] is not None
+    assert detail["reports"] == [
+        {"id": report.id, "kind": "load", "title": report.text, "at": detail["reports"][0]["at"]}
+    ]
+    assert stored["kind"] == "load" and len(stored["report"]["series"]) == 3
+    assert postmortem.headers["content-type"].startswith("text/html")
+    assert "api is slow" in postmortem.text
+    assert again.status_code == 409 and "already acknowledged" in again.json()["error"]
+
+
+def test_a_triage_from_the_api_gives_a_verdict_on_the_timeline(serve: ServeProcess) -> None:
+    incident_id = _open_incident(serve)
+    with _client(serve) as client:
+        answer = client.post("/api/services/api/triage")
+        assert answer.status_code == 200, answer.text
+        verdict = answer.json()
+        timeline = client.get(f"/api/incidents/{incident_id}").json()["timeline"]
+        missing = client.post("/api/services/nope/triage")
+    assert verdict["severity"] in ("OK", "P3", "P2", "P1", "P0")
+    assert verdict["incident_id"] == incident_id
+    (entry,) = [e for e in timeline if e["kind"] == "triage"]
+    assert entry["author"] == "alice" and entry["text"].startswith("triage by alice:")
+    assert missing.status_code == 404
+
+
+def test_repeated_failed_sign_ins_are_refused_for_a_while(serve: ServeProcess) -> None:
+    # (last in the module: it blocks sign-ins from 127.0.0.1 for a minute)
+    with _client(serve, None) as browser:
+        codes = [
+            browser.post("/api/session", json={"token": f"wrong-{n}"}).status_code
+            for n in range(10)
+        ]
+        blocked = browser.post("/api/session", json={"token": OPERATOR_TOKEN})
+        bearer_still_works = browser.get("/api/fleet", headers=bearer(OPERATOR_TOKEN))
+    assert codes == [401] * 10
+    assert blocked.status_code == 429 and "too many failed sign-ins" in blocked.json()["error"]
+    assert bearer_still_works.status_code == 200

@@ -113,3 +113,28 @@ def test_a_missing_or_unreadable_history_starts_fresh(tmp_path: Path) -> None:
     assert EventHub().load(tmp_path / "none.json") == 0
     (tmp_path / "bad.json").write_text("{not json")
     assert EventHub().load(tmp_path / "bad.json") == 0
+
+
+def test_the_buffer_keeps_its_byte_budget_and_an_event_is_held_once() -> None:
+    hub = EventHub(100, 100, max_bytes=3000, epoch=7)
+    ids = [hub.publish("fleet", {"pad": "x" * 900}).id for _ in range(10)]
+    assert len(hub.buffer) == 3 and hub.buffered_bytes <= 3000
+    assert hub.buffered_bytes == sum(len(e.wire) for e in hub.buffer)
+    assert hub.since(ids[-4])[0] is False and hub.since(ids[-5])[0] is True
+    event = hub.buffer[-1]
+    assert event.as_dict() == {"id": ids[-1], "type": "fleet", "data": {"pad": "x" * 900}}
+    huge = hub.publish("fleet", {"pad": "y" * 5000})
+    assert list(hub.buffer) == [huge]  # the newest event stays, whatever its size
+
+
+def test_a_subscriber_is_dropped_when_its_queued_bytes_exceed_its_budget() -> None:
+    hub = EventHub(100, 100, client_bytes=2500, epoch=7)
+    sub = hub.subscribe()
+    hub.publish("fleet", {"pad": "x" * 1000})
+    hub.publish("fleet", {"pad": "x" * 1000})
+    assert not sub.dropped and sub.queued_bytes > 2000
+    sub.take()
+    assert sub.queued_bytes == 0
+    for _ in range(3):
+        hub.publish("fleet", {"pad": "x" * 1000})
+    assert sub.dropped and sub not in hub.subscribers

@@ -35,6 +35,7 @@ def _exposition(routes: list[str], counts: list[int]) -> str:
             duration.labels(route).observe(0.05 * k)
         in_flight.labels(route).set(n % 3)
         rejected.labels("rate_limited", route).inc(n % 2)
+        rejected.labels("queue_full", route).inc(n % 3)
     return generate_latest(registry).decode()
 
 
@@ -71,6 +72,14 @@ def test_the_guard_parser_agrees_with_prometheus_client(
     assert fast[("guard_duration_count_total", labels)] == sums.get(
         "crisisctl_http_request_duration_seconds_count", 0.0
     )
+    by_reason: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "crisisctl_guard_rejected_total":
+                reason = s.labels["reason"]
+                by_reason[reason] = by_reason.get(reason, 0.0) + s.value
+    shed = {dict(k[1])["reason"]: v for k, v in fast.items() if k[0] == "guard_shed_total"}
+    assert shed == by_reason
     buckets = {k[1][1][1]: v for k, v in fast.items() if k[0] == "guard_duration_le_total"}
     assert buckets == {k[3:]: v for k, v in sums.items() if k.startswith("le=")}
 
@@ -79,6 +88,7 @@ def test_status_figures() -> None:
     status = {
         "latency_ms": {"count": 10, "p50": 5.0, "p95": 40.0, "p99": 90.0},
         "mode": {"mode": "emergency"},
+        "concurrency": {"limit": 12, "in_flight": 3},
         "process": {
             "rss_bytes": 1000,
             "cpu_percent_recent": None,
@@ -91,6 +101,8 @@ def test_status_figures() -> None:
         "guard_latency_p95_ms": 40.0,
         "guard_latency_p99_ms": 90.0,
         "guard_emergency": 1.0,
+        "guard_mode_code": 1.0,
+        "guard_limit": 12.0,
         "guard_rss_bytes": 1000.0,
         "guard_loop_lag_ms": 3.5,
     }

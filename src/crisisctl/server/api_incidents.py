@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse
 
 from crisisctl.incidents import store
@@ -48,6 +48,9 @@ SOURCE = "serve"
 #: timeline kinds that hold a report, and the report kind each is
 REPORT_KINDS = {EVENT_LOAD_REPORT: "load", EVENT_VALIDATION: "validate", EVENT_TRIAGE: "triage"}
 _MISSING = {**ERRORS, 404: {"model": Error}}
+#: a row id (the store's integers: SQLite and PostgreSQL bigint hold up to 2⁶³ − 1)
+RowId = Annotated[int, Path(ge=1, le=2**53)]
+IncidentId = RowId
 _CHANGE = {**_MISSING, 409: {"model": Error}}
 
 
@@ -100,7 +103,7 @@ async def list_incidents(
 
 
 @router.get("/{incident_id}", response_model=DetailModel, responses=_MISSING)
-async def show(incident_id: int, who: Viewer, runtime: Runtime) -> dict[str, Any]:
+async def show(incident_id: IncidentId, who: Viewer, runtime: Runtime) -> dict[str, Any]:
     """One incident with its timeline, MTTx, escalation level, action items and reports."""
     detail = await asyncio.to_thread(get_detail, _db(runtime), incident_id)
     return detail_document(detail)
@@ -111,14 +114,16 @@ async def show(incident_id: int, who: Viewer, runtime: Runtime) -> dict[str, Any
     response_class=HTMLResponse,
     responses={**_MISSING, 200: {"content": {"text/html": {}}}},
 )
-async def postmortem(incident_id: int, who: Viewer, runtime: Runtime) -> HTMLResponse:
+async def postmortem(incident_id: IncidentId, who: Viewer, runtime: Runtime) -> HTMLResponse:
     """The incident's post-mortem (self-contained HTML), generated from the store."""
     detail = await asyncio.to_thread(get_detail, _db(runtime), incident_id)
     return HTMLResponse(render(build_postmortem(detail), "html"))
 
 
 @router.get("/{incident_id}/reports/{report_id}", response_model=Report, responses=_MISSING)
-async def report(incident_id: int, report_id: int, who: Viewer, runtime: Runtime) -> Report:
+async def report(
+    incident_id: IncidentId, report_id: RowId, who: Viewer, runtime: Runtime
+) -> Report:
     """A load, validation or triage report stored on the incident, with its series."""
     events = await asyncio.to_thread(store.list_events, _db(runtime), incident_id)
     for event in events:
@@ -137,7 +142,7 @@ async def _changed(runtime: Any, record_or_event: Any) -> Any:
 
 
 @router.post("/{incident_id}/ack", response_model=Incident, responses=_CHANGE)
-async def ack(incident_id: int, who: Operator, runtime: Runtime) -> Any:
+async def ack(incident_id: IncidentId, who: Operator, runtime: Runtime) -> Any:
     """Acknowledge: a detected incident moves to investigating (MTTA stops)."""
     db = _db(runtime)
     current = await asyncio.to_thread(store.get_incident, db, incident_id)
@@ -151,7 +156,7 @@ async def ack(incident_id: int, who: Operator, runtime: Runtime) -> Any:
 
 
 @router.post("/{incident_id}/note", response_model=TimelineEntry, responses=_CHANGE)
-async def note(incident_id: int, body: Note, who: Operator, runtime: Runtime) -> Any:
+async def note(incident_id: IncidentId, body: Note, who: Operator, runtime: Runtime) -> Any:
     """Add a note to the timeline."""
     event = await asyncio.to_thread(
         store.add_event, _db(runtime), incident_id, kind=EVENT_NOTE, text=body.text,
@@ -161,7 +166,9 @@ async def note(incident_id: int, body: Note, who: Operator, runtime: Runtime) ->
 
 
 @router.post("/{incident_id}/status", response_model=Incident, responses=_CHANGE)
-async def set_status(incident_id: int, body: StatusChange, who: Operator, runtime: Runtime) -> Any:
+async def set_status(
+    incident_id: IncidentId, body: StatusChange, who: Operator, runtime: Runtime
+) -> Any:
     """Move the incident along its lifecycle (the CLI's rules)."""
     try:
         target = parse_status(body.status)
@@ -176,7 +183,7 @@ async def set_status(incident_id: int, body: StatusChange, who: Operator, runtim
 
 @router.post("/{incident_id}/escalate", response_model=Incident, responses=_CHANGE)
 async def escalate(
-    incident_id: int, who: Operator, runtime: Runtime, body: Escalation | None = None
+    incident_id: IncidentId, who: Operator, runtime: Runtime, body: Escalation | None = None
 ) -> Any:
     """Escalate one level (or to ``level``)."""
     body = body or Escalation()
@@ -189,11 +196,14 @@ async def escalate(
 
 @router.post("/{incident_id}/resolve", response_model=Incident, responses=_CHANGE)
 async def resolve(
-    incident_id: int, who: Operator, runtime: Runtime, body: Resolution | None = None
+    incident_id: IncidentId, who: Operator, runtime: Runtime, body: Resolution | None = None
 ) -> Any:
     """Resolve (with an optional summary for the post-mortem)."""
     db = _db(runtime)
     summary = (body.summary or "").strip() if body else ""
+    current = await asyncio.to_thread(store.get_incident, db, incident_id)
+    if not current.is_open:  # checked first: a refused resolve must not change the summary
+        raise ApiError(409, f"incident {incident_id} is already {current.status}.")
     if summary:
         await asyncio.to_thread(
             store.update_incident, db, incident_id, {"summary": summary}, source=SOURCE,

@@ -4,18 +4,22 @@
 cookies: ``crisisctl_session`` (signed; HttpOnly, SameSite=Strict, Path=/, Secure over https)
 and ``crisisctl_csrf`` (readable by the page, SameSite=Strict): the page echoes the latter as
 ``X-CSRF-Token`` on every change. A wrong credential is 401 after the same work as a right one
-(scrypt for users), so the answer's timing does not tell which names exist.
+(scrypt for users), so the answer's timing does not tell which names exist; after 10 failures
+from one address within a minute, that address gets 429 until the minute has passed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 
 from fastapi import APIRouter, Request, Response
 
 from crisisctl.server.auth import CSRF_COOKIE, SESSION_COOKIE, Principal
 from crisisctl.server.deps import ERRORS, ApiError, Operator, Runtime, Viewer, get_auth
 from crisisctl.server.schemas import Connections, Error, Me, SessionRequest
+from crisisctl.server.throttle import SignInThrottle
 
 __all__ = ["router"]
 
@@ -33,11 +37,18 @@ def _secure(request: Request) -> bool:
     "/session",
     status_code=204,
     response_class=Response,
-    responses={400: {"model": Error}, 401: {"model": Error}},
+    responses={400: {"model": Error}, 401: {"model": Error}, 429: {"model": Error}},
 )
 async def sign_in(body: SessionRequest, request: Request) -> Response:
     """Sign in with a token, or a user name and password; sets the session and CSRF cookies."""
     auth = get_auth(request)
+    throttle: SignInThrottle = request.app.state.throttle
+    address = request.client.host if request.client else "?"
+    wait = throttle.retry_after(address, time.monotonic())
+    if wait is not None:
+        raise ApiError(
+            429, f"too many failed sign-ins from this address: try again in {math.ceil(wait)} s."
+        )
     who: Principal | None
     if body.token is not None:
         who = auth.by_token(body.token)
@@ -46,7 +57,9 @@ async def sign_in(body: SessionRequest, request: Request) -> Response:
     else:
         raise ApiError(400, 'send {"token": "…"} or {"user": "…", "password": "…"}.')
     if who is None:
+        throttle.failed(address, time.monotonic())
         raise ApiError(401, "that token, user or password is not right: check it and try again.")
+    throttle.succeeded(address)
     value, csrf = auth.issue(who)
     response = Response(status_code=204)
     ttl = int(auth.ttl)

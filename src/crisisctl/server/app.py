@@ -1,6 +1,6 @@
 """The app factory: `create_app(settings)` → the FastAPI app of ``crisisctl serve``.
 
-Routes: the JSON API under ``/api`` (OpenAPI at ``/api/openapi.json``, docs at ``/api/docs``),
+Routes: the JSON API under ``/api`` (OpenAPI at ``/api/openapi.json``; no Swagger page: CDN),
 the SSE stream ``/api/events`` (a plain ASGI app, outside the OpenAPI document), the console's
 pages (`crisisctl.server.pages`) and its static files at ``/static``. The lifespan starts and
 stops the `ServeRuntime` (the watch loop, the responder, the store, the event history).
@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
@@ -27,12 +29,15 @@ from crisisctl.server import api_act, api_fleet, api_incidents, api_session, pag
 from crisisctl.server.auth import Authenticator, load_or_create_key
 from crisisctl.server.deps import ApiError
 from crisisctl.server.runtime import ServeRuntime
+from crisisctl.server.schemas import Error
 from crisisctl.server.settings import ServeSettings
 from crisisctl.server.sse import EventStream
+from crisisctl.server.throttle import SignInThrottle
 
 __all__ = ["create_app"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
 def _first_error(exc: RequestValidationError) -> str:
@@ -62,13 +67,14 @@ def create_app(settings: ServeSettings, *, runtime: ServeRuntime | None = None) 
         title="crisisctl serve",
         version="1",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # the Swagger page loads its scripts from a CDN: never at run time
         redoc_url=None,
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.runtime = live
     app.state.auth = auth
+    app.state.throttle = SignInThrottle()
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -88,6 +94,25 @@ def create_app(settings: ServeSettings, *, runtime: ServeRuntime | None = None) 
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, with every refusal (4xx, 5xx) as it is: JSON ``{"error"}``
+        (FastAPI would give 422 its own shape, and an HTML route's refusals its media type)."""
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            for path in document.get("paths", {}).values():
+                for operation in path.values():
+                    for code, answer in operation.get("responses", {}).items():
+                        if code[:1] in ("4", "5"):
+                            answer["content"] = {"application/json": {"schema": _ERROR_REF}}
+                            if code == "422":
+                                answer["description"] = "the body or query is not valid"
+            document.setdefault("components", {}).setdefault("schemas", {})["Error"] = (
+                Error.model_json_schema()
+            )
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(api_session.router)
     app.include_router(api_fleet.router)
     app.include_router(api_incidents.router)

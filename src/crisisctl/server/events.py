@@ -8,8 +8,11 @@ the oldest buffered event (something it missed is gone): the page then refetches
 
 Fan-out is cheap: `publish` encodes an event once (JSON and the SSE wire bytes) and appends
 that one ``bytes`` to each subscriber's bounded deque, waking it. A subscriber whose deque is
-full is dropped (its stream ends); a slow client never blocks the others nor grows memory. On
-reconnecting it resumes from the buffer like anyone else (or gets a reset if the buffer moved on).
+full (`client_queue` events or `client_bytes`) is dropped (its stream ends); a slow client never
+blocks the others nor grows memory. On reconnecting it resumes from the buffer like anyone else
+(or gets a reset if the buffer moved on). The buffer is bounded in events (`size`) and in bytes
+(`max_bytes`, 64 MiB: a thousand services make fleet events of hundreds of KB); an event is held
+once (its wire bytes; the JSON is read back out of them).
 
 Restart: `save` writes the buffer, epoch and seq to ``events.json`` in the state dir
 (atomically) and `load` restores them. Only a *clean* save (on shutdown) keeps the epoch: after
@@ -57,13 +60,19 @@ def format_id(epoch: int, seq: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One published event: its seq, id, type, JSON data and SSE wire bytes (encoded once)."""
+    """One published event: its seq, id, type and SSE wire bytes (encoded once; the JSON data
+    is read back out of them, so an event is held once in memory)."""
 
     seq: int
     id: str
     type: str
-    data: str
     wire: bytes
+
+    @property
+    def data(self) -> str:
+        """The event's JSON text (the ``data:`` line of its wire bytes)."""
+        start = len(self.id) + len(self.type) + len("id: \nevent: \ndata: ")
+        return self.wire[start:-2].decode()
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "type": self.type, "data": json.loads(self.data)}
@@ -74,11 +83,17 @@ def _wire(event_id: str, kind: str, data: str) -> bytes:
     return f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n".encode()
 
 
+def _event(seq: int, event_id: str, kind: str, data: str) -> Event:
+    return Event(seq, event_id, kind, _wire(event_id, kind, data))
+
+
 @dataclass(eq=False)
 class Subscriber:
-    """One open stream's bounded queue of wire chunks."""
+    """One open stream's queue of wire chunks, bounded in events and in bytes."""
 
     limit: int
+    max_bytes: int = 8 * 1024 * 1024
+    queued_bytes: int = 0
     chunks: deque[bytes] = field(default_factory=deque)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     #: dropped (too slow) or the hub closed: the stream ends after what it holds
@@ -87,11 +102,12 @@ class Subscriber:
 
     def offer(self, wire: bytes) -> bool:
         """Queue `wire`; False (and closed) when the queue is full."""
-        if len(self.chunks) >= self.limit:
+        if len(self.chunks) >= self.limit or self.queued_bytes + len(wire) > self.max_bytes:
             self.dropped = self.closed = True
             self.ready.set()
             return False
         self.chunks.append(wire)
+        self.queued_bytes += len(wire)
         self.ready.set()
         return True
 
@@ -101,6 +117,7 @@ class Subscriber:
             return b""
         out = b"".join(self.chunks)
         self.chunks.clear()
+        self.queued_bytes = 0
         return out
 
     def close(self) -> None:
@@ -112,10 +129,21 @@ class EventHub:
     """The ring buffer and the subscribers (all on one event loop)."""
 
     def __init__(
-        self, size: int = 1000, client_queue: int = 512, *, epoch: int | None = None
+        self,
+        size: int = 1000,
+        client_queue: int = 512,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        client_bytes: int = 8 * 1024 * 1024,
+        epoch: int | None = None,
     ) -> None:
         self.size = size
         self.client_queue = client_queue
+        #: the buffer's byte budget (a fleet of a thousand services makes large fleet events):
+        #: beyond it the oldest events leave the buffer early
+        self.max_bytes = max_bytes
+        self.client_bytes = client_bytes
+        self.buffered_bytes = 0
         self.epoch = epoch if epoch is not None else int(time.time() * 1000)
         self.seq = 0
         self.buffer: deque[Event] = deque(maxlen=size)
@@ -137,17 +165,25 @@ class EventHub:
         self.version += 1
         event_id = format_id(self.epoch, self.seq)
         text = json.dumps(data, separators=(",", ":"), default=str)
-        event = Event(self.seq, event_id, kind, text, _wire(event_id, kind, text))
-        self.buffer.append(event)
+        event = _event(self.seq, event_id, kind, text)
+        self._buffer(event)
         for sub in list(self.subscribers):
             if not sub.offer(event.wire):
                 self.subscribers.discard(sub)
                 self.dropped += 1
         return event
 
+    def _buffer(self, event: Event) -> None:
+        if len(self.buffer) == self.size:
+            self.buffered_bytes -= len(self.buffer[0].wire)
+        self.buffer.append(event)
+        self.buffered_bytes += len(event.wire)
+        while self.buffered_bytes > self.max_bytes and len(self.buffer) > 1:
+            self.buffered_bytes -= len(self.buffer.popleft().wire)
+
     def reset_event(self) -> Event:
         """A ``reset`` carrying the current id (not buffered: it consumes no seq)."""
-        return Event(self.seq, self.last_id, "reset", "{}", _wire(self.last_id, "reset", "{}"))
+        return _event(self.seq, self.last_id, "reset", "{}")
 
     # -- reading -------------------------------------------------------------------------------
     def since(self, last_id: str | None) -> tuple[bool, list[Event]]:
@@ -167,7 +203,7 @@ class EventHub:
         return False, [self.buffer[i] for i in range(start, len(self.buffer))]
 
     def subscribe(self) -> Subscriber:
-        sub = Subscriber(self.client_queue)
+        sub = Subscriber(self.client_queue, self.client_bytes)
         if self.closed:
             sub.close()
         else:
@@ -206,14 +242,14 @@ class EventHub:
             return 0
         self.epoch, self.seq = epoch, seq
         self.buffer.clear()
+        self.buffered_bytes = 0
         kept = [r for r in rows if r[0] <= seq][-self.size :]
         expected = seq - len(kept) + 1
         if any(row[0] != expected + i for i, row in enumerate(kept)):
             return 0  # not consecutive: keep the epoch and seq, drop the history
         for row_seq, kind, data in kept:
-            event_id = format_id(epoch, row_seq)
-            self.buffer.append(Event(row_seq, event_id, kind, data, _wire(event_id, kind, data)))
-        return len(kept)
+            self._buffer(_event(row_seq, format_id(epoch, row_seq), kind, data))
+        return len(self.buffer)
 
     def save(self, path: Path, *, clean: bool) -> None:
         """Write the hub atomically (blocking: call it in a thread, or at shutdown)."""

@@ -24,6 +24,7 @@ scrape time; rates are taken between the kept points, so no increase is lost).
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -36,9 +37,19 @@ from crisisctl.watch.rules_spec import BurnRateRule
 from crisisctl.watch.scrape import instance_name
 from crisisctl.watch.store import Series, SeriesStore
 
-__all__ = ["FLEET_SERIES", "MAX_POINTS", "fleet_snapshot", "service_series", "window_label"]
+__all__ = [
+    "FLEET_SERIES",
+    "MAX_POINTS",
+    "fleet_snapshot",
+    "fleet_snapshot_async",
+    "index_store",
+    "service_series",
+    "window_label",
+]
 
 MAX_POINTS: Final = 360
+#: services computed per turn of the event loop (~10 ms on a slow host)
+SERVICES_PER_TURN: Final = 32
 MODES: Final = {0: "normal", 1: "emergency", 2: "recovering"}
 #: series the console reads: the serve keeps them for at least an hour
 FLEET_SERIES: Final = (
@@ -91,20 +102,51 @@ def _per_second(points: list[tuple[float, float]]) -> float | None:
     return max(0.0, points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
 
 
-class _View:
-    """One service's series in a store, read at `now`."""
+#: (series name, service) → [(labels, series)]: a store's series grouped once per snapshot
+_Index = dict[tuple[str, str], list[tuple[dict[str, str], Series]]]
 
-    def __init__(self, store: SeriesStore, service: str, now: float, fresh_s: float) -> None:
+
+def index_store(store: SeriesStore, names: Iterable[str]) -> _Index:
+    """Group the series of `names` by service in one pass (a fleet snapshot of N services then
+    reads each series once, not N times)."""
+    index: _Index = {}
+    for name in set(names):
+        for key in store.by_name.get(name, ()):
+            series = store.get(key)
+            if series is not None:
+                labels = dict(key.labels)
+                index.setdefault((name, labels.get("service", "")), []).append((labels, series))
+    return index
+
+
+class _View:
+    """One service's series in a store, read at `now` (through `index` when given)."""
+
+    def __init__(
+        self,
+        store: SeriesStore,
+        service: str,
+        now: float,
+        fresh_s: float,
+        index: _Index | None = None,
+    ) -> None:
         self.store = store
         self.service = service
         self.now = now
         self.fresh_s = fresh_s
+        self.index = index
 
     def each(self, name: str, **match: str) -> Iterable[tuple[dict[str, str], Series]]:
+        if self.index is not None:
+            wanted = tuple(match.items())
+            for labels, series in self.index.get((name, self.service), ()):
+                if all(labels.get(k) == v for k, v in wanted):
+                    yield labels, series
+            return
         for key in self.store.select(name, {"service": self.service, **match}):
-            series = self.store.get(key)
-            if series is not None:
-                yield dict(key.labels), series
+            found = self.store.get(key)
+            if found is not None:
+                yield dict(key.labels), found
 
     def latest(self, series: Series) -> float | None:
         point = series.latest()
@@ -186,10 +228,12 @@ def _burn(view: _View, rule: BurnRateRule) -> tuple[dict[str, float | None], flo
     return rates, budget
 
 
-def service_figures(watch: Watch, service: str, now: float) -> dict[str, Any]:
+def service_figures(
+    watch: Watch, service: str, now: float, index: _Index | None = None
+) -> dict[str, Any]:
     """One service's entry of the fleet document."""
     interval = watch.config.interval
-    view = _View(watch.store, service, now, fresh_s=2.5 * interval + 1.0)
+    view = _View(watch.store, service, now, fresh_s=2.5 * interval + 1.0, index=index)
     window = max(60.0, 3.0 * interval)
     requests = view.increase("guard_requests_total", window)
     errors = view.increase("guard_errors_total", window)
@@ -228,13 +272,39 @@ def service_figures(watch: Watch, service: str, now: float) -> dict[str, Any]:
     }
 
 
+def _fleet_index(watch: Watch) -> _Index:
+    names = list(FLEET_SERIES)
+    for rule in watch.rules:
+        if isinstance(rule, BurnRateRule):
+            names += [rule.total, rule.errors, rule.total_latency, rule.buckets]
+    return index_store(watch.store, names)
+
+
 def fleet_snapshot(watch: Watch | None, now: float) -> dict[str, Any]:
     """The whole fleet document (``GET /api/fleet``, ``fleet`` events)."""
-    services = [] if watch is None else list(watch.config.services)
+    if watch is None:
+        return {"generated_at": _iso(now), "services": []}
+    index = _fleet_index(watch)
     return {
         "generated_at": _iso(now),
-        "services": [service_figures(watch, name, now) for name in services if watch],
+        "services": [service_figures(watch, name, now, index) for name in watch.config.services],
     }
+
+
+async def fleet_snapshot_async(watch: Watch | None, now: float) -> dict[str, Any]:
+    """`fleet_snapshot`, yielding to the event loop every `SERVICES_PER_TURN` services (a
+    thousand services take a few hundred ms on a slow host: the API and the streams must not
+    wait for them)."""
+    if watch is None:
+        return fleet_snapshot(None, now)
+    index = _fleet_index(watch)
+    await asyncio.sleep(0)
+    services = []
+    for number, name in enumerate(watch.config.services, 1):
+        services.append(service_figures(watch, name, now, index))
+        if number % SERVICES_PER_TURN == 0:
+            await asyncio.sleep(0)
+    return {"generated_at": _iso(now), "services": services}
 
 
 # -- time series for charts ------------------------------------------------------------------

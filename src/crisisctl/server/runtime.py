@@ -4,8 +4,10 @@
 starts the watch loop as a task on the server's event loop; the watch's responder is the same
 one ``crisisctl watch`` builds (`watch.respond.build_responder`), wrapped so that after every
 cycle the fleet's figures, the alert transitions and the incident changes are published as
-events. `stop` ends the loop (the watch saves its state), drains the responder, closes the
-store and saves the event history (a clean save: resuming clients keep their place).
+events. `stop` ends the event streams, then the loop (a cycle still running after `STOP_WAIT_S` is
+cancelled; the watch saves its state either way), drains the responder (as ``crisisctl watch``
+does on its way out), closes the store and saves the event history (a clean save: resuming
+clients keep their place).
 
 Incident changes — whether the watch's responder or an API call made them — are found by
 `sync_incidents` (incidents whose ``updated_at`` moved, then their new timeline rows) and
@@ -27,7 +29,7 @@ from crisisctl.incidents import store
 from crisisctl.incidents.db import Database, open_database
 from crisisctl.incidents.records import EventRecord, IncidentRecord
 from crisisctl.server.events import EVENTS_FILE, EventHub
-from crisisctl.server.fleet import FLEET_SERIES, fleet_snapshot
+from crisisctl.server.fleet import FLEET_SERIES, fleet_snapshot, fleet_snapshot_async
 from crisisctl.server.settings import ServeSettings
 from crisisctl.watch.config import load_watch_file
 from crisisctl.watch.engine import alert_to_dict
@@ -39,6 +41,8 @@ __all__ = ["ServeRuntime", "incident_summary"]
 
 #: the console's charts reach back an hour: the fleet's series are kept at least that long
 CHART_RETENTION_S: Final = 3600.0
+#: how long a stop waits for the watch's cycle in flight before cancelling it
+STOP_WAIT_S: Final = 1.0
 #: incidents read per sync (the newest changed ones)
 SYNC_LIMIT: Final = 50
 log = logging.getLogger("crisisctl.server")
@@ -70,7 +74,7 @@ class _Publishing:
             await self.inner.handle(transitions, firing, now)
         for change in transitions:
             runtime.hub.publish("alert", alert_to_dict(change.alert))
-        runtime.publish_fleet(now.timestamp())
+        await runtime.publish_fleet(now.timestamp())
         await runtime.sync_incidents()
 
 
@@ -80,7 +84,12 @@ class ServeRuntime:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         events = settings.config.events
-        self.hub = EventHub(events.buffer, events.client_queue)
+        self.hub = EventHub(
+            events.buffer,
+            events.client_queue,
+            max_bytes=int(events.buffer_mb * 1024 * 1024),
+            client_bytes=int(events.client_mb * 1024 * 1024),
+        )
         self.watch: Watch | None = None
         self.responder: WatchResponder | None = None
         self.db: Database | None = None
@@ -130,8 +139,12 @@ class ServeRuntime:
         """End the watch (its state saved), drain the responder, save the events, close."""
         self._stop.set()
         self.hub.close()
+        if self._tasks:  # a cycle in flight may wait on slow scrapes: cut it short
+            _, late = await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
+            for task in late:
+                task.cancel()  # Watch.run saves its state in its `finally`
         for task in self._tasks:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
         if self.responder is not None:
             await self.responder.aclose()
@@ -156,8 +169,8 @@ class ServeRuntime:
                     log.warning("could not save the event history to %s: %s", path, exc)
 
     # -- publication ---------------------------------------------------------------------------
-    def publish_fleet(self, now: float) -> None:
-        self.fleet = fleet_snapshot(self.watch, now)
+    async def publish_fleet(self, now: float) -> None:
+        self.fleet = await fleet_snapshot_async(self.watch, now)
         self.hub.publish("fleet", self.fleet)
 
     def _changes(self) -> list[tuple[IncidentRecord, list[EventRecord]]]:

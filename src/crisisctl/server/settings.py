@@ -11,7 +11,8 @@
     allow_anonymous_viewer: false  # only on a loopback address: anyone reads, nobody changes
     session_ttl: 12h
     secure_cookies: auto           # auto: Secure when the request came over https
-    events: {buffer: 1000, ping: 15s, client_queue: 512, persist_every: 5s}
+    events: {buffer: 1000, buffer_mb: 64, ping: 15s, client_queue: 512, client_mb: 8,
+             persist_every: 5s}
 
 Every model refuses unknown fields; `load_serve_file` reports every problem as
 ``file:line: field: message``. `ServeSettings` is what the app factory takes: the validated
@@ -101,8 +102,12 @@ class EventsConfig(_Strict):
     """The event hub: ring buffer size, ping period, per-client queue, persistence period."""
 
     buffer: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    #: the buffer's byte budget (MiB): the oldest events leave early beyond it
+    buffer_mb: Annotated[float, Field(gt=0, le=4096)] = 64.0
     ping: Annotated[Duration, Field(gt=0)] = 15.0
     client_queue: Annotated[int, Field(ge=1, le=100_000)] = 512
+    #: bytes (MiB) queued for one stream before it is dropped as too slow
+    client_mb: Annotated[float, Field(gt=0, le=1024)] = 8.0
     persist_every: Annotated[Duration, Field(gt=0)] = 5.0
 
 

@@ -79,6 +79,10 @@ class EventStream:
         if self.auth.identify(headers) is None:
             await send_json(send, 401, {"error": "sign in first: POST /api/session"})
             return
+        if scope.get("method") == "HEAD":
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            await send({"type": "http.response.body", "body": b""})
+            return
         hub = self.hub
         sub = hub.subscribe()
         reset, backlog = hub.since(last_event_id(scope, headers))
