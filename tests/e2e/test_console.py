@@ -51,7 +51,7 @@ SERVICE = "api"
 #: the traffic thread stops by itself after this long, whatever happens to the test
 TRAFFIC_MAX_S = 180.0
 T = TypeVar("T")
-#: ~45 s for the module (one guarded app, one serve, one browser)
+#: ~50 s for the module (one guarded app, one serve, one browser)
 pytestmark = pytest.mark.slow
 
 
@@ -544,4 +544,29 @@ def test_a_load_report_stored_on_an_incident_is_shown_with_its_charts(
     expect_that(page.locator("#report-facts")).to_contain_text("48.5 ms")
     expect_that(page.locator("#report-charts canvas")).to_have_count(2)
     screenshot(page, "report.png")
+    context.close()
+
+
+def test_a_stream_that_brings_nothing_while_the_server_has_events_falls_back_to_polling(
+    browser: Browser, serve: ServeProcess
+) -> None:
+    incident = open_incident(serve, "api behind a buffering proxy")
+    context = context_for(
+        browser, serve, OPERATOR_TOKEN, init_script="window.crisisctlLiveOptions = {stallMs: 1500}"
+    )
+    page = context.new_page()
+    # a proxy that buffers the stream: the request is accepted and nothing ever comes through
+    page.route(lambda url: urlsplit(url).path == "/api/events", lambda route: None)
+    page.goto(f"/incidents/{incident}")
+    wait_for("the stream is opened", lambda: live(page).get("mode") == "sse", 5)
+    # the first quiet spell only notes where the server is; events after it must arrive
+    wait_for("a point to judge from", lambda: live(page).get("lastEventId"), 5)
+    assert live(page)["mode"] == "sse"
+    with api(serve) as client:
+        note = client.post(f"/api/incidents/{incident}/note", json={"text": "held by the proxy"})
+        assert note.status_code in (200, 201), note.text
+    # the next quiet spell finds events the stream did not bring: the feed polls and gets them
+    expect_that(page.locator("#timeline")).to_contain_text("held by the proxy", timeout=10000)
+    state = live(page)
+    assert state["mode"] == "poll" and "holds back" in state["reason"]
     context.close()

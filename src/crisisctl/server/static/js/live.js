@@ -14,9 +14,10 @@
  * server replays what it missed from its ring buffer (`reset` when the id is too old: pages
  * then refetch their snapshot). EventSource's own reconnects send `Last-Event-ID`.
  *
- * Fallback to polling `/api/events/poll` when push fails: no EventSource at all, no event
- * within `stallMs` of opening (a buffering proxy: the server's first event is `hello`), or
- * `maxErrors` failures in a row before any event arrived. The poll delay is `pollDelay`:
+ * Fallback to polling `/api/events/poll` when push fails: no EventSource at all; a stream
+ * that holds back events the server has (a buffering proxy: after `stallMs` without an event
+ * the poll endpoint is asked, see `#probeStall`); or `maxErrors` failures in a row before any
+ * event arrived. The poll delay is `pollDelay`:
  * 5 s × 1.2^idle polls, capped at 30 s, ±15 % jitter, back to 5 s when events arrive. Polling
  * pauses while every console tab is hidden (tabs announce that they are visible over the
  * channel) and resumes at once when one is shown.
@@ -178,13 +179,51 @@ export class LiveFeed {
       this.#status();
     };
     source.onerror = () => this.#streamError(source);
-    clearTimeout(this.stallTimer);
-    this.stallTimer = setTimeout(() => {
-      if (this.source === source && !this.delivered) {
-        this.#startPolling("the stream brought no event (a buffering proxy?)");
-      }
-    }, this.stallMs);
+    this.#armStall(source);
     this.#status();
+  }
+
+  /** After `stallMs` without an event, ask the poll endpoint whether the stream is stuck. */
+  #armStall(source) {
+    clearTimeout(this.stallTimer);
+    this.stallTimer = setTimeout(() => this.#probeStall(source), this.stallMs);
+  }
+
+  /**
+   * A quiet stream and a stuck one (a proxy that buffers it) look alike: comment pings never
+   * reach JavaScript. So the poll endpoint is asked for the events after the last one seen: if
+   * it has some that the stream still has not brought 2 s later, the stream is stuck and the
+   * feed polls instead; otherwise the server is just quiet and the stream stays.
+   */
+  async #probeStall(source) {
+    if (this.source !== source) return;
+    let events = [];
+    try {
+      const query = this.lastEventId ? `?last_event_id=${encodeURIComponent(this.lastEventId)}` : "";
+      const response = await fetch(this.pollUrl + query, { credentials: "same-origin" });
+      if (response.ok) {
+        const body = await response.json();
+        events = body.events || [];
+        // a page that saw no event yet takes the server's last id as the point to judge from
+        if (!this.lastEventId && body.last_event_id != null) this.#remember(String(body.last_event_id));
+      }
+    } catch {
+      // the server is away: the stream's own errors will tell
+    }
+    const missing = events.filter((e) => e.id != null && e.type !== "reset" && !this.seen.has(String(e.id)));
+    if (this.source !== source) return;
+    if (!missing.length) {
+      this.#armStall(source);
+      return;
+    }
+    this.stallTimer = setTimeout(() => {
+      if (this.source !== source) return;
+      if (missing.some((e) => !this.seen.has(String(e.id)))) {
+        this.#startPolling("the stream holds back events the server has (a buffering proxy?)");
+      } else {
+        this.#armStall(source);
+      }
+    }, 2000);
   }
 
   #closeStream() {
@@ -217,7 +256,7 @@ export class LiveFeed {
   #fromStream(type, message) {
     this.delivered = true;
     this.errors = 0;
-    clearTimeout(this.stallTimer);
+    if (this.source) this.#armStall(this.source);
     if (this.state !== "open") {
       this.state = "open";
       this.#status();

@@ -92,7 +92,10 @@ async function main() {
       }
     });
   }
-  const feed = new LiveFeed({ onStatus: showStatus, onUnauthorized: toLogin });
+  // window.crisisctlLiveOptions (set by a debugging session or a browser test before the page's
+  // scripts run) may shorten the feed's timings, e.g. {stallMs: 1500}
+  const overrides = typeof window.crisisctlLiveOptions === "object" ? window.crisisctlLiveOptions : {};
+  const feed = new LiveFeed({ ...overrides, onStatus: showStatus, onUnauthorized: toLogin });
   window.crisisctlLive = feed;
   feed.on("*", activity);
   const load = PAGES[context.page];
