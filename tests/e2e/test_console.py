@@ -108,7 +108,9 @@ services:
   {SERVICE}:
     guards: ["{guard.url}"]
     token: env:CONSOLE_TEST_GUARD_TOKEN
-incidents: {{triage: false}}
+rules:
+  - {{name: serving, kind: threshold, metric: guard_requests_total, above: 1, severity: P3}}
+incidents: {{triage: false, open_at: P2}}
 """
     process = ServeProcess(
         tmp_path_factory.mktemp("console"),
@@ -569,4 +571,19 @@ def test_a_stream_that_brings_nothing_while_the_server_has_events_falls_back_to_
     expect_that(page.locator("#timeline")).to_contain_text("held by the proxy", timeout=10000)
     state = live(page)
     assert state["mode"] == "poll" and "holds back" in state["reason"]
+    context.close()
+
+
+# -- alerts -------------------------------------------------------------------------------------
+def test_the_alerts_page_lists_what_fires(browser: Browser, serve: ServeProcess) -> None:
+    context = context_for(browser, serve, VIEWER_TOKEN)
+    page = context.new_page()
+    page.goto("/alerts")
+    row = page.locator('#alert-rows tr:has-text("serving")')
+    expect_that(row).to_have_count(1)
+    expect_that(row).to_contain_text(SERVICE)
+    expect_that(row.locator(".badge")).to_have_text("P3")
+    with api(serve) as client:
+        firing = client.get("/api/alerts").json()
+    assert [a["rule"] for a in firing] == ["serving"]
     context.close()
