@@ -424,6 +424,11 @@ def test_a_viewer_sees_no_button_and_the_server_refuses_its_changes(
     with api(serve) as client:
         detail = client.get(f"/api/incidents/{incident}").json()
     assert detail["status"] == "detected" and detail["escalation_level"] == 1
+    # signing out ends the session: the pages send the person back to sign in
+    page.click("#sign-out button")
+    page.wait_for_url(f"{serve.url}/login")
+    page.goto("/alerts")
+    assert urlsplit(page.url).path == "/login"
     context.close()
 
 

@@ -58,13 +58,21 @@ function showStatus(snapshot) {
   status.dataset.mode = snapshot.mode;
 }
 
+/** When the event happened, as far as its data says (else now: when it arrived). */
+function happened(event) {
+  const d = event.data || {};
+  const at = (d.entry && d.entry.at) || d.fired_at || d.resolved_at || d.updated_at;
+  return at && !Number.isNaN(Date.parse(at)) ? new Date(at).toISOString() : new Date().toISOString();
+}
+
 function activity(event) {
   const list = document.getElementById("activity");
   if (!list || event.type === "fleet" || event.type === "hello") return;
+  const at = happened(event);
   const item = el(
     "li",
     { "data-type": event.type, "data-event-id": event.id || "" },
-    el("time", { datetime: new Date().toISOString() }, when(new Date().toISOString()).slice(11, 19)),
+    el("time", { datetime: at }, when(at).slice(11, 19)),
     " ",
     describe(event),
   );
