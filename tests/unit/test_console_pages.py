@@ -39,8 +39,9 @@ class AsUser:
         if scope["type"] == "http":
             raw = dict(scope["headers"]).get(b"x-test-user")
             if raw:
-                name, role = raw.decode().split(":")
-                scope.setdefault("state", {})["user"] = {"name": name, "role": role}
+                name, role, *via = raw.decode().split(":")
+                user = {"name": name, "role": role, "via": via[0] if via else "token"}
+                scope.setdefault("state", {})["user"] = user
         await self.app(scope, receive, send)
 
 
@@ -161,6 +162,16 @@ def test_the_sign_in_page_needs_no_session_and_a_signed_in_person_goes_on(
     assert onward.status_code == 303 and onward.headers["location"] == "/incidents/7"
     away = client.get("/login?next=%2F%2Fevil.example%2Fx", headers=OPERATOR)
     assert away.headers["location"] == "/"
+
+
+def test_an_anonymous_viewer_reads_and_may_still_sign_in(client: Client) -> None:
+    anonymous = {"x-test-user": "anonymous:viewer:anonymous"}
+    page = client.get("/incidents/7", headers=anonymous)
+    assert page.status_code == 200
+    assert 'href="/login?next=%2Fincidents%2F7"' in page.text and "Sign out" not in page.text
+    assert "<button" not in page.text
+    login = client.get("/login?next=%2Fincidents%2F7", headers=anonymous)
+    assert login.status_code == 200 and 'id="login-form"' in login.text
 
 
 def test_an_unknown_role_is_not_signed_in(client: Client) -> None:

@@ -96,6 +96,8 @@ class SignedIn:
 
     name: str
     role: str
+    #: the serve's anonymous viewer (allow_anonymous_viewer): reads without having signed in
+    anonymous: bool = False
 
     @property
     def can_change(self) -> bool:
@@ -123,7 +125,7 @@ def signed_in(request: Request) -> SignedIn | None:
     role = getattr(role, "value", role)  # an enum member or its value
     if not isinstance(name, str) or not name or role not in ROLES:
         return None
-    return SignedIn(name=name, role=str(role))
+    return SignedIn(name=name, role=str(role), anonymous=_field(user, "via") == "anonymous")
 
 
 @cache
@@ -163,7 +165,10 @@ def _page(template: str, page: str, title: str, **fixed: Any) -> Any:
             return _to_login(request)
         params = {key: str(value) for key, value in request.path_params.items()}
         shown = title.format(**params)
-        return _render(template, page=page, title=shown, user=user, params=params, **fixed)
+        here = quote(request.url.path, safe="")
+        return _render(
+            template, page=page, title=shown, user=user, params=params, here=here, **fixed
+        )
 
     handler.__name__ = f"page_{page}"
     return handler
@@ -177,9 +182,11 @@ def _safe_next(value: str | None) -> str:
 
 
 async def login(request: Request) -> Response:
-    """The sign-in page; someone already signed in goes straight on."""
+    """The sign-in page; someone already signed in goes straight on (an anonymous viewer may
+    sign in to act)."""
     next_path = _safe_next(request.query_params.get("next"))
-    if signed_in(request) is not None:
+    user = signed_in(request)
+    if user is not None and not user.anonymous:
         return RedirectResponse(next_path, status_code=303)
     return _render("login.html", page="login", title="Sign in", user=None, params={})
 

@@ -99,6 +99,10 @@ export class LiveFeed {
     this.channel.onmessage = (message) => this.#fromChannel(message.data);
     document.addEventListener("visibilitychange", () => this.#visibilityChanged());
     window.addEventListener("pagehide", () => this.#goodbye());
+    window.addEventListener("pageshow", (event) => {
+      // back from the back/forward cache: a leader whose stream `pagehide` closed reopens it
+      if (event.persisted && this.role === "leader" && this.mode === "sse" && !this.source) this.#openStream();
+    });
     this.#announceVisible();
     setInterval(() => this.#announceVisible(), VISIBLE_EVERY_MS);
     this.channel.postMessage({ kind: "hello-leader" }); // the leader answers with its status
