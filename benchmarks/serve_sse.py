@@ -13,7 +13,8 @@ clock) is recorded; the server's CPU (psutil cpu_times over the same window ÷ w
 ``/api/debug/connections``. Bounded: about 15 s per run, three runs ≈ 50 s with start-up.
 
 Every run is appended to benchmarks/results/serve_sse.json; the medians over all stored full
-runs are printed (never the best). The machine is shared with other work (a busy 2-core
+runs of the same code (`code`: a fingerprint of the server's modules) and set-up are printed
+(never the best). The machine is shared with other work (a busy 2-core
 host): the client process competes with the server for CPU, so latencies include its delays.
 """
 
@@ -167,8 +168,12 @@ def main() -> None:
         "server_rss_mb": statistics.median(r["server_rss_mb"] for r in runs),
     }
     stored = append_run(args.output, doc, quick=args.quick)
+    # the runs of this code and set-up only (earlier code's runs stay stored as history)
     same = [
-        r for r in stored if r.get("clients") == args.clients and r.get("rate_per_s") == args.rate
+        r
+        for r in stored
+        if (r.get("clients"), r.get("rate_per_s"), r.get("code"))
+        == (args.clients, args.rate, doc["code"])
     ]
     print_median("fan-out latency p50", same, lambda r: r["p50_ms"], " ms")
     print_median("fan-out latency p99", same, lambda r: r["p99_ms"], " ms")

@@ -233,6 +233,24 @@ def test_a_viewer_and_a_session_without_csrf_can_change_nothing(
     assert kinds == ["opened", "note"] and record.status == "detected"
 
 
+def test_an_incident_opened_by_the_cli_reaches_the_event_stream(serve: ServeProcess) -> None:
+    with _client(serve) as client:
+        head = client.get("/api/events/poll").json()["last_event_id"]
+        incident_id = _open_incident(serve)  # the store, as `crisisctl incident open` writes it
+
+        def published() -> list[dict[str, Any]] | None:
+            answer = client.get("/api/events/poll", params={"last_event_id": head}).json()
+            found = [
+                e
+                for e in answer["events"]
+                if e["type"] == "incident" and e["data"]["id"] == incident_id
+            ]
+            return found or None
+
+        (event,) = _wait("the incident event", published, 10)
+    assert event["data"]["title"] == "api is slow" and event["data"]["status"] == "detected"
+
+
 @pytest.mark.slow
 def test_an_event_stream_resumes_after_a_restart_without_losing_an_event(
     serve: ServeProcess,

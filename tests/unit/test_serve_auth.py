@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crisisctl.server.auth import (
     ANONYMOUS,
@@ -150,3 +152,15 @@ def test_a_literal_token_an_unset_variable_or_a_short_token_is_one_sentence(
         ServeSettings.build(config)
     with pytest.raises(ServeConfigError, match="not HOST:PORT"):
         parse_serve_text("listen: nowhere\n", "serve.yaml")
+
+
+@given(st.text(max_size=300))
+def test_no_cookie_text_authenticates_or_raises(text: str) -> None:
+    auth = Authenticator(
+        ServeSettings.build(ServeConfig.model_validate({"allow_anonymous_viewer": False})),
+        b"k" * 32,
+    )
+    assert auth.session(text) is None
+    assert auth.identify({"cookie": text}) is None
+    assert auth.identify({"cookie": f"crisisctl_session={text}"}) is None
+    assert auth.identify({"authorization": f"Bearer {text}"}) is None

@@ -138,3 +138,25 @@ def test_a_subscriber_is_dropped_when_its_queued_bytes_exceed_its_budget() -> No
     for _ in range(3):
         hub.publish("fleet", {"pad": "x" * 1000})
     assert sub.dropped and sub not in hub.subscribers
+
+
+async def test_a_running_server_marks_its_history_unclean_until_it_stops(tmp_path: Path) -> None:
+    from crisisctl.server.runtime import ServeRuntime
+    from crisisctl.server.settings import ServeConfig, ServeSettings
+
+    config = ServeConfig.model_validate(
+        {"state_dir": str(tmp_path), "db": f"sqlite:///{tmp_path / 'i.db'}"}
+    )
+    first = ServeRuntime(ServeSettings.build(config))
+    await first.start()
+    last = first.hub.publish("fleet", {}).id
+    await first.stop()
+    second = ServeRuntime(ServeSettings.build(config))
+    await second.start()
+    assert second.hub.since(last) == (False, [])  # a clean stop: same history
+    second.hub.publish("fleet", {})
+    third = ServeRuntime(ServeSettings.build(config))  # the second "crashed": no stop
+    await third.start()
+    assert third.hub.epoch != second.hub.epoch and third.hub.since(last)[0] is True
+    await third.stop()
+    await second.stop()

@@ -38,6 +38,17 @@ __all__ = ["create_app"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
+#: how a caller proves who it is (either one): an API token, or the session cookie of
+#: POST /api/session (whose changes also need the X-CSRF-Token header)
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "an API token of the serve file"},
+    "session": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "crisisctl_session",
+        "description": "set by POST /api/session; changes also need X-CSRF-Token",
+    },
+}
 
 
 def _first_error(exc: RequestValidationError) -> str:
@@ -99,16 +110,19 @@ def create_app(settings: ServeSettings, *, runtime: ServeRuntime | None = None) 
         (FastAPI would give 422 its own shape, and an HTML route's refusals its media type)."""
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            for path in document.get("paths", {}).values():
+            for route, path in document.get("paths", {}).items():
                 for operation in path.values():
+                    if route == "/api/session":
+                        operation["security"] = []  # signing in and out needs no credential
                     for code, answer in operation.get("responses", {}).items():
                         if code[:1] in ("4", "5"):
                             answer["content"] = {"application/json": {"schema": _ERROR_REF}}
                             if code == "422":
                                 answer["description"] = "the body or query is not valid"
-            document.setdefault("components", {}).setdefault("schemas", {})["Error"] = (
-                Error.model_json_schema()
-            )
+            components = document.setdefault("components", {})
+            components.setdefault("schemas", {})["Error"] = Error.model_json_schema()
+            components["securitySchemes"] = SECURITY_SCHEMES
+            document["security"] = [{name: []} for name in SECURITY_SCHEMES]
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -205,7 +205,8 @@ class Authenticator:
             body = _unb64(head)
         except (ValueError, TypeError):
             return None
-        if not signature or not hmac.compare_digest(self._sign(body), signature):
+        # bytes, not str: compare_digest refuses non-ASCII text (a forged cookie may hold any)
+        if not signature or not hmac.compare_digest(self._sign(body).encode(), signature.encode()):
             return None
         try:
             data = json.loads(body)

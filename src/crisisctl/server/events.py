@@ -17,9 +17,10 @@ once (its wire bytes; the JSON is read back out of them).
 Restart: `save` writes the buffer, epoch and seq to ``events.json`` in the state dir
 (atomically) and `load` restores them. Only a *clean* save (on shutdown) keeps the epoch: after
 a crash the newest events may be missing from the last file, so the hub starts a new epoch and
-every resuming client gets a reset rather than a silent gap. (A periodic snapshot cannot tell
-whether events followed it, so it could only ever be restored as unclean: the server saves
-periodically for inspection, `clean: false`, and trusts only the shutdown save.)
+every resuming client gets a reset rather than a silent gap. A periodic snapshot cannot tell
+whether events followed it, so the server writes those as unclean (`clean: false`, kept for
+inspection), and rewrites the file as unclean as soon as it has restored it: a crash of the
+next run is never mistaken for a clean history.
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@ cancelled; the watch saves its state either way), drains the responder (as ``cri
 does on its way out), closes the store and saves the event history (a clean save: resuming
 clients keep their place).
 
-Incident changes — whether the watch's responder or an API call made them — are found by
-`sync_incidents` (incidents whose ``updated_at`` moved, then their new timeline rows) and
-published as ``incident`` and ``timeline`` events: one path for every writer of the store.
+Incident changes — whether the watch's responder, an API call or the CLI made them — are found
+by `sync_incidents` (among the 50 newest and the open incidents, those whose ``updated_at``
+moved, then their new timeline rows) and published as ``incident`` and ``timeline`` events: one
+path for every writer of the store. It runs after every watch cycle and every API change
+(without a watch file: every `persist_every` too).
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ __all__ = ["ServeRuntime", "incident_summary"]
 CHART_RETENTION_S: Final = 3600.0
 #: how long a stop waits for the watch's cycle in flight before cancelling it
 STOP_WAIT_S: Final = 1.0
-#: incidents read per sync (the newest changed ones)
+#: incidents read per sync: the newest ones, and the open ones (however old)
 SYNC_LIMIT: Final = 50
+OPEN_LIMIT: Final = 500
 log = logging.getLogger("crisisctl.server")
 
 
@@ -127,6 +130,9 @@ class ServeRuntime:
         path = self.settings.state_dir / EVENTS_FILE
         restored = await asyncio.to_thread(self.hub.load, path)
         log.info("event history: %d event(s) restored, last id %s", restored, self.hub.last_id)
+        # mark the history as in use at once: should this run crash before its clean save, the
+        # next start must not trust a file that says "clean" while later events were lost
+        await asyncio.to_thread(self.hub.save, path, clean=False)
         await self.sync_incidents(publish=False)
         if self.watch is not None:
             await self.watch.load_state()
@@ -162,6 +168,8 @@ class ServeRuntime:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=every)
+            if self.watch is None and not self._stop.is_set():
+                await self.sync_incidents()  # no watch cycle to do it: the CLI's changes
             if not self._stop.is_set() and self.hub.needs_save():
                 try:
                     await asyncio.to_thread(self.hub.save, path, clean=False)
@@ -177,7 +185,10 @@ class ServeRuntime:
         """Incidents whose updated_at moved since the last sync, with their new events."""
         assert self.db is not None
         out = []
-        for record in store.list_incidents(self.db, status="all", limit=SYNC_LIMIT):
+        newest = store.list_incidents(self.db, status="all", limit=SYNC_LIMIT)
+        opened = store.list_incidents(self.db, status="open", limit=OPEN_LIMIT)
+        records = {r.id: r for r in [*opened, *newest]}  # an old incident still open counts
+        for record in records.values():
             seen = self._seen.get(record.id)
             if seen is not None and seen.updated_at == record.updated_at:
                 continue

@@ -22,7 +22,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs
 
 from crisisctl.server.auth import Authenticator, header_map
-from crisisctl.server.events import EventHub, wire_of
+from crisisctl.server.events import EventHub, Subscriber, wire_of
 
 __all__ = ["EventStream"]
 
@@ -104,7 +104,7 @@ class EventStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
-    async def _pump(self, send: Send, sub: Any) -> None:
+    async def _pump(self, send: Send, sub: Subscriber) -> None:
         while True:
             try:
                 async with asyncio.timeout(self.ping_s):
@@ -122,7 +122,7 @@ class EventStream:
                 return
 
     @staticmethod
-    async def _disconnected(receive: Receive, sub: Any) -> None:
+    async def _disconnected(receive: Receive, sub: Subscriber) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
