@@ -3,8 +3,8 @@
  *
  * Each figure cell carries its raw value in `data-value` (the browser tests compare them with
  * /api/fleet) and a readable form as text. Sparklines show the last hour of request rate and
- * p95, seeded from /api/services/{name}/series and extended by the fleet events (a burst of
- * them, as a replay brings, renders once: the latest).
+ * p95, seeded from /api/services/{name}/series when the row comes into view and extended by
+ * the fleet events (a burst of them, as a replay brings, renders once: the latest).
  */
 
 import { getJSON } from "./api.js";
@@ -64,6 +64,17 @@ export function init(context, feed) {
   const updated = document.getElementById("fleet-updated");
   const message = document.getElementById("page-message");
   const rows = new Map();
+  const visible =
+    typeof IntersectionObserver === "function"
+      ? new IntersectionObserver((entries) => {
+          for (const entry of entries) {
+            if (!entry.isIntersecting) continue;
+            visible.unobserve(entry.target);
+            const tr = entry.target.closest("tr");
+            if (tr && tr.spark && !tr.spark.seeding) seed(tr.dataset.service, tr.spark);
+          }
+        })
+      : null;
 
   function row(service) {
     let tr = rows.get(service.name);
@@ -82,11 +93,15 @@ export function init(context, feed) {
     const p95Box = el("div", { class: "spark" });
     cell.append(el("span", { class: "spark-label" }, "req/s"), rateBox, el("span", { class: "spark-label" }, "p95"), p95Box);
     tr.spark = { data: [[], [], []], rate: null, p95: null, rateBox, p95Box, seeded: false };
-    seed(service.name, tr.spark);
+    // an hour of history per row, fetched when the row comes into view (a fleet of hundreds
+    // of services asks for the few on screen, not for all of them at once)
+    if (visible) visible.observe(cell);
+    else seed(service.name, tr.spark);
     return tr;
   }
 
   async function seed(name, spark) {
+    spark.seeding = true;
     try {
       const s = await getJSON(`/api/services/${encodeURIComponent(name)}/series?window=3600`);
       const fresh = [s.t || [], s.rate_rps || [], s.p95_ms || []];
