@@ -518,7 +518,7 @@ def test_after_a_server_restart_the_page_shows_the_events_it_missed(
 
 
 # -- reports ------------------------------------------------------------------------------------
-def test_a_load_report_stored_on_an_incident_is_shown_with_its_charts(
+def test_load_and_validation_reports_stored_on_an_incident_are_shown_with_their_charts(
     browser: Browser, serve: ServeProcess
 ) -> None:
     incident = open_incident(serve, "api capacity (report)")
@@ -551,6 +551,26 @@ def test_a_load_report_stored_on_an_incident_is_shown_with_its_charts(
     expect_that(page.locator("#report-facts")).to_contain_text("48.5 ms")
     expect_that(page.locator("#report-charts canvas")).to_have_count(2)
     screenshot(page, "report.png")
+
+    validation = {
+        "report": "validate",
+        "url": "http://127.0.0.1:9/",
+        "passed": False,
+        "success_rate": 85.7,
+        "required_rate": 90.0,
+        "checks": [{"name": "baseline", "passed": True}, {"name": "spike", "passed": False}],
+    }
+    db = open_database(serve.db_url)
+    try:
+        checked = store.attach_report(db, incident, validation)
+    finally:
+        db.close()
+    page.goto(f"/incidents/{incident}/reports/{checked.id}")
+    expect_that(page.locator("#report-facts")).to_contain_text("failed")
+    expect_that(page.locator("#report-charts tbody tr")).to_have_count(2)
+    expect_that(page.locator('#report-charts tr:has-text("spike") td').nth(1)).to_have_text(
+        "failed"
+    )
     context.close()
 
 
