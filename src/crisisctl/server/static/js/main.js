@@ -27,7 +27,9 @@ function describe(event) {
     case "timeline": {
       const entry = d.entry || {};
       const who = entry.author ? ` (${entry.author})` : "";
-      return `incident #${d.incident_id}: ${entry.kind || "entry"} — ${entry.text || ""}${who}`;
+      // a mode switch or triage on a service with no open incident is published, not stored
+      const where = d.incident_id == null ? d.service || "no incident" : `incident #${d.incident_id}`;
+      return `${where}: ${entry.kind || "entry"} — ${entry.text || ""}${who}`;
     }
     case "incident":
       return `incident #${d.id ?? "?"} ${d.title ? `“${d.title}” ` : ""}${d.status || "changed"}`;
