@@ -3,7 +3,9 @@
 # Usage: scripts/vendor-frontend.sh   (from `make`: demo, unit and test depend on it)
 #
 # `npm ci` installs exactly frontend/package-lock.json (integrity-checked, no install scripts),
-# then uPlot's IIFE build and stylesheet are copied into src/crisisctl/server/static/vendor/.
+# then uPlot's IIFE build and stylesheet are copied into src/crisisctl/server/static/vendor/
+# (axe-core, a dev dependency, stays in frontend/node_modules: the browser tests check the
+# pages' accessibility with it; it is never served).
 # Idempotent: a stamp holding the lockfile's sha256 skips the work when nothing changed. The
 # vendored files are not committed (.gitignore); a fresh clone gets them from this step, and
 # tests/unit/test_console_assets.py checks they are byte-identical to the locked package's.
@@ -18,7 +20,8 @@ want="$(sha256sum "$LOCK" | cut -d' ' -f1)"
 
 if [ -s "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
     && [ -s "$VENDOR/uPlot.iife.min.js" ] && [ -s "$VENDOR/uPlot.min.css" ] \
-    && [ -s frontend/node_modules/uplot/dist/uPlot.iife.min.js ]; then
+    && [ -s frontend/node_modules/uplot/dist/uPlot.iife.min.js ] \
+    && [ -s frontend/node_modules/axe-core/axe.min.js ]; then
     exit 0
 fi
 

@@ -82,10 +82,17 @@ class Traffic:
 
 
 def context_for(
-    browser: Browser, serve: ServeProcess, token: str | None, *, init_script: str | None = None
+    browser: Browser,
+    serve: ServeProcess,
+    token: str | None,
+    *,
+    init_script: str | None = None,
+    bypass_csp: bool = False,
 ) -> BrowserContext:
     """A browser context signed in with `token` (POST /api/session sets its cookies)."""
-    context = browser.new_context(base_url=serve.url, viewport={"width": 1400, "height": 900})
+    context = browser.new_context(
+        base_url=serve.url, viewport={"width": 1400, "height": 900}, bypass_csp=bypass_csp
+    )
     if init_script:
         context.add_init_script(init_script)
     if token is not None:

@@ -13,6 +13,7 @@ tests/e2e/artifacts/ (git-ignored).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +36,7 @@ from serve_support import OPERATOR_TOKEN, VIEWER_TOKEN, ServeProcess
 from crisisctl.incidents import store
 from crisisctl.incidents.db import open_database
 
+AXE = Path(__file__).resolve().parents[2] / "frontend" / "node_modules" / "axe-core" / "axe.min.js"
 #: ~25-30 s for the module (one guarded app, one serve, one browser)
 pytestmark = pytest.mark.slow
 
@@ -244,4 +246,37 @@ def test_the_alerts_page_lists_what_fires(browser: Browser, serve: ServeProcess)
     with api(serve) as client:
         firing = client.get("/api/alerts").json()
     assert [a["rule"] for a in firing] == ["serving"]
+    context.close()
+
+
+# -- accessibility ------------------------------------------------------------------------------
+AXE_RUN = """async () => (await axe.run(document, { resultTypes: ["violations"] })).violations
+    .map((v) => `${v.id} (${v.impact}): ${v.help}: ${v.nodes.map((n) => n.html).join(" | ")}`)"""
+
+
+def test_every_page_passes_axe_s_accessibility_rules(browser: Browser, serve: ServeProcess) -> None:
+    assert AXE.is_file(), f"{AXE} is missing: run `make vendor` (scripts/vendor-frontend.sh)"
+    incident = open_incident(serve, "api accessibility")
+    checks = {  # each page, and what shows that its module has rendered
+        "/": f'tr[data-service="{SERVICE}"] .spark canvas',
+        f"/services/{SERVICE}": "#chart-rss canvas",
+        "/alerts": "#alert-rows tr",
+        "/incidents": "#incident-rows tr",
+        f"/incidents/{incident}": "#timeline li",
+    }
+    # axe is injected as an inline script: this context alone sets the pages' CSP aside
+    context = context_for(browser, serve, OPERATOR_TOKEN, bypass_csp=True)
+    page = context.new_page()
+    found: dict[str, list[str]] = {}
+    for path, rendered in checks.items():
+        page.goto(path)
+        expect_that(page.locator(rendered).first).to_be_attached()
+        page.add_script_tag(content=AXE.read_text())
+        found[path] = page.evaluate(AXE_RUN)
+    signed_out = context_for(browser, serve, None, bypass_csp=True).new_page()
+    signed_out.goto("/login")
+    signed_out.add_script_tag(content=AXE.read_text())
+    found["/login"] = signed_out.evaluate(AXE_RUN)
+    signed_out.context.close()
+    assert found == {path: [] for path in found}
     context.close()
