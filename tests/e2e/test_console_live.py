@@ -25,7 +25,7 @@ from playwright.sync_api import Browser, Page
 from playwright.sync_api import expect as expect_that
 from serve_support import OPERATOR_TOKEN, ServeProcess
 
-#: ~25-30 s for the module (one guarded app, one serve, one browser)
+#: ~45 s for the module (one guarded app, one serve, one browser)
 pytestmark = pytest.mark.slow
 
 
@@ -161,14 +161,55 @@ def test_without_eventsource_the_page_polls_and_pauses_while_hidden(
     state = live(page)
     assert state["paused"] is True
     due = (state["nextPollMs"] or 0) / 1000.0
-    time.sleep(min(due + 1.0, 8.0))
+    page.wait_for_timeout(min(due + 1.0, 8.0) * 1000)  # (Playwright delivers request events)
     assert [t for t in polls if t > hidden_at] == [], "a hidden page must not poll"
     assert live(page)["paused"] is True
 
     shown_at = time.monotonic()
     page.evaluate(SHOW)
-    wait_for("a poll at once when shown", lambda: [t for t in polls if t > shown_at], 1.5, 0.05)
+    wait_for(
+        "a poll at once when shown",
+        lambda: live(page) and [t for t in polls if t > shown_at],  # live(): events delivered
+        1.5,
+        0.05,
+    )
     assert live(page)["paused"] is False
+    context.close()
+
+
+def test_a_hidden_polling_leader_keeps_polling_while_another_tab_is_shown(
+    browser: Browser, serve: ServeProcess
+) -> None:
+    context = context_for(browser, serve, OPERATOR_TOKEN, init_script=NO_EVENTSOURCE)
+    pages = [context.new_page() for _ in range(2)]
+    polls: list[float] = []
+    for page in pages:
+        page.on(
+            "request",
+            lambda r: (
+                polls.append(time.monotonic())
+                if urlsplit(r.url).path == "/api/events/poll"
+                else None
+            ),
+        )
+        page.goto("/alerts")
+    leader = wait_for(
+        "a polling leader",
+        lambda: next((p for p in pages if live(p).get("mode") == "poll"), None),
+        5,
+    )
+    follower = next(p for p in pages if p is not leader)
+    due = wait_for("the next poll is scheduled", lambda: live(leader).get("nextPollMs"), 5) / 1000
+    leader.evaluate(HIDE)
+    hidden_at = time.monotonic()
+    # the follower is shown and says so: the hidden leader polls on, for both tabs
+    wait_for(
+        "a poll while the follower is shown",
+        lambda: live(leader) and [t for t in polls if t > hidden_at],  # live(): events delivered
+        due + 2,
+    )
+    assert live(leader)["paused"] is False
+    assert live(follower)["role"] == "follower"
     context.close()
 
 
