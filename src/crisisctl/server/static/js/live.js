@@ -271,7 +271,11 @@ export class LiveFeed {
     } catch {
       data = message.data;
     }
-    this.#publish({ id: message.lastEventId || null, type, data });
+    // an event sent without `id:` keeps the stream's previous id in `lastEventId`: not its own
+    const source = message.target;
+    const fresh = message.lastEventId && message.lastEventId !== source.previousId;
+    source.previousId = message.lastEventId;
+    this.#publish({ id: fresh ? message.lastEventId : null, type, data });
   }
 
   // -- polling ------------------------------------------------------------------------------
