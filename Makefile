@@ -6,7 +6,7 @@ export CRISISCTL_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export CRISISCTL_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 export CRISISCTL_TEST_REDIS_CLUSTER_URL ?= redis+cluster://127.0.0.1:7301
 
-.PHONY: demo test lint typecheck unit bench services clean accel
+.PHONY: demo test lint typecheck unit bench services clean accel vendor
 # the per-request paths (guard, load engine), compiled in place by hatch_build.py (pure Python if not);
 # their list is src/crisisctl/_accelerated.py's, printed by the build script (stdlib only)
 ACCEL_SRC := $(shell $(PYTHON) hatch_build.py --list) src/crisisctl/_accelerated.py
@@ -32,13 +32,20 @@ $(BIN)/.accel: $(ACCEL_SRC) hatch_build.py $(BIN)/.installed-base
 
 accel: $(BIN)/.accel
 
-demo: $(BIN)/.installed-base $(BIN)/.accel
+# the console's chart library, from the npm registry at build time (never a CDN at run time)
+VENDOR := src/crisisctl/server/static/vendor/.lock-sha256
+$(VENDOR): frontend/package-lock.json scripts/vendor-frontend.sh
+	bash scripts/vendor-frontend.sh
+
+vendor: $(VENDOR)
+
+demo: $(BIN)/.installed-base $(BIN)/.accel $(VENDOR)
 	$(BIN)/crisisctl demo
 
 services:
 	bash scripts/ensure-services.sh
 	bash scripts/ensure-redis-cluster.sh
-	bash scripts/ensure-system-packages.sh nginx prometheus prometheus-alertmanager
+	bash scripts/ensure-system-packages.sh nginx prometheus prometheus-alertmanager chromium
 
 lint: $(BIN)/.installed-test
 	$(BIN)/ruff check src tests benchmarks hatch_build.py
@@ -47,11 +54,11 @@ lint: $(BIN)/.installed-test
 typecheck: $(BIN)/.installed-test
 	$(BIN)/mypy src
 
-unit: $(BIN)/.installed-test $(BIN)/.accel
+unit: $(BIN)/.installed-test $(BIN)/.accel $(VENDOR)
 	$(BIN)/pytest -q tests/unit
 
 # the whole suite on the compiled request path, then the unit tests on its pure-Python source
-test: $(BIN)/.installed-test $(BIN)/.accel services lint typecheck
+test: $(BIN)/.installed-test $(BIN)/.accel $(VENDOR) services lint typecheck
 	$(BIN)/pytest -q
 	CRISISCTL_PURE_PYTHON=1 $(BIN)/pytest -q -p no:cacheprovider tests/unit
 
@@ -70,5 +77,6 @@ bench: $(BIN)/.installed-bench $(BIN)/.accel
 	$(BIN)/python benchmarks/serve_sse.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build frontend/node_modules
+	rm -rf src/crisisctl/server/static/vendor
 	find src -name '*.so' -delete
