@@ -93,6 +93,8 @@ class Guard:
         self.token: bytes | None = token.encode() if token else None
         self._prefix = config.prefix
         self._prefix_c1 = config.prefix[1:2]
+        #: the monotonic clock (seconds) the guard's policies run on
+        self.clock: Callable[[], float] = _clock
         self._clock = _clock
         self.started_wall = time.time()
         self.modes = ModeState(config.emergency)
@@ -116,6 +118,8 @@ class Guard:
             config, app, RouteRuntime, self._apply_mode, self._storage, self.concurrency
         )
         self.policy_set, self._key = policies.attach(self._routes, app, self.modes, self._key)
+        #: the operation quotas (guard/operations.py): ``guard.operations.hold("scan")``; None
+        self.operations: Any = getattr(self.policy_set, "operations", None)
         self._key_is_peer = self._key is peer_address
         # the builder's own dicts, shared: modes, housekeeping and the control surface read them
         self.route_stats: dict[str, RouteStats] = self._routes.route_stats
@@ -156,11 +160,6 @@ class Guard:
 
     # -- public control --------------------------------------------------------------------
     @property
-    def clock(self) -> Callable[[], float]:
-        """The monotonic clock (seconds) the guard's policies run on."""
-        return self._clock
-
-    @property
     def mode(self) -> str:
         """Current mode: normal, emergency or recovering."""
         return self.modes.mode
@@ -189,7 +188,7 @@ class Guard:
         kind: str = scope["type"]
         if kind != "http":
             if kind == "lifespan":
-                await self.app(scope, lifespan_receive(self, receive), send)
+                await self.app(scope, lifespan_receive(self, receive, scope), send)
             elif kind == "websocket":
                 await websocket.handle(self, scope, receive, send)
             else:
