@@ -168,21 +168,22 @@ async def test_the_app_reaches_the_operations_through_the_lifespan_state() -> No
     )))  # fmt: skip
     assert LIFESPAN_KEY == OPERATIONS_STATE_KEY
     state: dict[str, Any] = {}
-    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
-    sent: list[str] = []
-
-    async def receive() -> Message:
-        return inbox.pop(0)
+    inbox: asyncio.Queue[Message] = asyncio.Queue()
+    sent: asyncio.Queue[str] = asyncio.Queue()
 
     async def send(message: Message) -> None:
-        sent.append(message["type"])
+        await sent.put(message["type"])
 
-    await guard({"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}, receive, send)
-    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    lifespan = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}
+    running = asyncio.create_task(guard(lifespan, inbox.get, send))
+    await inbox.put({"type": "lifespan.startup"})
+    assert await sent.get() == "lifespan.startup.complete"
     assert state[OPERATIONS_STATE_KEY] is guard.operations
     # a server copies the lifespan state into each request's scope["state"]
-    scope = {"type": "http", "method": "GET", "path": "/export", "query_string": b"user=a",
-             "headers": [], "client": ("127.0.0.1", 1), "state": dict(state)}  # fmt: skip
+    scope: dict[str, Any] = {
+        "type": "http", "method": "GET", "path": "/export", "query_string": b"user=a",
+        "headers": [], "client": ("127.0.0.1", 1), "state": dict(state),
+    }  # fmt: skip
     statuses: list[int] = []
 
     async def request() -> Message:
@@ -192,12 +193,12 @@ async def test_the_app_reaches_the_operations_through_the_lifespan_state() -> No
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
 
-    guard2 = Guard(service, guard.config)
-    scope["state"][OPERATIONS_STATE_KEY] = guard2.operations
-    await guard2(scope, request, respond)
-    assert statuses == [200] and guard2.operations.counters["export"].admitted == 1
+    await guard(scope, request, respond)
+    assert statuses == [200] and guard.operations.counters["export"].admitted == 1
     assert operations_of({"type": "http"}) is None and operation_of(object()) is None
-    await guard2.aclose()
+    await inbox.put({"type": "lifespan.shutdown"})
+    assert await sent.get() == "lifespan.shutdown.complete"
+    await running
 
 
 async def test_emergency_mode_tightens_an_operation_quota() -> None:
