@@ -3,8 +3,9 @@
 Routes (JSON everywhere):
 
 - ``POST /api/scans`` ``{"name": "…"}`` starts a scan (202 with its id); malformed JSON → 400,
-  a body that is not an object or a bad ``name`` → 422; with the fix, 429 while
-  `max_concurrent` scans are active (the seeds' ``MAX_CONCURRENT_SCANS = 2``);
+  a body that is not an object or a bad ``name`` → 422; with the fix, the guard answers 429
+  while 2 scans are active (the seeds' ``MAX_CONCURRENT_SCANS = 2``, now the guard's operation
+  quota ``scan``: the request's slot is held by the scan it starts until the scan ends);
 - ``GET /api/scans/{scan_id}`` reads a scan's status (on the shared worker pool); 404 when
   unknown or expired;
 - ``GET /api/scans/{scan_id}/report`` renders a finished scan's report (CPU on the pool);
@@ -17,9 +18,10 @@ Routes (JSON everywhere):
 - ``sick``: unlimited concurrent scans on a 4-thread pool shared with status reads, finished
   scans kept forever, no protection — under the crowd of pollers reads wait behind queued
   scans for seconds and memory grows;
-- ``fixed``: the same code with the seeds' fixes: at most 2 active scans, finished scans
-  dropped once unread for `ttl_s` (a cleanup task), and the whole app behind the guard
-  (`guard_config()`: per-client rate limits, adaptive concurrency, per-route timeouts).
+- ``fixed``: the same code with the seeds' fixes: finished scans dropped once unread for `ttl_s`
+  (a cleanup task), and the whole app behind the guard (`guard_config()`: at most 2 active
+  scans through its operation quota, per-client rate limits, adaptive concurrency, per-route
+  timeouts).
 
 ``CRISISCTL_LAB_SETTINGS`` may hold JSON overrides of `StoreSettings` fields plus
 ``cleanup_every_s`` and ``ramp_s`` (the guard's recovering ramp).
@@ -46,15 +48,18 @@ from crisisctl.guard import (
     EmergencyConfig,
     Guard,
     GuardConfig,
+    OperationQuota,
     Priority,
     RouteRule,
 )
 from crisisctl.guard.config import DEFAULT_CRITICAL_PATHS
+from crisisctl.guard.operations import operation_of
 from crisisctl.lab.scanstore import MB, Mode, ScanStore, StoreSettings
 
 DEFAULT_TOKEN: Final = "crisis-demo-token"
-#: the seeds' fix: at most two scans at a time
+#: the seeds' fix: at most two scans at a time (the guard's operation quota SCAN_OPERATION)
 FIXED_MAX_CONCURRENT: Final = 2
+SCAN_OPERATION: Final = "scan"
 #: the seeds' cleanup runs hourly; the lab's runs are minutes long
 DEFAULT_TTL_S: Final = 30.0
 DEFAULT_CLEANUP_EVERY_S: Final = 2.0
@@ -81,14 +86,9 @@ def build_app(store: ScanStore, cleanup_every_s: float | None = None) -> Starlet
         if not isinstance(name, str) or not 0 < len(name.strip()) <= MAX_NAME:
             return _error(422, f"name must be a non-empty string of at most {MAX_NAME} characters.")
         scan = store.start(name.strip())
-        if scan is None:
-            retry = store.retry_after_s()
-            return _error(
-                429,
-                f"the maximum of {store.settings.max_concurrent} concurrent scans is reached; "
-                f"retry in {retry} s.",
-                {"Retry-After": str(retry)},
-            )
+        operation = operation_of(request)  # behind the guard: the scan slot it admitted us with
+        if operation is not None and scan.work is not None:
+            operation.hold_until(scan.work)  # held until the scan ends, not the request
         return JSONResponse(
             {"id": scan.id, "status": scan.status, "poll": f"/api/scans/{scan.id}"},
             status_code=202,
@@ -150,8 +150,10 @@ def build_app(store: ScanStore, cleanup_every_s: float | None = None) -> Starlet
 def guard_config(*, token: str = DEFAULT_TOKEN, ramp_s: float = 120.0) -> GuardConfig:
     """The guard of the fixed service.
 
-    Per client IP: scan creation 10/minute (4/minute in emergency; the seeds' SlowAPI limit
-    was 2/minute for one user), every other route 50/s and 1500/min. Adaptive concurrency
+    At most 2 scans at once, emergency or not (operation quota ``scan``: POST /api/scans is
+    refused with 429 while 2 run; the seeds' MAX_CONCURRENT_SCANS). Per client IP: scan
+    creation 10/minute (4/minute in emergency; the seeds' SlowAPI limit was 2/minute for one
+    user), every other route 50/s and 1500/min. Adaptive concurrency
     (start 8, queue 16). Timeouts: status reads 2 s, scan creation and reports 5 s, anything
     else 10 s. Reports are low priority (emergency mode sheds them). `/api/stats` is critical
     like the health check (never limited).
@@ -166,6 +168,7 @@ def guard_config(*, token: str = DEFAULT_TOKEN, ramp_s: float = 120.0) -> GuardC
                 rate_limit="10/minute",
                 emergency_rate_limit="4/minute",
                 timeout_s=5.0,
+                quota=SCAN_OPERATION,
             ),
             RouteRule("/api/scans/{scan_id}/report", priority="low", timeout_s=5.0),
             RouteRule("/api/scans/{scan_id}", methods=("GET",), timeout_s=2.0),
@@ -176,18 +179,27 @@ def guard_config(*, token: str = DEFAULT_TOKEN, ramp_s: float = 120.0) -> GuardC
         ),
         emergency=EmergencyConfig(ramp_s=ramp_s),
         critical_paths=(*DEFAULT_CRITICAL_PATHS, "/api/stats"),
+        operations=(
+            OperationQuota(
+                SCAN_OPERATION,
+                max_concurrent=FIXED_MAX_CONCURRENT,
+                emergency_max_concurrent=FIXED_MAX_CONCURRENT,
+            ),
+        ),
     )
 
 
 def describe_guard(config: GuardConfig | None = None) -> str:
     """One line: the guard's rate limits, concurrency and timeouts, from its configuration."""
     cfg = config or guard_config()
+    quotas = {op.name: op.max_concurrent for op in cfg.operations}
     rules = [
         f"{' '.join(r.methods or ('*',))} {r.pattern}: "
         + ", ".join(
             part
             for part in (
                 r.rate_limit and f"{r.rate_limit} per client",
+                r.quota and f"at most {quotas[r.quota]} at once (operation quota {r.quota})",
                 f"timeout {r.timeout_s:g} s" if r.timeout_s else "",
                 f"priority {Priority.parse(r.priority).name.lower()}"
                 if Priority.parse(r.priority) is not Priority.NORMAL
@@ -228,12 +240,7 @@ def make_app(
     options = dict(overrides or {})
     cleanup_every_s = float(options.pop("cleanup_every_s", DEFAULT_CLEANUP_EVERY_S))
     ramp_s = float(options.pop("ramp_s", 120.0))
-    if mode == "fixed":
-        options.setdefault("max_concurrent", FIXED_MAX_CONCURRENT)
-        options.setdefault("ttl_s", DEFAULT_TTL_S)
-    else:
-        options.setdefault("max_concurrent", None)
-        options.setdefault("ttl_s", None)
+    options.setdefault("ttl_s", DEFAULT_TTL_S if mode == "fixed" else None)
     try:
         settings = StoreSettings(**options)
     except TypeError as exc:
