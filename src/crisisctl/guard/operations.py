@@ -94,6 +94,16 @@ class OperationRefused(Exception):
         self.retry_after_s = retry_after_s
         self.held = held
 
+    def document(self) -> dict[str, object]:
+        """The JSON body of the 429 (the guard's at admission; an app refusing in its handler
+        may answer the same, with ``Retry-After: retry_after_s``)."""
+        return {
+            "error": f"{self}: the service runs as many {self.name!r} operations as it allows",
+            "reason": "operation_" + self.reason,
+            "operation": self.name,
+            "retry_after_s": self.retry_after_s,
+        }
+
 
 @dataclass(slots=True)
 class OperationCounter:
@@ -353,16 +363,7 @@ class Operations:
 
 def operation_refusal_body(refused: OperationRefused) -> bytes:
     """The JSON body of the 429 a route with ``quota=`` answers while its quota is full."""
-    return json.dumps(
-        {
-            "error": f"{refused}: the service runs as many {refused.name!r} operations as it "
-            "allows; retry after the Retry-After delay",
-            "reason": "operation_" + refused.reason,
-            "operation": refused.name,
-            "retry_after_s": refused.retry_after_s,
-        },
-        separators=(",", ":"),
-    ).encode()
+    return json.dumps(refused.document(), separators=(",", ":")).encode()
 
 
 def _scope_of(request_or_scope: Any) -> Any:

@@ -3,9 +3,10 @@
 Routes (JSON everywhere):
 
 - ``POST /api/scans`` ``{"name": "…"}`` starts a scan (202 with its id); malformed JSON → 400,
-  a body that is not an object or a bad ``name`` → 422; with the fix, the guard answers 429
-  while 2 scans are active (the seeds' ``MAX_CONCURRENT_SCANS = 2``, now the guard's operation
-  quota ``scan``: the request's slot is held by the scan it starts until the scan ends);
+  a body that is not an object or a bad ``name`` → 422; with the fix, 429 while 2 scans are
+  active (the seeds' ``MAX_CONCURRENT_SCANS = 2``, now the guard's operation quota ``scan``,
+  taken once the body is valid, so bad input still gets its 400/422, and held by the scan
+  until it ends);
 - ``GET /api/scans/{scan_id}`` reads a scan's status (on the shared worker pool); 404 when
   unknown or expired;
 - ``GET /api/scans/{scan_id}/report`` renders a finished scan's report (CPU on the pool);
@@ -53,7 +54,7 @@ from crisisctl.guard import (
     RouteRule,
 )
 from crisisctl.guard.config import DEFAULT_CRITICAL_PATHS
-from crisisctl.guard.operations import operation_of
+from crisisctl.guard.operations import OperationRefused, operations_of
 from crisisctl.lab.scanstore import MB, Mode, ScanStore, StoreSettings
 
 DEFAULT_TOKEN: Final = "crisis-demo-token"
@@ -85,8 +86,23 @@ def build_app(store: ScanStore, cleanup_every_s: float | None = None) -> Starlet
         name = data.get("name", "scan")
         if not isinstance(name, str) or not 0 < len(name.strip()) <= MAX_NAME:
             return _error(422, f"name must be a non-empty string of at most {MAX_NAME} characters.")
-        scan = store.start(name.strip())
-        operation = operation_of(request)  # behind the guard: the scan slot it admitted us with
+        operation = None
+        if store.mode == "fixed":
+            operations = operations_of(request)  # the guard's, from the lifespan state
+            if operations is None:
+                return _error(500, "the guard's operation quotas are not in the lifespan state: "
+                              "run the fixed service behind Guard() under uvicorn.")  # fmt: skip
+            try:
+                operation = await operations.acquire(SCAN_OPERATION)
+            except OperationRefused as refused:
+                headers = {"Retry-After": str(refused.retry_after_s)}
+                return JSONResponse(refused.document(), status_code=429, headers=headers)
+        try:
+            scan = store.start(name.strip())
+        except BaseException:
+            if operation is not None:
+                await operation.release()
+            raise
         if operation is not None and scan.work is not None:
             operation.hold_until(scan.work)  # held until the scan ends, not the request
         return JSONResponse(
@@ -150,8 +166,8 @@ def build_app(store: ScanStore, cleanup_every_s: float | None = None) -> Starlet
 def guard_config(*, token: str = DEFAULT_TOKEN, ramp_s: float = 120.0) -> GuardConfig:
     """The guard of the fixed service.
 
-    At most 2 scans at once, emergency or not (operation quota ``scan``: POST /api/scans is
-    refused with 429 while 2 run; the seeds' MAX_CONCURRENT_SCANS). Per client IP: scan
+    At most 2 scans at once, emergency or not (operation quota ``scan``, taken by POST
+    /api/scans once its body is valid; the seeds' MAX_CONCURRENT_SCANS). Per client IP: scan
     creation 10/minute (4/minute in emergency; the seeds' SlowAPI limit was 2/minute for one
     user), every other route 50/s and 1500/min. Adaptive concurrency
     (start 8, queue 16). Timeouts: status reads 2 s, scan creation and reports 5 s, anything
@@ -168,7 +184,6 @@ def guard_config(*, token: str = DEFAULT_TOKEN, ramp_s: float = 120.0) -> GuardC
                 rate_limit="10/minute",
                 emergency_rate_limit="4/minute",
                 timeout_s=5.0,
-                quota=SCAN_OPERATION,
             ),
             RouteRule("/api/scans/{scan_id}/report", priority="low", timeout_s=5.0),
             RouteRule("/api/scans/{scan_id}", methods=("GET",), timeout_s=2.0),
@@ -192,14 +207,12 @@ def guard_config(*, token: str = DEFAULT_TOKEN, ramp_s: float = 120.0) -> GuardC
 def describe_guard(config: GuardConfig | None = None) -> str:
     """One line: the guard's rate limits, concurrency and timeouts, from its configuration."""
     cfg = config or guard_config()
-    quotas = {op.name: op.max_concurrent for op in cfg.operations}
     rules = [
         f"{' '.join(r.methods or ('*',))} {r.pattern}: "
         + ", ".join(
             part
             for part in (
                 r.rate_limit and f"{r.rate_limit} per client",
-                r.quota and f"at most {quotas[r.quota]} at once (operation quota {r.quota})",
                 f"timeout {r.timeout_s:g} s" if r.timeout_s else "",
                 f"priority {Priority.parse(r.priority).name.lower()}"
                 if Priority.parse(r.priority) is not Priority.NORMAL
@@ -209,6 +222,8 @@ def describe_guard(config: GuardConfig | None = None) -> str:
         )
         for r in cfg.routes
     ]
+    rules += [f"operation quota {op.name}: at most {op.max_concurrent} at once"
+              for op in cfg.operations]  # fmt: skip
     conc = cfg.concurrency
     return (
         f"{'; '.join(rules)}; other routes {cfg.rate_limit} per client, timeout "
