@@ -262,3 +262,38 @@ def test_operation_quotas_are_checked_when_the_configuration_is_built() -> None:
     assert Guard(lambda *a: None, loaded).operations is not None  # type: ignore[arg-type]
     assert Guard(lambda *a: None, GuardConfig()).operations is None  # type: ignore[arg-type]
     assert json.loads(json.dumps(loaded.routes[0].quota)) == "scan"
+
+
+async def test_a_slot_adopted_with_async_with_is_held_for_the_block_and_released_after() -> None:
+    operations = Operations([OperationQuota("scan", max_concurrent=1)], MemoryQuotaStore())
+    got = await operations.admit(operations.counter("scan"), None)
+    assert isinstance(got, Operation)
+    with pytest.raises(asyncio.CancelledError):
+        async with got:
+            await got.end_of_request()  # adopted: the end of its request leaves it held
+            assert operations.counters["scan"].held == 1
+            raise asyncio.CancelledError  # the background work is cancelled
+    assert got.released and operations.counters["scan"].held == 0
+
+
+async def test_a_slot_never_released_is_given_back_after_max_hold_s(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    operations = Operations(
+        [OperationQuota("scan", max_concurrent=1, max_hold_s=0.05)], MemoryQuotaStore()
+    )
+    lost = await operations.acquire("scan")  # adopted, and forgotten
+    kept = None
+    async with asyncio.timeout(5):
+        while kept is None:
+            try:
+                kept = await operations.acquire("scan")
+            except OperationRefused:
+                await asyncio.sleep(0.01)
+    assert lost.released and operations.counters["scan"].overdue == 1
+    assert "held its slot for max_hold_s=0.05 s" in caplog.text
+    await kept.release()  # released in time: its timer never fires
+    await asyncio.sleep(0.1)
+    assert operations.counters["scan"].overdue == 1
+    with pytest.raises(GuardConfigError, match="max_hold_s must be > 0"):
+        OperationQuota("scan", max_concurrent=1, max_hold_s=0)

@@ -34,6 +34,9 @@ class OperationQuota:
     #: concurrency_factor (at least 1)
     emergency_max_concurrent: int | None = None
     emergency_max_concurrent_per_key: int | None = None
+    #: a slot held longer than this (seconds) is given back, with a WARNING: the safety net
+    #: for work that never releases what it adopted (a lost task); None = held until released
+    max_hold_s: float | None = None
 
     def __post_init__(self) -> None:
         check(
@@ -52,6 +55,12 @@ class OperationQuota:
                 f"operation {self.name} {field} must be a whole number ≥ 1 (or unset), "
                 f"not {value!r}",
             )  # fmt: skip
+        check(
+            self.max_hold_s is None
+            or (isinstance(self.max_hold_s, int | float) and self.max_hold_s > 0),
+            f"operation {self.name} max_hold_s must be > 0 seconds (or unset), "
+            f"not {self.max_hold_s!r}",
+        )
         check(
             self.max_concurrent is not None or self.max_concurrent_per_key is not None,
             f"operation {self.name} needs max_concurrent or max_concurrent_per_key "

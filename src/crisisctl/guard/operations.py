@@ -116,6 +116,8 @@ class OperationCounter:
     held: int = 0
     adopted: int = 0
     released: int = 0
+    #: slots given back by the guard after `max_hold_s`
+    overdue: int = 0
 
     @property
     def group(self) -> str:
@@ -125,7 +127,9 @@ class OperationCounter:
 class Operation:
     """One held slot of an operation quota, given back once by `release` (idempotent)."""
 
-    __slots__ = ("_operations", "adopted", "counter", "key", "lease", "released", "started")
+    __slots__ = (
+        "_operations", "_timer", "adopted", "counter", "key", "lease", "released", "started",
+    )  # fmt: skip
 
     def __init__(
         self, operations: Operations, counter: OperationCounter, lease: Lease, key: str | None
@@ -138,6 +142,8 @@ class Operation:
         #: the app keeps the slot past its request (the guard will not release it)
         self.adopted = False
         self.released = False
+        #: the `max_hold_s` safety net, cancelled by `release`
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def name(self) -> str:
@@ -175,6 +181,9 @@ class Operation:
         if self.released:
             return
         self.released = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._operations.ended(self)
         await self._operations.store.release(self.lease)
 
@@ -259,7 +268,24 @@ class Operations:
         counter.held += 1
         operation = Operation(self, counter, got, key)
         self.live.add(operation)
+        if counter.quota.max_hold_s is not None:
+            operation._timer = asyncio.get_running_loop().call_later(
+                counter.quota.max_hold_s, self._overdue, operation
+            )
         return operation
+
+    def _overdue(self, operation: Operation) -> None:
+        operation._timer = None
+        if operation.released:
+            return
+        operation.counter.overdue += 1
+        log.warning(
+            "an operation %r held its slot for max_hold_s=%g s without releasing it (a lost "
+            "task, or work longer than expected); the guard gives the slot back now",
+            operation.name,
+            operation.counter.quota.max_hold_s,
+        )
+        self.release_soon(operation)
 
     async def acquire(self, name: str, key: str | None = None) -> Operation:
         """One slot of operation `name`, adopted (the caller releases it); `OperationRefused`
@@ -308,6 +334,8 @@ class Operations:
                 "refused_total": dict(counter.refused),
                 "adopted_total": counter.adopted,
                 "released_total": counter.released,
+                "overdue_total": counter.overdue,
+                "max_hold_s": counter.quota.max_hold_s,
                 "service_time_s": counter.service.mean_s,
                 "retry_after_s": counter.service.retry_after_s(),
             }
