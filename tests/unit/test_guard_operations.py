@@ -230,6 +230,11 @@ async def test_status_and_metrics_show_each_operation_quota_under_its_configured
         assert scan["admitted_total"] == 2 and scan["refused_total"] == {
             "quota": 1, "quota_per_key": 0,
         }  # fmt: skip
+        # the 429 is in the route's request counters, as the guard's other refusals are
+        assert status["shed"] == {"operation_quota": 1}
+        assert [r["rejected"] for r in status["routes"] if r["route"] == "/scans"] == [
+            {"operation_quota": 1}
+        ]
         metrics = (await http.get("/_crisis/metrics")).text
     assert 'crisisctl_guard_operation_held{operation="scan"} 2.0' in metrics
     assert 'crisisctl_guard_operation_limit{operation="scan"} 2.0' in metrics

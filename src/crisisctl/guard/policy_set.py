@@ -134,9 +134,12 @@ class PolicySet:
             if rule.cache is not None or quota_rule is not None or operation is not None:
                 self._by_rule[id(rule)] = RoutePolicy(self, rule, quota_rule, operation)
 
-    def for_rule(self, rule: RouteRule | None) -> RoutePolicy | None:
-        """The policy of a route whose first matching rule is `rule` (None: none)."""
-        return None if rule is None else self._by_rule.get(id(rule))
+    def for_rule(self, rule: RouteRule | None, route: Any = None) -> RoutePolicy | None:
+        """The policy of a route whose first matching rule is `rule` (None: none); given the
+        guard's `RouteRuntime`, a copy bound to it (its request counters count the quotas'
+        refusals)."""
+        policy = None if rule is None else self._by_rule.get(id(rule))
+        return policy if policy is None or route is None else policy.bound(route)
 
     async def invalidate(self, prefix: str) -> int:
         """Drop the cache entries whose key starts with `prefix`; how many went."""
@@ -239,7 +242,7 @@ class PolicySet:
 class RoutePolicy:
     """One route rule's cache, quota and operation quota, called by the guard's request path."""
 
-    __slots__ = ("cache", "operation", "policies", "quota_rule", "rule")
+    __slots__ = ("cache", "operation", "policies", "quota_rule", "route", "rule")
 
     def __init__(
         self,
@@ -253,6 +256,17 @@ class RoutePolicy:
         self.cache = rule.cache is not None
         self.quota_rule = quota_rule
         self.operation = operation
+        #: the guard's route this copy serves (`bound`), None for the rule's own
+        self.route: Any = None
+
+    def bound(self, route: Any) -> RoutePolicy:
+        """This rule's policy for one of the guard's routes (a `RouteRuntime`): its request
+        counters count a quota's 429 as they count the guard's other refusals (reason
+        ``quota``, ``quota_per_key``, ``operation_quota`` or ``operation_quota_per_key`` in
+        ``crisisctl_guard_rejected_total``)."""
+        policy = RoutePolicy(self.policies, self.rule, self.quota_rule, self.operation)
+        policy.route = route
+        return policy
 
     async def enter(self, scope: Scope, send: Send) -> PolicyCall | None:
         """The policies before the concurrency slot: None when the request was answered."""
@@ -273,9 +287,14 @@ class RoutePolicy:
         await call.release()
         if not (self.cache and await policies.cache.serve_stale(scope, send)):
             if isinstance(refusal, QuotaRefusal):
-                body, retry = refusal_body(refusal), refusal.retry_after_s
+                body, reason = refusal_body(refusal), refusal.reason
             else:
-                body, retry = operation_refusal_body(refusal), refusal.retry_after_s
+                body, reason = operation_refusal_body(refusal), "operation_" + refusal.reason
+            route = self.route
+            if route is not None:
+                route.stats.reject(reason)
+                route.counts[4] += 1
+            retry = refusal.retry_after_s
             await control.send_body(send, 429, body, b"application/json", retry_after=retry)
         return None
 
