@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -302,3 +304,47 @@ async def test_a_slot_never_released_is_given_back_after_max_hold_s(
     assert operations.counters["scan"].overdue == 1
     with pytest.raises(GuardConfigError, match="max_hold_s must be > 0"):
         OperationQuota("scan", max_concurrent=1, max_hold_s=0)
+
+
+ACTIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("acquire"), st.sampled_from(["a", "b", "c"])),
+        st.tuples(st.just("release"), st.integers(min_value=0, max_value=20)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(actions=ACTIONS, total=st.integers(1, 4), per_key=st.integers(1, 3))
+def test_slots_held_never_exceed_either_quota_and_every_release_frees_one(
+    actions: list[tuple[str, Any]], total: int, per_key: int
+) -> None:
+    async def play() -> None:
+        store = MemoryQuotaStore()
+        operations = Operations(
+            [OperationQuota("op", max_concurrent=total, max_concurrent_per_key=per_key)], store
+        )
+        held: list[Operation] = []
+        for action, arg in actions:
+            if action == "acquire":
+                by_key = sum(1 for op in held if op.key == arg)
+                try:
+                    held.append(await operations.acquire("op", key=arg))
+                    assert len(held) <= total and by_key < per_key
+                except OperationRefused as refused:
+                    expected = "quota" if len(held) >= total else "quota_per_key"
+                    assert refused.reason == expected
+                    assert len(held) >= total or by_key >= per_key
+            elif held:
+                op = held.pop(arg % len(held))
+                await op.release()
+                await op.release()  # twice: still one slot freed
+            counter = operations.counters["op"]
+            assert counter.held == len(held) == len(operations.live)
+            assert store.count("op:op", "all") == len(held)
+        for op in held:
+            await op.release()
+        assert not store.held and operations.counters["op"].held == 0
+
+    asyncio.run(play())
