@@ -6,7 +6,9 @@ carries a `CacheRule` is looked up in that rule's store (cache_store) under its 
 
 - fresh entry: served at once, ``X-Cache: hit`` and ``Age``; the app is not called.
 - stale within stale-while-revalidate: served (``X-Cache: stale``), and one background request
-  (at most one per key at a time) refreshes the entry.
+  (at most one per key at a time) refreshes the entry. Behind the guard the refresh holds a
+  slot of the route's concurrency limit (``scope["crisisctl.refresh_slot"]``); with none free
+  it is not started (counted ``refreshes_skipped``) and a later stale hit tries again.
 - otherwise a miss (``X-Cache: miss``): the app answers, its response streams through while
   the layer buffers the body up to the rule's `max_body_bytes` (past it, buffering stops and
   nothing is stored), then stores it if RFC 9111 and the rule allow (cache_policy).
@@ -36,6 +38,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from crisisctl.guard.cache_capture import ResponseCapture
 from crisisctl.guard.cache_policy import (
@@ -65,6 +68,9 @@ _CACHEABLE_METHODS = ("GET", "HEAD")
 _ROUTE_MEMO_LIMIT = 10_000
 #: how often a miss waiting for another instance's origin call looks for its answer
 _POLL_S = 0.02
+#: the scope entry where the guard leaves the route's concurrency limiter: a background
+#: refresh holds one of its slots while it runs, and is not started when none is free
+REFRESH_SLOT_KEY = "crisisctl.refresh_slot"
 #: a background refresh still running after this long is cancelled
 _REFRESH_TIMEOUT_S = 30.0
 
@@ -402,10 +408,15 @@ class CacheLayer:
         """Start one background origin call refreshing `primary` (none if one is running)."""
         if flight_key in self._flights:
             return
+        slot = scope.get(REFRESH_SLOT_KEY)
+        if slot is not None and not slot.try_acquire():
+            route.stats.refreshes_skipped += 1  # overloaded: the next stale hit tries again
+            return
+        route.stats.refreshes += 1
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._flights[flight_key] = done
         task = asyncio.create_task(
-            self._refresh_call(dict(scope), route, primary, flight_key, done)
+            self._refresh_call(dict(scope), route, primary, flight_key, done, slot)
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -417,6 +428,7 @@ class CacheLayer:
         primary: str,
         flight_key: str,
         done: asyncio.Future[None],
+        slot: Any = None,
     ) -> None:
         finished = asyncio.Event()
         sent_request = False
@@ -440,6 +452,8 @@ class CacheLayer:
         except Exception:
             log.warning("background refresh of %s failed", route.label, exc_info=True)
         finally:
+            if slot is not None:
+                slot.release(time.monotonic(), -1.0)  # no latency sample: nobody waited on it
             finished.set()
             if self._flights.get(flight_key) is done:
                 del self._flights[flight_key]

@@ -26,7 +26,8 @@ concurrency slot (guard/middleware.py):
 
 Emergency mode tightens the quotas (guard/quota.py) and widens the cache's windows by each
 rule's `emergency_ttl_factor`. The background refresh of a stale-while-revalidate entry calls
-the app directly (outside the concurrency slots).
+the app directly, holding a slot of the route's concurrency limit (not started when none is
+free).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from crisisctl.guard import control
-from crisisctl.guard.cache import CacheLayer, Miss
+from crisisctl.guard.cache import REFRESH_SLOT_KEY, CacheLayer, Miss
 from crisisctl.guard.cache_store import MemoryStore, RedisStore
 from crisisctl.guard.config import GuardConfig, RouteRule
 from crisisctl.guard.modes import EMERGENCY, ModeState
@@ -273,6 +274,8 @@ class RoutePolicy:
         policies = self.policies
         miss: Miss | None = None
         if self.cache:
+            if self.route is not None and self.route.conc is not None:
+                scope[REFRESH_SLOT_KEY] = self.route.conc  # a refresh holds one of its slots
             miss = await policies.cache.begin(scope, send)
             if miss is None:
                 return None
