@@ -173,3 +173,36 @@ async def test_a_background_refresh_holds_a_concurrency_slot_and_waits_for_a_fre
             await asyncio.sleep(0.005)
     assert guard.concurrency is not None and guard.concurrency.in_flight == 0
     await guard.aclose()
+
+
+async def test_with_a_memory_budget_the_cache_sweeps_its_expired_entries_under_pressure() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await ok_app(scope, receive, send)
+            return
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+    rule = RouteRule("/items/{id}", cache=CacheRule(ttl_s=0.05))
+    memory = {"soft_mb": 1, "collect": False, "trim": False}
+    guard = Guard(app, GuardConfig.from_dict({"routes": (rule,), "memory": memory}))
+    assert guard.policy_set is not None
+    inbox: asyncio.Queue[Message] = asyncio.Queue()
+    sent: asyncio.Queue[Message] = asyncio.Queue()
+    lifespan = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    running = asyncio.create_task(guard(lifespan, inbox.get, sent.put))
+    await inbox.put({"type": "lifespan.startup"})
+    await sent.get()
+    assert guard.memory.hooks == (guard.policy_set.drop_expired,)
+    for n in range(3):
+        assert await call(guard, f"/items/{n}") == 200
+    store = guard.policy_set.cache.memory
+    assert len(store) == 3
+    await asyncio.sleep(0.1)  # expired, and no request meets them again
+    round_ = await guard.memory.cleanup()
+    assert len(store) == 0 and store.bytes == 0 and not round_["failed"]
+    guard.policy_set.add_memory_hooks(guard.memory)  # once only
+    assert len(guard.memory.hooks) == 1
+    await inbox.put({"type": "lifespan.shutdown"})
+    await running

@@ -2,10 +2,11 @@
 Redis storage, the instance takes the fleet's mode before serving); at shutdown the ticker
 stops and the storage's connection closes. The app's own lifespan runs unchanged.
 
-At startup the guard's operation quotas (guard/operations.py), when it has any, go into the
-lifespan state, which servers copy into every request's scope: the app reaches them with
-``operations_of(request)`` (or ``request.state.crisisctl_operations``) without importing the
-guard instance.
+At startup, with a memory budget, the in-process cache's sweep of expired entries joins the
+budget's cleanup hooks (guard/policy_set.py `drop_expired`). The guard's operation quotas
+(guard/operations.py), when it has any, go into the lifespan state, which servers copy into
+every request's scope: the app reaches them with ``operations_of(request)`` (or
+``request.state.crisisctl_operations``) without importing the guard instance.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def lifespan_receive(guard: Guard, receive: Receive, scope: Scope | None = None)
             state = scope.get("state") if scope is not None else None
             if isinstance(state, dict) and guard.operations is not None:
                 state[OPERATIONS_STATE_KEY] = guard.operations
+            if guard.policy_set is not None and guard.memory.config.enabled:
+                guard.policy_set.add_memory_hooks(guard.memory)
             guard._start_ticker()
             if guard.fleet is not None:
                 await guard.fleet.ready()  # serve in the fleet's mode from the start

@@ -142,6 +142,16 @@ class PolicySet:
         policy = None if rule is None else self._by_rule.get(id(rule))
         return policy if policy is None or route is None else policy.bound(route)
 
+    def drop_expired(self) -> int:
+        """Memory-budget cleanup hook: drop the in-process cache's expired entries (the ones no
+        request met since they expired); how many went."""
+        return self.cache.memory.drop_expired(self.cache.clock())
+
+    def add_memory_hooks(self, memory: Any) -> None:
+        """Register `drop_expired` with the guard's memory budget (`MemoryBudget`), once."""
+        if self.drop_expired not in memory.hooks:
+            memory.on_pressure(self.drop_expired)
+
     async def invalidate(self, prefix: str) -> int:
         """Drop the cache entries whose key starts with `prefix`; how many went."""
         return await self.cache.invalidate(prefix)
