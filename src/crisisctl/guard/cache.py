@@ -7,8 +7,8 @@ carries a `CacheRule` is looked up in that rule's store (cache_store) under its 
 - fresh entry: served at once, ``X-Cache: hit`` and ``Age``; the app is not called.
 - stale within stale-while-revalidate: served (``X-Cache: stale``), and one background request
   (at most one per key at a time) refreshes the entry. Behind the guard the refresh holds a
-  slot of the route's concurrency limit (``scope["crisisctl.refresh_slot"]``); with none free
-  it is not started (counted ``refreshes_skipped``) and a later stale hit tries again.
+  slot of the route's concurrency limit (`begin`'s `refresh_slot`); with none free it is not
+  started (counted ``refreshes_skipped``) and a later stale hit tries again.
 - otherwise a miss (``X-Cache: miss``): the app answers, its response streams through while
   the layer buffers the body up to the rule's `max_body_bytes` (past it, buffering stops and
   nothing is stored), then stores it if RFC 9111 and the rule allow (cache_policy).
@@ -68,9 +68,6 @@ _CACHEABLE_METHODS = ("GET", "HEAD")
 _ROUTE_MEMO_LIMIT = 10_000
 #: how often a miss waiting for another instance's origin call looks for its answer
 _POLL_S = 0.02
-#: the scope entry where the guard leaves the route's concurrency limiter: a background
-#: refresh holds one of its slots while it runs, and is not started when none is free
-REFRESH_SLOT_KEY = "crisisctl.refresh_slot"
 #: a background refresh still running after this long is cancelled
 _REFRESH_TIMEOUT_S = 30.0
 
@@ -250,10 +247,13 @@ class CacheLayer:
         finally:
             await self.end(miss)
 
-    async def begin(self, scope: Scope, send: Send) -> Miss | None:
+    async def begin(self, scope: Scope, send: Send, refresh_slot: Any = None) -> Miss | None:
         """The cache's part before the origin: None when the cache answered (hit, stale,
         coalesced), else the `Miss` to pass to `fetch` and then `end` (always, even when the
-        origin is never called: `end` resolves the key's flight and lock)."""
+        origin is never called: `end` resolves the key's flight and lock).
+
+        `refresh_slot`: a concurrency limiter (`try_acquire()`, `release(now, rtt)`) a
+        stale-while-revalidate refresh holds a slot of while it runs; none free, no refresh."""
         if scope["type"] != "http" or scope["method"] not in _CACHEABLE_METHODS:
             return PASS_THROUGH
         route = self.route(scope["method"], scope["path"])
@@ -282,7 +282,7 @@ class CacheLayer:
                         stats.stale += 1
                     stats.bytes_served += await self._serve(entry, state.age_s, label, scope, send)
                     if not state.fresh:
-                        self._refresh(scope, route, primary, flight_key)
+                        self._refresh(scope, route, primary, flight_key, refresh_slot)
                     return None
                 if state.error_stale:
                     stale = entry
@@ -404,11 +404,13 @@ class CacheLayer:
         stats.bytes_served += capture.size
 
     # -- background refresh ------------------------------------------------------------------
-    def _refresh(self, scope: Scope, route: CacheRoute, primary: str, flight_key: str) -> None:
-        """Start one background origin call refreshing `primary` (none if one is running)."""
+    def _refresh(
+        self, scope: Scope, route: CacheRoute, primary: str, flight_key: str, slot: Any = None
+    ) -> None:
+        """Start one background origin call refreshing `primary` (none if one is running, or
+        when `slot` has no free slot)."""
         if flight_key in self._flights:
             return
-        slot = scope.get(REFRESH_SLOT_KEY)
         if slot is not None and not slot.try_acquire():
             route.stats.refreshes_skipped += 1  # overloaded: the next stale hit tries again
             return

@@ -39,7 +39,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from crisisctl.guard import control
-from crisisctl.guard.cache import REFRESH_SLOT_KEY, CacheLayer, Miss
+from crisisctl.guard.cache import CacheLayer, Miss
 from crisisctl.guard.cache_store import MemoryStore, RedisStore
 from crisisctl.guard.config import GuardConfig, RouteRule
 from crisisctl.guard.modes import EMERGENCY, ModeState
@@ -284,9 +284,8 @@ class RoutePolicy:
         policies = self.policies
         miss: Miss | None = None
         if self.cache:
-            if self.route is not None and self.route.conc is not None:
-                scope[REFRESH_SLOT_KEY] = self.route.conc  # a refresh holds one of its slots
-            miss = await policies.cache.begin(scope, send)
+            route = self.route  # a background refresh holds a slot of its concurrency limit
+            miss = await policies.cache.begin(scope, send, route.conc if route else None)
             if miss is None:
                 return None
         call = PolicyCall(policies, miss, None)
