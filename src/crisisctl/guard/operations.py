@@ -24,12 +24,16 @@ starts in the background and answers 202 for at once. An operation quota counts 
 2. **Adoption.** The app keeps the slot past its response with ``op.hold_until(future)`` (an
    asyncio future or task, a ``concurrent.futures.Future``, a coroutine), ``async with op:``
    around the work, or ``op.adopt()`` and a later ``await op.release()``. A slot the app did
-   not adopt is given back when the request ends (a 400 for a bad body holds nothing).
+   not adopt is given back when the request ends (a request answered 400 held it only while
+   it ran). `max_hold_s` gives back a slot held too long (a lost task), with a WARNING.
 3. **Anywhere else.** ``async with operations.hold("scan", key=user):`` takes a slot or raises
-   `OperationRefused` (``retry_after_s``, ``reason``). `operations` is ``guard.operations``,
-   or from inside the app ``operations_of(request)``: the guard leaves it in the lifespan
-   state (``request.state.crisisctl_operations`` on servers that copy it, uvicorn and
-   hypercorn do).
+   `OperationRefused` (``retry_after_s``, ``reason``, ``document()``: the 429 body);
+   ``await operations.acquire("scan")`` returns an adopted slot. `operations` is
+   ``guard.operations``, or from inside the app ``operations_of(request)``: the guard leaves
+   it in the lifespan state (``request.state.crisisctl_operations`` on servers that copy it,
+   uvicorn and hypercorn do). This is also the way when bad input must get its 400 even while
+   the quota is full (admission refuses before the app reads the body): validate, then
+   acquire in the handler (the demo's scanning service, lab/scanner.py, does).
 
 Slots live in the guard's quota store (guard/quota_store.py), group ``op:NAME``: counted in
 memory for one instance, or as Redis leases shared by every instance, renewed every third of
@@ -98,7 +102,7 @@ class OperationRefused(Exception):
         """The JSON body of the 429 (the guard's at admission; an app refusing in its handler
         may answer the same, with ``Retry-After: retry_after_s``)."""
         return {
-            "error": f"{self}: the service runs as many {self.name!r} operations as it allows",
+            "error": str(self),
             "reason": "operation_" + self.reason,
             "operation": self.name,
             "retry_after_s": self.retry_after_s,
