@@ -92,7 +92,7 @@ async def job(http: httpx.AsyncClient, server: Server, hold: float) -> httpx.Res
 
 async def operation(http: httpx.AsyncClient, server: Server, name: str) -> dict[str, Any]:
     status = (await http.get(f"{server.url}/_crisis/status")).json()
-    found: dict[str, Any] = status["policies"]["operations"]["operations"][name]
+    found: dict[str, Any] = status["policies"]["operations"]["quotas"][name]
     return found
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from crisisctl.lab import scan_quota
 from crisisctl.lab.crowd import BACKOFF, EVERY_2S, Crowd, CrowdConfig
 from crisisctl.lab.process import LabError, ServiceProcess, free_port
 from crisisctl.load import run_open
@@ -86,7 +87,7 @@ async def test_fixed_service_caps_limits_and_expires(fixed: ServiceProcess) -> N
         stats = (await client.get("/api/stats")).json()
         assert stats["scans_expired"] >= 1 and stats["scans_accepted"] == 2
         guard = (await client.get("/_crisis/status")).json()
-        scans = guard["policies"]["operations"]["operations"]["scan"]
+        scans = guard["policies"]["operations"]["quotas"]["scan"]
         assert scans["max_concurrent"] == 2 and scans["refused_total"]["quota"] == 1
         assert scans["held_here"] == 0 and scans["released_total"] == 2
         assert guard["service"] == "crisisctl-guard" and guard["pid"] == fixed.pid
@@ -155,3 +156,15 @@ async def test_a_service_that_cannot_start_says_why(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="exited at start"):
         await service.start(timeout_s=20.0)
     assert not service.running
+
+
+async def test_the_demos_quota_check_shows_the_guard_refusing_an_excess_scan(
+    fixed: ServiceProcess,
+) -> None:
+    shown = await scan_quota.show(fixed.url, 2)
+    assert shown["statuses"] == [202, 202, 429] and shown["refused"] is True
+    assert shown["retry_after"] == "1" and "refused an excess scan" in shown["message"]
+    async with httpx.AsyncClient(base_url=fixed.url, trust_env=False, timeout=10.0) as client:
+        status = (await client.get("/_crisis/status")).json()
+    scans = status["policies"]["operations"]["quotas"]["scan"]
+    assert scans["held_here"] == 0 and scans["refused_total"]["quota"] == 1  # show() waited

@@ -227,7 +227,7 @@ async def test_status_and_metrics_show_each_operation_quota_under_its_configured
         for _ in range(3):
             await http.post("/scans", json={})
         status = (await http.get("/_crisis/status")).json()
-        scan = status["policies"]["operations"]["operations"]["scan"]
+        scan = status["policies"]["operations"]["quotas"]["scan"]
         assert scan["max_concurrent"] == 2 and scan["held_here"] == 2
         assert scan["admitted_total"] == 2 and scan["refused_total"] == {
             "quota": 1, "quota_per_key": 0,

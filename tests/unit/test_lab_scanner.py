@@ -183,7 +183,7 @@ async def test_fixed_mode_caps_scans_with_the_guards_operation_quota() -> None:
             status = (await client.get("/_crisis/status")).json()
             assert status["service"] == "crisisctl-guard"
             assert status["concurrency"]["mode"] == "adaptive"
-            scans = status["policies"]["operations"]["operations"]["scan"]
+            scans = status["policies"]["operations"]["quotas"]["scan"]
             assert scans["refused_total"]["quota"] == 1 and scans["released_total"] == 2
     finally:
         gate.set()

@@ -343,7 +343,7 @@ class Operations:
                 "service_time_s": counter.service.mean_s,
                 "retry_after_s": counter.service.retry_after_s(),
             }
-        return {"emergency": emergency, "operations": out}
+        return {"emergency": emergency, "quotas": out}
 
     def metrics(self) -> Iterator[Metric]:
         """Prometheus families labelled by configured operation names and a fixed outcome set."""

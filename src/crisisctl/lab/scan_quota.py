@@ -37,7 +37,7 @@ def _source_address() -> str:
 async def _held(http: httpx.AsyncClient, url: str) -> int | None:
     with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
         status = (await http.get(f"{url}/_crisis/status")).json()
-        held: int = status["policies"]["operations"]["operations"][SCAN_OPERATION]["held_here"]
+        held: int = status["policies"]["operations"]["quotas"][SCAN_OPERATION]["held_here"]
         return held
     return None
 
