@@ -7,9 +7,13 @@ The quota route of a bare ASGI app (``POST /api/scans``, ``max_concurrent=2``,
   guard         Guard(app) with the same route rule without its quota (the baseline)
   memory        Guard(app) whose route rule has the quota (memory storage)
   redis         the same with storage= a Redis server on 127.0.0.1 (leases in Redis)
+  op_memory     Guard(app) whose route rule names an operation quota (``quota="scan"``,
+                guard/operations.py) with the same limits, checked at admission (memory)
+  op_redis      the same with Redis storage
 
-Each request is admitted and released (the quota is never full), so what is measured is the
-whole check: route match, key function, slot bookkeeping, release, service-time update; with
+Each request is admitted and released (the quota is never full; the app does not adopt the
+operation slot, so it is released when the request ends), so what is measured is the whole
+check: route match, key function, slot bookkeeping, release, service-time update; with
 Redis, two script round trips (acquire, release) on one pooled connection. The variants are
 interleaved over `--rounds` rounds of `--requests` requests (Redis: a tenth of them) and the
 median per variant is kept. Figures per request:
@@ -52,7 +56,7 @@ import redis
 
 from crisisctl._pure import compiled
 from crisisctl.guard import Guard, GuardConfig
-from crisisctl.guard.config import RouteRule
+from crisisctl.guard.config import OperationQuota, RouteRule
 from crisisctl.guard.quota_store import RedisQuotaStore
 from crisisctl.guard.types import Message, Receive, Scope, Send
 
@@ -62,6 +66,9 @@ from benchmarks.apps.history import append_run, print_median  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "quota_cost.json"
 RULES = [RouteRule("/api/scans", methods=("POST",), max_concurrent=2, max_concurrent_per_key=1)]
+OPERATIONS = (OperationQuota("scan", max_concurrent=2, max_concurrent_per_key=1),)
+OP_RULES = (RouteRule("/api/scans", methods=("POST",), quota="scan"),)
+REDIS_VARIANTS = ("redis", "op_redis")
 SCOPE: Scope = {
     "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
     "scheme": "http", "path": "/api/scans", "raw_path": b"/api/scans", "query_string": b"",
@@ -164,26 +171,34 @@ async def measure(args: argparse.Namespace, url: str, own: bool) -> dict[str, An
         routes=tuple(RULES), storage=url, storage_prefix="crisisctl-bench", storage_timeout_s=1.0
     )
     redis_guard = Guard(bare, shared)
-    assert redis_guard.policy_set is not None
-    store = redis_guard.policy_set.quota.store
-    assert isinstance(store, RedisQuotaStore)
+    op_shared = dataclasses.replace(shared, routes=OP_RULES, operations=OPERATIONS)
+    op_redis_guard = Guard(bare, op_shared)
+    stores = []
+    for guard in (redis_guard, op_redis_guard):
+        assert guard.policy_set is not None
+        store = guard.policy_set.quota.store
+        assert isinstance(store, RedisQuotaStore)
+        stores.append(store)
     apps: dict[str, Any] = {
         "bare": bare,
         "guard": Guard(bare, GuardConfig(routes=tuple(no_quota))),
         "memory": Guard(bare, GuardConfig(routes=tuple(RULES))),
         "redis": redis_guard,
+        "op_memory": Guard(bare, GuardConfig(routes=OP_RULES, operations=OPERATIONS)),
+        "op_redis": op_redis_guard,
     }
     sizes = {name: args.requests for name in apps}
-    sizes["redis"] = max(100, args.requests // 10)
+    for name in REDIS_VARIANTS:
+        sizes[name] = max(100, args.requests // 10)
     for name, app in apps.items():  # warm-up: scripts loaded, connection open, caches hot
         await run_variant(app, min(500, sizes[name]))
     samples: dict[str, dict[str, list[float]]] = {
         name: {"cpu_us": [], "wall_us": []} for name in apps
     }
-    server_us: list[float] = []
+    server_us: dict[str, list[float]] = {name: [] for name in REDIS_VARIANTS}
     for _ in range(args.rounds):
         for name, app in apps.items():
-            before = evalsha_usec(url) if name == "redis" and own else None
+            before = evalsha_usec(url) if name in REDIS_VARIANTS and own else None
             cpu, wall = await run_variant(app, sizes[name])
             samples[name]["cpu_us"].append(cpu)
             samples[name]["wall_us"].append(wall)
@@ -191,8 +206,8 @@ async def measure(args: argparse.Namespace, url: str, own: bool) -> dict[str, An
                 calls, usec = evalsha_usec(url)
                 if calls - before[0] < 2 * sizes[name]:  # acquire + release (+ the fleet's)
                     raise SystemExit(f"{calls - before[0]} EVALSHA calls, not 2 per request")
-                server_us.append((usec - before[1]) / sizes[name])
-    if not store.health.healthy or store.fallback.held:
+                server_us[name].append((usec - before[1]) / sizes[name])
+    if any(not store.health.healthy or store.fallback.held for store in stores):
         raise SystemExit("Redis failed during the run: the figures would be the fallback's")
     for app in apps.values():
         if isinstance(app, Guard):
@@ -202,13 +217,14 @@ async def measure(args: argparse.Namespace, url: str, own: bool) -> dict[str, An
         result[name] = {k: round(statistics.median(v), 2) for k, v in figures.items()}
         result[name]["spread_cpu_us"] = [round(min(figures["cpu_us"]), 2),
                                          round(max(figures["cpu_us"]), 2)]  # fmt: skip
-    for name in ("memory", "redis"):
+    for name in ("memory", "redis", "op_memory", "op_redis"):
         result[name]["added_cpu_us"] = round(result[name]["cpu_us"] - result["guard"]["cpu_us"], 2)
         result[name]["added_wall_us"] = round(
             result[name]["wall_us"] - result["guard"]["wall_us"], 2
         )
-    if server_us:
-        result["redis"]["redis_server_us"] = round(statistics.median(server_us), 2)
+    for name, server in server_us.items():
+        if server:
+            result[name]["redis_server_us"] = round(statistics.median(server), 2)
     return result
 
 
@@ -235,12 +251,14 @@ def main() -> None:
         "figures": figures,
     }
     for name, row in figures.items():
-        print(f"{name:>7}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
+        print(f"{name:>9}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
     runs = append_run(args.output, doc, quick=args.quick)
-    for name in ("memory", "redis"):
+    for name in ("memory", "redis", "op_memory", "op_redis"):
+        # (runs stored before the operation-quota variants have none: skipped)
+        have = [r for r in runs if name in r["figures"]]
         for figure in ("added_cpu_us", "added_wall_us"):
             print_median(
-                f"{name} {figure}", runs, lambda r, n=name, f=figure: r["figures"][n][f], " µs"
+                f"{name} {figure}", have, lambda r, n=name, f=figure: r["figures"][n][f], " µs"
             )
 
 

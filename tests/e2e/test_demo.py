@@ -98,6 +98,10 @@ def test_the_fix_is_measured_and_validated(demo: tuple[dict[str, Any], Path, flo
     crowd = summary["crowd"]
     assert crowd["after"]["polls_per_s"] < crowd["before"]["polls_per_s"]
     assert summary["service_stats_at_restart"]["stored_result_mb"] > 0
+    # the 2-scan cap is the guard's operation quota, shown refusing an excess scan
+    quota = [step for step in summary["steps"] if step["step"] == "scan_quota"]
+    assert len(quota) == 1 and "refused an excess scan" in quota[0]["message"]
+    assert "202, 202, 429" in quota[0]["message"]
 
 
 def test_the_incident_lifecycle_in_its_database(demo: tuple[dict[str, Any], Path, float]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from crisisctl.lab import scan_quota
 from crisisctl.lab.crowd import BACKOFF, EVERY_2S, Crowd, CrowdConfig
 from crisisctl.lab.process import LabError, ServiceProcess, free_port
 from crisisctl.load import run_open
@@ -57,7 +58,7 @@ async def test_sick_service_queues_reads_behind_scans_and_keeps_results(
         assert waited > 3 * 5 * 0.060
         assert doc["status"] == "completed"
         stats = (await client.get("/api/stats")).json()
-        assert stats["scans_accepted"] == 4 and stats["scans_rejected"] == 0
+        assert stats["scans_accepted"] == 4
         assert stats["scans_stored"] == 4 and stats["stored_result_mb"] == 0.25
         assert stats["pid"] == sick.pid
 
@@ -66,12 +67,13 @@ async def test_fixed_service_caps_limits_and_expires(fixed: ServiceProcess) -> N
     async with httpx.AsyncClient(base_url=fixed.url, trust_env=False, timeout=10.0) as client:
         answers = [await client.post("/api/scans", json={"name": f"s{i}"}) for i in range(3)]
         assert [a.status_code for a in answers] == [202, 202, 429]
-        assert "maximum of 2 concurrent scans" in answers[2].json()["error"]
+        # the guard's operation quota: the two scans hold its slots after their 202
+        assert answers[2].json()["reason"] == "operation_quota"
         assert answers[2].headers["retry-after"] == "1"
         malformed = await client.post(
             "/api/scans", content=b'{"name": ', headers={"content-type": "application/json"}
         )
-        assert malformed.status_code == 400
+        assert malformed.status_code == 400  # bad input is told so even while the quota is full
         # 4 of the 10 per minute used: the guard refuses the 11th
         rest = [(await client.post("/api/scans", content=b"{")).status_code for _ in range(7)]
         assert rest[:6] == [400] * 6 and rest[6] == 429
@@ -83,8 +85,11 @@ async def test_fixed_service_caps_limits_and_expires(fixed: ServiceProcess) -> N
         await asyncio.sleep(2.5)  # unread for more than the 1 s TTL (cleanup every 0.2 s)
         assert (await client.get(f"/api/scans/{scan_id}")).status_code == 404
         stats = (await client.get("/api/stats")).json()
-        assert stats["scans_expired"] >= 1 and stats["max_concurrent_scans"] == 2
+        assert stats["scans_expired"] >= 1 and stats["scans_accepted"] == 2
         guard = (await client.get("/_crisis/status")).json()
+        scans = guard["policies"]["operations"]["quotas"]["scan"]
+        assert scans["max_concurrent"] == 2 and scans["refused_total"]["quota"] == 1
+        assert scans["held_here"] == 0 and scans["released_total"] == 2
         assert guard["service"] == "crisisctl-guard" and guard["pid"] == fixed.pid
         switched = await client.post(
             "/_crisis/mode", json={"mode": "emergency"}, headers={"authorization": "Bearer t"}
@@ -151,3 +156,15 @@ async def test_a_service_that_cannot_start_says_why(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="exited at start"):
         await service.start(timeout_s=20.0)
     assert not service.running
+
+
+async def test_the_demos_quota_check_shows_the_guard_refusing_an_excess_scan(
+    fixed: ServiceProcess,
+) -> None:
+    shown = await scan_quota.show(fixed.url, 2)
+    assert shown["statuses"] == [202, 202, 429] and shown["refused"] is True
+    assert shown["retry_after"] == "1" and "refused an excess scan" in shown["message"]
+    async with httpx.AsyncClient(base_url=fixed.url, trust_env=False, timeout=10.0) as client:
+        status = (await client.get("/_crisis/status")).json()
+    scans = status["policies"]["operations"]["quotas"]["scan"]
+    assert scans["held_here"] == 0 and scans["refused_total"]["quota"] == 1  # show() waited

@@ -3,13 +3,14 @@ limits, emergency tightening (the real-server behaviour is in tests/integration)
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from typing import Any
 
 import pytest
 
-from crisisctl.guard import Guard, GuardConfig
+from crisisctl.guard import ConcurrencyConfig, Guard, GuardConfig
 from crisisctl.guard.config import CacheRule, GuardConfigError, RouteRule, TierConfig
 from crisisctl.guard.tier_limits import UNLIMITED, TieredLimiter
 from crisisctl.guard.tiers import ClientIdentity
@@ -129,3 +130,79 @@ def test_policies_module_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+async def test_a_background_refresh_holds_a_concurrency_slot_and_waits_for_a_free_one() -> None:
+    origin_calls: list[str] = []
+    release_slow = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/slow":
+            await release_slow.wait()
+        else:
+            origin_calls.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    rule = RouteRule("/items", cache=CacheRule(ttl_s=0.05, stale_while_revalidate_s=60))
+    config = GuardConfig(
+        routes=(rule,),
+        concurrency=ConcurrencyConfig(mode="static", limit=1, queue_size=0, scope="service"),
+    )
+    guard = Guard(app, config)
+    assert await call(guard, "/items") == 200 and origin_calls == ["/items"]
+    await asyncio.sleep(0.1)  # stale now
+    slow = asyncio.create_task(call(guard, "/slow"))  # holds the only slot
+    async with asyncio.timeout(5):
+        while True:
+            if guard.concurrency is not None and guard.concurrency.in_flight == 1:
+                break
+            await asyncio.sleep(0.005)
+    assert await call(guard, "/items") == 200  # the stale entry; no slot for a refresh
+    await asyncio.sleep(0.05)
+    assert origin_calls == ["/items"]
+    stats = guard.policy_set.describe()["cache"]["routes"]["/items"]  # type: ignore[union-attr,index]
+    assert stats["refreshes_skipped"] == 1 and stats["refreshes"] == 0
+    release_slow.set()
+    assert await slow == 200
+    assert await call(guard, "/items") == 200  # stale again: now the refresh runs
+    async with asyncio.timeout(5):
+        while True:
+            if len(origin_calls) == 2:
+                break
+            await asyncio.sleep(0.005)
+    assert guard.concurrency is not None and guard.concurrency.in_flight == 0
+    await guard.aclose()
+
+
+async def test_with_a_memory_budget_the_cache_sweeps_its_expired_entries_under_pressure() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await ok_app(scope, receive, send)
+            return
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+    rule = RouteRule("/items/{id}", cache=CacheRule(ttl_s=0.05))
+    memory = {"soft_mb": 1, "collect": False, "trim": False}
+    guard = Guard(app, GuardConfig.from_dict({"routes": (rule,), "memory": memory}))
+    assert guard.policy_set is not None
+    inbox: asyncio.Queue[Message] = asyncio.Queue()
+    sent: asyncio.Queue[Message] = asyncio.Queue()
+    lifespan = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    running = asyncio.create_task(guard(lifespan, inbox.get, sent.put))
+    await inbox.put({"type": "lifespan.startup"})
+    await sent.get()
+    assert guard.memory.hooks == (guard.policy_set.drop_expired,)
+    for n in range(3):
+        assert await call(guard, f"/items/{n}") == 200
+    store = guard.policy_set.cache.memory
+    assert len(store) == 3
+    await asyncio.sleep(0.1)  # expired, and no request meets them again
+    round_ = await guard.memory.cleanup()
+    assert len(store) == 0 and store.bytes == 0 and not round_["failed"]
+    guard.policy_set.add_memory_hooks(guard.memory)  # once only
+    assert len(guard.memory.hooks) == 1
+    await inbox.put({"type": "lifespan.shutdown"})
+    await running

@@ -4,6 +4,7 @@ and the guard of the fixed mode."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crisisctl.guard import Guard
 from crisisctl.lab.scanner import (
@@ -66,7 +67,7 @@ async def test_scan_lifecycle(sick: httpx.AsyncClient) -> None:
     report = await sick.get(f"/api/scans/{scan_id}/report")
     assert report.status_code == 200 and report.json()["findings"] == doc["findings"]
     stats = (await sick.get("/api/stats")).json()
-    assert stats["mode"] == "sick" and stats["max_concurrent_scans"] is None
+    assert stats["mode"] == "sick" and "max_concurrent_scans" not in stats
     assert stats["ttl_s"] is None and stats["rss_mb"] > 0
     assert (await sick.get("/health")).json() == {"status": "ok", "mode": "sick"}
 
@@ -125,29 +126,77 @@ async def test_report_of_a_running_scan_is_409() -> None:
         store.close()
 
 
-async def test_fixed_mode_caps_scans_behind_the_guard() -> None:
-    store = ScanStore(StoreSettings(workers=1, max_concurrent=1, ttl_s=60.0, **TINY), "fixed")
+@contextlib.asynccontextmanager
+async def served(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of `app` as a server runs it: its lifespan started and stopped, the lifespan
+    state copied into each request's scope (httpx's ASGI transport does neither)."""
+    state: dict[str, Any] = {}
+    inbox: asyncio.Queue[Message] = asyncio.Queue()
+    sent: asyncio.Queue[Message] = asyncio.Queue()
+    lifespan = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}
+    running = asyncio.create_task(app(lifespan, inbox.get, sent.put))
+    await inbox.put({"type": "lifespan.startup"})
+    assert (await sent.get())["type"] == "lifespan.startup.complete"
+
+    async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, "state": dict(state)}, receive, send)
+
+    try:
+        async with client_for(with_state) as client:
+            yield client
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await running
+
+
+async def test_fixed_mode_caps_scans_with_the_guards_operation_quota() -> None:
+    store = ScanStore(StoreSettings(workers=1, ttl_s=60.0, **TINY), "fixed")
     gate = threading.Event()
     store.pool.submit(gate.wait, 10.0)
-    app = Guard(build_app(store), guard_config(token="t", ramp_s=1.0))
+    guard = Guard(build_app(store), guard_config(token="t", ramp_s=1.0))
     try:
-        async with client_for(app) as client:
+        async with served(guard) as client:
+            first = (await client.post("/api/scans", json={})).json()["id"]
             assert (await client.post("/api/scans", json={})).status_code == 202
-            refused = await client.post("/api/scans", json={})
+            refused = await client.post("/api/scans", json={})  # both scans wait for the worker
             assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
-            assert "maximum of 1 concurrent scans" in refused.json()["error"]
+            assert refused.json()["reason"] == "operation_quota"
+            assert refused.json()["error"].startswith("the operation quota 'scan' is full")
+            # bad input is told so even while the quota is full
+            assert (await client.post("/api/scans", content=b"{")).status_code == 400
+            assert store.stats()["scans_accepted"] == 2
             gate.set()
+            await wait_completed(client, first)
+            operations = guard.operations
+            assert operations is not None
+            async with asyncio.timeout(10):
+                while True:  # the scans' slots come back as they end
+                    if operations.counters["scan"].held == 0:
+                        break
+                    await asyncio.sleep(0.01)
             # the guard: scan creation is limited to 10 per minute per client
             statuses = [(await client.post("/api/scans", content=b"{")).status_code
-                        for _ in range(10)]  # fmt: skip
-            assert statuses[:8] == [400] * 8 and statuses[-1] == 429
+                        for _ in range(7)]  # fmt: skip
+            assert statuses[:6] == [400] * 6 and statuses[-1] == 429
             limited = (await client.post("/api/scans", content=b"{")).json()
             assert limited["reason"] == "rate_limited"
             status = (await client.get("/_crisis/status")).json()
             assert status["service"] == "crisisctl-guard"
             assert status["concurrency"]["mode"] == "adaptive"
+            scans = status["policies"]["operations"]["quotas"]["scan"]
+            assert scans["refused_total"]["quota"] == 1 and scans["released_total"] == 2
     finally:
         gate.set()
+        store.close()
+
+
+async def test_the_fixed_service_without_lifespan_state_says_so() -> None:
+    store = ScanStore(StoreSettings(workers=1, **TINY), "fixed")
+    try:
+        async with client_for(Guard(build_app(store), guard_config(token="t"))) as client:
+            answer = await client.post("/api/scans", json={})
+            assert answer.status_code == 500 and "lifespan state" in answer.json()["error"]
+    finally:
         store.close()
 
 
@@ -173,6 +222,7 @@ def test_make_app_modes_and_settings_from_env() -> None:
 def test_describe_guard_names_every_limit() -> None:
     text = describe_guard()
     assert "POST /api/scans: 10/minute per client, timeout 5 s" in text
+    assert "operation quota scan: at most 2 at once" in text
     assert "/api/scans/{scan_id}/report: timeout 5 s, priority low" in text
     assert "other routes 50/second;1500/minute per client" in text
     assert "adaptive concurrency limit 6–64" in text

@@ -217,3 +217,29 @@ def test_memory_settings_come_from_plain_data() -> None:
     )
     assert config.memory.shed_priority is Priority.NORMAL
     assert config.memory.enabled and not GuardConfig().memory.enabled
+
+
+async def test_closing_the_guard_cancels_a_cleanup_round_in_progress() -> None:
+    from crisisctl.guard import Guard
+
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def slow_sweep() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        return None
+
+    memory = {"soft_mb": 1, "hook_timeout_s": 60, "hooks": (slow_sweep,), "collect": False}
+    guard = Guard(app, GuardConfig.from_dict({"memory": memory}))  # type: ignore[arg-type]
+    guard.memory.tick(0.0)  # this process is over 1 MiB: a round starts
+    async with asyncio.timeout(5):
+        await started.wait()
+        await guard.aclose()
+        await cancelled.wait()
+    assert not guard.memory.state.cleaning

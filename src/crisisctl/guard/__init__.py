@@ -2,7 +2,12 @@
 
 from crisisctl.guard import Guard, GuardConfig
 app = Guard(app, GuardConfig(rate_limit="100/second;3000/minute", timeout_s=10))
+
+`Operation`, `OperationRefused`, `operation_of` and `operations_of` (guard/operations.py) are
+imported on first use: they pull in the quota store and its Redis client.
 """
+
+from typing import Any
 
 from crisisctl.guard.config import (
     BreakerConfig,
@@ -10,6 +15,7 @@ from crisisctl.guard.config import (
     EmergencyConfig,
     GuardConfig,
     GuardConfigError,
+    OperationQuota,
     Priority,
     RateLimit,
     RouteRule,
@@ -28,9 +34,24 @@ __all__ = [
     "GuardConfigError",
     "LoopHealthConfig",
     "MemoryBudgetConfig",
+    "Operation",
+    "OperationQuota",
+    "OperationRefused",
     "Priority",
     "RateLimit",
     "RouteRule",
+    "operation_of",
+    "operations_of",
     "parse_limits",
     "track",
 ]
+
+_LAZY = ("Operation", "OperationRefused", "operation_of", "operations_of")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from crisisctl.guard import operations
+
+        return getattr(operations, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,9 @@ carries a `CacheRule` is looked up in that rule's store (cache_store) under its 
 
 - fresh entry: served at once, ``X-Cache: hit`` and ``Age``; the app is not called.
 - stale within stale-while-revalidate: served (``X-Cache: stale``), and one background request
-  (at most one per key at a time) refreshes the entry.
+  (at most one per key at a time) refreshes the entry. Behind the guard the refresh holds a
+  slot of the route's concurrency limit (`begin`'s `refresh_slot`); with none free it is not
+  started (counted ``refreshes_skipped``) and a later stale hit tries again.
 - otherwise a miss (``X-Cache: miss``): the app answers, its response streams through while
   the layer buffers the body up to the rule's `max_body_bytes` (past it, buffering stops and
   nothing is stored), then stores it if RFC 9111 and the rule allow (cache_policy).
@@ -36,6 +38,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from crisisctl.guard.cache_capture import ResponseCapture
 from crisisctl.guard.cache_policy import (
@@ -244,10 +247,13 @@ class CacheLayer:
         finally:
             await self.end(miss)
 
-    async def begin(self, scope: Scope, send: Send) -> Miss | None:
+    async def begin(self, scope: Scope, send: Send, refresh_slot: Any = None) -> Miss | None:
         """The cache's part before the origin: None when the cache answered (hit, stale,
         coalesced), else the `Miss` to pass to `fetch` and then `end` (always, even when the
-        origin is never called: `end` resolves the key's flight and lock)."""
+        origin is never called: `end` resolves the key's flight and lock).
+
+        `refresh_slot`: a concurrency limiter (`try_acquire()`, `release(now, rtt)`) a
+        stale-while-revalidate refresh holds a slot of while it runs; none free, no refresh."""
         if scope["type"] != "http" or scope["method"] not in _CACHEABLE_METHODS:
             return PASS_THROUGH
         route = self.route(scope["method"], scope["path"])
@@ -276,7 +282,7 @@ class CacheLayer:
                         stats.stale += 1
                     stats.bytes_served += await self._serve(entry, state.age_s, label, scope, send)
                     if not state.fresh:
-                        self._refresh(scope, route, primary, flight_key)
+                        self._refresh(scope, route, primary, flight_key, refresh_slot)
                     return None
                 if state.error_stale:
                     stale = entry
@@ -398,14 +404,21 @@ class CacheLayer:
         stats.bytes_served += capture.size
 
     # -- background refresh ------------------------------------------------------------------
-    def _refresh(self, scope: Scope, route: CacheRoute, primary: str, flight_key: str) -> None:
-        """Start one background origin call refreshing `primary` (none if one is running)."""
+    def _refresh(
+        self, scope: Scope, route: CacheRoute, primary: str, flight_key: str, slot: Any = None
+    ) -> None:
+        """Start one background origin call refreshing `primary` (none if one is running, or
+        when `slot` has no free slot)."""
         if flight_key in self._flights:
             return
+        if slot is not None and not slot.try_acquire():
+            route.stats.refreshes_skipped += 1  # overloaded: the next stale hit tries again
+            return
+        route.stats.refreshes += 1
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._flights[flight_key] = done
         task = asyncio.create_task(
-            self._refresh_call(dict(scope), route, primary, flight_key, done)
+            self._refresh_call(dict(scope), route, primary, flight_key, done, slot)
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -417,6 +430,7 @@ class CacheLayer:
         primary: str,
         flight_key: str,
         done: asyncio.Future[None],
+        slot: Any = None,
     ) -> None:
         finished = asyncio.Event()
         sent_request = False
@@ -440,6 +454,8 @@ class CacheLayer:
         except Exception:
             log.warning("background refresh of %s failed", route.label, exc_info=True)
         finally:
+            if slot is not None:
+                slot.release(time.monotonic(), -1.0)  # no latency sample: nobody waited on it
             finished.set()
             if self._flights.get(flight_key) is done:
                 del self._flights[flight_key]

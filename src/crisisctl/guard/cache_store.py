@@ -8,7 +8,8 @@ raises, so that whoever asked for it learns it did not happen.
 
 Memory: an OrderedDict in least-recently-used order; the size of an entry is its body plus its
 headers plus `ENTRY_OVERHEAD` bytes; storing past `max_bytes` evicts from the cold end, and an
-entry bigger than `max_bytes` is not stored. Expired entries are dropped when met.
+entry bigger than `max_bytes` is not stored. Expired entries are dropped when met, and all at
+once by `drop_expired` (behind the guard, a memory-budget cleanup hook).
 
 Redis: one string per entry, ``SET key value PX retention``, so Redis expires it by itself.
 Keys are ``{PREFIX:PRIMARY}`` and ``{PREFIX:PRIMARY}#VARIANT``: the braces are a Redis
@@ -187,6 +188,14 @@ class MemoryStore:
         self._entries[key] = (entry, now + retain_s)
         self.bytes += size
         return True
+
+    def drop_expired(self, now: float) -> int:
+        """Drop every entry past its retention (met or not); how many went. One pass over the
+        entries: run under memory pressure (the guard's memory-budget hook), not per request."""
+        doomed = [key for key, (_, expires_at) in self._entries.items() if now >= expires_at]
+        for key in doomed:
+            self._drop(key)
+        return len(doomed)
 
     async def invalidate(self, prefix: str) -> int:
         doomed = [key for key in self._entries if key.startswith(prefix)]

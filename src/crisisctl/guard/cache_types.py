@@ -33,6 +33,10 @@ class RouteCacheStats:
     errors_masked: int = 0
     bytes_served: int = 0
     bytes_stored: int = 0
+    #: stale-while-revalidate refreshes started, and those not started because the guard's
+    #: concurrency limit had no free slot (the stale entry is served again meanwhile)
+    refreshes: int = 0
+    refreshes_skipped: int = 0
 
     @property
     def hit_ratio(self) -> float | None:
@@ -48,6 +52,8 @@ class RouteCacheStats:
             "coalesced": self.coalesced,
             "stored": self.stored,
             "errors_masked": self.errors_masked,
+            "refreshes": self.refreshes,
+            "refreshes_skipped": self.refreshes_skipped,
             "bytes_served": self.bytes_served,
             "bytes_stored": self.bytes_stored,
             "hit_ratio": self.hit_ratio,

@@ -18,6 +18,8 @@ from crisisctl.guard.config_base import GuardConfigError as GuardConfigError
 from crisisctl.guard.config_base import Priority as Priority
 from crisisctl.guard.config_base import check as _check
 from crisisctl.guard.health_config import LoopHealthConfig, MemoryBudgetConfig
+from crisisctl.guard.operation_config import OperationQuota as OperationQuota
+from crisisctl.guard.operation_config import check_operation_names, operations_from_data
 from crisisctl.guard.types import Scope
 
 Strategy = Literal["gcra", "sliding-window"]
@@ -271,6 +273,10 @@ class RouteRule:
     emergency_max_concurrent: int | None = None
     emergency_max_concurrent_per_key: int | None = None
     cache: CacheRule | None = None
+    #: the name of an operation quota (GuardConfig.operations) checked at admission: while
+    #: it is full the request gets 429; admitted, it holds one slot the app may keep for the
+    #: background work it starts (guard/operations.py)
+    quota: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.cache, Mapping):  # from YAML/JSON
@@ -423,6 +429,8 @@ class GuardConfig:
     memory: MemoryBudgetConfig = field(default_factory=MemoryBudgetConfig)
     #: event-loop lag and thread-pool depth (guard/loop_health.py)
     event_loop: LoopHealthConfig = field(default_factory=LoopHealthConfig)
+    #: named operation quotas (guard/operations.py), held by the app around background work
+    operations: tuple[OperationQuota, ...] = ()
 
     def __post_init__(self) -> None:
         _check(
@@ -501,6 +509,8 @@ class GuardConfig:
             f"default_tier {self.default_tier!r} must be a tier name like 'free'",
         )
         object.__setattr__(self, "tiers", tuple(self.tiers))
+        object.__setattr__(self, "operations", operations_from_data(self.operations))
+        check_operation_names(self.operations, [(r.pattern, r.quota) for r in self.routes])
         object.__setattr__(self, "routes", tuple(self.routes))
         object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
         object.__setattr__(self, "critical_paths", tuple(self.critical_paths))
@@ -524,6 +534,7 @@ class GuardConfig:
                 data["memory"] = MemoryBudgetConfig(**data["memory"])
             if isinstance(data.get("event_loop"), Mapping):
                 data["event_loop"] = LoopHealthConfig(**data["event_loop"])
+            data["operations"] = operations_from_data(data.get("operations", ()))
             tiers: Any = data.get("tiers", ())
             if isinstance(tiers, Mapping):  # {"pro": {"rate_limit": ...}, ...}
                 tiers = [{"name": name, **dict(spec or {})} for name, spec in tiers.items()]

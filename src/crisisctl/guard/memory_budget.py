@@ -205,6 +205,11 @@ class MemoryBudget:
     def enabled(self) -> bool:
         return self.config.enabled
 
+    @property
+    def hooks(self) -> tuple[Callable[[], Any], ...]:
+        """The cleanup hooks registered, in the order they run (before the built-ins)."""
+        return tuple(fn for fn, _ in self._hooks)
+
     def on_pressure(self, fn: Callable[[], Any]) -> Callable[[], Any]:
         """Add a cleanup hook (sync or async, no arguments) run past the soft budget; returns
         `fn`, so it also works as a decorator."""

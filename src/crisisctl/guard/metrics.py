@@ -305,7 +305,8 @@ IN_FLIGHT = ("crisisctl_http_requests_in_flight", "Requests being served now, by
 REJECTED = (
     "crisisctl_guard_rejected",
     "Requests the guard refused, by route and reason (rate_limited, queue_full, "
-    "queue_timeout, overloaded, emergency, memory, circuit_open, timeout).",
+    "queue_timeout, overloaded, emergency, memory, circuit_open, timeout, quota, quota_per_key, "
+    "operation_quota, operation_quota_per_key).",
 )
 CIRCUIT = (
     "crisisctl_guard_circuit_state",

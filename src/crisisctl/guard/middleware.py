@@ -91,8 +91,7 @@ class Guard:
         self.config = config
         token = os.environ.get("CRISISCTL_GUARD_TOKEN") if config.token is None else config.token
         self.token: bytes | None = token.encode() if token else None
-        self._prefix = config.prefix
-        self._prefix_c1 = config.prefix[1:2]
+        self._prefix, self._prefix_c1 = config.prefix, config.prefix[1:2]
         self._clock = _clock
         self.started_wall = time.time()
         self.modes = ModeState(config.emergency)
@@ -116,6 +115,7 @@ class Guard:
             config, app, RouteRuntime, self._apply_mode, self._storage, self.concurrency
         )
         self.policy_set, self._key = policies.attach(self._routes, app, self.modes, self._key)
+        self.operations: Any = getattr(self.policy_set, "operations", None)  # guard/operations.py
         self._key_is_peer = self._key is peer_address
         # the builder's own dicts, shared: modes, housekeeping and the control surface read them
         self.route_stats: dict[str, RouteStats] = self._routes.route_stats
@@ -189,7 +189,7 @@ class Guard:
         kind: str = scope["type"]
         if kind != "http":
             if kind == "lifespan":
-                await self.app(scope, lifespan_receive(self, receive), send)
+                await self.app(scope, lifespan_receive(self, receive, scope), send)
             elif kind == "websocket":
                 await websocket.handle(self, scope, receive, send)
             else:
@@ -493,8 +493,8 @@ class Guard:
         self._deadlines_compact_at = length
 
     async def aclose(self) -> None:
-        """Stop the background ticker and close the Redis connection, if any."""
+        """Stop the ticker and a cleanup round in progress, close the Redis connections."""
         await self._ticker.aclose()
-        for closing in (self.policy_set, self.fleet, self._storage):
+        for closing in (self.memory, self.policy_set, self.fleet, self._storage):
             if closing is not None:
                 await closing.aclose()

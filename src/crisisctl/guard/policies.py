@@ -4,8 +4,9 @@
 is built. With client `tiers` it hands the route builder the `TierTable` (rate limits become
 per tier, guard/tier_limits.py) and returns the key function the guard should use instead
 (`tier_limits.tiered_key`: a key and a tier per request, never an exception). When a route rule
-has a `cache` section or a quota it builds the `PolicySet` (guard/policy_set.py, imported
-only then: it pulls in the cache and the Redis client) and gives the route builder its
+has a `cache` section or a quota, or the guard has operation quotas, it builds the `PolicySet`
+(guard/policy_set.py, imported only then: it pulls in the cache and the Redis client) and
+gives the route builder its
 `for_rule`, so each route's `policy` is resolved once, when the route is built. A guard with
 no policy configured has every route's `policy` None: the request path tests one attribute.
 """
@@ -28,11 +29,13 @@ __all__ = ["attach", "wants_policies"]
 
 
 def wants_policies(rule: RouteRule) -> bool:
-    """Whether a route rule asks for a request policy (a cache or a concurrency quota)."""
+    """Whether a route rule asks for a request policy (a cache, a concurrency quota or an
+    operation quota)."""
     return (
         rule.cache is not None
         or rule.max_concurrent is not None
         or rule.max_concurrent_per_key is not None
+        or rule.quota is not None
     )
 
 
@@ -51,7 +54,7 @@ def attach(
 
         routes.tiers = tiers
         key_func = tiered_key(tiers)
-    if not any(wants_policies(rule) for rule in config.routes):
+    if not config.operations and not any(wants_policies(rule) for rule in config.routes):
         return None, key_func
     from crisisctl.guard.policy_set import PolicySet
 

@@ -70,8 +70,9 @@ class RouteBuilder:
         self._default_rule = RouteRule(pattern="/", rate_limit=config.rate_limit)
         #: the guard's tiers (guard/tiers.py) when it has any: rate limits become per tier
         self.tiers: Any = None
-        #: rule -> its request policies (guard/policies.py), when the guard has any
-        self.policy_for: Callable[[RouteRule | None], Any] | None = None
+        #: (rule, route) -> the route's request policies (guard/policies.py), when the guard
+        #: has any
+        self.policy_for: Callable[[RouteRule | None, RouteRuntime], Any] | None = None
 
     def route_for(self, method: str, path: str, *, probed: bool = False) -> RouteRuntime:
         """The route of one request (discovering the app's routes on the first call); `probed`:
@@ -133,7 +134,7 @@ class RouteBuilder:
         elif not route.critical and any(tier.rate_limit for tier in cfg.tiers):
             route.limiter = self._limiter(0, self._default_rule, "")
         if self.policy_for is not None and not critical_path:
-            route.policy = self.policy_for(rule)
+            route.policy = self.policy_for(rule, route)
         if isinstance(route.limiter, MemoryRateLimiter):
             route.mem_limiter = route.limiter
         conc = self.concurrency

@@ -8,7 +8,8 @@ returns the summary (also written to ``summary.json``):
 2. triage → P0/P1 with its reasons; an incident opens with the verdict;
 3. the "before" load report;
 4. stabilize: the pollers switch to shared backoff, the service restarts with the fixes behind
-   the guard (emergency mode while the crowd comes back) — each step on the timeline;
+   the guard (its operation quota shown refusing an excess scan; emergency mode while the
+   crowd comes back) — each step on the timeline;
 5. re-triage → OK/P3 (mitigated; the guard recovers), the "after" load report, the comparison;
 6. the validation suite, the resolution, root causes, actions, lessons and the post-mortem;
 7. the summary: severities, MTTx, improvement, artefacts.
@@ -33,7 +34,7 @@ import httpx
 from crisisctl import __version__
 from crisisctl.incidents.lifecycle import Status
 from crisisctl.incidents.reports import fmt_ms
-from crisisctl.lab import measure, story
+from crisisctl.lab import measure, scan_quota, story
 from crisisctl.lab.crowd import BACKOFF, EVERY_2S, Crowd
 from crisisctl.lab.incident_log import IncidentLog
 from crisisctl.lab.process import LabError, ServiceProcess, free_port
@@ -279,16 +280,19 @@ class Crisis:
         guard = await self._guard_status()
         await self.incident.event(
             "action",
-            f"restarted the service (pid {self.fixed.pid}) with the fixes: at most "
-            f"{FIXED_MAX_CONCURRENT} concurrent scans, finished scans dropped after {p.ttl_s:g} s "
-            f"unread, behind the guard ({describe_guard()})",
+            f"restarted the service (pid {self.fixed.pid}) with the fixes: finished scans "
+            f"dropped after {p.ttl_s:g} s unread, behind the guard ({describe_guard()})",
             {"concurrency": guard.get("concurrency"), "guard": describe_guard()},
         )
+        quota = await scan_quota.show(self.url, FIXED_MAX_CONCURRENT)
+        await self.incident.event("action", quota["message"], quota)
+        self._step("scan_quota", quota.pop("message"), **quota)
         await self._set_mode("emergency", "stabilizing after the restart: the crowd comes back")
         probe = await self._probe_scan()
         self.crowd.resume(BACKOFF)
         self._step("stabilize", f"restarted with the guard (pid {self.fixed.pid}, mode emergency), "
-                   "2-scan cap, TTL cleanup; pollers on backoff", pid=self.fixed.pid)  # fmt: skip
+                   "2-scan operation quota, TTL cleanup; pollers on backoff",
+                   pid=self.fixed.pid)  # fmt: skip
         await self._live(p.settle_s, "fixed")
         return probe
 

@@ -3,8 +3,10 @@
 Routes (JSON everywhere):
 
 - ``POST /api/scans`` ``{"name": "…"}`` starts a scan (202 with its id); malformed JSON → 400,
-  a body that is not an object or a bad ``name`` → 422; with the fix, 429 while
-  `max_concurrent` scans are active (the seeds' ``MAX_CONCURRENT_SCANS = 2``);
+  a body that is not an object or a bad ``name`` → 422; with the fix, 429 while 2 scans are
+  active (the seeds' ``MAX_CONCURRENT_SCANS = 2``, now the guard's operation quota ``scan``,
+  taken once the body is valid, so bad input still gets its 400/422, and held by the scan
+  until it ends);
 - ``GET /api/scans/{scan_id}`` reads a scan's status (on the shared worker pool); 404 when
   unknown or expired;
 - ``GET /api/scans/{scan_id}/report`` renders a finished scan's report (CPU on the pool);
@@ -17,9 +19,10 @@ Routes (JSON everywhere):
 - ``sick``: unlimited concurrent scans on a 4-thread pool shared with status reads, finished
   scans kept forever, no protection — under the crowd of pollers reads wait behind queued
   scans for seconds and memory grows;
-- ``fixed``: the same code with the seeds' fixes: at most 2 active scans, finished scans
-  dropped once unread for `ttl_s` (a cleanup task), and the whole app behind the guard
-  (`guard_config()`: per-client rate limits, adaptive concurrency, per-route timeouts).
+- ``fixed``: the same code with the seeds' fixes: finished scans dropped once unread for `ttl_s`
+  (a cleanup task), and the whole app behind the guard (`guard_config()`: at most 2 active
+  scans through its operation quota, per-client rate limits, adaptive concurrency, per-route
+  timeouts).
 
 ``CRISISCTL_LAB_SETTINGS`` may hold JSON overrides of `StoreSettings` fields plus
 ``cleanup_every_s`` and ``ramp_s`` (the guard's recovering ramp).
@@ -46,15 +49,18 @@ from crisisctl.guard import (
     EmergencyConfig,
     Guard,
     GuardConfig,
+    OperationQuota,
     Priority,
     RouteRule,
 )
 from crisisctl.guard.config import DEFAULT_CRITICAL_PATHS
+from crisisctl.guard.operations import OperationRefused, operations_of
 from crisisctl.lab.scanstore import MB, Mode, ScanStore, StoreSettings
 
 DEFAULT_TOKEN: Final = "crisis-demo-token"
-#: the seeds' fix: at most two scans at a time
+#: the seeds' fix: at most two scans at a time (the guard's operation quota SCAN_OPERATION)
 FIXED_MAX_CONCURRENT: Final = 2
+SCAN_OPERATION: Final = "scan"
 #: the seeds' cleanup runs hourly; the lab's runs are minutes long
 DEFAULT_TTL_S: Final = 30.0
 DEFAULT_CLEANUP_EVERY_S: Final = 2.0
@@ -80,15 +86,25 @@ def build_app(store: ScanStore, cleanup_every_s: float | None = None) -> Starlet
         name = data.get("name", "scan")
         if not isinstance(name, str) or not 0 < len(name.strip()) <= MAX_NAME:
             return _error(422, f"name must be a non-empty string of at most {MAX_NAME} characters.")
-        scan = store.start(name.strip())
-        if scan is None:
-            retry = store.retry_after_s()
-            return _error(
-                429,
-                f"the maximum of {store.settings.max_concurrent} concurrent scans is reached; "
-                f"retry in {retry} s.",
-                {"Retry-After": str(retry)},
-            )
+        operation = None
+        if store.mode == "fixed":
+            operations = operations_of(request)  # the guard's, from the lifespan state
+            if operations is None:
+                return _error(500, "the guard's operation quotas are not in the lifespan state: "
+                              "run the fixed service behind Guard() under uvicorn.")  # fmt: skip
+            try:
+                operation = await operations.acquire(SCAN_OPERATION)
+            except OperationRefused as refused:
+                headers = {"Retry-After": str(refused.retry_after_s)}
+                return JSONResponse(refused.document(), status_code=429, headers=headers)
+        try:
+            scan = store.start(name.strip())
+        except BaseException:
+            if operation is not None:
+                await operation.release()
+            raise
+        if operation is not None and scan.work is not None:
+            operation.hold_until(scan.work)  # held until the scan ends, not the request
         return JSONResponse(
             {"id": scan.id, "status": scan.status, "poll": f"/api/scans/{scan.id}"},
             status_code=202,
@@ -150,8 +166,10 @@ def build_app(store: ScanStore, cleanup_every_s: float | None = None) -> Starlet
 def guard_config(*, token: str = DEFAULT_TOKEN, ramp_s: float = 120.0) -> GuardConfig:
     """The guard of the fixed service.
 
-    Per client IP: scan creation 10/minute (4/minute in emergency; the seeds' SlowAPI limit
-    was 2/minute for one user), every other route 50/s and 1500/min. Adaptive concurrency
+    At most 2 scans at once, emergency or not (operation quota ``scan``, taken by POST
+    /api/scans once its body is valid; the seeds' MAX_CONCURRENT_SCANS). Per client IP: scan
+    creation 10/minute (4/minute in emergency; the seeds' SlowAPI limit was 2/minute for one
+    user), every other route 50/s and 1500/min. Adaptive concurrency
     (start 8, queue 16). Timeouts: status reads 2 s, scan creation and reports 5 s, anything
     else 10 s. Reports are low priority (emergency mode sheds them). `/api/stats` is critical
     like the health check (never limited).
@@ -176,6 +194,13 @@ def guard_config(*, token: str = DEFAULT_TOKEN, ramp_s: float = 120.0) -> GuardC
         ),
         emergency=EmergencyConfig(ramp_s=ramp_s),
         critical_paths=(*DEFAULT_CRITICAL_PATHS, "/api/stats"),
+        operations=(
+            OperationQuota(
+                SCAN_OPERATION,
+                max_concurrent=FIXED_MAX_CONCURRENT,
+                emergency_max_concurrent=FIXED_MAX_CONCURRENT,
+            ),
+        ),
     )
 
 
@@ -197,6 +222,8 @@ def describe_guard(config: GuardConfig | None = None) -> str:
         )
         for r in cfg.routes
     ]
+    rules += [f"operation quota {op.name}: at most {op.max_concurrent} at once"
+              for op in cfg.operations]  # fmt: skip
     conc = cfg.concurrency
     return (
         f"{'; '.join(rules)}; other routes {cfg.rate_limit} per client, timeout "
@@ -228,12 +255,7 @@ def make_app(
     options = dict(overrides or {})
     cleanup_every_s = float(options.pop("cleanup_every_s", DEFAULT_CLEANUP_EVERY_S))
     ramp_s = float(options.pop("ramp_s", 120.0))
-    if mode == "fixed":
-        options.setdefault("max_concurrent", FIXED_MAX_CONCURRENT)
-        options.setdefault("ttl_s", DEFAULT_TTL_S)
-    else:
-        options.setdefault("max_concurrent", None)
-        options.setdefault("ttl_s", None)
+    options.setdefault("ttl_s", DEFAULT_TTL_S if mode == "fixed" else None)
     try:
         settings = StoreSettings(**options)
     except TypeError as exc:

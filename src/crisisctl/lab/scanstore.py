@@ -8,10 +8,10 @@ its last. Status reads ("load the scan record": `read_cpu_ms` of CPU and `read_i
 and report renderings go through the same pool, as the sync endpoints and background tasks of
 a FastAPI app share one threadpool.
 
-With `max_concurrent` None every accepted scan is submitted at once (unlimited concurrency):
-beyond `workers` running scans the others wait in the pool's FIFO queue, and every status read
-waits behind all of them. With a cap, `start()` refuses a scan while `max_concurrent` are
-active, which keeps threads free for the reads. Finished scans keep their result
+Every scan is submitted at once: beyond `workers` running scans the others wait in the pool's
+FIFO queue, and every status read waits behind all of them. The store has no cap of its own:
+the fixed service caps concurrent scans with the guard's operation quota, which holds a slot
+until the scan's `work` future is done (lab/scanner.py). Finished scans keep their result
 (`result_kb` of data, so the process's memory grows) forever unless `ttl_s` is set: then
 `expire()` drops the finished scans nobody has read for `ttl_s` seconds.
 
@@ -48,8 +48,6 @@ class StoreSettings:
     read_io_ms: float = 4.0
     report_cpu_ms: float = 20.0
     result_kb: int = 512
-    #: None: every scan starts at once (unlimited); else at most this many active scans
-    max_concurrent: int | None = None
     #: None: finished scans are kept forever; else dropped once unread for this long
     ttl_s: float | None = None
     seed: int = 7
@@ -59,8 +57,6 @@ class StoreSettings:
                    self.report_cpu_ms)  # fmt: skip
         if self.workers < 1 or self.steps < 1 or self.result_kb < 0 or min(numbers) < 0:
             raise ValueError("scan store settings must be positive numbers.")
-        if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise ValueError("max_concurrent must be at least 1 (or None for unlimited).")
         if self.ttl_s is not None and self.ttl_s <= 0:
             raise ValueError("ttl_s must be positive (or None to keep scans forever).")
 
@@ -80,6 +76,8 @@ class Scan:
     last_read: float = 0.0
     findings: int = 0
     result: bytes = b""
+    #: the scan's job on the pool, done when the scan ends (completed, stopped or failed)
+    work: Future[None] | None = None
 
     @property
     def id(self) -> str:
@@ -105,7 +103,6 @@ class Scan:
 @dataclass(slots=True)
 class _Counters:
     accepted: int = 0
-    rejected: int = 0
     completed: int = 0
     expired: int = 0
     tasks_waiting: int = 0
@@ -205,14 +202,9 @@ class ScanStore:
         }
 
     # -- the service's operations -----------------------------------------------------------
-    def start(self, name: str) -> Scan | None:
-        """Accept and submit a scan; None when the concurrency cap is reached."""
-        cap = self.settings.max_concurrent
+    def start(self, name: str) -> Scan:
+        """Accept and submit a scan (its `work` future is done when it ends)."""
         with self._lock:
-            active = self._counters.scans_waiting + self._counters.scans_running
-            if cap is not None and active >= cap:
-                self._counters.rejected += 1
-                return None
             self._next += 1
             self._counters.accepted += 1
             number = self._next
@@ -220,7 +212,7 @@ class ScanStore:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         scan = Scan(number, name, now, stamp, last_read=now)
         self.scans[scan.id] = scan
-        self._submit(self._run_scan, scan, scan=True)
+        scan.work = self._submit(self._run_scan, scan, scan=True)
         return scan
 
     def get(self, scan_id: str) -> Scan | None:
@@ -234,11 +226,6 @@ class ScanStore:
     def report(self, scan: Scan) -> Future[dict[str, Any]]:
         """A report rendering, done on the shared pool."""
         return self._submit(self._report, scan)
-
-    def retry_after_s(self) -> int:
-        """Seconds until a scan slot is likely free: one scan's nominal duration."""
-        s = self.settings
-        return max(1, round(s.steps * (s.step_cpu_ms + s.step_io_ms) / 1000.0))
 
     def expire(self, now: float | None = None) -> int:
         """Drop finished scans unread for `ttl_s` (no-op without a TTL); how many were dropped."""
@@ -265,10 +252,8 @@ class ScanStore:
             return {
                 "mode": self.mode,
                 "workers": s.workers,
-                "max_concurrent_scans": s.max_concurrent,
                 "ttl_s": s.ttl_s,
                 "scans_accepted": c.accepted,
-                "scans_rejected": c.rejected,
                 "scans_active": c.scans_waiting + c.scans_running,
                 "scans_running": c.scans_running,
                 "scans_waiting": c.scans_waiting,

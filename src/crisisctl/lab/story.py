@@ -57,8 +57,8 @@ def root_causes(facts: dict[str, Any]) -> list[dict[str, Any]]:
             "category": "API Protection",
             "cause": "No rate limiting or admission control: every POST /api/scans started a scan.",
             "evidence": [
-                f"{sick['scans_accepted']} scans accepted and {sick['scans_rejected']} refused "
-                "by the unprotected service",
+                f"{sick['scans_accepted']} scans accepted, none refused, by the unprotected "
+                "service",
             ],
         },
         {
@@ -89,8 +89,8 @@ def actions(facts: dict[str, Any]) -> list[Action]:
         Action("Run the scanning service behind the crisisctl guard: per-client rate limits "
                "(scan creation 10/min), adaptive concurrency, per-route timeouts",
                "mitigate", "high", done=True),
-        Action("Cap concurrent scans at 2 (MAX_CONCURRENT_SCANS) so status reads keep free "
-               "worker threads", "mitigate", "high", done=True),
+        Action("Cap concurrent scans at 2 (MAX_CONCURRENT_SCANS) with the guard's operation "
+               "quota, so status reads keep free worker threads", "mitigate", "high", done=True),
         Action(f"Drop finished scans unread for {ttl:g} s (cleanup task; 1 hour in production)",
                "mitigate", "medium", done=True),
         Action(f"Ship the dashboard's polling fix: {BACKOFF.name}", "mitigate", "high", done=True),
@@ -166,7 +166,8 @@ def summary(facts: dict[str, Any]) -> str:
     improvement = facts.get("p95_improvement_pct")
     if after is not None and improvement is not None:
         text += (
-            f" The service was restarted behind the guard with a 2-scan cap and TTL cleanup, the "
+            f" The service was restarted behind the guard with a 2-scan operation quota and TTL "
+            f"cleanup, the "
             f"dashboard switched to backoff polling, and the status read's p95 came down to "
             f"{_ms(after)} ({improvement:.1f} % better)."
         )
