@@ -7,6 +7,7 @@ answers no events and the current id, the point to poll from.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ from crisisctl.server.deps import ERRORS, ApiError, Runtime, Viewer
 from crisisctl.server.fleet import service_series
 from crisisctl.server.schemas import Alert, Error, Fleet, PolledEvent, PollResult, SeriesResult
 from crisisctl.watch.engine import alert_to_dict
+from crisisctl.watch.intake_rows import firing_rows
 
 __all__ = ["router"]
 
@@ -48,10 +50,13 @@ async def series(
 
 @router.get("/alerts", response_model=list[Alert], responses=ERRORS)
 async def alerts(who: Viewer, runtime: Runtime) -> list[dict[str, Any]]:
-    """The alerts firing now (the watch's own rules)."""
+    """The alerts firing now: the watch's own rules', then Alertmanager's (the intake)."""
     if runtime.watch is None:
         return []
-    return [{**alert_to_dict(a), "source": "watch"} for a in runtime.watch.engine.firing()]
+    own = [{**alert_to_dict(a), "source": "watch"} for a in runtime.watch.engine.firing()]
+    if runtime.intake is None or runtime.db is None:
+        return own
+    return own + await asyncio.to_thread(firing_rows, runtime.db)
 
 
 @router.get("/events/poll", response_model=PollResult, responses=ERRORS)

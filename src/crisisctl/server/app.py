@@ -2,8 +2,11 @@
 
 Routes: the JSON API under ``/api`` (OpenAPI at ``/api/openapi.json``; no Swagger page: CDN),
 the SSE stream ``/api/events`` (a plain ASGI app, outside the OpenAPI document), the console's
-pages (`crisisctl.server.pages`) and its static files at ``/static``. The lifespan starts and
-stops the `ServeRuntime` (the watch loop, the responder, the store, the event history).
+pages (`crisisctl.server.pages`) and its static files at ``/static``; with an ``intake:``
+section in the watch file, the Alertmanager intake (``POST /api/v1/alertmanager``, its own
+credential, and ``GET /healthz``: `crisisctl.watch.intake.intake_routes`, as ``watch
+--listen``). The lifespan starts and stops the `ServeRuntime` (the watch loop, the responder,
+the store, the event history).
 
 Refusals are JSON ``{"error": "one sentence"}``: 401 unauthenticated, 403 not allowed, 404 no
 such thing, 409 a change the incident's state refuses, 422 a malformed body or query.
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,7 +24,6 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
-from starlette.staticfiles import StaticFiles
 
 from crisisctl.incidents.db import StoreError
 from crisisctl.server import api_act, api_fleet, api_incidents, api_session, pages
@@ -33,10 +34,10 @@ from crisisctl.server.schemas import Error
 from crisisctl.server.settings import ServeSettings
 from crisisctl.server.sse import EventStream
 from crisisctl.server.throttle import SignInThrottle
+from crisisctl.watch.intake import intake_routes
 
 __all__ = ["create_app"]
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 #: how a caller proves who it is (either one): an API token, or the session cookie of
 #: POST /api/session (whose changes also need the X-CSRF-Token header)
@@ -63,6 +64,8 @@ def _first_error(exc: RequestValidationError) -> str:
 def create_app(settings: ServeSettings, *, runtime: ServeRuntime | None = None) -> FastAPI:
     """The serve app; `runtime` (default: built from `settings`) is started by its lifespan."""
     live = runtime or ServeRuntime(settings)
+    if live.db is None:
+        live.open()  # errors are one sentence, before anything listens
     key = load_or_create_key(settings.state_dir)
     auth = Authenticator(settings, key)
 
@@ -133,7 +136,13 @@ def create_app(settings: ServeSettings, *, runtime: ServeRuntime | None = None) 
     app.include_router(api_act.router)
     stream = EventStream(live.hub, auth, ping_s=settings.config.events.ping)
     app.router.routes.append(Route("/api/events", stream, methods=["GET"]))
-    app.router.routes.extend(pages.routes())
-    if STATIC_DIR.is_dir():
-        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if live.intake is not None:
+        mount = live.intake
+        app.router.routes.extend(
+            intake_routes(
+                mount.intake, mount.auth, max_body=mount.spec.max_body,
+                max_alerts=mount.spec.max_alerts,
+            )
+        )  # fmt: skip
+    app.router.routes.extend(pages.routes())  # the console's pages and /static
     return app

@@ -33,8 +33,12 @@ from crisisctl.incidents.records import EventRecord, IncidentRecord
 from crisisctl.server.events import EVENTS_FILE, EventHub
 from crisisctl.server.fleet import FLEET_SERIES, fleet_snapshot, fleet_snapshot_async
 from crisisctl.server.settings import ServeSettings
+from crisisctl.severity import Severity
 from crisisctl.watch.config import load_watch_file
+from crisisctl.watch.config_sources import IntakeSpec
 from crisisctl.watch.engine import alert_to_dict
+from crisisctl.watch.intake import Intake
+from crisisctl.watch.intake_auth import IntakeAuth, intake_auth
 from crisisctl.watch.loop import Watch
 from crisisctl.watch.model import Alert, Transition
 from crisisctl.watch.respond import WatchResponder, build_responder
@@ -81,6 +85,31 @@ class _Publishing:
         await runtime.sync_incidents()
 
 
+class _IntakeSink:
+    """The Alertmanager intake's bookings: the responder's, then published like a cycle's."""
+
+    def __init__(self, runtime: ServeRuntime, inner: WatchResponder) -> None:
+        self.runtime = runtime
+        self.inner = inner
+
+    async def accept(self, transitions: Sequence[Transition], now: datetime) -> None:
+        await self.inner.accept(transitions, now)
+        for change in transitions:
+            self.runtime.hub.publish(
+                "alert", {**alert_to_dict(change.alert), "source": "alertmanager"}
+            )
+        await self.runtime.sync_incidents()
+
+
+@dataclass(frozen=True)
+class IntakeMount:
+    """The Alertmanager intake served beside the API (the watch file's ``intake:``)."""
+
+    intake: Intake
+    auth: IntakeAuth
+    spec: IntakeSpec
+
+
 class ServeRuntime:
     """The live parts behind the app (one per process)."""
 
@@ -96,6 +125,8 @@ class ServeRuntime:
         self.watch: Watch | None = None
         self.responder: WatchResponder | None = None
         self.db: Database | None = None
+        #: the Alertmanager intake, when the watch file has an ``intake:`` section
+        self.intake: IntakeMount | None = None
         self.fleet: dict[str, Any] = fleet_snapshot(None, time.time())
         self._seen: dict[int, _Seen] = {}
         self._sync_lock = asyncio.Lock()
@@ -106,7 +137,8 @@ class ServeRuntime:
     # -- construction (synchronous: errors are one sentence before anything listens) -----------
     def open(self) -> None:
         """Read the watch file, build the watch and the responder, open the store.
-        Raises WatchFileError, StoreError or ValueError (one sentence each)."""
+        Raises WatchFileError, StoreError or ValueError (one sentence each; IntakeConfigError,
+        a ValueError, for an ``intake:`` without a credential on a public listener)."""
         settings = self.settings
         if settings.watch_path is not None:
             config = load_watch_file(settings.watch_path)
@@ -120,6 +152,12 @@ class ServeRuntime:
             )
             self.db = self.responder.db
             self.watch = watch
+            if config.intake is not None:
+                spec = config.intake  # no credential on a public listener: IntakeConfigError
+                sink = _IntakeSink(self, self.responder)
+                severity = Severity[spec.default_severity]
+                intake = Intake(self.db, sink, default_severity=severity)
+                self.intake = IntakeMount(intake, intake_auth(spec, settings.host), spec)
         else:
             self.db = open_database(settings.db_url)
 

@@ -8,20 +8,23 @@ notification whose resolution (same Alertmanager fingerprint and startsAt) is al
 or a resolution older than a later firing of the same alert. `mark_processed` ends a booking;
 `silenced` names the firing alerts a crisisctl silence kept from their incident, whose
 notifications stay to book (each repeat looks again: the silence may have ended).
+`firing_rows` lists the Alertmanager alerts firing now, as the response side recorded them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 
 from crisisctl.incidents import models
 from crisisctl.incidents.db import ConflictError, Database, StoreError
 from crisisctl.watch.amwebhook import Received
+from crisisctl.watch.model import RuleKind
 
-__all__ = ["mark_processed", "silenced", "store_batch"]
+__all__ = ["firing_rows", "mark_processed", "silenced", "store_batch"]
 
 
 def _insert(db: Database, items: Sequence[Received], now: datetime) -> set[str]:
@@ -127,3 +130,42 @@ def silenced(db: Database, fingerprints: Sequence[str]) -> set[str]:
             )
         )
         return set(rows)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def firing_rows(db: Database, limit: int = 500) -> list[dict[str, Any]]:
+    """The Alertmanager alerts firing now (booked by the intake), newest first, at most
+    `limit`: the fields of a watch alert (``engine.alert_to_dict``) plus ``source``."""
+    with db.transaction() as session:
+        rows = session.scalars(
+            select(models.WatchAlert)
+            .where(
+                models.WatchAlert.kind == RuleKind.ALERTMANAGER.value,
+                models.WatchAlert.state == "firing",
+            )
+            .order_by(models.WatchAlert.active_since.desc())
+            .limit(limit)
+        ).all()
+        return [
+            {
+                "rule": row.rule,
+                "kind": row.kind,
+                "labels": dict(row.labels),
+                "service": row.service,
+                "severity": row.severity,
+                "state": row.state,
+                "active_since": _iso(row.active_since),
+                "fired_at": _iso(row.fired_at),
+                "resolved_at": _iso(row.resolved_at),
+                "value": row.value,
+                "threshold": row.threshold,
+                "summary": row.summary,
+                "evidence": dict(row.evidence),
+                "fingerprint": row.fingerprint,
+                "source": "alertmanager",
+            }
+            for row in rows
+        ]
