@@ -296,3 +296,19 @@ def test_seasonal_anomaly_compares_with_the_same_hour_yesterday() -> None:
     store.add(key, noon_next_day + 60, 100.0)  # quiet at noon: an anomaly (the level at night)
     (finding,) = evaluate_rule(daily, store, noon_next_day + 60)
     assert finding.evidence["z"] < -3 and finding.evidence["seasonal"] == "day"
+
+
+@pytest.mark.parametrize(
+    ("bound", "value", "summary_has_ratio"),
+    [({"above": 0}, 3.0, False), ({"above": -1}, 0.5, False), ({"below": 0}, -2.0, False)],
+)
+def test_a_bound_at_or_below_zero_with_a_fixed_severity_fires_without_a_ratio(
+    bound: dict[str, float], value: float, summary_has_ratio: bool
+) -> None:
+    # (it divided by the bound: the watch loop crashed on `above: 0`)
+    fixed = rule(name="any", kind="threshold", metric="errors", severity="P2", **bound)
+    store = store_for(fixed)
+    store.add(SeriesKey("errors", API_A), T0, value)
+    (finding,) = evaluate_rule(fixed, store, T0)
+    assert finding.severity is Severity.P2 and finding.evidence["breach_ratio"] is None
+    assert ("× the bound" in finding.summary) is summary_has_ratio

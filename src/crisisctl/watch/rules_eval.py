@@ -102,10 +102,12 @@ def _threshold(rule: ThresholdRule, store: SeriesStore, now: float) -> list[Find
         else:
             severity = breach_severity_of(value, bound, below=below)
         what = rule.metric if rule.ratio_to is None else f"{rule.metric} / {rule.ratio_to}"
-        ratio = (bound / value if value else float("inf")) if below else value / bound
+        ratio: float | None = None  # a bound ≤ 0 (fixed severity) has no breach ratio
+        if bound > 0:
+            ratio = (bound / value if value > 0 else float("inf")) if below else value / bound
+        shown = f" ({_fmt(ratio)}× the bound)" if ratio is not None and ratio != float("inf") else ""
         summary = rule.summary or (
-            f"{what} is {_fmt(value)}, {'under' if below else 'over'} {_fmt(bound)} "
-            f"({_fmt(ratio)}× the bound)"
+            f"{what} is {_fmt(value)}, {'under' if below else 'over'} {_fmt(bound)}{shown}"
         )
         evidence = {"metric": what, "value": value, "bound": bound, "breach_ratio": ratio}
         out.append(
