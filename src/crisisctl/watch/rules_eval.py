@@ -105,7 +105,8 @@ def _threshold(rule: ThresholdRule, store: SeriesStore, now: float) -> list[Find
         ratio: float | None = None  # a bound ≤ 0 (fixed severity) has no breach ratio
         if bound > 0:
             ratio = (bound / value if value > 0 else float("inf")) if below else value / bound
-        shown = f" ({_fmt(ratio)}× the bound)" if ratio is not None and ratio != float("inf") else ""
+        finite = ratio is not None and ratio != float("inf")
+        shown = f" ({_fmt(ratio)}× the bound)" if finite and ratio is not None else ""
         summary = rule.summary or (
             f"{what} is {_fmt(value)}, {'under' if below else 'over'} {_fmt(bound)}{shown}"
         )
