@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from crisisctl.guard.health_config import MAX_HOOKS, MemoryBudgetConfig
+from crisisctl.guard.lifespan import MEMORY_STATE_KEY as LIFESPAN_MEMORY_KEY
 from crisisctl.guard.memory_budget import MIB, MemoryBudget
 from crisisctl.guard.periodic import MEMORY_STATE_KEY, memory_of
 
@@ -166,6 +167,7 @@ def test_every_works_as_a_decorator_and_checks_its_arguments() -> None:
 
 
 def test_memory_of_finds_the_policy_in_the_lifespan_state() -> None:
+    assert LIFESPAN_MEMORY_KEY == MEMORY_STATE_KEY  # (lifespan.py does not import periodic.py)
     memory = policy()
     assert memory_of({"type": "http", "state": {MEMORY_STATE_KEY: memory}}) is memory
     assert memory_of({"type": "http"}) is None
