@@ -8,6 +8,8 @@ Configured through the environment:
     BUDGET_HARD_ABOVE_MB        the hard budget likewise (unset: none)
     BUDGET_HOOK_FREES           "1": the registered cleanup hook drops the held memory (a cache
                                 trim); otherwise it only counts its calls
+    BUDGET_EVERY_S              a periodic cleanup hook (`sweep`, guard.memory.every) with this
+                                period (unset: none); GET /periodic counts its calls
 """
 
 from __future__ import annotations
@@ -24,12 +26,19 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from crisisctl.guard import Guard, GuardConfig
+from crisisctl.guard.periodic import memory_of
 
 MIB = 1_048_576
 START_RSS = psutil.Process(os.getpid()).memory_info().rss
 #: what POST /alloc holds (written, so resident) until POST /free or the hook drops it
 HELD: list[bytes] = []
 HOOK = {"calls": 0, "freed_mb": 0}
+SWEEPS = {"calls": 0}
+
+
+def sweep() -> None:
+    """The app's periodic cleanup hook (registered with guard.memory.every)."""
+    SWEEPS["calls"] += 1
 
 
 def trim_cache() -> None:
@@ -61,6 +70,11 @@ async def block(request: Request) -> Response:
     return PlainTextResponse("blocked the loop")
 
 
+async def periodic(request: Request) -> Response:
+    memory = memory_of(request)  # the guard's memory policy, from the lifespan state
+    return JSONResponse({**SWEEPS, "reachable": memory is not None and memory.periodic.hooks != []})
+
+
 async def hook(request: Request) -> Response:
     return JSONResponse({**HOOK, "start_rss_mb": START_RSS // MIB})
 
@@ -74,6 +88,7 @@ routes = [
     Route("/health", ok),
     Route("/block", block),
     Route("/hook", hook),
+    Route("/periodic", periodic),
 ]
 
 
@@ -93,6 +108,8 @@ def build() -> Guard:
     ]
     guard = Guard(Starlette(routes=routes), GuardConfig.from_dict(data))
     guard.memory.on_pressure(trim_cache)
+    if os.environ.get("BUDGET_EVERY_S"):
+        guard.memory.every(float(os.environ["BUDGET_EVERY_S"]), sweep)
     return guard
 
 

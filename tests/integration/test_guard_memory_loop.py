@@ -1,7 +1,8 @@
-"""Issue 19, points 3 and 4, against real uvicorn servers on 127.0.0.1 (budget_app.py): the soft
-memory budget runs the cleanup hooks, the hard budget sheds only low-priority routes until
-memory is freed, and a blocking call in an async route shows as event-loop lag and cuts the
-adaptive limit. Bounds are generous: the machine is a busy, shared 2-core one."""
+"""Issue 19, points 3, 4 and 6, against real uvicorn servers on 127.0.0.1 (budget_app.py): the
+soft memory budget runs the cleanup hooks, a periodic cleanup hook runs without any budget, the
+hard budget sheds only low-priority routes until memory is freed, and a blocking call in an
+async route shows as event-loop lag and cuts the adaptive limit. Bounds are generous: the
+machine is a busy, shared 2-core one."""
 
 from __future__ import annotations
 
@@ -70,6 +71,23 @@ def test_the_soft_budget_runs_the_cleanup_hooks_and_status_reports_them() -> Non
         assert 'crisisctl_guard_memory_budget_crossings_total{level="soft"}' in metrics
         assert "crisisctl_guard_memory_cleanups_total" in metrics
         assert 'crisisctl_guard_memory_hook_failures_total{hook="trim_cache"} 0.0' in metrics
+
+
+def test_a_periodic_hook_runs_on_the_ticker_without_a_budget_and_status_shows_it() -> None:
+    with (
+        budget_server({}, {"BUDGET_EVERY_S": "0.2"}) as server,
+        httpx.Client(base_url=server.url, trust_env=False, timeout=10.0) as client,
+    ):
+        memory = wait_for(lambda: (m := status(client)["memory"])["periodic"][0]["runs"] >= 3 and m)
+        assert memory["enabled"] is False  # no soft budget: the periodic hook runs all the same
+        (hook,) = memory["periodic"]
+        assert hook["name"] == "sweep" and hook["every_s"] == 0.2
+        assert hook["failures"] == 0 and hook["last_error"] is None and hook["last_ms"] >= 0
+        seen = client.get("/periodic").json()
+        assert seen["calls"] >= 3 and seen["reachable"]  # memory_of(request) finds the policy
+        metrics = client.get("/_crisis/metrics").text
+        assert 'crisisctl_guard_memory_periodic_runs_total{hook="sweep"}' in metrics
+        assert 'crisisctl_guard_memory_periodic_failures_total{hook="sweep"} 0.0' in metrics
 
 
 def test_the_hard_budget_sheds_only_low_priority_routes_until_memory_is_freed() -> None:

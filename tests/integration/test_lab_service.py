@@ -23,7 +23,7 @@ from crisisctl.load import run_open
 
 #: one worker, scans of 5 steps × (2 ms CPU + 60 ms wait) ≈ 0.3 s, 64 KB of results each
 SICK = {"workers": 1, "steps": 5, "step_cpu_ms": 2.0, "step_io_ms": 60.0, "result_kb": 64}
-#: two workers, scans of ≈ 0.6 s, a 1 s TTL checked every 0.2 s
+#: two workers, scans of ≈ 0.6 s, a 1 s TTL checked every 0.2 s (the guard's periodic hook)
 FIXED = {"workers": 2, "steps": 2, "step_cpu_ms": 1.0, "step_io_ms": 300.0, "ttl_s": 1.0,
          "cleanup_every_s": 0.2}  # fmt: skip
 
@@ -90,6 +90,10 @@ async def test_fixed_service_caps_limits_and_expires(fixed: ServiceProcess) -> N
         scans = guard["policies"]["operations"]["quotas"]["scan"]
         assert scans["max_concurrent"] == 2 and scans["refused_total"]["quota"] == 1
         assert scans["held_here"] == 0 and scans["released_total"] == 2
+        # the TTL sweep is the guard's periodic cleanup hook, not a task of the app's own
+        (sweep,) = guard["memory"]["periodic"]
+        assert sweep["name"] == "ScanStore.expire" and sweep["every_s"] == 0.2
+        assert sweep["runs"] >= 5 and sweep["failures"] == 0
         assert guard["service"] == "crisisctl-guard" and guard["pid"] == fixed.pid
         switched = await client.post(
             "/_crisis/mode", json={"mode": "emergency"}, headers={"authorization": "Bearer t"}

@@ -35,6 +35,10 @@ class MemoryBudgetConfig:
     (503 + Retry-After) until RSS is back under `soft_mb`. In emergency mode both budgets are
     multiplied by `emergency_factor` (default 0.9: clean up and shed earlier while the service
     is already in trouble). `hard_mb` needs `soft_mb` (where shedding stops).
+
+    Periodic cleanup hooks (``guard.memory.every(period_s, fn)``, guard/periodic.py) run every
+    `period_s` whether or not a budget is set, and past `soft_mb` with the others; they share
+    `hook_timeout_s` and the 32-hook bound (counted apart).
     """
 
     soft_mb: float | None = None

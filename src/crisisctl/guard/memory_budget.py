@@ -13,7 +13,8 @@ Budgets in force are the configured ones times `emergency_factor` in emergency m
 
 A cleanup round (`MemoryBudget.cleanup`) runs as a task of its own on the event loop, never in
 the request path: each hook in turn (the configured ones, then those added with
-`on_pressure`), then ``gc.collect()`` and glibc's ``malloc_trim(0)`` (which hands freed heap
+`on_pressure`, then the periodic ones of `every`: guard/periodic.py), then ``gc.collect()``
+and glibc's ``malloc_trim(0)`` (which hands freed heap
 pages back to the system: without it RSS often stays high after Python freed the memory). An
 async hook is cancelled after `hook_timeout_s`; a sync hook runs on the event loop and cannot
 be interrupted, so one running longer is counted as over time. A hook that raises is logged
@@ -44,6 +45,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from crisisctl.guard.config_base import Priority
 from crisisctl.guard.health_config import MAX_HOOKS, MemoryBudgetConfig
 from crisisctl.guard.modes import EMERGENCY, utc_iso
+from crisisctl.guard.periodic import PeriodicHooks
 
 log = logging.getLogger("crisisctl.guard")
 
@@ -131,7 +133,7 @@ class BudgetState:
 class HookStats:
     """What one cleanup hook did."""
 
-    __slots__ = ("failures", "last_ms", "name", "over_time", "runs")
+    __slots__ = ("failures", "last_error", "last_ms", "name", "over_time", "runs")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -139,10 +141,14 @@ class HookStats:
         self.failures = 0
         self.over_time = 0
         self.last_ms: float | None = None
+        #: the last failure's kind (the exception's class, or "timeout"; never its message,
+        #: which may hold a secret: the log has the traceback), None after a good round
+        self.last_error: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "runs": self.runs, "failures": self.failures,
-                "over_time": self.over_time, "last_ms": self.last_ms}  # fmt: skip
+                "over_time": self.over_time, "last_ms": self.last_ms,
+                "last_error": self.last_error}  # fmt: skip
 
 
 def _hook_name(fn: Callable[[], Any], taken: set[str]) -> str:
@@ -200,6 +206,9 @@ class MemoryBudget:
         self.freed_bytes = 0
         self.last_cleanup: dict[str, Any] | None = None
         self._task: asyncio.Task[Any] | None = None
+        #: the periodic cleanup hooks (`every`), run on the ticker with or without a budget
+        self.periodic = PeriodicHooks(self._run, lambda fn, taken: HookStats(_hook_name(fn, taken)))
+        self.every = self.periodic.every
 
     @property
     def enabled(self) -> bool:
@@ -212,7 +221,8 @@ class MemoryBudget:
 
     def on_pressure(self, fn: Callable[[], Any]) -> Callable[[], Any]:
         """Add a cleanup hook (sync or async, no arguments) run past the soft budget; returns
-        `fn`, so it also works as a decorator."""
+        `fn`, so it also works as a decorator. (`every(period_s, fn)`: one that also runs
+        every `period_s` seconds, budget or not: guard/periodic.py.)"""
         if not callable(fn):
             raise TypeError("on_pressure() needs a callable taking no arguments")
         if len(self._hooks) >= MAX_HOOKS:
@@ -230,7 +240,10 @@ class MemoryBudget:
 
     # -- the ticker's side -----------------------------------------------------------------
     def tick(self, now: float) -> None:
-        """Sample RSS and act on the budget (call from the event loop's thread)."""
+        """Start the periodic hooks due, sample RSS and act on the budget (call from the event
+        loop's thread)."""
+        if self.periodic.hooks:
+            self.periodic.tick(now)
         if not self.config.enabled:
             return
         rss = self._rss()
@@ -271,7 +284,13 @@ class MemoryBudget:
         before = self._rss() if rss_before is None else rss_before
         failed: list[str] = []
         try:
-            for fn, stats in [*self._hooks, *self._builtins]:
+            for fn, stats in self._hooks:
+                if not await self._run(fn, stats):
+                    failed.append(stats.name)
+            for hook in list(self.periodic.hooks):  # (one running on its own is left alone)
+                if await self.periodic.run(hook) is False:
+                    failed.append(hook.stats.name)
+            for fn, stats in self._builtins:
                 if not await self._run(fn, stats):
                     failed.append(stats.name)
             after = self._rss()
@@ -286,7 +305,7 @@ class MemoryBudget:
             "rss_after_mb": round(after / MIB, 1),
             "freed_mb": round((before - after) / MIB, 1),
             "duration_ms": round((time.monotonic() - started) * 1000.0, 3),
-            "hooks_run": len(self._hooks) + len(self._builtins),
+            "hooks_run": len(self._hooks) + len(self.periodic.hooks) + len(self._builtins),
             "failed": failed,
         }
         self.last_cleanup = record
@@ -308,13 +327,17 @@ class MemoryBudget:
             ok = False
             stats.failures += 1
             stats.over_time += 1
+            stats.last_error = "timeout"
             log.warning("memory cleanup hook %s did not finish within %.1f s and was cancelled",
                         stats.name, timeout)  # fmt: skip
-        except Exception:
+        except Exception as exc:
             ok = False
             stats.failures += 1
+            stats.last_error = type(exc).__name__
             if stats.failures <= 5 or stats.failures % 100 == 0:
                 log.exception("memory cleanup hook %s failed; the others still run", stats.name)
+        if ok:
+            stats.last_error = None
         elapsed = time.monotonic() - started
         stats.last_ms = round(elapsed * 1000.0, 3)
         if ok and elapsed > timeout:
@@ -324,7 +347,8 @@ class MemoryBudget:
         return ok
 
     async def aclose(self) -> None:
-        """Cancel a cleanup round still running."""
+        """Cancel a cleanup round still running, and the periodic hooks' rounds."""
+        await self.periodic.aclose()
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
@@ -335,12 +359,14 @@ class MemoryBudget:
     def describe(self, now: float) -> dict[str, Any]:
         """The status document's ``memory`` section."""
         cfg = self.config
+        periodic = {"periodic": self.periodic.describe()} if self.periodic.hooks else {}
         if not cfg.enabled:
-            return {"enabled": False}
+            return {"enabled": False, **periodic}
         soft, hard = self.budgets()
         state = self.state
         rss = self.rss_bytes
         return {
+            **periodic,
             "enabled": True,
             "state": STATES[self.level()],
             "rss_mb": None if rss is None else round(rss / MIB, 1),
@@ -365,7 +391,9 @@ class MemoryBudget:
         return 2 if self.state.shedding else 1 if self.state.above_soft else 0
 
     def metrics(self) -> Iterator[Metric]:
-        """The ``crisisctl_guard_memory_*`` families (none while there is no budget)."""
+        """The ``crisisctl_guard_memory_*`` families (only the periodic hooks' while there is no
+        budget)."""
+        yield from self.periodic.metrics()
         if not self.config.enabled:
             return
         soft, hard = self.budgets()

@@ -21,7 +21,8 @@ tick:
   ticker then runs at least every `LoopHealthConfig.interval_s`, 50 ms by default), lag past
   its threshold signalled to the adaptive limit as overload, the thread pools' queues.
 * the memory budget (`guard/memory_budget.py`): RSS on every tick, cleanup hooks past the
-  soft budget, shedding past the hard one.
+  soft budget, shedding past the hard one; its periodic cleanup hooks (`guard/periodic.py`),
+  budget or not.
 
 The request path itself appends deadlines to `Timeouts.deadlines` (the same list) and, when it
 grows past the compaction threshold, expires them without waiting for the tick.
@@ -200,6 +201,8 @@ class Chores:
         modes = switch.modes
         self.memory = MemoryBudget(config.memory, lambda: modes.mode, switch.set_memory_shedding)
         self._memory_enabled = config.memory.enabled
+        #: the memory policy's periodic hooks (`guard.memory.every`): ticked, budget or not
+        self._periodic = self.memory.periodic
         self._last_housekeeping = 0.0
         self._last_snapshot = 0.0
 
@@ -220,7 +223,7 @@ class Chores:
                 stats.snapshot(now, SNAPSHOT_KEEP_S)
         if self._loop_enabled:
             self.event_loop.tick(now, late_s)
-        if self._memory_enabled:
+        if self._memory_enabled or self._periodic.hooks:
             self.memory.tick(now)
 
     def housekeeping(self, now: float) -> None:

@@ -20,9 +20,10 @@ Routes (JSON everywhere):
   scans kept forever, no protection — under the crowd of pollers reads wait behind queued
   scans for seconds and memory grows;
 - ``fixed``: the same code with the seeds' fixes: finished scans dropped once unread for `ttl_s`
-  (a cleanup task), and the whole app behind the guard (`guard_config()`: at most 2 active
-  scans through its operation quota, per-client rate limits, adaptive concurrency, per-route
-  timeouts).
+  (``store.expire`` every `cleanup_every_s`, a periodic cleanup hook of the guard's memory
+  policy: ``guard.memory.every``), and the whole app behind the guard (`guard_config()`: at
+  most 2 active scans through its operation quota, per-client rate limits, adaptive
+  concurrency, per-route timeouts).
 
 ``CRISISCTL_LAB_SETTINGS`` may hold JSON overrides of `StoreSettings` fields plus
 ``cleanup_every_s`` and ``ramp_s`` (the guard's recovering ramp).
@@ -71,8 +72,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def build_app(store: ScanStore, cleanup_every_s: float | None = None) -> Starlette:
-    """The scanning service on `store` (a cleanup task runs every `cleanup_every_s` if set)."""
+def build_app(store: ScanStore) -> Starlette:
+    """The scanning service on `store` (its cleanup, if any, is the guard's: `make_app`)."""
     process = psutil.Process()
 
     async def create_scan(request: Request) -> JSONResponse:
@@ -133,22 +134,11 @@ def build_app(store: ScanStore, cleanup_every_s: float | None = None) -> Starlet
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "mode": store.mode})
 
-    async def cleanup() -> None:
-        assert cleanup_every_s is not None
-        while True:
-            await asyncio.sleep(cleanup_every_s)
-            store.expire()
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(cleanup()) if cleanup_every_s else None
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             store.close()
 
     return Starlette(
@@ -263,7 +253,9 @@ def make_app(
     store = ScanStore(settings, mode)
     if mode == "sick":
         return build_app(store)
-    return Guard(build_app(store, cleanup_every_s), guard_config(token=token, ramp_s=ramp_s))
+    guard = Guard(build_app(store), guard_config(token=token, ramp_s=ramp_s))
+    guard.memory.every(cleanup_every_s, store.expire)  # the guard's ticker runs the TTL sweep
+    return guard
 
 
 def create_app() -> ASGIApp:

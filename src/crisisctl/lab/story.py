@@ -91,7 +91,8 @@ def actions(facts: dict[str, Any]) -> list[Action]:
                "mitigate", "high", done=True),
         Action("Cap concurrent scans at 2 (MAX_CONCURRENT_SCANS) with the guard's operation "
                "quota, so status reads keep free worker threads", "mitigate", "high", done=True),
-        Action(f"Drop finished scans unread for {ttl:g} s (cleanup task; 1 hour in production)",
+        Action(f"Drop finished scans unread for {ttl:g} s (a periodic cleanup "
+               "hook of the guard's memory policy; 1 hour in production)",
                "mitigate", "medium", done=True),
         Action(f"Ship the dashboard's polling fix: {BACKOFF.name}", "mitigate", "high", done=True),
         Action("Alert on scan-status p95 above the 250 ms target and on worker-pool queue depth "
