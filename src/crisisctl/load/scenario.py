@@ -486,6 +486,29 @@ def scenario_problems(
     return out
 
 
+def field_problems(
+    exc: ValidationError,
+    source: str,
+    root: yaml.Node | None,
+    what: str,
+    plain: Callable[[Sequence[int | str]], Sequence[int | str]] = lambda loc: loc,
+) -> list[str]:
+    """One ``source:line: field: message`` line per distinct pydantic error of a config file
+    (`what` names the whole file; `plain` drops location parts that name no YAML node); an
+    unknown field says to check its spelling."""
+    problems: list[str] = []
+    for error in exc.errors():
+        line, field = locate(root, plain(error["loc"]))
+        where = f"{source}:{line}" if line is not None else source
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "extra_forbidden":
+            message = "unknown field (check its spelling)"
+        out = f"{where}: {field or what}: {message}"
+        if out not in problems:
+            problems.append(out)
+    return problems
+
+
 def load_scenario(path: Path) -> tuple[Scenario, yaml.Node]:
     """Read and validate a scenario file; ScenarioError lists every problem with its line."""
     source = str(path)

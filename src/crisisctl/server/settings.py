@@ -30,7 +30,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from crisisctl.load.scenario import Duration, ScenarioError, locate, read_yaml
+from crisisctl.load.scenario import Duration, ScenarioError, field_problems, read_yaml
 from crisisctl.watch.config import resolve_secret
 
 __all__ = [
@@ -222,17 +222,7 @@ def parse_serve_text(text: str, source: str) -> ServeConfig:
     try:
         return ServeConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            line, name = locate(root, list(error["loc"]))
-            where = f"{source}:{line}" if line is not None else source
-            message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-            if error.get("type") == "extra_forbidden":
-                message = "unknown field (check its spelling)"
-            out = f"{where}: {name or 'serve'}: {message}"
-            if out not in problems:
-                problems.append(out)
-        raise ServeConfigError(source, problems) from None
+        raise ServeConfigError(source, field_problems(exc, source, root, "serve")) from None
 
 
 def load_serve_file(path: Path) -> ServeConfig:

@@ -32,7 +32,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from crisisctl.load.scenario import Duration, ScenarioError, locate, read_yaml
+from crisisctl.load.scenario import Duration, ScenarioError, field_problems, read_yaml
 from crisisctl.transport.settings import TransportSpec
 from crisisctl.watch.config_sources import IntakeSpec, PrometheusSource
 from crisisctl.watch.model import GuardEndpoint
@@ -206,17 +206,9 @@ def parse_watch_text(text: str, source: str) -> WatchConfig:
     try:
         return WatchConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            line, field = locate(root, _plain_loc(error["loc"]))
-            where = f"{source}:{line}" if line is not None else source
-            message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-            if error.get("type") == "extra_forbidden":
-                message = "unknown field (check its spelling)"
-            out = f"{where}: {field or 'watch'}: {message}"
-            if out not in problems:
-                problems.append(out)
-        raise WatchFileError(source, problems) from None
+        raise WatchFileError(
+            source, field_problems(exc, source, root, "watch", _plain_loc)
+        ) from None
 
 
 _RULE_KINDS = frozenset({"threshold", "burn_rate", "anomaly", "leak", "target_down"})
