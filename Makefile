@@ -66,6 +66,7 @@ bench: $(BIN)/.installed-bench $(BIN)/.accel
 	bash scripts/ensure-system-packages.sh wrk hey
 	$(BIN)/python benchmarks/guard_overhead.py
 	$(BIN)/python benchmarks/guard_instructions.py
+	$(BIN)/python benchmarks/guard_misses.py
 	$(BIN)/python benchmarks/overload_goodput.py
 	$(BIN)/python benchmarks/loadgen_throughput.py
 	$(BIN)/python benchmarks/control_cost.py

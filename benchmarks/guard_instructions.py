@@ -157,9 +157,17 @@ def request_cycle(name: str) -> Iterator[tuple[str, dict[str, str]]]:
 def count_server(name: str, n: int, out_file: str = "/dev/null") -> int:
     """Total user-space instructions of a uvicorn server (under callgrind) that served n + 1;
     callgrind's per-function counts go to `out_file`."""
+    return collect_server(name, n, out_file)[0]
+
+
+def collect_server(
+    name: str, n: int, out_file: str = "/dev/null", simulate: tuple[str, ...] = ()
+) -> list[int]:
+    """Callgrind's event totals (instructions first, then those `simulate` adds, e.g.
+    ``--cache-sim=yes``) of a uvicorn server that served n + 1 requests."""
     port = free_port()
     command = [
-        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
+        "valgrind", "--tool=callgrind", *simulate, f"--callgrind-out-file={out_file}",
         sys.executable, "-m", "uvicorn", f"benchmarks.apps.overhead_apps:{VARIANTS[name][0]}",
         "--host", HOST, "--port", str(port), "--loop", "uvloop", "--http", "httptools",
         "--no-access-log", "--log-level", "warning", "--lifespan", "on",
@@ -189,10 +197,10 @@ def count_server(name: str, n: int, out_file: str = "/dev/null") -> int:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    match = re.search(r"Collected : (\d+)", err)
+    match = re.search(r"Collected : ([\d ]+)", err)
     if not match:
         raise RuntimeError(f"callgrind run of {name} failed: {err[-800:]}")
-    return int(match.group(1))
+    return [int(value) for value in match.group(1).split()]
 
 
 # -- in-process -----------------------------------------------------------------------------

@@ -2,7 +2,12 @@
 
 The headline is the realistic app (`benchmarks/apps/realistic_app.py`: 50 routes with path
 parameters, 1,000 clients behind a trusted proxy, two stacked per-client limits, RateLimit
-headers on), bare, behind the guard and behind slowapi, loaded by wrk with a Lua script that
+headers on), bare, behind the guard, behind slowapi and behind the floor
+(`benchmarks/apps/floor_middleware.py`: the least a Python middleware does for the same jobs,
+none of the guard's other features: what doing those jobs in Python costs at all on the
+machine measured) and behind the guard configured for those jobs only
+(``realistic_guard_jobs_only``: no concurrency limit, timeout, breaker or loop health), loaded
+by wrk with a Lua script that
 cycles through its requests; target: the guard adds ≤ 10 µs there. Beside it, today's best
 case (one hello-world route, one client, one limit; target ≤ 5 µs) and the other variants.
 
@@ -87,6 +92,8 @@ DEFAULT_VARIANTS = (
     "realistic_bare",
     "realistic_guard",
     "realistic_slowapi",
+    "realistic_floor",
+    "realistic_guard_jobs_only",
     "bare",
     "empty_asgi",
     "guard",
@@ -471,6 +478,7 @@ CODE = (
     "src/crisisctl/guard/*.py",
     "benchmarks/apps/overhead_apps.py",
     "benchmarks/apps/realistic_app.py",
+    "benchmarks/apps/floor_middleware.py",
 )
 
 
@@ -487,6 +495,8 @@ def report_medians(stored: list[dict[str, Any]], code: str, cpu: str) -> None:
         for name, label in (
             ("realistic_guard", "realistic app, guard added µs"),
             ("realistic_slowapi", "realistic app, slowapi added µs"),
+            ("realistic_floor", "realistic app, floor (least middleware doing its jobs) added µs"),
+            ("realistic_guard_jobs_only", "realistic app, guard doing only those jobs added µs"),
             ("guard", "best case, guard added µs"),
             ("slowapi", "best case, slowapi added µs"),
         ):
@@ -570,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     guard_added = med.get("guard", {}).get("added_us")
     realistic_added = med.get("realistic_guard", {}).get("added_us")
     slowapi_realistic = med.get("realistic_slowapi", {}).get("added_us")
+    floor_realistic = med.get("realistic_floor", {}).get("added_us")
     target: dict[str, Any] = {
         "check": f"guard_added_us <= {TARGET_GUARD_ADDED_US}",
         "guard_added_us": guard_added,
@@ -578,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
             "check": f"realistic_guard_added_us <= {TARGET_REALISTIC_ADDED_US}",
             "realistic_guard_added_us": realistic_added,
             "realistic_slowapi_added_us": slowapi_realistic,
+            "realistic_floor_added_us": floor_realistic,
             "pass": None
             if realistic_added is None
             else realistic_added <= TARGET_REALISTIC_ADDED_US,
@@ -597,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\ntarget realistic_guard_added_us <= {TARGET_REALISTIC_ADDED_US}: "
         f"{verdicts[target['realistic']['pass']]} (this run: guard added "
         f"{fmt(realistic_added)} µs/request on the realistic app, slowapi "
-        f"{fmt(slowapi_realistic)} µs)"
+        f"{fmt(slowapi_realistic)} µs, the floor {fmt(floor_realistic)} µs)"
     )
     print(
         f"target {target['check']} (best case): {verdicts[target['pass']]} "

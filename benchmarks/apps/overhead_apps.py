@@ -224,6 +224,20 @@ def make_realistic_guard() -> ASGIApp:
     return _realistic_guard()
 
 
+def make_realistic_guard_jobs_only() -> ASGIApp:
+    """The realistic guard doing only the floor's jobs (floor_middleware.py): route labels,
+    the proxy's client, two limits, RateLimit headers, metrics; no concurrency limit, timeout,
+    breaker or event-loop health."""
+    from crisisctl.guard import BreakerConfig, ConcurrencyConfig, LoopHealthConfig
+
+    return _realistic_guard(
+        timeout_s=None,
+        concurrency=ConcurrencyConfig(mode="off"),
+        breaker=BreakerConfig(enabled=False),
+        event_loop=LoopHealthConfig(enabled=False),
+    )
+
+
 def make_realistic_guard_no_routes() -> ASGIApp:
     """The realistic guard without route discovery (no per-route labels)."""
     return _realistic_guard(discover_routes=False)
@@ -251,6 +265,13 @@ def make_realistic_guard_no_loop_health() -> ASGIApp:
 def make_realistic_guard_no_headers() -> ASGIApp:
     """The realistic guard without RateLimit headers on successful responses."""
     return _realistic_guard(rate_limit_headers=False)
+
+
+def make_realistic_floor() -> ASGIApp:
+    """The realistic app behind the least middleware doing its jobs (floor_middleware.py)."""
+    from benchmarks.apps.floor_middleware import build_floor_app
+
+    return build_floor_app()
 
 
 def make_realistic_slowapi() -> ASGIApp:
@@ -299,6 +320,13 @@ VARIANTS: dict[str, tuple[str, Callable[[], ASGIApp], str]] = {
     "realistic_bare": ("realistic_bare_app", make_realistic_bare, "realistic_bare"),
     "realistic_guard": ("realistic_guard_app", make_realistic_guard, "realistic_bare"),
     "realistic_slowapi": ("realistic_slowapi_app", make_realistic_slowapi, "realistic_bare"),
+    "realistic_floor": ("realistic_floor_app", make_realistic_floor, "realistic_bare"),
+    "realistic_guard_pure": ("realistic_guard_app", make_realistic_guard, "realistic_bare"),
+    "realistic_guard_jobs_only": (
+        "realistic_guard_jobs_only_app",
+        make_realistic_guard_jobs_only,
+        "realistic_bare",
+    ),
     # one part of the realistic guard removed at a time: what each part costs
     "realistic_guard_no_routes": (
         "realistic_guard_no_routes_app",
@@ -330,7 +358,10 @@ VARIANTS: dict[str, tuple[str, Callable[[], ASGIApp], str]] = {
 REALISTIC = frozenset(name for name in VARIANTS if name.startswith("realistic_"))
 
 #: environment a variant's server runs with (the same app object, another configuration)
-VARIANT_ENV: dict[str, dict[str, str]] = {"guard_pure": {"CRISISCTL_PURE_PYTHON": "1"}}
+VARIANT_ENV: dict[str, dict[str, str]] = {
+    "guard_pure": {"CRISISCTL_PURE_PYTHON": "1"},
+    "realistic_guard_pure": {"CRISISCTL_PURE_PYTHON": "1"},
+}
 
 _FACTORIES = {attr: factory for attr, factory, _ in VARIANTS.values()}
 _BUILT: dict[str, ASGIApp] = {}
