@@ -154,6 +154,14 @@ def request_cycle(name: str) -> Iterator[tuple[str, dict[str, str]]]:
         yield from cycle
 
 
+def ensure_valgrind() -> None:
+    """Install valgrind with the project's script when it is missing."""
+    if shutil.which("valgrind") is None:
+        subprocess.run(
+            ["bash", str(ROOT / "scripts/ensure-system-packages.sh"), "valgrind"], check=True
+        )
+
+
 def count_server(name: str, n: int, out_file: str = "/dev/null") -> int:
     """Total user-space instructions of a uvicorn server (under callgrind) that served n + 1;
     callgrind's per-function counts go to `out_file`."""
@@ -453,10 +461,7 @@ def main() -> int:
         args.n1, args.n2 = 200, 700
     if args.n2 <= args.n1 or args.n1 < 1:
         parser.error("need 1 <= --n1 < --n2")
-    if shutil.which("valgrind") is None:
-        subprocess.run(
-            ["bash", str(ROOT / "scripts/ensure-system-packages.sh"), "valgrind"], check=True
-        )
+    ensure_valgrind()
     wanted = [v for v in args.variants.split(",") if v]
     unknown = [v for v in wanted if v not in VARIANTS]
     if unknown:

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -73,7 +71,12 @@ DEFAULT_VARIANTS = (
 sys.path.insert(0, str(ROOT))
 from benchmarks.apps.history import append_run, print_median  # noqa: E402
 from benchmarks.apps.overhead_apps import VARIANTS  # noqa: E402
-from benchmarks.guard_instructions import collect_server  # noqa: E402
+from benchmarks.guard_instructions import (  # noqa: E402
+    baseline_of,
+    collect_server,
+    ensure_valgrind,
+    with_baselines,
+)
 
 
 def per_request(low: list[int], high: list[int], n1: int, n2: int) -> dict[str, float]:
@@ -102,14 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
-    for name in list(names):  # every variant's bare baseline is counted too
-        base = VARIANTS[name][2]
-        if base not in names:
-            names.insert(0, base)
-    if shutil.which("valgrind") is None:
-        subprocess.run(
-            ["bash", str(ROOT / "scripts/ensure-system-packages.sh"), "valgrind"], check=True
-        )
+    names = with_baselines(names)  # as guard_instructions.py: baselines counted too, first
+    ensure_valgrind()
     started = time.time()
     jobs = [(name, n) for name in names for n in (args.n1, args.n2)]
     print(f"guard_misses: {len(jobs)} callgrind runs with cache and branch simulation")
@@ -124,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, Any] = {}
     for name in names:
         figures = per_request(totals[(name, args.n1)], totals[(name, args.n2)], args.n1, args.n2)
-        base = VARIANTS[name][2]
-        rows[name] = {"per_request": figures, "baseline": base if base != name else None}
+        rows[name] = {"per_request": figures, "baseline": baseline_of(name)}
     for row in rows.values():
         base = row["baseline"]
         row["added"] = (
