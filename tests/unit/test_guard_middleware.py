@@ -177,39 +177,45 @@ async def test_deadlines_end_with_the_response_start_and_the_list_stays_bounded(
     app: App,
 ) -> None:
     """Deadlines live in a list the ticker compacts; a request whose response has started
-    can no longer time out, finished entries are dropped, and a long list is compacted on
-    the request path without waiting for the ticker."""
-    started = asyncio.Event()
-    release = asyncio.Event()
+    can no longer time out; a request that ends as the newest entry takes its deadline out at
+    once (its memory reused by the next), others are dropped by compaction, and a long list
+    is compacted on the request path without waiting for the ticker."""
+    started = {"/held1": asyncio.Event(), "/held2": asyncio.Event()}
+    release = {"/held1": asyncio.Event(), "/held2": asyncio.Event()}
 
     async def held(scope: Scope) -> tuple[int, bytes]:
-        started.set()
-        await release.wait()
+        started[scope["path"]].set()
+        await release[scope["path"]].wait()
         return 200, b"held"
 
-    app.behaviour["/held"] = held
+    app.behaviour["/held1"] = app.behaviour["/held2"] = held
     guard = Guard(app, GuardConfig(token="", timeout_s=30.0))
     try:
         async with await serve(guard) as http:
             for _ in range(3):
                 assert (await http.get("/x")).status_code == 200
-            assert len(guard._deadlines) == 3
-            assert all(deadline.task is None for deadline in guard._deadlines)
-            pending = asyncio.ensure_future(http.get("/held"))
-            await started.wait()
-            live = [d for d in guard._deadlines if d.task is not None]
-            assert len(live) == 1
-            guard._timeouts.expire(live[0].at - 1.0)  # the ticker: only the live one stays
-            assert guard._deadlines == live
+            assert guard._deadlines == []  # each ended as the newest entry: taken out at once
+            first = asyncio.ensure_future(http.get("/held1"))
+            await started["/held1"].wait()
+            second = asyncio.ensure_future(http.get("/held2"))
+            await started["/held2"].wait()
+            assert len(guard._deadlines) == 2
+            assert all(deadline.task is not None for deadline in guard._deadlines)
+            release["/held1"].set()
+            assert (await first).text == "held"  # not the newest: left to compaction
+            finished, live = guard._deadlines
+            assert finished.task is None and live.task is not None
+            guard._timeouts.expire(live.at - 1.0)  # the ticker: only the live one stays
+            assert guard._deadlines == [live]
             assert not guard._timed_out
-            guard._deadlines_compact_at = 4  # compact on the request path from 4 entries on
-            for _ in range(5):
+            guard._deadlines.insert(0, finished)  # (as if the ticker had not run yet)
+            guard._deadlines_compact_at = 2  # compact on the request path from 2 entries on
+            for _ in range(3):
                 assert (await http.get("/x")).status_code == 200
-            assert len(guard._deadlines) <= 4
-            assert [d for d in guard._deadlines if d.task is not None] == live
-            release.set()
-            assert (await pending).text == "held"
-            assert live[0].task is None
+            assert guard._deadlines == [live]
+            release["/held2"].set()
+            assert (await second).text == "held"
+            assert live.task is None
     finally:
         await guard.aclose()
 

@@ -197,31 +197,35 @@ def test_labels_beyond_max_fold_into_other() -> None:
     assert len(table.labels) == 3
 
 
-def test_lookup_is_cached_per_method_and_path() -> None:
-    table, built = _table(templates=("/items/{id}",))
+def test_lookup_is_cached_per_method_and_static_path() -> None:
+    table, built = _table(templates=("/items/{id}", "/about"))
     first = table.lookup("GET", "/items/1")
     assert table.lookup("GET", "/items/1") is first
     table.lookup("HEAD", "/items/1")
     # another path of the same route: resolved, but built once per method and route only
     assert table.lookup("GET", "/items/2") is first
     assert built == [("GET", "/items/{id}"), ("HEAD", "/items/{id}")]
-    assert table.cache["GET"]["/items/1"] is first
-    assert table.cache["GET"]["/items/2"] is first
+    about = table.lookup("GET", "/about")
+    assert table.cache["GET"] == {"/about": about}  # a static path is cached
+    # paths with parameters, 404s: resolved each time, never kept (the cache would hold every
+    # id and every scanner's path, and the allocator reuse none of their memory)
+    table.lookup("GET", "/nowhere/at/all")
+    assert table.cache["GET"] == {"/about": about}
 
 
 def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(routes, "_CACHE_LIMIT", 10)
-    table, built = _table(templates=("/items/{id}",))
-    for i in range(100):
-        table.lookup("GET", f"/items/{i}")
-        table.lookup("POST", f"/items/{i}")
+    table, built = _table(templates=tuple(f"/page-{c}" for c in "abcdefghijklmnopqrstuvwxyz"))
+    for c in "abcdefghijklmnopqrstuvwxyz" * 4:
+        table.lookup("GET", f"/page-{c}")
+        table.lookup("POST", f"/page-{c}")
         assert sum(len(by_path) for by_path in table.cache.values()) <= 10
-    # built once per method and route, however many paths (bounded: labels × rules × methods)
-    assert len(built) == 2
+    # built once per method and route (bounded: labels × rules × methods)
+    assert len(built) == 2 * 26
     # after a clear, entries are resolved again (the same way), and not rebuilt
-    assert table.lookup("GET", "/items/0").label == "/items/{id}"
-    assert len(built) == 2
-    assert table.labels == {"/items/{id}"}
+    assert table.lookup("GET", "/page-a").label == "/page-a"
+    assert len(built) == 2 * 26
+    assert len(table.labels) == 26
 
 
 # -- what discovery cannot see -----------------------------------------------------------------

@@ -17,10 +17,9 @@ and duration feed the metrics and the breaker (slow calls judged on the service 
 client that disconnected feeds no breaker. A sync handler past its timeout cannot be cancelled
 (its worker thread runs on): it gets its 504 at once but keeps its slot until the thread ends.
 
-The hot path only touches dicts, ints and floats; everything slow (route discovery, building a
-route's policies, Prometheus rendering, key expiry) happens once, at scrape time, or in the
-background ticker. Any failure of the guard's own code lets the request through untouched:
-the guard must never break the app it protects.
+The hot path touches only dicts, ints and floats; slow work (route discovery, policies, Prometheus
+rendering, key expiry) happens once, at scrape time, or in the ticker. A failure of the guard's
+own code lets the request through untouched: the guard must never break the app it protects.
 """
 
 from __future__ import annotations
@@ -335,8 +334,6 @@ class Guard:
                     await self._refuse(route, send, 503, reason, 1.0, scope, app)
                     return
                 start = _clock()
-        else:
-            conc = None
 
         sender = _Send(send, extra_headers, conc, start)
         task: asyncio.Task[Any] | None = None
@@ -405,6 +402,9 @@ class Guard:
                     # garbage collector would pay for them on every request
                     deadline.sender = None
                     deadline.work = None
+                    deadlines = self._deadlines
+                    if deadlines and deadlines[-1] is deadline:
+                        deadlines.pop()  # freed now (its memory reused), not at compaction
                 if self._timed_out:
                     # the app swallowed the cancellation of its timeout: forget it, or the task
                     # leaks and a later, genuine cancellation in it would be taken for a timeout

@@ -1,9 +1,10 @@
 """Route building: what the request path reads about a route, built once per (label, rule,
 method, critical) and reused.
 
-The request path (guard/middleware.py) finds a request's route in a per-(method, path) cache;
-on a miss it asks `RouteBuilder.route_for`, which resolves the path (guard/routes.py: label,
-rule, whether the raw path is critical) and builds, or reuses, the route's runtime object:
+The request path (guard/middleware.py) finds a request's route in a per-(method, path) cache
+of static paths (guard/routes.py: a path with parameters is not kept); on a miss it asks
+`RouteBuilder.route_for`, which resolves the path (guard/routes.py: label, rule, whether the
+raw path is critical) and builds, or reuses, the route's runtime object:
 
 * its stats (one `RouteStats` per label) and its counts for the method;
 * its priority (a critical path is always critical) and its timeout;

@@ -241,8 +241,9 @@ class RouteTable(Generic[T]):
         return method if method in self._methods else OTHER_METHOD
 
     def lookup(self, method: str, path: str, *, probed: bool = False) -> T:
-        """The built object for one request; cached. (The guard inlines the cache hit, and
-        says `probed` when it found nothing under a method the table knows: not probed again.)
+        """The built object for one request; cached for a path that is its own label (a static
+        route). (The guard inlines the cache hit, and says `probed` when it found nothing under
+        a method the table knows: not probed again.)
         """
         if method not in self._methods:
             method = OTHER_METHOD
@@ -262,6 +263,10 @@ class RouteTable(Generic[T]):
         built = by_resolved.get(id(resolved))
         if built is None:
             built = by_resolved[id(resolved)] = self._build(resolved, method)
+        if resolved.label != path:
+            # a path with parameters (an id: rarely the same twice), a 404 or a folded label:
+            # not kept, or the cache would hold (and the allocator never reuse) every path seen
+            return built
         if self._cache_size >= _CACHE_LIMIT:
             for cached in self.cache.values():
                 cached.clear()

@@ -24,8 +24,10 @@ tick:
   soft budget, shedding past the hard one; its periodic cleanup hooks (`guard/periodic.py`),
   budget or not.
 
-The request path itself appends deadlines to `Timeouts.deadlines` (the same list) and, when it
-grows past the compaction threshold, expires them without waiting for the tick.
+The request path itself appends deadlines to `Timeouts.deadlines` (the same list), takes a
+request's deadline out again when it ends as the newest entry (a request that did not yield to
+another: the common case, its memory then reused at once), and, when the list grows past the
+compaction threshold, expires them without waiting for the tick.
 """
 
 from __future__ import annotations
