@@ -178,8 +178,8 @@ async def test_deadlines_end_with_the_response_start_and_the_list_stays_bounded(
 ) -> None:
     """Deadlines live in a list the ticker compacts; a request whose response has started
     can no longer time out; a request that ends as the newest entry takes its deadline out at
-    once (its memory reused by the next), others are dropped by compaction, and a long list
-    is compacted on the request path without waiting for the ticker."""
+    once (down to two entries: the list's array is kept), others are dropped by compaction,
+    and a long list is compacted on the request path without waiting for the ticker."""
     started = {"/held1": asyncio.Event(), "/held2": asyncio.Event()}
     release = {"/held1": asyncio.Event(), "/held2": asyncio.Event()}
 
@@ -192,19 +192,20 @@ async def test_deadlines_end_with_the_response_start_and_the_list_stays_bounded(
     guard = Guard(app, GuardConfig(token="", timeout_s=30.0))
     try:
         async with await serve(guard) as http:
-            for _ in range(3):
+            for _ in range(5):
                 assert (await http.get("/x")).status_code == 200
-            assert guard._deadlines == []  # each ended as the newest entry: taken out at once
+            # each ended as the newest entry: taken out at once (two stay, finished)
+            assert len(guard._deadlines) == 2
+            assert all(deadline.task is None for deadline in guard._deadlines)
             first = asyncio.ensure_future(http.get("/held1"))
             await started["/held1"].wait()
             second = asyncio.ensure_future(http.get("/held2"))
             await started["/held2"].wait()
-            assert len(guard._deadlines) == 2
-            assert all(deadline.task is not None for deadline in guard._deadlines)
+            finished, live = guard._deadlines[-2:]
+            assert finished.task is not None and live.task is not None
             release["/held1"].set()
             assert (await first).text == "held"  # not the newest: left to compaction
-            finished, live = guard._deadlines
-            assert finished.task is None and live.task is not None
+            assert finished.task is None and guard._deadlines[-2:] == [finished, live]
             guard._timeouts.expire(live.at - 1.0)  # the ticker: only the live one stays
             assert guard._deadlines == [live]
             assert not guard._timed_out
@@ -212,7 +213,8 @@ async def test_deadlines_end_with_the_response_start_and_the_list_stays_bounded(
             guard._deadlines_compact_at = 2  # compact on the request path from 2 entries on
             for _ in range(3):
                 assert (await http.get("/x")).status_code == 200
-            assert guard._deadlines == [live]
+            assert guard._deadlines[0] is live and len(guard._deadlines) == 2
+            assert guard._deadlines[1].task is None
             release["/held2"].set()
             assert (await second).text == "held"
             assert live.task is None

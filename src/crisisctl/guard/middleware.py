@@ -403,8 +403,8 @@ class Guard:
                     deadline.sender = None
                     deadline.work = None
                     deadlines = self._deadlines
-                    if deadlines and deadlines[-1] is deadline:
-                        deadlines.pop()  # freed now (its memory reused), not at compaction
+                    if len(deadlines) > 2 and deadlines[-1] is deadline:
+                        deadlines.pop()  # freed now, not at compaction (2 left: no realloc)
                 if self._timed_out:
                     # the app swallowed the cancellation of its timeout: forget it, or the task
                     # leaks and a later, genuine cancellation in it would be taken for a timeout

@@ -26,8 +26,9 @@ tick:
 
 The request path itself appends deadlines to `Timeouts.deadlines` (the same list), takes a
 request's deadline out again when it ends as the newest entry (a request that did not yield to
-another: the common case, its memory then reused at once), and, when the list grows past the
-compaction threshold, expires them without waiting for the tick.
+another: the common case, its memory then reused at once; down to two entries, so that the
+list's array is not freed and allocated again on every request), and, when the list grows
+past the compaction threshold, expires them without waiting for the tick.
 """
 
 from __future__ import annotations
