@@ -402,7 +402,7 @@ class Guard:
                     # garbage collector would pay for them on every request
                     deadline.sender = None
                     deadline.work = None
-                    deadlines = self._deadlines
+                    # (`deadlines`: bound with `deadline` above; the guard's one list)
                     if len(deadlines) > 2 and deadlines[-1] is deadline:
                         deadlines.pop()  # freed now, not at compaction (2 left: no realloc)
                 if self._timed_out:
