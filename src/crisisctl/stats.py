@@ -123,8 +123,11 @@ class LatencyHistogram:
                 self.overflow += n
             shift = value_us.bit_length() - _SUB_BITS
             index = (shift << _HALF_BITS) + (value_us >> shift)
-        counts = self._counts
-        counts[index] = counts.get(index, 0) + n
+        counts: dict[Any, int] = self._counts
+        boxed: object = index  # compiled: one int object for both dict operations
+        old = counts.get(boxed)
+        # (no try/except KeyError: a raised exception costs more than the whole update)
+        counts[boxed] = n if old is None else old + n
         if value_us < self._min_us:
             self._min_us = value_us
         if value_us > self.max_us:

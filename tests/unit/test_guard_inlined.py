@@ -1,13 +1,15 @@
-"""The copies hand-inlined into `Guard.__call__` agree with their readable originals.
+"""The guard's request path agrees with the readable originals of what it does.
 
-For speed the request path inlines `MemoryRateLimiter.hit_one` with
-`RateLimitPolicy.headers_for_ahead` (the GCRA step and its header cache),
-`LatencyHistogram.record_us`, `ConcurrencyLimiter.try_acquire` / `release` and the
-`CircuitBreaker`'s counting (`CircuitBreaker.record`). Each test here drives a real `Guard`
-through its ASGI interface and the readable original side by side, with the same random
-keys, arrival instants, service times and outcomes, and compares every output: decisions,
-RateLimit headers, histogram contents, the concurrency limiter's counters and the breaker's
-state. They run on the compiled and on the pure-Python build (``make test`` runs both).
+The request path once hand-inlined its steps into `Guard.__call__`; its plain methods
+(`Guard._admit`, `_seat`, `_finish`) now call them, and one copy remains:
+`MemoryRateLimiter.admit_one`, the GCRA step of `hit_one` fused with
+`RateLimitPolicy.headers_for_ahead` (and its header cache). Each test here drives a real
+`Guard` through its ASGI interface and the readable original side by side (`hit_one` with
+`headers_for_ahead`, `LatencyHistogram.record_us`, `ConcurrencyLimiter.try_acquire` /
+`release`, `CircuitBreaker.record`), with the same random keys, arrival instants, service
+times and outcomes, and compares every output: decisions, RateLimit headers, histogram
+contents, the concurrency limiter's counters and the breaker's state. They run on the compiled
+and on the pure-Python build (``make test`` runs both).
 
 Time: the guard reads tests/conftest.py's `GUARD_CLOCK`, which each test holds still and moves
 by hand, so both sides see the same instants. The guard's background ticker runs on real
@@ -16,8 +18,8 @@ for the adaptive window, the breaker's window), and the rate limiter's key rotat
 tick that may land, must not change a decision anyway.
 
 Deliberate differences, modelled here rather than hidden: the guard turns a service time into
-µs with ``int()`` (the monotonic clock never goes back), and its inlined `release` closes an
-adaptive window by sample count only (the ticker closes idle windows; scenarios stay under
+µs with ``int()`` (the monotonic clock never goes back), and its `release` at response start
+closes an adaptive window by sample count only (the ticker closes idle windows; scenarios stay under
 `WINDOW_MAX_S`, below which `release`'s time test cannot fire).
 """
 

@@ -125,7 +125,7 @@ class CircuitBreaker:
             self._open(now)
 
     def record(self, now: float, failed: bool, slow: bool) -> None:
-        """Count one finished call (convenience for callers other than the guard)."""
+        """Count one finished call (`failed`: an error, `slow`: past the slow-call threshold)."""
         if self.state == CLOSED:
             self.calls += 1
         if failed or slow:

@@ -372,10 +372,7 @@ class ConcurrencyLimiter:
         return False
 
     def release(self, now: float, rtt: float) -> None:
-        """Give back a slot at time `now`; `rtt` ≥ 0 (seconds) feeds the adaptive limit.
-
-        The guard inlines this method in its request path; keep the two in step.
-        """
+        """Give back a slot at time `now`; `rtt` ≥ 0 (seconds) feeds the adaptive limit."""
         self.in_flight -= 1
         parent = self.parent
         if parent is not None:

@@ -33,8 +33,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from crisisctl.guard import control, policies, refusals, websocket
-from crisisctl.guard.breaker import CLOSED, HALF_OPEN, CircuitBreaker
+from crisisctl.guard import control, policies, refusals, runtime, websocket
+from crisisctl.guard.breaker import HALF_OPEN, CircuitBreaker
 from crisisctl.guard.clientkey import UNKNOWN as UNKNOWN_CLIENT
 from crisisctl.guard.clientkey import client_key_function, peer_address
 from crisisctl.guard.concurrency import ConcurrencyLimiter
@@ -52,7 +52,6 @@ from crisisctl.guard.switching import ModeSwitch
 from crisisctl.guard.ticker import DEADLINES_COMPACT_AT, Chores, Ticker, Timeouts, tick_interval_s
 from crisisctl.guard.track import operation_metrics
 from crisisctl.guard.types import ASGIApp, Receive, Scope, Send
-from crisisctl.stats import MAX_TRACKABLE_US
 
 log = logging.getLogger("crisisctl.guard")
 # Final: compiled code keeps these in C statics instead of looking them up in the module dict
@@ -66,8 +65,6 @@ _READ_TASK_MAP: Final = sys.version_info < (3, 12)
 _current_tasks: Final[dict[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = (
     asyncio.tasks._current_tasks if _READ_TASK_MAP else {}  # type: ignore[attr-defined]
 )
-_EPS: Final = 1e-9
-_MAX_US: Final = MAX_TRACKABLE_US
 
 
 class Guard:
@@ -95,12 +92,10 @@ class Guard:
         self.started_wall = time.time()
         self.modes = ModeState(config.emergency)
         self._shed_priority, self._shed_reason = -1, "emergency"  # or "memory": switching.py
+        conc = config.concurrency
+        ceiling = conc.scope == "route"
         self.concurrency: ConcurrencyLimiter | None = (
-            ConcurrencyLimiter(
-                config.concurrency, self._clock, ceiling=config.concurrency.scope == "route"
-            )
-            if config.concurrency.mode != "off"
-            else None
+            ConcurrencyLimiter(conc, _clock, ceiling=ceiling) if conc.mode != "off" else None
         )
         self._key = config.key_func or client_key_function(
             config.trusted_proxies, config.proxy_header
@@ -184,183 +179,30 @@ class Guard:
         self._shed_priority, self._shed_reason = priority, reason
 
     # -- ASGI ------------------------------------------------------------------------------
+    # The request path is split for the compiler: an `async def` keeps every local in its
+    # generator object (a memory load, a store and a reference count each time), so the steps
+    # that never wait are plain methods (`_admit`, `_seat`, `_begin`, `_finish`) and the
+    # coroutine below only calls them and waits for the app.
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind: str = scope["type"]
-        if kind != "http":
-            if kind == "lifespan":
-                await self.app(scope, lifespan_receive(self, receive, scope), send)
-            elif kind == "websocket":
-                await websocket.handle(self, scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self._not_http(scope, receive, send)
             return
-        path: str = scope["path"]
-        if (
-            path[1:2] == self._prefix_c1  # cheap first test: most paths differ here
-            and path.startswith(self._prefix)
-            and control.is_control_path(path, self._prefix)
-        ):
-            await control.handle(self, scope, receive, send)
+        sender = self._admit(scope, send)
+        if sender is None:  # a control path, or an app whose route could not be resolved
+            await self._unguarded(scope, receive, send)
             return
-        if not self._ticking:
-            self._start_ticker()
-        method: str = scope["method"]
-        by_path = self._route_cache.get(method)
-        route = by_path.get(path) if by_path is not None else None
-        if route is None:
-            try:
-                route = self._route_for(method, path, True)
-            except Exception:
-                self._internal_error("route resolution")
-                await self.app(scope, receive, send)
-                return
-
-        start = _clock()
-        if route.priority <= self._shed_priority:
-            await self._refuse(route, send, 503, self._shed_reason, 5.0, scope)
-            return
-        breaker = route.breaker
-        if breaker is not None and breaker.state and not breaker.allow(start):
-            await self._refuse(route, send, 503, "circuit_open", breaker.retry_after(start), scope)
-            return
-        extra_headers: list[tuple[bytes, bytes]] | None = None
-        mem = route.mem_limiter
-        if mem is not None and mem.policy.fast:
-            # memory storage, one GCRA limit: MemoryRateLimiter.hit_one and
-            # RateLimitPolicy.headers_for_ahead inlined (keep in step with ratelimit.py)
-            key: str | None = None
-            if self._key_is_peer:
-                try:
-                    key = scope["client"][0]
-                except (KeyError, TypeError, IndexError):
-                    key = UNKNOWN_CLIENT
-            else:
-                try:
-                    key = self._key(scope)
-                except Exception:
-                    self._internal_error("rate-limit key")
-            if key is not None:
-                policy = mem.policy
-                interval, most_ahead, top = policy.fast_consts
-                state = mem._current.get(key)
-                if state is None:
-                    ahead = mem.hit_one(key, start)
-                else:
-                    tat = state[0]
-                    if tat < start:
-                        tat = start
-                    tat += interval
-                    ahead = tat - start
-                    if ahead > most_ahead:
-                        ahead = -1.0
-                    else:
-                        state[0] = tat
-                if ahead < 0.0:
-                    decision = mem.hit(key, start)
-                    self._release_probe(breaker)
-                    await self._refuse_rate(route, send, policy, decision)
-                    return
-                if self._rate_headers:
-                    # the header cache key of RateLimitPolicy.headers_for_ahead: remaining
-                    # (0 ≤ (top - ahead) / interval, so int() floors) and ceil(ahead - ε)
-                    reset_f = ahead - _EPS
-                    reset = int(reset_f)
-                    if reset < reset_f:
-                        reset += 1
-                    header_key = (int((top - ahead) / interval) << 24) + reset
-                    if header_key == policy.last_header_key:
-                        extra_headers = policy.last_header_lines
-                    else:
-                        extra_headers = policy.headers_for_ahead(ahead)
-                    if state is None:  # a new (or returning) client: announce the policy
-                        extra_headers = policy.announced(extra_headers)
-        elif mem is not None and mem.policy.stacked:
-            # memory storage, stacked GCRA limits: `hit` without a Decision when admitted
-            try:
-                key = self._key(scope)
-                lines = mem.admit_stacked(key, start)
-            except Exception:
-                self._internal_error("rate limiting")
-            else:
-                if lines is None:
-                    decision = mem.hit(key, start)  # refused (nothing was consumed): the figures
-                    self._release_probe(breaker)
-                    await self._refuse_rate(route, send, mem.policy, decision)
-                    return
-                if self._rate_headers:
-                    extra_headers = lines
-        elif (limiter := route.limiter) is None:
-            pass
-        else:
-            try:
-                if limiter.is_async:
-                    decision = await limiter.hit(self._key(scope), start)
-                else:
-                    decision = limiter.hit(self._key(scope), start)
-            except Exception:
-                self._internal_error("rate limiting")
-            else:
-                if not decision[0]:
-                    self._release_probe(breaker)
-                    await self._refuse_rate(route, send, limiter.policy, decision)
-                    return
-                if self._rate_headers:
-                    extra_headers = limiter.policy.headers(decision)
-        app = self.app
-        if route.policy is not None and (app := await route.policy.enter(scope, send)) is None:
-            self._release_probe(breaker)  # answered by the cache, or over a quota
-            return
-        conc = route.conc
-        if conc is not None:
-            # inlined ConcurrencyLimiter.try_acquire, the guard-wide ceiling above a route's
-            # limiter included (tests/unit/test_guard_inlined.py pins the two)
-            ceiling = conc.parent
-            if (
-                conc.in_flight < conc.effective
-                and not conc.queued
-                and (ceiling is None or ceiling.in_flight < ceiling.effective)
-            ):
-                if ceiling is not None:
-                    ceiling.in_flight += 1
-                    if ceiling.in_flight > ceiling.window_peak:
-                        ceiling.window_peak = ceiling.in_flight
-                conc.in_flight += 1
-                if conc.in_flight > conc.window_peak:
-                    conc.window_peak = conc.in_flight
-            else:  # (try_acquire would refuse too: acquire queues, or sheds)
-                reason = await conc.acquire(route.priority)
-                if reason is not None:
-                    self._release_probe(breaker)
-                    await self._refuse(route, send, 503, reason, 1.0, scope, app)
-                    return
-                start = _clock()
-
-        sender = _Send(send, extra_headers, conc, start)
-        task: asyncio.Task[Any] | None = None
-        deadline: Deadline | None = None
-        timeout_s = route.timeout_s
-        if timeout_s is not None:
-            if _READ_TASK_MAP:
-                task = _current_tasks.get(_running_loop())
-            else:
-                task = _current_task(_running_loop())
-            if task is not None:
-                deadline = sender.deadline = Deadline(task, start + timeout_s, sender)
-                deadlines = self._deadlines
-                deadlines.append(deadline)
-                if len(deadlines) >= self._deadlines_compact_at:
-                    self._timeouts.expire(start)
-
-        stats = route.stats
-        stats.in_flight += 1
+        if sender.stage and not await self._admit_waiting(sender, scope, send):
+            return  # refused, or answered by a request policy
         failed = False
         disconnected = False
         try:
-            work = app(scope, receive, sender)
+            work = sender.app(scope, receive, sender)
+            deadline = sender.deadline
             if deadline is not None:
                 deadline.work = work
             await work
         except asyncio.CancelledError:
+            task = sender.task
             if task is None or task not in self._timed_out:
                 disconnected = True  # the server cancelled us: not the route's failure
                 raise
@@ -373,7 +215,7 @@ class Guard:
                     send,
                     504,
                     {"error": "the request took longer than its timeout and was cancelled",
-                     "reason": "timeout", "timeout_s": timeout_s},
+                     "reason": "timeout", "timeout_s": sender.route.timeout_s},
                 )  # fmt: skip
         except BaseException as exc:
             if is_client_disconnect(exc, send):
@@ -385,69 +227,227 @@ class Guard:
                     sender.status = 500
             raise
         finally:
-            end = _clock()
-            stats.in_flight -= 1
-            status = sender.status
-            conc = sender.conc
-            if conc is not None:
-                # no response started (a failure, a timeout): the slot back, no latency sample
-                sender.conc = None
-                conc.release(end, -1.0)
-            if task is not None:
-                if deadline is not None:
-                    deadline.task = None
-                    if deadline.expired:
-                        self._timeouts.ended(deadline, stats)
-                    # no reference cycles (sender <-> deadline, the app's frames): the
-                    # garbage collector would pay for them on every request
-                    deadline.sender = None
-                    deadline.work = None
-                    # (`deadlines`: bound with `deadline` above; the guard's one list)
-                    if len(deadlines) > 2 and deadlines[-1] is deadline:
-                        deadlines.pop()  # freed now, not at compaction (2 left: no realloc)
-                if self._timed_out:
-                    # the app swallowed the cancellation of its timeout: forget it, or the task
-                    # leaks and a later, genuine cancellation in it would be taken for a timeout
-                    self._timed_out.discard(task)
-            elapsed = end - start
-            route.counts[status // 100 if status < 600 else 0] += 1
-            # inlined LatencyHistogram.record_us (the hot path; keep in step with stats.py)
-            hist = stats.latency
-            us = int(elapsed * 1000000.0)  # ≥ 0: the clock is monotonic
-            if us < 2048:
-                index = us
+            self._finish(sender, failed, disconnected)
+
+    async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind: str = scope["type"]
+        if kind == "lifespan":
+            await self.app(scope, lifespan_receive(self, receive, scope), send)
+        elif kind == "websocket":
+            await websocket.handle(self, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _unguarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if path.startswith(self._prefix) and control.is_control_path(path, self._prefix):
+            await control.handle(self, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)  # (route resolution failed: logged)
+
+    def _admit(self, scope: Scope, send: Send) -> _Send | None:
+        """Steps 1-5 as far as they go without waiting. The request's `send` comes back with
+        `stage` 0 when it is admitted (slot taken, deadline set), else with the step that
+        waits or answers (`_admit_waiting`'s): nothing is consumed by a refused request.
+        None: not a guarded request (a control path, or its route could not be resolved)."""
+        path: str = scope["path"]
+        if (
+            path[1:2] == self._prefix_c1  # cheap first test: most paths differ here
+            and path.startswith(self._prefix)
+            and control.is_control_path(path, self._prefix)
+        ):
+            return None
+        if not self._ticking:
+            self._start_ticker()
+        method: str = scope["method"]
+        by_path = self._route_cache.get(method)
+        route = by_path.get(path) if by_path is not None else None
+        if route is None:
+            try:
+                route = self._route_for(method, path, True)
+            except Exception:
+                self._internal_error("route resolution")
+                return None
+        start = _clock()
+        sender = _Send(send, route, self.app, start)
+        if route.priority <= self._shed_priority:
+            sender.stage = runtime.SHED
+            return sender
+        breaker = route.breaker
+        if breaker is not None and breaker.state and not breaker.allow(start):
+            sender.stage = runtime.BROKEN
+            return sender
+        mem = route.mem_limiter
+        if mem is not None and (mem.policy.fast or mem.policy.stacked):
+            # memory storage, GCRA limits: no Decision is built for an admitted request
+            key: str | None = None
+            if self._key_is_peer:
+                try:
+                    key = scope["client"][0]
+                except (KeyError, TypeError, IndexError):
+                    key = UNKNOWN_CLIENT
             else:
-                if us > _MAX_US:
-                    us = _MAX_US
-                    hist.overflow += 1
-                shift = us.bit_length() - 11
-                index = (shift << 10) + (us >> shift)
-            bucket_counts: dict[Any, int] = hist._counts
-            boxed: object = index  # one int object for both dict operations
-            n = bucket_counts.get(boxed)
-            # (no try/except KeyError: a raised exception costs more than the whole update)
-            bucket_counts[boxed] = 1 if n is None else n + 1
-            if us > hist.max_us:
-                hist.max_us = us
-            if us < hist._min_us:
-                hist._min_us = us
-            hist.count += 1
-            hist.sum_us += us
-            if breaker is not None:
-                slow_s = route.slow_s
+                try:
+                    key = self._key(scope)
+                except Exception:
+                    self._internal_error("rate-limit key")
+            if key is not None:
+                try:
+                    if mem.policy.fast:
+                        lines = mem.admit_one(key, start)
+                    else:
+                        lines = mem.admit_stacked(key, start)
+                except Exception:
+                    self._internal_error("rate limiting")
+                else:
+                    if lines is None:
+                        sender.decision = mem.hit(key, start)  # (refused: nothing consumed)
+                        sender.stage = runtime.RATE
+                        return sender
+                    if self._rate_headers:
+                        sender.extra_headers = lines
+        elif route.limiter is not None:
+            sender.stage = runtime.LIMIT  # another storage (Redis), or another algorithm
+            return sender
+        if route.policy is not None:
+            sender.stage = runtime.POLICY
+            return sender
+        self._seat(sender)
+        return sender
+
+    def _seat(self, sender: _Send) -> bool:
+        """Step 5 without waiting: a free concurrency slot, then the deadline. False: the
+        request must wait for a slot (`stage` QUEUE)."""
+        conc = sender.route.conc
+        if conc is not None:
+            if not conc.try_acquire():  # (acquire queues, or sheds)
+                sender.stage = runtime.QUEUE
+                return False
+            sender.conc = conc
+        sender.stage = runtime.ADMITTED
+        self._begin(sender)
+        return True
+
+    def _begin(self, sender: _Send) -> None:
+        """The admitted request's deadline (step 6) and its in-flight count."""
+        route = sender.route
+        timeout_s = route.timeout_s
+        if timeout_s is not None:
+            if _READ_TASK_MAP:
+                task = _current_tasks.get(_running_loop())
+            else:
+                task = _current_task(_running_loop())
+            if task is not None:
+                sender.task = task
+                start = sender.admitted
+                deadline = sender.deadline = Deadline(task, start + timeout_s, sender)
+                deadlines = self._deadlines
+                deadlines.append(deadline)
+                if len(deadlines) >= self._deadlines_compact_at:
+                    self._timeouts.expire(start)
+        route.stats.in_flight += 1
+
+    async def _admit_waiting(self, sender: _Send, scope: Scope, send: Send) -> bool:
+        """The admission steps `_admit` stopped at: a refusal to send, or a step that waits
+        (another storage's limiter, a request policy, a queued slot). True: admitted."""
+        route = sender.route
+        breaker = route.breaker
+        stage = sender.stage
+        if stage == runtime.SHED:
+            await self._refuse(route, send, 503, self._shed_reason, 5.0, scope)
+            return False
+        if stage == runtime.BROKEN and breaker is not None:
+            retry_s = breaker.retry_after(sender.admitted)
+            await self._refuse(route, send, 503, "circuit_open", retry_s, scope)
+            return False
+        if stage == runtime.RATE:
+            self._release_probe(breaker)
+            await self._refuse_rate(route, send, route.limiter.policy, sender.decision)
+            return False
+        if stage == runtime.LIMIT:
+            limiter = route.limiter
+            try:
+                if limiter.is_async:
+                    decision = await limiter.hit(self._key(scope), sender.admitted)
+                else:
+                    decision = limiter.hit(self._key(scope), sender.admitted)
+            except Exception:
+                self._internal_error("rate limiting")
+            else:
+                if not decision[0]:
+                    self._release_probe(breaker)
+                    await self._refuse_rate(route, send, limiter.policy, decision)
+                    return False
+                if self._rate_headers:
+                    sender.extra_headers = limiter.policy.headers(decision)
+            stage = runtime.POLICY
+        if stage == runtime.POLICY:
+            if route.policy is not None:
+                app = await route.policy.enter(scope, send)
+                if app is None:
+                    self._release_probe(breaker)  # answered by the cache, or over a quota
+                    return False
+                sender.app = app
+            if self._seat(sender):
+                return True
+        conc = route.conc
+        assert conc is not None  # (stage QUEUE)
+        reason = await conc.acquire(route.priority)
+        if reason is not None:
+            self._release_probe(breaker)
+            await self._refuse(route, send, 503, reason, 1.0, scope, sender.app)
+            return False
+        sender.conc = conc
+        sender.admitted = _clock()
+        sender.stage = runtime.ADMITTED
+        self._begin(sender)
+        return True
+
+    def _finish(self, sender: _Send, failed: bool, disconnected: bool) -> None:
+        """The end of an admitted request: its slot (if no response started), its deadline,
+        the route's figures and its breaker."""
+        end = _clock()
+        route = sender.route
+        stats = route.stats
+        stats.in_flight -= 1
+        status = sender.status
+        conc = sender.conc
+        if conc is not None:
+            # no response started (a failure, a timeout): the slot back, no latency sample
+            sender.conc = None
+            conc.release(end, -1.0)
+        task = sender.task
+        if task is not None:
+            sender.task = None  # (task -> its coroutine -> this sender: no cycle left)
+            deadline = sender.deadline
+            if deadline is not None:
+                deadline.task = None
+                if deadline.expired:
+                    self._timeouts.ended(deadline, stats)
+                # no reference cycles (sender <-> deadline, the app's frames): the
+                # garbage collector would pay for them on every request
+                deadline.sender = None
+                deadline.work = None
+                deadlines = self._deadlines
+                if len(deadlines) > 2 and deadlines[-1] is deadline:
+                    deadlines.pop()  # freed now, not at compaction (2 left: no realloc)
+            if self._timed_out:
+                # the app swallowed the cancellation of its timeout: forget it, or the task
+                # leaks and a later, genuine cancellation in it would be taken for a timeout
+                self._timed_out.discard(task)
+        elapsed = end - sender.admitted
+        route.counts[status // 100 if status < 600 else 0] += 1
+        stats.latency.record_us(int(elapsed * 1000000.0))  # (≥ 0: the clock is monotonic)
+        breaker = route.breaker
+        if breaker is not None:
+            if disconnected:  # the client left (or the server cancelled us): no verdict
+                self._release_probe(breaker)
+            else:
                 # slow is judged on service latency (to response start) when there was one
+                slow_s = route.slow_s
                 service_s = sender.service_s
                 slow = slow_s is not None and (service_s if service_s >= 0.0 else elapsed) >= slow_s
-                if disconnected:  # the client left (or the server cancelled us): no verdict
-                    self._release_probe(breaker)
-                elif failed or status >= 500 or slow:
-                    if breaker.state == CLOSED:
-                        breaker.calls += 1
-                    breaker.failure(end, failed or status >= 500, slow)
-                elif breaker.state:
-                    breaker.success(end)
-                else:
-                    breaker.calls += 1
+                breaker.record(end, failed or status >= 500, slow)
 
     # -- refusals (guard/refusals.py) ------------------------------------------------------
     async def _refuse(self, route: RouteRuntime, send: Send, status: int, reason: str,

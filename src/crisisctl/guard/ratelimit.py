@@ -107,8 +107,8 @@ class RateLimitPolicy:
         #: (period, emission interval) of the first limit, for the single-limit fast path
         self.single = (first.period, first.period / first.amount)
         interval = first.period / first.amount
-        #: (interval, largest admissible `ahead`, top for `remaining`): the guard's inlined
-        #: single-limit path needs only these, precomputed so it does fewer float operations
+        #: (interval, largest admissible `ahead`, top for `remaining`): `admit_one` (the
+        #: guard's single-limit path) needs only these, precomputed: fewer float operations
         self.fast_consts = (interval, first.period + _EPS, first.period + _EPS * interval)
         self.fast = self.strategy == "gcra" and len(self.limits) == 1
         #: stacked GCRA limits: the guard admits with `MemoryRateLimiter.admit_stacked`
@@ -135,7 +135,7 @@ class RateLimitPolicy:
             for limit in self.limits
         ]
         #: the cache key and lines headers_for_ahead returned last: a busy key's next request
-        #: usually needs the same lines, found by one integer comparison (the guard inlines it)
+        #: usually needs the same lines, found by one integer comparison
         self.last_header_key = -1
         self.last_header_lines: list[tuple[bytes, bytes]] = []
         self._item_prefixes = [f'"{_policy_item(limit)}";r='.encode() for limit in self.limits]
@@ -194,10 +194,12 @@ class RateLimitPolicy:
         interval, _, top = self.fast_consts
         remaining = int((top - ahead) / interval)  # ≥ 0 for an admitted request: floor
         reset_f = ahead - _EPS
-        whole = int(reset_f)  # ceil(ahead - ε); the guard's inlined copy computes the same
+        whole = int(reset_f)  # ceil(ahead - ε)
         if whole < reset_f:
             whole += 1
         key = (remaining << 24) + whole
+        if key == self.last_header_key:  # (a busy service: mostly the same as the last one)
+            return self.last_header_lines
         lines = self._header_cache.get(key)
         if lines is None:
             value = self._item_prefixes[0] + b"%d;t=%d" % (remaining, whole)
@@ -384,6 +386,27 @@ class MemoryRateLimiter:
             return self._hit_gcra(key, now)
         period, interval = self.policy.single
         return _new_tuple(Decision, (True, 0, int((period - ahead) / interval + _EPS), ahead, 0.0))
+
+    def admit_one(self, key: str, now: float) -> list[tuple[bytes, bytes]] | None:
+        """`hit_one` with `RateLimitPolicy.headers_for_ahead`, for the guard's request path
+        (one GCRA limit): the admitted request's header lines (with the policy for a client
+        not seen since the last rotation), or None when it is refused (nothing consumed: call
+        `hit` for the refusal's figures). tests/unit/test_guard_inlined.py pins it to those."""
+        policy = self.policy
+        state = self._current.get(key)
+        if state is None:
+            ahead = self.hit_one(key, now)
+            return None if ahead < 0.0 else policy.announced(policy.headers_for_ahead(ahead))
+        interval, most_ahead, _ = policy.fast_consts
+        tat = state[0]
+        if tat < now:
+            tat = now
+        tat += interval
+        ahead = tat - now
+        if ahead > most_ahead:
+            return None
+        state[0] = tat
+        return policy.headers_for_ahead(ahead)
 
     def hit_one(self, key: str, now: float) -> float:
         """Fast path for a single GCRA limit: seconds until the quota is whole again if the

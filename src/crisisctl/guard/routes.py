@@ -242,7 +242,7 @@ class RouteTable(Generic[T]):
 
     def lookup(self, method: str, path: str, *, probed: bool = False) -> T:
         """The built object for one request; cached for a path that is its own label (a static
-        route). (The guard inlines the cache hit, and says `probed` when it found nothing under
+        route). (The guard reads the cache itself, and says `probed` when it found nothing under
         a method the table knows: not probed again.)
         """
         if method not in self._methods:

@@ -2,7 +2,7 @@
 route by guard/routebuild.py), `Deadline` (one request's timeout, enforced by guard/ticker.py)
 and `ResponseSend`, the `send` an HTTP app gets from the guard (response status, RateLimit
 header lines, the end of the deadline, the service latency and the concurrency slot's release
-at response start).
+at response start), which also carries the request's admission `stage`.
 
 Compiled with the rest of the request path (see `crisisctl._accelerated`).
 """
@@ -23,6 +23,18 @@ from crisisctl.guard.types import Message, Send
 
 # Final: compiled code keeps it in a C static instead of looking it up in the module dict
 _clock: Final = time.monotonic
+
+#: where a request's admission stands (`ResponseSend.stage`): admitted, or the step the
+#: guard's coroutine finishes because it answers or waits (guard/middleware.py)
+ADMITTED: Final = 0
+#: refusals: shed (emergency, memory), an open circuit, over a rate limit (`decision`)
+SHED: Final = 1
+BROKEN: Final = 2
+RATE: Final = 3
+#: waits: a limiter that is not in memory (Redis) or not GCRA, a request policy, a queued slot
+LIMIT: Final = 4
+POLICY: Final = 5
+QUEUE: Final = 6
 
 
 class RouteRuntime:
@@ -94,25 +106,44 @@ class ResponseSend:
     goes into the route's duration histogram.
 
     A plain callable object returning `send`'s awaitable, so no coroutine of its own per
-    message, and one object per request (a closure would need two).
+    message, and one object per request (a closure would need two). It also carries the
+    request's admission (route, app, stage, task) between the guard's plain methods and its
+    coroutine (guard/middleware.py).
     """
 
-    __slots__ = ("admitted", "conc", "deadline", "extra_headers", "send", "service_s", "status")
+    __slots__ = (
+        "admitted",
+        "app",
+        "conc",
+        "deadline",
+        "decision",
+        "extra_headers",
+        "route",
+        "send",
+        "service_s",
+        "stage",
+        "status",
+        "task",
+    )
 
-    def __init__(
-        self,
-        send: Send,
-        extra_headers: list[tuple[bytes, bytes]] | None,
-        conc: ConcurrencyLimiter | None,
-        admitted: float,
-    ) -> None:
+    def __init__(self, send: Send, route: RouteRuntime, app: Any, admitted: float) -> None:
         self.send = send
-        self.extra_headers = extra_headers
+        #: the request's route, and the app that answers it (a request policy may wrap it)
+        self.route = route
+        self.app = app
+        #: when it was admitted (monotonic seconds; reset when it waited for a slot)
+        self.admitted = admitted
+        #: where its admission stands (ADMITTED, or the step the guard must finish: below)
+        self.stage = ADMITTED
+        #: a rate limiter's refusal (stage RATE)
+        self.decision: Any = None
+        self.extra_headers: list[tuple[bytes, bytes]] | None = None
         self.status = 0
+        #: the task serving it and its deadline, when the route has a timeout
+        self.task: asyncio.Task[Any] | None = None
         self.deadline: Deadline | None = None
         #: the concurrency slot this request holds until its response starts (None: none)
-        self.conc = conc
-        self.admitted = admitted
+        self.conc: ConcurrencyLimiter | None = None
         #: admission to response start, seconds; < 0 until the response starts
         self.service_s = -1.0
 

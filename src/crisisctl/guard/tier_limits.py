@@ -13,8 +13,8 @@ with neither is not limited on the route.
 The guard's request path calls limiters through the generic `RateLimiter` interface (`hit`,
 then `policy` for the refusal and the RateLimit headers). `policy` is the policy of the
 request's tier: `hit` sets it in a context variable, read in the same task right after.
-Tiered routes leave the guard's inlined memory fast path (one more dict lookup and a
-coroutine per request).
+Tiered routes leave the guard's memory fast path (`MemoryRateLimiter.admit_one` and
+`admit_stacked`): one more dict lookup and a coroutine per request.
 """
 
 from __future__ import annotations
