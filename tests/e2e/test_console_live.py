@@ -248,9 +248,17 @@ def test_after_a_server_restart_the_page_shows_the_events_it_missed(
     page.goto(f"/incidents/{incident}")
     wait_for("an open stream", lambda: live(page).get("state") == "open", 5)
     wait_for("an event id to resume from", lambda: live(page).get("lastEventId"), 5)
+    # the events that opened the stream may reload the incident 250 ms later (incident.js
+    # `soon`): that load must be over before the server stops, or the browser retries the
+    # request the stopping server left unanswered on the restarted one, after the note
+    wait_for("the incident's timeline", lambda: page.locator("#timeline li").count() > 0, 5)
+    time.sleep(0.5)
 
     def blocked(url: str) -> bool:
-        return urlsplit(url).path == "/api/events"
+        # the stream, its stall probe's poll endpoint and the incident's own reload: only the
+        # resumed stream may bring the note (`#activity` shows stream events only)
+        path = urlsplit(url).path
+        return path in ("/api/events", "/api/events/poll", f"/api/incidents/{incident}")
 
     # the page may not reconnect until the server has produced what it is to miss
     page.route(blocked, lambda route: route.abort())
