@@ -200,7 +200,7 @@ def test_the_cached_key_equals_the_uncached_one(
         request = scope(peer, *[(header, v) for v in values])
         assert cached(request) == uncached(request)
     assert isinstance(cached, ForwardedClientKey)
-    assert len(cached.cache) <= cache_size
+    assert len(cached.cached()) == cached.size <= cache_size
 
 
 def test_a_repeated_client_is_parsed_once() -> None:
@@ -211,13 +211,14 @@ def test_a_repeated_client_is_parsed_once() -> None:
     assert isinstance(key, ForwardedClientKey)
     assert key(scope(PROXY, ("X-Forwarded-For", "4.4.4.4"))) == "4.4.4.4"
     assert key(scope(PROXY, ("X-Forwarded-For", "5.5.5.5"))) == "5.5.5.5"
-    assert len(key.cache) == 2
-    for entry in list(key.cache):
-        key.cache[entry] = "cached " + key.cache[entry]
+    assert key.cached() == {(PROXY, b"4.4.4.4"): "4.4.4.4", (PROXY, b"5.5.5.5"): "5.5.5.5"}
+    for by_value in key.cache.values():
+        for value in by_value:
+            by_value[value] = "cached " + by_value[value]
     for _ in range(2):
         assert key(scope(PROXY, ("X-Forwarded-For", "4.4.4.4"))) == "cached 4.4.4.4"
         assert key(scope(PROXY, ("X-Forwarded-For", "5.5.5.5"))) == "cached 5.5.5.5"
-    assert len(key.cache) == 2
+    assert len(key.cached()) == key.size == 2
 
 
 def test_the_cache_is_bounded_whatever_the_clients_send() -> None:
@@ -228,11 +229,15 @@ def test_the_cache_is_bounded_whatever_the_clients_send() -> None:
         assert key(scope(PROXY, ("X-Forwarded-For", f"4.4.{i // 256}.{i % 256}"))) == (
             f"4.4.{i // 256}.{i % 256}"
         )
-        assert len(key.cache) <= 100
+        assert len(key.cached()) == key.size <= 100
     key.cache.clear()
+    key.size = 0
     huge = ", ".join(["4.4.4.4"] * 1000)
     assert key(scope(PROXY, ("X-Forwarded-For", huge))) == "4.4.4.4"
-    assert key.cache == {}
+    assert key.cached() == {}
+    for i in range(1000):  # a new peer per request: the peers' dicts count in the bound too
+        assert key(scope(f"4.4.{i // 256}.{i % 256}")) == f"4.4.{i // 256}.{i % 256}"
+        assert len(key.cached()) == key.size <= 100 and len(key.cache) <= 100
 
 
 # -- the IPv4 shortcut of a cache miss (issue 14, point 13) ------------------------------------

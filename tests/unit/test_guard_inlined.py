@@ -1,11 +1,11 @@
 """The guard's request path agrees with the readable originals of what it does.
 
 The request path once hand-inlined its steps into `Guard.__call__`; its plain methods
-(`Guard._admit`, `_seat`, `_finish`) now call them, and one copy remains:
-`MemoryRateLimiter.admit_one`, the GCRA step of `hit_one` fused with
-`RateLimitPolicy.headers_for_ahead` (and its header cache). Each test here drives a real
-`Guard` through its ASGI interface and the readable original side by side (`hit_one` with
-`headers_for_ahead`, `LatencyHistogram.record_us`, `ConcurrencyLimiter.try_acquire` /
+(`Guard._admit`, `_seat`, `_finish`) now call them, and no copy remains
+(`MemoryRateLimiter.admit_one` and `hit_one` share one GCRA step, `ratelimit._gcra_step`;
+`admit_one` adds `RateLimitPolicy.headers_for_ahead` and its header cache). Each test here
+drives a real `Guard` through its ASGI interface and the readable original side by side
+(`hit` with `headers`, `LatencyHistogram.record_us`, `ConcurrencyLimiter.try_acquire` /
 `release`, `CircuitBreaker.record`), with the same random keys, arrival instants, service
 times and outcomes, and compares every output: decisions, RateLimit headers, histogram
 contents, the concurrency limiter's counters and the breaker's state. They run on the compiled

@@ -451,6 +451,40 @@ def test_hit_one_agrees_with_hit(amount: int, period: float, gaps: list[float]) 
             assert ahead == -1.0
 
 
+def test_the_header_cache_of_a_long_period_keeps_every_remaining_apart() -> None:
+    """`headers_for_ahead` caches header lines by (remaining, whole seconds of reset) packed
+    in one integer. With the seconds in a fixed 24 bits (194 days), a limit of 3 per 400 days
+    gave ``r=1;t=17782784`` the key of ``r=0;t=34560000`` and answered with the wrong line."""
+    policy = RateLimitPolicy("p", parse_limits("3 per 400 days"), "gcra")
+    limiter = MemoryRateLimiter(policy)
+    for _ in range(3):
+        ahead = limiter.hit_one("k", 0.0)
+    assert policy.headers_for_ahead(ahead)[-1] == (
+        b"ratelimit",
+        b'"3-per-34560000s";r=0;t=34560000',
+    )
+    now = 3 * 11_520_000.0 + 11_520_000.0 - 17_782_783.5  # ahead 17,782,783.5 s: r=1
+    ahead = limiter.hit_one("k", now)
+    assert ahead == pytest.approx(17_782_783.5)
+    assert policy.headers_for_ahead(ahead)[-1] == (
+        b"ratelimit",
+        b'"3-per-34560000s";r=1;t=17782784',
+    )
+
+
+def test_the_last_header_lines_are_those_of_the_last_decision() -> None:
+    """`lines_for`'s shortcut (the same index, remaining and reset as last time) never answers
+    another decision's lines."""
+    policy = RateLimitPolicy("p", parse_limits("10/second;100/minute"), "gcra")
+    for index, remaining, reset in [(0, 9, 1.0), (0, 9, 1.0), (1, 9, 1.0), (0, 8, 1.0),
+                                    (0, 8, 0.5), (0, 8, 2.0), (0, 9, 1.0)]:  # fmt: skip
+        expected = f'"{("10-per-1s", "100-per-60s")[index]}";r={remaining};t={math.ceil(reset)}'
+        assert policy.steady_lines_for(index, remaining, reset)[-1] == (
+            b"ratelimit",
+            expected.encode(),
+        )
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     gaps=request_gaps,

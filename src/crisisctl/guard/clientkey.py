@@ -16,10 +16,13 @@ The chain comes from the one header the proxies are configured to write (`proxy_
 Only one of them is read, never both: a proxy that writes one passes the other through from
 the client untouched, so believing both would let any client pick its own key.
 
-The key depends only on the peer address and the header's values, so it is cached in a dict
-keyed by them (`cache_size` entries of at most `CACHEABLE_BYTES` of header each, cleared when
-full: a client sending a new header value per request costs a parse each, never memory); a
-request then costs a header scan and one lookup instead of parsing addresses.
+The key depends only on the peer address and the header's values, so it is cached: per peer,
+a dict keyed by the header's value (or the tuple of its values when there are none or several),
+`cache_size` entries in all of at most `CACHEABLE_BYTES` of header each, cleared when full (a
+client sending a new header value per request costs a parse each, never memory). A request then
+costs a header scan and two lookups instead of parsing addresses; keyed by the value alone (the
+peer is the proxy's, the same for every client behind it), a lookup builds, hashes and compares
+no (peer, value) tuple.
 `forwarded_client_key` is the uncached computation. A miss (a new client, or more clients than
 the cache holds) reads IPv4 addresses in their canonical dotted-quad form with `ipv4_value`
 and checks them against the trusted IPv4 networks as integers; anything else (IPv6, odd forms)
@@ -49,6 +52,8 @@ IPv4Nets = Sequence[tuple[int, int]]
 _ZERO: Final = 48  # ord("0")
 _NINE: Final = 57
 _DOT: Final = 46
+#: the cache of a peer not seen yet (never written)
+_NOTHING: Final[dict[Any, str]] = {}
 
 
 def ipv4_value(text: str) -> int:
@@ -229,9 +234,10 @@ class ForwardedClientKey:
         self.header = proxy_header.encode("latin-1")
         self.rfc7239 = proxy_header == FORWARDED
         self.cache_size = cache_size
-        #: (peer, the header's value, or the tuple of its values when there are none or
-        #: several) -> key; cleared when it holds `cache_size` entries
-        self.cache: dict[tuple[str, Any], str] = {}
+        #: peer -> (the header's value, or the tuple of its values when there are none or
+        #: several) -> key; cleared when it holds `cache_size` entries in all (`size`)
+        self.cache: dict[str, dict[Any, str]] = {}
+        self.size = 0
 
     def __call__(self, scope: Scope) -> str:
         found: Any
@@ -243,8 +249,6 @@ class ForwardedClientKey:
             found = scope.get("headers", ())
         peer: str = client[0] if client else UNKNOWN
         header = self.header
-        # the cache key: (peer, the one value) in the common case of one header line, else
-        # (peer, tuple of the values): one tuple per request, no list
         first: Any = None
         many: list[Any] | None = None
         # a list of (name, value) tuples from the servers: compiled list and tuple access
@@ -259,28 +263,39 @@ class ForwardedClientKey:
                     first = value
                 else:
                     many = [first, value]
-        if many is not None:
-            entry: tuple[str, Any] = (peer, tuple(many))
-        elif first is not None:
-            entry = (peer, first)
-        else:
-            entry = (peer, ())
-        cache = self.cache
+        # the cache key under the peer: the one value in the common case of one header line,
+        # else the tuple of the values
+        found_values: Any = tuple(many) if many is not None else first if first is not None else ()
+        by_value = self.cache.get(peer)
         try:
-            hit = cache.get(entry)
+            hit = (by_value if by_value is not None else _NOTHING).get(found_values)
         except TypeError:  # a header value that is not bytes (unhashable): compute, keep nothing
             return forwarded_client_key(
-                peer, _values(entry[1]), self.networks, self.rfc7239, self.v4
+                peer, _values(found_values), self.networks, self.rfc7239, self.v4
             )
         if hit is not None:
             return hit
-        values = _values(entry[1])
+        values = _values(found_values)
         key = forwarded_client_key(peer, values, self.networks, self.rfc7239, self.v4)
         if self.cache_size > 0 and sum(len(value) for value in values) <= CACHEABLE_BYTES:
-            if len(cache) >= self.cache_size:
-                cache.clear()
-            cache[entry] = key
+            if self.size >= self.cache_size:
+                self.cache.clear()
+                self.size = 0
+                by_value = None
+            if by_value is None:
+                by_value = self.cache[peer] = {}
+            by_value[found_values] = key
+            self.size += 1
         return key
+
+    def cached(self) -> dict[tuple[str, Any], str]:
+        """The cache's entries as (peer, header value or values) -> key (for tests and
+        debugging: a copy)."""
+        return {
+            (peer, found): key
+            for peer, by_value in self.cache.items()
+            for found, key in by_value.items()
+        }
 
 
 def _values(found: Any) -> tuple[Any, ...]:

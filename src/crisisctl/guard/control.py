@@ -82,8 +82,9 @@ class ControlSurface:
 
 
 def is_control_path(path: str, prefix: str) -> bool:
-    """Whether `path` is under the control prefix."""
-    return len(path) == len(prefix) or path[len(prefix)] == "/"
+    """Whether `path` is the control prefix or under it (``/_crisis``, ``/_crisis/status``;
+    not ``/_crisisx``)."""
+    return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
 
 
 async def send_json(

@@ -43,7 +43,7 @@ from crisisctl.guard.lifespan import lifespan_receive
 from crisisctl.guard.metrics import RouteStats, build_registry
 from crisisctl.guard.modes import ModeState
 from crisisctl.guard.outcomes import CLIENT_CLOSED_REQUEST, is_client_disconnect
-from crisisctl.guard.ratelimit import Decision, RateLimitPolicy, open_storage
+from crisisctl.guard.ratelimit import GCRA_ONE, Decision, RateLimitPolicy, open_storage
 from crisisctl.guard.routebuild import RouteBuilder
 from crisisctl.guard.runtime import Deadline, RouteRuntime
 from crisisctl.guard.runtime import ResponseSend as _Send  # (the request path's short name)
@@ -240,7 +240,7 @@ class Guard:
 
     async def _unguarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
-        if path.startswith(self._prefix) and control.is_control_path(path, self._prefix):
+        if control.is_control_path(path, self._prefix):
             await control.handle(self, scope, receive, send)
         else:
             await self.app(scope, receive, send)  # (route resolution failed: logged)
@@ -251,11 +251,8 @@ class Guard:
         waits or answers (`_admit_waiting`'s): nothing is consumed by a refused request.
         None: not a guarded request (a control path, or its route could not be resolved)."""
         path: str = scope["path"]
-        if (
-            path[1:2] == self._prefix_c1  # cheap first test: most paths differ here
-            and path.startswith(self._prefix)
-            and control.is_control_path(path, self._prefix)
-        ):
+        # (a cheap first test: most paths differ at their first character)
+        if path[1:2] == self._prefix_c1 and control.is_control_path(path, self._prefix):
             return None
         if not self._ticking:
             self._start_ticker()
@@ -278,7 +275,8 @@ class Guard:
             sender.stage = runtime.BROKEN
             return sender
         mem = route.mem_limiter
-        if mem is not None and (mem.policy.fast or mem.policy.stacked):
+        gcra = mem.policy.gcra if mem is not None else 0
+        if mem is not None and gcra:
             # memory storage, GCRA limits: no Decision is built for an admitted request
             key: str | None = None
             if self._key_is_peer:
@@ -293,7 +291,7 @@ class Guard:
                     self._internal_error("rate-limit key")
             if key is not None:
                 try:
-                    if mem.policy.fast:
+                    if gcra == GCRA_ONE:
                         lines = mem.admit_one(key, start)
                     else:
                         lines = mem.admit_stacked(key, start)

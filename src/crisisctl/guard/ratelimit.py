@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 from crisisctl.guard.config import GuardConfigError, RateLimit
 
@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from crisisctl.guard.modes import ModeState
 
 _EPS = 1e-9
+#: `RateLimitPolicy.gcra`: one GCRA limit (the guard calls `MemoryRateLimiter.admit_one`),
+#: several (`admit_stacked`)
+GCRA_ONE: Final = 1
+GCRA_STACKED: Final = 2
 
 
 class Decision(NamedTuple):
@@ -113,6 +117,8 @@ class RateLimitPolicy:
         self.fast = self.strategy == "gcra" and len(self.limits) == 1
         #: stacked GCRA limits: the guard admits with `MemoryRateLimiter.admit_stacked`
         self.stacked = self.strategy == "gcra" and len(self.limits) > 1
+        #: which of those the guard's memory path takes: GCRA_ONE, GCRA_STACKED or 0 (neither)
+        self.gcra = GCRA_ONE if self.fast else GCRA_STACKED if self.stacked else 0
         self.longest_period = max(
             max(limit.period for limit in self.limits),
             max(limit.period for limit in self.base_limits),
@@ -138,6 +144,12 @@ class RateLimitPolicy:
         #: usually needs the same lines, found by one integer comparison
         self.last_header_key = -1
         self.last_header_lines: list[tuple[bytes, bytes]] = []
+        #: the bits of `headers_for_ahead`'s key that hold the whole seconds: room for the
+        #: longest `t` of the first limit, so no two (remaining, t) pairs share a key
+        self._whole_bits = max(24, (int(first.period) + 2).bit_length())
+        #: the decision and lines `_line_pair` returned last (-1: none yet)
+        self._last_index = self._last_remaining = self._last_whole = -1
+        self._last_pair: tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]] = ([], [])
         self._item_prefixes = [f'"{_policy_item(limit)}";r='.encode() for limit in self.limits]
 
     def headers(self, decision: Decision) -> list[tuple[bytes, bytes]]:
@@ -166,6 +178,12 @@ class RateLimitPolicy:
         whole = int(reset)
         if whole < reset - _EPS:
             whole += 1
+        if (
+            remaining == self._last_remaining
+            and whole == self._last_whole
+            and index == self._last_index
+        ):
+            return self._last_pair  # (clients well within their limits: mostly the last one)
         key = (index, remaining, whole)
         pair = self._lines_cache.get(key)
         if pair is None:
@@ -174,6 +192,8 @@ class RateLimitPolicy:
             pair = (lines, lines if self.policy_on_every_response else lines[1:])
             if len(self._lines_cache) < 4096:
                 self._lines_cache[key] = pair
+        self._last_index, self._last_remaining, self._last_whole = index, remaining, whole
+        self._last_pair = pair
         return pair
 
     def announced(self, lines: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -197,7 +217,7 @@ class RateLimitPolicy:
         whole = int(reset_f)  # ceil(ahead - ε)
         if whole < reset_f:
             whole += 1
-        key = (remaining << 24) + whole
+        key = (remaining << self._whole_bits) + whole
         if key == self.last_header_key:  # (a busy service: mostly the same as the last one)
             return self.last_header_lines
         lines = self._header_cache.get(key)
@@ -330,6 +350,21 @@ def open_storage(
     return RedisStorage(url, timeout_s=timeout_s, prefix=prefix)
 
 
+def _gcra_step(state: list[float], now: float, interval: float, most_ahead: float) -> float:
+    """One GCRA limit's step on its theoretical arrival time `state[0]`: how far ahead of
+    `now` the client is once admitted (≥ 0, the request consumed), or -1.0 when it is
+    refused (`most_ahead` exceeded: nothing consumed)."""
+    tat = state[0]
+    if tat < now:
+        tat = now
+    tat += interval
+    ahead = tat - now
+    if ahead > most_ahead:
+        return -1.0
+    state[0] = tat
+    return ahead
+
+
 class MemoryRateLimiter:
     """In-process limiter for one policy; keys are strings (client IP by default)."""
 
@@ -398,34 +433,20 @@ class MemoryRateLimiter:
             ahead = self.hit_one(key, now)
             return None if ahead < 0.0 else policy.announced(policy.headers_for_ahead(ahead))
         interval, most_ahead, _ = policy.fast_consts
-        tat = state[0]
-        if tat < now:
-            tat = now
-        tat += interval
-        ahead = tat - now
-        if ahead > most_ahead:
-            return None
-        state[0] = tat
-        return policy.headers_for_ahead(ahead)
+        ahead = _gcra_step(state, now, interval, most_ahead)
+        return None if ahead < 0.0 else policy.headers_for_ahead(ahead)
 
     def hit_one(self, key: str, now: float) -> float:
         """Fast path for a single GCRA limit: seconds until the quota is whole again if the
         request is admitted (≥ 0), or -1.0 if it is refused (then nothing was consumed)."""
-        period, interval = self.policy.single
+        interval, most_ahead, _ = self.policy.fast_consts
         state = self._current.get(key)
         if state is None:
             state = self._state(key, 1)
             if state is None:
                 self._current[key] = [now + interval]
                 return interval
-        tat = state[0]
-        if tat < now:
-            tat = now
-        ahead = tat + interval - now
-        if ahead > period + _EPS:
-            return -1.0
-        state[0] = tat + interval
-        return ahead
+        return _gcra_step(state, now, interval, most_ahead)
 
     def _hit_gcra(self, key: str, now: float) -> Decision:
         consts = self.policy.gcra_consts
