@@ -23,6 +23,13 @@ next to it: the median of same-round differences ("paired") and the difference o
 per-variant minima ("by min": interference only ever adds CPU time). A run during which the
 server was not the bottleneck (it used < 85 % of its core) or something else used > 10 % of
 core 0 is "disturbed" (the machine is shared): it is repeated, up to `--retries` times.
+The host itself can run slow too: a VM's neighbours can halve its speed for seconds without
+any steal time showing. A fixed pure-Python loop (`host_probe_ms`) is timed on core 0 just
+before and just after each measured run and stored with it; a run where either probe took
+more than `HOST_SLOW_FACTOR` times the fastest probe of the benchmark is marked `host_slow`,
+and the run's summary says how slow its host was. (Recorded, not yet acted on: whether the
+probe right after a load run reads slow on a quiet host has not been measured; until it has,
+retrying on it could triple a run's length for nothing.)
 
 The guard runs compiled by mypyc (see hatch_build.py); ``guard_pure`` is the same guard run from
 its Python source (``CRISISCTL_PURE_PYTHON=1``) and ``guard_no_rate_headers`` the same guard
@@ -76,6 +83,10 @@ REFERENCE_ADDED_US = {"slowapi": 57.0, "instrumentator": 46.0}
 MIN_SERVER_UTIL = 0.85
 MAX_INTERFERENCE = 0.1
 RETRY_PAUSE_S = 5.0
+#: a run whose host probe took longer than this times the fastest probe is on a slow host
+HOST_SLOW_FACTOR = 1.2
+#: iterations of the host probe's loop (4.3 ms at best on the AMD EPYC VM, 2026-12-06 night)
+HOST_PROBE_LOOPS = 100_000
 HOST = "127.0.0.1"  # the only address this benchmark ever talks to
 
 sys.path.insert(0, str(ROOT))
@@ -123,6 +134,11 @@ class Run:
     interference: float = 0.0
     #: share of core 0 the hypervisor stole during the run
     steal: float = 0.0
+    #: the host probe on core 0 just before and just after the run, ms (`host_probe_ms`)
+    host_probe_before_ms: float = 0.0
+    host_probe_after_ms: float = 0.0
+    #: either probe took more than HOST_SLOW_FACTOR times the fastest one so far
+    host_slow: bool = False
     attempt: int = 1
     #: the server was not the bottleneck, or something else ran on its core: retried
     disturbed: bool = False
@@ -164,6 +180,42 @@ def core_times(core: int) -> tuple[float, float]:
     times = psutil.cpu_times(percpu=True)[core]
     busy = sum(float(getattr(times, f, 0.0)) for f in ("user", "nice", "system", "irq", "softirq"))
     return busy, float(getattr(times, "steal", 0.0))
+
+
+def host_probe_ms(pin: bool) -> float:
+    """How long a fixed pure-Python loop takes on the server's core (core 0 when pinned), ms:
+    the median of five timings. (This process lives on core 1; it visits core 0 for the probe,
+    when the server is idle.)"""
+    if pin:
+        os.sched_setaffinity(0, {0})
+    try:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            total = 0
+            for i in range(HOST_PROBE_LOOPS):
+                total += i
+            times.append(time.perf_counter() - started)
+    finally:
+        if pin:
+            os.sched_setaffinity(0, {1})
+    return statistics.median(times) * 1000.0
+
+
+class HostSpeed:
+    """The fastest host probe of this benchmark so far, and whether a probe is slow."""
+
+    def __init__(self, pin: bool) -> None:
+        self.pin = pin
+        self.fastest = min(host_probe_ms(pin) for _ in range(5))
+
+    def probe(self) -> float:
+        took = host_probe_ms(self.pin)
+        self.fastest = min(self.fastest, took)
+        return took
+
+    def slow(self, *probes: float) -> bool:
+        return max(probes) > HOST_SLOW_FACTOR * self.fastest
 
 
 def free_port() -> int:
@@ -350,7 +402,9 @@ def run_wrk(
     return parse_wrk(proc.stdout)
 
 
-def measure(variant: str, rnd: int, args: argparse.Namespace, wrk: str, pin: bool) -> Run:
+def measure(
+    variant: str, rnd: int, args: argparse.Namespace, wrk: str, pin: bool, host: HostSpeed
+) -> Run:
     run = Run(variant=variant, round=rnd)
     server = Server(variant, pin)
     script = args.realistic_script if variant in REALISTIC else None
@@ -359,11 +413,14 @@ def measure(variant: str, rnd: int, args: argparse.Namespace, wrk: str, pin: boo
         if args.warmup > 0:
             run_wrk(wrk, server.port, args.warmup, args.connections, pin, script)
         time.sleep(0.2)  # let the warm-up connections close
+        run.host_probe_before_ms = host.probe()
         core_before = core_times(0)
         before = server.cpu_seconds()
         out = run_wrk(wrk, server.port, args.duration, args.connections, pin, script)
         run.cpu_s = server.cpu_seconds() - before
         core_after = core_times(0)
+        run.host_probe_after_ms = host.probe()
+        run.host_slow = host.slow(run.host_probe_before_ms, run.host_probe_after_ms)
         run.requests = out["requests"]
         run.duration_s = out["duration_s"]
         run.rps = run.requests / run.duration_s if run.duration_s else 0.0
@@ -403,6 +460,7 @@ def summarize(runs: list[Run], variants: list[str]) -> dict[str, dict[str, Any]]
             "valid_rounds": len(ok),
             "invalid_rounds": sum(1 for r in runs if r.variant == name and r.used and not r.valid),
             "disturbed_used": sum(1 for r in ok if r.disturbed),
+            "host_slow_used": sum(1 for r in ok if r.host_slow),
             "attempts": sum(1 for r in runs if r.variant == name),
             "cpu_us_per_req": statistics.median(r.cpu_us_per_req for r in ok) if ok else None,
             # interference only ever adds CPU time: the minimum is a robust second opinion
@@ -552,13 +610,16 @@ def main(argv: list[str] | None = None) -> int:
     if pin:
         os.sched_setaffinity(0, {1})  # keep this process off the server's core
 
+    host = HostSpeed(pin)
+    print(f"host probe: {host.fastest:.2f} ms at best (a run's host is slow above "
+          f"{HOST_SLOW_FACTOR:.1f}× the fastest probe)")  # fmt: skip
     started = time.time()
     runs: list[Run] = []
     for rnd in range(1, args.rounds + 1):
         shift = (rnd - 1) % len(variants)
         for name in variants[shift:] + variants[:shift]:
             for attempt in range(1, args.retries + 2):
-                run = measure(name, rnd, args, wrk, pin)
+                run = measure(name, rnd, args, wrk, pin, host)
                 run.attempt = attempt
                 runs.append(run)
                 state = "ok" if run.valid else "INVALID"
@@ -567,7 +628,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  round {rnd} {name:<20} {run.rps:>9.0f} req/s "
                     f"{run.cpu_us_per_req:>8.2f} µs/req  util {run.server_util:.2f} "
-                    f"others {run.interference:.2f}  {state}"
+                    f"others {run.interference:.2f}  host at "
+                    f"{max(run.host_probe_before_ms, run.host_probe_after_ms) / host.fastest:.2f}×"
+                    f"  {state}"
                 )
                 if not run.disturbed or run.non_2xx:
                     break
@@ -575,8 +638,22 @@ def main(argv: list[str] | None = None) -> int:
             run.used = True  # the first undisturbed attempt, else the last one
 
     med = summarize(runs, variants)
+    used = [r for r in runs if r.used and r.valid]
+    host_ratio = (
+        statistics.median(
+            max(r.host_probe_before_ms, r.host_probe_after_ms) / host.fastest for r in used
+        )
+        if used
+        else None
+    )
     print()
     print_table(med)
+    if host_ratio is not None:
+        slow = sum(1 for r in used if r.host_slow)
+        print(
+            f"host: the probe took {host_ratio:.2f}× its fastest (median of the rounds used); "
+            f"{slow} of {len(used)} rounds on a slow host (> {HOST_SLOW_FACTOR}×)"
+        )
     guard_added = med.get("guard", {}).get("added_us")
     realistic_added = med.get("realistic_guard", {}).get("added_us")
     slowapi_realistic = med.get("realistic_slowapi", {}).get("added_us")
@@ -646,6 +723,10 @@ def main(argv: list[str] | None = None) -> int:
             "wrk_threads": 1,
             "retries": args.retries,
             "disturbed_if": f"server_util < {MIN_SERVER_UTIL} or others > {MAX_INTERFERENCE}",
+            "host_slow_if": f"a host probe > {HOST_SLOW_FACTOR} × the fastest",
+            "host_probe_loops": HOST_PROBE_LOOPS,
+            "host_probe_fastest_ms": host.fastest,
+            "host_probe_median_ratio": host_ratio,
             "server": "uvicorn --loop uvloop --http httptools --no-access-log, 1 worker",
             "variants": variants,
             "apps": f"{APP_MODULE}:<variant>_app",
