@@ -122,13 +122,13 @@ async def test_repeats_and_ha_copies_make_exactly_one_incident_with_the_generato
     async with intake_client(db_url, clock) as (client, responder):
         first = await client.post(INTAKE_PATH, json=notification(), headers=AUTH)
         assert first.status_code == 200, first.text
-        assert first.json() == {"received": 1, "booked": 1}
+        assert first.json() == {"received": 1, "booked": 1, "truncated": 0}
         for group_key in ("g1", "peer-group"):  # a repeat, then an HA peer's copy
             clock.now += timedelta(minutes=1)
             again = await client.post(
                 INTAKE_PATH, json=notification(group_key=group_key), headers=AUTH
             )
-            assert again.json() == {"received": 1, "booked": 0}
+            assert again.json() == {"received": 1, "booked": 0, "truncated": 0}
         await responder.drain()
     incidents, events, alerts = snapshot(db_url, "checkout")
     assert len(incidents) == 1
@@ -138,6 +138,23 @@ async def test_repeats_and_ha_copies_make_exactly_one_incident_with_the_generato
     assert opened[0].details["evidence"]["generator_url"].endswith("g0.expr=checkout")
     assert opened[0].text.endswith("— http://127.0.0.1:9090/graph?g0.expr=checkout")
     assert [a.state for a in alerts] == ["firing"]
+
+
+async def test_a_truncated_notification_is_answered_and_shown_on_the_timeline(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Alertmanager left 12 alerts of the group out (its webhook's max_alerts): the answer,
+    the log and the incident's timeline say so, so nobody takes the incident for whole."""
+    doc = notification()
+    doc["truncatedAlerts"] = 12
+    async with intake_client(db_url, Clock()) as (client, responder):
+        answer = await client.post(INTAKE_PATH, json=doc, headers=AUTH)
+        await responder.drain()
+    assert answer.json() == {"received": 1, "booked": 1, "truncated": 12}
+    assert "left out 12 alerts" in caplog.text and "max_alerts" in caplog.text
+    _incidents, events, _alerts = snapshot(db_url, "checkout")
+    [opened] = [e for e in events if "firing" in e.text]
+    assert opened.details["evidence"]["truncated_alerts"] == 12
 
 
 async def test_an_ha_pairs_simultaneous_copies_are_booked_once(db_url: str) -> None:
@@ -189,7 +206,7 @@ async def test_a_resolution_resolves_the_alert_and_the_incident_follows_the_watc
         await client.post(INTAKE_PATH, json=notification(), headers=AUTH)
         clock.now += timedelta(minutes=2)
         done = await client.post(INTAKE_PATH, json=notification("resolved"), headers=AUTH)
-        assert done.json() == {"received": 1, "booked": 1}
+        assert done.json() == {"received": 1, "booked": 1, "truncated": 0}
         # a late retry of the firing copy must not bring the alert back
         late = await client.post(INTAKE_PATH, json=notification(group_key="late"), headers=AUTH)
         assert late.json()["booked"] == 0

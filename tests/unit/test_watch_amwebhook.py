@@ -178,6 +178,17 @@ def test_a_resolved_alert_is_resolved_at_its_end_time() -> None:
     assert alert.resolved_at == datetime(2026, 12, 6, 9, 5, tzinfo=UTC)
 
 
+def test_a_truncated_notification_says_so_in_each_alerts_evidence() -> None:
+    """Alertmanager's ``max_alerts`` leaves alerts out and says how many in ``truncatedAlerts``
+    (they never arrive): the alerts that did arrive carry the count to the timeline."""
+    [item] = received_alerts(parse_payload(payload(truncatedAlerts=7)))
+    assert to_alert(item, Severity.P2, T0).evidence["truncated_alerts"] == 7
+    [whole] = received_alerts(parse_payload(payload()))
+    assert "truncated_alerts" not in to_alert(whole, Severity.P2, T0).evidence
+    with pytest.raises(PayloadError, match="truncatedAlerts"):
+        parse_payload(payload(truncatedAlerts=-1))
+
+
 # -- credentials -------------------------------------------------------------------------------
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()

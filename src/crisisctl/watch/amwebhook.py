@@ -10,9 +10,13 @@ Alertmanager POSTs one JSON document per notification of a group::
                  "generatorURL": "http://prometheus:9090/graph?...", "fingerprint": "c0ffee..."}]}
 
 Only ``version`` and ``alerts`` are needed; unknown fields are ignored (Alertmanager may add
-some). One alert notification is identified by `dedup_key` = sha256(fingerprint, startsAt,
-status) — never by ``groupKey``: a repeat (``repeat_interval``) and each peer of an HA pair
-send the same alerts again, under the same or another group.
+some). ``truncatedAlerts`` (how many alerts of the group the receiver's ``max_alerts`` left
+out) is read too: those alerts never reach the intake, so each alert of a truncated
+notification carries the count in its evidence, where the incident timeline shows it.
+
+One alert notification is identified by `dedup_key` = sha256(fingerprint, startsAt, status)
+— never by ``groupKey``: a repeat (``repeat_interval``) and each peer of an HA pair send the
+same alerts again, under the same or another group.
 
 Everything a sender controls is bounded before it is stored: at most `MAX_LABELS` labels and
 annotations per alert (the first ones by name), names cut to `MAX_NAME` characters, label values
@@ -21,8 +25,8 @@ to `MAX_VALUE`, annotation values to `MAX_ANNOTATION`, the generator URL to `MAX
 `to_alert` maps one notification onto the watch room's `Alert`: rule = ``alertname``; service =
 the ``service`` label, else ``job``, else ``alertmanager``; severity = the ``severity`` label
 when it is P0..P3 (any case), else the intake's default; kind ``alertmanager``; the generator
-URL, Alertmanager's fingerprint and the annotations go in the evidence (the incident timeline
-shows them).
+URL, Alertmanager's fingerprint, the annotations and, when the notification was truncated,
+``truncated_alerts`` go in the evidence (the incident timeline shows them).
 """
 
 from __future__ import annotations
@@ -98,6 +102,8 @@ class WebhookPayload(BaseModel):
     version: Literal["4"]
     receiver: str = ""
     status: Literal["firing", "resolved"] | None = None
+    #: alerts of the group the receiver's ``max_alerts`` left out of this notification
+    truncated_alerts: Annotated[int, Field(alias="truncatedAlerts", ge=0)] = 0
     alerts: list[WebhookAlert]
 
 
@@ -150,6 +156,8 @@ class Received:
     annotations: Mapping[str, str]
     generator_url: str
     receiver: str
+    #: alerts of its notification's group that Alertmanager left out (``truncatedAlerts``)
+    truncated_alerts: int = 0
 
     @property
     def alertname(self) -> str:
@@ -184,6 +192,7 @@ def received_alerts(payload: WebhookPayload) -> list[Received]:
                 annotations=bounded(alert.annotations, MAX_ANNOTATION),
                 generator_url=_cut(alert.generator_url, MAX_URL),
                 receiver=receiver,
+                truncated_alerts=payload.truncated_alerts,
             ),
         )
     return list(out.values())
@@ -208,6 +217,15 @@ def to_alert(item: Received, default: Severity, now: datetime) -> Alert:
         or f"{item.alertname} (from Alertmanager)"
     )
     resolved_at = None if firing else (item.ends_at or now)
+    evidence: dict[str, object] = {
+        "source": "alertmanager",
+        "generator_url": item.generator_url,
+        "am_fingerprint": item.am_fingerprint,
+        "receiver": item.receiver,
+        "annotations": dict(item.annotations),
+    }
+    if item.truncated_alerts:
+        evidence["truncated_alerts"] = item.truncated_alerts
     return Alert(
         rule=_cut(item.alertname, 200),
         kind=RuleKind.ALERTMANAGER,
@@ -219,11 +237,5 @@ def to_alert(item: Received, default: Severity, now: datetime) -> Alert:
         fired_at=item.starts_at,
         resolved_at=resolved_at,
         summary=_cut(summary, 300),
-        evidence={
-            "source": "alertmanager",
-            "generator_url": item.generator_url,
-            "am_fingerprint": item.am_fingerprint,
-            "receiver": item.receiver,
-            "annotations": dict(item.annotations),
-        },
+        evidence=evidence,
     )

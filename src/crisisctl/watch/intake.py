@@ -60,10 +60,12 @@ class AlertSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class IntakeResult:
-    """What one notification did: alerts in it, and how many were booked now."""
+    """What one notification did: alerts in it, how many were booked now, and how many of
+    its group Alertmanager left out (``truncatedAlerts``)."""
 
     received: int
     booked: int
+    truncated: int = 0
 
 
 class Intake:
@@ -109,7 +111,17 @@ class Intake:
             if change.alert.fingerprint not in muted
         ]
         await asyncio.to_thread(mark_processed, self.db, done, now)
-        return IntakeResult(received=len(payload.alerts), booked=len(todo))
+        if payload.truncated_alerts:
+            log.warning(
+                "alertmanager intake: a notification to receiver %r left out %d alerts of its "
+                "group (the webhook's max_alerts): raise max_alerts in Alertmanager's "
+                "webhook_configs (and intake.max_alerts) to receive them",
+                payload.receiver[:200],
+                payload.truncated_alerts,
+            )
+        return IntakeResult(
+            received=len(payload.alerts), booked=len(todo), truncated=payload.truncated_alerts
+        )
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -179,7 +191,9 @@ def intake_routes(
         except Exception:  # a bug: answer 500 so Alertmanager retries; say so loudly
             log.exception("alertmanager intake: booking a notification failed")
             return _error(500, "the intake failed to book the notification; retry later.")
-        return JSONResponse({"received": result.received, "booked": result.booked})
+        return JSONResponse(
+            {"received": result.received, "booked": result.booked, "truncated": result.truncated}
+        )
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
