@@ -58,7 +58,8 @@ def test_an_alertmanager_alert_opens_one_incident_and_is_listed(serve: ServeProc
         assert client.post(INTAKE, json=body).status_code == 401
         assert client.post(INTAKE, json=body, headers=bearer(OPERATOR_TOKEN)).status_code == 401
         first = client.post(INTAKE, json=body, headers=bearer(TOKEN))
-        assert first.status_code == 200 and first.json() == {"received": 1, "booked": 1, "truncated": 0}
+        assert first.status_code == 200
+        assert first.json() == {"received": 1, "booked": 1, "truncated": 0}
         again = client.post(INTAKE, json={**body, "groupKey": "other"}, headers=bearer(TOKEN))
         assert again.status_code == 200 and again.json()["booked"] == 0
         incidents = _incidents(serve)
