@@ -70,8 +70,10 @@ def validate_options(scan_id: str, profile: Profile) -> ValidateOptions:
         target_ms=profile.target_ms,
         burst=profile.validate_burst,
         # more parallel requests than the fixed guard's report route can hold (its adaptive
-        # limit starts at 12, queue 16): shedding is then certain, not a matter of timing (20
-        # shed nothing on a busy host, 60 requests in the quick profile)
+        # limit starts at 12, queue 4): shedding is then certain, not a matter of timing (20
+        # shed nothing on a busy host, 60 requests in the quick profile). On a host at half
+        # speed this process sends at about the rate the service answers, so a queue of 16
+        # (7 + 16 held) absorbed the whole burst: nothing shed (2026-12-06)
         concurrency=40,
         load_rate=profile.validate_rate,
         load_duration_s=profile.validate_load_s,

@@ -159,8 +159,9 @@ def guard_config(*, token: str = DEFAULT_TOKEN, ramp_s: float = 120.0) -> GuardC
     At most 2 scans at once, emergency or not (operation quota ``scan``, taken by POST
     /api/scans once its body is valid; the seeds' MAX_CONCURRENT_SCANS). Per client IP: scan
     creation 10/minute (4/minute in emergency; the seeds' SlowAPI limit was 2/minute for one
-    user), every other route 50/s and 1500/min. Adaptive concurrency
-    (start 8, queue 16). Timeouts: status reads 2 s, scan creation and reports 5 s, anything
+    user), every other route 50/s and 1500/min. Adaptive concurrency per route (start 12,
+    6–64, queue 4: a short queue, so that a burst beyond what a route serves is shed at once
+    instead of waiting). Timeouts: status reads 2 s, scan creation and reports 5 s, anything
     else 10 s. Reports are low priority (emergency mode sheds them). `/api/stats` is critical
     like the health check (never limited).
     """
@@ -180,7 +181,7 @@ def guard_config(*, token: str = DEFAULT_TOKEN, ramp_s: float = 120.0) -> GuardC
         ),
         timeout_s=10.0,
         concurrency=ConcurrencyConfig(
-            mode="adaptive", limit=12, min_limit=6, max_limit=64, queue_size=16
+            mode="adaptive", limit=12, min_limit=6, max_limit=64, queue_size=4
         ),
         emergency=EmergencyConfig(ramp_s=ramp_s),
         critical_paths=(*DEFAULT_CRITICAL_PATHS, "/api/stats"),
