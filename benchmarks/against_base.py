@@ -119,25 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     commit = resolve(args.rev)
     tree = checkout(commit, args.rebuild)
     sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-    bench = importlib.import_module(f"benchmarks.{args.bench}")
-    apps = importlib.import_module("benchmarks.apps.overhead_apps")
-    tables = [apps, bench]
-    if args.bench == "guard_misses":
-        tables.append(importlib.import_module("benchmarks.guard_instructions"))
-        bench = tables[-1]  # (it serves its variants through guard_instructions.variant_env)
-    register(bench, tables, names, tree / "src")
+    module = importlib.import_module(f"benchmarks.{args.bench}")
+    tables = [importlib.import_module("benchmarks.apps.overhead_apps"), module]
+    serving = module
+    if args.bench == "guard_misses":  # it serves its variants through guard_instructions
+        serving = importlib.import_module("benchmarks.guard_instructions")
+        tables.append(serving)
+    register(serving, tables, names, tree / "src")
     print(f"against_base: {', '.join(names)} served from {commit[:12]} ({tree / 'src'})")
-    entry = importlib.import_module(f"benchmarks.{args.bench}")
-    result: int = entry.main(rest) if _takes_argv(entry) else _with_argv(entry, rest)
-    return result
-
-
-def _takes_argv(module: ModuleType) -> bool:
-    return bool(module.main.__code__.co_argcount)
-
-
-def _with_argv(module: ModuleType, argv: list[str]) -> int:
-    sys.argv = [f"{module.__name__}.py", *argv]
+    sys.argv = [f"{args.bench}.py", *rest]  # (each benchmark's main() reads sys.argv)
     result: int = module.main()
     return result
 

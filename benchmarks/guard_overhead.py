@@ -214,8 +214,10 @@ class HostSpeed:
         self.fastest = min(self.fastest, took)
         return took
 
-    def slow(self, *probes: float) -> bool:
-        return max(probes) > HOST_SLOW_FACTOR * self.fastest
+    def ratio(self, run: Run) -> float:
+        """How much slower than the fastest probe the host was around `run` (its slower
+        probe)."""
+        return max(run.host_probe_before_ms, run.host_probe_after_ms) / self.fastest
 
 
 def free_port() -> int:
@@ -420,7 +422,7 @@ def measure(
         run.cpu_s = server.cpu_seconds() - before
         core_after = core_times(0)
         run.host_probe_after_ms = host.probe()
-        run.host_slow = host.slow(run.host_probe_before_ms, run.host_probe_after_ms)
+        run.host_slow = host.ratio(run) > HOST_SLOW_FACTOR
         run.requests = out["requests"]
         run.duration_s = out["duration_s"]
         run.rps = run.requests / run.duration_s if run.duration_s else 0.0
@@ -628,9 +630,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  round {rnd} {name:<20} {run.rps:>9.0f} req/s "
                     f"{run.cpu_us_per_req:>8.2f} µs/req  util {run.server_util:.2f} "
-                    f"others {run.interference:.2f}  host at "
-                    f"{max(run.host_probe_before_ms, run.host_probe_after_ms) / host.fastest:.2f}×"
-                    f"  {state}"
+                    f"others {run.interference:.2f}  host at {host.ratio(run):.2f}×  {state}"
                 )
                 if not run.disturbed or run.non_2xx:
                     break
@@ -639,13 +639,7 @@ def main(argv: list[str] | None = None) -> int:
 
     med = summarize(runs, variants)
     used = [r for r in runs if r.used and r.valid]
-    host_ratio = (
-        statistics.median(
-            max(r.host_probe_before_ms, r.host_probe_after_ms) / host.fastest for r in used
-        )
-        if used
-        else None
-    )
+    host_ratio = statistics.median(host.ratio(r) for r in used) if used else None
     print()
     print_table(med)
     if host_ratio is not None:
