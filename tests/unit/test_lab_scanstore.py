@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from crisisctl.lab.scanstore import Scan, ScanStore, StoreSettings
+from crisisctl.lab.scanstore import WORKER_NICE, Scan, ScanStore, StoreSettings
 
 TINY: dict[str, Any] = {"steps": 2, "step_cpu_ms": 0.1, "step_io_ms": 1.0, "read_cpu_ms": 0.0,
         "read_io_ms": 0.0, "report_cpu_ms": 0.1, "result_kb": 4}  # fmt: skip
@@ -103,3 +104,19 @@ def test_results_are_deterministic_and_sized() -> None:
 def test_invalid_settings_are_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         StoreSettings(**bad)
+
+
+def test_the_workers_run_at_a_lower_cpu_priority_than_the_event_loop() -> None:
+    """On a 2-core host, six threads burning PBKDF2 at the loop's own priority starved it: a
+    validation burst then reached the guard at the rate it was served, and nothing was shed
+    (make demo, 2026-12-06). Linux nice values are per thread."""
+    store = ScanStore(StoreSettings(workers=2, **TINY), "fixed")
+    try:
+        mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        worker = store.pool.submit(
+            lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        ).result(timeout=10.0)
+        assert worker == min(19, mine + WORKER_NICE)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+    finally:
+        store.close()

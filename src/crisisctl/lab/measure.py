@@ -71,9 +71,10 @@ def validate_options(scan_id: str, profile: Profile) -> ValidateOptions:
         burst=profile.validate_burst,
         # more parallel requests than the fixed guard's report route can hold (its adaptive
         # limit starts at 12, queue 4): shedding is then certain, not a matter of timing (20
-        # shed nothing on a busy host, 60 requests in the quick profile). On a host at half
-        # speed this process sends at about the rate the service answers, so a queue of 16
-        # (7 + 16 held) absorbed the whole burst: nothing shed (2026-12-06)
+        # shed nothing on a busy host, 60 requests in the quick profile). The service's
+        # workers run at a lower CPU priority than its event loop (lab/scanstore.py): at equal
+        # priority, on a 2-core host at half speed, the burst reached the guard at the rate it
+        # was served and nothing was shed (2026-12-06)
         concurrency=40,
         load_rate=profile.validate_rate,
         load_duration_s=profile.validate_load_s,
