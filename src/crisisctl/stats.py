@@ -16,16 +16,16 @@ from __future__ import annotations
 import math
 from collections.abc import ItemsView, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 #: log2 of the sub-bucket count: 2048 sub-buckets -> 1/1024 relative resolution.
-_SUB_BITS = 11
-_HALF_BITS = _SUB_BITS - 1
-_SUB_COUNT = 1 << _SUB_BITS
+_SUB_BITS: Final = 11
+_HALF_BITS: Final = _SUB_BITS - 1
+_SUB_COUNT: Final = 1 << _SUB_BITS
 #: Largest value kept exactly (µs): 2**32 - 1 µs ≈ 71.6 minutes. Larger values are clamped.
-MAX_TRACKABLE_US = (1 << 32) - 1
+MAX_TRACKABLE_US: Final = (1 << 32) - 1
 #: `_min_us` of an empty histogram: above any value that can be recorded
-_EMPTY_MIN = MAX_TRACKABLE_US + 1
+_EMPTY_MIN: Final = MAX_TRACKABLE_US + 1
 
 #: Percentiles every summary reports, in this order.
 SUMMARY_PERCENTILES: tuple[tuple[str, float], ...] = (

@@ -38,15 +38,15 @@ from typing import Any, Final
 
 from crisisctl.guard.types import Scope
 
-UNKNOWN = "unknown"
-X_FORWARDED_FOR = "x-forwarded-for"
-FORWARDED = "forwarded"
+UNKNOWN: Final = "unknown"
+X_FORWARDED_FOR: Final = "x-forwarded-for"
+FORWARDED: Final = "forwarded"
 PROXY_HEADERS = (X_FORWARDED_FOR, FORWARDED)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: entries of a key function's (peer, header values) -> key cache
-CACHE_SIZE = 4096
+CACHE_SIZE: Final = 4096
 #: header values longer than this (in all) are parsed every time, never kept
-CACHEABLE_BYTES = 512
+CACHEABLE_BYTES: Final = 512
 #: (network address, netmask) of trusted IPv4 networks, as integers
 IPv4Nets = Sequence[tuple[int, int]]
 _ZERO: Final = 48  # ord("0")

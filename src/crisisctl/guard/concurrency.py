@@ -104,31 +104,32 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 from crisisctl.guard.config import ConcurrencyConfig, Priority
 from crisisctl.guard.latency_reference import WINDOW_MIN_SAMPLES, LatencyReference
 
-WINDOW_MIN_S = 0.05
-WINDOW_MAX_S = 1.0
-HOLD_BASE_S = 10.0
+WINDOW_MIN_S: Final = 0.05
+WINDOW_MAX_S: Final = 1.0
+HOLD_BASE_S: Final = 10.0
 #: the deepest single cut (Netflix uses 0.5; 0.25 converges from a far-too-high limit in
 #: half as many windows, which matters when overload hits a service that was idle)
-MIN_GRADIENT = 0.25
+MIN_GRADIENT: Final = 0.25
 #: requests of queueing the decrease leaves room for (see the module docstring)
-QUEUE_ALLOWANCE = 1.0
-HOLD_MAX_S = 120.0
+QUEUE_ALLOWANCE: Final = 1.0
+HOLD_MAX_S: Final = 120.0
 #: while app-limited the limit decays towards twice the used concurrency, never below this
-APP_LIMITED_FLOOR = 4.0
+APP_LIMITED_FLOOR: Final = 4.0
 #: cv² from which the latency counts as dispersed (a standard deviation at least the mean)
-DISPERSED_CV2 = 1.0
+DISPERSED_CV2: Final = 1.0
 #: a dispersed latency's next free slot is expected within mean + this many standard deviations
 #: (about the p99 of a normal latency)
-WAIT_SPREAD = 2.33
+WAIT_SPREAD: Final = 2.33
 
 #: reasons a request can be refused by this module (metric label values)
-SHED_QUEUE_FULL = "queue_full"
-SHED_QUEUE_TIMEOUT = "queue_timeout"
-SHED_OVERLOADED = "overloaded"
+SHED_QUEUE_FULL: Final = "queue_full"
+SHED_QUEUE_TIMEOUT: Final = "queue_timeout"
+SHED_OVERLOADED: Final = "overloaded"
 
 
 class _Waiter:

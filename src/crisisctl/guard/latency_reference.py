@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Final
 
 #: the fewest samples a window closes with (unless it is a second old)
-WINDOW_MIN_SAMPLES = 10
+WINDOW_MIN_SAMPLES: Final = 10
 #: how much of each window's mean and variance enters the latency's dispersion (EWMA)
-DISPERSION_SMOOTHING = 0.1
+DISPERSION_SMOOTHING: Final = 0.1
 #: a window holds at least this many samples per unit of cv², so its mean is within about 1/5
 #: of the true one (or WINDOW_MAX_S passed)
-DISPERSION_SAMPLES = 25.0
+DISPERSION_SAMPLES: Final = 25.0
 #: the most runs the reference remembers (50 ms windows over 30 s: 600)
-NOLOAD_RUNS = 1024
+NOLOAD_RUNS: Final = 1024
 
 
 class LatencyReference:

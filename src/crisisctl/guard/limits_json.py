@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Final
 
 from crisisctl.guard.concurrency import ConcurrencyLimiter
 from crisisctl.guard.digest import MIN_INLINE, SLICE_S
 
-_OFF = b'{"mode":"off"}'
+_OFF: Final = b'{"mode":"off"}'
 
 
 def signature(limiter: ConcurrencyLimiter) -> tuple[object, ...]:

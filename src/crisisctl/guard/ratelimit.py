@@ -39,7 +39,7 @@ from crisisctl.guard.config import GuardConfigError, RateLimit
 if TYPE_CHECKING:
     from crisisctl.guard.modes import ModeState
 
-_EPS = 1e-9
+_EPS: Final = 1e-9
 #: `RateLimitPolicy.gcra`: one GCRA limit (the guard calls `MemoryRateLimiter.admit_one`),
 #: several (`admit_stacked`)
 GCRA_ONE: Final = 1

@@ -29,28 +29,31 @@ templates through a segment trie (guard/routetrie.py: a dict lookup per path seg
 the trie cannot express, the rules allowed for the method and the critical paths through one
 combined regex each, an alternation in priority order whose matching group (``lastindex``)
 names the winner, so a miss costs at most three ``match`` calls whatever the number of
-routes. `RouteTable.resolve` is the readable reference it must agree with
-(tests/unit/test_routes_fast.py and tests/unit/test_routetrie.py pin the two).
+routes. A path with ids (never cached) whose template has no rule and whose first segment
+cannot start a critical path costs the trie's walk and one list index: each template keeps
+its resolved value once its label is booked. `RouteTable.resolve` is the readable reference
+it must agree with (tests/unit/test_routes_fast.py and tests/unit/test_routetrie.py pin the
+two).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Final, Generic, TypeVar
 
 from crisisctl.guard.config import RouteRule
 from crisisctl.guard.routetrie import NO_MATCH, TemplateTrie
 
 T = TypeVar("T")
 
-UNMATCHED = "<unmatched>"
-OTHER = "<other>"
+UNMATCHED: Final = "<unmatched>"
+OTHER: Final = "<other>"
 #: the method label of every method outside `STANDARD_METHODS` (and the rules' methods)
-OTHER_METHOD = "OTHER"
+OTHER_METHOD: Final = "OTHER"
 #: the method label of WebSocket handshakes (their scope has no method)
-WEBSOCKET_METHOD = "WEBSOCKET"
+WEBSOCKET_METHOD: Final = "WEBSOCKET"
 STANDARD_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 )
@@ -62,8 +65,8 @@ _ID_SEGMENT = re.compile(
     r"|[0-9a-fA-F]{16,}"
 )
 #: a segment longer than this is an identifier too (nobody names a route that way)
-_LONG_SEGMENT = 64
-ID_LABEL = "{id}"
+_LONG_SEGMENT: Final = 64
+ID_LABEL: Final = "{id}"
 #: a rule and the label it gives (None for a wildcard rule)
 _RuleEntry = tuple[RouteRule, str | None]
 
@@ -136,6 +139,9 @@ class Resolved:
     rule: RouteRule | None
     #: the raw path is one of the critical paths (never limited, queued, shed or broken)
     critical: bool = False
+    #: its index among its table's interned values (-1: not interned), where the table keeps
+    #: what it built from it: a list index, not a dict lookup of its id
+    serial: int = field(default=-1, compare=False)
 
 
 def discover_templates(app: Any) -> list[str]:
@@ -212,14 +218,20 @@ class RouteTable(Generic[T]):
         #: label -> the Resolved of that label with no rule, not critical (the common value:
         #: found without building a tuple)
         self._plain: dict[str, Resolved] = {}
-        #: method -> id of a Resolved (interned above: ids stay valid) -> what `build` made
-        #: of it: a path's route is built once per distinct value, not once per path
-        self._built: dict[str, dict[int, T]] = {}
+        #: template index -> that Resolved of the template's label, once its label is booked
+        #: (an opaque template's label is the path's: never kept here)
+        self._plain_by_template: list[Resolved | None] = [None] * len(self._templates)
+        #: method -> `serial` of a Resolved (interned above) -> what `build` made of it: a
+        #: path's route is built once per distinct value, not once per path
+        self._built: dict[str, list[T | None]] = {}
         self._critical_re = combine(self._critical)
         #: a critical path can only match paths starting with one of these segments, unless
         #: one of them starts with something else than a fixed word (`_critical_any`)
         critical_firsts = [literal_first_segment(p) for p in critical_paths]
         self._critical_firsts = frozenset(f for f in critical_firsts if f is not None)
+        #: their first characters (the words are never empty): most paths are told apart by
+        #: the one (cached) character after their first "/"
+        self._critical_c1 = frozenset(f[0] for f in self._critical_firsts)
         self._critical_any = None in critical_firsts
         #: method -> (combined regex of the rules allowed for it, their (rule, label))
         self._rules_re: dict[str, tuple[re.Pattern[str] | None, list[_RuleEntry]]] = {}
@@ -245,24 +257,30 @@ class RouteTable(Generic[T]):
         route). (The guard reads the cache itself, and says `probed` when it found nothing under
         a method the table knows: not probed again.)
         """
-        if method not in self._methods:
-            method = OTHER_METHOD
-            probed = False  # the caller looked under the method, not under OTHER
         by_path = self.cache.get(method)
-        if by_path is not None:
-            if not probed:
-                hit = by_path.get(path)
-                if hit is not None:
-                    return hit
-        else:
-            by_path = self.cache[method] = {}
+        if by_path is None:  # (the cache has a table only under the methods it knows)
+            if method not in self._methods:
+                method = OTHER_METHOD
+                probed = False  # the caller looked under the method, not under OTHER
+                by_path = self.cache.get(method)
+            if by_path is None:
+                by_path = self.cache[method] = {}
+        if not probed:
+            hit = by_path.get(path)
+            if hit is not None:
+                return hit
         resolved = self.resolve_fast(method, path)
-        by_resolved = self._built.get(method)
-        if by_resolved is None:
-            by_resolved = self._built[method] = {}
-        built = by_resolved.get(id(resolved))
+        by_serial = self._built.get(method)
+        if by_serial is None:
+            by_serial = self._built[method] = []
+        serial = resolved.serial
+        if serial < 0:  # (every value resolve_fast gives is interned)
+            return self._build(resolved, method)
+        if serial >= len(by_serial):
+            by_serial.extend([None] * (serial + 1 - len(by_serial)))
+        built = by_serial[serial]
         if built is None:
-            built = by_resolved[id(resolved)] = self._build(resolved, method)
+            built = by_serial[serial] = self._build(resolved, method)
         if resolved.label != path:
             # a path with parameters (an id: rarely the same twice), a 404 or a folded label:
             # not kept, or the cache would hold (and the allocator never reuse) every path seen
@@ -320,9 +338,9 @@ class RouteTable(Generic[T]):
         label = None
         # the trie and the index of critical paths by first segment take paths starting with
         # "/" and without "\n" ("$" also matches before a final "\n"): the regexes the others
-        plain = path[:1] == "/" and "\n" not in path
+        plain = path.startswith("/") and "\n" not in path
+        index = NO_MATCH
         if self._templates:
-            index = NO_MATCH
             if plain:
                 index = self._trie.match(path)
                 fallback_re = self._fallback_re
@@ -337,6 +355,10 @@ class RouteTable(Generic[T]):
                     index = _winner(found)
             if index != NO_MATCH:
                 _, template, opaque = self._templates[index]
+                if rule is None and not opaque:
+                    known = self._plain_by_template[index]
+                    if known is not None and not self._is_critical(path, plain):
+                        return known
                 label = path_label(path) if opaque else template
         if label is None:
             if rule_label is not None:
@@ -350,21 +372,28 @@ class RouteTable(Generic[T]):
                 label = OTHER
             else:
                 self._labels.add(label)
-        critical = False
-        critical_re = self._critical_re
-        if critical_re is not None:
-            if plain and not self._critical_any:
-                end = path.find("/", 1)
-                first = path[1:] if end < 0 else path[1:end]
-                critical = first in self._critical_firsts and critical_re.match(path) is not None
-            else:
-                critical = critical_re.match(path) is not None
+        critical = self._is_critical(path, plain)
         if rule is None and not critical:
             resolved = self._plain.get(label)
             if resolved is None:
                 resolved = self._plain[label] = self._interned(label, rule, critical)
+            if index != NO_MATCH and not self._templates[index][2]:
+                self._plain_by_template[index] = resolved  # (its label is booked by now)
             return resolved
         return self._interned(label, rule, critical)
+
+    def _is_critical(self, path: str, plain: bool) -> bool:
+        """Whether `path` is one of the critical paths (`plain`: as `resolve_fast` says)."""
+        critical_re = self._critical_re
+        if critical_re is None:
+            return False
+        if plain and not self._critical_any:
+            if len(path) < 2 or path[1] not in self._critical_c1:
+                return False
+            end = path.find("/", 1)
+            first = path[1:] if end < 0 else path[1:end]
+            return first in self._critical_firsts and critical_re.match(path) is not None
+        return critical_re.match(path) is not None
 
     def _interned(self, label: str, rule: RouteRule | None, critical: bool) -> Resolved:
         """The one Resolved of this value (bounded: labels by `max_labels`, rules by the
@@ -372,7 +401,8 @@ class RouteTable(Generic[T]):
         value = (label, -1 if rule is None else id(rule), critical)
         resolved = self._resolved.get(value)
         if resolved is None:
-            resolved = self._resolved[value] = Resolved(label, rule, critical)
+            serial = len(self._resolved)
+            resolved = self._resolved[value] = Resolved(label, rule, critical, serial)
         return resolved
 
     def _rules_for(self, method: str) -> tuple[re.Pattern[str] | None, list[_RuleEntry]]:

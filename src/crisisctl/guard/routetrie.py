@@ -7,6 +7,8 @@ whole-segment parameters (``/svc07/users/{user}/orders/{order_id:int}``). For th
 parameter standing for any non-empty segment, with one optional trailing slash. A trie of the
 segments answers that with one dict lookup per segment (a fixed word) and a branch per parameter,
 whatever the number of templates, where the combined regex walks the alternatives one by one.
+Where a position has a single fixed word (``/svc07/items``: ``items`` is all that follows
+``svc07``), the segment is compared with it in place: no string is cut out and hashed.
 
 `TemplateTrie.match` gives the smallest index of the trie's templates matching a path: the
 first in order, as the regex scan finds. Templates the trie cannot express — a parameter inside
@@ -33,10 +35,14 @@ _ANY: Final = None
 class _Node:
     """One segment position: its fixed words, its parameter branch, the templates ending here."""
 
-    __slots__ = ("end", "least", "literals", "param")
+    __slots__ = ("end", "least", "literals", "param", "word", "word_child")
 
     def __init__(self) -> None:
         self.literals: dict[str, _Node] = {}
+        #: the one fixed word when there is exactly one (and its node): compared in place,
+        #: with no segment string made and hashed for a dict lookup
+        self.word: str | None = None
+        self.word_child: _Node | None = None
         self.param: _Node | None = None
         #: the smallest index of a template ending here (NO_MATCH: none)
         self.end = NO_MATCH
@@ -87,6 +93,7 @@ class TemplateTrie:
                 node = child
                 node.least = min(node.least, index)
             node.end = min(node.end, index)
+        _single_words(self._root)
 
     def match(self, path: str) -> int:
         """The smallest index of a trie template matching `path` (which starts with ``/`` and
@@ -97,6 +104,19 @@ class TemplateTrie:
             # the optional trailing slash: the path's segments but the last, empty one
             best = _walk(self._root, path, 1, count - 1, best)
         return best
+
+
+def _single_words(root: _Node) -> None:
+    """Give every node with exactly one fixed word its `word` and `word_child`."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if len(node.literals) == 1:
+            for word, child in node.literals.items():
+                node.word, node.word_child = word, child
+        stack.extend(node.literals.values())
+        if node.param is not None:
+            stack.append(node.param)
 
 
 def _walk(node: _Node, path: str, i: int, end: int, best: int) -> int:
@@ -110,8 +130,13 @@ def _walk(node: _Node, path: str, i: int, end: int, best: int) -> int:
         stop = path.find("/", i, end)
         if stop < 0:
             stop = end
-        literals = node.literals
-        child = literals.get(path[i:stop]) if literals else None
+        word = node.word
+        if word is not None:  # (the segment is the word: as long, and found where it starts)
+            matched = stop - i == len(word) and path.find(word, i, stop) == i
+            child = node.word_child if matched else None
+        else:
+            literals = node.literals
+            child = literals.get(path[i:stop]) if literals else None
         param = node.param
         if param is None or stop == i:  # (a parameter is never empty)
             if child is None:

@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from crisisctl.guard import control
 from crisisctl.guard.breaker import CircuitBreaker
@@ -57,11 +57,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("crisisctl.guard")
 
 #: how often the housekeeping runs (key expiry, breaker snapshots, idle windows)
-HOUSEKEEPING_S = 1.0
+HOUSEKEEPING_S: Final = 1.0
 #: how long route latency snapshots are kept (the status's "recent" window)
-SNAPSHOT_KEEP_S = 60.0
+SNAPSHOT_KEEP_S: Final = 60.0
 #: the deadline list is compacted on the request path when it grows past this many entries
-DEADLINES_COMPACT_AT = 4096
+DEADLINES_COMPACT_AT: Final = 4096
 
 
 async def _dropped(message: Any) -> None:

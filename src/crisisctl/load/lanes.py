@@ -25,7 +25,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import Any
+from typing import Any, Final
 
 from crisisctl.load.recorder import Recorder, Tick
 from crisisctl.load.recording import LoadResult
@@ -42,14 +42,14 @@ from crisisctl.transport.client import (
 __all__ = ["MAX_REQUESTS_REASON", "ClosedLane", "Lane", "LaneRun", "OpenLane"]
 
 #: `LoadResult.aborted` of a run that stopped at its `max_requests` bound (then the count)
-MAX_REQUESTS_REASON = "stopped at the --max-requests bound"
+MAX_REQUESTS_REASON: Final = "stopped at the --max-requests bound"
 
 #: failures on a reused keep-alive connection that are retried once on a fresh one
 _RETRYABLE = (ClosedEarly, ConnectionResetError, BrokenPipeError)
 #: after "connection refused" a lane waits this long before its next request
-_REFUSED_PAUSE_S = 0.01
+_REFUSED_PAUSE_S: Final = 0.01
 #: how often the run checks, after the stop time, whether requests are still in flight
-_DRAIN_POLL_S = 0.02
+_DRAIN_POLL_S: Final = 0.02
 
 
 class LaneRun:

@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from crisisctl.load.recorder import Recorder, Tick
 from crisisctl.load.recording import OperationStats
@@ -32,9 +32,9 @@ __all__ = [
 ]
 
 #: A request that starts more than this long after its intended time counts as a late start.
-LATE_START_S = 0.001
+LATE_START_S: Final = 0.001
 #: Timers fire up to ~1 ms late, so a worker aims this much early.
-EARLY_S = 0.0005
+EARLY_S: Final = 0.0005
 
 
 # -- operations ------------------------------------------------------------------------------

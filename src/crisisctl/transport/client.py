@@ -36,7 +36,7 @@ import errno
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol, cast
+from typing import Any, Final, NamedTuple, Protocol, cast
 
 import httptools
 
@@ -58,9 +58,9 @@ __all__ = [
 #: Every error kind, in report order.
 ERROR_KINDS: tuple[str, ...] = ("refused", "reset", "timeout", "bad_response", "tls", "other")
 #: Body bytes kept per response by default (the rest is only counted).
-BODY_CAP = 1024
+BODY_CAP: Final = 1024
 #: Event-loop timers tick in milliseconds: a deadline this close counts as reached.
-_TIMER_SLACK_S = 0.001
+_TIMER_SLACK_S: Final = 0.001
 
 
 class RequestError(Exception):
