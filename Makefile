@@ -57,10 +57,13 @@ typecheck: $(BIN)/.installed-test
 unit: $(BIN)/.installed-test $(BIN)/.accel $(VENDOR)
 	$(BIN)/pytest -q tests/unit
 
-# the whole suite on the compiled request path, then the unit tests on its pure-Python source
+# the whole suite on the compiled request path, then the unit tests on its pure-Python source;
+# the unit tests (no servers, ports or shared state) run on every core (pytest-xdist), the
+# others one at a time (they start servers and some measure time)
 test: $(BIN)/.installed-test $(BIN)/.accel $(VENDOR) services lint typecheck
-	$(BIN)/pytest -q
-	CRISISCTL_PURE_PYTHON=1 $(BIN)/pytest -q -p no:cacheprovider tests/unit
+	$(BIN)/pytest -q --ignore=tests/unit
+	$(BIN)/pytest -q -n auto tests/unit
+	CRISISCTL_PURE_PYTHON=1 $(BIN)/pytest -q -n auto -p no:cacheprovider tests/unit
 
 bench: $(BIN)/.installed-bench $(BIN)/.accel
 	bash scripts/ensure-system-packages.sh wrk hey

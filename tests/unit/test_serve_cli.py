@@ -94,3 +94,12 @@ def test_flags_override_the_file_and_users_files_add_credentials(
     assert settings.state_dir == path.parent / "st"
     assert settings.tokens == {"serve-cli-token-0123456789": ("ops", "operator")}
     assert settings.problem() is None
+
+
+def test_an_error_naming_a_long_path_stays_on_one_line(tmp_path: Path) -> None:
+    """Rich wraps at 80 columns off a terminal: the path was cut mid-name (``serve.yam`` /
+    ``l``), which no one can copy or grep (seen under pytest-xdist's longer tmp paths)."""
+    deep = tmp_path / ("a-rather-long-directory-name-" * 4) / "serve.yaml"
+    result = runner.invoke(app, ["serve", str(deep)])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and str(deep) in result.output, result.output

@@ -19,8 +19,9 @@ EXIT_UNREACHABLE = 3
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """Print one clear sentence to stderr and exit with `code`."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print one clear sentence to stderr (one line: a path in it is never cut by a wrap, so it
+    can be copied or grepped) and exit with `code`."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

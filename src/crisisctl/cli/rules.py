@@ -30,7 +30,7 @@ def _load(path: Path) -> WatchConfig:
     except WatchFileError as exc:
         if len(exc.problems) == 1:
             fail(str(exc))
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
 
 

@@ -68,7 +68,7 @@ def serve(
     except ServeConfigError as exc:
         if len(exc.problems) == 1:
             fail(str(exc))
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
     except ValueError as exc:
         fail(str(exc))
