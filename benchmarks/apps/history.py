@@ -3,7 +3,9 @@
 The rule of `make bench`: store every run, report the median of all runs, never the best one.
 A results file (``benchmarks/results/NAME.json``) is a JSON list whose items are whole run
 documents, oldest first. A file written before this rule holds a single run document (a JSON
-object): it becomes the first item of the list, so earlier results stay as history.
+object): it becomes the first item of the list, so earlier results stay as history. A file
+whose object says what its runs are (``{"about": ..., "runs": [...]}``, the experiments files)
+keeps that shape: its runs are the list, and a new run is appended to them.
 
 Smoke runs (``--quick``) are stored too, marked ``"quick": true``, but a median never counts
 them: they are shorter and noisier by design. `median_across` reads one figure out of every
@@ -44,6 +46,9 @@ def load_runs(path: Path) -> list[dict[str, Any]]:
         return []
     data = json.loads(path.read_text())
     if isinstance(data, dict):
+        runs = data.get("runs")
+        if isinstance(runs, list) and all(isinstance(item, dict) for item in runs):
+            return list(runs)  # an annotated list of runs
         return [data]  # a file from before the rule: its one run is the first of the list
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise ValueError(f"{path} is neither a run document nor a list of them")
@@ -54,9 +59,14 @@ def append_run(path: Path, doc: dict[str, Any], *, quick: bool = False) -> list[
     """Append `doc` (marked ``quick`` for smoke runs) to the runs of `path`; all the runs."""
     runs = load_runs(path)
     runs.append({**doc, "quick": quick})
+    stored: Any = runs
+    if path.exists():
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and isinstance(data.get("runs"), list):
+            stored = {**data, "runs": runs}  # (it keeps what it says about its runs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(runs, indent=2) + "\n")
+    tmp.write_text(json.dumps(stored, indent=2) + "\n")
     tmp.replace(path)
     return runs
 

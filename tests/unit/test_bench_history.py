@@ -23,6 +23,19 @@ def test_an_old_single_run_file_becomes_the_first_run_of_the_list(tmp_path: Path
     assert [r["figure"] for r in load_runs(path)] == [3.0, 5.0]
 
 
+def test_a_file_that_says_what_its_runs_are_keeps_saying_it(tmp_path: Path) -> None:
+    """An experiments file ({"about", "runs"}) was read as one run and rewritten as
+    [whole file, new run] by benchmarks/against_base.py (2026-12-07)."""
+    path = tmp_path / "bench_experiments.json"
+    path.write_text(json.dumps({"about": "side-by-side runs", "runs": [{"figure": 3.0}]}))
+    assert [r["figure"] for r in load_runs(path)] == [3.0]
+    runs = append_run(path, {"figure": 5.0})
+    assert [r["figure"] for r in runs] == [3.0, 5.0]
+    data = json.loads(path.read_text())
+    assert data["about"] == "side-by-side runs"
+    assert [r["figure"] for r in data["runs"]] == [3.0, 5.0]
+
+
 def test_the_median_is_over_every_full_run_never_the_best(tmp_path: Path) -> None:
     path = tmp_path / "bench.json"
     for value in (9.0, 4.0, 6.0):
