@@ -42,12 +42,17 @@ def _status(url: str) -> dict[str, Any]:
     return data
 
 
-def _modes_by_pid(url: str, *, until: Any, within_s: float) -> dict[int, dict[str, Any]]:
-    """Status of each worker (by pid), read until `until(statuses)` holds."""
+def _modes_by_pid(
+    url: str, *, until: Any, within_s: float, every: Any = None
+) -> dict[int, dict[str, Any]]:
+    """Status of each worker (by pid), read until `until(statuses)` holds; `every(status)`, if
+    given, must hold for every answer read on the way."""
     seen: dict[int, dict[str, Any]] = {}
     started = time.monotonic()
     while True:
         data = _status(url)
+        if every is not None and not every(data):
+            pytest.fail(f"worker {data['pid']} answered {_brief({data['pid']: data})}")
         seen[data["pid"]] = data
         if until(seen):
             return seen
@@ -85,22 +90,22 @@ def test_uvicorn_workers_switch_together_within_a_second(fleet_config: dict[str,
                 json={"mode": "emergency", "reason": "workers test", "actor": "ci"},
                 headers={"authorization": f"Bearer {TOKEN}"},
             )
-        switched_at = time.monotonic()
         assert answer.status_code == 200
         switch = answer.json()["switch"]
         assert switch["stored"] is True
+        # within a second, as the switch measured it: all three workers confirmed
         assert switch["confirmed"] == switch["instances"] == 3
         assert switch["waited_ms"] < 1000.0
 
+        # so every answer from now on, from any worker, is already in emergency. (How long it
+        # takes to hear from all three is the kernel's spreading of fresh connections, not the
+        # switch: a 1 s bound on that failed at 1.015 s on a host at half speed.)
         after = _modes_by_pid(
             server.url,
-            until=lambda seen: (
-                set(seen) == set(before)
-                and all(d["mode"]["mode"] == "emergency" for d in seen.values())
-            ),
-            within_s=1.0,
+            until=lambda seen: set(seen) == set(before),
+            within_s=20.0,
+            every=lambda data: data["mode"]["mode"] == "emergency",
         )
-        assert time.monotonic() - switched_at < 1.0
         for data in after.values():
             assert data["mode"]["switch_id"] == switch["switch_id"]
             assert data["mode"]["history"][-1]["reason"] == "workers test"
