@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from crisisctl.cli.output import EXIT_USAGE, console, err_console, fail, print_json
+from crisisctl.cli.output import console, err_console, fail, print_json
 from crisisctl.watch.config import WatchConfig, WatchFileError, load_watch_file
 from crisisctl.watch.promconfig import SECRETS_DIR, IntakeTarget
 from crisisctl.watch.promfiles import write_files
@@ -28,10 +28,7 @@ def _load(path: Path) -> WatchConfig:
     try:
         return load_watch_file(path)
     except WatchFileError as exc:
-        if len(exc.problems) == 1:
-            fail(str(exc))
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        fail(str(exc))  # (one problem or several, one per line)
 
 
 @app.command()

@@ -66,10 +66,7 @@ def serve(
     try:
         settings = _settings(config, listen, watch, users, state_dir, db, allow_anonymous_viewer)
     except ServeConfigError as exc:
-        if len(exc.problems) == 1:
-            fail(str(exc))
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        fail(str(exc))  # (one problem or several, one per line)
     except ValueError as exc:
         fail(str(exc))
     problem = settings.problem()

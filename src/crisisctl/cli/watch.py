@@ -21,7 +21,7 @@ from typing import Annotated, Protocol
 import typer
 from rich.table import Table
 
-from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, console, err_console, fail
+from crisisctl.cli.output import EXIT_CHECK_FAILED, EXIT_OK, console, err_console, fail
 from crisisctl.watch.config import WatchConfig, WatchFileError, load_watch_file
 from crisisctl.watch.engine import alert_to_dict
 from crisisctl.watch.loop import Watch
@@ -32,10 +32,7 @@ def _load(path: Path) -> WatchConfig:
     try:
         return load_watch_file(path)
     except WatchFileError as exc:
-        if len(exc.problems) == 1:
-            fail(str(exc))
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        fail(str(exc))  # (one problem or several, one per line)
 
 
 def watch(
