@@ -521,7 +521,7 @@ def test_in_standing_overload_one_cut_sets_the_ceiling_and_no_allowance_is_added
     clock = FakeClock()
     lim = adaptive(clock, limit=2)
     lim.rtt_noload = 0.005
-    lim.reference.runs.append((clock(), 0.005, 10))
+    lim.reference.add_run(clock(), 0.005, 10)
     lim.episode_start = clock() - 1.0  # queueing for a second: standing overload
 
     def one_round(in_flight: int, rtt: float) -> None:
