@@ -65,9 +65,15 @@ test: $(BIN)/.installed-test $(BIN)/.accel $(VENDOR) services lint typecheck
 	$(BIN)/pytest -q -n auto tests/unit
 	CRISISCTL_PURE_PYTHON=1 $(BIN)/pytest -q -n auto -p no:cacheprovider tests/unit
 
+# the realistic app's guard once it has run for a while: every route's adaptive limit then holds
+# 30 s of latency history (docs/benchmarks.md, "The steady state")
+STEADY = --variants realistic_bare,realistic_guard,realistic_guard_jobs_only,realistic_floor \
+	--warmup 35 --rounds 3 --output benchmarks/results/guard_overhead_steady.json
+
 bench: $(BIN)/.installed-bench $(BIN)/.accel
 	bash scripts/ensure-system-packages.sh wrk hey
 	$(BIN)/python benchmarks/guard_overhead.py
+	$(BIN)/python benchmarks/guard_overhead.py $(STEADY)
 	$(BIN)/python benchmarks/guard_instructions.py
 	$(BIN)/python benchmarks/guard_misses.py
 	$(BIN)/python benchmarks/overload_goodput.py
