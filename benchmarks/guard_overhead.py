@@ -15,7 +15,12 @@ Every variant of `benchmarks/apps/overhead_apps.py` (a hello-world route, bare o
 middleware) runs in its own uvicorn process (uvloop + httptools, one worker, no access log)
 pinned to core 0, and is loaded by `wrk` pinned to core 1. After a warm-up, the server's CPU
 time (utime + stime from /proc/PID/stat, via psutil) is read before and after a measured
-`wrk` run; CPU µs/request = cpu_seconds * 1e6 / requests. Rounds are interleaved (round 1 runs
+`wrk` run; CPU µs/request = cpu_seconds * 1e6 / requests. A server lives through its
+warm-up (`--warmup`, 2 s) and one measured run: a young server. State that grows with the
+server's age (each route's adaptive limit keeps 30 s of latency history) is only at its full
+size after 30 s, so ``make bench`` also runs the realistic variants with ``--warmup 35``, the
+steady state, into ``guard_overhead_steady.json`` (the Makefile's ``STEADY``): a cost that
+grows with age shows as a gap between the two. Rounds are interleaved (round 1 runs
 every variant, then round 2 …, each round starting at a different variant) and the median per
 variant is reported, with the µs added over its bare baseline (Starlette, or FastAPI for the
 instrumentator) and the ratio of that cost to the guard's. Two second opinions are printed
