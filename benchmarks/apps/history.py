@@ -42,28 +42,30 @@ def code_fingerprint(*patterns: str) -> str:
 
 def load_runs(path: Path) -> list[dict[str, Any]]:
     """The stored runs of a results file, oldest first ([] when it does not exist yet)."""
+    return _read(path)[0]
+
+
+def _read(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The stored runs of `path`, and the annotated object holding them (None: a plain list)."""
     if not path.exists():
-        return []
+        return [], None
     data = json.loads(path.read_text())
     if isinstance(data, dict):
         runs = data.get("runs")
         if isinstance(runs, list) and all(isinstance(item, dict) for item in runs):
-            return list(runs)  # an annotated list of runs
-        return [data]  # a file from before the rule: its one run is the first of the list
+            return list(runs), data  # an annotated list of runs
+        return [data], None  # a file from before the rule: its one run is the first of the list
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise ValueError(f"{path} is neither a run document nor a list of them")
-    return data
+    return data, None
 
 
 def append_run(path: Path, doc: dict[str, Any], *, quick: bool = False) -> list[dict[str, Any]]:
     """Append `doc` (marked ``quick`` for smoke runs) to the runs of `path`; all the runs."""
-    runs = load_runs(path)
+    runs, annotated = _read(path)
     runs.append({**doc, "quick": quick})
-    stored: Any = runs
-    if path.exists():
-        data = json.loads(path.read_text())
-        if isinstance(data, dict) and isinstance(data.get("runs"), list):
-            stored = {**data, "runs": runs}  # (it keeps what it says about its runs)
+    # (an annotated file keeps what it says about its runs)
+    stored: Any = runs if annotated is None else {**annotated, "runs": runs}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(stored, indent=2) + "\n")

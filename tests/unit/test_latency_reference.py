@@ -95,7 +95,7 @@ def drive(sequence: list[Window]) -> None:
             now, mean, square, n, WINDOW_S
         )
         assert (fast.cv2, fast.window_min) == (plain.cv2, plain.window_min)
-        kept = {(at, mean, count) for at, mean, count, _ in fast.runs}
+        kept = {(at, run_mean, count) for at, run_mean, count, _ in fast.runs}
         assert kept <= set(plain.runs)
 
 
