@@ -267,6 +267,14 @@ def make_realistic_guard_no_headers() -> ASGIApp:
     return _realistic_guard(rate_limit_headers=False)
 
 
+def make_realistic_work10() -> ASGIApp:
+    """The calibration: the bare realistic app doing exactly 10 µs more CPU work per request
+    (realistic_app.py's docstring), what the target's "10 µs added" reads as on this machine."""
+    from benchmarks.apps.realistic_app import build_app
+
+    return build_app(work_us=10.0)
+
+
 def make_realistic_floor() -> ASGIApp:
     """The realistic app behind the least middleware doing its jobs (floor_middleware.py)."""
     from benchmarks.apps.floor_middleware import build_floor_app
@@ -321,6 +329,7 @@ VARIANTS: dict[str, tuple[str, Callable[[], ASGIApp], str]] = {
     "realistic_guard": ("realistic_guard_app", make_realistic_guard, "realistic_bare"),
     "realistic_slowapi": ("realistic_slowapi_app", make_realistic_slowapi, "realistic_bare"),
     "realistic_floor": ("realistic_floor_app", make_realistic_floor, "realistic_bare"),
+    "realistic_work10": ("realistic_work10_app", make_realistic_work10, "realistic_bare"),
     "realistic_guard_pure": ("realistic_guard_app", make_realistic_guard, "realistic_bare"),
     "realistic_guard_jobs_only": (
         "realistic_guard_jobs_only_app",

@@ -12,6 +12,16 @@ its best case. A service that needs a guard looks more like this:
 * two stacked limits per client, ``1000/second;50000/minute``, never reached (each client
   sends a few dozen requests per second), with RateLimit headers on every response.
 
+The calibration (``build_app(work_us=10)``): the same app whose route handlers each spend exactly
+10 µs more CPU per request, busy-waiting on the clock. It is known by construction to add 10 µs of
+work, and it shows what "10 µs added" reads as in `guard_overhead.py`'s rounds on the machine
+measured. That reads more than 10 (about 13 in a first sweep on an AMD EPYC VM, 2026-12-07): the
+server's other costs per request grow as it slows (user and kernel time both; not separated
+further), by a factor that differs between machines and hours. The issue's
+target (the guard adds ≤ 10 µs) is judged both on the raw figure and against this one, measured in
+the same rounds. (It is a lower bound for real work: a busy wait touches no memory, so it slows
+nothing else down, and a slow host does not stretch it.)
+
 The requests cycle through `requests()`: request *i* goes to route *i mod 50* with client
 *(7 i) mod 1000* (so every client visits many routes) and path parameters made from *i*, so
 that the 20,000 paths of the cycle are all distinct, as ids are in production: more distinct
@@ -24,6 +34,9 @@ addresses are header values only (documentation and private ranges): no traffic 
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -122,9 +135,25 @@ async def _handler(request: Request) -> Response:
     return PlainTextResponse("hello" if request.path_params else "?")
 
 
-def build_app() -> Starlette:
-    """The bare realistic app: ``GET /`` and the 50 parameterised routes."""
-    routes = [Route("/", _hello)] + [Route(t, _handler) for t in route_templates()]
+def _working_handler(work_us: float) -> Callable[[Request], Awaitable[Response]]:
+    """`_handler` spending `work_us` more µs of CPU per request (a busy wait on the clock)."""
+    work_s = work_us / 1_000_000
+    clock = time.perf_counter
+
+    async def handler(request: Request) -> Response:
+        end = clock() + work_s
+        while clock() < end:
+            pass
+        return PlainTextResponse("hello" if request.path_params else "?")
+
+    return handler
+
+
+def build_app(work_us: float = 0.0) -> Starlette:
+    """The bare realistic app: ``GET /`` and the 50 parameterised routes; with `work_us`, each
+    route's handler does that many µs more CPU work (the calibration: see the docstring)."""
+    handler = _working_handler(work_us) if work_us > 0 else _handler
+    routes = [Route("/", _hello)] + [Route(t, handler) for t in route_templates()]
     return Starlette(routes=routes)
 
 

@@ -93,3 +93,30 @@ def test_behind_the_guard_each_client_behind_the_proxy_has_its_own_limit() -> No
 def test_every_path_of_the_cycle_is_distinct_and_outnumbers_the_route_cache() -> None:
     paths = [path for path, _ in requests()]
     assert len(set(paths)) == len(paths) == CYCLE > 8192
+
+
+def test_the_calibration_app_does_its_ten_microseconds_of_work_and_answers_the_same() -> None:
+    """`build_app(work_us=10)` (guard_overhead's ``realistic_work10``) is the bare app plus at
+    least 10 µs of CPU per routed request: its handlers answer what the bare app's do, and a
+    request costs 10 µs more of this thread's CPU time (measured, so a busy wait that returned
+    early or slept instead would fail)."""
+    import time
+
+    cycle = requests(200)
+    bare, working = build_app(), build_app(work_us=10.0)
+
+    async def serve(app: Any) -> list[int]:
+        return [await _status(app, path, ip) for path, ip in cycle]
+
+    assert asyncio.run(serve(working)) == asyncio.run(serve(bare)) == [200] * len(cycle)
+
+    def cpu_us_per_request(app: Any) -> float:
+        start = time.thread_time()
+        asyncio.run(serve(app))
+        return (time.thread_time() - start) * 1e6 / len(cycle)
+
+    # the least of a few tries of each: interference only ever adds time
+    added = min(cpu_us_per_request(working) for _ in range(3)) - min(
+        cpu_us_per_request(bare) for _ in range(3)
+    )
+    assert added >= 9.0, f"the calibration app added {added:.1f} µs of CPU per request, not 10"
