@@ -67,7 +67,7 @@ test: $(BIN)/.installed-test $(BIN)/.accel $(VENDOR) services lint typecheck
 
 # the realistic app's guard once it has run for a while: every route's adaptive limit then holds
 # 30 s of latency history (docs/benchmarks.md, "The steady state")
-STEADY = --variants realistic_bare,realistic_guard,realistic_guard_jobs_only,realistic_floor \
+STEADY = --variants realistic_bare,realistic_guard,realistic_guard_jobs_only,realistic_floor,realistic_work10 \
 	--warmup 35 --rounds 3 --output benchmarks/results/guard_overhead_steady.json
 
 bench: $(BIN)/.installed-bench $(BIN)/.accel
