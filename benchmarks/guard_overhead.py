@@ -20,7 +20,8 @@ Every variant of `benchmarks/apps/overhead_apps.py` (a hello-world route, bare o
 middleware) runs in its own uvicorn process (uvloop + httptools, one worker, no access log)
 pinned to core 0, and is loaded by `wrk` pinned to core 1. After a warm-up, the server's CPU
 time (utime + stime from /proc/PID/stat, via psutil) is read before and after a measured
-`wrk` run; CPU µs/request = cpu_seconds * 1e6 / requests. A server lives through its
+`wrk` run; CPU µs/request = cpu_seconds * 1e6 / requests (its kernel part, stime, is stored
+beside it: `cpu_system_s` per run, `kernel_us_per_req` per variant). A server lives through its
 warm-up (`--warmup`, 2 s) and one measured run: a young server. State that grows with the
 server's age (each route's adaptive limit keeps 30 s of latency history) is only at its full
 size after 30 s, so ``make bench`` also runs the realistic variants with ``--warmup 35``, the
@@ -138,6 +139,8 @@ class Run:
     duration_s: float = 0.0
     rps: float = 0.0
     cpu_s: float = 0.0
+    #: the part of `cpu_s` spent in the kernel (stime): sockets, wake-ups, page faults
+    cpu_system_s: float = 0.0
     cpu_us_per_req: float = 0.0
     #: server CPU seconds per wall second of the run (≈ 1.0: the server was the bottleneck)
     server_util: float = 0.0
@@ -353,9 +356,10 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError(f"server not ready within {timeout_s:.0f} s: {last}")
 
-    def cpu_seconds(self) -> float:
+    def cpu_seconds(self) -> tuple[float, float]:
+        """The server's CPU seconds so far: (user + system, system)."""
         times = self.ps.cpu_times()
-        return float(times.user + times.system)
+        return float(times.user + times.system), float(times.system)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -428,9 +432,11 @@ def measure(
         time.sleep(0.2)  # let the warm-up connections close
         run.host_probe_before_ms = host.probe()
         core_before = core_times(0)
-        before = server.cpu_seconds()
+        before, system_before = server.cpu_seconds()
         out = run_wrk(wrk, server.port, args.duration, args.connections, pin, script)
-        run.cpu_s = server.cpu_seconds() - before
+        after, system_after = server.cpu_seconds()
+        run.cpu_s = after - before
+        run.cpu_system_s = system_after - system_before
         core_after = core_times(0)
         run.host_probe_after_ms = host.probe()
         run.host_slow = host.ratio(run) > HOST_SLOW_FACTOR
@@ -492,6 +498,12 @@ def summarize(runs: list[Run], variants: list[str]) -> dict[str, dict[str, Any]]
             "cpu_us_per_req_min": min(r.cpu_us_per_req for r in ok) if ok else None,
             "rps": statistics.median(r.rps for r in ok) if ok else None,
             "cpu_us_per_req_all_rounds": [round(r.cpu_us_per_req, 3) for r in ok],
+            # the kernel's part (a slower server's wake-ups and socket work per request grow)
+            "kernel_us_per_req": statistics.median(
+                r.cpu_system_s * 1e6 / r.requests for r in ok if r.requests
+            )
+            if ok
+            else None,
         }
     for name in variants:
         row = med[name]
@@ -672,6 +684,12 @@ def main(argv: list[str] | None = None) -> int:
     host_ratio = statistics.median(host.ratio(r) for r in used) if used else None
     print()
     print_table(med)
+    kernel = [
+        f"{name} {row['kernel_us_per_req']:.1f}"
+        for name, row in med.items()
+        if row.get("kernel_us_per_req") is not None
+    ]
+    print("kernel (stime) µs/request of the above: " + ", ".join(kernel))
     if host_ratio is not None:
         slow = sum(1 for r in used if r.host_slow)
         print(
