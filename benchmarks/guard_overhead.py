@@ -516,17 +516,7 @@ def summarize(runs: list[Run], variants: list[str]) -> dict[str, dict[str, Any]]
         row["added_us"] = row["cpu_us_per_req"] - base["cpu_us_per_req"]
         row["added_us_min"] = row["cpu_us_per_req_min"] - base["cpu_us_per_req_min"]
         # same-round differences, less sensitive to drift of the machine between rounds
-        paired = []
-        for r in runs:
-            if r.variant != name or not r.valid or not r.used:
-                continue
-            twin = [
-                b for b in runs if b.variant == row["baseline"] and b.round == r.round and b.used
-            ]
-            if twin and twin[0].valid:
-                paired.append(r.cpu_us_per_req - twin[0].cpu_us_per_req)
-        if paired:
-            row["added_us_paired_median"] = statistics.median(paired)
+        row["added_us_paired_median"] = paired_difference(runs, name, row["baseline"])
     guard_added = med.get("guard", {}).get("added_us")
     for name in variants:
         row = med[name]
