@@ -85,6 +85,10 @@ BURST_CAP_S = 20.0
 LOAD_CONNECTIONS = 32
 #: the guard's status document is read whole up to this size
 STATUS_BODY_CAP = 1024 * 1024
+#: the least budget left worth starting a check with. Also the slack of the deadline: uvloop
+#: fires timers up to a millisecond before `time.monotonic()` reaches them, so a check cut at
+#: the deadline may end just before it, and the next one would start with nothing to run in.
+MIN_CHECK_S = 0.05
 
 
 class Unreachable(Exception):
@@ -122,9 +126,17 @@ class _Run:
     def url_of(self, path: str) -> str:
         return f"{self.target.origin}{path}"
 
+    def left_s(self) -> float:
+        """Seconds of the budget left (negative once it has run out)."""
+        return self.deadline - time.monotonic()
+
+    def out_of_time(self) -> bool:
+        """True when too little of the budget is left to start a check (`MIN_CHECK_S`)."""
+        return self.left_s() < MIN_CHECK_S
+
     def _timeout(self) -> float:
         """A single request's timeout: never outliving the budget by more than a moment."""
-        return min(self.options.timeout_s, max(self.deadline - time.monotonic(), 0.05))
+        return min(self.options.timeout_s, max(self.left_s(), MIN_CHECK_S))
 
     async def request(self, path: str, body_cap: int = BODY_CAP) -> Answer:
         """One GET of `path` on a fresh connection, through the load engine's client."""
@@ -142,8 +154,8 @@ class _Run:
 
     async def bounded(self, cap_s: float, coro: Coroutine[Any, Any, Any]) -> bool:
         """Run `coro` for at most `cap_s` (and never past the deadline); True when cut short."""
-        limit = min(cap_s, self.deadline - time.monotonic())
-        if limit <= 0:
+        limit = min(cap_s, self.left_s())
+        if limit < MIN_CHECK_S:
             coro.close()
             return True
         try:
@@ -297,6 +309,15 @@ class _Run:
                 snapshot, opts.limits, "load_resilience", self.pid_missing,
                 await self._guard_process(guard_before),
             )  # fmt: skip
+            if not outcome:
+                # a load cut short is no load to judge the service's resources under
+                res = CheckResult(
+                    "resource_utilization",
+                    False,
+                    f"not judged: the {opts.budget_s:g} s --budget cut the load short, so the "
+                    "service's resources were never measured under the whole load.",
+                    {**res.evidence, "cut_short": True},
+                )
             res.duration_ms = (time.monotonic() - t1) * 1000.0
             results.append(res)
         return results
@@ -494,7 +515,7 @@ async def run_validation(
             continue
         if name == "resource_utilization" and resources_measured:
             continue  # measured during the load, already recorded
-        if time.monotonic() >= run.deadline:
+        if run.out_of_time():
             record(_out_of_budget(name, options.budget_s))
             continue
         if name in ("load_resilience", "resource_utilization"):
