@@ -47,11 +47,13 @@ Idle CPUs poll instead of halting while the benchmark runs (`idle_polling`: it h
 why and runs without; ``--no-idle-polling`` turns it off). Why: on loopback the server's
 response write wakes wrk in the server's own kernel time, and on a VM whose idle vCPU halts
 that wake-up is a virtual interrupt to a halted vCPU, several µs that grow with how long wrk
-waited, so with the server's slowness: on the AMD EPYC VM (2026-12-07), perf put 7.2 µs per
-request of the bare app's time in waking wrk and 10.2 µs of the guard's. On a real network
-that cost is the client host's. With polling idle the calibration reads closer to its 10 µs and
-the bare app's cost falls from ~60-65 to ~56 µs, the issue's reference machine's 54.6. A run
-records whether it polled (``machine.idle_polling``); the medians to report keep the two apart.
+waited, so with the server's slowness: on the AMD EPYC VM (2026-12-07, one `perf record` by
+hand of each server), 7.2 µs per request of the bare app's time went to waking wrk, 10.2 µs of
+the guard's. On a real network that cost is the client host's. With idle CPUs polling, the
+bare app's kernel time per request fell by ~2.5 µs (to 14.5-16.8), its cost to 56-59 µs (the
+issue's reference machine: 54.6), and the calibration read a median of 9.45 µs over five runs
+(11.27 over four runs halting). A run records whether it polled (``machine.idle_polling``); the
+medians to report keep the two apart.
 
 The guard runs compiled by mypyc (see hatch_build.py); ``guard_pure`` is the same guard run from
 its Python source (``CRISISCTL_PURE_PYTHON=1``) and ``guard_no_rate_headers`` the same guard
