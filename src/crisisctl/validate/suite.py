@@ -314,8 +314,9 @@ class _Run:
                 res = CheckResult(
                     "resource_utilization",
                     False,
-                    f"not judged: the {opts.budget_s:g} s --budget cut the load short, so the "
-                    "service's resources were never measured under the whole load.",
+                    f"not judged: the load was cut short (by the {opts.budget_s:g} s --budget "
+                    "or its time cap), so the service's resources were never measured under "
+                    "the whole load.",
                     {**res.evidence, "cut_short": True},
                 )
             res.duration_ms = (time.monotonic() - t1) * 1000.0
