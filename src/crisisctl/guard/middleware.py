@@ -28,7 +28,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -45,7 +44,7 @@ from crisisctl.guard.modes import ModeState
 from crisisctl.guard.outcomes import CLIENT_CLOSED_REQUEST, is_client_disconnect
 from crisisctl.guard.ratelimit import GCRA_ONE, Decision, RateLimitPolicy, open_storage
 from crisisctl.guard.routebuild import RouteBuilder
-from crisisctl.guard.runtime import Deadline, RouteRuntime
+from crisisctl.guard.runtime import Deadline, RouteRuntime, serving_task
 from crisisctl.guard.runtime import ResponseSend as _Send  # (the request path's short name)
 from crisisctl.guard.state import GuardState
 from crisisctl.guard.switching import ModeSwitch
@@ -56,15 +55,6 @@ from crisisctl.guard.types import ASGIApp, Receive, Scope, Send
 log = logging.getLogger("crisisctl.guard")
 # Final: compiled code keeps these in C statics instead of looking them up in the module dict
 _clock: Final = time.monotonic
-
-_running_loop: Final = asyncio.get_running_loop
-_current_task: Final = asyncio.current_task
-#: 3.11's asyncio.current_task is a Python wrapper: read the C-maintained map directly there
-#: (a bool tested at run time: a sys.version_info test in the request path costs a lookup)
-_READ_TASK_MAP: Final = sys.version_info < (3, 12)
-_current_tasks: Final[dict[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = (
-    asyncio.tasks._current_tasks if _READ_TASK_MAP else {}  # type: ignore[attr-defined]
-)
 
 
 class Guard:
@@ -331,10 +321,7 @@ class Guard:
         route = sender.route
         timeout_s = route.timeout_s
         if timeout_s is not None:
-            if _READ_TASK_MAP:
-                task = _current_tasks.get(_running_loop())
-            else:
-                task = _current_task(_running_loop())
+            task = serving_task()
             if task is not None:
                 sender.task = task
                 start = sender.admitted
