@@ -2,7 +2,8 @@
 route by guard/routebuild.py), `Deadline` (one request's timeout, enforced by guard/ticker.py)
 and `ResponseSend`, the `send` an HTTP app gets from the guard (response status, RateLimit
 header lines, the end of the deadline, the service latency and the concurrency slot's release
-at response start), which also carries the request's admission `stage`.
+at response start), which also carries the request's admission `stage`; and `serving_task`, the
+task a deadline cancels.
 
 Compiled with the rest of the request path (see `crisisctl._accelerated`).
 """
