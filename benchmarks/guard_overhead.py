@@ -610,17 +610,18 @@ def report_medians(stored: list[dict[str, Any]], code: str, cpu: str) -> None:
     same = [run for run in stored if run.get("code") == code and run["machine"]["cpu_model"] == cpu]
     polled = [run for run in same if run["machine"].get("idle_polling")]
     halted = [run for run in same if not run["machine"].get("idle_polling")]
-    groups = [
-        (f"of this code ({code}) on this CPU ({cpu}), idle CPUs polling: the figures to report",
-         polled),
-        ("of this code on this CPU, idle CPUs halting (--no-idle-polling, or not root)", halted),
-        ("of any code on any machine (history)", stored),
+    groups = [  # (which runs, what they are for, the runs)
+        (f"of this code ({code}) on this CPU ({cpu}), idle CPUs polling",
+         ": the figures to report", polled),
+        ("of this code on this CPU, idle CPUs halting (--no-idle-polling, or not root)", "",
+         halted),
+        ("of any code on any machine (history)", "", stored),
     ]  # fmt: skip
-    for title, runs in groups:
+    for scope, purpose, runs in groups:
         if not runs:
-            print(f"\nno stored full run {title.split(':')[0]}")
+            print(f"\nno stored full run {scope}")
             continue
-        print(f"\nmedians over every stored full run {title}:")
+        print(f"\nmedians over every stored full run {scope}{purpose}:")
         for name, label in (
             ("realistic_guard", "realistic app, guard added µs"),
             ("realistic_slowapi", "realistic app, slowapi added µs"),
