@@ -101,11 +101,12 @@ def test_a_forked_child_forgets_its_parents_loops() -> None:
     assert _served("parent", cancelled) == 504
     if sys.version_info < (3, 12):
         assert runtime._thread_loops  # the parent's loop is kept (3.11's path)
+        assert runtime._last.pair[0] == threading.get_ident()  # and the last thread's
     pid = os.fork()
     if pid == 0:  # the child: a clean exit code says what it found
         code = 0
         try:
-            if runtime._thread_loops:
+            if runtime._thread_loops or runtime._last.pair != (-1, None):
                 code = 3
             elif _served("child", []) != 504:
                 code = 4
@@ -114,3 +115,26 @@ def test_a_forked_child_forgets_its_parents_loops() -> None:
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_threads_taking_turns_always_get_their_own_task() -> None:
+    # the last thread's loop is compared first. Two threads take strict turns, each asking from
+    # inside a task of its own loop while the other waits inside its task too (so the other
+    # loop has a current task to hand out by mistake), 200 times each
+    turns = {"a": threading.Semaphore(1), "b": threading.Semaphore(0)}
+    other = {"a": "b", "b": "a"}
+    wrong: list[str] = []
+
+    async def ask(name: str) -> None:
+        for _ in range(200):
+            turns[name].acquire(timeout=10)  # (blocks this loop inside its task: on purpose)
+            if runtime.serving_task() is not asyncio.current_task():
+                wrong.append(name)
+            turns[other[name]].release()
+
+    threads = [threading.Thread(target=asyncio.run, args=(ask(n),)) for n in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert wrong == []

@@ -39,7 +39,33 @@ _thread_id: Final = threading.get_ident
 #: the loop last seen running in each thread (see `serving_task`); bounded: emptied when full
 _thread_loops: Final[dict[int, asyncio.AbstractEventLoop]] = {}
 _THREAD_LOOPS_MAX: Final = 256
-os.register_at_fork(after_in_child=_thread_loops.clear)  # (the parent's loops are not its own)
+
+
+class _LastThread:
+    """The thread `serving_task` served last and its loop: one compare of two ints instead of
+    a dict lookup (which boxes the thread id) while one thread serves, as in a server. The two
+    are one value, replaced whole, so threads taking turns never see one's id with the
+    other's loop."""
+
+    __slots__ = ("pair",)
+
+    def __init__(self) -> None:
+        self.pair: tuple[int, asyncio.AbstractEventLoop | None] = (-1, None)
+
+    def forget(self) -> None:
+        self.pair = (-1, None)
+
+
+_last: Final = _LastThread()
+
+
+def _forget_loops() -> None:
+    """After a fork: the parent's loops are not the child's."""
+    _thread_loops.clear()
+    _last.forget()
+
+
+os.register_at_fork(after_in_child=_forget_loops)
 
 #: where a request's admission stands (`ResponseSend.stage`): admitted, or the step the
 #: guard's coroutine finishes because it answers or waits (guard/middleware.py)
@@ -198,16 +224,19 @@ def serving_task() -> asyncio.Task[Any] | None:
     """The task running the caller (None outside a task), for a request's deadline.
 
     On 3.11 `asyncio.get_running_loop` makes a getpid system call each time (its check for a
-    forked child), 0.2-0.9 µs on a VM, so the loop last seen running in each thread is kept:
-    its current task is the caller's while it runs in this thread. A kept loop that no longer
-    runs has no current task and is looked up again; a forked child starts with none. (A kept
-    loop since run by another thread is not detected: a guard is served by one loop, the one
-    its ticker, which enforces the deadlines, runs on.) tests/unit/test_guard_task_lookup.py.
+    forked child), 0.2-0.9 µs on a VM, so the loop last seen running in each thread is kept
+    (and the last thread's apart, compared first): its current task is the caller's while it
+    runs in this thread. A kept loop that no longer runs has no current task and is looked up
+    again; a forked child starts with none. (A kept loop since run by another thread is not
+    detected: a guard is served by one loop, the one its ticker, which enforces the deadlines,
+    runs on.) tests/unit/test_guard_task_lookup.py.
     """
     if not _READ_TASK_MAP:
         return _current_task(_running_loop())
-    thread = _thread_id()
-    loop = _thread_loops.get(thread)
+    thread: int = _thread_id()
+    last_thread, loop = _last.pair
+    if last_thread != thread:
+        loop = _thread_loops.get(thread)
     task = _current_tasks.get(loop) if loop is not None else None
     if task is None:  # (a new thread or loop, or none running a task: looked up)
         loop = _running_loop()
@@ -215,4 +244,7 @@ def serving_task() -> asyncio.Task[Any] | None:
             _thread_loops.clear()
         _thread_loops[thread] = loop
         task = _current_tasks.get(loop)
+        _last.pair = (thread, loop)
+    elif last_thread != thread:
+        _last.pair = (thread, loop)
     return task
