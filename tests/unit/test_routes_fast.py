@@ -74,6 +74,46 @@ def test_resolve_fast_agrees_with_resolve(
     assert fast.labels == reference.labels
 
 
+@settings(max_examples=300)
+@given(
+    st.lists(rules, max_size=3),
+    st.lists(templates(), min_size=1, max_size=8),
+    st.lists(templates(), max_size=2),
+    st.integers(min_value=1, max_value=6),
+    st.lists(st.tuples(st.sampled_from(_METHODS), paths), min_size=1, max_size=20),
+)
+def test_lookup_and_its_shortcut_per_template_agree_with_resolve(
+    rule_list: list[RouteRule],
+    template_list: list[str],
+    critical: list[str],
+    max_labels: int,
+    requests: list[tuple[str, str]],
+) -> None:
+    # `lookup` keeps, per method no rule names, each template's built object and hands it out
+    # without resolving again: three passes, so that the shortcut serves the later ones
+    def table() -> RouteTable[Resolved]:
+        return RouteTable(
+            rule_list, template_list, _build, max_labels=max_labels, critical_paths=critical
+        )
+
+    reference, fast = table(), table()
+    for method, path in requests * 3:
+        expected = reference.resolve(reference.method_label(method), path)
+        assert fast.lookup(method, path) == expected
+    assert fast.labels == reference.labels
+
+
+def test_the_shortcut_never_hands_a_critical_path_its_templates_value() -> None:
+    table: RouteTable[Resolved] = RouteTable(
+        [], ["/items/{id}", "/health"], _build, critical_paths=["/items/health", "/health"]
+    )
+    for _ in range(3):
+        assert not table.lookup("GET", "/items/7").critical
+        assert table.lookup("GET", "/items/health").critical
+        assert table.lookup("GET", "/health").critical
+        assert table.lookup("GET", "/items/8").label == "/items/{id}"
+
+
 @given(st.lists(templates(), min_size=1, max_size=10), paths)
 def test_the_combined_regex_names_the_first_template_that_matches(
     template_list: list[str], path: str

@@ -224,6 +224,9 @@ class RouteTable(Generic[T]):
         #: method -> `serial` of a Resolved (interned above) -> what `build` made of it: a
         #: path's route is built once per distinct value, not once per path
         self._built: dict[str, list[T | None]] = {}
+        #: method (one no rule names) -> template index -> what `build` made of the template's
+        #: own value (no rule, not critical): `lookup`'s shortcut past `resolve_fast`
+        self._direct: dict[str, list[T | None]] = {}
         self._critical_re = combine(self._critical)
         #: a critical path can only match paths starting with one of these segments, unless
         #: one of them starts with something else than a fixed word (`_critical_any`)
@@ -269,7 +272,20 @@ class RouteTable(Generic[T]):
             hit = by_path.get(path)
             if hit is not None:
                 return hit
-        resolved = self.resolve_fast(method, path)
+        direct = self._direct.get(method)
+        if direct is None:
+            resolved = self.resolve_fast(method, path)
+            index = NO_MATCH
+        else:
+            # a method no rule names: a path of a template seen before is its built object
+            # (not critical, the template not opaque) without a Resolved looked up or made
+            plain = path.startswith("/") and "\n" not in path
+            index = self._template_index(path, plain)
+            if index != NO_MATCH:
+                known = direct[index]
+                if known is not None and not self._is_critical(path, plain):
+                    return known
+            resolved = self._resolve_indexed(method, path, plain, index)
         by_serial = self._built.get(method)
         if by_serial is None:
             by_serial = self._built[method] = []
@@ -281,6 +297,8 @@ class RouteTable(Generic[T]):
         built = by_serial[serial]
         if built is None:
             built = by_serial[serial] = self._build(resolved, method)
+        if direct is not None and index != NO_MATCH and resolved is self._plain_by_template[index]:
+            direct[index] = built  # (the template's own value: no rule, not critical)
         if resolved.label != path:
             # a path with parameters (an id: rarely the same twice), a 404 or a folded label:
             # not kept, or the cache would hold (and the allocator never reuse) every path seen
@@ -325,6 +343,30 @@ class RouteTable(Generic[T]):
 
     def resolve_fast(self, method: str, path: str) -> Resolved:
         """`resolve` with one combined regex per list (same result, same label bookkeeping)."""
+        # the trie and the index of critical paths by first segment take paths starting with
+        # "/" and without "\n" ("$" also matches before a final "\n"): the regexes the others
+        plain = path.startswith("/") and "\n" not in path
+        return self._resolve_indexed(method, path, plain, self._template_index(path, plain))
+
+    def _template_index(self, path: str, plain: bool) -> int:
+        """The index of the first template matching `path` (`plain`: as `resolve_fast` says),
+        or NO_MATCH."""
+        if not self._templates:
+            return NO_MATCH
+        if plain:
+            index = self._trie.match(path)
+            fallback_re = self._fallback_re
+            if index > self._fallback_least and fallback_re is not None:
+                found = fallback_re.match(path)
+                if found is not None:
+                    index = min(index, self._fallback[_winner(found)])
+            return index
+        templates_re = self._templates_re
+        found = templates_re.match(path) if templates_re is not None else None
+        return _winner(found) if found is not None else NO_MATCH
+
+    def _resolve_indexed(self, method: str, path: str, plain: bool, index: int) -> Resolved:
+        """`resolve_fast` once the path's template is known (`index`, or NO_MATCH)."""
         rules = self._rules_re.get(method)
         if rules is None:
             rules = self._rules_for(method)
@@ -336,30 +378,13 @@ class RouteTable(Generic[T]):
             if found is not None:
                 rule, rule_label = rules[1][_winner(found)]
         label = None
-        # the trie and the index of critical paths by first segment take paths starting with
-        # "/" and without "\n" ("$" also matches before a final "\n"): the regexes the others
-        plain = path.startswith("/") and "\n" not in path
-        index = NO_MATCH
-        if self._templates:
-            if plain:
-                index = self._trie.match(path)
-                fallback_re = self._fallback_re
-                if index > self._fallback_least and fallback_re is not None:
-                    found = fallback_re.match(path)
-                    if found is not None:
-                        index = min(index, self._fallback[_winner(found)])
-            else:
-                templates_re = self._templates_re
-                found = templates_re.match(path) if templates_re is not None else None
-                if found is not None:
-                    index = _winner(found)
-            if index != NO_MATCH:
-                _, template, opaque = self._templates[index]
-                if rule is None and not opaque:
-                    known = self._plain_by_template[index]
-                    if known is not None and not self._is_critical(path, plain):
-                        return known
-                label = path_label(path) if opaque else template
+        if index != NO_MATCH:
+            _, template, opaque = self._templates[index]
+            if rule is None and not opaque:
+                known = self._plain_by_template[index]
+                if known is not None and not self._is_critical(path, plain):
+                    return known
+            label = path_label(path) if opaque else template
         if label is None:
             if rule_label is not None:
                 label = rule_label
@@ -415,6 +440,8 @@ class RouteTable(Generic[T]):
         entry = (combine([regex for regex, _, _ in allowed]), [(r, lb) for _, r, lb in allowed])
         if method in self._methods or method == OTHER_METHOD:
             self._rules_re[method] = entry  # bounded: the table's methods only
+            if entry[0] is None and self._templates:
+                self._direct[method] = [None] * len(self._templates)
         return entry
 
 
