@@ -692,35 +692,34 @@ def main(argv: list[str] | None = None) -> int:
     if pin:
         os.sched_setaffinity(0, {1})  # keep this process off the server's core
 
-    idle = contextlib.ExitStack()
-    polling, polling_why = idle.enter_context(idle_polling(not args.no_idle_polling))
-    print(f"idle: {polling_why}")
+    with contextlib.ExitStack() as idle:  # (released however the rounds end)
+        polling, polling_why = idle.enter_context(idle_polling(not args.no_idle_polling))
+        print(f"idle: {polling_why}")
 
-    host = HostSpeed(pin)
-    print(f"host probe: {host.fastest:.2f} ms at best (a run's host is slow above "
-          f"{HOST_SLOW_FACTOR:.1f}× the fastest probe)")  # fmt: skip
-    started = time.time()
-    runs: list[Run] = []
-    for rnd in range(1, args.rounds + 1):
-        shift = (rnd - 1) % len(variants)
-        for name in variants[shift:] + variants[:shift]:
-            for attempt in range(1, args.retries + 2):
-                run = measure(name, rnd, args, wrk, pin, host)
-                run.attempt = attempt
-                runs.append(run)
-                state = "ok" if run.valid else "INVALID"
-                if run.valid and run.disturbed:
-                    state = "disturbed"
-                print(
-                    f"  round {rnd} {name:<20} {run.rps:>9.0f} req/s "
-                    f"{run.cpu_us_per_req:>8.2f} µs/req  util {run.server_util:.2f} "
-                    f"others {run.interference:.2f}  host at {host.ratio(run):.2f}×  {state}"
-                )
-                if not run.disturbed or run.non_2xx:
-                    break
-                time.sleep(RETRY_PAUSE_S)  # let the neighbour's burst pass
-            run.used = True  # the first undisturbed attempt, else the last one
-    idle.close()
+        host = HostSpeed(pin)
+        print(f"host probe: {host.fastest:.2f} ms at best (a run's host is slow above "
+              f"{HOST_SLOW_FACTOR:.1f}× the fastest probe)")  # fmt: skip
+        started = time.time()
+        runs: list[Run] = []
+        for rnd in range(1, args.rounds + 1):
+            shift = (rnd - 1) % len(variants)
+            for name in variants[shift:] + variants[:shift]:
+                for attempt in range(1, args.retries + 2):
+                    run = measure(name, rnd, args, wrk, pin, host)
+                    run.attempt = attempt
+                    runs.append(run)
+                    state = "ok" if run.valid else "INVALID"
+                    if run.valid and run.disturbed:
+                        state = "disturbed"
+                    print(
+                        f"  round {rnd} {name:<20} {run.rps:>9.0f} req/s "
+                        f"{run.cpu_us_per_req:>8.2f} µs/req  util {run.server_util:.2f} "
+                        f"others {run.interference:.2f}  host at {host.ratio(run):.2f}×  {state}"
+                    )
+                    if not run.disturbed or run.non_2xx:
+                        break
+                    time.sleep(RETRY_PAUSE_S)  # let the neighbour's burst pass
+                run.used = True  # the first undisturbed attempt, else the last one
 
     med = summarize(runs, variants)
     used = [r for r in runs if r.used and r.valid]

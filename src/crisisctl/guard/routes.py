@@ -378,12 +378,17 @@ class RouteTable(Generic[T]):
             if found is not None:
                 rule, rule_label = rules[1][_winner(found)]
         label = None
+        judged = False  # (`critical` below is judged once)
+        critical = False
         if index != NO_MATCH:
             _, template, opaque = self._templates[index]
             if rule is None and not opaque:
                 known = self._plain_by_template[index]
-                if known is not None and not self._is_critical(path, plain):
-                    return known
+                if known is not None:
+                    critical = self._is_critical(path, plain)
+                    judged = True
+                    if not critical:
+                        return known
             label = path_label(path) if opaque else template
         if label is None:
             if rule_label is not None:
@@ -397,7 +402,8 @@ class RouteTable(Generic[T]):
                 label = OTHER
             else:
                 self._labels.add(label)
-        critical = self._is_critical(path, plain)
+        if not judged:
+            critical = self._is_critical(path, plain)
         if rule is None and not critical:
             resolved = self._plain.get(label)
             if resolved is None:
