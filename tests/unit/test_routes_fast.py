@@ -48,55 +48,49 @@ def _build(resolved: Resolved, method: str) -> Resolved:
     return resolved
 
 
-@settings(max_examples=300)
-@given(
-    st.lists(rules, max_size=5),
-    st.lists(templates(), max_size=8),
-    st.lists(templates(), max_size=2),
-    st.integers(min_value=1, max_value=6),
-    st.lists(st.tuples(st.sampled_from(_METHODS), paths), min_size=1, max_size=20),
-)
-def test_resolve_fast_agrees_with_resolve(
-    rule_list: list[RouteRule],
-    template_list: list[str],
-    critical: list[str],
-    max_labels: int,
-    requests: list[tuple[str, str]],
-) -> None:
+def _two_tables(
+    rule_list: list[RouteRule], template_list: list[str], critical: list[str], max_labels: int
+) -> tuple[RouteTable[Resolved], RouteTable[Resolved]]:
+    """Two tables of the same configuration: the reference's and the one under test."""
+
     def table() -> RouteTable[Resolved]:
         return RouteTable(
             rule_list, template_list, _build, max_labels=max_labels, critical_paths=critical
         )
 
-    reference, fast = table(), table()
+    return table(), table()
+
+
+#: random tables (rules, templates, critical paths, a label budget) and requests
+_tables = st.builds(
+    _two_tables,
+    st.lists(rules, max_size=5),
+    st.lists(templates(), max_size=8),
+    st.lists(templates(), max_size=2),
+    st.integers(min_value=1, max_value=6),
+)
+_requests = st.lists(st.tuples(st.sampled_from(_METHODS), paths), min_size=1, max_size=20)
+
+
+@settings(max_examples=300)
+@given(_tables, _requests)
+def test_resolve_fast_agrees_with_resolve(
+    tables: tuple[RouteTable[Resolved], RouteTable[Resolved]], requests: list[tuple[str, str]]
+) -> None:
+    reference, fast = tables
     for method, path in requests + requests:
         assert fast.resolve_fast(method, path) == reference.resolve(method, path)
     assert fast.labels == reference.labels
 
 
 @settings(max_examples=300)
-@given(
-    st.lists(rules, max_size=3),
-    st.lists(templates(), min_size=1, max_size=8),
-    st.lists(templates(), max_size=2),
-    st.integers(min_value=1, max_value=6),
-    st.lists(st.tuples(st.sampled_from(_METHODS), paths), min_size=1, max_size=20),
-)
+@given(_tables, _requests)
 def test_lookup_and_its_shortcut_per_template_agree_with_resolve(
-    rule_list: list[RouteRule],
-    template_list: list[str],
-    critical: list[str],
-    max_labels: int,
-    requests: list[tuple[str, str]],
+    tables: tuple[RouteTable[Resolved], RouteTable[Resolved]], requests: list[tuple[str, str]]
 ) -> None:
     # `lookup` keeps, per method no rule names, each template's built object and hands it out
     # without resolving again: three passes, so that the shortcut serves the later ones
-    def table() -> RouteTable[Resolved]:
-        return RouteTable(
-            rule_list, template_list, _build, max_labels=max_labels, critical_paths=critical
-        )
-
-    reference, fast = table(), table()
+    reference, fast = tables
     for method, path in requests * 3:
         expected = reference.resolve(reference.method_label(method), path)
         assert fast.lookup(method, path) == expected
