@@ -692,8 +692,7 @@ def main(argv: list[str] | None = None) -> int:
     if pin:
         os.sched_setaffinity(0, {1})  # keep this process off the server's core
 
-    with contextlib.ExitStack() as idle:  # (released however the rounds end)
-        polling, polling_why = idle.enter_context(idle_polling(not args.no_idle_polling))
+    with idle_polling(not args.no_idle_polling) as (polling, polling_why):  # (however it ends)
         print(f"idle: {polling_why}")
 
         host = HostSpeed(pin)
