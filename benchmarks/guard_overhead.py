@@ -64,7 +64,14 @@ how fast this machine is.
 
 Every run is appended to ``benchmarks/results/guard_overhead.json`` (a list of runs, see
 `benchmarks/apps/history.py`), and the figures to report are the medians over every stored
-full run, printed at the end: never the best run.
+full run, printed at the end: never the best run. Beside them, the same runs are asked round
+by round (`benchmarks/apps/pooled.py`): the paired difference of every round of every run of
+this code, pooled, with a 95 % interval that resamples runs and then their rounds. On a host
+whose speed swings between rounds, a handful of run medians cannot place a figure within a
+few µs of the target; the interval says how far the rounds can. A run of fewer variants and
+more rounds (``--variants realistic_bare,realistic_guard,realistic_work10,realistic_floor
+--rounds 15``) adds three times the headline's rounds per minute to that estimate, and counts
+among the full runs like any other.
 
 Run from the project root: ``.venv/bin/python benchmarks/guard_overhead.py [--quick]``.
 Exits 0 whether or not the targets (`realistic_guard_added_us <= 10.0`,
@@ -123,6 +130,7 @@ from benchmarks.apps.history import (  # noqa: E402
     print_median,
 )
 from benchmarks.apps.overhead_apps import REALISTIC, VARIANT_ENV, VARIANTS  # noqa: E402
+from benchmarks.apps.pooled import pooled_paired  # noqa: E402
 from benchmarks.apps.realistic_app import wrk_script  # noqa: E402
 
 DEFAULT_VARIANTS = (
@@ -637,6 +645,36 @@ def report_medians(stored: list[dict[str, Any]], code: str, cpu: str) -> None:
             "than 10 µs of work)",
             runs,
             lambda run: run["target"]["calibrated"]["paired_median_guard_minus_work10_us"],
+        )
+        if runs is not stored:
+            report_pooled(runs)
+
+
+#: the pooled figures: (variant, baseline, label)
+POOLED = (
+    ("realistic_guard", "realistic_bare", "realistic app, guard − bare"),
+    ("realistic_work10", "realistic_bare", "realistic app, calibration (10 µs of work) − bare"),
+    ("realistic_guard", "realistic_work10", "realistic app, guard − calibration"),
+    ("realistic_floor", "realistic_bare", "realistic app, floor − bare"),
+    ("realistic_guard_jobs_only", "realistic_bare", "realistic app, guard, only those jobs − bare"),
+    ("guard", "bare", "best case, guard − bare"),
+)  # fmt: skip
+
+
+def report_pooled(runs: list[dict[str, Any]]) -> None:
+    """The same runs asked round by round (`benchmarks/apps/pooled.py`): every round's paired
+    difference pooled, its median and a 95 % interval that resamples runs, then rounds."""
+    full = [run for run in runs if not run.get("quick")]
+    if not full:
+        return
+    print("  pooled over their rounds, paired per round (median [95 % interval], µs):")
+    for name, other, label in POOLED:
+        est = pooled_paired(full, name, other)
+        if est is None:
+            continue
+        print(
+            f"    {label}: {est.median:+.2f} [{est.low:+.2f}, {est.high:+.2f}] "
+            f"({est.rounds} rounds of {est.runs} runs)"
         )
 
 
