@@ -130,7 +130,7 @@ from benchmarks.apps.history import (  # noqa: E402
     print_median,
 )
 from benchmarks.apps.overhead_apps import REALISTIC, VARIANT_ENV, VARIANTS  # noqa: E402
-from benchmarks.apps.pooled import pooled_paired  # noqa: E402
+from benchmarks.apps.pooled import paired_rounds, pooled_paired  # noqa: E402
 from benchmarks.apps.realistic_app import wrk_script  # noqa: E402
 
 DEFAULT_VARIANTS = (
@@ -516,13 +516,9 @@ def measure(
 # -- report ---------------------------------------------------------------------------------
 def paired_difference(runs: list[Run], name: str, other: str) -> float | None:
     """Median over the rounds where both were measured of `name`'s CPU µs/request minus
-    `other`'s (None: no such round)."""
-    by_round = {r.round: r for r in runs if r.variant == other and r.valid and r.used}
-    diffs = [
-        r.cpu_us_per_req - by_round[r.round].cpu_us_per_req
-        for r in runs
-        if r.variant == name and r.valid and r.used and r.round in by_round
-    ]
+    `other`'s (None: no such round); the rounds are paired as the pooled estimate pairs the
+    stored ones (`benchmarks/apps/pooled.py`)."""
+    diffs = paired_rounds({"rounds": [asdict(r) for r in runs]}, name, other)
     return statistics.median(diffs) if diffs else None
 
 
@@ -618,14 +614,14 @@ def report_medians(stored: list[dict[str, Any]], code: str, cpu: str) -> None:
     same = [run for run in stored if run.get("code") == code and run["machine"]["cpu_model"] == cpu]
     polled = [run for run in same if run["machine"].get("idle_polling")]
     halted = [run for run in same if not run["machine"].get("idle_polling")]
-    groups = [  # (which runs, what they are for, the runs)
+    groups = [  # (which runs, what they are for, the runs, pooled: one code's runs only)
         (f"of this code ({code}) on this CPU ({cpu}), idle CPUs polling",
-         ": the figures to report", polled),
+         ": the figures to report", polled, True),
         ("of this code on this CPU, idle CPUs halting (--no-idle-polling, or not root)", "",
-         halted),
-        ("of any code on any machine (history)", "", stored),
+         halted, True),
+        ("of any code on any machine (history)", "", stored, False),
     ]  # fmt: skip
-    for scope, purpose, runs in groups:
+    for scope, purpose, runs, pooled in groups:
         if not runs:
             print(f"\nno stored full run {scope}")
             continue
@@ -646,7 +642,7 @@ def report_medians(stored: list[dict[str, Any]], code: str, cpu: str) -> None:
             runs,
             lambda run: run["target"]["calibrated"]["paired_median_guard_minus_work10_us"],
         )
-        if runs is not stored:
+        if pooled:
             report_pooled(runs)
 
 
