@@ -21,7 +21,12 @@ middleware) runs in its own uvicorn process (uvloop + httptools, one worker, no 
 pinned to core 0, and is loaded by `wrk` pinned to core 1. After a warm-up, the server's CPU
 time (utime + stime from /proc/PID/stat, via psutil) is read before and after a measured
 `wrk` run; CPU µs/request = cpu_seconds * 1e6 / requests (its kernel part, stime, is stored
-beside it: `cpu_system_s` per run, `kernel_us_per_req` per variant). A server lives through its
+beside it: `cpu_system_s` per run, `kernel_us_per_req` per variant). So is how often a
+response woke wrk (its voluntary context switches per request, from the rusage of the ended
+child: `client_wakeups_per_req`): on loopback the server's write pays for that wake-up, so a
+response written in two parts far apart (uvicorn writes the head at the app's start) can cost
+the server a second one, a cost of the benchmark's set-up and of same-host proxies, not of the
+code measured. A server lives through its
 warm-up (`--warmup`, 2 s) and one measured run: a young server. State that grows with the
 server's age (each route's adaptive limit keeps 30 s of latency history) is only at its full
 size after 30 s, so ``make bench`` also runs the realistic variants with ``--warmup 35``, the
@@ -88,6 +93,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -164,6 +170,9 @@ class Run:
     cpu_s: float = 0.0
     #: the part of `cpu_s` spent in the kernel (stime): sockets, wake-ups, page faults
     cpu_system_s: float = 0.0
+    #: wrk's voluntary context switches per request: how often a response found the client
+    #: asleep and woke it (on loopback, in the server's kernel time)
+    client_wakeups_per_req: float | None = None
     cpu_us_per_req: float = 0.0
     #: server CPU seconds per wall second of the run (≈ 1.0: the server was the bottleneck)
     server_util: float = 0.0
@@ -457,10 +466,15 @@ def run_wrk(
     cmd.append(f"http://{HOST}:{port}/")
     if pin:
         cmd = ["taskset", "-c", "1", *cmd]
+    waits_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_nvcsw
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    # (wrk is the only child that ends meanwhile: taskset execs it, the server lives on)
+    waits = resource.getrusage(resource.RUSAGE_CHILDREN).ru_nvcsw - waits_before
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
-    return parse_wrk(proc.stdout)
+    result = parse_wrk(proc.stdout)
+    result["client_waits"] = waits
+    return result
 
 
 def measure(
@@ -490,6 +504,8 @@ def measure(
         run.non_2xx = out["non_2xx"]
         run.socket_errors = out["socket_errors"]
         run.latency_avg = out["latency_avg"]
+        if run.requests:
+            run.client_wakeups_per_req = out["client_waits"] / run.requests
         run.cpu_us_per_req = run.cpu_s * 1e6 / run.requests if run.requests else 0.0
         run.server_util = run.cpu_s / run.duration_s if run.duration_s else 0.0
         if pin and run.duration_s:
@@ -526,6 +542,7 @@ def summarize(runs: list[Run], variants: list[str]) -> dict[str, dict[str, Any]]
     med: dict[str, dict[str, Any]] = {}
     for name in variants:
         ok = [r for r in runs if r.variant == name and r.valid and r.used]
+        wakeups = [r.client_wakeups_per_req for r in ok if r.client_wakeups_per_req is not None]
         med[name] = {
             "baseline": VARIANTS[name][2],
             "valid_rounds": len(ok),
@@ -544,6 +561,7 @@ def summarize(runs: list[Run], variants: list[str]) -> dict[str, dict[str, Any]]
             )
             if ok
             else None,
+            "client_wakeups_per_req": statistics.median(wakeups) if wakeups else None,
         }
     for name in variants:
         row = med[name]
@@ -765,6 +783,12 @@ def main(argv: list[str] | None = None) -> int:
         if row.get("kernel_us_per_req") is not None
     ]
     print("kernel (stime) µs/request of the above: " + ", ".join(kernel))
+    wakeups = [
+        f"{name} {row['client_wakeups_per_req']:.3f}"
+        for name, row in med.items()
+        if row.get("client_wakeups_per_req") is not None
+    ]
+    print("wrk's wake-ups per request (voluntary context switches): " + ", ".join(wakeups))
     if host_ratio is not None:
         slow = sum(1 for r in used if r.host_slow)
         print(
