@@ -191,6 +191,10 @@ class Guard:
             if deadline is not None:
                 deadline.work = work
             await work
+            held = sender.held
+            if held is not None:  # a start without a body: sent as the app left it
+                sender.held = None
+                await send(held)
         except asyncio.CancelledError:
             task = sender.task
             if task is None or task not in self._timed_out:
@@ -213,7 +217,8 @@ class Guard:
                 sender.status = CLIENT_CLOSED_REQUEST
             else:
                 failed = True
-                if sender.status == 0:
+                if sender.status == 0 or sender.held is not None:
+                    sender.held = None  # (a start still held is never sent: the server's 500)
                     sender.status = 500
             raise
         finally:

@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Generator
 from typing import Any, Final
 
 from crisisctl.guard.breaker import CircuitBreaker
@@ -148,10 +148,24 @@ class ResponseSend:
     congestion nor holds a slot for its lifetime; the time to the end of the response still
     goes into the route's duration histogram.
 
+    The start of a fixed-length response (one with a Content-Length) is held until its first
+    body message and the two are passed on back to back, as the ASGI spec asks of servers
+    ("must not start sending the response to the client until it has received at least one
+    Response Body event"). uvicorn writes the start at once, so the app's way back to its
+    body (Starlette's send wrappers, the response's own code) would otherwise lie between the
+    two writes: a client or same-host proxy that has read the head and gone back to wait is
+    woken a second time, and on one host that wake-up is the server's CPU (about 0.3 more per
+    request behind the guard, several µs each: docs/benchmarks.md). A streamed response (no
+    Content-Length: SSE, a generator) starts at once, so its client sees the head before the
+    first event. What the guard measures at the start (status, service latency, the slot)
+    is measured when the app sends it. The middleware sends a start still held when the app
+    returns without a body (the server then sees what it would have seen), and drops it
+    when the app fails (the server answers 500 instead of a response cut short).
+
     A plain callable object returning `send`'s awaitable, so no coroutine of its own per
-    message, and one object per request (a closure would need two). It also carries the
-    request's admission (route, app, stage, task) between the guard's plain methods and its
-    coroutine (guard/middleware.py).
+    message but the two of a held start, and one object per request (a closure would need
+    two). It also carries the request's admission (route, app, stage, task) between the
+    guard's plain methods and its coroutine (guard/middleware.py).
     """
 
     __slots__ = (
@@ -161,6 +175,7 @@ class ResponseSend:
         "deadline",
         "decision",
         "extra_headers",
+        "held",
         "route",
         "send",
         "service_s",
@@ -189,19 +204,36 @@ class ResponseSend:
         self.conc: ConcurrencyLimiter | None = None
         #: admission to response start, seconds; < 0 until the response starts
         self.service_s = -1.0
+        #: a fixed-length response's start, held until its first body message
+        self.held: Message | None = None
 
     def __call__(self, message: Message) -> Awaitable[None]:
+        held = self.held
+        if held is not None:  # the start, with the message that follows it
+            self.held = None
+            return _send_two(self.send, held, message)
         if not self.status:
             if isinstance(message, dict):  # (always, per the ASGI spec: compiled dict access)
                 kind: str = message["type"]
                 if kind == "http.response.start":
-                    self._start(message["status"], message, message.get("headers", ()))
+                    headers = message.get("headers", ())
+                    if self._start(message["status"], message, headers):
+                        self.held = message
+                        return _READY
             elif message["type"] == "http.response.start":
                 self._start(message["status"], message, message.get("headers", ()))
         return self.send(message)
 
-    def _start(self, status: int, message: Message, headers: Any) -> None:
+    def _start(self, status: int, message: Message, headers: Any) -> bool:
+        """The response starts: its status, headers, service latency and slot. True: it has a
+        Content-Length (the app's own headers say so; Starlette puts it first)."""
         self.status = status
+        fixed = False
+        if type(headers) is list:
+            for line in headers:
+                if line[0] == b"content-length":
+                    fixed = True
+                    break
         extra = self.extra_headers
         if extra is not None:
             if type(headers) is list:
@@ -218,6 +250,27 @@ class ResponseSend:
         if conc is not None:
             self.conc = None
             conc.release(now, service_s)
+        return fixed
+
+
+class _Ready:
+    """An awaitable already done: what `send` of a held start returns (nothing is sent yet),
+    one object for every request instead of a coroutine each."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        done: Generator[Any, None, None] = _EXHAUSTED
+        return done
+
+
+#: an exhausted iterator: awaiting `_READY` runs it, finds nothing and gives None
+_EXHAUSTED: Final[Any] = iter(())
+_READY: Final = _Ready()
+
+
+async def _send_two(send: Send, first: Message, second: Message) -> None:
+    """A held start and the message after it, passed on back to back."""
+    await send(first)
+    await send(second)
 
 
 def serving_task() -> asyncio.Task[Any] | None:
