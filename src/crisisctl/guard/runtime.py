@@ -163,9 +163,10 @@ class ResponseSend:
     when the app fails (the server answers 500 instead of a response cut short).
 
     A plain callable object returning `send`'s awaitable, so no coroutine of its own per
-    message but the two of a held start, and one object per request (a closure would need
-    two). It also carries the request's admission (route, app, stage, task) between the
-    guard's plain methods and its coroutine (guard/middleware.py).
+    message (but one to pass on a held start with the message after it), and one object per
+    request (a closure would need two). It also carries the request's admission (route,
+    app, stage, task) between the guard's plain methods and its coroutine
+    (guard/middleware.py).
     """
 
     __slots__ = (
