@@ -692,6 +692,13 @@ def report_pooled(runs: list[dict[str, Any]]) -> None:
         )
 
 
+def per_variant(med: dict[str, dict[str, Any]], key: str, digits: int) -> str:
+    """ "name figure, …" of one summary figure, for the variants that have it."""
+    return ", ".join(
+        f"{name} {row[key]:.{digits}f}" for name, row in med.items() if row.get(key) is not None
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
@@ -777,18 +784,11 @@ def main(argv: list[str] | None = None) -> int:
     host_ratio = statistics.median(host.ratio(r) for r in used) if used else None
     print()
     print_table(med)
-    kernel = [
-        f"{name} {row['kernel_us_per_req']:.1f}"
-        for name, row in med.items()
-        if row.get("kernel_us_per_req") is not None
-    ]
-    print("kernel (stime) µs/request of the above: " + ", ".join(kernel))
-    wakeups = [
-        f"{name} {row['client_wakeups_per_req']:.3f}"
-        for name, row in med.items()
-        if row.get("client_wakeups_per_req") is not None
-    ]
-    print("wrk's wake-ups per request (voluntary context switches): " + ", ".join(wakeups))
+    print("kernel (stime) µs/request of the above: " + per_variant(med, "kernel_us_per_req", 1))
+    print(
+        "wrk's wake-ups per request (voluntary context switches): "
+        + per_variant(med, "client_wakeups_per_req", 3)
+    )
     if host_ratio is not None:
         slow = sum(1 for r in used if r.host_slow)
         print(
