@@ -120,18 +120,22 @@ def where(entry: str) -> str:
     ``interpreter`` (libpython, and its headers inlined elsewhere), ``libc``, or ``other``
     (uvloop, httptools, the dynamic loader, …)."""
     obj = entry.rsplit(" [", 1)[1] if entry.endswith("]") and " [" in entry else ""
-    location = entry.rsplit(" [", 1)[0] if obj else entry
+    if obj:  # (code of one shared object)
+        if "__mypyc" in obj or "/crisisctl/" in obj:
+            return "compiled"
+        if "libpython" in obj:
+            return "interpreter"
+        return "libc" if "libc.so" in obj else "other"
+    # inlined code listed under its header file, without an object: known by its function
+    location = entry
     function = location.rsplit(":", 1)[-1]
-    if (
-        "__mypyc" in obj
-        or "/crisisctl/" in obj
-        or "/mypyc/lib-rt/" in location
-        or function.startswith("CPy")
-    ):
+    if function.startswith("CPy") or "/mypyc/lib-rt/" in location:
         return "compiled"
-    if "libpython" in obj or "/Python-3." in location or "/include/python3." in location:
+    if function.startswith("__pyx"):
+        return "other"  # (Cython: uvloop, httptools)
+    if "/Python-3." in location or "/include/python3." in location:
         return "interpreter"
-    if "libc.so" in obj or location.startswith("./"):
+    if location.startswith("./"):
         return "libc"
     return "other"
 
